@@ -1,0 +1,53 @@
+"""The exceptions orchestrator raises; each message says what failed and what to do.
+
+Every class keeps all of its state in ``args`` so that it survives pickling
+across process boundaries.
+"""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Base class: a failure with a one-line, actionable message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(OrchestratorError):
+    """The command line, a requirements file or a config file is wrong (exit 2)."""
+
+
+class SourceError(OrchestratorError):
+    """A source (sdist, folder, source tree) cannot be read or is not a Python project."""
+
+
+class UnsafeArchiveError(SourceError):
+    """An sdist holds a member that would escape its folder or is otherwise hostile."""
+
+
+class DownloadError(OrchestratorError):
+    """A distribution could not be fetched from an index or URL."""
+
+
+class HashMismatchError(DownloadError):
+    """A downloaded file's sha256 is not one the requirement or the index allows."""
+
+
+class BuildError(OrchestratorError):
+    """A build failed: backend error, bad wheel, missing build requirement."""
+
+
+class InstallError(OrchestratorError):
+    """A wheel could not be installed into the target environment."""
+
+
+class LockError(OrchestratorError):
+    """Another run holds the wheelhouse lock."""

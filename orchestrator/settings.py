@@ -1,0 +1,33 @@
+"""Frozen settings shared by the stages: where packages come from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IndexSettings:
+    """Where distributions are looked up, as pip's index options say it."""
+
+    index_url: str | None = None
+    """The primary simple index; ``None`` means the installer's default (PyPI)."""
+    extra_index_urls: tuple[str, ...] = ()
+    """Further simple indexes, searched as well as the primary one."""
+    find_links: tuple[str, ...] = ()
+    """Folders or HTML pages listing distribution files."""
+    no_index: bool = False
+    """Ignore every index; only ``find_links`` is searched."""
+
+    def pip_args(self) -> list[str]:
+        """The same options as command-line arguments for ``pip install`` or ``uv pip install``."""
+        args: list[str] = []
+        if self.no_index:
+            args.append("--no-index")
+        else:
+            if self.index_url:
+                args += ["--index-url", self.index_url]
+            for url in self.extra_index_urls:
+                args += ["--extra-index-url", url]
+        for link in self.find_links:
+            args += ["--find-links", link]
+        return args
