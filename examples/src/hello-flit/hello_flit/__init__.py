@@ -1,0 +1,3 @@
+"""Example package built by flit_core."""
+
+GREETING = "hello from flit"

@@ -1,0 +1,5 @@
+"""Example package built by hatchling."""
+
+
+def main() -> None:
+    print("hello from hatch")

@@ -1,0 +1,272 @@
+"""The admission policy: may one more build start now, and which build should yield?
+
+Pure functions over plain data. The caller samples the machine (a :class:`Probe`),
+describes what is running, and asks :func:`decide`; nothing here reads the clock,
+the process table or ``/proc``, so every rule is testable with made-up numbers.
+
+Memory is counted by *reservation*: a running build holds ``max(need, rss)``, what
+it was predicted to need or what it already uses, whichever is larger. A build that
+has just started uses little but will soon use its ``need``, so the momentary free
+memory overstates what is really free; the part of each reservation not yet used is
+subtracted from it before a new build is admitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .errors import UsageError
+from .units import format_size
+
+__all__ = [
+    "Candidate",
+    "Decision",
+    "Limits",
+    "Probe",
+    "QueuedBuild",
+    "Readings",
+    "RunningBuild",
+    "decide",
+    "jobs_per_build",
+    "order_queue",
+    "pick_victim",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Readings:
+    """One sample of the machine, taken by the caller."""
+
+    total_memory: int
+    """Physical memory (or the cgroup's limit), in bytes."""
+    available_memory: int
+    """Memory that can be given to new processes without swapping, in bytes."""
+    load_1m: float | None
+    """The 1-minute load average; ``None`` where the platform has none."""
+    cpu_count: int
+    """CPUs this process may use (affinity and cgroup quota applied)."""
+
+
+class Probe(Protocol):
+    """Supplies :class:`Readings`; the real one lives in ``resources.py``."""
+
+    def read(self) -> Readings:
+        """Sample the machine now."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunningBuild:
+    """A build that has been admitted and has not finished."""
+
+    key: str
+    """Identifies the build to the caller (for :func:`pick_victim`)."""
+    need: int
+    """Predicted peak memory, in bytes."""
+    rss: int
+    """Current resident memory of the build's whole process tree, in bytes."""
+    started_at: float
+    """When it was admitted, on any monotonic clock the caller uses consistently."""
+
+    @property
+    def reservation(self) -> int:
+        """What this build holds against the limits: its prediction or its use, if larger."""
+        return max(self.need, self.rss)
+
+    @property
+    def unused_reservation(self) -> int:
+        """Memory reserved but not yet taken; it will still come out of what is available."""
+        return max(0, self.need - self.rss)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """What all running builds together may take from the machine."""
+
+    max_builds: int
+    """Builds running at once, at most; at least 1."""
+    memory_limit: int | None
+    """The most memory all running builds together may reserve, in bytes; ``None``: no cap."""
+    min_free_memory: int
+    """Available memory to leave untouched after a new build takes what it needs, in bytes."""
+    max_load: float | None
+    """Wait while the 1-minute load per usable CPU is above this; ``None``: ignore load."""
+
+    def __post_init__(self) -> None:
+        if self.max_builds < 1:
+            raise UsageError(f"max builds must be at least 1, not {self.max_builds}")
+        if self.memory_limit is not None and self.memory_limit < 0:
+            raise UsageError(f"memory limit cannot be negative: {self.memory_limit}")
+        if self.min_free_memory < 0:
+            raise UsageError(f"minimum free memory cannot be negative: {self.min_free_memory}")
+        if self.max_load is not None and self.max_load <= 0:
+            raise UsageError(f"max load must be above 0, not {self.max_load}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    """The build at the head of the queue."""
+
+    key: str
+    """Identifies the build to the caller."""
+    need: int
+    """Predicted peak memory, in bytes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """Whether to start the candidate now, and why, in words fit for a status line."""
+
+    admit: bool
+    """Start it now."""
+    reason: str
+    """One line: ``"waiting: 2 of 2 builds running"``."""
+    warning: str | None = None
+    """Set when admitting anyway would break a limit (nothing else is running)."""
+
+
+def decide(
+    candidate: Candidate,
+    readings: Readings,
+    running: Sequence[RunningBuild],
+    limits: Limits,
+) -> Decision:
+    """Admit ``candidate`` now, or say what it is waiting for.
+
+    Checks, in order: the count cap, the memory limit on the sum of reservations,
+    the free memory left after unused reservations and the candidate's need, and
+    the load per CPU. When nothing is running the candidate is always admitted, with
+    a warning if it breaks a memory rule, so that a queue never stalls forever.
+    """
+    need = candidate.need
+    reserved = sum(build.reservation for build in running)
+    headroom = (
+        readings.available_memory - sum(build.unused_reservation for build in running) - need
+    )
+    if not running:
+        return Decision(
+            admit=True,
+            reason=f"starting: nothing else running, needs {format_size(need)}",
+            warning=_liveness_warning(candidate, headroom, limits),
+        )
+    if len(running) >= limits.max_builds:
+        return Decision(
+            admit=False, reason=f"waiting: {len(running)} of {limits.max_builds} builds running"
+        )
+    if limits.memory_limit is not None and reserved + need > limits.memory_limit:
+        return Decision(
+            admit=False,
+            reason=(
+                f"waiting: {format_size(reserved)} of the {format_size(limits.memory_limit)}"
+                f" memory limit reserved, needs {format_size(need)}"
+            ),
+        )
+    if headroom < limits.min_free_memory:
+        return Decision(admit=False, reason=_free_memory_reason(readings, running, need, limits))
+    if limits.max_load is not None and readings.load_1m is not None:
+        load_per_cpu = readings.load_1m / max(1, readings.cpu_count)
+        if load_per_cpu > limits.max_load:
+            return Decision(
+                admit=False,
+                reason=f"waiting: load {load_per_cpu:.1f} per CPU > {limits.max_load:g}",
+            )
+    return Decision(
+        admit=True,
+        reason=(
+            f"starting: needs {format_size(need)}, {format_size(headroom)} stays free,"
+            f" {len(running) + 1} of {limits.max_builds} builds running"
+        ),
+    )
+
+
+def _free_memory_reason(
+    readings: Readings, running: Sequence[RunningBuild], need: int, limits: Limits
+) -> str:
+    free = f"waiting: {format_size(readings.available_memory)} free"
+    unused = sum(build.unused_reservation for build in running)
+    if unused:
+        free += f" ({format_size(unused)} of it promised to running builds)"
+    wanted = f"needs {format_size(need)}"
+    if limits.min_free_memory:
+        wanted += f" and {format_size(limits.min_free_memory)} kept free"
+    return f"{free}, {wanted}"
+
+
+def _liveness_warning(candidate: Candidate, headroom: int, limits: Limits) -> str | None:
+    need = format_size(candidate.need)
+    if limits.memory_limit is not None and candidate.need > limits.memory_limit:
+        return (
+            f"{candidate.key} needs {need}, more than the memory limit of"
+            f" {format_size(limits.memory_limit)}; starting it alone"
+        )
+    if headroom < limits.min_free_memory:
+        return (
+            f"{candidate.key} needs {need} and would leave {format_size(headroom)} free,"
+            f" less than the {format_size(limits.min_free_memory)} to keep; starting it alone"
+        )
+    return None
+
+
+def pick_victim(
+    readings: Readings, running: Sequence[RunningBuild], limits: Limits
+) -> str | None:
+    """The key of the build to stop (and requeue) to relieve memory pressure, if any.
+
+    Pressure is running builds using more than the memory limit, or available
+    memory below the minimum to keep free. The youngest build is stopped: it has
+    the least work to lose. The last running build is never stopped, or nothing
+    would ever finish.
+    """
+    if len(running) <= 1:
+        return None
+    over_limit = (
+        limits.memory_limit is not None
+        and sum(build.rss for build in running) > limits.memory_limit
+    )
+    if not over_limit and readings.available_memory >= limits.min_free_memory:
+        return None
+    return max(running, key=lambda build: build.started_at).key
+
+
+def jobs_per_build(cpu_count: int, max_builds: int) -> int:
+    """Parallel jobs each build may run itself (``MAKEFLAGS=-jN``, ``CMAKE_BUILD_PARALLEL_LEVEL``).
+
+    An even share of the CPUs, rounded down and at least 1, so that ``max_builds``
+    builds compiling at full tilt do not oversubscribe the machine.
+    """
+    if max_builds < 1:
+        raise ValueError(f"max_builds must be at least 1, not {max_builds}")
+    return max(1, cpu_count // max_builds)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueuedBuild:
+    """A build waiting for admission, with what history predicts about it."""
+
+    key: str
+    """Identifies the build to the caller."""
+    need: int
+    """Predicted peak memory, in bytes."""
+    expected_duration: float | None
+    """Seconds its last successful build took; ``None`` if never built."""
+
+
+def order_queue(builds: Iterable[QueuedBuild]) -> list[QueuedBuild]:
+    """``builds`` in the order to start them: the longest first.
+
+    Starting the longest builds first keeps one slow build from running alone at
+    the end. Builds with a known duration come first, longest first; builds never
+    seen before follow, the largest memory need first; ties keep key order so the
+    order is reproducible.
+    """
+    return sorted(
+        builds,
+        key=lambda build: (
+            build.expected_duration is None,
+            -(build.expected_duration or 0.0),
+            -build.need,
+            build.key,
+        ),
+    )

@@ -1,0 +1,168 @@
+"""Build one source into a wheel: extract, create the environment, run the PEP 517 hooks, publish.
+
+Runs inside a worker process. Every failure becomes a :class:`BuildError` (or
+another :class:`OrchestratorError`) here, at one choke point, so the worker can
+report it as a status rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+import build
+import pyproject_hooks
+from installer.exceptions import InstallerError
+from installer.sources import WheelFile
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from orchestrator.envs import BuildEnv, choose_installer
+from orchestrator.errors import BuildError, SourceError
+from orchestrator.extract import extract_sdist
+from orchestrator.jobs import BuildJob, Status, WorkerOutcome
+
+logger = logging.getLogger(__name__)
+
+PhaseCallback = Callable[[str], None]
+
+
+class _Timer:
+    """Times the phases of one build and announces each as it starts."""
+
+    def __init__(self, log: IO[str], on_phase: PhaseCallback) -> None:
+        self.phases: dict[str, float] = {}
+        self._log = log
+        self._on_phase = on_phase
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        self._on_phase(name)
+        self._log.write(f"\n=== orchestrate: {name} ===\n")
+        self._log.flush()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = round(self.phases.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+def _runner(log: IO[str], environ: Mapping[str, str]) -> pyproject_hooks.SubprocessRunner:
+    def run(cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None) -> None:
+        env = {**os.environ, **environ, **(extra_environ or {})}
+        log.flush()
+        subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=True)
+
+    return run
+
+
+def build_source(job: BuildJob, log: IO[str], on_phase: PhaseCallback) -> WorkerOutcome:
+    """Build ``job`` and publish its wheel into the wheelhouse; never raises for a build failure."""
+    timer = _Timer(log, on_phase)
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"orchestrate-{job.key}-") as tmp:
+            wheel = _build(job, Path(tmp), log, timer)
+            name, version = _check_wheel(job, wheel)
+            with timer.phase("publish"):
+                published = publish_wheel(wheel, job.wheelhouse)
+    except (BuildError, SourceError) as exc:
+        return WorkerOutcome(status=Status.FAILED, error=exc.message, phases=timer.phases)
+    except OSError as exc:
+        # Disk full, permissions: name the file and the reason, nothing else.
+        where = f" ({exc.filename})" if exc.filename else ""
+        return WorkerOutcome(status=Status.FAILED, error=f"{exc.strerror or exc}{where}", phases=timer.phases)
+    return WorkerOutcome(status=Status.BUILT, wheel=published.name, name=name, version=version, phases=timer.phases)
+
+
+def _build(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> Path:
+    with timer.phase("extract"):
+        if job.kind == "sdist":
+            (tmp / "src").mkdir()
+            source_dir = extract_sdist(job.source, tmp / "src")
+        else:
+            source_dir = job.source
+        if not (source_dir / "pyproject.toml").is_file() and not (source_dir / "setup.py").is_file():
+            raise SourceError(f"{job.source}: does not appear to be a Python project: no pyproject.toml or setup.py")
+    with timer.phase("create_env"):
+        env = BuildEnv(tmp / "env", installer=choose_installer(job.installer), index=job.index, log=log)
+        try:
+            builder = build.ProjectBuilder.from_isolated_env(env, source_dir, runner=_runner(log, job.environ))
+        except build.BuildException as exc:
+            raise BuildError(f"{job.source}: {exc}") from None
+    with timer.phase("install_requires"):
+        env.install(builder.build_system_requires)
+    with timer.phase("backend"), _backend_errors(job, builder):
+        extra = builder.get_requires_for_build("wheel")
+    if extra:
+        with timer.phase("install_requires"):
+            env.install(extra)
+    with timer.phase("backend"), _backend_errors(job, builder):
+        return Path(builder.build("wheel", tmp / "dist"))
+
+
+@contextlib.contextmanager
+def _backend_errors(job: BuildJob, builder: build.ProjectBuilder) -> Iterator[None]:
+    """Map what the backend or its runner raised into one-line build errors."""
+    try:
+        yield
+    except build.BuildBackendException as exc:
+        cause = exc.exception
+        if isinstance(cause, pyproject_hooks.BackendUnavailable):
+            backend = builder._backend  # noqa: SLF001 - build has no public accessor
+            raise BuildError(f"build backend '{backend}' is not available; check build-system in pyproject.toml") from None
+        if isinstance(cause, subprocess.CalledProcessError):
+            raise BuildError(f"the build backend failed (exit status {cause.returncode}); see the log") from None
+        raise BuildError(f"the build backend failed: {cause}") from None
+    except build.BuildException as exc:
+        raise BuildError(str(exc)) from None
+
+
+def _check_wheel(job: BuildJob, wheel: Path) -> tuple[str, str]:
+    """Check that the backend produced a complete wheel of the right project; return its name and version."""
+    if not wheel.is_file():
+        raise BuildError(f"the build backend reported {wheel.name} but wrote no such file")
+    try:
+        name, version, _, _ = parse_wheel_filename(wheel.name)
+    except InvalidWheelFilename:
+        raise BuildError(f"the build backend wrote {wheel.name}, which is not a valid wheel filename") from None
+    if name != canonicalize_name(job.name) and job.kind == "sdist":
+        raise BuildError(f"the wheel {wheel.name} is of project '{name}', not '{job.name}'")
+    if job.version is not None:
+        try:
+            expected = Version(job.version)
+        except InvalidVersion:
+            expected = None
+        if expected is not None and version != expected:
+            raise BuildError(f"the wheel {wheel.name} has version {version}, but the sdist is version {job.version}")
+    try:
+        with WheelFile.open(wheel) as source:
+            source.validate_record()
+    except (zipfile.BadZipFile, InstallerError, ValueError, KeyError) as exc:
+        raise BuildError(f"the wheel {wheel.name} is corrupt: {exc}") from None
+    return str(name), str(version)
+
+
+def publish_wheel(wheel: Path, wheelhouse: Path) -> Path:
+    """Copy ``wheel`` into ``wheelhouse`` atomically: a hidden temp file, fsync, rename."""
+    final = wheelhouse / wheel.name
+    fd, partial = tempfile.mkstemp(dir=wheelhouse, prefix=f".{wheel.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, wheel.open("rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
+    return final

@@ -1,0 +1,221 @@
+"""The ``orchestrate`` command: parse options, resolve settings, run, map the outcome to an exit code.
+
+Exit codes: 0 everything built (or installed), 1 something failed, 2 usage
+error, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+import psutil
+from rich.console import Console
+
+from orchestrator import __version__
+from orchestrator.admission import Limits
+from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
+from orchestrator.envs import choose_installer
+from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.history import default_state_dir
+from orchestrator.packageconfig import find_config, load_package_config
+from orchestrator.pipeline import BuildRun, BuildSettings
+from orchestrator.resources import usable_cpu_count
+from orchestrator.settings import IndexSettings
+from orchestrator.sources import collect_sources
+from orchestrator.units import parse_size
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived; raised in the main thread like KeyboardInterrupt."""
+
+
+def option(*names: str, **kwargs: Any) -> Callable[[F], F]:
+    """A click option whose environment variable is ``ORCHESTRATE_<NAME>``."""
+    long_name = next(name for name in names if name.startswith("--")).lstrip("-").split("/")[0]
+    kwargs.setdefault("envvar", "ORCHESTRATE_" + long_name.upper().replace("-", "_"))
+    kwargs.setdefault("show_envvar", True)
+    return click.option(*names, **kwargs)
+
+
+def index_options(function: F) -> F:
+    for decorator in reversed(
+        [
+            option("--index-url", "-i", metavar="URL", help="Base URL of the package index (PEP 503/691)."),
+            option("--extra-index-url", multiple=True, metavar="URL", help="More indexes to search."),
+            option("--find-links", "-f", multiple=True, metavar="PATH|URL", help="Folders or pages listing files."),
+            option("--no-index", is_flag=True, help="Ignore indexes; only --find-links."),
+        ]
+    ):
+        function = decorator(function)
+    return function
+
+
+@contextmanager
+def _signals() -> Iterator[None]:
+    """Turn SIGTERM into an exception in the main thread, as SIGINT already is."""
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _fail_usage(message: str) -> None:
+    _console().print(f"error: {message}", markup=False, style="red")
+    sys.exit(EXIT_USAGE)
+
+
+def handle_errors(function: F) -> F:
+    """Map our exceptions to one-line messages and exit codes; tracebacks only with --debug."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            with _signals():
+                return function(*args, **kwargs)
+        except UsageError as exc:
+            if debug:
+                raise
+            _fail_usage(exc.message)
+        except OrchestratorError as exc:
+            if debug:
+                raise
+            _console().print(f"error: {exc.message}", markup=False, style="red")
+            sys.exit(EXIT_FAILED)
+        except KeyboardInterrupt:
+            _console().print("interrupted: running builds were stopped", markup=False)
+            sys.exit(EXIT_SIGINT)
+        except Terminated:
+            _console().print("terminated: running builds were stopped", markup=False)
+            sys.exit(EXIT_SIGTERM)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="orchestrate")
+@click.option("--debug", is_flag=True, envvar="ORCHESTRATE_DEBUG", help="Show tracebacks and debug logs.")
+def main(debug: bool) -> None:
+    """Build wheels from sdists in parallel, capped by count, memory and CPU."""
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _memory_limits(
+    max_builds: int | None, memory_limit: str | None, min_free_memory: str | None, max_load: float | None
+) -> Limits:
+    memory = psutil.virtual_memory()
+    min_free = (
+        parse_size(min_free_memory, total=memory.total)
+        if min_free_memory
+        else min(memory.total // 10, 1024**3)
+    )
+    limit = parse_size(memory_limit, total=memory.total) if memory_limit else max(memory.available - min_free, 0)
+    builds = max_builds if max_builds is not None else usable_cpu_count()
+    if builds < 1:
+        raise UsageError("--max-builds must be at least 1")
+    return Limits(max_builds=builds, memory_limit=limit, min_free_memory=min_free, max_load=max_load)
+
+
+@main.command()
+@click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
+@option("--wheelhouse", "-w", type=click.Path(file_okay=False, path_type=Path), default=Path("wheelhouse"),
+        show_default=True, help="Folder the wheels go to.")
+@option("--max-builds", "-j", type=click.IntRange(min=1), help="Builds at once (default: usable CPUs).")
+@option("--memory-limit", metavar="SIZE", help="Most memory all builds together may use: 6G, 512M, 75%. "
+        "Default: available memory at start minus --min-free-memory.")
+@option("--min-free-memory", metavar="SIZE", help="Never start a build that would leave less free "
+        "(default: 10% of RAM or 1G, the smaller).")
+@option("--memory-per-build", metavar="SIZE", default="1G", show_default=True,
+        help="What a build is assumed to need when history and config do not say.")
+@option("--max-load", type=click.FloatRange(min=0), help="Do not start a build while the 1-minute load "
+        "per CPU exceeds this (default: off).")
+@index_options
+@option("--installer", type=click.Choice(["auto", "pip", "uv"]), default="auto", show_default=True,
+        help="What installs build requirements; auto takes uv when installed.")
+@option("--fail-fast", is_flag=True, help="Stop starting builds after the first failure.")
+@option("--force", is_flag=True, help="Rebuild even when the wheelhouse has a wheel of the same sdist.")
+@option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+        help="Stop a build that runs longer.")
+@option("--retries", type=click.IntRange(min=0), default=0, show_default=True,
+        help="Extra attempts for a build whose worker was killed from outside.")
+@option("--log-dir", type=click.Path(file_okay=False, path_type=Path), help="Per-build logs "
+        "(default: a run folder under --state-dir).")
+@option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
+@option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="History and run folders "
+        "(default: the user cache folder).")
+@option("--no-history", is_flag=True, help="Neither read nor write the build history.")
+@option("--config", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        help="Per-package settings (orchestrate.toml); default: ./orchestrate.toml or ./pyproject.toml.")
+@option("--wait-lock", type=click.FloatRange(min=0), default=0, metavar="SECONDS",
+        help="Wait this long for another run that holds the wheelhouse.")
+@handle_errors
+def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, memory_limit: str | None,
+          min_free_memory: str | None, memory_per_build: str, max_load: float | None, index_url: str | None,
+          extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool, installer: str,
+          fail_fast: bool, force: bool, timeout: float | None, retries: int, log_dir: Path | None,
+          report_json: Path | None, state_dir: Path | None, no_history: bool, config: Path | None,
+          wait_lock: float) -> None:
+    """Build wheels from SOURCES: sdist files, folders of sdists, source trees."""
+    if not sources:
+        raise UsageError("nothing to build: name sdists, folders of sdists or source trees")
+    limits = _memory_limits(max_builds, memory_limit, min_free_memory, max_load)
+    found, notes = collect_sources(sources)
+    state = (state_dir or default_state_dir()).resolve()
+    run_dir = state / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    config = config or find_config(Path.cwd())
+    settings = BuildSettings(
+        wheelhouse=wheelhouse,
+        limits=limits,
+        memory_per_build=parse_size(memory_per_build),
+        index=IndexSettings(index_url=index_url, extra_index_urls=extra_index_url, find_links=find_links,
+                            no_index=no_index),
+        installer=choose_installer(installer),
+        log_dir=(log_dir or run_dir / "logs").resolve(),
+        history_path=None if no_history else state / "history.sqlite3",
+        overrides=load_package_config(config) if config else {},
+        fail_fast=fail_fast,
+        force=force,
+        timeout=timeout,
+        retries=retries,
+        wait_lock=wait_lock,
+    )
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal:
+        console.width = 160  # logs are read in files and CI pages, not 80-column terminals
+    display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
+    for note in notes:
+        display.event(note)
+    run = BuildRun(settings, display)
+    try:
+        report = run.run(found)
+    finally:
+        display.close()
+        run.report.settings = {"max_builds": settings.limits.max_builds, "memory_limit": settings.limits.memory_limit,
+                               "installer": settings.installer}
+        if report_json:
+            run.report.write(report_json)
+    print_summary(console, report)
+    sys.exit(EXIT_FAILED if report.failed else EXIT_OK)

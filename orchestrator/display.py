@@ -1,0 +1,126 @@
+"""What a person sees: live progress on a terminal, one line per event elsewhere, and the summary."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.jobs import PHASES, BuildResult, Status
+from orchestrator.report import RunReport
+from orchestrator.scheduler import RunState
+from orchestrator.units import format_size
+
+LOG_TAIL_LINES = 12
+
+
+class PlainDisplay:
+    """One timestamped line per event, for logs and CI."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._start = time.monotonic()
+        self._lock = threading.Lock()
+
+    def event(self, message: str) -> None:
+        with self._lock:
+            self._console.print(f"[{time.monotonic() - self._start:7.1f}s] {message}", markup=False, highlight=False)
+
+    def update(self, state: RunState) -> None:
+        """Nothing to redraw: every change already printed a line."""
+
+    def close(self) -> None:
+        """Nothing to tear down."""
+
+
+class LiveDisplay(PlainDisplay):
+    """A live table of running builds under the event lines (rich), for terminals."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(console)
+        self._live = Live(console=console, refresh_per_second=4, transient=True)
+        self._live.start()
+
+    def update(self, state: RunState) -> None:
+        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+        for column in ("build", "phase", "elapsed", "memory", "predicted"):
+            table.add_column(column, justify="left" if column in ("build", "phase") else "right")
+        for view in state.running:
+            table.add_row(view.key, view.phase, f"{view.elapsed:.0f}s", format_size(view.rss), format_size(view.need))
+        status = Text(
+            f"{state.built} built, {state.failed} failed, {len(state.running)} running, {state.pending} waiting",
+            style="bold",
+        )
+        parts: list[Table | Text] = [status]
+        if state.waiting_reason:
+            parts.append(Text(state.waiting_reason, style="yellow"))
+        parts.append(table)
+        self._live.update(Group(*parts))
+
+    def close(self) -> None:
+        self._live.stop()
+
+
+def _log_tail(log: str | None) -> str:
+    if not log:
+        return ""
+    try:
+        lines = Path(log).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.1f}" if value else "-"
+
+
+def print_summary(console: Console, report: RunReport) -> None:
+    """The end-of-run table: per package and per stage, then every failure with its log tail."""
+    builds: Sequence[BuildResult] = sorted(report.builds, key=lambda result: -result.wall_s)
+    if builds:
+        table = Table(title="builds", title_justify="left")
+        table.add_column("package")
+        table.add_column("status")
+        for column in (*PHASES, "wall s", "cpu s", "peak RSS", "predicted"):
+            table.add_column(column, justify="right")
+        for result in builds:
+            style = {"built": "green", "failed": "red", "skipped": "dim"}[result.status.value]
+            table.add_row(
+                f"{result.name} {result.version or ''}",
+                Text(result.status.value, style=style),
+                *(_seconds(result.phases.get(phase)) for phase in PHASES),
+                _seconds(result.wall_s),
+                _seconds(result.cpu_s),
+                format_size(result.peak_rss_bytes) if result.peak_rss_bytes else "-",
+                format_size(result.predicted_rss_bytes) if result.predicted_rss_bytes else "-",
+            )
+        console.print(table)
+    stages = Table(title="stages", title_justify="left")
+    for column in ("stage", "items", "span s", "busy s", "sum of items s"):
+        stages.add_column(column, justify="left" if column == "stage" else "right")
+    for name, stage in report.stages().items():
+        if stage.count:
+            stages.add_row(name, str(stage.count), f"{stage.span_s:.1f}", f"{stage.busy_s:.1f}", f"{stage.total_s:.1f}")
+    console.print(stages)
+    for result in report.failed:
+        console.print(Text(f"FAILED {result.name} {result.version or ''}: {result.error}", style="bold red"))
+        tail = _log_tail(result.log)
+        if tail:
+            console.print(Text(tail, style="dim"))
+        if result.log:
+            console.print(f"  full log: {result.log}", markup=False, highlight=False)
+    counts = {status: sum(r.status is status for r in report.builds) for status in Status}
+    wall = (report.finished_at or time.time()) - report.started_at
+    console.print(
+        f"{counts[Status.BUILT]} built, {counts[Status.SKIPPED]} skipped, {counts[Status.FAILED]} failed "
+        f"in {wall:.1f} s",
+        markup=False,
+        highlight=False,
+    )

@@ -1,0 +1,585 @@
+"""Safe extraction of untrusted sdists (tar or zip) into a private folder.
+
+This module owns one promise: whatever an archive holds, extraction either
+writes regular files, folders and symlinks strictly inside ``dest``, or raises
+:class:`~orchestrator.errors.SourceError` (``UnsafeArchiveError`` for hostile
+members) and leaves ``dest`` empty.
+
+Data flow::
+
+    archive --_open_archive()--> TarFile | ZipFile
+            --_tar_members() / _zip_members()--> _Member (format-neutral)
+            --_Extractor.add()--> checks (name, type, link, budget) --> dest
+
+The checks follow tarfile's ``data`` filter (PEP 706) but are stricter and
+purely lexical: the ``data`` filter resolves paths with ``os.path.realpath``
+against whatever is already on disk, which the 2025 CVEs (CVE-2025-4517,
+-4330, -4138, -4435) showed can be steered by earlier members, and Python
+before 3.11.4 has no filter at all. So here:
+
+* member names are split on ``/`` and ``\\``; absolute names, drive letters,
+  NUL bytes and any ``..`` component are refused;
+* a member is never written through a symlink (every parent must be a real
+  folder) and never replaces a symlink or folder;
+* symlink targets may only climb with *leading* ``..`` and no further than the
+  link's own folder allows; a ``..`` after a name could cancel a symlink
+  component, so it is refused;
+* tar hardlinks are materialised as copies of a file extracted earlier;
+* device files, FIFOs and unknown member types are refused;
+* files keep their executable bits, lose setuid/setgid/sticky and group/other
+  write; folder modes and ownership are ignored.
+
+Where the running Python has ``tarfile.data_filter`` it is consulted as well,
+as a second opinion, and its ``FilterError`` becomes ``UnsafeArchiveError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import lzma
+import os
+import re
+import shutil
+import stat
+import struct
+import tarfile
+import time
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal, NoReturn
+
+from .errors import SourceError, UnsafeArchiveError
+
+__all__ = ["extract_sdist"]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK_BYTES = 1024 * 1024
+_MAX_LINK_TARGET_BYTES = 4096  # PATH_MAX on Linux; a zip symlink's body is its target
+# tarfile reads pax and GNU long-name headers whole into memory before we see
+# the member; a gzip of a few MB can declare a multi-GB header.
+_MAX_METADATA_HEADER_BYTES = 1024 * 1024
+_METADATA_TYPES = frozenset(
+    {
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    }
+)
+_DRIVE = re.compile(r"[A-Za-z]:")
+_REFUSE = "refusing to build this sdist"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+# What tarfile, zipfile and the decompressors raise for damaged input
+# (ValueError covers UnicodeDecodeError in zip names and bad GNU sparse maps;
+# NotImplementedError covers zip compression methods zipfile cannot read).
+_CORRUPT_ERRORS: tuple[type[BaseException], ...] = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    EOFError,
+    OSError,
+    zlib.error,
+    lzma.LZMAError,
+    struct.error,
+    ValueError,
+    NotImplementedError,
+)
+_DATA_FILTER: Callable[[tarfile.TarInfo, str], tarfile.TarInfo] | None = getattr(
+    tarfile, "data_filter", None
+)
+_FILTER_ERRORS: tuple[type[BaseException], ...] = tuple(
+    getattr(tarfile, name) for name in ("FilterError",) if hasattr(tarfile, name)
+)
+
+def extract_sdist(
+    archive: Path,
+    dest: Path,
+    *,
+    max_bytes: int = 4 * 1024**3,
+    max_members: int = 200_000,
+) -> Path:
+    """Extract the sdist ``archive`` into the existing, empty folder ``dest``.
+
+    The format (tar, optionally gzip/bzip2/xz compressed, or zip) is decided by
+    content, not by suffix. Returns the project root: the single top-level
+    folder when there is exactly one (``name-version/``), else ``dest``.
+
+    Raises ``UnsafeArchiveError`` for a hostile member (escaping path or link,
+    special file, more than ``max_members`` members or more than ``max_bytes``
+    uncompressed bytes) and ``SourceError`` for an unreadable, corrupt or
+    unrecognised archive; either way ``dest`` is left empty. ``ValueError``
+    means the caller broke the contract (``dest`` missing or not empty).
+    """
+    archive = Path(archive)
+    dest = Path(dest)
+    if not dest.is_dir():
+        raise ValueError(f"extraction folder {dest} does not exist or is not a folder")
+    if any(dest.iterdir()):
+        raise ValueError(f"extraction folder {dest} is not empty")
+    try:
+        _extract(archive, dest, max_bytes=max_bytes, max_members=max_members)
+    except BaseException:
+        _empty_folder(dest)
+        raise
+    entries = list(os.scandir(dest))
+    if len(entries) == 1 and entries[0].is_dir(follow_symlinks=False):
+        return dest / entries[0].name
+    return dest
+
+
+def _extract(archive: Path, dest: Path, *, max_bytes: int, max_members: int) -> None:
+    """The one boundary where tarfile/zipfile/decompressor errors become SourceError."""
+    try:
+        container = _open_archive(archive)
+        with container:
+            extractor = _Extractor(archive.name, dest, max_bytes=max_bytes, max_members=max_members)
+            if isinstance(container, tarfile.TarFile):
+                members = _tar_members(container)
+            else:
+                members = _zip_members(container, extractor)
+            for member in members:
+                extractor.add(member)
+    except SourceError:
+        raise
+    except _CORRUPT_ERRORS as exc:
+        raise SourceError(
+            f"{archive.name}: is truncated or corrupt: {_one_line(exc)}; download it again"
+        ) from exc
+    logger.debug(
+        "extracted %s: %d members, %d bytes", archive.name, extractor.members, extractor.bytes_written
+    )
+
+
+def _open_archive(archive: Path) -> tarfile.TarFile | zipfile.ZipFile:
+    """Sniff the content and open it; only the tar or zip module decides."""
+    try:
+        with archive.open("rb") as file:
+            head = file.read(512)
+    except OSError as exc:
+        raise SourceError(f"{archive.name}: cannot be read: {exc.strerror or exc}") from exc
+    if not head:
+        raise SourceError(f"{archive.name}: is empty, not a tar or zip archive")
+
+    compression = _compression(head)
+    tarinfo = _bounded_tarinfo(archive.name)
+    if compression:
+        # A compressed stream is meant to hold a tar: failing to read it means damage.
+        return tarfile.open(archive, f"r:{compression}", tarinfo=tarinfo)
+    try:
+        return tarfile.open(archive, "r:", tarinfo=tarinfo)
+    except tarfile.ReadError as exc:
+        tar_error = exc
+    if zipfile.is_zipfile(archive):
+        return zipfile.ZipFile(archive)
+    if head[257:262] == b"ustar" or head.startswith(b"PK\x03\x04"):
+        reason = "no zip central directory" if head.startswith(b"PK") else _one_line(tar_error)
+        raise SourceError(f"{archive.name}: is truncated or corrupt: {reason}; download it again")
+    raise SourceError(f"{archive.name}: is not a tar or zip archive")
+
+
+def _compression(head: bytes) -> Literal["gz", "bz2", "xz", ""]:
+    if head.startswith(b"\x1f\x8b"):
+        return "gz"
+    if head.startswith(b"BZh"):
+        return "bz2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    return ""
+
+
+def _bounded_tarinfo(archive_name: str) -> type[tarfile.TarInfo]:
+    """A TarInfo class that refuses oversized pax/GNU headers before tarfile reads them."""
+
+    class _BoundedTarInfo(tarfile.TarInfo):
+        @classmethod
+        def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _BoundedTarInfo:
+            info = super().frombuf(buf, encoding, errors)
+            if info.type in _METADATA_TYPES and info.size > _MAX_METADATA_HEADER_BYTES:
+                raise UnsafeArchiveError(
+                    f"{archive_name}: member {info.name!r} is a {info.size}-byte pax or GNU"
+                    f" metadata header, above the {_MAX_METADATA_HEADER_BYTES}-byte limit; {_REFUSE}"
+                )
+            return info
+
+    return _BoundedTarInfo
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Member:
+    """One archive entry, whatever the format."""
+
+    name: str
+    """The name as stored in the archive, not yet trusted."""
+    kind: str
+    """``file``, ``dir``, ``symlink`` or ``hardlink``; anything else names a refused type."""
+    mode: int | None = None
+    """Permission bits from the archive; ``None`` when the archive has none."""
+    mtime: float | None = None
+    """Modification time to restore on files, best effort."""
+    size: int = 0
+    """Uncompressed size the header claims; only used for an early refusal."""
+    linkname: str | None = None
+    """Symlink target or hardlink source; ``None`` for a zip symlink (read from the body)."""
+    open: Callable[[], IO[bytes]] | None = None
+    """Open the body for streaming."""
+    tarinfo: tarfile.TarInfo | None = None
+    """The tar header, for the ``data`` filter's second opinion."""
+
+
+def _tar_members(tar: tarfile.TarFile) -> Iterator[_Member]:
+    for info in tar:
+        if info.isreg():
+            kind: str = "file"
+        elif info.isdir():
+            kind = "dir"
+        elif info.issym():
+            kind = "symlink"
+        elif info.islnk():
+            kind = "hardlink"
+        elif info.ischr():
+            kind = "character device"
+        elif info.isblk():
+            kind = "block device"
+        elif info.isfifo():
+            kind = "FIFO"
+        else:
+            kind = f"tar member of type {info.type!r}"
+        yield _Member(
+            name=info.name,
+            kind=kind,
+            mode=info.mode,
+            mtime=info.mtime,
+            size=info.size if kind == "file" else 0,
+            linkname=info.linkname,
+            open=_tar_opener(tar, info),
+            tarinfo=info,
+        )
+
+
+def _tar_opener(tar: tarfile.TarFile, info: tarfile.TarInfo) -> Callable[[], IO[bytes]]:
+    def open_body() -> IO[bytes]:
+        body = tar.extractfile(info)
+        if body is None:  # pragma: no cover - only for non-files, which never get here
+            raise tarfile.ReadError(f"member {info.name!r} has no data")
+        return body
+
+    return open_body
+
+
+def _zip_members(archive: zipfile.ZipFile, extractor: _Extractor) -> Iterator[_Member]:
+    infos = archive.infolist()
+    # The central directory gives an early refusal; the bytes are counted again as they stream.
+    extractor.refuse_early(
+        [info.filename for info in infos], [info.file_size for info in infos]
+    )
+    for info in infos:
+        if info.flag_bits & 0x1:
+            raise SourceError(
+                f"{extractor.archive_name}: member {info.filename!r} is encrypted;"
+                " sdists must not be password-protected"
+            )
+    for info in infos:
+        unix_mode = info.external_attr >> 16 if info.create_system == 3 else 0
+        file_type = stat.S_IFMT(unix_mode)
+        if info.filename.endswith(("/", "\\")) or file_type == stat.S_IFDIR:
+            kind: str = "dir"
+        elif file_type in (0, stat.S_IFREG):
+            kind = "file"
+        elif file_type == stat.S_IFLNK:
+            kind = "symlink"
+        elif file_type == stat.S_IFCHR:
+            kind = "character device"
+        elif file_type == stat.S_IFBLK:
+            kind = "block device"
+        elif file_type == stat.S_IFIFO:
+            kind = "FIFO"
+        else:
+            kind = f"zip member of unix type {file_type:#o}"
+        yield _Member(
+            name=info.filename,
+            kind=kind,
+            mode=stat.S_IMODE(unix_mode) or None,
+            mtime=_zip_mtime(info),
+            size=info.file_size,
+            open=_zip_opener(archive, info),
+        )
+
+
+def _zip_opener(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], IO[bytes]]:
+    return lambda: archive.open(info)
+
+
+def _zip_mtime(info: zipfile.ZipInfo) -> float | None:
+    try:
+        return time.mktime((*info.date_time, 0, 0, -1))
+    except (OverflowError, ValueError):
+        return None
+
+
+class _Extractor:
+    """Writes members into ``dest``, refusing anything that could leave it."""
+
+    def __init__(self, archive_name: str, dest: Path, *, max_bytes: int, max_members: int) -> None:
+        self.archive_name = archive_name
+        self.dest = dest
+        self.members = 0
+        self.bytes_written = 0
+        self._max_bytes = max_bytes
+        self._max_members = max_members
+        self._dest_real = os.path.realpath(dest)
+        self._folders: set[tuple[str, ...]] = {()}
+        """Folders known to be real (not symlinks); a folder is never replaced later."""
+        self._files: dict[tuple[str, ...], Path] = {}
+        """Regular files written so far, by normalised name: sources for hardlinks."""
+
+    # -- budget ------------------------------------------------------------
+
+    def refuse_early(self, names: list[str], sizes: list[int]) -> None:
+        """Refuse from headers alone when they already announce too much."""
+        if len(names) > self._max_members:
+            self._too_many(names[self._max_members])
+        total = 0
+        for name, size in zip(names, sizes):
+            total += size
+            if total > self._max_bytes:
+                self._too_big(name)
+
+    def _count_member(self, name: str) -> None:
+        self.members += 1
+        if self.members > self._max_members:
+            self._too_many(name)
+
+    def _take(self, name: str, size: int) -> None:
+        if self.bytes_written + size > self._max_bytes:
+            self._too_big(name)
+        self.bytes_written += size
+
+    def _too_many(self, name: str) -> NoReturn:
+        raise UnsafeArchiveError(
+            f"{self.archive_name}: member {name!r} is past the limit of {self._max_members}"
+            f" members; {_REFUSE}"
+        )
+
+    def _too_big(self, name: str) -> NoReturn:
+        raise UnsafeArchiveError(
+            f"{self.archive_name}: member {name!r} takes the uncompressed size past the limit of"
+            f" {self._max_bytes} bytes (decompression bomb?); {_REFUSE}"
+        )
+
+    # -- members -----------------------------------------------------------
+
+    def add(self, member: _Member) -> None:
+        self._count_member(member.name)
+        if member.kind not in ("file", "dir", "symlink", "hardlink"):
+            self._unsafe(member.name, f"is a {member.kind}; sdists hold only files, folders and links")
+        parts = self._split(member.name, member.name, "would be written")
+        if not parts:
+            if member.kind == "dir":
+                return  # "./" or "/": the extraction folder itself
+            self._unsafe(member.name, "does not name anything inside the extraction folder")
+        link = source = None
+        if member.kind == "symlink":
+            link = self._check_symlink(member, parts)
+        elif member.kind == "hardlink":
+            source = self._check_hardlink(member)
+        if member.tarinfo is not None:
+            self._second_opinion(member.tarinfo)
+        parent = self._make_parents(member.name, parts)
+        target = parent / parts[-1]
+        if member.kind == "dir":
+            self._make_folder(member.name, parts, target)
+        elif link is not None:
+            self._clear_way(member.name, target, replace_file=False)
+            with self._writing(member.name):
+                os.symlink(link, target)
+        elif source is not None:
+            if source != target:
+                # A copy, not a link: nothing but the archive's own files can be
+                # reached, and the copy counts against the byte budget like any file.
+                with self._writing(member.name):
+                    fd = os.open(source, os.O_RDONLY | _NOFOLLOW | os.O_CLOEXEC)
+                with os.fdopen(fd, "rb") as body:
+                    self._write_file(member, parts, target, body)
+        else:
+            assert member.open is not None
+            with member.open() as body:
+                self._write_file(member, parts, target, body)
+
+    def _split(self, name: str, path: str, what: str) -> tuple[str, ...]:
+        """Normalise an archive path into safe components, or refuse it."""
+        if "\x00" in path:
+            self._unsafe(name, f"has a NUL byte in {path!r}")
+        path = path.replace("\\", "/")
+        if path.startswith("/") or _DRIVE.match(path):
+            self._unsafe(name, f"{what} at the absolute path {path!r}")
+        parts = tuple(part for part in path.split("/") if part not in ("", "."))
+        if ".." in parts:
+            depth = 0
+            for part in parts:
+                depth += -1 if part == ".." else 1
+                if depth < 0:
+                    self._unsafe(name, f"{what} outside the extraction folder")
+            self._unsafe(name, f"{what} through a '..' path component")
+        return parts
+
+    def _second_opinion(self, info: tarfile.TarInfo) -> None:
+        if _DATA_FILTER is None:
+            return
+        try:
+            _DATA_FILTER(info, self._dest_real)
+        except _FILTER_ERRORS as exc:
+            self._unsafe(info.name, f"is refused by tarfile's 'data' filter ({exc})")
+
+    def _make_parents(self, name: str, parts: tuple[str, ...]) -> Path:
+        for depth in range(1, len(parts)):
+            prefix = parts[:depth]
+            if prefix in self._folders:
+                continue
+            path = self.dest.joinpath(*prefix)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                with self._writing(name):
+                    os.mkdir(path)
+            else:
+                if stat.S_ISLNK(st.st_mode):
+                    self._unsafe(name, f"would be written through the symlink {'/'.join(prefix)!r}")
+                if not stat.S_ISDIR(st.st_mode):
+                    raise SourceError(
+                        f"{self.archive_name}: member {name!r} would be written inside"
+                        f" {'/'.join(prefix)!r}, which is a file; the archive is corrupt"
+                    )
+            self._folders.add(prefix)
+        return self.dest.joinpath(*parts[:-1])
+
+    def _make_folder(self, name: str, parts: tuple[str, ...], target: Path) -> None:
+        if parts in self._folders:
+            return
+        self._clear_way(name, target, replace_file=False)
+        with self._writing(name):
+            os.mkdir(target)
+        self._folders.add(parts)
+
+    def _check_symlink(self, member: _Member, parts: tuple[str, ...]) -> str:
+        """Return the normalised target of a symlink that stays inside, or refuse it."""
+        link = member.linkname if member.linkname is not None else self._read_zip_link(member)
+        if not link or "\x00" in link:
+            self._unsafe(member.name, f"is a symlink with the invalid target {link!r}")
+        link = link.replace("\\", "/")
+        if link.startswith("/") or _DRIVE.match(link):
+            self._unsafe(member.name, f"is a symlink to the absolute path {link!r}")
+        link_parts = [part for part in link.split("/") if part not in ("", ".")]
+        climbs = 0
+        while climbs < len(link_parts) and link_parts[climbs] == "..":
+            climbs += 1
+        # Every folder above the link is real, so leading '..' are exact; a later
+        # '..' could follow a symlink and climb out, as in 'a -> .' plus 'b -> a/..'.
+        if climbs > len(parts) - 1:
+            self._unsafe(member.name, f"is a symlink to {link!r}, outside the extraction folder")
+        if ".." in link_parts[climbs:]:
+            self._unsafe(member.name, f"is a symlink to {link!r}, which has '..' after a folder name")
+        return "/".join(link_parts) or "."
+
+    def _read_zip_link(self, member: _Member) -> str:
+        assert member.open is not None
+        with member.open() as body:
+            raw = body.read(_MAX_LINK_TARGET_BYTES + 1)
+        if len(raw) > _MAX_LINK_TARGET_BYTES:
+            self._unsafe(member.name, f"is a symlink whose target is over {_MAX_LINK_TARGET_BYTES} bytes")
+        self._take(member.name, len(raw))
+        return os.fsdecode(raw)
+
+    def _check_hardlink(self, member: _Member) -> Path:
+        """Return the earlier extracted file a tar hardlink names, or refuse it."""
+        assert member.linkname is not None
+        source_parts = self._split(member.name, member.linkname, "is a hardlink to a file")
+        source = self._files.get(source_parts)
+        if source is None:
+            self._unsafe(
+                member.name,
+                f"is a hardlink to {member.linkname!r}, which is not a file extracted before it",
+            )
+        return source
+
+    def _write_file(self, member: _Member, parts: tuple[str, ...], target: Path, body: IO[bytes]) -> None:
+        if member.size > self._max_bytes - self.bytes_written:
+            self._too_big(member.name)  # the header already says too much
+        self._clear_way(member.name, target, replace_file=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | os.O_CLOEXEC
+        with self._writing(member.name):
+            fd = os.open(target, flags, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            self._files[parts] = target
+            while chunk := body.read(_CHUNK_BYTES):
+                self._take(member.name, len(chunk))
+                with self._writing(member.name):
+                    out.write(chunk)
+            with self._writing(member.name):
+                os.chmod(out.fileno(), _file_mode(member.mode))
+        if member.mtime is not None:
+            try:
+                os.utime(target, (member.mtime, member.mtime))
+            except (OverflowError, ValueError, OSError):
+                logger.debug("%s: cannot set mtime of %r", self.archive_name, member.name)
+
+    def _clear_way(self, name: str, target: Path, *, replace_file: bool) -> None:
+        """Let a later file replace an earlier one (as tar does); refuse any other clash."""
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            return
+        if replace_file and stat.S_ISREG(st.st_mode):
+            with self._writing(name):
+                os.unlink(target)
+            return
+        self._unsafe(name, "would replace an earlier member of another type at the same path")
+
+    @contextmanager
+    def _writing(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise SourceError(
+                f"{self.archive_name}: cannot write member {name!r}: {exc.strerror or exc}"
+            ) from exc
+
+    def _unsafe(self, name: str, problem: str) -> NoReturn:
+        raise UnsafeArchiveError(f"{self.archive_name}: member {name!r} {problem}; {_REFUSE}")
+
+
+def _file_mode(mode: int | None) -> int:
+    """The ``data`` filter's rule: keep exec bits, drop setuid/setgid/sticky and go-w."""
+    if mode is None:
+        return 0o644
+    mode = (mode & 0o755) | 0o600
+    if not mode & 0o100:
+        mode &= ~0o111
+    return mode
+
+
+def _empty_folder(folder: Path) -> None:
+    """Remove everything under ``folder`` without following symlinks."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        logger.warning("cannot list %s to clean it up", folder, exc_info=True)
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            logger.warning("cannot remove %s after a failed extraction", entry.path, exc_info=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

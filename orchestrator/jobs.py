@@ -1,0 +1,125 @@
+"""The messages between the scheduler and a build worker: a job in, events and a result out.
+
+Both cross a process boundary as JSON, so they are plain frozen data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.settings import IndexSettings
+
+PHASES = ("extract", "create_env", "install_requires", "backend", "publish")
+"""The phases of a build, in order; each gets a timing in the report."""
+
+
+class Status(str, enum.Enum):
+    BUILT = "built"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildJob:
+    """Everything a worker needs to build one source."""
+
+    key: str
+    """The source's key, for events and names."""
+    source: Path
+    kind: str
+    """``sdist`` or ``tree``."""
+    name: str
+    version: str | None
+    sha256: str | None
+    wheelhouse: Path
+    log_path: Path
+    index: IndexSettings
+    installer: str
+    """``pip`` or ``uv``: what installs build requirements."""
+    env_cache: Path | None = None
+    """Folder of prepared build environments shared between builds; ``None`` to build each from scratch."""
+    environ: dict[str, str] = field(default_factory=dict)
+    """Extra environment for the backend (nested-parallelism caps)."""
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["source"] = str(self.source)
+        data["wheelhouse"] = str(self.wheelhouse)
+        data["log_path"] = str(self.log_path)
+        data["env_cache"] = str(self.env_cache) if self.env_cache else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BuildJob:
+        data = dict(data)
+        data["source"] = Path(data["source"])
+        data["wheelhouse"] = Path(data["wheelhouse"])
+        data["log_path"] = Path(data["log_path"])
+        data["env_cache"] = Path(data["env_cache"]) if data["env_cache"] else None
+        data["index"] = IndexSettings(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in data["index"].items()}
+        )
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerOutcome:
+    """What a worker reports when its build ends (the scheduler adds timing and memory)."""
+
+    status: Status
+    wheel: str | None = None
+    """Filename of the wheel placed in the wheelhouse."""
+    name: str | None = None
+    version: str | None = None
+    """Name and version as the built wheel says them."""
+    error: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    cpu_s: float = 0.0
+    """CPU seconds of the worker and every process it waited for."""
+    max_rss_bytes: int = 0
+    """The largest single process of the build, from ``getrusage``."""
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["status"] = self.status.value
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorkerOutcome:
+        return cls(**{**data, "status": Status(data["status"])})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildResult:
+    """One record of the report: what happened to one source."""
+
+    name: str
+    version: str | None
+    source: str
+    status: Status
+    wheel: str | None
+    started_at: float | None
+    finished_at: float | None
+    phases: dict[str, float]
+    peak_rss_bytes: int
+    cpu_s: float
+    log: str | None
+    error: str | None
+    predicted_rss_bytes: int | None = None
+    attempts: int = 1
+
+    @property
+    def wall_s(self) -> float:
+        if self.started_at is None or self.finished_at is None:
+            return 0.0
+        return self.finished_at - self.started_at
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["status"] = self.status.value
+        data["wall_s"] = round(self.wall_s, 3)
+        return data

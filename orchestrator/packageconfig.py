@@ -1,0 +1,125 @@
+"""Per-package overrides: a memory need or a timeout the user knows better than history.
+
+They live in ``orchestrate.toml`` as ``[packages.NAME]`` tables, or in a
+``pyproject.toml`` as ``[tool.orchestrate.packages.NAME]``, with the same keys::
+
+    [packages.scipy]
+    memory = "6G"     # reserve this much, whatever history says
+    timeout = 3600    # seconds before the build is stopped
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import InvalidName, NormalizedName, canonicalize_name
+
+from .errors import UsageError
+from .units import parse_size
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["PackageOverrides", "find_config", "load_package_config"]
+
+ORCHESTRATE_TOML = "orchestrate.toml"
+PYPROJECT_TOML = "pyproject.toml"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PackageOverrides:
+    """What the user set for one package; ``None`` leaves the default in force."""
+
+    memory: int | None = None
+    """Bytes to reserve for the build instead of the predicted need."""
+    timeout: float | None = None
+    """Seconds the build may run before it is stopped."""
+
+
+def find_config(start: Path) -> Path | None:
+    """The config file in folder ``start``: ``orchestrate.toml``, else a ``pyproject.toml``
+    with a ``[tool.orchestrate]`` table, else ``None``."""
+    candidate = start / ORCHESTRATE_TOML
+    if candidate.is_file():
+        return candidate
+    pyproject = start / PYPROJECT_TOML
+    if pyproject.is_file():
+        tool = _read(pyproject).get("tool")
+        if isinstance(tool, Mapping) and "orchestrate" in tool:
+            return pyproject
+    return None
+
+
+def load_package_config(path: Path) -> dict[NormalizedName, PackageOverrides]:
+    """The per-package overrides in ``path``, by canonical project name.
+
+    A file named ``pyproject.toml`` is read under ``[tool.orchestrate]``; any other
+    file is read like ``orchestrate.toml``.
+    """
+    keys = ("tool", "orchestrate", "packages") if path.name == PYPROJECT_TOML else ("packages",)
+    packages: Mapping[str, Any] = _read(path)
+    for depth, key in enumerate(keys, start=1):
+        packages = _table(packages.get(key, {}), path, ".".join(keys[:depth]))
+    prefix = ".".join(keys)
+
+    overrides: dict[NormalizedName, PackageOverrides] = {}
+    spelled: dict[NormalizedName, str] = {}
+    for raw_name, settings in packages.items():
+        where = f"[{prefix}.{raw_name}]"
+        try:
+            name = canonicalize_name(raw_name, validate=True)
+        except InvalidName as exc:
+            raise UsageError(f"{path}: {where} does not name a valid project") from exc
+        if name in spelled:
+            raise UsageError(
+                f"{path}: [{prefix}.{spelled[name]}] and {where} name the same project;"
+                " keep one"
+            )
+        spelled[name] = raw_name
+        overrides[name] = _overrides(_table(settings, path, f"{prefix}.{raw_name}"), path, where)
+    return overrides
+
+
+def _overrides(settings: Mapping[str, Any], path: Path, where: str) -> PackageOverrides:
+    unknown = sorted(set(settings) - {"memory", "timeout"})
+    if unknown:
+        raise UsageError(
+            f"{path}: unknown key {unknown[0]!r} in {where}; the keys are memory and timeout"
+        )
+    memory = settings.get("memory")
+    if memory is not None:
+        if isinstance(memory, bool) or not isinstance(memory, (str, int)):
+            raise UsageError(f'{path}: {where} memory must be a size such as "4G"')
+        try:
+            memory = parse_size(str(memory))
+        except UsageError as exc:
+            raise UsageError(f"{path}: {where} memory: {exc}") from exc
+    timeout = settings.get("timeout")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise UsageError(f"{path}: {where} timeout must be a number of seconds above 0")
+        timeout = float(timeout)
+    return PackageOverrides(memory=memory, timeout=timeout)
+
+
+def _table(value: object, path: Path, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise UsageError(f"{path}: {key} must be a table")
+    return value
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            document: dict[str, Any] = tomllib.load(file)
+    except OSError as exc:
+        raise UsageError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}") from exc
+    return document

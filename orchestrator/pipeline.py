@@ -1,0 +1,144 @@
+"""One run: turn sources (and, later, requirements) into wheels, then hand them to the install stage.
+
+This module wires the stages together; the policy lives in ``admission``, the
+processes in ``scheduler`` and ``worker``, the I/O of each stage in its own module.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from orchestrator.admission import Limits, jobs_per_build
+from orchestrator.history import SUCCESS, BuildRecord, History, predict_need
+from orchestrator.jobs import BuildJob, BuildResult, Status
+from orchestrator.packageconfig import PackageOverrides
+from orchestrator.report import RunReport
+from orchestrator.resources import SystemProbe
+from orchestrator.scheduler import BuildScheduler, Observer, SchedulerSettings, nested_jobs_environ
+from orchestrator.settings import IndexSettings
+from orchestrator.sources import Source
+from orchestrator.wheelhouse import Wheelhouse
+
+logger = logging.getLogger(__name__)
+
+PYTHON_TAG = f"{sys.implementation.name}-{sys.version_info.major}.{sys.version_info.minor}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildSettings:
+    """What ``orchestrate build`` was asked to do, resolved to plain values."""
+
+    wheelhouse: Path
+    limits: Limits
+    memory_per_build: int
+    """Bytes a build is assumed to need when neither history nor config says."""
+    index: IndexSettings = field(default_factory=IndexSettings)
+    installer: str = "auto"
+    log_dir: Path
+    history_path: Path | None
+    """SQLite history file; ``None`` keeps no history."""
+    overrides: Mapping[str, PackageOverrides] = field(default_factory=dict)
+    fail_fast: bool = False
+    force: bool = False
+    timeout: float | None = None
+    retries: int = 0
+    wait_lock: float = 0.0
+
+
+class BuildRun:
+    """Builds a set of sources into a wheelhouse under the caps; see :meth:`run`."""
+
+    def __init__(self, settings: BuildSettings, observer: Observer) -> None:
+        self._settings = settings
+        self._observer = observer
+        self._wheelhouse = Wheelhouse(settings.wheelhouse)
+        self._history = History(settings.history_path) if settings.history_path else None
+        self._sources: dict[str, Source] = {}
+        self._environ = nested_jobs_environ(jobs_per_build(SystemProbe().read().cpu_count, settings.limits.max_builds))
+        self.report = RunReport(started_at=time.time())
+        self._scheduler = BuildScheduler(
+            SchedulerSettings(
+                limits=settings.limits,
+                timeout=settings.timeout,
+                retries=settings.retries,
+                fail_fast=settings.fail_fast,
+            ),
+            probe=SystemProbe(),
+            observer=observer,
+            on_result=self._built,
+        )
+
+    def run(self, sources: Sequence[Source]) -> RunReport:
+        """Build every source; the report holds one record per source."""
+        try:
+            with self._wheelhouse.locked(wait=self._settings.wait_lock):
+                for source in sources:
+                    self.add(source)
+                self._scheduler.run()
+        finally:
+            self.report.finished_at = time.time()
+            if self._history is not None:
+                self._history.close()
+        return self.report
+
+    def add(self, source: Source) -> None:
+        """Queue one source (skipping it when its wheel is already in the wheelhouse)."""
+        settings = self._settings
+        existing = self._wheelhouse.built_wheel(source.sha256)
+        if existing and not settings.force:
+            now = time.time()
+            self.report.builds.append(
+                BuildResult(name=source.name, version=source.version, source=str(source.path), status=Status.SKIPPED,
+                            wheel=existing, started_at=now, finished_at=now, phases={}, peak_rss_bytes=0, cpu_s=0.0,
+                            log=None, error=None)
+            )
+            self._observer.event(f"{source.key}: skipped, {existing} is already in the wheelhouse (--force rebuilds)")
+            return
+        self._sources[str(source.path)] = source
+        job = BuildJob(
+            key=source.key,
+            source=source.path,
+            kind=source.kind,
+            name=source.name,
+            version=source.version,
+            sha256=source.sha256,
+            wheelhouse=self._wheelhouse.path,
+            log_path=settings.log_dir / f"{source.key}.log",
+            index=settings.index,
+            installer=settings.installer,
+            environ=self._environ,
+        )
+        override = settings.overrides.get(canonicalize_name(source.name))
+        history = self._history
+        last_peak = history.last_peak_rss(source.name, version=source.version) if history else None
+        need = predict_need(last_peak, settings.memory_per_build, override=override.memory if override else None)
+        duration = history.expected_duration(source.name, version=source.version) if history else None
+        self._scheduler.add(job, need=need, expected_duration=duration, size=source.size)
+
+    def _built(self, result: BuildResult) -> None:
+        self.report.builds.append(result)
+        source = self._sources.get(result.source)
+        if result.status is Status.BUILT and result.wheel and source is not None:
+            self._wheelhouse.record(source.sha256, wheel=result.wheel, source=source.path.name)
+        if self._history is not None and result.started_at is not None and result.finished_at is not None:
+            self._history.record(
+                BuildRecord(
+                    name=result.name,
+                    version=result.version or "",
+                    sdist_sha256=source.sha256 if source else None,
+                    python=PYTHON_TAG,
+                    peak_rss_bytes=result.peak_rss_bytes or None,
+                    wall_s=result.wall_s,
+                    cpu_s=result.cpu_s or None,
+                    status=SUCCESS if result.status is Status.BUILT else (result.error or "failed")[:200],
+                    started_at=result.started_at,
+                    finished_at=result.finished_at,
+                )
+            )

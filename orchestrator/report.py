@@ -1,0 +1,111 @@
+"""Where a run's time went: the JSON report and the per-stage accounting behind the summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from orchestrator.jobs import BuildResult
+
+
+class StageItem(Protocol):
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StageTime:
+    """How one stage spent the run."""
+
+    count: int
+    span_s: float
+    """From the stage's first start to its last finish."""
+    busy_s: float
+    """Time at least one item of the stage was running."""
+    total_s: float
+    """The items' own times added up (exceeds ``busy_s`` when they overlap)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "span_s": round(self.span_s, 3), "busy_s": round(self.busy_s, 3),
+                "total_s": round(self.total_s, 3)}
+
+
+def stage_time(items: Iterable[StageItem]) -> StageTime:
+    intervals = sorted(
+        (item.started_at, item.finished_at)
+        for item in items
+        if item.started_at is not None and item.finished_at is not None
+    )
+    if not intervals:
+        return StageTime(count=0, span_s=0.0, busy_s=0.0, total_s=0.0)
+    busy = 0.0
+    current_start, current_end = intervals[0]
+    for start, end in intervals[1:]:
+        if start > current_end:
+            busy += current_end - current_start
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    busy += current_end - current_start
+    return StageTime(
+        count=len(intervals),
+        span_s=max(end for _, end in intervals) - intervals[0][0],
+        busy_s=busy,
+        total_s=sum(end - start for start, end in intervals),
+    )
+
+
+@dataclass(slots=True, kw_only=True)
+class RunReport:
+    """Everything a run did; written as JSON with ``--report-json``."""
+
+    started_at: float
+    finished_at: float | None = None
+    builds: list[BuildResult] = field(default_factory=list)
+    downloads: list[Any] = field(default_factory=list)
+    """``DownloadResult`` records."""
+    installs: list[Any] = field(default_factory=list)
+    """``InstallResult`` records."""
+    notes: list[str] = field(default_factory=list)
+    interrupted: str | None = None
+    """``SIGINT``/``SIGTERM`` when the run was stopped before its end."""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> Sequence[BuildResult]:
+        return [result for result in self.builds if result.status.value == "failed"]
+
+    def stages(self) -> dict[str, StageTime]:
+        return {
+            "download": stage_time(self.downloads),
+            "build": stage_time(self.builds),
+            "install": stage_time(self.installs),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "wall_s": round((self.finished_at or self.started_at) - self.started_at, 3),
+            "interrupted": self.interrupted,
+            "settings": self.settings,
+            "stages": {name: stage.to_json() for name, stage in self.stages().items()},
+            "builds": [result.to_json() for result in self.builds],
+            "downloads": [result.to_json() for result in self.downloads],
+            "installs": [result.to_json() for result in self.installs],
+            "notes": self.notes,
+        }
+
+    def write(self, path: Path) -> None:
+        """Write the JSON report atomically."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(self.to_json(), out, indent=2, default=str)
+            out.write("\n")
+        os.replace(tmp, path)

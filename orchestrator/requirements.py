@@ -1,0 +1,464 @@
+"""Read pip-style requirements files that pin every package to one version.
+
+This tool builds what a lock file (``uv pip compile``, ``pip-compile``) pins; it
+does not resolve. Every requirement must therefore name exactly one version, a
+direct URL to an sdist, or a local sdist or source folder. The subset of pip's
+syntax understood here:
+
+* ``name==version`` (extras are accepted and ignored), with environment markers;
+  lines whose marker is false for the running interpreter are skipped;
+* ``--hash=sha256:<hex>`` after a requirement, any number of times;
+* ``name @ https://.../name-1.0.tar.gz`` and plain ``https://.../name-1.0.tar.gz``;
+  a ``#sha256=`` fragment counts as a hash;
+* local paths (``./dist/name-1.0.tar.gz``, ``./src/name``, ``name @ file:///...``),
+  relative to the folder of the file that names them;
+* ``-r``/``--requirement`` includes (relative to the including file; a file is
+  read once, so include cycles are harmless);
+* ``-i``/``--index-url``, ``--extra-index-url``, ``-f``/``--find-links``,
+  ``--no-index``, ``--require-hashes``; ``--trusted-host`` is accepted and ignored;
+* comments (``#`` at the start of a line or after whitespace) and ``\\`` line
+  continuations.
+
+Anything else is a :class:`~orchestrator.errors.UsageError` naming ``file:line``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
+
+from packaging.markers import InvalidMarker, Marker
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import (
+    InvalidSdistFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_sdist_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from .errors import UsageError
+from .settings import IndexSettings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["PinnedRequirement", "RequirementsFile", "parse_requirements"]
+
+logger = logging.getLogger(__name__)
+
+_NOT_A_LOCK = (
+    "this tool builds what a lock file pins and does not resolve; "
+    "pin it with `uv pip compile` or `pip-compile`"
+)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_NAMED_URL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*@")
+_COMMENT = re.compile(r"(^|\s+)#.*$")
+# Options start at the first whitespace-separated token beginning with "-", as in pip.
+_OPTIONS_START = re.compile(r"\s-")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SDIST_SUFFIXES = (".tar.gz", ".zip")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PinnedRequirement:
+    """One package pinned to one source."""
+
+    name: NormalizedName
+    """The project name, canonicalised."""
+    version: str | None
+    """The pinned version as written; ``None`` only when it cannot be known before
+    building (a source folder without a static version, or a URL whose file name
+    carries none)."""
+    url: str | None = None
+    """A direct URL to the sdist, if the requirement gives one."""
+    path: Path | None = None
+    """An absolute path to a local sdist file or source folder, if any."""
+    hashes: frozenset[str] = frozenset()
+    """The sha256 hex digests the downloaded file may have; empty means any."""
+    origin: str
+    """Where the requirement was written, as ``file:line``, for messages."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequirementsFile:
+    """What one or more requirements files say, includes followed."""
+
+    requirements: tuple[PinnedRequirement, ...]
+    """The pins whose markers hold, in file order, duplicates merged."""
+    index: IndexSettings
+    """The index options found in the files."""
+    require_hashes: bool
+    """True when any requirement carries a hash or ``--require-hashes`` is given:
+    then every requirement must carry one (pip's hash-checking mode)."""
+
+
+def parse_requirements(paths: Sequence[Path]) -> RequirementsFile:
+    """Parse requirements files and the files they include.
+
+    :raises UsageError: a line cannot be parsed, a requirement is not pinned to one
+        version, or two lines pin one package differently.
+    """
+    parser = _Parser()
+    for path in paths:
+        parser.read_file(Path(path), included_from=None)
+    return RequirementsFile(
+        requirements=tuple(parser.requirements.values()),
+        index=IndexSettings(
+            index_url=parser.index_url,
+            extra_index_urls=tuple(parser.extra_index_urls),
+            find_links=tuple(parser.find_links),
+            no_index=parser.no_index,
+        ),
+        require_hashes=parser.require_hashes,
+    )
+
+
+@dataclass(slots=True)
+class _Parser:
+    """The state gathered while reading files; never leaves this module."""
+
+    requirements: dict[NormalizedName, PinnedRequirement] = field(default_factory=dict)
+    index_url: str | None = None
+    extra_index_urls: list[str] = field(default_factory=list)
+    find_links: list[str] = field(default_factory=list)
+    no_index: bool = False
+    require_hashes: bool = False
+    seen_files: set[Path] = field(default_factory=set)
+
+    def read_file(self, path: Path, *, included_from: str | None) -> None:
+        resolved = path.resolve()
+        if resolved in self.seen_files:
+            logger.debug("%s is already read; not reading it again", path)
+            return
+        self.seen_files.add(resolved)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            where = f"{included_from}: " if included_from else ""
+            raise UsageError(
+                f"{where}cannot read requirements file {path}: {_one_line(exc)}"
+            ) from exc
+        for lineno, line in _logical_lines(text):
+            self.read_line(line, path=path, origin=f"{path}:{lineno}")
+
+    def read_line(self, line: str, *, path: Path, origin: str) -> None:
+        if line.startswith("-"):
+            self.read_options(line, path=path, origin=origin)
+            return
+        match = _OPTIONS_START.search(line)
+        spec, options = (line[: match.start()], line[match.start() :]) if match else (line, "")
+        hashes = _hashes_from_options(options, origin)
+        requirement = _parse_requirement(spec.strip(), path=path, origin=origin)
+        if requirement is None:
+            return
+        if hashes:
+            requirement = replace(requirement, hashes=requirement.hashes | hashes)
+        if requirement.hashes:
+            self.require_hashes = True
+        self.add(requirement)
+
+    def read_options(self, line: str, *, path: Path, origin: str) -> None:
+        for option, value in _options(line, origin):
+            if option == "--requirement":
+                self.read_file(path.parent / value, included_from=origin)
+            elif option == "--index-url":
+                self.index_url = value
+            elif option == "--extra-index-url":
+                self.extra_index_urls.append(value)
+            elif option == "--find-links":
+                self.find_links.append(_find_link(value, path))
+            elif option == "--no-index":
+                self.no_index = True
+            elif option == "--require-hashes":
+                self.require_hashes = True
+            elif option == "--trusted-host":
+                logger.debug("%s: ignoring --trusted-host %s", origin, value)
+            else:
+                raise UsageError(f"{origin}: {option} must follow a requirement on its line")
+
+    def add(self, requirement: PinnedRequirement) -> None:
+        earlier = self.requirements.get(requirement.name)
+        if earlier is None:
+            self.requirements[requirement.name] = requirement
+            return
+        if _pin(earlier) != _pin(requirement):
+            raise UsageError(
+                f"{requirement.origin}: {requirement.name} is pinned to {_describe(requirement)}"
+                f" but {earlier.origin} pins {_describe(earlier)}; keep one pin per package"
+            )
+        self.requirements[requirement.name] = replace(
+            earlier, hashes=earlier.hashes | requirement.hashes
+        )
+
+
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """Yield ``(first line number, text)`` with continuations joined, comments removed."""
+    pending: list[str] = []
+    start = 0
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        if not pending:
+            start = lineno
+        if raw.endswith("\\"):
+            pending.append(raw[:-1])
+            continue
+        pending.append(raw)
+        line = _COMMENT.sub("", " ".join(pending)).strip()
+        pending = []
+        if line:
+            yield start, line
+    if pending:
+        line = _COMMENT.sub("", " ".join(pending)).strip()
+        if line:
+            yield start, line
+
+
+# Option spellings -> (canonical name, takes a value).
+_OPTIONS: dict[str, tuple[str, bool]] = {
+    "-r": ("--requirement", True),
+    "--requirement": ("--requirement", True),
+    "-i": ("--index-url", True),
+    "--index-url": ("--index-url", True),
+    "--extra-index-url": ("--extra-index-url", True),
+    "-f": ("--find-links", True),
+    "--find-links": ("--find-links", True),
+    "--no-index": ("--no-index", False),
+    "--require-hashes": ("--require-hashes", False),
+    "--trusted-host": ("--trusted-host", True),
+    "--hash": ("--hash", True),
+}
+_REFUSED_OPTIONS = {
+    "-e": "editable requirements are not built; name the folder without -e",
+    "--editable": "editable requirements are not built; name the folder without -e",
+    "-c": "constraints files are for resolvers; " + _NOT_A_LOCK,
+    "--constraint": "constraints files are for resolvers; " + _NOT_A_LOCK,
+}
+
+
+def _options(text: str, origin: str) -> Iterator[tuple[str, str]]:
+    """Yield ``(canonical option, value)`` pairs; ``value`` is ``""`` for flags."""
+    try:
+        tokens = shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"{origin}: cannot split options {text!r}: {exc}") from exc
+    position = 0
+    while position < len(tokens):
+        token = tokens[position]
+        position += 1
+        spelling, has_equals, value = token.partition("=")
+        if not spelling.startswith("--") and len(spelling) > 2 and spelling[:2] in _OPTIONS:
+            # Short option glued to its value: "-rother.txt".
+            spelling, has_equals, value = spelling[:2], "=", token[2:]
+        if spelling in _REFUSED_OPTIONS:
+            raise UsageError(f"{origin}: {_REFUSED_OPTIONS[spelling]}")
+        if spelling not in _OPTIONS:
+            raise UsageError(
+                f"{origin}: unsupported option {spelling}; this tool reads the options "
+                "of pinned lock files (-r, --index-url, --extra-index-url, --find-links, "
+                "--no-index, --hash)"
+            )
+        name, takes_value = _OPTIONS[spelling]
+        if not takes_value:
+            if has_equals:
+                raise UsageError(f"{origin}: {spelling} takes no value")
+            yield name, ""
+            continue
+        if not has_equals:
+            if position == len(tokens):
+                raise UsageError(f"{origin}: {spelling} needs a value")
+            value = tokens[position]
+            position += 1
+        yield name, value
+
+
+def _hashes_from_options(text: str, origin: str) -> frozenset[str]:
+    hashes = set()
+    for option, value in _options(text, origin):
+        if option != "--hash":
+            raise UsageError(
+                f"{origin}: {option} must be on a line of its own, not after a requirement"
+            )
+        algorithm, _, digest = value.partition(":")
+        if algorithm != "sha256":
+            raise UsageError(
+                f"{origin}: unsupported hash {value!r}; use --hash=sha256:<64 hex digits>"
+            )
+        if not _SHA256.match(digest.lower()):
+            raise UsageError(
+                f"{origin}: {value!r} is not a sha256 digest; use --hash=sha256:<64 hex digits>"
+            )
+        hashes.add(digest.lower())
+    return frozenset(hashes)
+
+
+def _find_link(value: str, path: Path) -> str:
+    """A find-links URL, or a local path made absolute relative to the file."""
+    if _URL.match(value):
+        return value
+    return str((path.parent / os.path.expanduser(value)).resolve())
+
+
+def _parse_requirement(text: str, *, path: Path, origin: str) -> PinnedRequirement | None:
+    """One requirement, or ``None`` when its marker is false here."""
+    if _URL.match(text) or (not _NAMED_URL.match(text) and _looks_like_path(text)):
+        location, _, marker_text = _split_marker(text)
+        if marker_text and not _marker_holds(marker_text, origin):
+            return None
+        if _URL.match(location):
+            return _from_url(None, location, origin=origin)
+        return _from_path(None, path.parent / os.path.expanduser(location), origin=origin)
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement as exc:
+        raise UsageError(f"{origin}: cannot parse {text!r}: {_one_line(exc)}") from exc
+    if requirement.marker is not None and not requirement.marker.evaluate():
+        logger.debug("%s: skipping %s: marker is false here", origin, text)
+        return None
+    name = canonicalize_name(requirement.name)
+    if requirement.url:
+        return _from_url(name, requirement.url, origin=origin)
+    specifiers = list(requirement.specifier)
+    if len(specifiers) != 1 or specifiers[0].operator not in ("==", "===") or (
+        specifiers[0].version.endswith(".*")
+    ):
+        what = "no version" if not specifiers else f"{requirement.specifier}"
+        raise UsageError(
+            f"{origin}: {requirement.name} is not pinned to exactly one version "
+            f"({what}); {_NOT_A_LOCK}"
+        )
+    return PinnedRequirement(name=name, version=specifiers[0].version, origin=origin)
+
+
+def _split_marker(text: str) -> tuple[str, str, str]:
+    """Split ``location ; marker``: the ``;`` needs whitespace on one side, as in pip."""
+    match = re.search(r"\s;|;\s", text)
+    if match is None:
+        return text, "", ""
+    return text[: match.start()].strip(), ";", text[match.end() :].strip()
+
+
+def _marker_holds(text: str, origin: str) -> bool:
+    try:
+        return Marker(text).evaluate()
+    except InvalidMarker as exc:
+        raise UsageError(f"{origin}: cannot parse marker {text!r}: {_one_line(exc)}") from exc
+
+
+def _looks_like_path(text: str) -> bool:
+    return (
+        text.startswith((".", "/", "~"))
+        or "/" in text
+        or os.sep in text
+        or text.endswith(_SDIST_SUFFIXES)
+    )
+
+
+def _from_url(name: NormalizedName | None, url: str, *, origin: str) -> PinnedRequirement:
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return _from_path(name, Path(url2pathname(parts.path)), origin=origin)
+    if "+" in parts.scheme:
+        raise UsageError(
+            f"{origin}: version-control URLs are not supported ({url}); pin a released sdist"
+        )
+    if parts.scheme not in ("http", "https"):
+        raise UsageError(f"{origin}: unsupported URL scheme {parts.scheme!r} in {url}")
+    hashes: frozenset[str] = frozenset()
+    algorithm, _, digest = parts.fragment.partition("=")
+    if algorithm == "sha256" and _SHA256.match(digest.lower()):
+        hashes = frozenset({digest.lower()})
+    filename = unquote(parts.path.rsplit("/", 1)[-1])
+    name, version = _name_and_version(name, filename, origin=origin, what=url)
+    return PinnedRequirement(name=name, version=version, url=url, hashes=hashes, origin=origin)
+
+
+def _from_path(name: NormalizedName | None, path: Path, *, origin: str) -> PinnedRequirement:
+    path = path.resolve()
+    if path.is_dir():
+        return _from_folder(name, path, origin=origin)
+    if not path.is_file():
+        raise UsageError(f"{origin}: {path} does not exist; give an sdist file or a source folder")
+    name, version = _name_and_version(name, path.name, origin=origin, what=str(path))
+    return PinnedRequirement(name=name, version=version, path=path, origin=origin)
+
+
+def _name_and_version(
+    name: NormalizedName | None, filename: str, *, origin: str, what: str
+) -> tuple[NormalizedName, str | None]:
+    """Name and version from an sdist file name, checked against ``name`` if given."""
+    if filename.endswith(".whl"):
+        raise UsageError(f"{origin}: {what} is a wheel; this tool builds from sdists only")
+    try:
+        parsed_name, version = parse_sdist_filename(filename)
+    except (InvalidSdistFilename, InvalidVersion) as exc:
+        if name is not None:
+            return name, None
+        raise UsageError(
+            f"{origin}: cannot tell name and version from {what}: {_one_line(exc)}; "
+            "write `name @ URL` or use an sdist named name-version.tar.gz"
+        ) from exc
+    if name is not None and parsed_name != name:
+        raise UsageError(f"{origin}: {what} is an sdist of {parsed_name}, not {name}")
+    return parsed_name, str(version)
+
+
+def _from_folder(name: NormalizedName | None, folder: Path, *, origin: str) -> PinnedRequirement:
+    """A source folder: name and version from ``pyproject.toml`` when static."""
+    project: dict[str, object] = {}
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"{origin}: cannot read {pyproject}: {_one_line(exc)}") from exc
+    static_name = project.get("name")
+    if name is None:
+        if not isinstance(static_name, str):
+            raise UsageError(
+                f"{origin}: cannot tell the project name of {folder} (no [project] name in "
+                f"pyproject.toml); write `name @ {folder.as_uri()}`"
+            )
+        name = canonicalize_name(static_name)
+    elif isinstance(static_name, str) and canonicalize_name(static_name) != name:
+        raise UsageError(f"{origin}: {folder} holds project {static_name}, not {name}")
+    version = project.get("version")
+    return PinnedRequirement(
+        name=name,
+        version=version if isinstance(version, str) else None,
+        path=folder,
+        origin=origin,
+    )
+
+
+def _pin(requirement: PinnedRequirement) -> tuple[object, str | None, Path | None]:
+    """What two lines must agree on to name the same pin."""
+    version: object = requirement.version
+    if requirement.version is not None:
+        try:
+            version = Version(requirement.version)
+        except InvalidVersion:
+            pass
+    return version, requirement.url, requirement.path
+
+
+def _describe(requirement: PinnedRequirement) -> str:
+    where = requirement.url or requirement.path
+    if where is None:
+        return f"=={requirement.version}"
+    return f"{requirement.version or 'an unknown version'} at {where}"
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (packaging adds caret lines)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

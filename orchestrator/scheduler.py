@@ -1,0 +1,446 @@
+"""The event loop that runs the pipeline: downloads, builds and installs, each under its own cap.
+
+Data flow::
+
+    requirements ──► download pool (max_downloads threads) ──┐
+                                                              ▼ sdist on disk
+    sources ─────────────────────────────────────────► pending builds (longest first)
+                                                              │ admission.decide(): count, memory, load
+                                                              ▼
+                                        worker processes (one per build, own session)
+                                          │ stdout: phase / outcome messages (reader thread)
+                                          ▼
+                               events queue ◄── download and install completions
+                                          │
+                              BuildResult ─► install pool (max_installs threads) ─► target env
+
+Only this thread changes the scheduler's state; pools and reader threads talk to
+it through the events queue. Between events it samples each running build's
+process tree (RSS) to enforce memory limits and timeouts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from orchestrator import admission
+from orchestrator.admission import Candidate, Decision, Limits, Probe, Readings, RunningBuild
+from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
+from orchestrator.resources import kill_tree, tree_rss
+from orchestrator.units import format_size
+from orchestrator.worker import MESSAGE_PREFIX
+
+logger = logging.getLogger(__name__)
+
+MEMORY_REQUEUE_LIMIT = 3
+"""Memory requeues of one build before it waits to run alone."""
+
+NESTED_JOBS_VARIABLES = ("MAKEFLAGS", "CMAKE_BUILD_PARALLEL_LEVEL", "MAX_JOBS", "NPY_NUM_BUILD_JOBS")
+
+
+class Observer(Protocol):
+    """Receives what the run does; the CLI's display implements it."""
+
+    def event(self, message: str) -> None: ...
+
+    def update(self, state: RunState) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulerSettings:
+    limits: Limits
+    timeout: float | None = None
+    """Seconds a build may run before its process tree is stopped."""
+    retries: int = 0
+    """Extra attempts for a build whose worker was killed from outside."""
+    fail_fast: bool = False
+    sample_interval: float = 0.2
+    grace: float = 3.0
+    """Seconds between SIGTERM and SIGKILL when stopping a build."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunningView:
+    key: str
+    phase: str
+    elapsed: float
+    rss: int
+    need: int
+    peak_rss: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunState:
+    """A snapshot for the live display."""
+
+    running: tuple[RunningView, ...]
+    pending: int
+    built: int
+    failed: int
+    waiting_reason: str | None
+    readings: Readings | None
+
+
+@dataclass(slots=True)
+class _Queued:
+    job: BuildJob
+    need: int
+    expected_duration: float | None
+    size: int
+    attempts: int = 0
+    memory_requeues: int = 0
+
+
+@dataclass(slots=True)
+class _Running:
+    item: _Queued
+    process: subprocess.Popen[str]
+    started_at: float
+    deadline: float | None
+    phase: str = "starting"
+    rss: int = 0
+    peak_rss: int = 0
+    outcome: WorkerOutcome | None = None
+    stop_reason: str | None = None
+    reader: threading.Thread | None = field(default=None, repr=False)
+
+
+def _start_order(item: _Queued) -> tuple[bool, float, int, int, str]:
+    """Longest first: known durations first, then the largest sdists, then the largest needs."""
+    duration = item.expected_duration
+    return (duration is None, -(duration or 0.0), -item.size, -item.need, item.job.key)
+
+
+def nested_jobs_environ(jobs: int, environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, str]:
+    """Caps for the build tools' own parallelism, except those the user set."""
+    values = {
+        "MAKEFLAGS": f"-j{jobs}",
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs),
+        "MAX_JOBS": str(jobs),
+        "NPY_NUM_BUILD_JOBS": str(jobs),
+    }
+    return {name: value for name, value in values.items() if name not in environ}
+
+
+def spawn_worker(job: BuildJob) -> subprocess.Popen[str]:
+    """Start a worker process for ``job`` in a session of its own."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.worker"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdin is not None
+    process.stdin.write(json.dumps(job.to_json()))
+    process.stdin.close()
+    return process
+
+
+class BuildScheduler:
+    """Runs builds in worker processes under the admission policy; one instance per run."""
+
+    def __init__(
+        self,
+        settings: SchedulerSettings,
+        *,
+        probe: Probe,
+        observer: Observer,
+        spawn: Callable[[BuildJob], subprocess.Popen[str]] = spawn_worker,
+        on_result: Callable[[BuildResult], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._probe = probe
+        self._observer = observer
+        self._spawn = spawn
+        self._on_result = on_result
+        self._events: queue.Queue[tuple[str, str, Any]] = queue.Queue()
+        self._pending: list[_Queued] = []
+        self._running: dict[str, _Running] = {}
+        self._results: list[BuildResult] = []
+        self._readings: Readings | None = None
+        self._waiting_reason: str | None = None
+        self._stopping = False
+        self._producers = 0
+        self._lock = threading.Lock()
+
+    # -- feeding -------------------------------------------------------------------
+    def add(self, job: BuildJob, *, need: int, expected_duration: float | None = None, size: int = 0) -> None:
+        """Queue a build; safe to call from any thread (downloads finish in pool threads).
+
+        ``expected_duration`` (from history) and ``size`` (of the sdist) order the
+        queue: the longest builds start first.
+        """
+        item = _Queued(job=job, need=need, expected_duration=expected_duration, size=size)
+        self._events.put(("add", job.key, item))
+
+    def hold(self) -> None:
+        """Keep the loop alive until :meth:`release`: more builds may still arrive."""
+        with self._lock:
+            self._producers += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._producers -= 1
+        self._events.put(("wake", "", None))
+
+    # -- the loop --------------------------------------------------------------------
+    def run(self) -> list[BuildResult]:
+        """Run until every queued build has a result; stop everything on an exception."""
+        try:
+            while self._active():
+                self._admit()
+                self._observer.update(self._state())
+                self._drain(self._settings.sample_interval)
+                self._sample()
+        except BaseException:
+            self.stop_all("interrupted")
+            raise
+        return self._results
+
+    def _active(self) -> bool:
+        with self._lock:
+            producers = self._producers
+        return bool(self._pending or self._running or producers or not self._events.empty())
+
+    def _drain(self, timeout: float) -> None:
+        try:
+            kind, key, payload = self._events.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            self._handle(kind, key, payload)
+            try:
+                kind, key, payload = self._events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, kind: str, key: str, payload: Any) -> None:
+        if kind == "add":
+            self._enqueue(payload)
+        elif kind == "phase" and key in self._running:
+            self._running[key].phase = payload
+        elif kind == "outcome" and key in self._running:
+            self._running[key].outcome = payload
+        elif kind == "exit" and key in self._running:
+            self._finish(self._running.pop(key), payload)
+
+    def _enqueue(self, item: _Queued) -> None:
+        if self._stopping:
+            self._record(item, None, status=Status.FAILED, error="not started: the run was stopped")
+            return
+        self._pending.append(item)
+        self._pending.sort(key=_start_order)
+
+    # -- admission ---------------------------------------------------------------------
+    def _admit(self) -> None:
+        if self._stopping or not self._pending:
+            self._waiting_reason = None
+            return
+        while self._pending:
+            self._readings = self._probe.read()
+            decision = self._decide(self._pending[0])
+            if not decision.admit:
+                if decision.reason != self._waiting_reason:
+                    self._observer.event(f"{self._pending[0].job.key}: {decision.reason}")
+                self._waiting_reason = decision.reason
+                return
+            self._waiting_reason = None
+            if decision.warning:
+                self._observer.event(f"{self._pending[0].job.key}: {decision.warning}")
+            self._start(self._pending.pop(0))
+
+    def _decide(self, item: _Queued) -> Decision:
+        assert self._readings is not None
+        running = [
+            RunningBuild(key=key, need=run.item.need, rss=run.rss, started_at=run.started_at)
+            for key, run in self._running.items()
+        ]
+        candidate = Candidate(key=item.job.key, need=item.need)
+        return admission.decide(candidate, self._readings, running, self._settings.limits)
+
+    def _start(self, item: _Queued) -> None:
+        item.attempts += 1
+        job = item.job
+        process = self._spawn(job)
+        now = time.time()
+        deadline = now + self._settings.timeout if self._settings.timeout else None
+        run = _Running(item=item, process=process, started_at=now, deadline=deadline)
+        run.reader = threading.Thread(target=self._read, args=(job.key, process), daemon=True)
+        self._running[job.key] = run
+        run.reader.start()
+        self._observer.event(f"{job.key}: started (needs about {format_size(item.need)})")
+
+    def _read(self, key: str, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if not line.startswith(MESSAGE_PREFIX):
+                continue
+            try:
+                message = json.loads(line[len(MESSAGE_PREFIX) :])
+            except json.JSONDecodeError:
+                continue
+            if "phase" in message:
+                self._events.put(("phase", key, message["phase"]))
+            elif "outcome" in message:
+                self._events.put(("outcome", key, WorkerOutcome.from_json(message["outcome"])))
+        self._events.put(("exit", key, process.wait()))
+
+    # -- sampling: memory pressure and timeouts ----------------------------------------
+    def _sample(self) -> None:
+        if not self._running:
+            return
+        now = time.time()
+        for run in self._running.values():
+            run.rss = tree_rss(run.process.pid)
+            run.peak_rss = max(run.peak_rss, run.rss)
+            if run.deadline is not None and now > run.deadline and run.stop_reason is None:
+                self._stop(run, "timeout")
+        readings = self._probe.read()
+        self._readings = readings
+        running = [
+            RunningBuild(key=key, need=run.item.need, rss=run.rss, started_at=run.started_at)
+            for key, run in self._running.items()
+            if run.stop_reason is None
+        ]
+        victim = admission.pick_victim(readings, running, self._settings.limits)
+        if victim is not None:
+            run = self._running[victim]
+            self._observer.event(
+                f"{victim}: stopped under memory pressure at {format_size(run.peak_rss)} "
+                f"({format_size(readings.available_memory)} free); it will run again"
+            )
+            self._stop(run, "memory")
+
+    def _stop(self, run: _Running, reason: str) -> None:
+        run.stop_reason = reason
+        # Stopping waits up to the grace period; do it off the loop so other builds go on.
+        threading.Thread(target=kill_tree, args=(run.process.pid,), kwargs={"grace": self._settings.grace}, daemon=True).start()
+
+    def stop_all(self, reason: str) -> None:
+        """Stop admitting and stop every running build's process tree, waiting for them."""
+        self._stopping = True
+        stoppers = []
+        for run in self._running.values():
+            run.stop_reason = run.stop_reason or reason
+            stopper = threading.Thread(target=kill_tree, args=(run.process.pid,), kwargs={"grace": self._settings.grace})
+            stopper.start()
+            stoppers.append(stopper)
+        for stopper in stoppers:
+            stopper.join()
+        for key, run in list(self._running.items()):
+            run.process.wait()
+            self._finish(self._running.pop(key), run.process.returncode)
+        for item in self._pending:
+            self._record(item, None, status=Status.FAILED, error=f"not started: the run was {reason}")
+        self._pending.clear()
+
+    # -- results -------------------------------------------------------------------------
+    def _finish(self, run: _Running, returncode: int) -> None:
+        if run.reader is not None and run.reader is not threading.current_thread():
+            run.reader.join(timeout=1)
+        item = run.item
+        if run.stop_reason == "memory" and not self._stopping:
+            item.memory_requeues += 1
+            item.need = max(item.need, int(run.peak_rss * 1.2))
+            if item.memory_requeues >= MEMORY_REQUEUE_LIMIT and self._settings.limits.memory_limit:
+                item.need = max(item.need, self._settings.limits.memory_limit)  # from now on it runs alone
+            item.attempts -= 1  # memory requeues are not failures
+            self._enqueue(item)
+            return
+        outcome = run.outcome
+        if outcome is not None and run.stop_reason is None:
+            self._record(item, run, status=outcome.status, error=outcome.error, outcome=outcome)
+            return
+        error = self._death_reason(run, returncode)
+        if run.stop_reason is None and item.attempts <= self._settings.retries and not self._stopping:
+            self._observer.event(f"{item.job.key}: {error}; retrying ({item.attempts}/{self._settings.retries})")
+            self._enqueue(item)
+            return
+        self._record(item, run, status=Status.FAILED, error=error, outcome=outcome)
+
+    def _death_reason(self, run: _Running, returncode: int) -> str:
+        if run.stop_reason == "timeout":
+            return f"timed out after {self._settings.timeout:g} s"
+        if run.stop_reason is not None:
+            return f"stopped: the run was {run.stop_reason}"
+        if returncode < 0:
+            name = signal.Signals(-returncode).name
+            if -returncode == signal.SIGKILL and self._memory_short():
+                return f"worker killed by {name} (likely out of memory)"
+            return f"worker killed by {name}"
+        return f"worker exited with status {returncode} without a result; see the log"
+
+    def _memory_short(self) -> bool:
+        readings = self._readings
+        limits = self._settings.limits
+        return readings is not None and readings.available_memory < 2 * max(limits.min_free_memory, 1)
+
+    def _record(
+        self,
+        item: _Queued,
+        run: _Running | None,
+        *,
+        status: Status,
+        error: str | None,
+        outcome: WorkerOutcome | None = None,
+    ) -> None:
+        job = item.job
+        result = BuildResult(
+            name=(outcome.name if outcome and outcome.name else job.name),
+            version=(outcome.version if outcome and outcome.version else job.version),
+            source=str(job.source),
+            status=status,
+            wheel=outcome.wheel if outcome else None,
+            started_at=run.started_at if run else None,
+            finished_at=time.time() if run else None,
+            phases=outcome.phases if outcome else {},
+            peak_rss_bytes=max(run.peak_rss if run else 0, outcome.max_rss_bytes if outcome else 0),
+            cpu_s=outcome.cpu_s if outcome else 0.0,
+            log=str(job.log_path) if run else None,
+            error=error,
+            predicted_rss_bytes=item.need,
+            attempts=max(item.attempts, 1),
+        )
+        self._results.append(result)
+        verb = {Status.BUILT: "built", Status.FAILED: "FAILED", Status.SKIPPED: "skipped"}[status]
+        detail = f" {result.wheel}" if result.wheel else f": {error}" if error else ""
+        self._observer.event(f"{job.key}: {verb}{detail} in {result.wall_s:.1f} s")
+        if status is Status.FAILED and self._settings.fail_fast and not self._stopping:
+            self._observer.event("--fail-fast: stopping after the first failure")
+            self._stopping = True
+            for queued in self._pending:
+                self._record(queued, None, status=Status.FAILED, error="not started: --fail-fast after a failure")
+            self._pending.clear()
+        if self._on_result is not None:
+            self._on_result(result)
+
+    def _state(self) -> RunState:
+        now = time.time()
+        running = tuple(
+            RunningView(key=key, phase=run.phase, elapsed=now - run.started_at, rss=run.rss,
+                        need=run.item.need, peak_rss=run.peak_rss)
+            for key, run in self._running.items()
+        )
+        return RunState(
+            running=running,
+            pending=len(self._pending),
+            built=sum(result.status is Status.BUILT for result in self._results),
+            failed=sum(result.status is Status.FAILED for result in self._results),
+            waiting_reason=self._waiting_reason,
+            readings=self._readings,
+        )

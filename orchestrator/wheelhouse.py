@@ -1,0 +1,87 @@
+"""The wheelhouse folder: its lock, and the manifest that maps each wheel to the sdist it came from."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import filelock
+
+from orchestrator.errors import LockError, UsageError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = ".orchestrate-manifest.json"
+LOCK = ".orchestrate.lock"
+
+
+class Wheelhouse:
+    """A wheelhouse folder that one run at a time writes to."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.resolve()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot create the wheelhouse folder: {exc.strerror}") from None
+        self._manifest = self._load()
+
+    @contextlib.contextmanager
+    def locked(self, *, wait: float = 0.0) -> Iterator[None]:
+        """Hold the wheelhouse lock; another run holding it is a :class:`LockError` after ``wait`` seconds."""
+        lock = filelock.FileLock(str(self.path / LOCK))
+        try:
+            lock.acquire(timeout=wait)
+        except filelock.Timeout:
+            raise LockError(
+                f"{self.path}: another orchestrate run is writing this wheelhouse; "
+                "wait for it, or pass --wait-lock SECONDS"
+            ) from None
+        try:
+            self._remove_partials()
+            yield
+        finally:
+            lock.release()
+
+    def _remove_partials(self) -> None:
+        """Remove temp files a killed run left behind (only ever ours: hidden ``.part`` files)."""
+        for partial in self.path.glob(".*.part"):
+            with contextlib.suppress(OSError):
+                partial.unlink()
+                logger.info("removed %s left by an interrupted run", partial.name)
+
+    def _load(self) -> dict[str, dict[str, str]]:
+        try:
+            data = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            logger.warning("%s: unreadable manifest; every source will be built again", self.path / MANIFEST)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def built_wheel(self, sha256: str | None) -> str | None:
+        """The wheel already built from the sdist with this digest, if it is still here."""
+        if sha256 is None:
+            return None
+        entry = self._manifest.get(sha256)
+        if entry and (self.path / entry["wheel"]).is_file():
+            return entry["wheel"]
+        return None
+
+    def record(self, sha256: str | None, *, wheel: str, source: str) -> None:
+        """Remember which sdist a wheel came from; written atomically."""
+        if sha256 is None:
+            return
+        self._manifest[sha256] = {"wheel": wheel, "source": source}
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f"{MANIFEST}.", suffix=".part")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(self._manifest, out, indent=1, sort_keys=True)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path / MANIFEST)

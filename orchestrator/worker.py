@@ -1,0 +1,56 @@
+"""The build worker: a process of its own per build, started by the scheduler.
+
+Protocol: the job arrives as one JSON document on stdin. The worker writes
+messages to stdout, one per line, each ``@@orchestrate `` followed by JSON:
+``{"phase": NAME}`` as a phase starts, then ``{"outcome": {...}}`` once.
+Everything the build prints goes to the job's log file instead. The worker never
+raises: any failure is an outcome with status ``failed``. A worker that dies
+without an outcome is reported by the scheduler from its exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import traceback
+from typing import Any
+
+from orchestrator.jobs import BuildJob, Status, WorkerOutcome
+
+MESSAGE_PREFIX = "@@orchestrate "
+
+
+def _send(message: dict[str, Any]) -> None:
+    sys.stdout.write(MESSAGE_PREFIX + json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def _usage() -> tuple[float, int]:
+    """CPU seconds and largest RSS of this process and every process it waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return cpu, max(own.ru_maxrss, children.ru_maxrss) * 1024
+
+
+def main() -> int:
+    job = BuildJob.from_json(json.loads(sys.stdin.read()))
+    job.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with job.log_path.open("a", encoding="utf-8", errors="replace") as log:
+        try:
+            from orchestrator.builder import build_source
+
+            outcome = build_source(job, log, lambda phase: _send({"phase": phase}))
+        except Exception as exc:  # the last line of defence: report, never raise
+            log.write(traceback.format_exc())
+            outcome = WorkerOutcome(status=Status.FAILED, error=f"internal error: {exc!r}; see the log")
+        if outcome.error:
+            log.write(f"\n=== orchestrate: failed: {outcome.error} ===\n")
+    cpu, max_rss = _usage()
+    _send({"outcome": {**outcome.to_json(), "cpu_s": round(cpu, 3), "max_rss_bytes": max_rss}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

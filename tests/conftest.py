@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))
+
+CORPUS_BACKENDS = TESTS.parent.parent / "shared" / "corpus" / "backends"
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own history and run folders, and no ORCHESTRATE_* from the caller."""
+    for name in list(os.environ):
+        if name.startswith("ORCHESTRATE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ORCHESTRATE_STATE_DIR", str(tmp_path / "state"))
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    """Fail a test that leaves any process of ours running."""
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    yield
+    leftovers = []
+    for child in psutil.Process().children(recursive=True):
+        if child.pid in before:
+            continue
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                leftovers.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    for child in leftovers:
+        child.kill()
+    assert not leftovers, f"processes left behind: {[p.pid for p in leftovers]}"
+
+
+def orchestrate(*args: str | os.PathLike[str], cwd: Path | None = None, env: dict[str, str] | None = None,
+                timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run the real ``orchestrate`` command in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def backend_index_args() -> list[str]:
+    """Index options for real build backends: the offline corpus folder when present, else PyPI."""
+    if CORPUS_BACKENDS.is_dir():
+        return ["--no-index", "--find-links", str(CORPUS_BACKENDS)]
+    return []

@@ -1,0 +1,170 @@
+"""Write tiny sdists whose in-tree PEP 517 backend misbehaves on request.
+
+The backend (``_fakebackend.py``, found through ``backend-path``) needs nothing
+installed. Its behaviour comes from ``fake.json`` inside the sdist:
+
+- ``sleep``: seconds to sleep in ``build_wheel``
+- ``alloc_mb``: megabytes to allocate (and touch) while sleeping
+- ``events``: a file to append ``{"name", "event": "start"|"end", "t", "pid"}`` lines to
+- ``fail``: raise in ``build_wheel``;  ``crash``: SIGKILL itself;  ``hang``: sleep forever
+- ``print``: text to print to stdout
+- ``wheel_name``: report and write a wheel of this filename instead
+- ``no_wheel``: report a filename but write nothing
+- ``requires``: extra requirements from ``get_requires_for_build_wheel``
+- ``spawn_child``: start a grandchild process that sleeps (to test tree killing); its pid goes to ``events``
+- ``write_site``: write a marker module into the build environment's site-packages
+- ``check_site``: fail if that marker module is importable
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+BACKEND = r'''
+import base64, hashlib, json, os, signal, subprocess, sys, sysconfig, time, zipfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "fake.json")) as f:
+    CONFIG = json.load(f)
+
+
+def _event(kind, **extra):
+    path = CONFIG.get("events")
+    if path:
+        line = json.dumps({"name": CONFIG["name"], "event": kind, "t": time.time(), "pid": os.getpid(), **extra})
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(fd, (line + "\n").encode())
+        os.close(fd)
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return list(CONFIG.get("requires", []))
+
+
+def _record_line(name, data):
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(data)}"
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    _event("start")
+    if CONFIG.get("print"):
+        print(CONFIG["print"], flush=True)
+    if CONFIG.get("check_site"):
+        try:
+            import orchestrate_marker  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            raise RuntimeError("the marker written by another build is visible here")
+    if CONFIG.get("write_site"):
+        with open(os.path.join(sysconfig.get_paths()["purelib"], "orchestrate_marker.py"), "w") as f:
+            f.write("MARK = 1\n")
+    if CONFIG.get("spawn_child"):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        _event("child", child=child.pid)
+    hold = None
+    if CONFIG.get("alloc_mb"):
+        hold = b"\x01" * (CONFIG["alloc_mb"] * 1024 * 1024)
+    if CONFIG.get("crash"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if CONFIG.get("hang"):
+        while True:
+            time.sleep(1)
+    time.sleep(CONFIG.get("sleep", 0))
+    del hold
+    if CONFIG.get("fail"):
+        _event("end", ok=False)
+        raise RuntimeError("fake backend asked to fail")
+    name, version = CONFIG["name"].replace("-", "_"), CONFIG["version"]
+    filename = CONFIG.get("wheel_name") or f"{name}-{version}-py3-none-any.whl"
+    if CONFIG.get("no_wheel"):
+        _event("end", ok=True)
+        return filename
+    dist_info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"VERSION = {version!r}\n".encode(),
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {CONFIG['name']}\nVersion: {version}\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: fakebackend\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [_record_line(path, data) for path, data in files.items()] + [f"{dist_info}/RECORD,,"]
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    with zipfile.ZipFile(os.path.join(wheel_directory, filename), "w") as whl:
+        for path, data in files.items():
+            whl.writestr(path, data)
+    _event("end", ok=True)
+    return filename
+
+
+def build_sdist(sdist_directory, config_settings=None):
+    raise NotImplementedError
+'''
+
+
+def _pyproject(name: str, version: str) -> str:
+    return (
+        "[build-system]\nrequires = []\nbuild-backend = \"_fakebackend\"\nbackend-path = [\".\"]\n\n"
+        f"[project]\nname = \"{name}\"\nversion = \"{version}\"\n"
+    )
+
+
+def sdist_files(name: str, version: str, **behaviour: Any) -> dict[str, bytes]:
+    """The files of a fake project: pyproject.toml, the backend and its config."""
+    config = {"name": name, "version": version, **behaviour}
+    return {
+        "pyproject.toml": _pyproject(name, version).encode(),
+        "_fakebackend.py": BACKEND.encode(),
+        "fake.json": json.dumps(config).encode(),
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+    }
+
+
+def make_sdist(folder: Path, name: str, version: str = "1.0", *, fmt: str = "tar.gz", **behaviour: Any) -> Path:
+    """Write ``name-version.tar.gz`` (or ``.zip``) into ``folder``; see the module docstring for ``behaviour``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{name.replace('-', '_')}-{version}"
+    files = sdist_files(name, version, **behaviour)
+    path = folder / f"{stem}.{fmt}"
+    if fmt == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            for member, data in files.items():
+                archive.writestr(f"{stem}/{member}", data)
+    else:
+        with tarfile.open(path, "w:gz") as archive:
+            for member, data in files.items():
+                info = tarfile.TarInfo(f"{stem}/{member}")
+                info.size = len(data)
+                info.mode = 0o644
+                archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def make_tree(folder: Path, name: str, version: str = "1.0", **behaviour: Any) -> Path:
+    """Write the same project as a source tree."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for member, data in sdist_files(name, version, **behaviour).items():
+        (folder / member).write_bytes(data)
+    return folder
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def max_concurrency(events: list[dict[str, Any]]) -> int:
+    """The most builds running at once according to the backend's own start/end events."""
+    points = sorted(
+        (event["t"], 1 if event["event"] == "start" else -1) for event in events if event["event"] in ("start", "end")
+    )
+    running = peak = 0
+    for _, delta in points:
+        running += delta
+        peak = max(peak, running)
+    return peak

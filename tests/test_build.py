@@ -1,0 +1,149 @@
+"""``orchestrate build`` end to end with fake-backend sdists: real processes, virtualenvs and hooks."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import orchestrate
+from sdists import make_sdist, make_tree, max_concurrency, read_events
+
+
+def wheels(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.glob("*.whl"))
+
+
+def test_max_builds_two_runs_exactly_two_of_six(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    for i in range(6):
+        make_sdist(tmp_path / "sdists", f"pkg{i}", sleep=1.5, events=str(events))
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "2")
+    assert result.returncode == 0, result.stderr
+    assert max_concurrency(read_events(events)) == 2
+    assert wheels(tmp_path / "wh") == [f"pkg{i}-1.0-py3-none-any.whl" for i in range(6)]
+
+
+def test_env_var_max_builds_one_serialises(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    for i in range(3):
+        make_sdist(tmp_path / "sdists", f"pkg{i}", sleep=0.5, events=str(events))
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", env={"ORCHESTRATE_MAX_BUILDS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert max_concurrency(read_events(events)) == 1
+    assert len(wheels(tmp_path / "wh")) == 3
+
+
+def test_failure_fails_the_run_but_others_land(tmp_path: Path) -> None:
+    make_sdist(tmp_path / "sdists", "good-one")
+    make_sdist(tmp_path / "sdists", "bad", fail=True, print="something went wrong in the backend")
+    make_sdist(tmp_path / "sdists", "good-two")
+    report = tmp_path / "report.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--report-json", report)
+    assert result.returncode == 1
+    assert wheels(tmp_path / "wh") == ["good_one-1.0-py3-none-any.whl", "good_two-1.0-py3-none-any.whl"]
+    assert "FAILED bad 1.0" in result.stderr
+    assert "fake backend asked to fail" in result.stderr  # the log tail is shown
+    records = {record["name"]: record for record in json.loads(report.read_text())["builds"]}
+    assert records["bad"]["status"] == "failed"
+    assert Path(records["bad"]["log"]).is_file()
+    assert "Traceback" not in result.stderr.split("FAILED")[0]
+
+
+def test_fail_fast_stops_admitting(tmp_path: Path) -> None:
+    make_sdist(tmp_path / "sdists", "aaa-bad", fail=True)
+    for i in range(3):
+        make_sdist(tmp_path / "sdists", f"later{i}", sleep=0.2)
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "-j", "1", "--fail-fast",
+                         "--report-json", tmp_path / "r.json")
+    assert result.returncode == 1
+    records = json.loads((tmp_path / "r.json").read_text())["builds"]
+    assert [r["status"] for r in records].count("built") < 3
+    assert any("--fail-fast" in (r["error"] or "") for r in records)
+
+
+def test_report_has_phases_memory_and_timestamps(tmp_path: Path) -> None:
+    make_sdist(tmp_path / "sdists", "measured", alloc_mb=150, sleep=1.0)
+    report = tmp_path / "report.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--report-json", report)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    (record,) = data["builds"]
+    assert record["status"] == "built"
+    assert record["wheel"] == "measured-1.0-py3-none-any.whl"
+    assert set(record["phases"]) == {"extract", "create_env", "install_requires", "backend", "publish"}
+    assert record["phases"]["backend"] >= 1.0
+    assert record["started_at"] < record["finished_at"]
+    assert record["peak_rss_bytes"] > 150 * 1024 * 1024
+    assert data["stages"]["build"]["count"] == 1
+
+
+def test_zip_sdist_source_tree_and_duplicates(tmp_path: Path) -> None:
+    zipped = make_sdist(tmp_path / "a", "zipped", fmt="zip")
+    tree = make_tree(tmp_path / "tree", "treepkg", "2.0")
+    duplicate = make_sdist(tmp_path / "b", "zipped")  # same name and version as the zip
+    events = tmp_path / "events.log"
+    make_sdist(tmp_path / "c", "counted", events=str(events))
+    make_sdist(tmp_path / "d", "counted", events=str(events))
+    result = orchestrate("build", zipped, tree, duplicate, tmp_path / "c", tmp_path / "d", "-w", tmp_path / "wh")
+    assert result.returncode == 0, result.stderr
+    assert wheels(tmp_path / "wh") == [
+        "counted-1.0-py3-none-any.whl", "treepkg-2.0-py3-none-any.whl", "zipped-1.0-py3-none-any.whl"
+    ]
+    assert len([e for e in read_events(events) if e["event"] == "start"]) == 1
+    assert "built once" in result.stderr
+
+
+def test_existing_wheel_is_skipped_unless_force(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    make_sdist(tmp_path / "sdists", "again", events=str(events))
+    args = ("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--report-json", tmp_path / "r.json")
+    assert orchestrate(*args).returncode == 0
+    second = orchestrate(*args)
+    assert second.returncode == 0
+    assert json.loads((tmp_path / "r.json").read_text())["builds"][0]["status"] == "skipped"
+    assert orchestrate(*args, "--force").returncode == 0
+    assert len([e for e in read_events(events) if e["event"] == "start"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "message"),
+    [
+        ({"wheel_name": "other-1.0-py3-none-any.whl"}, "is of project 'other'"),
+        ({"wheel_name": "oddname-9.9-py3-none-any.whl"}, "has version 9.9"),
+        ({"no_wheel": True}, "wrote no such file"),
+        ({"crash": True}, "the build backend failed"),
+    ],
+)
+def test_bad_backends_are_clear_failures(tmp_path: Path, behaviour: dict[str, object], message: str) -> None:
+    make_sdist(tmp_path / "sdists", "oddname", **behaviour)
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh")
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert not list((tmp_path / "wh").iterdir()) or wheels(tmp_path / "wh") == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["build", "-w", "wh"], "nothing to build"),
+        (["build", "missing.tar.gz", "-w", "wh"], "missing.tar.gz: no such file or folder"),
+        (["build", ".", "--memory-limit", "lots", "-w", "wh"], "invalid size 'lots'"),
+        (["build", ".", "--max-builds", "0", "-w", "wh"], "--max-builds"),
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
+    result = orchestrate(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_wheelhouse_holds_only_complete_wheels(tmp_path: Path) -> None:
+    make_sdist(tmp_path / "sdists", "whole")
+    assert orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh").returncode == 0
+    visible = [p.name for p in (tmp_path / "wh").iterdir() if not p.name.startswith(".orchestrate")]
+    assert visible == ["whole-1.0-py3-none-any.whl"]
+    with zipfile.ZipFile(tmp_path / "wh" / visible[0]) as wheel:
+        assert wheel.testzip() is None
