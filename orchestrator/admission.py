@@ -251,6 +251,8 @@ class QueuedBuild:
     """Predicted peak memory, in bytes."""
     expected_duration: float | None
     """Seconds its last successful build took; ``None`` if never built."""
+    size: int = 0
+    """Bytes of its sdist: a rough stand-in for build time when there is no history."""
 
 
 def order_queue(builds: Iterable[QueuedBuild]) -> list[QueuedBuild]:
@@ -258,14 +260,15 @@ def order_queue(builds: Iterable[QueuedBuild]) -> list[QueuedBuild]:
 
     Starting the longest builds first keeps one slow build from running alone at
     the end. Builds with a known duration come first, longest first; builds never
-    seen before follow, the largest memory need first; ties keep key order so the
-    order is reproducible.
+    seen before follow, largest sdist first. Remaining ties go to the larger memory
+    need, then the key, so the order is reproducible.
     """
     return sorted(
         builds,
         key=lambda build: (
             build.expected_duration is None,
             -(build.expected_duration or 0.0),
+            -build.size,
             -build.need,
             build.key,
         ),

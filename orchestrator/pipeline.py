@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging.utils import canonicalize_name
+from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.admission import Limits, jobs_per_build
 from orchestrator.history import SUCCESS, BuildRecord, History, predict_need
@@ -44,7 +44,7 @@ class BuildSettings:
     log_dir: Path
     history_path: Path | None
     """SQLite history file; ``None`` keeps no history."""
-    overrides: Mapping[str, PackageOverrides] = field(default_factory=dict)
+    overrides: Mapping[NormalizedName, PackageOverrides] = field(default_factory=dict)
     fail_fast: bool = False
     force: bool = False
     timeout: float | None = None

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator import admission
-from orchestrator.admission import Candidate, Decision, Limits, Probe, Readings, RunningBuild
+from orchestrator.admission import Candidate, Decision, Limits, Probe, QueuedBuild, Readings, RunningBuild
 from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
 from orchestrator.resources import kill_tree, tree_rss
 from orchestrator.units import format_size
@@ -116,12 +116,6 @@ class _Running:
     outcome: WorkerOutcome | None = None
     stop_reason: str | None = None
     reader: threading.Thread | None = field(default=None, repr=False)
-
-
-def _start_order(item: _Queued) -> tuple[bool, float, int, int, str]:
-    """Longest first: known durations first, then the largest sdists, then the largest needs."""
-    duration = item.expected_duration
-    return (duration is None, -(duration or 0.0), -item.size, -item.need, item.job.key)
 
 
 def nested_jobs_environ(jobs: int, environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, str]:
@@ -244,7 +238,13 @@ class BuildScheduler:
             self._record(item, None, status=Status.FAILED, error="not started: the run was stopped")
             return
         self._pending.append(item)
-        self._pending.sort(key=_start_order)
+        order = admission.order_queue(
+            QueuedBuild(key=queued.job.key, need=queued.need, expected_duration=queued.expected_duration,
+                        size=queued.size)
+            for queued in self._pending
+        )
+        rank = {build.key: index for index, build in enumerate(order)}
+        self._pending.sort(key=lambda queued: rank[queued.job.key])
 
     # -- admission ---------------------------------------------------------------------
     def _admit(self) -> None:

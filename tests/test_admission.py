@@ -1,0 +1,331 @@
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator.admission import (
+    Candidate,
+    Decision,
+    Limits,
+    QueuedBuild,
+    Readings,
+    RunningBuild,
+    decide,
+    jobs_per_build,
+    order_queue,
+    pick_victim,
+)
+from orchestrator.errors import UsageError
+
+G = 1024**3
+M = 1024**2
+
+
+def readings(*, available: int = 16 * G, load: float | None = 0.0, cpus: int = 8) -> Readings:
+    return Readings(
+        total_memory=32 * G, available_memory=available, load_1m=load, cpu_count=cpus
+    )
+
+
+def limits(
+    *,
+    max_builds: int = 4,
+    memory_limit: int | None = None,
+    min_free: int = 0,
+    max_load: float | None = None,
+) -> Limits:
+    return Limits(
+        max_builds=max_builds,
+        memory_limit=memory_limit,
+        min_free_memory=min_free,
+        max_load=max_load,
+    )
+
+
+def build(key: str = "a", *, need: int = G, rss: int = 0, started_at: float = 0.0) -> RunningBuild:
+    return RunningBuild(key=key, need=need, rss=rss, started_at=started_at)
+
+
+def want(need: int) -> Candidate:
+    return Candidate(key="next", need=need)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "sample", "running", "policy", "admit", "reason"),
+    [
+        # Plenty of everything: admitted, and the reason says what is left.
+        (
+            want(2 * G), readings(), [build()], limits(), True,
+            "starting: needs 2.0 GiB, 13.0 GiB stays free, 2 of 4 builds running",
+        ),
+        # The count cap comes first, even with memory to spare.
+        (
+            want(G), readings(), [build("a"), build("b")], limits(max_builds=2), False,
+            "waiting: 2 of 2 builds running",
+        ),
+        # Reservations use the need while a build has not grown into it yet.
+        (
+            want(2 * G), readings(), [build(need=3 * G, rss=G)], limits(memory_limit=4 * G),
+            False, "waiting: 3.0 GiB of the 4.0 GiB memory limit reserved, needs 2.0 GiB",
+        ),
+        # ...and the RSS once a build outgrows its prediction.
+        (
+            want(2 * G), readings(), [build(need=G, rss=3 * G)], limits(memory_limit=4 * G),
+            False, "waiting: 3.0 GiB of the 4.0 GiB memory limit reserved, needs 2.0 GiB",
+        ),
+        # Exactly at the memory limit is allowed.
+        (
+            want(G), readings(), [build(need=3 * G, rss=G)], limits(memory_limit=4 * G),
+            True, None,
+        ),
+        # Free memory: the candidate simply does not fit.
+        (
+            want(2 * G), readings(available=int(1.2 * G)), [build(need=G, rss=G)], limits(),
+            False, "waiting: 1.2 GiB free, needs 2.0 GiB",
+        ),
+        # Free memory looks ample, but a young build will still take 3 GiB of it.
+        (
+            want(2 * G), readings(available=4 * G), [build(need=4 * G, rss=G)],
+            limits(min_free=G), False,
+            "waiting: 4.0 GiB free (3.0 GiB of it promised to running builds),"
+            " needs 2.0 GiB and 1.0 GiB kept free",
+        ),
+        # A build already over its need promises nothing more; the candidate fits exactly.
+        (
+            want(2 * G), readings(available=3 * G), [build(need=G, rss=2 * G)],
+            limits(min_free=G), True, None,
+        ),
+        # Load per CPU above the cap: wait.
+        (
+            want(G), readings(load=18.4, cpus=8), [build()], limits(max_load=1.5), False,
+            "waiting: load 2.3 per CPU > 1.5",
+        ),
+        # Load exactly at the cap is fine.
+        (want(G), readings(load=12.0, cpus=8), [build()], limits(max_load=1.5), True, None),
+        # No load average on this platform: the load rule is skipped.
+        (want(G), readings(load=None), [build()], limits(max_load=0.1), True, None),
+        # Load is ignored when no cap is set.
+        (want(G), readings(load=100.0), [build()], limits(), True, None),
+    ],
+)
+def test_decide(
+    candidate: Candidate,
+    sample: Readings,
+    running: list[RunningBuild],
+    policy: Limits,
+    admit: bool,
+    reason: str | None,
+) -> None:
+    decision = decide(candidate, sample, running, policy)
+    assert decision.admit is admit
+    if reason is not None:
+        assert decision.reason == reason
+    assert "\n" not in decision.reason
+    assert decision.warning is None
+
+
+@pytest.mark.parametrize(
+    ("candidate", "sample", "policy", "warning"),
+    [
+        # Fits: no warning.
+        (want(G), readings(), limits(memory_limit=4 * G, min_free=G), None),
+        # Needs more than the whole memory limit: it runs alone, with a warning.
+        (
+            want(6 * G), readings(), limits(memory_limit=4 * G),
+            "next needs 6.0 GiB, more than the memory limit of 4.0 GiB; starting it alone",
+        ),
+        # Would leave less than the minimum free: it runs alone, with a warning.
+        (
+            want(6 * G), readings(available=6 * G), limits(min_free=G),
+            "next needs 6.0 GiB and would leave 0 B free, less than the 1.0 GiB to keep;"
+            " starting it alone",
+        ),
+        # High load never holds back the only build.
+        (want(G), readings(load=1000.0), limits(max_load=1.0), None),
+    ],
+)
+def test_decide_admits_when_nothing_runs(
+    candidate: Candidate, sample: Readings, policy: Limits, warning: str | None
+) -> None:
+    decision = decide(candidate, sample, [], policy)
+    assert decision.admit
+    assert decision.reason == f"starting: nothing else running, needs {_size(candidate.need)}"
+    assert decision.warning == warning
+
+
+def _size(n: int) -> str:
+    return f"{n / G:.1f} GiB"
+
+
+@pytest.mark.parametrize(
+    ("sample", "running", "policy", "victim"),
+    [
+        # No pressure: nobody is stopped.
+        (readings(), [build("a"), build("b", started_at=1)], limits(memory_limit=4 * G), None),
+        # Over the memory limit by RSS: the youngest goes.
+        (
+            readings(),
+            [build("old", rss=3 * G, started_at=1), build("young", rss=2 * G, started_at=5)],
+            limits(memory_limit=4 * G),
+            "young",
+        ),
+        # Over the limit by reservation only is not pressure: predictions are not use.
+        (
+            readings(),
+            [build("a", need=3 * G, rss=M), build("b", need=3 * G, rss=M, started_at=2)],
+            limits(memory_limit=4 * G),
+            None,
+        ),
+        # Available memory below the minimum free: the youngest goes.
+        (
+            readings(available=M),
+            [build("b", started_at=2), build("c", started_at=3), build("a", started_at=1)],
+            limits(min_free=G),
+            "c",
+        ),
+        # Under pressure but only one build: it is never stopped.
+        (
+            readings(available=0),
+            [build("only", rss=8 * G)],
+            limits(memory_limit=G, min_free=G),
+            None,
+        ),
+        # Nothing running.
+        (readings(available=0), [], limits(min_free=G), None),
+    ],
+)
+def test_pick_victim(
+    sample: Readings, running: list[RunningBuild], policy: Limits, victim: str | None
+) -> None:
+    assert pick_victim(sample, running, policy) == victim
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_builds": 0}, "max builds must be at least 1"),
+        ({"memory_limit": -1}, "memory limit cannot be negative"),
+        ({"min_free": -1}, "minimum free memory cannot be negative"),
+        ({"max_load": 0.0}, "max load must be above 0"),
+    ],
+)
+def test_limits_rejects_nonsense(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        limits(**kwargs)
+
+
+def test_reservation() -> None:
+    assert build(need=2 * G, rss=G).reservation == 2 * G
+    assert build(need=G, rss=2 * G).reservation == 2 * G
+
+
+def test_values_pickle() -> None:
+    for value in (readings(), build(), limits(), want(G), Decision(admit=True, reason="x")):
+        assert pickle.loads(pickle.dumps(value)) == value
+
+
+@pytest.mark.parametrize(
+    ("cpus", "max_builds", "jobs"),
+    [
+        (16, 4, 4),  # an even share
+        (10, 4, 2),  # rounded down: never oversubscribe
+        (2, 4, 1),  # at least one job
+        (1, 1, 1),
+        (64, 1, 64),  # a lone build gets the machine
+    ],
+)
+def test_jobs_per_build(cpus: int, max_builds: int, jobs: int) -> None:
+    assert jobs_per_build(cpus, max_builds) == jobs
+
+
+def test_jobs_per_build_rejects_zero_builds() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        jobs_per_build(8, 0)
+
+
+def test_order_queue() -> None:
+    queue = [
+        QueuedBuild(key="new-small", need=8 * G, expected_duration=None, size=10_000),
+        QueuedBuild(key="quick", need=8 * G, expected_duration=5.0),
+        QueuedBuild(key="new-big", need=G, expected_duration=None, size=5_000_000),
+        QueuedBuild(key="new-small-lean", need=G, expected_duration=None, size=10_000),
+        QueuedBuild(key="slow", need=G, expected_duration=600.0, size=1),
+        QueuedBuild(key="b-tie", need=G, expected_duration=5.0),
+        QueuedBuild(key="a-tie", need=G, expected_duration=5.0),
+    ]
+    # Longest known duration first (ties: larger need, then key); then never-built
+    # ones by sdist size (ties: larger need).
+    assert [b.key for b in order_queue(queue)] == [
+        "slow", "quick", "a-tie", "b-tie", "new-big", "new-small", "new-small-lean",
+    ]
+
+
+# Property tests --------------------------------------------------------------
+
+sizes = st.integers(min_value=0, max_value=64 * G)
+running_builds = st.builds(
+    RunningBuild,
+    key=st.text(min_size=1, max_size=5),
+    need=sizes,
+    rss=sizes,
+    started_at=st.floats(min_value=0, max_value=1e6),
+)
+any_readings = st.builds(
+    Readings,
+    total_memory=sizes,
+    available_memory=sizes,
+    load_1m=st.none() | st.floats(min_value=0, max_value=256),
+    cpu_count=st.integers(min_value=1, max_value=256),
+)
+any_limits = st.builds(
+    Limits,
+    max_builds=st.integers(min_value=1, max_value=8),
+    memory_limit=st.none() | sizes,
+    min_free_memory=sizes,
+    max_load=st.none() | st.floats(min_value=0.1, max_value=8),
+)
+candidates = st.builds(Candidate, key=st.just("next"), need=sizes)
+
+
+@given(candidates, any_readings, st.lists(running_builds, min_size=1, max_size=8), any_limits)
+def test_admission_respects_every_limit_while_builds_run(
+    candidate: Candidate, sample: Readings, running: list[RunningBuild], policy: Limits
+) -> None:
+    decision = decide(candidate, sample, running, policy)
+    if not decision.admit:
+        assert decision.reason.startswith("waiting: ")
+        return
+    assert decision.warning is None
+    assert len(running) + 1 <= policy.max_builds
+    if policy.memory_limit is not None:
+        assert sum(b.reservation for b in running) + candidate.need <= policy.memory_limit
+    unused = sum(max(0, b.need - b.rss) for b in running)
+    assert sample.available_memory - unused - candidate.need >= policy.min_free_memory
+    if policy.max_load is not None and sample.load_1m is not None:
+        assert sample.load_1m / sample.cpu_count <= policy.max_load
+
+
+@given(candidates, any_readings, any_limits)
+def test_nothing_running_always_admits(
+    candidate: Candidate, sample: Readings, policy: Limits
+) -> None:
+    assert decide(candidate, sample, [], policy).admit
+
+
+@given(any_readings, st.lists(running_builds, max_size=8), any_limits)
+def test_pick_victim_spares_the_last_build_and_picks_the_youngest(
+    sample: Readings, running: list[RunningBuild], policy: Limits
+) -> None:
+    victim = pick_victim(sample, running, policy)
+    pressure = sample.available_memory < policy.min_free_memory or (
+        policy.memory_limit is not None and sum(b.rss for b in running) > policy.memory_limit
+    )
+    assert (victim is not None) == (pressure and len(running) >= 2)
+    if victim is None:
+        return
+    youngest = max(b.started_at for b in running)
+    assert any(b.key == victim and b.started_at == youngest for b in running)

@@ -1,0 +1,267 @@
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import platformdirs
+import pytest
+
+from orchestrator.history import (
+    SUCCESS,
+    BuildRecord,
+    History,
+    default_history_path,
+    default_state_dir,
+    predict_need,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+G = 1024**3
+
+# Runs in a child process: records builds as fast as it can and prints each index
+# once its transaction has committed.
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from orchestrator.history import BuildRecord, History
+
+    history = History(Path(sys.argv[1]))
+    prefix, count = sys.argv[2], int(sys.argv[3])
+    i = 0
+    while count < 0 or i < count:
+        history.record(BuildRecord(
+            name=f"{prefix}-{i}", version="1.0", sdist_sha256="ab" * 32,
+            python="cpython-3.11", peak_rss_bytes=i, wall_s=1.0, cpu_s=1.0,
+            status="success", started_at=float(i), finished_at=float(i) + 1,
+        ))
+        print(i, flush=True)
+        i += 1
+    history.close()
+    """
+)
+
+
+def record(
+    name: str = "numpy",
+    *,
+    version: str = "2.0.0",
+    peak: int | None = G,
+    wall: float = 60.0,
+    status: str = SUCCESS,
+    finished_at: float = 100.0,
+) -> BuildRecord:
+    return BuildRecord(
+        name=name,
+        version=version,
+        sdist_sha256="0" * 64,
+        python="cpython-3.11",
+        peak_rss_bytes=peak,
+        wall_s=wall,
+        cpu_s=wall * 4,
+        status=status,
+        started_at=finished_at - wall,
+        finished_at=finished_at,
+    )
+
+
+def writer(path: Path, prefix: str, count: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), prefix, str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def rows(path: Path, query: str) -> list[tuple[object, ...]]:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(query).fetchall()
+    finally:
+        connection.close()
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "history.sqlite3"  # the folder is created
+    with History(path) as history:
+        history.record(record(peak=3 * G, wall=90.5))
+        assert history.last_peak_rss("numpy") == 3 * G
+        assert history.expected_duration("numpy") == 90.5
+        assert history.last_peak_rss("scipy") is None
+        assert history.expected_duration("scipy") is None
+    with History(path) as history:
+        assert history.last_peak_rss("numpy") == 3 * G
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_names_are_canonical(tmp_path: Path) -> None:
+    with History(tmp_path / "h.sqlite3") as history:
+        history.record(record("Zope.Interface", peak=5))
+        assert history.last_peak_rss("zope-interface") == 5
+        assert history.last_peak_rss("ZOPE_interface") == 5
+    assert rows(tmp_path / "h.sqlite3", "SELECT name FROM builds") == [("zope-interface",)]
+
+
+def test_most_recent_success_preferring_the_same_version(tmp_path: Path) -> None:
+    with History(tmp_path / "h.sqlite3") as history:
+        history.record(record(version="1.0", peak=1 * G, wall=10, finished_at=100))
+        history.record(record(version="2.0", peak=2 * G, wall=20, finished_at=200))
+        history.record(record(version="1.0", peak=3 * G, wall=30, finished_at=300))
+        # Failures and unmeasured builds never feed predictions.
+        history.record(record(version="2.0", peak=9 * G, status="failed", finished_at=400))
+        history.record(record(version="2.0", peak=None, finished_at=500))
+
+        assert history.last_peak_rss("numpy") == 3 * G  # most recent of any version
+        assert history.last_peak_rss("numpy", version="2.0") == 2 * G
+        assert history.last_peak_rss("numpy", version="9.9") == 3 * G  # unseen version
+        assert history.expected_duration("numpy", version="1.0") == 30
+        assert history.expected_duration("numpy") == 60  # an unmeasured peak, a measured time
+
+
+def test_only_failures_mean_no_history(tmp_path: Path) -> None:
+    with History(tmp_path / "h.sqlite3") as history:
+        history.record(record(status="failed"))
+        assert history.last_peak_rss("numpy") is None
+        assert history.expected_duration("numpy") is None
+
+
+@pytest.mark.parametrize(
+    ("last_peak", "default", "headroom", "override", "expected"),
+    [
+        (None, 2 * G, 0.2, None, 2 * G),  # never built: the default
+        (1000, 2 * G, 0.2, None, 1200),  # last peak plus 20%
+        (1000, 2 * G, 0.0, None, 1000),  # no headroom
+        (999, 2 * G, 0.5, None, 1499),  # rounded up: 1498.5
+        (1000, 2 * G, 0.2, 5 * G, 5 * G),  # the user's override wins over history
+        (None, 2 * G, 0.2, 1, 1),  # ...and over the default
+    ],
+)
+def test_predict_need(
+    last_peak: int | None, default: int, headroom: float, override: int | None, expected: int
+) -> None:
+    assert predict_need(last_peak, default, headroom=headroom, override=override) == expected
+
+
+def test_predict_need_rejects_negative_headroom() -> None:
+    with pytest.raises(ValueError, match="headroom"):
+        predict_need(G, G, headroom=-0.1)
+
+
+def test_default_location() -> None:
+    expected = platformdirs.user_cache_dir("orchestrator", appauthor=False)
+    assert default_state_dir() == Path(expected)
+    assert default_history_path().parent == default_state_dir()
+
+
+def test_survives_a_writer_killed_mid_write(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    process = writer(path, "killed", -1)
+    assert process.stdout is not None
+    committed = -1
+    while committed < 2000:
+        line = process.stdout.readline()
+        assert line, "the writer exited early"
+        committed = int(line)
+    process.kill()
+    rest, _ = process.communicate()
+    assert process.returncode != 0  # killed, not finished
+    committed = max([committed, *map(int, rest.split())])
+
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+    with History(path) as history:
+        # Every record whose commit the writer reported survived.
+        assert history.last_peak_rss(f"killed-{committed}") == committed
+        history.record(record())  # and the file is writable again
+    stored = rows(path, "SELECT peak_rss_bytes FROM builds WHERE name LIKE 'killed-%'")
+    assert {peak for (peak,) in stored} >= set(range(committed + 1))
+
+
+def test_processes_write_concurrently(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    processes = [writer(path, f"p{n}", 100) for n in range(3)]
+    for process in processes:
+        process.communicate()
+        assert process.returncode == 0
+    assert rows(path, "SELECT count(*) FROM builds") == [(300,)]
+
+
+def test_threads_share_one_history(tmp_path: Path) -> None:
+    with History(tmp_path / "h.sqlite3") as history:
+
+        def work(n: int) -> None:
+            for i in range(25):
+                history.record(record(f"t{n}-{i}", peak=i))
+                assert history.last_peak_rss(f"t{n}-{i}") == i
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert rows(tmp_path / "h.sqlite3", "SELECT count(*) FROM builds") == [(200,)]
+
+
+def test_garbage_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "h.sqlite3"
+    path.write_bytes(b"this is not a database\n" * 100)
+    (tmp_path / "h.sqlite3-wal").write_bytes(b"stale")
+    with caplog.at_level(logging.WARNING, logger="orchestrator.history"):
+        with History(path) as history:
+            history.record(record(peak=7))
+            assert history.last_peak_rss("numpy") == 7
+    assert "is damaged" in caplog.text
+    (aside,) = tmp_path.glob("h.sqlite3.damaged-*")
+    assert aside.read_bytes().startswith(b"this is not a database")
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_damaged_pages_are_detected(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "h.sqlite3"
+    with History(path) as history:
+        for i in range(500):
+            history.record(record(f"pkg-{i}"))
+    data = bytearray(path.read_bytes())
+    assert len(data) > 8 * 4096
+    data[4096 * 2 : 4096 * 6] = b"\xff" * (4096 * 4)  # keep the header, wreck the tables
+    path.write_bytes(bytes(data))
+
+    with caplog.at_level(logging.WARNING, logger="orchestrator.history"):
+        with History(path) as history:
+            assert history.last_peak_rss("pkg-1") is None  # started afresh
+            history.record(record())
+    assert "is damaged" in caplog.text
+    assert len(list(tmp_path.glob("h.sqlite3.damaged-*"))) == 1
+
+
+def test_unopenable_path_falls_back_to_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "a-folder"
+    path.mkdir()
+    with caplog.at_level(logging.WARNING, logger="orchestrator.history"):
+        with History(path) as history:
+            history.record(record(peak=3))
+            assert history.last_peak_rss("numpy") == 3
+    assert "keeping history in memory" in caplog.text
+    assert path.is_dir() and not list(path.iterdir())  # left alone
+
+
+def test_newer_schema_is_left_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "h.sqlite3"
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA user_version = 99")
+    connection.close()
+    with caplog.at_level(logging.WARNING, logger="orchestrator.history"):
+        with History(path) as history:
+            history.record(record())
+    assert "newer orchestrator" in caplog.text
+    assert rows(path, "PRAGMA user_version") == [(99,)]
+    assert not list(tmp_path.glob("*.damaged-*"))
