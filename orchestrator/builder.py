@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -27,7 +28,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from orchestrator.envs import BuildEnv, choose_installer
-from orchestrator.errors import BuildError, SourceError
+from orchestrator.errors import BuildError, BuildKilledError, SourceError
 from orchestrator.extract import extract_sdist
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
 
@@ -74,6 +75,8 @@ def build_source(job: BuildJob, log: IO[str], on_phase: PhaseCallback) -> Worker
             name, version = _check_wheel(job, wheel)
             with timer.phase("publish"):
                 published = publish_wheel(wheel, job.wheelhouse)
+    except BuildKilledError as exc:
+        return WorkerOutcome(status=Status.FAILED, error=exc.message, killed_by=exc.signal_name, phases=timer.phases)
     except (BuildError, SourceError) as exc:
         return WorkerOutcome(status=Status.FAILED, error=exc.message, phases=timer.phases)
     except OSError as exc:
@@ -119,6 +122,9 @@ def _backend_errors(job: BuildJob, builder: build.ProjectBuilder) -> Iterator[No
         if isinstance(cause, pyproject_hooks.BackendUnavailable):
             backend = builder._backend  # noqa: SLF001 - build has no public accessor
             raise BuildError(f"build backend '{backend}' is not available; check build-system in pyproject.toml") from None
+        if isinstance(cause, subprocess.CalledProcessError) and cause.returncode < 0:
+            name = signal.Signals(-cause.returncode).name
+            raise BuildKilledError(f"the build backend was killed by {name}", name) from None
         if isinstance(cause, subprocess.CalledProcessError):
             raise BuildError(f"the build backend failed (exit status {cause.returncode}); see the log") from None
         raise BuildError(f"the build backend failed: {cause}") from None

@@ -79,7 +79,11 @@ def _signals() -> Iterator[None]:
 
 
 def _console() -> Console:
-    return Console(stderr=True, highlight=False)
+    """Standard error; lines are never wrapped, so each message stays one line in logs."""
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 160  # tables in CI logs and files are not read on 80-column terminals
+    return console
 
 
 def _fail_usage(message: str) -> None:
@@ -202,20 +206,25 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         retries=retries,
         wait_lock=wait_lock,
     )
-    console = Console(stderr=True, highlight=False)
-    if not console.is_terminal:
-        console.width = 160  # logs are read in files and CI pages, not 80-column terminals
+    console = _console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
     for note in notes:
         display.event(note)
     run = BuildRun(settings, display)
+    run.report.settings = {"max_builds": limits.max_builds, "memory_limit": limits.memory_limit,
+                           "min_free_memory": limits.min_free_memory, "installer": settings.installer}
     try:
-        report = run.run(found)
+        run.run(found)
+    except KeyboardInterrupt:
+        run.report.interrupted = "SIGINT"
+        raise
+    except Terminated:
+        run.report.interrupted = "SIGTERM"
+        raise
     finally:
         display.close()
-        run.report.settings = {"max_builds": settings.limits.max_builds, "memory_limit": settings.limits.memory_limit,
-                               "installer": settings.installer}
         if report_json:
             run.report.write(report_json)
-    print_summary(console, report)
-    sys.exit(EXIT_FAILED if report.failed else EXIT_OK)
+        if run.report.builds:
+            print_summary(console, run.report)
+    sys.exit(EXIT_FAILED if run.report.failed else EXIT_OK)

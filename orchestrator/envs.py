@@ -7,6 +7,7 @@ import importlib.metadata
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,7 @@ from typing import IO, Literal
 import virtualenv
 from packaging.version import Version
 
-from orchestrator.errors import BuildError, UsageError
+from orchestrator.errors import BuildError, BuildKilledError, UsageError
 from orchestrator.settings import IndexSettings
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,9 @@ class BuildEnv:
         self._log.write(f"$ {' '.join(cmd)}\n# {requirements}\n")
         self._log.flush()
         completed = subprocess.run(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        if completed.returncode < 0:
+            name = signal.Signals(-completed.returncode).name
+            raise BuildKilledError(f"installing build requirements was killed by {name}", name)
         if completed.returncode:
             raise BuildError(
                 f"cannot install build requirements ({requirements}) with {self._installer}; "

@@ -45,6 +45,17 @@ class BuildError(OrchestratorError):
     """A build failed: backend error, bad wheel, missing build requirement."""
 
 
+class BuildKilledError(BuildError):
+    """A process of the build died of a signal (the OOM killer, a kill from outside)."""
+
+    def __init__(self, message: str, signal_name: str) -> None:
+        Exception.__init__(self, message, signal_name)
+
+    @property
+    def signal_name(self) -> str:
+        return str(self.args[1])
+
+
 class InstallError(OrchestratorError):
     """A wheel could not be installed into the target environment."""
 

@@ -74,7 +74,8 @@ _METADATA_TYPES = frozenset(
 )
 _DRIVE = re.compile(r"[A-Za-z]:")
 _REFUSE = "refusing to build this sdist"
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)
 
 # What tarfile, zipfile and the decompressors raise for damaged input
 # (ValueError covers UnicodeDecodeError in zip names and bad GNU sparse maps;
@@ -96,6 +97,7 @@ _DATA_FILTER: Callable[[tarfile.TarInfo, str], tarfile.TarInfo] | None = getattr
 _FILTER_ERRORS: tuple[type[BaseException], ...] = tuple(
     getattr(tarfile, name) for name in ("FilterError",) if hasattr(tarfile, name)
 )
+
 
 def extract_sdist(
     archive: Path,
@@ -166,11 +168,11 @@ def _open_archive(archive: Path) -> tarfile.TarFile | zipfile.ZipFile:
     if not head:
         raise SourceError(f"{archive.name}: is empty, not a tar or zip archive")
 
-    compression = _compression(head)
+    mode = _tar_mode(head)
     tarinfo = _bounded_tarinfo(archive.name)
-    if compression:
+    if mode != "r:":
         # A compressed stream is meant to hold a tar: failing to read it means damage.
-        return tarfile.open(archive, f"r:{compression}", tarinfo=tarinfo)
+        return tarfile.open(archive, mode, tarinfo=tarinfo)
     try:
         return tarfile.open(archive, "r:", tarinfo=tarinfo)
     except tarfile.ReadError as exc:
@@ -183,14 +185,15 @@ def _open_archive(archive: Path) -> tarfile.TarFile | zipfile.ZipFile:
     raise SourceError(f"{archive.name}: is not a tar or zip archive")
 
 
-def _compression(head: bytes) -> Literal["gz", "bz2", "xz", ""]:
+def _tar_mode(head: bytes) -> Literal["r:gz", "r:bz2", "r:xz", "r:"]:
+    """The tarfile mode the magic bytes call for; ``r:`` when not compressed."""
     if head.startswith(b"\x1f\x8b"):
-        return "gz"
+        return "r:gz"
     if head.startswith(b"BZh"):
-        return "bz2"
+        return "r:bz2"
     if head.startswith(b"\xfd7zXZ\x00"):
-        return "xz"
-    return ""
+        return "r:xz"
+    return "r:"
 
 
 def _bounded_tarinfo(archive_name: str) -> type[tarfile.TarInfo]:
@@ -403,7 +406,7 @@ class _Extractor:
                 # A copy, not a link: nothing but the archive's own files can be
                 # reached, and the copy counts against the byte budget like any file.
                 with self._writing(member.name):
-                    fd = os.open(source, os.O_RDONLY | _NOFOLLOW | os.O_CLOEXEC)
+                    fd = os.open(source, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
                 with os.fdopen(fd, "rb") as body:
                     self._write_file(member, parts, target, body)
         else:
@@ -511,17 +514,23 @@ class _Extractor:
         if member.size > self._max_bytes - self.bytes_written:
             self._too_big(member.name)  # the header already says too much
         self._clear_way(member.name, target, replace_file=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | os.O_CLOEXEC
+        # O_EXCL|O_NOFOLLOW: never write into something that appeared at this path.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
         with self._writing(member.name):
             fd = os.open(target, flags, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            self._files[parts] = target
-            while chunk := body.read(_CHUNK_BYTES):
+        self._files[parts] = target
+        try:
+            while chunk := body.read(_CHUNK_BYTES):  # archive errors go to the boundary
                 self._take(member.name, len(chunk))
                 with self._writing(member.name):
-                    out.write(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
             with self._writing(member.name):
-                os.chmod(out.fileno(), _file_mode(member.mode))
+                os.chmod(fd, _file_mode(member.mode))
+        finally:
+            with self._writing(member.name):
+                os.close(fd)
         if member.mtime is not None:
             try:
                 os.utime(target, (member.mtime, member.mtime))

@@ -77,6 +77,8 @@ class WorkerOutcome:
     version: str | None = None
     """Name and version as the built wheel says them."""
     error: str | None = None
+    killed_by: str | None = None
+    """The signal that killed a process of the build (``SIGKILL``), if that is why it failed."""
     phases: dict[str, float] = field(default_factory=dict)
     cpu_s: float = 0.0
     """CPU seconds of the worker and every process it waited for."""

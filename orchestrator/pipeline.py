@@ -120,7 +120,8 @@ class BuildRun:
         last_peak = history.last_peak_rss(source.name, version=source.version) if history else None
         need = predict_need(last_peak, settings.memory_per_build, override=override.memory if override else None)
         duration = history.expected_duration(source.name, version=source.version) if history else None
-        self._scheduler.add(job, need=need, expected_duration=duration, size=source.size)
+        timeout = override.timeout if override else None
+        self._scheduler.add(job, need=need, expected_duration=duration, size=source.size, timeout=timeout)
 
     def _built(self, result: BuildResult) -> None:
         self.report.builds.append(result)

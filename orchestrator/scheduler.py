@@ -21,6 +21,7 @@ process tree (RSS) to enforce memory limits and timeouts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -100,6 +101,7 @@ class _Queued:
     need: int
     expected_duration: float | None
     size: int
+    timeout: float | None
     attempts: int = 0
     memory_requeues: int = 0
 
@@ -173,13 +175,22 @@ class BuildScheduler:
         self._lock = threading.Lock()
 
     # -- feeding -------------------------------------------------------------------
-    def add(self, job: BuildJob, *, need: int, expected_duration: float | None = None, size: int = 0) -> None:
+    def add(
+        self,
+        job: BuildJob,
+        *,
+        need: int,
+        expected_duration: float | None = None,
+        size: int = 0,
+        timeout: float | None = None,
+    ) -> None:
         """Queue a build; safe to call from any thread (downloads finish in pool threads).
 
         ``expected_duration`` (from history) and ``size`` (of the sdist) order the
-        queue: the longest builds start first.
+        queue: the longest builds start first. ``timeout`` overrides the run's.
         """
-        item = _Queued(job=job, need=need, expected_duration=expected_duration, size=size)
+        item = _Queued(job=job, need=need, expected_duration=expected_duration, size=size,
+                       timeout=timeout or self._settings.timeout)
         self._events.put(("add", job.key, item))
 
     def hold(self) -> None:
@@ -278,7 +289,7 @@ class BuildScheduler:
         job = item.job
         process = self._spawn(job)
         now = time.time()
-        deadline = now + self._settings.timeout if self._settings.timeout else None
+        deadline = now + item.timeout if item.timeout else None
         run = _Running(item=item, process=process, started_at=now, deadline=deadline)
         run.reader = threading.Thread(target=self._read, args=(job.key, process), daemon=True)
         self._running[job.key] = run
@@ -332,7 +343,11 @@ class BuildScheduler:
         threading.Thread(target=kill_tree, args=(run.process.pid,), kwargs={"grace": self._settings.grace}, daemon=True).start()
 
     def stop_all(self, reason: str) -> None:
-        """Stop admitting and stop every running build's process tree, waiting for them."""
+        """Stop admitting and stop every running build's process tree, waiting for them.
+
+        Each tree gets SIGTERM, then SIGKILL after the grace period; a second
+        interrupt while waiting kills what is left at once.
+        """
         self._stopping = True
         stoppers = []
         for run in self._running.values():
@@ -340,8 +355,12 @@ class BuildScheduler:
             stopper = threading.Thread(target=kill_tree, args=(run.process.pid,), kwargs={"grace": self._settings.grace})
             stopper.start()
             stoppers.append(stopper)
-        for stopper in stoppers:
-            stopper.join()
+        try:
+            for stopper in stoppers:
+                stopper.join()
+        except BaseException:
+            for run in self._running.values():
+                kill_tree(run.process.pid, grace=0)
         for key, run in list(self._running.items()):
             run.process.wait()
             self._finish(self._running.pop(key), run.process.returncode)
@@ -362,8 +381,12 @@ class BuildScheduler:
             item.attempts -= 1  # memory requeues are not failures
             self._enqueue(item)
             return
+        # The worker leads its process group: whatever it left behind goes with it.
+        with contextlib.suppress(OSError):
+            os.killpg(run.process.pid, signal.SIGKILL)
         outcome = run.outcome
-        if outcome is not None and run.stop_reason is None:
+        killed = outcome is None or outcome.killed_by is not None
+        if outcome is not None and (run.stop_reason is not None or not killed):
             self._record(item, run, status=outcome.status, error=outcome.error, outcome=outcome)
             return
         error = self._death_reason(run, returncode)
@@ -375,15 +398,19 @@ class BuildScheduler:
 
     def _death_reason(self, run: _Running, returncode: int) -> str:
         if run.stop_reason == "timeout":
-            return f"timed out after {self._settings.timeout:g} s"
+            return f"timed out after {run.item.timeout:g} s"
         if run.stop_reason is not None:
             return f"stopped: the run was {run.stop_reason}"
-        if returncode < 0:
+        if run.outcome is not None and run.outcome.killed_by is not None:
+            message, name = run.outcome.error or "killed", run.outcome.killed_by
+        elif returncode < 0:
             name = signal.Signals(-returncode).name
-            if -returncode == signal.SIGKILL and self._memory_short():
-                return f"worker killed by {name} (likely out of memory)"
-            return f"worker killed by {name}"
-        return f"worker exited with status {returncode} without a result; see the log"
+            message = f"the worker was killed by {name}"
+        else:
+            return f"the worker exited with status {returncode} without a result; see the log"
+        if name == "SIGKILL" and self._memory_short():
+            message += " (likely out of memory)"
+        return message
 
     def _memory_short(self) -> bool:
         readings = self._readings

@@ -11,8 +11,12 @@ without an outcome is reported by the scheduler from its exit status.
 from __future__ import annotations
 
 import json
+import os
 import resource
+import signal
 import sys
+import threading
+import time
 import traceback
 from typing import Any
 
@@ -34,7 +38,15 @@ def _usage() -> tuple[float, int]:
     return cpu, max(own.ru_maxrss, children.ru_maxrss) * 1024
 
 
+def _watch_parent(parent: int) -> None:
+    """Take the whole build down if the scheduler dies (kill -9): no orphan keeps building."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.killpg(0, signal.SIGKILL)  # the worker leads its own process group
+
+
 def main() -> int:
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     job = BuildJob.from_json(json.loads(sys.stdin.read()))
     job.log_path.parent.mkdir(parents=True, exist_ok=True)
     with job.log_path.open("a", encoding="utf-8", errors="replace") as log:

@@ -12,6 +12,7 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``no_wheel``: report a filename but write nothing
 - ``requires``: extra requirements from ``get_requires_for_build_wheel``
 - ``spawn_child``: start a grandchild process that sleeps (to test tree killing); its pid goes to ``events``
+- ``pad_kb``: add this many kilobytes of random bytes to the wheel
 - ``write_site``: write a marker module into the build environment's site-packages
 - ``check_site``: fail if that marker module is importable
 """
@@ -92,6 +93,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {CONFIG['name']}\nVersion: {version}\n".encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: fakebackend\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
+    if CONFIG.get("pad_kb"):
+        files[f"{name}/blob.bin"] = os.urandom(CONFIG["pad_kb"] * 1024)
     record = [_record_line(path, data) for path, data in files.items()] + [f"{dist_info}/RECORD,,"]
     files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
     with zipfile.ZipFile(os.path.join(wheel_directory, filename), "w") as whl:

@@ -1,0 +1,240 @@
+"""Faults, signals and hostile input: nothing is lost, nothing is left behind, nothing crashes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import orchestrate
+from sdists import make_sdist, read_events, sdist_files
+
+
+def start(*args: str | os.PathLike[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+def started(events: Path, count: int) -> Callable[[], bool]:
+    return lambda: len([e for e in read_events(events) if e["event"] == "child"]) >= count
+
+
+def build_pids(events: Path) -> list[int]:
+    """The backend processes and the grandchildren they spawned."""
+    pids = []
+    for event in read_events(events):
+        pids.append(event["pid"])
+        if "child" in event:
+            pids.append(event["child"])
+    return pids
+
+
+def assert_all_gone(pids: list[int], timeout: float = 10) -> None:
+    def gone() -> bool:
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    return False
+            except psutil.NoSuchProcess:
+                pass
+        return True
+
+    wait_for(gone, timeout)
+
+
+def visible_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".orchestrate"))
+
+
+def test_timeout_stops_the_whole_tree(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    make_sdist(tmp_path / "sdists", "hangs", hang=True, spawn_child=True, events=str(events))
+    make_sdist(tmp_path / "sdists", "fine")
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--timeout", "3")
+    assert result.returncode == 1
+    assert "timed out after 3 s" in result.stderr
+    assert visible_files(tmp_path / "wh") == ["fine-1.0-py3-none-any.whl"]
+    assert_all_gone(build_pids(events))
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_builds_writes_partial_report(tmp_path: Path, sig: signal.Signals, code: int) -> None:
+    events = tmp_path / "events.log"
+    for i in range(3):
+        make_sdist(tmp_path / "sdists", f"slow{i}", sleep=60, spawn_child=True, events=str(events))
+    make_sdist(tmp_path / "sdists", "zquick")
+    report = tmp_path / "report.json"
+    process = start("build", tmp_path / "sdists", "-w", tmp_path / "wh", "-j", "2", "--report-json", report)
+    wait_for(started(events, 2))
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == code, stderr
+    assert_all_gone(build_pids(events))
+    assert visible_files(tmp_path / "wh") == []
+    assert not list((tmp_path / "wh").glob(".*.part"))
+    data = json.loads(report.read_text())
+    assert data["interrupted"] == sig.name
+    assert {record["status"] for record in data["builds"]} == {"failed"}
+    assert "Traceback" not in stderr
+
+
+def test_second_interrupt_kills_at_once(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    # A backend that ignores SIGTERM would otherwise hold the run for the whole grace period.
+    make_sdist(tmp_path / "sdists", "stubborn", sleep=60, spawn_child=True, events=str(events))
+    process = start("build", tmp_path / "sdists", "-w", tmp_path / "wh")
+    wait_for(started(events, 1))
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert_all_gone(build_pids(events))
+
+
+def test_killed_backend_is_reported_and_retried(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    make_sdist(tmp_path / "sdists", "victim", sleep=4, events=str(events))
+    report = tmp_path / "report.json"
+    process = start("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--retries", "1", "--report-json", report)
+    wait_for(lambda: bool(read_events(events)))
+    os.kill(read_events(events)[0]["pid"], signal.SIGKILL)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "killed by SIGKILL; retrying" in stderr
+    (record,) = json.loads(report.read_text())["builds"]
+    assert record["status"] == "built" and record["attempts"] == 2
+
+
+def test_killed_worker_without_retries_fails_with_signal_name(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    make_sdist(tmp_path / "sdists", "victim", sleep=30, spawn_child=True, events=str(events))
+    make_sdist(tmp_path / "sdists", "other")
+    process = start("build", tmp_path / "sdists", "-w", tmp_path / "wh", "-j", "2")
+    wait_for(started(events, 1))
+    backend = psutil.Process(read_events(events)[0]["pid"])
+    worker = next(p for p in backend.parents() if "orchestrator.worker" in " ".join(p.cmdline()))
+    worker.kill()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "the worker was killed by SIGKILL" in stderr
+    assert visible_files(tmp_path / "wh") == ["other-1.0-py3-none-any.whl"]
+    assert_all_gone(build_pids(events))
+
+
+def test_kill_9_of_orchestrate_then_rerun_completes(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    for i in range(2):
+        make_sdist(tmp_path / "sdists", f"slow{i}", sleep=30, spawn_child=True, events=str(events))
+    process = start("build", tmp_path / "sdists", "-w", tmp_path / "wh", "-j", "2")
+    wait_for(started(events, 2))
+    process.kill()
+    process.communicate()
+    assert_all_gone(build_pids(events))  # the workers noticed and took their builds down
+    for i in range(2):
+        make_sdist(tmp_path / "sdists", f"slow{i}")  # quick this time
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh")
+    assert result.returncode == 0, result.stderr
+    assert visible_files(tmp_path / "wh") == ["slow0-1.0-py3-none-any.whl", "slow1-1.0-py3-none-any.whl"]
+
+
+def test_two_runs_on_one_wheelhouse(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    make_sdist(tmp_path / "sdists", "slow", sleep=4, events=str(events))
+    first = start("build", tmp_path / "sdists", "-w", tmp_path / "wh")
+    wait_for(lambda: bool(read_events(events)))
+    refused = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh")
+    assert refused.returncode == 1
+    assert "another orchestrate run is writing this wheelhouse" in refused.stderr
+    waited = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--wait-lock", "60")
+    first.communicate(timeout=60)
+    assert first.returncode == 0
+    assert waited.returncode == 0, waited.stderr
+    assert "skipped" in waited.stderr
+
+
+def _tar_with(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        # random bytes with an sdist's name
+        ("random-1.0.tar.gz", lambda p: p.write_bytes(os.urandom(4096)), "random-1.0.tar.gz"),
+        # an empty file
+        ("empty-1.0.tar.gz", lambda p: p.write_bytes(b""), "empty-1.0.tar.gz"),
+        # a gzip stream cut in half
+        ("cut-1.0.tar.gz", lambda p: p.write_bytes(
+            _tar_with(p, {f"cut-1.0/{k}": v for k, v in sdist_files("cut", "1.0", pad=1).items()}).read_bytes()[:200]
+        ), "cut-1.0.tar.gz"),
+        # a member that climbs out of the extraction folder
+        ("evil-1.0.tar.gz", lambda p: _tar_with(p, {"evil-1.0/../../escaped.txt": b"x"}), "escaped.txt"),
+        # neither pyproject.toml nor setup.py
+        ("bare-1.0.tar.gz", lambda p: _tar_with(p, {"bare-1.0/README": b"hi"}), "no pyproject.toml or setup.py"),
+        # a backend that does not exist
+        ("nobackend-1.0.tar.gz", lambda p: _tar_with(p, {"nobackend-1.0/pyproject.toml": (
+            b'[build-system]\nrequires = []\nbuild-backend = "no_such_backend"\nbackend-path = ["."]\n')}),
+         "'no_such_backend' is not available"),
+        # pyproject.toml that is not TOML
+        ("badtoml-1.0.tar.gz", lambda p: _tar_with(p, {"badtoml-1.0/pyproject.toml": b"[build-system\n"}),
+         "pyproject.toml"),
+    ],
+)
+def test_bad_sdists_fail_alone_with_one_line(tmp_path: Path, name: str, make: Callable[[Path], object],
+                                             message: str) -> None:
+    folder = tmp_path / "sdists"
+    make_sdist(folder, "good")
+    make(folder / name)
+    result = orchestrate("build", folder, "-w", tmp_path / "wh")
+    assert result.returncode == 1
+    failure = next(line for line in result.stderr.splitlines() if line.startswith("FAILED"))
+    assert message in failure
+    assert visible_files(tmp_path / "wh") == ["good-1.0-py3-none-any.whl"]
+    assert not (tmp_path / "escaped.txt").exists()
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_disk_full_fails_the_build_and_leaves_no_partial_file(tmp_path: Path, tiny_disk: Path) -> None:
+    make_sdist(tmp_path / "sdists", "huge", pad_kb=1024)
+    make_sdist(tmp_path / "sdists", "small")
+    result = orchestrate("build", tmp_path / "sdists", "-w", tiny_disk)
+    assert result.returncode == 1
+    assert "No space left on device" in result.stderr
+    assert visible_files(tiny_disk) == ["small-1.0-py3-none-any.whl"]
+    assert not list(tiny_disk.glob(".*.part"))
