@@ -60,9 +60,7 @@ class BuildJob:
         data["wheelhouse"] = Path(data["wheelhouse"])
         data["log_path"] = Path(data["log_path"])
         data["env_cache"] = Path(data["env_cache"]) if data["env_cache"] else None
-        data["index"] = IndexSettings(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in data["index"].items()}
-        )
+        data["index"] = IndexSettings.from_json(data["index"])
         return cls(**data)
 
 

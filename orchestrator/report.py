@@ -14,8 +14,11 @@ from orchestrator.jobs import BuildResult
 
 
 class StageItem(Protocol):
-    started_at: float | None
-    finished_at: float | None
+    @property
+    def started_at(self) -> float | None: ...
+
+    @property
+    def finished_at(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

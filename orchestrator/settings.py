@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -17,6 +19,16 @@ class IndexSettings:
     """Folders or HTML pages listing distribution files."""
     no_index: bool = False
     """Ignore every index; only ``find_links`` is searched."""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IndexSettings:
+        """The inverse of ``dataclasses.asdict``."""
+        return cls(
+            index_url=data["index_url"],
+            extra_index_urls=tuple(data["extra_index_urls"]),
+            find_links=tuple(data["find_links"]),
+            no_index=bool(data["no_index"]),
+        )
 
     def pip_args(self) -> list[str]:
         """The same options as command-line arguments for ``pip install`` or ``uv pip install``."""

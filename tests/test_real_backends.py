@@ -1,0 +1,32 @@
+"""Real build backends through the real path: setuptools with a C extension, flit_core, hatchling."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import backend_index_args, orchestrate
+
+EXAMPLES = Path(__file__).parent.parent / "examples" / "sdists"
+
+pytestmark = pytest.mark.real_backend
+
+
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_examples_build_with_real_backends(tmp_path: Path, installer: str) -> None:
+    report = tmp_path / "report.json"
+    result = orchestrate("build", EXAMPLES, "-w", tmp_path / "wh", "-j", "2", "--installer", installer,
+                         "--report-json", report, *backend_index_args())
+    assert result.returncode == 0, result.stderr
+    wheels = {path.name.split("-")[0]: path for path in (tmp_path / "wh").glob("*.whl")}
+    assert set(wheels) == {"hello_ext", "hello_flit", "hello_hatch"}
+    # The C extension was compiled: a platform wheel holding a shared object.
+    assert "-py3-none-any" not in wheels["hello_ext"].name
+    with zipfile.ZipFile(wheels["hello_ext"]) as wheel:
+        assert any(name.startswith("hello_ext/_speedups") and name.endswith(".so") for name in wheel.namelist())
+    records = {record["name"]: record for record in json.loads(report.read_text())["builds"]}
+    ext = records["hello-ext"]
+    assert ext["phases"]["install_requires"] > 0 and ext["phases"]["backend"] > 0
+    assert ext["cpu_s"] > 0 and ext["peak_rss_bytes"] > 10 * 1024 * 1024
