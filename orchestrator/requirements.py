@@ -383,10 +383,14 @@ def _from_url(name: NormalizedName | None, url: str, *, origin: str) -> PinnedRe
 
 
 def _from_path(name: NormalizedName | None, path: Path, *, origin: str) -> PinnedRequirement:
-    path = path.resolve()
-    if path.is_dir():
+    try:
+        path = path.resolve()
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL
+        raise UsageError(f"{origin}: cannot use path {str(path)!r}: {_one_line(exc)}") from exc
+    if is_dir:
         return _from_folder(name, path, origin=origin)
-    if not path.is_file():
+    if not is_file:
         raise UsageError(f"{origin}: {path} does not exist; give an sdist file or a source folder")
     name, version = _name_and_version(name, path.name, origin=origin, what=str(path))
     return PinnedRequirement(name=name, version=version, path=path, origin=origin)

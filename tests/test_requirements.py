@@ -1,0 +1,256 @@
+from __future__ import annotations
+
+import string
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator.errors import UsageError
+from orchestrator.requirements import PinnedRequirement, parse_requirements
+from orchestrator.settings import IndexSettings
+
+A = "a" * 64
+B = "b" * 64
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def pins(requirements: tuple[PinnedRequirement, ...]) -> list[tuple[str, str | None, str | None, set[str]]]:
+    return [(r.name, r.version, r.url, set(r.hashes)) for r in requirements]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("foo==1.0", [("foo", "1.0", None, set())]),
+        # Names are canonicalised; versions kept as written.
+        ("Foo_Bar.baz==2.0.1", [("foo-bar-baz", "2.0.1", None, set())]),
+        ("foo==1.0rc1", [("foo", "1.0rc1", None, set())]),
+        # Extras do not change what is downloaded.
+        ("foo[extra,other]==1.0", [("foo", "1.0", None, set())]),
+        ("foo===1.0-custom", [("foo", "1.0-custom", None, set())]),
+        (f"foo==1.0 --hash=sha256:{A}", [("foo", "1.0", None, {A})]),
+        (f"foo==1.0 --hash sha256:{A.upper()}", [("foo", "1.0", None, {A})]),
+        # uv pip compile --generate-hashes layout.
+        (
+            f"foo==1.0 \\\n    --hash=sha256:{A} \\\n    --hash=sha256:{B}\n    # via bar\n",
+            [("foo", "1.0", None, {A, B})],
+        ),
+        ("# header\n\nfoo==1.0  # via bar\n   # indented\nbar==2.0\n", [
+            ("foo", "1.0", None, set()),
+            ("bar", "2.0", None, set()),
+        ]),
+        ('foo==1.0 ; python_version < "3"\nbar==2.0', [("bar", "2.0", None, set())]),
+        ('foo==1.0 ; python_version >= "3"', [("foo", "1.0", None, set())]),
+        # Same pin twice (different spellings of one version): hashes merge.
+        (f"foo==1.0 --hash=sha256:{A}\nFOO==1.0.0 --hash=sha256:{B}", [("foo", "1.0", None, {A, B})]),
+        (
+            "foo @ https://example.com/f/foo-1.0.tar.gz",
+            [("foo", "1.0", "https://example.com/f/foo-1.0.tar.gz", set())],
+        ),
+        (
+            f"https://example.com/f/Foo_Bar-1.0.zip#sha256={A}",
+            [("foo-bar", "1.0", f"https://example.com/f/Foo_Bar-1.0.zip#sha256={A}", {A})],
+        ),
+        (
+            'https://example.com/f/foo-1.0.tar.gz ; python_version < "3"\nbar==2.0',
+            [("bar", "2.0", None, set())],
+        ),
+        # A named URL whose file name carries no version.
+        (
+            "foo @ https://example.com/archive/main.zip",
+            [("foo", None, "https://example.com/archive/main.zip", set())],
+        ),
+    ],
+)
+def test_valid_pins(tmp_path: Path, text: str, expected: list[tuple[str, str | None, str | None, set[str]]]) -> None:
+    path = write(tmp_path, "requirements.txt", text)
+    parsed = parse_requirements([path])
+    assert pins(parsed.requirements) == expected
+    assert parsed.require_hashes == any(hashes for *_, hashes in expected)
+
+
+def test_origin_is_first_line_of_a_continued_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.txt", f"# c\nfoo==1.0 \\\n  --hash=sha256:{A}\nbar==2.0\n")
+    foo, bar = parse_requirements([path]).requirements
+    assert foo.origin == f"{path}:2"
+    assert bar.origin == f"{path}:4"
+
+
+def test_option_lines(tmp_path: Path) -> None:
+    (tmp_path / "wheels").mkdir()
+    path = write(
+        tmp_path,
+        "r.txt",
+        "--index-url https://a.example/simple\n"
+        "--extra-index-url=https://b.example/simple\n"
+        "-f ./wheels\n"
+        "--find-links https://c.example/links.html\n"
+        "--trusted-host a.example\n"
+        "-i https://d.example/simple\n"
+        "--no-index\n"
+        "foo==1.0\n",
+    )
+    parsed = parse_requirements([path])
+    assert parsed.index == IndexSettings(
+        index_url="https://d.example/simple",  # the last one wins, as in pip
+        extra_index_urls=("https://b.example/simple",),
+        find_links=(str(tmp_path / "wheels"), "https://c.example/links.html"),
+        no_index=True,
+    )
+    assert not parsed.require_hashes
+
+
+def test_require_hashes_option(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.txt", "--require-hashes\nfoo==1.0\n")
+    assert parse_requirements([path]).require_hashes
+
+
+def test_includes_are_relative_and_cycle_safe(tmp_path: Path) -> None:
+    main = write(tmp_path, "main.txt", "-r sub/base.txt\nfoo==1.0\n")
+    base = write(tmp_path, "sub/base.txt", "bar==2.0\n-r../main.txt\n--requirement=more.txt\n")
+    write(tmp_path, "sub/more.txt", "baz==3.0\n")
+    parsed = parse_requirements([main])
+    assert [(r.name, r.origin) for r in parsed.requirements] == [
+        ("bar", f"{base}:1"),
+        ("baz", f"{tmp_path / 'sub/more.txt'}:1"),
+        ("foo", f"{main}:2"),
+    ]
+
+
+def test_several_files_merge(tmp_path: Path) -> None:
+    one = write(tmp_path, "one.txt", f"foo==1.0 --hash=sha256:{A}\n")
+    two = write(tmp_path, "two.txt", f"foo==1.0 --hash=sha256:{B}\nbar==1\n")
+    parsed = parse_requirements([one, two])
+    assert pins(parsed.requirements) == [("foo", "1.0", None, {A, B}), ("bar", "1", None, set())]
+
+
+def test_local_paths(tmp_path: Path) -> None:
+    sdist = tmp_path / "dist" / "Foo-1.0.tar.gz"
+    sdist.parent.mkdir()
+    sdist.write_bytes(b"not really a tarball")
+    static = tmp_path / "src" / "static"
+    static.mkdir(parents=True)
+    (static / "pyproject.toml").write_text('[project]\nname = "Static_Pkg"\nversion = "2.0"\n')
+    dynamic = tmp_path / "src" / "dynamic"
+    dynamic.mkdir()
+    (dynamic / "pyproject.toml").write_text('[project]\nname = "dyn"\ndynamic = ["version"]\n')
+    legacy = tmp_path / "src" / "legacy"
+    legacy.mkdir()
+    path = write(
+        tmp_path,
+        "r.txt",
+        f"./dist/Foo-1.0.tar.gz --hash=sha256:{A}\nsrc/static\n./src/dynamic\n"
+        f"legacy @ {legacy.as_uri()}\n",
+    )
+    parsed = parse_requirements([path])
+    assert [(r.name, r.version, r.path, set(r.hashes)) for r in parsed.requirements] == [
+        ("foo", "1.0", sdist, {A}),
+        ("static-pkg", "2.0", static, set()),
+        ("dyn", None, dynamic, set()),
+        ("legacy", None, legacy, set()),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        # Ranges need a resolver.
+        ("foo>=1", 1, "foo is not pinned to exactly one version (>=1); this tool builds what a lock file pins and does not resolve; pin it with `uv pip compile`"),
+        # No version at all.
+        ("\nfoo", 2, "foo is not pinned to exactly one version (no version)"),
+        # A wildcard is a range.
+        ("foo==1.*", 1, "foo is not pinned to exactly one version (==1.*)"),
+        # Two specifiers are not one pin.
+        ("foo==1.0,<2", 1, "foo is not pinned to exactly one version"),
+        # Not PEP 508.
+        ("foo==", 1, "cannot parse 'foo=='"),
+        ('foo==1.0 ; python_version <', 1, "cannot parse 'foo==1.0 ; python_version <'"),
+        # Only sha256 is accepted.
+        ("\n\nfoo==1.0 --hash=md5:abc", 3, "unsupported hash 'md5:abc'; use --hash=sha256:<64 hex digits>"),
+        # The continuation's error points at the requirement's first line.
+        ("foo==1.0 \\\n  --hash=sha256:xyz", 1, "'sha256:xyz' is not a sha256 digest"),
+        # Conflicting pins.
+        ("foo==1.0\nFoo==2.0", 2, "foo is pinned to ==2.0 but {path}:1 pins ==1.0; keep one pin per package"),
+        # Editables and constraints belong to resolvers and development installs.
+        ("-e ./src", 1, "editable requirements are not built"),
+        ("-c constraints.txt", 1, "constraints files are for resolvers"),
+        # Options this tool does not implement are not silently ignored.
+        ("--pre", 1, "unsupported option --pre"),
+        ("--index-url", 1, "--index-url needs a value"),
+        ("--no-index=yes", 1, "--no-index takes no value"),
+        # Index options cannot follow a requirement.
+        ("foo==1.0 --index-url https://x.example/simple", 1, "--index-url must be on a line of its own"),
+        # --hash alone on a line has no requirement to belong to.
+        (f"--hash=sha256:{A}", 1, "--hash must follow a requirement on its line"),
+        ("-r missing.txt", 1, "cannot read requirements file {dir}/missing.txt"),
+        ("git+https://example.com/foo.git", 1, "version-control URLs are not supported"),
+        ("foo @ git+https://example.com/foo.git", 1, "version-control URLs are not supported"),
+        ("https://example.com/foo-1.0-py3-none-any.whl", 1, "is a wheel; this tool builds from sdists only"),
+        ("https://example.com/download", 1, "cannot tell name and version from https://example.com/download"),
+        ("foo @ https://example.com/bar-1.0.tar.gz", 1, "is an sdist of bar, not foo"),
+        ("ftp://example.com/foo-1.0.tar.gz", 1, "unsupported URL scheme 'ftp'"),
+        ("./missing-1.0.tar.gz", 1, "{dir}/missing-1.0.tar.gz does not exist"),
+        ("'unterminated", 1, "cannot parse"),
+        # Paths the operating system refuses.
+        ("./a\x00b-1.0.tar.gz", 1, "cannot use path"),
+        ("/" + "x" * 5000, 1, "cannot use path"),
+        ("-r 'unterminated", 1, "cannot split options"),
+    ],
+)
+def test_invalid_lines(tmp_path: Path, text: str, line: int, message: str) -> None:
+    path = write(tmp_path, "r.txt", text)
+    with pytest.raises(UsageError) as info:
+        parse_requirements([path])
+    error = str(info.value)
+    assert "\n" not in error
+    assert error.startswith(f"{path}:{line}: ")
+    assert message.format(path=path, dir=tmp_path) in error
+
+
+def test_folder_without_a_static_name(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    path = write(tmp_path, "r.txt", "./src\n")
+    with pytest.raises(UsageError, match=rf"^{path}:1: cannot tell the project name of .*; write `name @ file://"):
+        parse_requirements([path])
+
+
+def test_missing_top_level_file(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"^cannot read requirements file .*nope\.txt"):
+        parse_requirements([tmp_path / "nope.txt"])
+
+
+_NAMES = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,20}[A-Za-z0-9])?", fullmatch=True)
+_VERSIONS = st.lists(st.integers(0, 999), min_size=1, max_size=4).map(lambda p: ".".join(map(str, p)))
+_DIGESTS = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
+
+
+@given(name=_NAMES, version=_VERSIONS, hashes=st.sets(_DIGESTS, max_size=3))
+def test_pins_round_trip(name: str, version: str, hashes: set[str]) -> None:
+    line = f"{name}=={version}" + "".join(f" \\\n    --hash=sha256:{h}" for h in sorted(hashes))
+    with tempfile.TemporaryDirectory() as folder:
+        path = write(Path(folder), "r.txt", line + "\n")
+        (requirement,) = parse_requirements([path]).requirements
+    assert requirement.version == version
+    assert requirement.hashes == frozenset(hashes)
+    assert requirement.name == requirement.name.lower()
+    assert "_" not in requirement.name and "." not in requirement.name
+
+
+@given(st.text(alphabet=string.printable + "é\x00", max_size=60) | st.from_regex(r"\./[a-z\x00/]{0,300}", fullmatch=True))
+def test_any_line_parses_or_is_a_one_line_usage_error(text: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = write(Path(folder), "r.txt", text)
+        try:
+            parse_requirements([path])
+        except UsageError as exc:
+            assert "\n" not in str(exc)
+            assert str(exc).startswith(f"{path}:") or str(exc).startswith("cannot read")
