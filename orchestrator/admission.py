@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from .errors import UsageError
 from .units import format_size
@@ -125,6 +125,8 @@ class Decision:
     """One line: ``"waiting: 2 of 2 builds running"``."""
     warning: str | None = None
     """Set when admitting anyway would break a limit (nothing else is running)."""
+    blocked_by: Literal["builds", "memory_limit", "free_memory", "load"] | None = None
+    """The rule that holds the candidate back; ``reason``'s figures change with every sample, this does not."""
 
 
 def decide(
@@ -153,7 +155,9 @@ def decide(
         )
     if len(running) >= limits.max_builds:
         return Decision(
-            admit=False, reason=f"waiting: {len(running)} of {limits.max_builds} builds running"
+            admit=False,
+            reason=f"waiting: {len(running)} of {limits.max_builds} builds running",
+            blocked_by="builds",
         )
     if limits.memory_limit is not None and reserved + need > limits.memory_limit:
         return Decision(
@@ -162,15 +166,21 @@ def decide(
                 f"waiting: {format_size(reserved)} of the {format_size(limits.memory_limit)}"
                 f" memory limit reserved, needs {format_size(need)}"
             ),
+            blocked_by="memory_limit",
         )
     if headroom < limits.min_free_memory:
-        return Decision(admit=False, reason=_free_memory_reason(readings, running, need, limits))
+        return Decision(
+            admit=False,
+            reason=_free_memory_reason(readings, running, need, limits),
+            blocked_by="free_memory",
+        )
     if limits.max_load is not None and readings.load_1m is not None:
         load_per_cpu = readings.load_1m / max(1, readings.cpu_count)
         if load_per_cpu > limits.max_load:
             return Decision(
                 admit=False,
                 reason=f"waiting: load {load_per_cpu:.1f} per CPU > {limits.max_load:g}",
+                blocked_by="load",
             )
     return Decision(
         admit=True,

@@ -28,7 +28,10 @@ from orchestrator.envs import choose_installer
 from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.history import default_state_dir
 from orchestrator.packageconfig import find_config, load_package_config
+from orchestrator.download import DownloadResult, DownloadSettings, DownloadStatus, download_all
 from orchestrator.pipeline import BuildRun, BuildSettings
+from orchestrator.report import RunReport
+from orchestrator.requirements import RequirementsFile, parse_requirements
 from orchestrator.resources import usable_cpu_count
 from orchestrator.settings import IndexSettings
 from orchestrator.sources import collect_sources
@@ -62,6 +65,57 @@ def index_options(function: F) -> F:
     ):
         function = decorator(function)
     return function
+
+
+def download_options(function: F) -> F:
+    for decorator in reversed(
+        [
+            option("--requirement", "-r", "requirements", multiple=True, metavar="FILE",
+                   type=click.Path(dir_okay=False, path_type=Path),
+                   help="Pinned requirements file (name==version, --hash=sha256:..., URLs, paths)."),
+            option("--max-downloads", type=click.IntRange(min=1), default=8, show_default=True,
+                   help="Downloads at once."),
+            option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                   help="Download cache (default: under --state-dir)."),
+            option("--no-cache", is_flag=True, help="Neither read nor fill the download cache."),
+            option("--download-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
+                   show_default=True, metavar="SECONDS", help="Timeout of each network request."),
+            option("--download-retries", type=click.IntRange(min=0), default=3, show_default=True,
+                   help="Retries after a timeout, a dropped connection or a 5xx answer."),
+            option("--require-hashes", is_flag=True,
+                   help="Refuse requirements without --hash (on by itself when any line has one)."),
+        ]
+    ):
+        function = decorator(function)
+    return function
+
+
+def _absolute_find_links(links: tuple[str, ...]) -> tuple[str, ...]:
+    """Local find-links folders as absolute paths: builds run in other folders."""
+    return tuple(str(Path(link).resolve()) if "://" not in link and Path(link).exists() else link for link in links)
+
+
+def _index(index_url: str | None, extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool,
+           from_files: IndexSettings | None = None) -> IndexSettings:
+    """Command-line index options, merged with those of requirements files as pip does."""
+    files = from_files or IndexSettings()
+    return IndexSettings(
+        index_url=index_url or files.index_url,
+        extra_index_urls=tuple(dict.fromkeys([*extra_index_url, *files.extra_index_urls])),
+        find_links=_absolute_find_links(tuple(dict.fromkeys([*find_links, *files.find_links]))),
+        no_index=no_index or files.no_index,
+    )
+
+
+def _download_settings(index: IndexSettings, state: Path, cache_dir: Path | None, no_cache: bool,
+                       download_timeout: float, download_retries: int, require_hashes: bool) -> DownloadSettings:
+    return DownloadSettings(
+        index=index,
+        cache_dir=None if no_cache else (cache_dir or state / "downloads").resolve(),
+        retries=download_retries,
+        timeout=download_timeout,
+        require_hashes=require_hashes,
+    )
 
 
 @contextmanager
@@ -143,6 +197,19 @@ def _memory_limits(
     return Limits(max_builds=builds, memory_limit=limit, min_free_memory=min_free, max_load=max_load)
 
 
+def _state_dir(state_dir: Path | None) -> Path:
+    return (state_dir or default_state_dir()).resolve()
+
+
+def _requirements(paths: tuple[Path, ...], require_hashes: bool) -> RequirementsFile | None:
+    if not paths:
+        return None
+    parsed = parse_requirements(list(paths))
+    if require_hashes and not parsed.require_hashes:
+        return RequirementsFile(requirements=parsed.requirements, index=parsed.index, require_hashes=True)
+    return parsed
+
+
 @main.command()
 @click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
 @option("--wheelhouse", "-w", type=click.Path(file_okay=False, path_type=Path), default=Path("wheelhouse"),
@@ -157,6 +224,9 @@ def _memory_limits(
 @option("--max-load", type=click.FloatRange(min=0), help="Do not start a build while the 1-minute load "
         "per CPU exceeds this (default: off).")
 @index_options
+@download_options
+@option("--sdist-dir", type=click.Path(file_okay=False, path_type=Path),
+        help="Keep downloaded sdists here (default: a temporary folder).")
 @option("--installer", type=click.Choice(["auto", "pip", "uv"]), default="auto", show_default=True,
         help="What installs build requirements; auto takes uv when installed.")
 @option("--fail-fast", is_flag=True, help="Stop starting builds after the first failure.")
@@ -168,7 +238,7 @@ def _memory_limits(
 @option("--log-dir", type=click.Path(file_okay=False, path_type=Path), help="Per-build logs "
         "(default: a run folder under --state-dir).")
 @option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
-@option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="History and run folders "
+@option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="History, caches and run folders "
         "(default: the user cache folder).")
 @option("--no-history", is_flag=True, help="Neither read nor write the build history.")
 @option("--config", type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -178,26 +248,28 @@ def _memory_limits(
 @handle_errors
 def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, memory_limit: str | None,
           min_free_memory: str | None, memory_per_build: str, max_load: float | None, index_url: str | None,
-          extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool, installer: str,
-          fail_fast: bool, force: bool, timeout: float | None, retries: int, log_dir: Path | None,
+          extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool,
+          requirements: tuple[Path, ...], max_downloads: int, cache_dir: Path | None, no_cache: bool,
+          download_timeout: float, download_retries: int, require_hashes: bool, sdist_dir: Path | None,
+          installer: str, fail_fast: bool, force: bool, timeout: float | None, retries: int, log_dir: Path | None,
           report_json: Path | None, state_dir: Path | None, no_history: bool, config: Path | None,
           wait_lock: float) -> None:
-    """Build wheels from SOURCES: sdist files, folders of sdists, source trees."""
-    if not sources:
-        raise UsageError("nothing to build: name sdists, folders of sdists or source trees")
+    """Build wheels from SOURCES (sdist files, folders of sdists, source trees) and -r requirements."""
+    if not sources and not requirements:
+        raise UsageError("nothing to build: name sdists, folders of sdists, source trees or -r requirements files")
     limits = _memory_limits(max_builds, memory_limit, min_free_memory, max_load)
+    pinned = _requirements(requirements, require_hashes)
     found, notes = collect_sources(sources)
-    state = (state_dir or default_state_dir()).resolve()
-    run_dir = state / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    state = _state_dir(state_dir)
+    index = _index(index_url, extra_index_url, find_links, no_index, pinned.index if pinned else None)
     config = config or find_config(Path.cwd())
     settings = BuildSettings(
         wheelhouse=wheelhouse,
         limits=limits,
         memory_per_build=parse_size(memory_per_build),
-        index=IndexSettings(index_url=index_url, extra_index_urls=extra_index_url, find_links=find_links,
-                            no_index=no_index),
+        index=index,
         installer=choose_installer(installer),
-        log_dir=(log_dir or run_dir / "logs").resolve(),
+        log_dir=(log_dir or state / "runs" / time.strftime("%Y%m%d-%H%M%S") / "logs").resolve(),
         history_path=None if no_history else state / "history.sqlite3",
         overrides=load_package_config(config) if config else {},
         fail_fast=fail_fast,
@@ -205,26 +277,86 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         timeout=timeout,
         retries=retries,
         wait_lock=wait_lock,
+        download=_download_settings(index, state, cache_dir, no_cache, download_timeout, download_retries,
+                                    pinned.require_hashes if pinned else require_hashes),
+        max_downloads=max_downloads,
+        sdist_dir=sdist_dir.resolve() if sdist_dir else None,
     )
     console = _console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
     for note in notes:
         display.event(note)
     run = BuildRun(settings, display)
-    run.report.settings = {"max_builds": limits.max_builds, "memory_limit": limits.memory_limit,
-                           "min_free_memory": limits.min_free_memory, "installer": settings.installer}
+    run.report.settings = {"max_builds": limits.max_builds, "max_downloads": max_downloads,
+                           "memory_limit": limits.memory_limit, "min_free_memory": limits.min_free_memory,
+                           "installer": settings.installer}
+    _run_and_report(lambda: run.run(found, pinned.requirements if pinned else ()), run.report, display, console,
+                    report_json)
+
+
+def _run_and_report(work: Callable[[], object], report: RunReport, display: PlainDisplay, console: Console,
+                    report_json: Path | None) -> None:
+    """Run ``work``; whatever happens, write the (partial) report and the summary; exit by the outcome."""
     try:
-        run.run(found)
+        work()
     except KeyboardInterrupt:
-        run.report.interrupted = "SIGINT"
+        report.interrupted = "SIGINT"
         raise
     except Terminated:
-        run.report.interrupted = "SIGTERM"
+        report.interrupted = "SIGTERM"
         raise
     finally:
+        report.finished_at = report.finished_at or time.time()
         display.close()
         if report_json:
-            run.report.write(report_json)
-        if run.report.builds:
-            print_summary(console, run.report)
-    sys.exit(EXIT_FAILED if run.report.failed else EXIT_OK)
+            report.write(report_json)
+        if report.builds or report.downloads or report.installs:
+            print_summary(console, report)
+    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+@main.command()
+@option("--requirement", "-r", "requirements", multiple=True, required=True, metavar="FILE",
+        type=click.Path(dir_okay=False, path_type=Path), help="Pinned requirements file.")
+@option("--dest", "-d", type=click.Path(file_okay=False, path_type=Path), default=Path("sdists"),
+        show_default=True, help="Folder the sdists go to.")
+@option("--max-downloads", type=click.IntRange(min=1), default=8, show_default=True, help="Downloads at once.")
+@index_options
+@option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+        help="Download cache (default: under --state-dir).")
+@option("--no-cache", is_flag=True, help="Neither read nor fill the download cache.")
+@option("--timeout", "download_timeout", envvar="ORCHESTRATE_DOWNLOAD_TIMEOUT",
+        type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, metavar="SECONDS",
+        help="Timeout of each network request.")
+@option("--retries", "download_retries", envvar="ORCHESTRATE_DOWNLOAD_RETRIES", type=click.IntRange(min=0),
+        default=3, show_default=True, help="Retries after a timeout, a dropped connection or a 5xx answer.")
+@option("--require-hashes", is_flag=True, help="Refuse requirements without --hash.")
+@option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
+@option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="Caches (default: the user cache folder).")
+@handle_errors
+def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, index_url: str | None,
+             extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool, cache_dir: Path | None,
+             no_cache: bool, download_timeout: float, download_retries: int, require_hashes: bool,
+             report_json: Path | None, state_dir: Path | None) -> None:
+    """Download the sdists that -r requirements files pin, checking hashes."""
+    pinned = _requirements(requirements, require_hashes)
+    assert pinned is not None
+    index = _index(index_url, extra_index_url, find_links, no_index, pinned.index)
+    settings = _download_settings(index, _state_dir(state_dir), cache_dir, no_cache, download_timeout,
+                                  download_retries, pinned.require_hashes)
+    console = _console()
+    display = PlainDisplay(console)
+    report = RunReport(started_at=time.time(), settings={"max_downloads": max_downloads})
+
+    def done(result: DownloadResult) -> None:
+        report.downloads.append(result)
+        label = f"{result.name}-{result.version}" if result.version else result.name
+        if result.status is DownloadStatus.FAILED:
+            display.event(f"{label}: download FAILED: {result.error}")
+        else:
+            display.event(f"{label}: {result.status.value} {result.path}")
+
+    _run_and_report(
+        lambda: download_all(pinned.requirements, settings, dest, max_downloads=max_downloads, on_result=done),
+        report, display, console, report_json,
+    )

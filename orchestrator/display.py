@@ -49,10 +49,11 @@ class LiveDisplay(PlainDisplay):
 
     def update(self, state: RunState) -> None:
         table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
-        for column in ("build", "phase", "elapsed", "memory", "predicted"):
+        for column in ("build", "phase", "elapsed", "memory", "peak", "predicted"):
             table.add_column(column, justify="left" if column in ("build", "phase") else "right")
         for view in state.running:
-            table.add_row(view.key, view.phase, f"{view.elapsed:.0f}s", format_size(view.rss), format_size(view.need))
+            table.add_row(view.key, view.phase, f"{view.elapsed:.0f}s", format_size(view.rss),
+                          format_size(view.peak_rss), format_size(view.need))
         status = Text(
             f"{state.built} built, {state.failed} failed, {len(state.running)} running, {state.pending} waiting",
             style="bold",
@@ -116,6 +117,10 @@ def print_summary(console: Console, report: RunReport) -> None:
             console.print(Text(tail, style="dim"))
         if result.log:
             console.print(f"  full log: {result.log}", markup=False, highlight=False)
+    for stage_name, items in (("download", report.downloads), ("install", report.installs)):
+        for item in items:
+            if item.status.value == "failed":
+                console.print(Text(f"FAILED {stage_name} of {item.name} {item.version or ''}: {item.error}", style="bold red"))
     counts = {status: sum(r.status is status for r in report.builds) for status in Status}
     wall = (report.finished_at or time.time()) - report.started_at
     console.print(

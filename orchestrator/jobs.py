@@ -110,7 +110,10 @@ class BuildResult:
     log: str | None
     error: str | None
     predicted_rss_bytes: int | None = None
+    """The memory need the last attempt was admitted with (history, config or default, raised by requeues)."""
     attempts: int = 1
+    memory_requeues: int = 0
+    """Times the build was stopped under memory pressure and queued again (not counted in ``attempts``)."""
 
     @property
     def wall_s(self) -> float:

@@ -6,9 +6,12 @@ processes in ``scheduler`` and ``worker``, the I/O of each stage in its own modu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +19,18 @@ from pathlib import Path
 from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.admission import Limits, jobs_per_build
+from orchestrator.download import Downloader, DownloadResult, DownloadSettings, DownloadStatus
+from orchestrator.errors import OrchestratorError
 from orchestrator.history import SUCCESS, BuildRecord, History, predict_need
 from orchestrator.jobs import BuildJob, BuildResult, Status
 from orchestrator.packageconfig import PackageOverrides
 from orchestrator.report import RunReport
 from orchestrator.resources import SystemProbe
 from orchestrator.scheduler import BuildScheduler, Observer, SchedulerSettings, nested_jobs_environ
+from orchestrator.requirements import PinnedRequirement
 from orchestrator.settings import IndexSettings
-from orchestrator.sources import Source
+from orchestrator.sources import Source, sdist_source, tree_source
+from orchestrator.units import format_size
 from orchestrator.wheelhouse import Wheelhouse
 
 logger = logging.getLogger(__name__)
@@ -50,6 +57,11 @@ class BuildSettings:
     timeout: float | None = None
     retries: int = 0
     wait_lock: float = 0.0
+    download: DownloadSettings | None = None
+    """How requirements are fetched, when the run has any."""
+    max_downloads: int = 8
+    sdist_dir: Path | None = None
+    """Where downloaded sdists are kept; ``None`` uses a temporary folder removed at the end."""
 
 
 class BuildRun:
@@ -75,18 +87,58 @@ class BuildRun:
             on_result=self._built,
         )
 
-    def run(self, sources: Sequence[Source]) -> RunReport:
-        """Build every source; the report holds one record per source."""
+    def run(self, sources: Sequence[Source], requirements: Sequence[PinnedRequirement] = ()) -> RunReport:
+        """Build every source and every requirement's sdist as soon as it is downloaded."""
         try:
-            with self._wheelhouse.locked(wait=self._settings.wait_lock):
+            with self._wheelhouse.locked(wait=self._settings.wait_lock), contextlib.ExitStack() as stack:
                 for source in sources:
                     self.add(source)
+                if requirements:
+                    self._start_downloads(requirements, stack)
                 self._scheduler.run()
         finally:
             self.report.finished_at = time.time()
             if self._history is not None:
                 self._history.close()
         return self.report
+
+    def _start_downloads(self, requirements: Sequence[PinnedRequirement], stack: contextlib.ExitStack) -> None:
+        """Fetch in a pool of ``max_downloads`` threads; each sdist joins the build queue as it lands."""
+        settings = self._settings
+        assert settings.download is not None
+        sdist_dir = settings.sdist_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orchestrate-")))
+        downloader = Downloader(settings.download, sdist_dir)
+        pool = ThreadPoolExecutor(max_workers=settings.max_downloads, thread_name_prefix="download")
+        # Unwound in reverse: drop queued fetches, close the client (which ends fetches
+        # in flight at once when the run is interrupted), then wait for the threads.
+        stack.callback(pool.shutdown, wait=True)
+        stack.callback(downloader.close)
+        stack.callback(pool.shutdown, wait=False, cancel_futures=True)
+
+        def fetch(requirement: PinnedRequirement) -> None:
+            try:
+                self._downloaded(downloader.fetch(requirement))
+            finally:
+                self._scheduler.release()
+
+        for requirement in requirements:
+            self._scheduler.hold()
+            pool.submit(fetch, requirement)
+
+    def _downloaded(self, result: DownloadResult) -> None:
+        self.report.downloads.append(result)
+        label = f"{result.name}-{result.version}" if result.version else result.name
+        if result.status is DownloadStatus.FAILED or result.path is None:
+            self._observer.event(f"{label}: download FAILED: {result.error}")
+            return
+        self._observer.event(f"{label}: {result.status.value} {format_size(result.bytes)}")
+        try:
+            source = sdist_source(result.path, sha256=result.sha256) if result.path.is_file() else tree_source(result.path)
+        except OrchestratorError as exc:
+            self._observer.event(f"{label}: FAILED: {exc}")
+            self.report.notes.append(str(exc))
+            return
+        self.add(source)
 
     def add(self, source: Source) -> None:
         """Queue one source (skipping it when its wheel is already in the wheelhouse)."""
@@ -100,6 +152,9 @@ class BuildRun:
                             log=None, error=None)
             )
             self._observer.event(f"{source.key}: skipped, {existing} is already in the wheelhouse (--force rebuilds)")
+            return
+        if any(known.key == source.key for known in self._sources.values()) and source.version:
+            self._observer.event(f"{source.path}: same name and version as another source; built once")
             return
         self._sources[str(source.path)] = source
         job = BuildJob(

@@ -83,6 +83,12 @@ class RunReport:
     def failed(self) -> Sequence[BuildResult]:
         return [result for result in self.builds if result.status.value == "failed"]
 
+    @property
+    def ok(self) -> bool:
+        """Nothing failed: no build, download or install."""
+        items: list[Any] = [*self.builds, *self.downloads, *self.installs]
+        return not any(item.status.value == "failed" for item in items)
+
     def stages(self) -> dict[str, StageTime]:
         return {
             "download": stage_time(self.downloads),

@@ -170,6 +170,7 @@ class BuildScheduler:
         self._results: list[BuildResult] = []
         self._readings: Readings | None = None
         self._waiting_reason: str | None = None
+        self._announced_wait: tuple[str, str | None] | None = None
         self._stopping = False
         self._producers = 0
         self._lock = threading.Lock()
@@ -266,11 +267,15 @@ class BuildScheduler:
             self._readings = self._probe.read()
             decision = self._decide(self._pending[0])
             if not decision.admit:
-                if decision.reason != self._waiting_reason:
-                    self._observer.event(f"{self._pending[0].job.key}: {decision.reason}")
+                # The figures in the reason change with every sample: say it once per build and rule.
+                wait = (self._pending[0].job.key, decision.blocked_by)
+                if wait != self._announced_wait:
+                    self._observer.event(f"{wait[0]}: {decision.reason}")
+                self._announced_wait = wait
                 self._waiting_reason = decision.reason
                 return
             self._waiting_reason = None
+            self._announced_wait = None
             if decision.warning:
                 self._observer.event(f"{self._pending[0].job.key}: {decision.warning}")
             self._start(self._pending.pop(0))
@@ -328,12 +333,18 @@ class BuildScheduler:
             for key, run in self._running.items()
             if run.stop_reason is None
         ]
-        victim = admission.pick_victim(readings, running, self._settings.limits)
+        limits = self._settings.limits
+        victim = admission.pick_victim(readings, running, limits)
         if victim is not None:
             run = self._running[victim]
+            used = sum(build.rss for build in running)
+            if limits.memory_limit is not None and used > limits.memory_limit:
+                pressure = f"builds use {format_size(used)} of the {format_size(limits.memory_limit)} limit"
+            else:
+                pressure = f"{format_size(readings.available_memory)} free, {format_size(limits.min_free_memory)} to keep"
             self._observer.event(
-                f"{victim}: stopped under memory pressure at {format_size(run.peak_rss)} "
-                f"({format_size(readings.available_memory)} free); it will run again"
+                f"{victim}: stopped under memory pressure at {format_size(run.rss)} ({pressure});"
+                " it will run again"
             )
             self._stop(run, "memory")
 
@@ -373,12 +384,19 @@ class BuildScheduler:
         if run.reader is not None and run.reader is not threading.current_thread():
             run.reader.join(timeout=1)
         item = run.item
-        if run.stop_reason == "memory" and not self._stopping:
+        built_anyway = run.outcome is not None and run.outcome.status is Status.BUILT
+        if run.stop_reason == "memory" and not self._stopping and not built_anyway:
             item.memory_requeues += 1
             item.need = max(item.need, int(run.peak_rss * 1.2))
+            alone = ""
             if item.memory_requeues >= MEMORY_REQUEUE_LIMIT and self._settings.limits.memory_limit:
                 item.need = max(item.need, self._settings.limits.memory_limit)  # from now on it runs alone
+                alone = ", and runs alone"
             item.attempts -= 1  # memory requeues are not failures
+            self._observer.event(
+                f"{item.job.key}: memory requeue {item.memory_requeues}, reached {format_size(run.peak_rss)};"
+                f" now needs about {format_size(item.need)}{alone}"
+            )
             self._enqueue(item)
             return
         # The worker leads its process group: whatever it left behind goes with it.
@@ -399,6 +417,8 @@ class BuildScheduler:
     def _death_reason(self, run: _Running, returncode: int) -> str:
         if run.stop_reason == "timeout":
             return f"timed out after {run.item.timeout:g} s"
+        if run.stop_reason == "memory":
+            return "stopped under memory pressure"
         if run.stop_reason is not None:
             return f"stopped: the run was {run.stop_reason}"
         if run.outcome is not None and run.outcome.killed_by is not None:
@@ -442,6 +462,7 @@ class BuildScheduler:
             error=error,
             predicted_rss_bytes=item.need,
             attempts=max(item.attempts, 1),
+            memory_requeues=item.memory_requeues,
         )
         self._results.append(result)
         verb = {Status.BUILT: "built", Status.FAILED: "FAILED", Status.SKIPPED: "skipped"}[status]

@@ -57,8 +57,11 @@ def is_sdist_name(path: Path) -> bool:
     return path.name.endswith(SDIST_SUFFIXES)
 
 
-def sdist_source(path: Path) -> Source:
-    """A source for one sdist file; name and version come from its filename."""
+def sdist_source(path: Path, *, sha256: str | None = None) -> Source:
+    """A source for one sdist file; name and version come from its filename.
+
+    ``sha256`` saves reading the file again when the digest is already known.
+    """
     try:
         name, version = parse_sdist_filename(path.name)
     except InvalidSdistFilename:
@@ -66,7 +69,7 @@ def sdist_source(path: Path) -> Source:
             f"{path}: not an sdist filename (expected NAME-VERSION.tar.gz or NAME-VERSION.zip)"
         ) from None
     try:
-        digest = file_sha256(path)
+        digest = sha256 or file_sha256(path)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read the file: {exc.strerror}") from None
     return Source(path=path.resolve(), kind="sdist", name=name, version=str(version), sha256=digest)
