@@ -11,16 +11,18 @@ This module owns three things:
 
 One wheel, in :meth:`WheelInstaller.install`::
 
-    open wheel --> same name already installed? --same version--> skipped
-                        | (no, or other version, or reinstall)
-                   validate RECORD (hashes, sizes)
-                        |
-                   move the old version's files aside (same filesystem)
-                        |
-                   installer.install(...) through _RollbackDestination
-                     | ok                         | any exception
-                   delete the aside copy        delete what was written,
-                   prune empty folders          move the old files back
+    same name already installed? --same version--> skipped
+              | (no, or other version, or reinstall)
+    claim its paths for this run (conflict with another distribution: failed)
+              |
+    open wheel, validate RECORD (hashes, sizes)
+              |
+    move the old version's files aside (same filesystem)
+              |
+    installer.install(...) through _RollbackDestination
+      | ok                          | any exception
+    delete the aside copy         delete what was written, move the
+    prune empty folders           old files back, release the claim
 
 What ``pip install ./pkg.whl`` users expect, and what this module does:
 
@@ -39,11 +41,14 @@ What ``pip install ./pkg.whl`` users expect, and what this module does:
 - Dependencies are not looked at (``--no-deps``), nor are wheel tags checked
   against the target.
 
-Thread safety: one :class:`WheelInstaller` per target; its ``install`` may run
-in many threads at once. Two wheels of the same distribution are serialised by
-a per-name lock; creating and pruning folders shares one lock, so a rollback
-never removes a folder another wheel is about to write into. Installs from
-other processes into the same target are not coordinated.
+Thread safety: one :class:`WheelInstaller` per target and run; its ``install``
+may run in many threads at once. Two wheels of the same distribution are
+serialised by a per-name lock. A wheel that would write a file another
+distribution of the same installer writes fails before writing anything (the
+streaming form of :func:`find_conflicts`, for wheels that arrive one by one).
+Creating and pruning folders share one lock, so a rollback never removes a
+folder another wheel is about to write into. Installs from other processes
+into the same target are not coordinated.
 """
 
 from __future__ import annotations
@@ -52,25 +57,21 @@ import base64
 import csv
 import enum
 import hashlib
-import importlib.util
 import json
 import logging
 import os
-import posixpath
-import py_compile
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from importlib.metadata import Distribution
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 from installer import install as installer_install
 from installer.destinations import SchemeDictionaryDestination
@@ -107,13 +108,11 @@ INSTALLER_NAME = "orchestrate"
 # Printed by the target interpreter; `headers` is computed as installer's own
 # CLI does (sysconfig has no such path: https://bugs.python.org/issue44445).
 _PROBE = """\
-import importlib.util, json, sys, sysconfig
+import json, sys, sysconfig
 paths = sysconfig.get_paths()
 base = sysconfig.get_config_var("base")
 print(json.dumps({
     "python": sys.executable,
-    "cache_tag": sys.implementation.cache_tag,
-    "magic": importlib.util.MAGIC_NUMBER.hex(),
     "scheme": {
         "purelib": paths["purelib"],
         "platlib": paths["platlib"],
@@ -124,18 +123,18 @@ print(json.dumps({
 }))
 """
 
-# Run by the target interpreter when its bytecode differs from ours: prints
-# "source<TAB>pyc" for each file that compiled.
+# Run by the target interpreter: prints [source, pyc] pairs of the files that
+# compiled; pip, too, installs files that do not compile.
 _COMPILE = """\
-import py_compile, sys
+import json, py_compile, sys
+compiled = []
 for path in sys.argv[1:]:
     try:
-        print(path, py_compile.compile(path, dfile=path, doraise=True), sep="\t")
-    except Exception:
+        compiled.append((path, py_compile.compile(path, dfile=path, doraise=True)))
+    except py_compile.PyCompileError:
         pass
+print(json.dumps(compiled))
 """
-
-_OUR_BYTECODE = (sys.implementation.cache_tag, importlib.util.MAGIC_NUMBER.hex())
 
 
 class InstallStatus(str, enum.Enum):
@@ -192,10 +191,6 @@ class Target:
     ``headers`` is the include folder; each distribution's headers go in a
     sub-folder named after it.
     """
-    cache_tag: str
-    """``sys.implementation.cache_tag`` of ``python``, e.g. ``cpython-311``."""
-    magic: str
-    """Hex bytecode magic number of ``python``."""
 
     @classmethod
     def from_path(cls, path: Path, *, timeout: float = 60.0) -> Target:
@@ -217,8 +212,6 @@ class Target:
             return cls(
                 python=Path(facts["python"] or python).absolute(),
                 scheme=scheme,
-                cache_tag=str(facts["cache_tag"]),
-                magic=str(facts["magic"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
             stderr = completed.stderr.strip().splitlines()[-1:] or ["no output"]
@@ -247,7 +240,8 @@ class Conflict:
     """Two wheels of one run that would write the same file."""
 
     path: str
-    """The file, as ``lib/...`` (purelib or platlib), ``scripts/...``, ``data/...`` or ``headers/...``."""
+    """The file, as ``lib/...`` (purelib or platlib), ``scripts/...``, ``data/...``,
+    ``headers/...``, or ``distribution NAME`` when one distribution comes twice."""
     distributions: tuple[str, str]
     wheels: tuple[str, str]
 
@@ -316,8 +310,6 @@ class _RollbackDestination(SchemeDictionaryDestination):
 
     tree_lock: threading.Lock
     compile_bytecode: bool
-    bytecode_python: Path | None
-    """Compile with this interpreter in a subprocess; ``None`` compiles in this process."""
     written: list[Path] = field(default_factory=list)
 
     def write_to_fs(self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool) -> RecordEntry:
@@ -354,24 +346,15 @@ class _RollbackDestination(SchemeDictionaryDestination):
         }
         if not sources:
             return []
-        compiled: list[tuple[str, str]] = []
-        if self.bytecode_python is None:
-            for source in sources:
-                pyc = importlib.util.cache_from_source(source)
-                try:
-                    py_compile.compile(source, cfile=pyc, dfile=source, doraise=True)
-                    compiled.append((source, pyc))
-                except py_compile.PyCompileError as exc:  # pip, too, installs files that do not compile
-                    logger.debug("Not compiling %s: %s", source, exc.msg)
-        else:
-            completed = subprocess.run(
-                [os.fspath(self.bytecode_python), "-I", "-c", _COMPILE, *sources],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            pairs = (line.split("\t", 1) for line in completed.stdout.splitlines())
-            compiled = [(source, pyc) for source, pyc in pairs]
+        # The target's own interpreter writes its own bytecode, and a subprocess
+        # lets installs in other threads compile in parallel (no shared GIL).
+        completed = subprocess.run(
+            [self.interpreter, "-I", "-S", "-c", _COMPILE, *sources],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        compiled: list[tuple[str, str]] = json.loads(completed.stdout)
         records: list[tuple[Scheme, RecordEntry]] = []
         for source, pyc in compiled:
             self.written.append(Path(pyc))
@@ -403,8 +386,9 @@ class WheelInstaller:
         self._tree_lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
         self._name_locks_lock = threading.Lock()
-        same_bytecode = (target.cache_tag, target.magic) == _OUR_BYTECODE
-        self._bytecode_python = None if same_bytecode else target.python
+        # Paths (as find_conflicts names them) -> (distribution, wheel file name) that wrote them.
+        self._claims: dict[str, tuple[str, str]] = {}
+        self._claims_lock = threading.Lock()
 
     def install(self, wheel: Path) -> InstallResult:
         """Install ``wheel`` (see the module docstring for skip and replace rules)."""
@@ -450,6 +434,43 @@ class WheelInstaller:
         if same and not self.reinstall:
             logger.info("Skipping %s: %s %s is already installed", wheel.name, name, version)
             return InstallStatus.SKIPPED, "already installed"
+        claimed = self._claim(wheel, name)
+        try:
+            self._write(wheel, installed)
+        except BaseException:
+            with self._claims_lock:
+                for path in claimed:
+                    del self._claims[path]
+            raise
+        if same:
+            return InstallStatus.INSTALLED, "reinstalled"
+        if installed:
+            return InstallStatus.INSTALLED, "replaced " + ", ".join(sorted(old.version for old in installed))
+        return InstallStatus.INSTALLED, None
+
+    def _claim(self, wheel: Path, name: str) -> list[str]:
+        """Reserve the wheel's paths for its distribution; the ones claimed for the first time.
+
+        The same check as :func:`find_conflicts`, for wheels that arrive one by
+        one (a build feeding installs): two distributions installed by this
+        installer never write the same file.
+        """
+        paths = _paths_written(wheel, name)
+        with self._claims_lock:
+            clashes = sorted(path for path in paths if self._claims.get(path, (name, ""))[0] != name)
+            if clashes:
+                other, other_wheel = self._claims[clashes[0]]
+                more = f" and {len(clashes) - 1} more files" if len(clashes) > 1 else ""
+                raise InstallError(
+                    f"{other} ({other_wheel}), being installed or installed earlier in this run, also installs {clashes[0]}{more};"
+                    " drop one of the two"
+                )
+            claimed = [path for path in paths if path not in self._claims]
+            for path in claimed:
+                self._claims[path] = (name, wheel.name)
+        return claimed
+
+    def _write(self, wheel: Path, installed: list[_Installed]) -> None:
         with WheelFile.open(wheel) as source:
             source.validate_record()
             scheme = dict(self.target.scheme)
@@ -460,7 +481,6 @@ class WheelInstaller:
                 script_kind=get_launcher_kind(),
                 tree_lock=self._tree_lock,
                 compile_bytecode=self.compile_bytecode,
-                bytecode_python=self._bytecode_python,
             )
             aside = _Aside(roots=self._roots, tree_lock=self._tree_lock)
             try:
@@ -468,18 +488,15 @@ class WheelInstaller:
                     aside.move_distribution(old.dist_info)
                 installer_install(source, destination, {"INSTALLER": f"{INSTALLER_NAME}\n".encode()})
             except BaseException:
+                # A compiler stopped before it reported may have left bytecode.
+                removed = [file for path in destination.written for file in [path, *_bytecode_of(path)]]
                 with self._tree_lock:
-                    for path in reversed(destination.written):
+                    for path in removed:
                         path.unlink(missing_ok=True)
-                    _prune_empty_folders(destination.written, self._roots)
+                    _prune_empty_folders(removed, self._roots)
                 aside.restore()
                 raise
             aside.discard()
-        if same:
-            return InstallStatus.INSTALLED, "reinstalled"
-        if installed:
-            return InstallStatus.INSTALLED, "replaced " + ", ".join(sorted(old.version for old in installed))
-        return InstallStatus.INSTALLED, None
 
     def _installed(self, name: str) -> list[_Installed]:
         found = []
@@ -555,10 +572,16 @@ def _recorded_files(dist_info: Path) -> list[Path]:
             continue
         path = Path(os.path.normpath(dist_info.parent / row[0]))
         files.add(path)
-        cache = path.parent / "__pycache__"
-        if path.suffix == ".py" and cache.is_dir():
-            files.update(cache / pyc for pyc in os.listdir(cache) if pyc.startswith(f"{path.stem}.") and pyc.endswith(".pyc"))
+        files.update(_bytecode_of(path))
     return sorted(files)
+
+
+def _bytecode_of(path: Path) -> list[Path]:
+    """The ``__pycache__`` files of ``path`` for any interpreter, if it is a ``.py`` file."""
+    cache = path.parent / "__pycache__"
+    if path.suffix != ".py" or not cache.is_dir():
+        return []
+    return [cache / pyc for pyc in os.listdir(cache) if pyc.startswith(f"{path.stem}.") and pyc.endswith(".pyc")]
 
 
 def _prune_empty_folders(paths: Iterable[Path], roots: Sequence[Path]) -> None:
