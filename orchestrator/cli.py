@@ -25,7 +25,8 @@ from orchestrator import __version__
 from orchestrator.admission import Limits
 from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
 from orchestrator.envs import choose_installer
-from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.errors import InstallError, OrchestratorError, UsageError
+from orchestrator.install import InstallResult, InstallStatus, Target, WheelInstaller, install_all
 from orchestrator.history import default_state_dir
 from orchestrator.packageconfig import find_config, load_package_config
 from orchestrator.download import DownloadResult, DownloadSettings, DownloadStatus, download_all
@@ -116,6 +117,29 @@ def _download_settings(index: IndexSettings, state: Path, cache_dir: Path | None
         timeout=download_timeout,
         require_hashes=require_hashes,
     )
+
+
+def install_options(function: F) -> F:
+    for decorator in reversed(
+        [
+            option("--max-installs", type=click.IntRange(min=1), default=4, show_default=True,
+                   help="Installs at once."),
+            option("--reinstall", is_flag=True,
+                   help="Reinstall a distribution already installed at the same version (else it is skipped)."),
+            option("--compile/--no-compile", "compile_bytecode", default=True, show_default=True,
+                   help="Compile installed modules to bytecode."),
+        ]
+    ):
+        function = decorator(function)
+    return function
+
+
+def _wheel_installer(into: Path, reinstall: bool, compile_bytecode: bool) -> WheelInstaller:
+    try:
+        target = Target.from_path(into)
+    except InstallError as exc:
+        raise UsageError(exc.message) from None
+    return WheelInstaller(target, compile_bytecode=compile_bytecode, reinstall=reinstall)
 
 
 @contextmanager
@@ -229,6 +253,10 @@ def _requirements(paths: tuple[Path, ...], require_hashes: bool) -> Requirements
         help="Keep downloaded sdists here (default: a temporary folder).")
 @option("--installer", type=click.Choice(["auto", "pip", "uv"]), default="auto", show_default=True,
         help="What installs build requirements; auto takes uv when installed.")
+@option("--install-into", type=click.Path(path_type=Path), metavar="VENV|PYTHON",
+        help="Install each wheel into this environment as soon as it is built.")
+@option("--install-after-build", is_flag=True, help="With --install-into: install once all builds have ended.")
+@install_options
 @option("--fail-fast", is_flag=True, help="Stop starting builds after the first failure.")
 @option("--force", is_flag=True, help="Rebuild even when the wheelhouse has a wheel of the same sdist.")
 @option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
@@ -251,7 +279,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool,
           requirements: tuple[Path, ...], max_downloads: int, cache_dir: Path | None, no_cache: bool,
           download_timeout: float, download_retries: int, require_hashes: bool, sdist_dir: Path | None,
-          installer: str, fail_fast: bool, force: bool, timeout: float | None, retries: int, log_dir: Path | None,
+          installer: str, install_into: Path | None, install_after_build: bool, max_installs: int,
+          reinstall: bool, compile_bytecode: bool, fail_fast: bool, force: bool, timeout: float | None, retries: int, log_dir: Path | None,
           report_json: Path | None, state_dir: Path | None, no_history: bool, config: Path | None,
           wait_lock: float) -> None:
     """Build wheels from SOURCES (sdist files, folders of sdists, source trees) and -r requirements."""
@@ -281,6 +310,9 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                                     pinned.require_hashes if pinned else require_hashes),
         max_downloads=max_downloads,
         sdist_dir=sdist_dir.resolve() if sdist_dir else None,
+        installer_into=_wheel_installer(install_into, reinstall, compile_bytecode) if install_into else None,
+        max_installs=max_installs,
+        install_after_build=install_after_build,
     )
     console = _console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
@@ -288,8 +320,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         display.event(note)
     run = BuildRun(settings, display)
     run.report.settings = {"max_builds": limits.max_builds, "max_downloads": max_downloads,
-                           "memory_limit": limits.memory_limit, "min_free_memory": limits.min_free_memory,
-                           "installer": settings.installer}
+                           "max_installs": max_installs, "memory_limit": limits.memory_limit,
+                           "min_free_memory": limits.min_free_memory, "installer": settings.installer}
     _run_and_report(lambda: run.run(found, pinned.requirements if pinned else ()), run.report, display, console,
                     report_json)
 
@@ -360,3 +392,36 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
         lambda: download_all(pinned.requirements, settings, dest, max_downloads=max_downloads, on_result=done),
         report, display, console, report_json,
     )
+
+
+@main.command()
+@click.argument("wheels", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@option("--into", "into", required=True, type=click.Path(path_type=Path), metavar="VENV|PYTHON",
+        help="The virtualenv folder or Python interpreter to install into.")
+@install_options
+@option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
+@handle_errors
+def install(wheels: tuple[Path, ...], into: Path, max_installs: int, reinstall: bool, compile_bytecode: bool,
+            report_json: Path | None) -> None:
+    """Install WHEELS (files, or folders of wheels) into an environment, several at once.
+
+    A distribution already installed at the same version is skipped (--reinstall
+    replaces it); another version is replaced, as pip does for a wheel file.
+    """
+    files = [path for given in wheels for path in (sorted(given.glob("*.whl")) if given.is_dir() else [given])]
+    if not files:
+        raise UsageError("nothing to install: the folders hold no *.whl")
+    installer = _wheel_installer(into, reinstall, compile_bytecode)
+    console = _console()
+    display = PlainDisplay(console)
+    report = RunReport(started_at=time.time(), settings={"max_installs": max_installs})
+
+    def done(result: InstallResult) -> None:
+        report.installs.append(result)
+        if result.status is InstallStatus.FAILED:
+            display.event(f"{result.name}-{result.version}: install FAILED: {result.error}")
+        else:
+            display.event(f"{result.name}-{result.version}: {result.status.value} {result.reason or ''}".rstrip())
+
+    _run_and_report(lambda: install_all(files, installer, max_installs=max_installs, on_result=done),
+                    report, display, console, report_json)

@@ -21,6 +21,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from orchestrator.admission import Limits, jobs_per_build
 from orchestrator.download import Downloader, DownloadResult, DownloadSettings, DownloadStatus
 from orchestrator.errors import OrchestratorError
+from orchestrator.install import InstallStatus, WheelInstaller
 from orchestrator.history import SUCCESS, BuildRecord, History, predict_need
 from orchestrator.jobs import BuildJob, BuildResult, Status
 from orchestrator.packageconfig import PackageOverrides
@@ -62,6 +63,11 @@ class BuildSettings:
     max_downloads: int = 8
     sdist_dir: Path | None = None
     """Where downloaded sdists are kept; ``None`` uses a temporary folder removed at the end."""
+    installer_into: WheelInstaller | None = None
+    """Installs each wheel of the run into a target environment, when one was given."""
+    max_installs: int = 4
+    install_after_build: bool = False
+    """Install once every build has ended, instead of each wheel as soon as it is built."""
 
 
 class BuildRun:
@@ -73,6 +79,8 @@ class BuildRun:
         self._wheelhouse = Wheelhouse(settings.wheelhouse)
         self._history = History(settings.history_path) if settings.history_path else None
         self._sources: dict[str, Source] = {}
+        self._install_pool: ThreadPoolExecutor
+        self._install_later: list[str] = []
         self._environ = nested_jobs_environ(jobs_per_build(SystemProbe().read().cpu_count, settings.limits.max_builds))
         self.report = RunReport(started_at=time.time())
         self._scheduler = BuildScheduler(
@@ -88,19 +96,51 @@ class BuildRun:
         )
 
     def run(self, sources: Sequence[Source], requirements: Sequence[PinnedRequirement] = ()) -> RunReport:
-        """Build every source and every requirement's sdist as soon as it is downloaded."""
+        """Build every source and every requirement's sdist as soon as it is downloaded.
+
+        With an installer, each wheel is installed as soon as it is built (or, with
+        ``install_after_build``, once all builds have ended).
+        """
+        settings = self._settings
         try:
-            with self._wheelhouse.locked(wait=self._settings.wait_lock), contextlib.ExitStack() as stack:
+            with self._wheelhouse.locked(wait=settings.wait_lock), contextlib.ExitStack() as stack:
+                if settings.installer_into is not None:
+                    self._install_pool = ThreadPoolExecutor(settings.max_installs, thread_name_prefix="install")
+                    stack.push(self._stop_installs)
                 for source in sources:
                     self.add(source)
                 if requirements:
                     self._start_downloads(requirements, stack)
                 self._scheduler.run()
+                for wheel in self._install_later:
+                    self._install_pool.submit(self._install, wheel)
         finally:
             self.report.finished_at = time.time()
             if self._history is not None:
                 self._history.close()
         return self.report
+
+    def _stop_installs(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """Wait for the installs; when the run is failing or interrupted, start no more."""
+        self._install_pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+
+    def _wheel_ready(self, wheel: str) -> None:
+        """A wheel of this run is in the wheelhouse: install it now, later, or not at all."""
+        if self._settings.installer_into is None:
+            return
+        if self._settings.install_after_build:
+            self._install_later.append(wheel)
+        else:
+            self._install_pool.submit(self._install, wheel)
+
+    def _install(self, wheel: str) -> None:
+        assert self._settings.installer_into is not None
+        result = self._settings.installer_into.install(self._wheelhouse.path / wheel)
+        self.report.installs.append(result)
+        if result.status is InstallStatus.FAILED:
+            self._observer.event(f"{result.name}-{result.version}: install FAILED: {result.error}")
+        else:
+            self._observer.event(f"{result.name}-{result.version}: {result.status.value} {result.reason or ''}".rstrip())
 
     def _start_downloads(self, requirements: Sequence[PinnedRequirement], stack: contextlib.ExitStack) -> None:
         """Fetch in a pool of ``max_downloads`` threads; each sdist joins the build queue as it lands."""
@@ -152,6 +192,7 @@ class BuildRun:
                             log=None, error=None)
             )
             self._observer.event(f"{source.key}: skipped, {existing} is already in the wheelhouse (--force rebuilds)")
+            self._wheel_ready(existing)
             return
         if any(known.key == source.key for known in self._sources.values()) and source.version:
             self._observer.event(f"{source.path}: same name and version as another source; built once")
@@ -181,8 +222,10 @@ class BuildRun:
     def _built(self, result: BuildResult) -> None:
         self.report.builds.append(result)
         source = self._sources.get(result.source)
-        if result.status is Status.BUILT and result.wheel and source is not None:
-            self._wheelhouse.record(source.sha256, wheel=result.wheel, source=source.path.name)
+        if result.status is Status.BUILT and result.wheel:
+            if source is not None:
+                self._wheelhouse.record(source.sha256, wheel=result.wheel, source=source.path.name)
+            self._wheel_ready(result.wheel)
         if self._history is not None and result.started_at is not None and result.finished_at is not None:
             self._history.record(
                 BuildRecord(
