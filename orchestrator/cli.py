@@ -288,7 +288,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         raise UsageError("nothing to build: name sdists, folders of sdists, source trees or -r requirements files")
     limits = _memory_limits(max_builds, memory_limit, min_free_memory, max_load)
     pinned = _requirements(requirements, require_hashes)
-    found, notes = collect_sources(sources)
+    collected = collect_sources(sources)
     state = _state_dir(state_dir)
     index = _index(index_url, extra_index_url, find_links, no_index, pinned.index if pinned else None)
     config = config or find_config(Path.cwd())
@@ -316,13 +316,15 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     )
     console = _console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
-    for note in notes:
+    for note in collected.notes:
         display.event(note)
     run = BuildRun(settings, display)
+    for path, error in collected.rejected:
+        run.reject(path, error)
     run.report.settings = {"max_builds": limits.max_builds, "max_downloads": max_downloads,
                            "max_installs": max_installs, "memory_limit": limits.memory_limit,
                            "min_free_memory": limits.min_free_memory, "installer": settings.installer}
-    _run_and_report(lambda: run.run(found, pinned.requirements if pinned else ()), run.report, display, console,
+    _run_and_report(lambda: run.run(collected.sources, pinned.requirements if pinned else ()), run.report, display, console,
                     report_json)
 
 

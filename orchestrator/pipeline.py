@@ -20,7 +20,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.admission import Limits, jobs_per_build
 from orchestrator.download import Downloader, DownloadResult, DownloadSettings, DownloadStatus
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import SourceError
 from orchestrator.install import InstallStatus, WheelInstaller
 from orchestrator.history import SUCCESS, BuildRecord, History, predict_need
 from orchestrator.jobs import BuildJob, BuildResult, Status
@@ -165,6 +165,16 @@ class BuildRun:
             self._scheduler.hold()
             pool.submit(fetch, requirement)
 
+    def reject(self, path: Path, error: str) -> None:
+        """Record a source that cannot be built at all as a failure of its own."""
+        now = time.time()
+        self.report.builds.append(
+            BuildResult(name=path.name, version=None, source=str(path), status=Status.FAILED, wheel=None,
+                        started_at=now, finished_at=now, phases={}, peak_rss_bytes=0, cpu_s=0.0, log=None,
+                        error=error)
+        )
+        self._observer.event(f"{path.name}: FAILED: {error}")
+
     def _downloaded(self, result: DownloadResult) -> None:
         self.report.downloads.append(result)
         label = f"{result.name}-{result.version}" if result.version else result.name
@@ -174,9 +184,8 @@ class BuildRun:
         self._observer.event(f"{label}: {result.status.value} {format_size(result.bytes)}")
         try:
             source = sdist_source(result.path, sha256=result.sha256) if result.path.is_file() else tree_source(result.path)
-        except OrchestratorError as exc:
-            self._observer.event(f"{label}: FAILED: {exc}")
-            self.report.notes.append(str(exc))
+        except SourceError as exc:
+            self.reject(result.path, exc.message)
             return
         self.add(source)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -94,32 +94,50 @@ def is_source_tree(path: Path) -> bool:
     return (path / "pyproject.toml").is_file() or (path / "setup.py").is_file()
 
 
-def collect_sources(paths: Iterable[Path]) -> tuple[list[Source], list[str]]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Collected:
+    """What the command-line paths hold."""
+
+    sources: list[Source]
+    notes: list[str]
+    """One line per duplicate dropped."""
+    rejected: list[tuple[Path, str]]
+    """Sources that cannot be built at all (unreadable, misnamed), with why; each fails alone."""
+
+
+def collect_sources(paths: Iterable[Path]) -> Collected:
     """Expand paths into sources, dropping duplicates (same name and version).
 
-    Returns the sources and one line per duplicate dropped. A path that is neither
-    an sdist, a source tree nor a folder holding sdists is a :class:`UsageError`.
+    A path that is neither an sdist, a source tree nor a folder holding sdists is
+    a :class:`UsageError`; an sdist that cannot be read is rejected on its own.
     """
     sources: dict[str, Source] = {}
     notes: list[str] = []
+    rejected: list[tuple[Path, str]] = []
     for path in paths:
+        candidates: list[tuple[Path, Callable[[Path], Source]]]
         if path.is_dir() and not is_source_tree(path):
             found = sorted(p for p in path.iterdir() if p.is_file() and is_sdist_name(p))
             if not found:
                 raise UsageError(f"{path}: folder holds no sdist (*.tar.gz, *.zip) and is not a source tree")
-            candidates = [sdist_source(p) for p in found]
+            candidates = [(p, sdist_source) for p in found]
         elif path.is_dir():
-            candidates = [tree_source(path)]
+            candidates = [(path, tree_source)]
         elif path.is_file():
             if not is_sdist_name(path):
                 raise UsageError(f"{path}: not an sdist (*.tar.gz, *.zip), a source tree or a folder of sdists")
-            candidates = [sdist_source(path)]
+            candidates = [(path, sdist_source)]
         else:
             raise UsageError(f"{path}: no such file or folder")
-        for source in candidates:
+        for candidate, make in candidates:
+            try:
+                source = make(candidate)
+            except SourceError as exc:
+                rejected.append((candidate, exc.message))
+                continue
             key = source.key if source.version else str(source.path)
             if key in sources:
                 notes.append(f"{source.path}: same name and version as {sources[key].path}; built once")
                 continue
             sources[key] = source
-    return list(sources.values()), notes
+    return Collected(sources=list(sources.values()), notes=notes, rejected=rejected)

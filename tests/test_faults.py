@@ -238,3 +238,18 @@ def test_disk_full_fails_the_build_and_leaves_no_partial_file(tmp_path: Path, ti
     assert "No space left on device" in result.stderr
     assert visible_files(tiny_disk) == ["small-1.0-py3-none-any.whl"]
     assert not list(tiny_disk.glob(".*.part"))
+
+
+def test_unreadable_or_misnamed_sdists_fail_alone(tmp_path: Path) -> None:
+    folder = tmp_path / "sdists"
+    make_sdist(folder, "good")
+    (folder / "not_a_version.tar.gz").write_bytes(b"x")  # no NAME-VERSION in the filename
+    locked = make_sdist(folder, "locked")
+    locked.chmod(0)
+    result = orchestrate("build", folder, "-w", tmp_path / "wh")
+    if os.geteuid() != 0:  # root reads anything
+        assert "locked-1.0.tar.gz: cannot read the file" in result.stderr
+    assert result.returncode == 1
+    assert "not_a_version.tar.gz: not an sdist filename" in result.stderr
+    assert "good-1.0-py3-none-any.whl" in visible_files(tmp_path / "wh")
+    assert "Traceback" not in result.stderr
