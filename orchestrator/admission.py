@@ -30,6 +30,7 @@ __all__ = [
     "RunningBuild",
     "decide",
     "jobs_per_build",
+    "may_backfill",
     "order_queue",
     "pick_victim",
 ]
@@ -69,6 +70,8 @@ class RunningBuild:
     """Current resident memory of the build's whole process tree, in bytes."""
     started_at: float
     """When it was admitted, on any monotonic clock the caller uses consistently."""
+    expected_end: float | None = None
+    """When history expects it to finish (``started_at`` plus its last duration); ``None``: unknown."""
 
     @property
     def reservation(self) -> int:
@@ -283,3 +286,36 @@ def order_queue(builds: Iterable[QueuedBuild]) -> list[QueuedBuild]:
             build.key,
         ),
     )
+
+
+def may_backfill(
+    candidate: QueuedBuild,
+    head: Candidate,
+    running: Sequence[RunningBuild],
+    limits: Limits,
+    *,
+    now: float,
+) -> bool:
+    """Whether ``candidate`` may start before ``head``, which waits for the memory limit, without delaying it.
+
+    Conservative (EASY) backfilling: find the *shadow time*, when the running builds,
+    ending as history expects, will have released enough of the memory limit for
+    ``head``. The candidate may go first if history expects it to end by then, or if
+    it fits beside ``head`` in what is still reserved at that time. A candidate never
+    built before, or a running build whose end is unknown, allows nothing: the
+    queue's order stands, and the big build at its head is never starved. Whether the
+    candidate fits *now* is :func:`decide`'s question, asked separately.
+    """
+    limit = limits.memory_limit
+    if limit is None or candidate.expected_duration is None:
+        return False
+    reserved = sum(build.reservation for build in running)
+    shadow = now
+    for build in sorted(running, key=lambda build: (build.expected_end is None, build.expected_end or 0.0)):
+        if reserved + head.need <= limit:
+            break
+        if build.expected_end is None:
+            return False
+        reserved -= build.reservation
+        shadow = max(shadow, build.expected_end)  # a build past its expected end may end any moment
+    return now + candidate.expected_duration <= shadow or reserved + head.need + candidate.need <= limit

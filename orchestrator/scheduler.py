@@ -266,6 +266,16 @@ class BuildScheduler:
         while self._pending:
             self._readings = self._probe.read()
             decision = self._decide(self._pending[0])
+            if not decision.admit and decision.blocked_by == "memory_limit":
+                ahead = self._backfill()
+                if ahead is not None:
+                    item = self._pending.pop(ahead)
+                    self._observer.event(
+                        f"{item.job.key}: starting ahead of {self._pending[0].job.key},"
+                        " expected to leave it room by the time it can start"
+                    )
+                    self._start(item)
+                    continue
             if not decision.admit:
                 # The figures in the reason change with every sample: say it once per build and rule.
                 wait = (self._pending[0].job.key, decision.blocked_by)
@@ -282,12 +292,37 @@ class BuildScheduler:
 
     def _decide(self, item: _Queued) -> Decision:
         assert self._readings is not None
-        running = [
-            RunningBuild(key=key, need=run.item.need, rss=run.rss, started_at=run.started_at)
-            for key, run in self._running.items()
-        ]
         candidate = Candidate(key=item.job.key, need=item.need)
-        return admission.decide(candidate, self._readings, running, self._settings.limits)
+        return admission.decide(candidate, self._readings, self._running_builds(), self._settings.limits)
+
+    def _backfill(self) -> int | None:
+        """The index of a queued build that may start before the memory-bound head without delaying it."""
+        head = Candidate(key=self._pending[0].job.key, need=self._pending[0].need)
+        running = self._running_builds()
+        now = time.time()
+        for index, item in enumerate(self._pending[1:], start=1):
+            queued = QueuedBuild(key=item.job.key, need=item.need, expected_duration=item.expected_duration,
+                                 size=item.size)
+            if admission.may_backfill(queued, head, running, self._settings.limits, now=now) and (
+                self._decide(item).admit
+            ):
+                return index
+        return None
+
+    def _running_builds(self, *, stopping: bool = True) -> list[RunningBuild]:
+        """The running builds as the policy sees them; ``stopping=False`` leaves out those being stopped."""
+        return [
+            RunningBuild(
+                key=key,
+                need=run.item.need,
+                rss=run.rss,
+                started_at=run.started_at,
+                expected_end=(run.started_at + run.item.expected_duration
+                              if run.item.expected_duration is not None else None),
+            )
+            for key, run in self._running.items()
+            if stopping or run.stop_reason is None
+        ]
 
     def _start(self, item: _Queued) -> None:
         item.attempts += 1
@@ -328,11 +363,7 @@ class BuildScheduler:
                 self._stop(run, "timeout")
         readings = self._probe.read()
         self._readings = readings
-        running = [
-            RunningBuild(key=key, need=run.item.need, rss=run.rss, started_at=run.started_at)
-            for key, run in self._running.items()
-            if run.stop_reason is None
-        ]
+        running = self._running_builds(stopping=False)
         limits = self._settings.limits
         victim = admission.pick_victim(readings, running, limits)
         if victim is not None:

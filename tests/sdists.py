@@ -6,6 +6,8 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``sleep``: seconds to sleep in ``build_wheel``
 - ``alloc_mb``: megabytes to allocate (and touch) while sleeping
 - ``events``: a file to append ``{"name", "event": "start"|"end", "t", "pid"}`` lines to
+- ``record_env``: names of environment variables whose values (``None`` if unset) the
+  ``start`` event carries as ``"env"``
 - ``fail``: raise in ``build_wheel``;  ``crash``: SIGKILL itself;  ``hang``: sleep forever
 - ``print``: text to print to stdout
 - ``wheel_name``: report and write a wheel of this filename instead
@@ -53,7 +55,8 @@ def _record_line(name, data):
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    _event("start")
+    _event("start", **({"env": {name: os.environ.get(name) for name in CONFIG["record_env"]}}
+                       if CONFIG.get("record_env") else {}))
     if CONFIG.get("print"):
         print(CONFIG["print"], flush=True)
     if CONFIG.get("check_site"):

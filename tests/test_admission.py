@@ -16,6 +16,7 @@ from orchestrator.admission import (
     RunningBuild,
     decide,
     jobs_per_build,
+    may_backfill,
     order_queue,
     pick_victim,
 )
@@ -126,6 +127,7 @@ def test_decide(
         assert decision.reason == reason
     assert "\n" not in decision.reason
     assert decision.warning is None
+    assert (decision.blocked_by is None) is admit
 
 
 @pytest.mark.parametrize(
@@ -298,6 +300,7 @@ def test_admission_respects_every_limit_while_builds_run(
     decision = decide(candidate, sample, running, policy)
     if not decision.admit:
         assert decision.reason.startswith("waiting: ")
+        assert decision.blocked_by is not None
         return
     assert decision.warning is None
     assert len(running) + 1 <= policy.max_builds
@@ -329,3 +332,40 @@ def test_pick_victim_spares_the_last_build_and_picks_the_youngest(
         return
     youngest = max(b.started_at for b in running)
     assert any(b.key == victim and b.started_at == youngest for b in running)
+
+
+def ending(key: str, *, need: int, end: float | None) -> RunningBuild:
+    return RunningBuild(key=key, need=need, rss=0, started_at=0.0, expected_end=end)
+
+
+def queued(need: int, duration: float | None) -> QueuedBuild:
+    return QueuedBuild(key="small", need=need, expected_duration=duration)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "running", "allowed"),
+    [
+        # The head (4G of an 8G limit) can start at t=10, when "a" ends; 5 s from now=2 ends by then.
+        (queued(2 * G, 5.0), [ending("a", need=3 * G, end=10.0), ending("b", need=3 * G, end=20.0)], True),
+        # ...but 9 s would hold the head's memory past its start.
+        (queued(2 * G, 9.0), [ending("a", need=3 * G, end=10.0), ending("b", need=3 * G, end=20.0)], False),
+        # A long one is fine if it fits beside the head at that time (3G + 4G + 1G = 8G).
+        (queued(G, 99.0), [ending("a", need=3 * G, end=10.0), ending("b", need=3 * G, end=20.0)], True),
+        # Never built: no expected duration, no jumping the queue.
+        (queued(G, None), [ending("a", need=3 * G, end=10.0), ending("b", need=3 * G, end=20.0)], False),
+        # A running build of unknown length stands between the head and its memory.
+        (queued(G, 1.0), [ending("a", need=5 * G, end=None), ending("b", need=3 * G, end=20.0)], False),
+        # ...unless the head fits once the builds that will end have ended.
+        (queued(G, 5.0), [ending("a", need=3 * G, end=10.0), ending("b", need=3 * G, end=None)], True),
+        # A build past its expected end may end any moment: the shadow time is now.
+        (queued(2 * G, 5.0), [ending("a", need=3 * G, end=1.0), ending("b", need=3 * G, end=20.0)], False),
+    ],
+)
+def test_may_backfill(candidate: QueuedBuild, running: list[RunningBuild], allowed: bool) -> None:
+    head = Candidate(key="head", need=4 * G)
+    assert may_backfill(candidate, head, running, limits(memory_limit=8 * G), now=2.0) is allowed
+
+
+def test_may_backfill_needs_a_memory_limit() -> None:
+    running = [ending("a", need=3 * G, end=10.0)]
+    assert not may_backfill(queued(G, 1.0), Candidate(key="head", need=4 * G), running, limits(), now=0.0)

@@ -1,0 +1,138 @@
+"""Memory admission end to end: real workers whose fake backends hold real memory.
+
+Each fake build here allocates (and touches) ``alloc_mb`` megabytes for ``sleep``
+seconds, so the scheduler's RSS sampling, reservations, requeues and the history
+see real numbers. The backend's own start/end events tell how many ran at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import orchestrate
+from sdists import make_sdist, max_concurrency, read_events
+
+from orchestrator.admission import jobs_per_build
+from orchestrator.resources import usable_cpu_count
+
+MiB = 1024**2
+GiB = 1024**3
+
+
+def report_builds(path: Path) -> dict[str, dict[str, Any]]:
+    return {record["name"]: record for record in json.loads(path.read_text())["builds"]}
+
+
+def test_memory_limit_caps_concurrency_below_max_builds(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    for i in range(5):
+        make_sdist(tmp_path / "sdists", f"big{i}", alloc_mb=2000, sleep=2, events=str(events))
+    report = tmp_path / "report.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--memory-limit", "5G",
+                         "--memory-per-build", "2200M", "--max-builds", "5", "--report-json", report)
+    assert result.returncode == 0, result.stderr
+    # 2 x 2200M fits in 5G, a third does not: the count cap of 5 never binds.
+    assert max_concurrency(read_events(events)) == 2
+    records = report_builds(report)
+    assert sorted(records) == [f"big{i}" for i in range(5)]
+    for record in records.values():
+        assert record["status"] == "built"
+        assert record["predicted_rss_bytes"] == 2200 * MiB
+        assert record["peak_rss_bytes"] > 2000 * MiB
+        assert record["memory_requeues"] == 0
+    waits = [line for line in result.stderr.splitlines() if "memory limit reserved, needs 2.1 GiB" in line]
+    assert waits
+    assert len(waits) <= 3  # announced once per waiting build, not once per sample
+
+
+def test_too_low_need_is_requeued_then_learned_from_history(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    for i in range(4):
+        make_sdist(tmp_path / "sdists", f"grow{i}", alloc_mb=2000, sleep=2, events=str(events))
+    report = tmp_path / "report.json"
+    args = ("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--memory-limit", "5G",
+            "--memory-per-build", "200M", "--max-builds", "5", "--report-json", report)
+
+    cold = orchestrate(*args)
+    assert cold.returncode == 0, cold.stderr  # requeues are not failures, and not --retries (0)
+    records = report_builds(report)
+    assert [record["status"] for record in records.values()] == ["built"] * 4
+    assert sum(record["memory_requeues"] for record in records.values()) >= 1
+    assert all(record["attempts"] == 1 for record in records.values())
+    assert "stopped under memory pressure" in cold.stderr
+    assert "memory requeue 1" in cold.stderr
+
+    with sqlite3.connect(tmp_path / "state" / "history.sqlite3") as db:
+        peaks = dict(db.execute("SELECT name, peak_rss_bytes FROM builds WHERE status = 'success'").fetchall())
+    assert sorted(peaks) == [f"grow{i}" for i in range(4)]
+    assert all(peak > 2000 * MiB for peak in peaks.values())
+
+    cold_events = len(read_events(events))
+    warm = orchestrate(*args, "--force")
+    assert warm.returncode == 0, warm.stderr
+    records = report_builds(report)
+    for name, record in records.items():
+        assert record["predicted_rss_bytes"] == math.ceil(peaks[name] * 1.2)
+        assert record["memory_requeues"] == 0
+    assert "stopped under memory pressure" not in warm.stderr
+    assert max_concurrency(read_events(events)[cold_events:]) <= 2
+
+
+def test_package_override_sets_the_predicted_need(tmp_path: Path) -> None:
+    make_sdist(tmp_path / "sdists", "pinned")
+    make_sdist(tmp_path / "sdists", "other")
+    config = tmp_path / "orchestrate.toml"
+    config.write_text('[packages.Pinned]\nmemory = "3G"\n')
+    report = tmp_path / "report.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--memory-per-build", "300M",
+                         "--config", config, "--report-json", report)
+    assert result.returncode == 0, result.stderr
+    records = report_builds(report)
+    assert records["pinned"]["predicted_rss_bytes"] == 3 * GiB
+    assert records["other"]["predicted_rss_bytes"] == 300 * MiB
+    assert "pinned-1.0: started (needs about 3.0 GiB)" in result.stderr
+
+
+def test_builds_above_the_limit_run_alone_and_are_never_stopped(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    for name in ("huge-a", "huge-b"):
+        make_sdist(tmp_path / "sdists", name, alloc_mb=600, sleep=1, events=str(events))
+    report = tmp_path / "report.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--memory-limit", "400M",
+                         "--memory-per-build", "1G", "--max-builds", "2", "--report-json", report)
+    assert result.returncode == 0, result.stderr
+    assert max_concurrency(read_events(events)) == 1
+    assert result.stderr.count("more than the memory limit of 400.0 MiB; starting it alone") == 2
+    assert "stopped under memory pressure" not in result.stderr
+    for record in report_builds(report).values():
+        assert record["peak_rss_bytes"] > 600 * MiB  # over the limit, alone, and left to finish
+
+
+@pytest.mark.parametrize(
+    ("max_builds", "user_makeflags"),
+    [
+        (1, None),  # one build gets every CPU
+        (2, None),  # two share them
+        (2, "-j7"),  # what the user set is passed through untouched
+    ],
+)
+def test_builds_see_nested_parallelism_caps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_builds: int, user_makeflags: str | None
+) -> None:
+    monkeypatch.delenv("MAKEFLAGS", raising=False)
+    monkeypatch.delenv("CMAKE_BUILD_PARALLEL_LEVEL", raising=False)
+    events = tmp_path / "events.log"
+    make_sdist(tmp_path / "sdists", "nested", events=str(events),
+               record_env=["MAKEFLAGS", "CMAKE_BUILD_PARALLEL_LEVEL"])
+    env = {"MAKEFLAGS": user_makeflags} if user_makeflags else None
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(max_builds),
+                         env=env)
+    assert result.returncode == 0, result.stderr
+    (start,) = [event for event in read_events(events) if event["event"] == "start"]
+    jobs = jobs_per_build(usable_cpu_count(), max_builds)
+    assert start["env"] == {"MAKEFLAGS": user_makeflags or f"-j{jobs}", "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs)}
