@@ -121,6 +121,9 @@ def test_installed_wheels_import_and_scripts_run(target: Target, wheelhouse: Pat
 
     assert [result.status for result in results] == [InstallStatus.INSTALLED] * 3
     assert [(result.name, result.version) for result in results] == [("plain-pkg", "1.2"), ("tool", "0.3"), ("shell-stuff", "1.0")]
+    # Before anything imports the modules (an import writes bytecode itself).
+    pycs = list((site_packages(target) / "tool" / "__pycache__").glob("*.pyc"))
+    assert bool(pycs) == compile_bytecode
     assert run_python(target, "import plain_pkg; print(plain_pkg.VERSION)") == "1.2"
     bin_dir = Path(target.scheme["scripts"])
     assert subprocess.run([bin_dir / "tool-cli"], capture_output=True, text=True, check=True).stdout == "tool says hi\n"
@@ -130,8 +133,6 @@ def test_installed_wheels_import_and_scripts_run(target: Target, wheelhouse: Pat
     assert (dist_info / "INSTALLER").read_text() == "orchestrate\n"
     record = (dist_info / "RECORD").read_text()
     assert "../../../bin/tool-cli" in record
-    pycs = list((site_packages(target) / "tool" / "__pycache__").glob("*.pyc"))
-    assert bool(pycs) == compile_bytecode
     assert ("__pycache__/__init__." in record) == compile_bytecode
 
 
