@@ -3,8 +3,19 @@
 Each run installs every wheel into its own fresh virtualenv (stdlib ``venv``,
 no pip), and every tool runs as its own process, so interpreter start-up and
 imports count for all of them. Ratios compare medians. Rows with ``compile`` on write ``.pyc`` files
-(pip's default, ``uv --compile-bytecode``); rows with it off do not (``pip
---no-compile``, uv's default). uv gets a fresh, empty cache for each run.
+(pip's default, ``uv --compile-bytecode``, ``WheelInstaller(compile_bytecode=True)``); rows with it
+off do not (``pip --no-compile``, uv's default, ``compile_bytecode=False``); the ``flags`` column
+says which. uv gets a fresh, empty cache for each run.
+
+Machine noise is large on shared virtual machines, so: every configuration
+runs once unmeasured first (page cache); each repeat runs the configurations
+in a new shuffled order, so drift in load does not always hit the same tool;
+the table gives the median and the best run, and ``cpu s``, the median user +
+system time of the tool and every process it waited for (less noisy than the
+wall clock, but blind to how well a tool uses the cores). Virtualenvs are
+removed only at the end: on an ext4 without a journal, creating files right
+after many were deleted costs more (the inode allocator skips recently freed
+inodes), which would charge one tool for the previous one's clean-up.
 
     python benchmarks/installs.py [--wheels 100] [--repeat 3] [--workdir DIR] [--json PATH]
 """
@@ -16,6 +27,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,8 +53,8 @@ from pathlib import Path
 from orchestrator.install import Target, WheelInstaller, install_all
 venv, max_installs, compile_bytecode, *wheels = sys.argv[1:]
 target = Target.from_path(Path(venv))
-installer = WheelInstaller(target, compile_bytecode=compile_bytecode == "1")
-results = install_all([Path(w) for w in wheels], installer, max_installs=int(max_installs))
+with WheelInstaller(target, compile_bytecode=compile_bytecode == "1") as installer:
+    results = install_all([Path(w) for w in wheels], installer, max_installs=int(max_installs))
 failed = [r.error for r in results if r.status.value != "installed"]
 sys.exit("\\n".join(failed) if failed else 0)
 """
@@ -55,9 +67,14 @@ class Row:
     tool: str
     workers: int | None
     compile: bool
+    flags: str
+    """How the tool was told to compile or not."""
     seconds: list[float]
     median: float
     best: float
+    cpu_seconds: list[float]
+    """User + system time of the tool and the processes it waited for, per run."""
+    cpu_median: float
     vs_pip: float | None = None
     vs_uv: float | None = None
 
@@ -85,6 +102,16 @@ def generate(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return wheels
 
 
+FLAGS = {
+    ("pip", True): "pip (compiles by default)",
+    ("pip", False): "pip --no-compile",
+    ("uv", True): "uv --compile-bytecode",
+    ("uv", False): "uv (no bytecode by default)",
+    ("orchestrate", True): "compile_bytecode=True",
+    ("orchestrate", False): "compile_bytecode=False",
+}
+
+
 def fresh_venv(parent: Path) -> Path:
     path = Path(tempfile.mkdtemp(prefix="venv-", dir=parent))
     venv.create(path, with_pip=False, symlinks=True)
@@ -92,22 +119,32 @@ def fresh_venv(parent: Path) -> Path:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("PIP_", "UV_"))}
+    # PYTHONDONTWRITEBYTECODE would stop the tools caching their own imports.
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("PIP_", "UV_", "PYTHONDONTWRITE"))}
     env.update(PIP_CONFIG_FILE="/dev/null", PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONPATH=os.fspath(ROOT), **extra)
     return env
 
 
-def timed(command: Callable[[Path], tuple[list[str], dict[str, str]]], parent: Path, wheel_count: int) -> float:
+def timed(
+    command: Callable[[Path], tuple[list[str], dict[str, str]]], parent: Path, wheel_count: int, compile_bytecode: bool
+) -> tuple[float, float]:
+    """Wall and CPU seconds of one install into a new virtualenv (left in place: see the module docstring)."""
     target = fresh_venv(parent)
     argv, env = command(target)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+    # cwd: not the checkout, which `python -c` would put first on sys.path, ahead of PYTHONPATH.
+    subprocess.run(argv, env=env, cwd=parent, check=True, stdout=subprocess.DEVNULL)
     elapsed = time.perf_counter() - start
-    installed = list((target / "lib").glob("python*/site-packages/*.dist-info"))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    site_packages = next((target / "lib").glob("python*/site-packages"))
+    installed = list(site_packages.glob("*.dist-info"))
     if len(installed) != wheel_count:
         raise SystemExit(f"{argv[:4]} installed {len(installed)} of {wheel_count} wheels")
-    shutil.rmtree(target)
-    return elapsed
+    if any(site_packages.glob("*/__pycache__/*.pyc")) != compile_bytecode:
+        raise SystemExit(f"{argv[:4]}: bytecode {'missing' if compile_bytecode else 'written'}")
+    return elapsed, cpu
 
 
 def commands(wheels: Sequence[Path], parent: Path) -> dict[tuple[str, int | None, bool], Callable[[Path], tuple[list[str], dict[str, str]]]]:
@@ -152,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None, help="where wheels and venvs go (default: the temp folder)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "installs.json")
+    parser.add_argument("--seed", type=int, default=0, help="for the order of configurations in each repeat")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-installs-", dir=args.workdir) as tmp:
@@ -160,14 +198,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         wheels = generate(parent / "wheels", args.wheels)
         wheel_bytes = sum(wheel.stat().st_size for wheel in wheels)
         runs = commands(wheels, parent)
-        timings: dict[tuple[str, int | None, bool], list[float]] = {key: [] for key in runs}
-        for _ in range(args.repeat):  # interleaved, so drift in machine load hits every tool alike
-            for key, command in runs.items():
-                timings[key].append(timed(command, parent, len(wheels)))
+        for key, command in runs.items():  # warm-up, not measured
+            timed(command, parent, len(wheels), compile_bytecode=key[2])
+        timings: dict[tuple[str, int | None, bool], list[tuple[float, float]]] = {key: [] for key in runs}
+        order = random.Random(args.seed)
+        for _ in range(args.repeat):
+            keys = list(runs)
+            order.shuffle(keys)
+            for key in keys:
+                timings[key].append(timed(runs[key], parent, len(wheels), compile_bytecode=key[2]))
 
-    medians = {key: statistics.median(seconds) for key, seconds in timings.items()}
+    medians = {key: statistics.median(wall for wall, _ in runs_) for key, runs_ in timings.items()}
     rows = []
-    for (tool, workers, compile_bytecode), seconds in timings.items():
+    for (tool, workers, compile_bytecode), measured in timings.items():
+        seconds = [wall for wall, _ in measured]
+        cpu_seconds = [cpu for _, cpu in measured]
         median = medians[(tool, workers, compile_bytecode)]
         uv_median = medians.get(("uv", None, compile_bytecode))
         rows.append(
@@ -175,20 +220,27 @@ def main(argv: Sequence[str] | None = None) -> None:
                 tool=tool,
                 workers=workers,
                 compile=compile_bytecode,
+                flags=FLAGS[(tool, compile_bytecode)],
                 seconds=[round(s, 3) for s in seconds],
                 median=round(median, 3),
                 best=round(min(seconds), 3),
+                cpu_seconds=[round(s, 3) for s in cpu_seconds],
+                cpu_median=round(statistics.median(cpu_seconds), 3),
                 vs_pip=round(median / medians[("pip", None, compile_bytecode)], 2),
                 vs_uv=round(median / uv_median, 2) if uv_median else None,
             )
         )
 
-    print(f"{len(wheels)} wheels, {wheel_bytes / 1e6:.1f} MB, median of {args.repeat}, {os.cpu_count()} CPUs")
-    print(f"{'tool':<12} {'workers':>7} {'compile':>7} {'median s':>9} {'best s':>7} {'x pip':>6} {'x uv':>6}")
+    where = args.workdir or Path(tempfile.gettempdir())
+    print(f"{len(wheels)} wheels, {wheel_bytes / 1e6:.1f} MB, median of {args.repeat}, {os.cpu_count()} CPUs, in {where}")
+    print(f"{'tool':<12} {'workers':>7} {'flags':<28} {'median s':>9} {'best s':>7} {'cpu s':>6} {'x pip':>6} {'x uv':>6}")
     for row in rows:
         workers = "-" if row.workers is None else str(row.workers)
         vs_uv = "-" if row.vs_uv is None else f"{row.vs_uv:.2f}"
-        print(f"{row.tool:<12} {workers:>7} {'on' if row.compile else 'off':>7} {row.median:>9.2f} {row.best:>7.2f} {row.vs_pip:>6.2f} {vs_uv:>6}")
+        print(
+            f"{row.tool:<12} {workers:>7} {row.flags:<28} {row.median:>9.2f} {row.best:>7.2f} {row.cpu_median:>6.2f}"
+            f" {row.vs_pip:>6.2f} {vs_uv:>6}"
+        )
 
     versions = {"python": platform.python_version(), "pip": _version([sys.executable, "-m", "pip", "--version"])}
     if UV:
@@ -200,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "wheels": len(wheels),
                 "wheel_bytes": wheel_bytes,
                 "repeat": args.repeat,
+                "seed": args.seed,
+                "workdir": os.fspath(where),
                 "cpus": os.cpu_count(),
                 "versions": versions,
                 "rows": [asdict(row) for row in rows],

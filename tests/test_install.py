@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import csv
 import errno
+import glob
+import hashlib
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import venv
 from pathlib import Path
 
+import psutil
 import pytest
 
 from orchestrator import install as install_module
@@ -60,6 +66,48 @@ def run_python(target: Target, code: str) -> str:
 
 def site_packages(target: Target) -> Path:
     return Path(target.scheme["purelib"])
+
+
+def recorded(target: Target, dist_info: str) -> dict[Path, tuple[str, str]]:
+    """RECORD of ``dist_info`` as absolute path -> (hash, size)."""
+    site = site_packages(target)
+    with open(site / dist_info / "RECORD", newline="") as record:
+        return {Path(os.path.normpath(site / path)): (digest, size) for path, digest, size in csv.reader(record)}
+
+
+def record_hash(path: Path) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).decode().rstrip("=")
+
+
+def loaded_from_bytecode(target: Target, module: str) -> set[str]:
+    """The code files of site-packages that the target's interpreter loads when importing ``module``.
+
+    ``.pyc`` files it accepted; ``.py`` files it had to compile (the ``.pyc`` was missing or stale).
+    """
+    completed = subprocess.run(
+        [os.fspath(target.python), "-v", "-B", "-c", f"import {module}"], capture_output=True, text=True, check=True
+    )
+    prefix = "# code object from "
+    loaded = {line[len(prefix):].strip("'") for line in completed.stderr.splitlines() if line.startswith(prefix)}
+    return {path for path in loaded if path.startswith(os.path.join(site_packages(target), ""))}
+
+
+def other_pythons() -> list[Path]:
+    """Interpreters of other minor versions than this one, oldest and newest, if the machine has any."""
+    found: dict[str, Path] = {}
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3")))
+    for candidate in candidates + [f"/usr/bin/python3.{minor}" for minor in range(6, 15)]:
+        try:
+            version = subprocess.run(
+                [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True, text=True, timeout=30, check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if version != "%d.%d" % sys.version_info[:2]:
+            found.setdefault(version, Path(candidate))
+    ordered = [found[version] for version in sorted(found, key=lambda v: tuple(map(int, v.split("."))))]
+    return ordered[:1] + ordered[-1:] if len(ordered) > 1 else ordered
 
 
 # --- Target -----------------------------------------------------------------
@@ -150,13 +198,206 @@ def test_bytecode_is_the_target_pythons_and_is_recorded(target: Target, wheelhou
 def test_interrupted_compilation_leaves_no_bytecode(
     target: Target, wheelhouse: Path, venv_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Compile everything, then die before reporting what was written.
-    monkeypatch.setattr(install_module, "_COMPILE", "import compileall, sys; compileall.main(); sys.exit(3)")
+    # Compile everything asked for, then die before answering.
+    monkeypatch.setattr(
+        install_module,
+        "_COMPILE_SERVER",
+        "import compileall, json, sys\n"
+        "for path in json.loads(sys.stdin.readline())['paths']: compileall.compile_file(path, quiet=1)\n"
+        "sys.exit(3)\n",
+    )
     before = snapshot(venv_dir)
     result = WheelInstaller(target).install(write_wheel(wheelhouse, "pkg"))
     assert result.status is InstallStatus.FAILED
     assert result.error is not None and "compiling bytecode" in result.error and "retry without compiling" in result.error
     assert snapshot(venv_dir) == before
+
+
+# --- bytecode ---------------------------------------------------------------
+
+
+def test_bytecode_is_what_py_compile_writes_and_the_target_loads_it(target: Target, wheelhouse: Path) -> None:
+    files: dict[str, str | bytes] = {
+        "pkg/__init__.py": "from pkg import mod\n",
+        "pkg/mod.py": "# -*- coding: latin-1 -*-\nA = 'é'\n".encode("latin-1"),
+    }
+    result = WheelInstaller(target).install(write_wheel(wheelhouse, "pkg", files=files))
+    assert result.status is InstallStatus.INSTALLED, result.error
+
+    record = recorded(target, "pkg-1.0.dist-info")
+    sources = [site_packages(target) / name for name in files]
+    pycs = [Path(run_python(target, f"import importlib.util; print(importlib.util.cache_from_source({os.fspath(source)!r}))")) for source in sources]
+    for source, pyc in zip(sources, pycs):
+        expected = wheelhouse / f"{source.name}.expected.pyc"
+        run_python(target, f"import py_compile; py_compile.compile({os.fspath(source)!r}, cfile={os.fspath(expected)!r}, dfile={os.fspath(source)!r}, doraise=True)")
+        assert pyc.read_bytes() == expected.read_bytes()
+        assert record[pyc] == (record_hash(pyc), str(pyc.stat().st_size))
+    assert loaded_from_bytecode(target, "pkg") == {os.fspath(pyc) for pyc in pycs}
+
+
+@pytest.mark.parametrize("python", other_pythons(), ids=lambda path: path.parts[-3])
+def test_bytecode_is_the_target_pythons_when_it_is_another_version(python: Path, tmp_path: Path, wheelhouse: Path) -> None:
+    # The oldest one found may predate PEP 552 headers (3.6): py_compile writes those.
+    subprocess.run([os.fspath(python), "-m", "venv", "--without-pip", os.fspath(tmp_path / "other")], check=True)
+    target = Target.from_path(tmp_path / "other")
+    result = WheelInstaller(target).install(write_wheel(wheelhouse, "pkg", files={"pkg/__init__.py": "X = 1\n"}))
+    assert result.status is InstallStatus.INSTALLED, result.error
+
+    cache_tag = run_python(target, "import sys; print(sys.implementation.cache_tag)")
+    assert cache_tag != sys.implementation.cache_tag
+    pyc = site_packages(target) / "pkg" / "__pycache__" / f"__init__.{cache_tag}.pyc"
+    assert os.listdir(pyc.parent) == [pyc.name]
+    assert recorded(target, "pkg-1.0.dist-info")[pyc] == (record_hash(pyc), str(pyc.stat().st_size))
+    assert loaded_from_bytecode(target, "pkg") == {os.fspath(pyc)}
+
+
+def test_source_date_epoch_gives_hash_based_bytecode_as_py_compile_does(
+    target: Target, wheelhouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "315532800")
+    result = WheelInstaller(target).install(write_wheel(wheelhouse, "pkg"))
+    assert result.status is InstallStatus.INSTALLED, result.error
+    (pyc,) = (site_packages(target) / "pkg" / "__pycache__").iterdir()
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b11  # checked hash-based
+    assert loaded_from_bytecode(target, "pkg") == {os.fspath(pyc)}
+
+
+def test_stale_bytecode_of_nobody_is_replaced(target: Target, wheelhouse: Path) -> None:
+    cache_tag = run_python(target, "import sys; print(sys.implementation.cache_tag)")
+    stale = site_packages(target) / "pkg" / "__pycache__" / f"__init__.{cache_tag}.pyc"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"not bytecode")
+    result = WheelInstaller(target).install(write_wheel(wheelhouse, "pkg"))
+    assert result.status is InstallStatus.INSTALLED, result.error
+    assert recorded(target, "pkg-1.0.dist-info")[stale] == (record_hash(stale), str(stale.stat().st_size))
+    assert loaded_from_bytecode(target, "pkg") == {os.fspath(stale)}
+
+
+def test_a_compiler_that_dies_fails_its_wheel_and_is_replaced(
+    target: Target, wheelhouse: Path, venv_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = install_module._COMPILE_SERVER
+    dying = real.replace(
+        "    request = json.loads(line)\n",
+        "    request = json.loads(line)\n    if any('poison' in path for path in request['paths']): os._exit(9)\n",
+    )
+    assert dying != real
+    monkeypatch.setattr(install_module, "_COMPILE_SERVER", dying)
+    wheel_installer = WheelInstaller(target)
+    before = snapshot(venv_dir)
+    result = wheel_installer.install(write_wheel(wheelhouse, "poison"))
+    assert result.status is InstallStatus.FAILED
+    assert result.error == (
+        f"Installing poison-1.0-py3-none-any.whl failed: compiling bytecode with {target.python} failed (exit 9);"
+        " retry without compiling"
+    )
+    assert snapshot(venv_dir) == before
+
+    results = install_all([write_wheel(wheelhouse, f"fine{index}") for index in range(4)], wheel_installer, max_installs=2)
+    assert {result.status for result in results} == {InstallStatus.INSTALLED}
+    assert all(list((site_packages(target) / f"fine{index}" / "__pycache__").glob("*.pyc")) for index in range(4))
+
+
+def test_a_compiler_that_cannot_write_fails_its_wheel(target: Target, wheelhouse: Path, venv_dir: Path) -> None:
+    # A file where the __pycache__ folder should be: the compiler answers with an error and lives on.
+    blocker = site_packages(target) / "pkg" / "__pycache__"
+    blocker.parent.mkdir()
+    blocker.write_text("not a folder")
+    before = snapshot(venv_dir)
+    with WheelInstaller(target) as wheel_installer:
+        result = wheel_installer.install(write_wheel(wheelhouse, "pkg"))
+        assert result.status is InstallStatus.FAILED
+        assert result.error is not None
+        assert result.error.startswith(
+            f"Installing pkg-1.0-py3-none-any.whl failed: compiling bytecode with {target.python} failed (FileExistsError: "
+        )
+        assert result.error.endswith("; retry without compiling")
+        assert snapshot(venv_dir) == before
+        assert wheel_installer.install(write_wheel(wheelhouse, "other")).status is InstallStatus.INSTALLED
+
+
+@pytest.mark.parametrize("compile_bytecode", [True, False])
+def test_bad_hash_found_after_other_files_were_written_leaves_nothing(
+    target: Target, wheelhouse: Path, venv_dir: Path, monkeypatch: pytest.MonkeyPatch, compile_bytecode: bool
+) -> None:
+    # One file per chunk: compilers are busy with this wheel when the bad member turns up.
+    monkeypatch.setattr(install_module, "_CHUNK_BYTES", 1)
+    files = {f"late/mod{index}.py": f"X = {index}\n" * 50 for index in range(30)}
+    wheel = write_wheel(wheelhouse, "late", files=files, corrupt="hash-last", console_scripts={"late": "late:main"})
+    before = snapshot(venv_dir)
+    result = WheelInstaller(target, compile_bytecode=compile_bytecode).install(wheel)
+    assert result.status is InstallStatus.FAILED
+    assert result.error == (
+        "Installing late-1.0-py3-none-any.whl failed: its RECORD does not match its contents"
+        " (hash / size of late/mod29.py didn't match RECORD); rebuild the wheel"
+    )
+    assert snapshot(venv_dir) == before
+
+
+def test_concurrent_installs_into_shared_folders_record_every_file(
+    target: Target, wheelhouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(install_module, "_CHUNK_BYTES", 1)
+    # Every wheel writes into ns/ and ns/__pycache__; the broken ones roll back meanwhile.
+    wheels = [
+        write_wheel(
+            wheelhouse,
+            f"part{index}",
+            files={f"ns/part{index}.py": "", f"ns/part{index}_pkg/__init__.py": "", f"ns/part{index}_pkg/mod.py": "X = 1\n"},
+            corrupt="hash-last" if index % 4 == 3 else None,
+        )
+        for index in range(12)
+    ]
+    results = install_all(wheels, WheelInstaller(target), max_installs=4)
+    assert [result.status for result in results] == [
+        InstallStatus.FAILED if index % 4 == 3 else InstallStatus.INSTALLED for index in range(12)
+    ]
+
+    site = site_packages(target)
+    listed: dict[Path, tuple[str, str]] = {}
+    for dist_info in site.glob("*.dist-info"):
+        entries = recorded(target, dist_info.name)
+        assert not set(entries) & set(listed), dist_info
+        listed.update(entries)
+    on_disk = {path for path in site.rglob("*") if path.is_file()}
+    assert on_disk == set(listed)
+    for path, (digest, size) in listed.items():
+        if digest:
+            assert (digest, size) == (record_hash(path), str(path.stat().st_size)), path
+    assert len([path for path in on_disk if path.suffix == ".pyc"]) == 9 * 3
+
+
+def compiler_processes(target: Target) -> list[psutil.Process]:
+    return [
+        child
+        for child in psutil.Process().children()
+        if child.is_running() and child.status() != psutil.STATUS_ZOMBIE and os.fspath(target.python) in child.cmdline()
+    ]
+
+
+def test_close_stops_the_compilers(target: Target, wheelhouse: Path) -> None:
+    with WheelInstaller(target) as wheel_installer:
+        assert wheel_installer.install(write_wheel(wheelhouse, "pkg")).status is InstallStatus.INSTALLED
+        assert 1 <= len(compiler_processes(target)) <= os.cpu_count()  # type: ignore[operator]
+    assert compiler_processes(target) == []
+    # Installing after close starts new ones.
+    assert wheel_installer.install(write_wheel(wheelhouse, "other")).status is InstallStatus.INSTALLED
+    wheel_installer.close()
+    assert compiler_processes(target) == []
+
+
+def test_an_installer_never_closed_does_not_hold_up_exit(target: Target, wheelhouse: Path) -> None:
+    wheel = write_wheel(wheelhouse, "pkg")
+    script = (
+        "import sys; from pathlib import Path; from orchestrator.install import Target, WheelInstaller\n"
+        "installer = WheelInstaller(Target.from_path(Path(sys.argv[1])))\n"
+        "print(installer.install(Path(sys.argv[2])).status.value)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script, os.fspath(target.python), os.fspath(wheel)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    assert completed.stdout == "installed\n"
 
 
 def test_max_installs_is_a_cap_that_is_reached(target: Target, wheelhouse: Path) -> None:

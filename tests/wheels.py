@@ -11,8 +11,9 @@ from typing import Literal
 
 from packaging.utils import canonicalize_name
 
-Corruption = Literal["hash", "truncate", "unrecorded"]
-"""``hash``: a file differs from its RECORD hash; ``truncate``: the zip is cut in half;
+Corruption = Literal["hash", "hash-last", "truncate", "unrecorded"]
+"""``hash``: the first file differs from its RECORD hash; ``hash-last``: the last one does
+(so it is found after the others were written); ``truncate``: the zip is cut in half;
 ``unrecorded``: a file is missing from RECORD."""
 
 
@@ -61,9 +62,9 @@ def write_wheel(
         del recorded[next(iter(files))]
     record = "".join(f"{path},{_record_hash(data)},{len(data)}\n" for path, data in recorded.items())
     members[f"{dist_info}/RECORD"] = f"{record}{dist_info}/RECORD,,\n".encode()
-    if corrupt == "hash":
-        first = next(iter(files))
-        members[first] = members[first] + b"# tampered\n"
+    if corrupt in ("hash", "hash-last"):
+        tampered = list(files)[0 if corrupt == "hash" else -1]
+        members[tampered] = members[tampered] + b"# tampered\n"
 
     wheel = folder / f"{dist}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
