@@ -53,10 +53,6 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def tree_pids(pid: int) -> list[int]:
-    return [process.pid for process in _tree(pid)]
-
-
 def kill_tree(pid: int, *, grace: float = 3.0) -> None:
     """Stop a process and every descendant: SIGTERM, wait up to ``grace`` seconds, then SIGKILL.
 
@@ -78,10 +74,5 @@ def kill_tree(pid: int, *, grace: float = 3.0) -> None:
     psutil.wait_procs(alive, timeout=grace)
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any process is still in process group ``pgid``."""
-    for process in psutil.process_iter(["pid"]):
-        with contextlib.suppress(psutil.Error):
-            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
-                return True
-    return False
+def pid_alive(pid: int) -> bool:
+    return bool(psutil.pid_exists(pid))

@@ -26,9 +26,11 @@ import json
 import logging
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +42,7 @@ from typing import Any, Protocol
 from orchestrator import admission
 from orchestrator.admission import Candidate, Decision, Limits, Probe, QueuedBuild, Readings, RunningBuild
 from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
-from orchestrator.resources import kill_tree, tree_rss
+from orchestrator.resources import kill_tree, pid_alive, tree_rss
 from orchestrator.units import format_size
 from orchestrator.worker import MESSAGE_PREFIX
 
@@ -112,6 +114,7 @@ class _Running:
     process: subprocess.Popen[str]
     started_at: float
     deadline: float | None
+    work_dir: Path
     phase: str = "starting"
     rss: int = 0
     peak_rss: int = 0
@@ -131,10 +134,28 @@ def nested_jobs_environ(jobs: int, environ: dict[str, str] | os._Environ[str] = 
     return {name: value for name, value in values.items() if name not in environ}
 
 
-def spawn_worker(job: BuildJob) -> subprocess.Popen[str]:
-    """Start a worker process for ``job`` in a session of its own."""
+WORK_PREFIX = "orchestrate-run-"
+
+
+def sweep_stale_work_dirs(parent: Path) -> None:
+    """Remove the work folders of runs that were killed before they could clean up."""
+    for folder in parent.glob(f"{WORK_PREFIX}*"):
+        pid = folder.name[len(WORK_PREFIX):].split("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def spawn_worker(job: BuildJob, work_dir: Path) -> subprocess.Popen[str]:
+    """Start a worker process for ``job`` in a session of its own.
+
+    Its ``TMPDIR`` is inside ``work_dir``: what the build's tools leave in temporary
+    folders goes when the work folder goes, even after a kill.
+    """
+    temp = work_dir / "tmp"
+    temp.mkdir()
     process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.worker"],
+        [sys.executable, "-m", "orchestrator.worker", str(work_dir)],
+        env={**os.environ, "TMPDIR": str(temp)},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -156,7 +177,7 @@ class BuildScheduler:
         *,
         probe: Probe,
         observer: Observer,
-        spawn: Callable[[BuildJob], subprocess.Popen[str]] = spawn_worker,
+        spawn: Callable[[BuildJob, Path], subprocess.Popen[str]] = spawn_worker,
         on_result: Callable[[BuildResult], None] | None = None,
     ) -> None:
         self._settings = settings
@@ -174,6 +195,7 @@ class BuildScheduler:
         self._stopping = False
         self._producers = 0
         self._lock = threading.Lock()
+        self._work_root = Path(tempfile.gettempdir())
 
     # -- feeding -------------------------------------------------------------------
     def add(
@@ -206,7 +228,14 @@ class BuildScheduler:
 
     # -- the loop --------------------------------------------------------------------
     def run(self) -> list[BuildResult]:
-        """Run until every queued build has a result; stop everything on an exception."""
+        """Run until every queued build has a result; stop everything on an exception.
+
+        Each attempt works in a folder of its own under one temporary folder per run,
+        removed as the attempt ends and at the end of the run, however it ends.
+        """
+        temp = Path(tempfile.gettempdir())
+        sweep_stale_work_dirs(temp)
+        self._work_root = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=temp))
         try:
             while self._active():
                 self._admit()
@@ -216,6 +245,8 @@ class BuildScheduler:
         except BaseException:
             self.stop_all("interrupted")
             raise
+        finally:
+            shutil.rmtree(self._work_root, ignore_errors=True)
         return self._results
 
     def _active(self) -> bool:
@@ -327,10 +358,12 @@ class BuildScheduler:
     def _start(self, item: _Queued) -> None:
         item.attempts += 1
         job = item.job
-        process = self._spawn(job)
+        work_dir = self._work_root / f"{job.key}-{item.attempts + item.memory_requeues}"
+        work_dir.mkdir()
+        process = self._spawn(job, work_dir)
         now = time.time()
         deadline = now + item.timeout if item.timeout else None
-        run = _Running(item=item, process=process, started_at=now, deadline=deadline)
+        run = _Running(item=item, process=process, started_at=now, deadline=deadline, work_dir=work_dir)
         run.reader = threading.Thread(target=self._read, args=(job.key, process), daemon=True)
         self._running[job.key] = run
         run.reader.start()
@@ -414,6 +447,7 @@ class BuildScheduler:
     def _finish(self, run: _Running, returncode: int) -> None:
         if run.reader is not None and run.reader is not threading.current_thread():
             run.reader.join(timeout=1)
+        shutil.rmtree(run.work_dir, ignore_errors=True)
         item = run.item
         built_anyway = run.outcome is not None and run.outcome.status is Status.BUILT
         if run.stop_reason == "memory" and not self._stopping and not built_anyway:

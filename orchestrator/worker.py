@@ -1,6 +1,7 @@
 """The build worker: a process of its own per build, started by the scheduler.
 
-Protocol: the job arrives as one JSON document on stdin. The worker writes
+Protocol: the job arrives as one JSON document on stdin, and the path of a
+private, empty work folder (which the scheduler removes afterwards) as the only argument. The worker writes
 messages to stdout, one per line, each ``@@orchestrate `` followed by JSON:
 ``{"phase": NAME}`` as a phase starts, then ``{"outcome": {...}}`` once.
 Everything the build prints goes to the job's log file instead. The worker never
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
@@ -53,7 +55,7 @@ def main() -> int:
         try:
             from orchestrator.builder import build_source
 
-            outcome = build_source(job, log, lambda phase: _send({"phase": phase}))
+            outcome = build_source(job, Path(sys.argv[1]), log, lambda phase: _send({"phase": phase}))
         except Exception as exc:  # the last line of defence: report, never raise
             log.write(traceback.format_exc())
             outcome = WorkerOutcome(status=Status.FAILED, error=f"internal error: {exc!r}; see the log")

@@ -19,10 +19,10 @@ from conftest import orchestrate
 from sdists import make_sdist, read_events, sdist_files
 
 
-def start(*args: str | os.PathLike[str]) -> subprocess.Popen[str]:
+def start(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "orchestrator", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
     )
 
 
@@ -253,3 +253,23 @@ def test_unreadable_or_misnamed_sdists_fail_alone(tmp_path: Path) -> None:
     assert "not_a_version.tar.gz: not an sdist filename" in result.stderr
     assert "good-1.0-py3-none-any.whl" in visible_files(tmp_path / "wh")
     assert "Traceback" not in result.stderr
+
+
+def test_temp_folders_are_removed_after_timeouts_and_interrupts(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp)}
+    events = tmp_path / "events.log"
+    make_sdist(tmp_path / "a", "hangs", hang=True, spawn_child=True, events=str(events))
+    make_sdist(tmp_path / "a", "fine")
+    result = orchestrate("build", tmp_path / "a", "-w", tmp_path / "wh", "--timeout", "2", env=env)
+    assert result.returncode == 1
+    assert list(temp.iterdir()) == []
+    make_sdist(tmp_path / "b", "slow", sleep=60, spawn_child=True, events=str(events))
+    process = start("build", tmp_path / "b", "-w", tmp_path / "wh", env=env)
+    wait_for(started(events, 2))
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert list(temp.iterdir()) == []
+    assert_all_gone(build_pids(events))
