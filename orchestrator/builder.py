@@ -27,6 +27,7 @@ from installer.sources import WheelFile
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from orchestrator.envcache import EnvCache, EnvView, SubprocessInstaller
 from orchestrator.envs import BuildEnv, choose_installer
 from orchestrator.errors import BuildError, BuildKilledError, SourceError
 from orchestrator.extract import extract_sdist
@@ -66,15 +67,17 @@ def _runner(log: IO[str], environ: Mapping[str, str]) -> pyproject_hooks.Subproc
     return run
 
 
-def build_source(job: BuildJob, log: IO[str], on_phase: PhaseCallback) -> WorkerOutcome:
-    """Build ``job`` and publish its wheel into the wheelhouse; never raises for a build failure."""
+def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCallback) -> WorkerOutcome:
+    """Build ``job`` in ``work_dir`` (private, empty; its owner removes it) and publish the wheel.
+
+    Never raises for a build failure.
+    """
     timer = _Timer(log, on_phase)
     try:
-        with tempfile.TemporaryDirectory(prefix=f"orchestrate-{job.key}-") as tmp:
-            wheel = _build(job, Path(tmp), log, timer)
-            name, version = _check_wheel(job, wheel)
-            with timer.phase("publish"):
-                published = publish_wheel(wheel, job.wheelhouse)
+        wheel = _build(job, work_dir, log, timer)
+        name, version = _check_wheel(job, wheel)
+        with timer.phase("publish"):
+            published = publish_wheel(wheel, job.wheelhouse)
     except BuildKilledError as exc:
         return WorkerOutcome(status=Status.FAILED, error=exc.message, killed_by=exc.signal_name, phases=timer.phases)
     except (BuildError, SourceError) as exc:
@@ -96,7 +99,7 @@ def _build(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> Path:
         if not (source_dir / "pyproject.toml").is_file() and not (source_dir / "setup.py").is_file():
             raise SourceError(f"{job.source}: does not appear to be a Python project: no pyproject.toml or setup.py")
     with timer.phase("create_env"):
-        env = BuildEnv(tmp / "env", installer=choose_installer(job.installer), index=job.index, log=log)
+        env = _environment(job, tmp / "env", log)
         try:
             builder = build.ProjectBuilder.from_isolated_env(env, source_dir, runner=_runner(log, job.environ))
         except build.BuildException as exc:
@@ -110,6 +113,15 @@ def _build(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> Path:
             env.install(extra)
     with timer.phase("backend"), _backend_errors(job, builder):
         return Path(builder.build("wheel", tmp / "dist"))
+
+
+def _environment(job: BuildJob, path: Path, log: IO[str]) -> BuildEnv | EnvView:
+    """The build's isolated environment: a view of the run's prepared envs, else a virtualenv of its own."""
+    installer = choose_installer(job.installer)
+    if job.env_cache is None:
+        return BuildEnv(path, installer=installer, index=job.index, log=log)
+    cache = EnvCache(job.env_cache, SubprocessInstaller(installer, job.index, log), index=job.index, log=log)
+    return cache.view(path)
 
 
 @contextlib.contextmanager

@@ -253,6 +253,8 @@ def _requirements(paths: tuple[Path, ...], require_hashes: bool) -> Requirements
         help="Keep downloaded sdists here (default: a temporary folder).")
 @option("--installer", type=click.Choice(["auto", "pip", "uv"]), default="auto", show_default=True,
         help="What installs build requirements; auto takes uv when installed.")
+@option("--keep-build-envs", is_flag=True, help="Keep prepared build environments under --state-dir for later "
+        "runs (default: removed when the run ends).")
 @option("--install-into", type=click.Path(path_type=Path), metavar="VENV|PYTHON",
         help="Install each wheel into this environment as soon as it is built.")
 @option("--install-after-build", is_flag=True, help="With --install-into: install once all builds have ended.")
@@ -279,7 +281,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool,
           requirements: tuple[Path, ...], max_downloads: int, cache_dir: Path | None, no_cache: bool,
           download_timeout: float, download_retries: int, require_hashes: bool, sdist_dir: Path | None,
-          installer: str, install_into: Path | None, install_after_build: bool, max_installs: int,
+          installer: str, keep_build_envs: bool, install_into: Path | None, install_after_build: bool, max_installs: int,
           reinstall: bool, compile_bytecode: bool, fail_fast: bool, force: bool, timeout: float | None, retries: int, log_dir: Path | None,
           report_json: Path | None, state_dir: Path | None, no_history: bool, config: Path | None,
           wait_lock: float) -> None:
@@ -313,6 +315,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         installer_into=_wheel_installer(install_into, reinstall, compile_bytecode) if install_into else None,
         max_installs=max_installs,
         install_after_build=install_after_build,
+        build_env_dir=state / "build-envs",
+        keep_build_envs=keep_build_envs,
     )
     console = _console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)

@@ -12,10 +12,10 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-import virtualenv
 from packaging.version import Version
 
 from orchestrator.errors import BuildError, BuildKilledError, UsageError
@@ -56,25 +56,88 @@ def outer_pip_usable() -> bool:
         return False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Venv:
+    """Where the parts of a freshly created virtualenv are."""
+
+    python: Path
+    scripts: Path
+    purelib: Path
+    platlib: Path
+
+
+def create_venv(path: Path, *, seed_pip: bool = False) -> Venv:
+    """Create a bare virtualenv at ``path``; a failure is a :class:`BuildError`."""
+    import virtualenv  # 20-odd ms to import; a build that reuses a prepared environment never needs it
+
+    options = [str(path), "--no-setuptools", "--no-periodic-update", "--activators", ""]
+    if not seed_pip:
+        options.append("--no-pip")
+    try:
+        session = virtualenv.cli_run(options, setup_logging=False)
+    except Exception as exc:  # virtualenv raises many kinds; all mean the same to the user
+        raise BuildError(f"cannot create a virtualenv in {path}: {exc}") from exc
+    creator = session.creator
+    return Venv(python=Path(creator.exe), scripts=Path(creator.script_dir), purelib=Path(creator.purelib),
+                platlib=Path(creator.platlib))
+
+
+def installer_environ(venv: Path) -> dict[str, str]:
+    """The environment for an installer run: nothing of the caller's that would redirect it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIP_REQUIRE_VIRTUALENV")}
+    env["VIRTUAL_ENV"] = str(venv)
+    return env
+
+
+def install_command(installer: InstallerName, python: str, requirements_file: Path, index: IndexSettings, *,
+                    pinned: bool = False) -> list[str]:
+    """The command that installs ``requirements_file`` into the environment of ``python``.
+
+    ``pinned`` says the file is a complete resolution: install exactly it (no
+    dependency resolution) and compile bytecode, since the environment is reused.
+    """
+    if installer == "uv":
+        uv = find_uv()
+        if uv is None:  # pragma: no cover - checked when the run starts
+            raise BuildError("uv is not installed any more; use --installer pip")
+        cmd = [uv, "pip", "install", "--python", python, "-r", str(requirements_file)]
+        if pinned:
+            cmd += ["--no-deps", "--compile-bytecode"]
+    else:
+        if outer_pip_usable():
+            cmd = [sys.executable, "-m", "pip", "--python", python]
+        else:
+            cmd = [python, "-Im", "pip"]
+        cmd += ["install", "--no-input", "--no-warn-script-location", "--disable-pip-version-check",
+                "-r", str(requirements_file)]
+        cmd += ["--no-deps"] if pinned else ["--no-compile"]
+    return cmd + index.pip_args()
+
+
+def run_installer(cmd: list[str], env: Mapping[str, str], log: IO[str], what: str) -> None:
+    """Run an installer command (``what`` names it: "installing X with uv") with its output in the build log; map its failure to a :class:`BuildError`."""
+    log.write(f"$ {' '.join(cmd)}\n")
+    log.flush()
+    completed = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    if completed.returncode < 0:
+        name = signal.Signals(-completed.returncode).name
+        raise BuildKilledError(f"{what} was killed by {name}", name)
+    if completed.returncode:
+        raise BuildError(f"{what} failed; check --index-url/--find-links or the package's build-system.requires")
+
+
 class BuildEnv:
-    """A virtualenv for one build; satisfies ``build.env.IsolatedEnv``."""
+    """A virtualenv for one build, created from scratch; satisfies ``build.env.IsolatedEnv``."""
 
     def __init__(self, path: Path, *, installer: InstallerName, index: IndexSettings, log: IO[str]) -> None:
         self.path = path
         self._installer = installer
         self._index = index
         self._log = log
-        seed_pip = installer == "pip" and not outer_pip_usable()
-        options = [str(path), "--no-setuptools", "--no-wheel", "--no-periodic-update", "--activators", ""]
-        if not seed_pip:
-            options.append("--no-pip")
-        try:
-            session = virtualenv.cli_run(options, setup_logging=False)
-        except Exception as exc:  # virtualenv raises many kinds; all mean the same to the user
-            raise BuildError(f"cannot create a virtualenv in {path}: {exc}") from exc
-        self._python = str(session.creator.exe)
-        self.scripts = str(session.creator.script_dir)
-        self.purelib = Path(session.creator.purelib)
+        venv = create_venv(path, seed_pip=installer == "pip" and not outer_pip_usable())
+        self._python = str(venv.python)
+        self.scripts = str(venv.scripts)
+        self.purelib = venv.purelib
 
     @property
     def python_executable(self) -> str:
@@ -90,36 +153,11 @@ class BuildEnv:
             return
         with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="build-requirements-", delete=False) as file:
             file.write("\n".join(sorted(requirements)))
+        listed = ", ".join(sorted(requirements))
         try:
-            self._run_installer(Path(file.name))
+            self._log.write(f"# {listed}\n")
+            run_installer(install_command(self._installer, self._python, Path(file.name), self._index),
+                          installer_environ(self.path), self._log,
+                          f"installing build requirements ({listed}) with {self._installer}")
         finally:
             os.unlink(file.name)
-
-    def _run_installer(self, requirements_file: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIP_REQUIRE_VIRTUALENV")}
-        if self._installer == "uv":
-            uv = find_uv()
-            if uv is None:  # pragma: no cover - checked when the run starts
-                raise BuildError("uv is not installed any more; use --installer pip")
-            cmd = [uv, "pip", "install", "--python", self._python, "-r", str(requirements_file)]
-            env["VIRTUAL_ENV"] = str(self.path)
-        else:
-            if outer_pip_usable():
-                cmd = [sys.executable, "-m", "pip", "--python", self._python]
-            else:
-                cmd = [self._python, "-Im", "pip"]
-            cmd += ["install", "--no-input", "--no-warn-script-location", "--no-compile",
-                    "--disable-pip-version-check", "-r", str(requirements_file)]
-        cmd += self._index.pip_args()
-        requirements = requirements_file.read_text().replace("\n", ", ")
-        self._log.write(f"$ {' '.join(cmd)}\n# {requirements}\n")
-        self._log.flush()
-        completed = subprocess.run(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        if completed.returncode < 0:
-            name = signal.Signals(-completed.returncode).name
-            raise BuildKilledError(f"installing build requirements was killed by {name}", name)
-        if completed.returncode:
-            raise BuildError(
-                f"cannot install build requirements ({requirements}) with {self._installer}; "
-                "check --index-url/--find-links or the package's build-system.requires"
-            )

@@ -121,8 +121,16 @@ class BuildResult:
             return 0.0
         return self.finished_at - self.started_at
 
+    @property
+    def overhead_s(self) -> float:
+        """Wall time not spent in the backend's hooks: worker start, extraction, environment, checks, publishing."""
+        if self.started_at is None or self.finished_at is None:
+            return 0.0
+        return max(self.wall_s - self.phases.get("backend", 0.0), 0.0)
+
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["status"] = self.status.value
         data["wall_s"] = round(self.wall_s, 3)
+        data["overhead_s"] = round(self.overhead_s, 3)
         return data

@@ -20,6 +20,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.admission import Limits, jobs_per_build
 from orchestrator.download import Downloader, DownloadResult, DownloadSettings, DownloadStatus
+from orchestrator.envcache import run_env_cache
 from orchestrator.errors import SourceError
 from orchestrator.install import InstallStatus, WheelInstaller
 from orchestrator.history import SUCCESS, BuildRecord, History, predict_need
@@ -68,6 +69,10 @@ class BuildSettings:
     max_installs: int = 4
     install_after_build: bool = False
     """Install once every build has ended, instead of each wheel as soon as it is built."""
+    build_env_dir: Path | None = None
+    """Where prepared build environments live (``envcache``); ``None`` gives each build a virtualenv from scratch."""
+    keep_build_envs: bool = False
+    """Keep the prepared build environments for later runs instead of removing them when the run ends."""
 
 
 class BuildRun:
@@ -81,6 +86,7 @@ class BuildRun:
         self._sources: dict[str, Source] = {}
         self._install_pool: ThreadPoolExecutor
         self._install_later: list[str] = []
+        self._env_cache: Path | None = None
         self._environ = nested_jobs_environ(jobs_per_build(SystemProbe().read().cpu_count, settings.limits.max_builds))
         self.report = RunReport(started_at=time.time())
         self._scheduler = BuildScheduler(
@@ -107,6 +113,9 @@ class BuildRun:
                 if settings.installer_into is not None:
                     self._install_pool = ThreadPoolExecutor(settings.max_installs, thread_name_prefix="install")
                     stack.push(self._stop_installs)
+                if settings.build_env_dir is not None:
+                    self._env_cache = stack.enter_context(
+                        run_env_cache(settings.build_env_dir, keep=settings.keep_build_envs))
                 for source in sources:
                     self.add(source)
                 if requirements:
@@ -218,6 +227,7 @@ class BuildRun:
             log_path=settings.log_dir / f"{source.key}.log",
             index=settings.index,
             installer=settings.installer,
+            env_cache=self._env_cache,
             environ=self._environ,
         )
         override = settings.overrides.get(canonicalize_name(source.name))

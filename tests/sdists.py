@@ -17,6 +17,7 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``pad_kb``: add this many kilobytes of random bytes to the wheel
 - ``write_site``: write a marker module into the build environment's site-packages
 - ``check_site``: fail if that marker module is importable
+- ``build_requires``: ``build-system.requires`` of the project (default none)
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ def build_sdist(sdist_directory, config_settings=None):
 '''
 
 
-def _pyproject(name: str, version: str) -> str:
+def _pyproject(name: str, version: str, build_requires: list[str]) -> str:
     return (
-        "[build-system]\nrequires = []\nbuild-backend = \"_fakebackend\"\nbackend-path = [\".\"]\n\n"
+        f"[build-system]\nrequires = {json.dumps(build_requires)}\nbuild-backend = \"_fakebackend\"\nbackend-path = [\".\"]\n\n"
         f"[project]\nname = \"{name}\"\nversion = \"{version}\"\n"
     )
 
@@ -123,7 +124,7 @@ def sdist_files(name: str, version: str, **behaviour: Any) -> dict[str, bytes]:
     """The files of a fake project: pyproject.toml, the backend and its config."""
     config = {"name": name, "version": version, **behaviour}
     return {
-        "pyproject.toml": _pyproject(name, version).encode(),
+        "pyproject.toml": _pyproject(name, version, behaviour.get("build_requires", [])).encode(),
         "_fakebackend.py": BACKEND.encode(),
         "fake.json": json.dumps(config).encode(),
         "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),

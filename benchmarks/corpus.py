@@ -1,0 +1,180 @@
+"""Build the real-sdist corpus offline with orchestrate (cold and warm), pip wheel and uv; compare makespans.
+
+    python benchmarks/corpus.py --corpus ../shared/corpus/public --max-builds 2
+
+Every tool runs with ``PIP_CONFIG_FILE=/dev/null`` and without ``PIP_FIND_LINKS`` (this
+machine's pip configuration adds local package sources), offline (``--no-index
+--find-links BACKENDS``) and with fresh caches of its own. One round runs, in this order:
+orchestrate with a cold build-environment cache (fresh state: no history, no prepared
+envs, empty uv cache), ``pip wheel --no-deps`` (serial), ``uv pip install --no-deps`` with
+``UV_CONCURRENT_BUILDS=K``, then orchestrate again on the state the cold run left (warm
+prepared envs, history for longest-first). ``--repeat`` alternates further rounds.
+
+The lower bound of a run is LB = max(sum of backend-hook seconds / K, longest backend
+hook), from that orchestrate run's own report: no schedule of those builds on K slots
+can end sooner. Results go to ``benchmarks/results/corpus.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS" and not k.startswith(("ORCHESTRATE_", "UV_"))}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env.update(extra)
+    return env
+
+
+def timed(cmd: list[str], env: dict[str, str], log: Path) -> float:
+    start = time.perf_counter()
+    with log.open("w") as out:
+        completed = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - start
+    if completed.returncode:
+        sys.exit(f"{cmd[:4]} failed with status {completed.returncode}; see {log}")
+    return elapsed
+
+
+def run_orchestrate(sdists: list[Path], backends: Path, work: Path, state: Path, k: int, label: str) -> dict[str, Any]:
+    report = work / f"{label}.json"
+    wheelhouse = work / f"{label}-wh"
+    cmd = [sys.executable, "-m", "orchestrator", "build", *map(str, sdists), "-w", str(wheelhouse), "-j", str(k),
+           "--state-dir", str(state), "--keep-build-envs", "--no-index", "--find-links", str(backends),
+           "--report-json", str(report), "--force"]
+    makespan = timed(cmd, clean_environ(UV_CACHE_DIR=str(state / "uv-cache")), work / f"{label}.log")
+    builds = json.loads(report.read_text())["builds"]
+    backend = [build["phases"].get("backend", 0.0) for build in builds]
+    lower_bound = max(sum(backend) / k, max(backend))
+    return {
+        "makespan_s": round(makespan, 2),
+        "built": sum(build["status"] == "built" for build in builds),
+        "backend_sum_s": round(sum(backend), 2),
+        "longest_backend_s": round(max(backend), 2),
+        "lower_bound_s": round(lower_bound, 2),
+        "over_lower_bound": round(makespan / lower_bound, 3),
+        "median_overhead_s": round(statistics.median(build["overhead_s"] for build in builds), 3),
+        "overhead_sum_s": round(sum(build["overhead_s"] for build in builds), 2),
+        "phase_sums_s": {phase: round(sum(build["phases"].get(phase, 0.0) for build in builds), 2)
+                         for phase in ("extract", "create_env", "install_requires", "backend", "publish")},
+        "unphased_sum_s": round(sum(build["wall_s"] - sum(build["phases"].values()) for build in builds), 2),
+        "builds": [{"name": build["name"], "started_at": round(build["started_at"], 3), "wall_s": build["wall_s"],
+                    "overhead_s": build["overhead_s"], "phases": build["phases"]}
+                   for build in sorted(builds, key=lambda b: b["started_at"])],
+    }
+
+
+def run_pip(sdists: list[Path], backends: Path, work: Path) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index", "--find-links", str(backends),
+           "-w", str(work / "pip-wh"), *map(str, sdists)]
+    env = clean_environ(PIP_CACHE_DIR=str(work / "pip-cache"), PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return {"makespan_s": round(timed(cmd, env, work / "pip.log"), 2)}
+
+
+def run_uv(sdists: list[Path], backends: Path, work: Path, k: int) -> dict[str, Any]:
+    import uv
+
+    binary = str(uv.find_uv_bin())
+    env = clean_environ(UV_CACHE_DIR=str(work / "uv-cache"), UV_CONCURRENT_BUILDS=str(k))
+    subprocess.run([binary, "venv", "--quiet", str(work / "uv-venv")], env=env, check=True)
+    cmd = [binary, "pip", "install", "--no-deps", "--offline", "--no-index", "--find-links", str(backends),
+           "--python", str(work / "uv-venv" / "bin" / "python"), *map(str, sdists)]
+    return {"makespan_s": round(timed(cmd, env, work / "uv.log"), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, required=True, help="the corpus folder holding sdists/")
+    parser.add_argument("--backends", type=Path, help="find-links folder of build requirements "
+                        "(default: CORPUS/../backends)")
+    parser.add_argument("--max-builds", type=int, default=2)
+    parser.add_argument("--only", type=int, metavar="N", help="only the N smallest sdists")
+    parser.add_argument("--skip-pip", action="store_true")
+    parser.add_argument("--skip-uv", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds, alternating the tools")
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "corpus.json")
+    args = parser.parse_args()
+    backends = (args.backends or args.corpus.parent / "backends").resolve()
+    sdists = sorted((args.corpus / "sdists").resolve().glob("*.tar.gz"), key=lambda path: path.stat().st_size)
+    if args.only:
+        sdists = sdists[: args.only]
+    k = args.max_builds
+    rounds = []
+    for round_number in range(args.repeat):
+        with tempfile.TemporaryDirectory(prefix="orchestrate-bench-") as tmp:
+            work = Path(tmp)
+            state = work / "state"
+            result: dict[str, Any] = {}
+            print(f"round {round_number + 1}: {len(sdists)} sdists, K={k}", flush=True)
+            result["orchestrate_cold"] = run_orchestrate(sdists, backends, work, state, k, "cold")
+            print(f"  orchestrate cold {result['orchestrate_cold']['makespan_s']} s", flush=True)
+            shutil.rmtree(work / "cold-wh", ignore_errors=True)
+            if not args.skip_pip:
+                result["pip_wheel_serial"] = run_pip(sdists, backends, work)
+                print(f"  pip wheel        {result['pip_wheel_serial']['makespan_s']} s", flush=True)
+            if not args.skip_uv:
+                result["uv"] = run_uv(sdists, backends, work, k)
+                print(f"  uv               {result['uv']['makespan_s']} s", flush=True)
+            result["orchestrate_warm"] = run_orchestrate(sdists, backends, work, state, k, "warm")
+            print(f"  orchestrate warm {result['orchestrate_warm']['makespan_s']} s", flush=True)
+            rounds.append(result)
+    summary = _summary(rounds)
+    _print(summary, len(sdists), k)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"sdists": len(sdists), "max_builds": k, "command": sys.argv,
+                                       "summary": summary, "rounds": rounds}, indent=1))
+    print(f"written {args.output}")
+
+
+def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ratios within each round (tools measured side by side), then their medians."""
+    ratios: dict[str, list[float]] = {}
+
+    def ratio(name: str, value: float) -> None:
+        ratios.setdefault(name, []).append(round(value, 3))
+
+    for result in rounds:
+        cold, warm = result["orchestrate_cold"]["makespan_s"], result["orchestrate_warm"]["makespan_s"]
+        if "pip_wheel_serial" in result:
+            ratio("cold/pip", cold / result["pip_wheel_serial"]["makespan_s"])
+        if "uv" in result:
+            ratio("cold/uv", cold / result["uv"]["makespan_s"])
+            ratio("warm/uv", warm / result["uv"]["makespan_s"])
+        ratio("cold/LB", result["orchestrate_cold"]["over_lower_bound"])
+        ratio("warm/LB", result["orchestrate_warm"]["over_lower_bound"])
+        ratio("cold median overhead s", result["orchestrate_cold"]["median_overhead_s"])
+        ratio("warm median overhead s", result["orchestrate_warm"]["median_overhead_s"])
+    makespans: dict[str, list[float]] = {}
+    for result in rounds:
+        for tool, values in result.items():
+            makespans.setdefault(tool, []).append(values["makespan_s"])
+    return {"makespan_s": makespans, "ratios": ratios,
+            "lower_bound_s": [result["orchestrate_warm"]["lower_bound_s"] for result in rounds]}
+
+
+def _print(summary: dict[str, Any], count: int, k: int) -> None:
+    print(f"\n{count} sdists, K={k}")
+    print("| tool | makespan s |\n|---|---|")
+    for tool, values in summary["makespan_s"].items():
+        print(f"| {tool} | {', '.join(f'{v:.1f}' for v in values)} |")
+    print(f"| lower bound (warm run's hooks) | {', '.join(f'{v:.1f}' for v in summary['lower_bound_s'])} |")
+    print("\n| ratio | value |\n|---|---|")
+    for name, values in summary["ratios"].items():
+        print(f"| {name} | {', '.join(f'{v:.3f}' for v in values)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,444 @@
+"""Prepared build environments: made once per requirement set, shared by builds through cheap views.
+
+Layout under ``<state>/build-envs`` (``BuildJob.env_cache`` is one run's folder)::
+
+    envs/                        the store; kept across runs with --keep-build-envs
+      <key> -> <key>-<random>    published: a symlink, created atomically once the env is complete
+      <key>-<random>/            a prepared virtualenv (its folders read-only)
+      <key>.lock                 held while <key> is being prepared
+      resolutions/<rkey>.txt     resolutions from local --find-links folders only (keyed by their contents)
+    runs/<run>/                  one per run, removed when the run ends
+      envs                       a symlink to ../../envs (--keep-build-envs), else a store of its own
+      resolutions/<rkey>.txt     the pins a requested requirement set resolved to, once per run
+    runs/<run>.lock              held by the run while it lives; a free one marks a dead run
+
+A prepared env is keyed by (interpreter, resolved pins, index options). It is made in a
+folder of its own and published by renaming a symlink onto ``<key>``, so an env whose
+preparation was killed half way is never seen: only its leftover folder, removed by the
+next preparer of that key (who holds the key's lock, so the owner is gone).
+
+Each build gets a *view*: a fresh virtualenv skeleton (``pyvenv.cfg`` and the interpreter
+links, copied in about a millisecond) whose site-packages holds one ``.pth`` file that adds
+the prepared env's site-packages. Whatever a build installs or writes into its environment
+lands in the view, which goes away with the build; the prepared env's folders are
+read-only, so no build changes what the next one sees. Requirements that
+``get_requires_for_build_wheel`` adds and the prepared env lacks make a prepared env of
+their own (base plus extras), cached the same way, and the view is pointed at it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from filelock import FileLock, Timeout
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import NormalizedName, canonicalize_name
+
+from orchestrator.envs import (
+    InstallerName,
+    create_venv,
+    find_uv,
+    install_command,
+    installer_environ,
+    outer_pip_usable,
+    run_installer,
+)
+from orchestrator.errors import BuildError
+from orchestrator.settings import IndexSettings
+
+logger = logging.getLogger(__name__)
+
+ENV_INFO = "orchestrate-env.json"
+"""Written into a prepared env last before it is published: where its parts are."""
+PTH_NAME = "_orchestrate_build_env.pth"
+
+
+def interpreter_id() -> str:
+    """What makes one interpreter's environments unusable by another."""
+    return "|".join([sys.implementation.cache_tag or "", sys.version, os.path.realpath(sys.executable),
+                     sysconfig.get_platform()])
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    os.replace(partial, path)
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` even where a prepared env made its folders read-only."""
+    if path.is_symlink() or not path.exists():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    for folder, dirs, _ in os.walk(path):
+        for name in dirs:
+            child = os.path.join(folder, name)
+            if not os.path.islink(child):
+                os.chmod(child, 0o755)
+    os.chmod(path, 0o755)
+    shutil.rmtree(path)
+
+
+def _make_read_only(path: Path) -> None:
+    """Take write permission off every folder: files can be neither added, removed nor renamed.
+
+    Files keep their mode: uv hardlinks them from its cache, and changing their mode
+    would change the cache's.
+    """
+    for folder, dirs, _ in os.walk(path, topdown=False):
+        for name in dirs:
+            child = os.path.join(folder, name)
+            if not os.path.islink(child):
+                os.chmod(child, os.stat(child).st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    os.chmod(path, os.stat(path).st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def normalise_requirements(requirements: Collection[str]) -> list[str]:
+    """Sorted, de-duplicated, canonical spellings; an invalid one is a :class:`BuildError`."""
+    normalised = set()
+    for text in requirements:
+        try:
+            normalised.add(str(Requirement(text)))
+        except InvalidRequirement as exc:
+            raise BuildError(f"invalid build requirement '{text}': {exc}") from None
+    return sorted(normalised)
+
+
+def local_sources_fingerprint(index: IndexSettings) -> str | None:
+    """What the local ``--find-links`` folders hold (names, sizes, times), when they are the only source."""
+    if not index.no_index or not index.find_links:
+        return None
+    listing = []
+    for link in index.find_links:
+        folder = Path(link)
+        if "://" in link or not folder.is_dir():
+            return None
+        with os.scandir(folder) as entries:
+            listing.append([str(folder.resolve()), sorted(
+                (entry.name, entry.stat().st_size, entry.stat().st_mtime_ns) for entry in entries if entry.is_file()
+            )])
+    return _digest(listing)
+
+
+def _canonical_pin(pin: str) -> str:
+    """``Flit_Core==3.12`` as ``flit-core==3.12``: pip and uv spell names differently."""
+    name, sep, rest = (part.strip() for part in pin.partition("=="))
+    if not sep or not name or not all(c.isalnum() or c in "-_." for c in name):
+        return pin  # a URL, extras or a marker: keep it as the installer wrote it
+    return f"{canonicalize_name(name)}=={rest}"
+
+
+class EnvInstaller(Protocol):
+    """Resolves requirement sets and installs pins into a prepared env (uv, pip, or a fake in tests)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def seed_pip(self) -> bool:
+        """Whether a new virtualenv needs pip inside for :meth:`install` to work."""
+
+    def resolve(self, requirements: Sequence[str]) -> list[str]: ...
+
+    def install(self, venv: Path, python: Path, pins: Sequence[str]) -> None: ...
+
+
+class SubprocessInstaller:
+    """uv or pip as subprocesses, their output in the build log."""
+
+    def __init__(self, name: InstallerName, index: IndexSettings, log: IO[str]) -> None:
+        self.name = name
+        self.seed_pip = name == "pip" and not outer_pip_usable()
+        self._index = index
+        self._log = log
+
+    def resolve(self, requirements: Sequence[str]) -> list[str]:
+        """The complete set of pins (``name==version``) that ``requirements`` resolve to."""
+        with tempfile.TemporaryDirectory(prefix="orchestrate-resolve-") as tmp:
+            infile = Path(tmp) / "requirements.in"
+            infile.write_text("\n".join(requirements) + "\n")
+            if self.name == "uv":
+                uv = find_uv()
+                if uv is None:  # pragma: no cover - checked when the run starts
+                    raise BuildError("uv is not installed any more; use --installer pip")
+                cmd = [uv, "pip", "compile", "--python", sys.executable, "--no-header", "--no-annotate",
+                       "--quiet", str(infile)]
+            elif outer_pip_usable():
+                cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                       "--no-input", "--disable-pip-version-check", "--report", "-", "-r", str(infile)]
+            else:  # pip too old for --dry-run --report: the requested set stands for itself
+                return list(requirements)
+            cmd += self._index.pip_args()
+            self._log.write(f"$ {' '.join(cmd)}\n# {', '.join(requirements)}\n")
+            self._log.flush()
+            env = installer_environ(Path(tmp))
+            del env["VIRTUAL_ENV"]
+            completed = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env)
+            self._log.write(completed.stderr)
+            if completed.returncode:
+                raise BuildError(
+                    f"cannot resolve build requirements ({', '.join(requirements)}) with {self.name}; "
+                    "check --index-url/--find-links or the package's build-system.requires"
+                )
+        if self.name == "uv":
+            return [line.strip() for line in completed.stdout.splitlines()
+                    if line.strip() and not line.lstrip().startswith(("#", "-"))]
+        report = json.loads(completed.stdout)
+        return [f"{item['metadata']['name']}=={item['metadata']['version']}" for item in report["install"]]
+
+    def install(self, venv: Path, python: Path, pins: Sequence[str]) -> None:
+        pins_file = venv / "orchestrate-pins.txt"
+        pins_file.write_text("\n".join(pins) + "\n")
+        run_installer(install_command(self.name, str(python), pins_file, self._index, pinned=True),
+                      installer_environ(venv), self._log,
+                      f"installing build requirements ({', '.join(pins)}) with {self.name}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreparedEnv:
+    """A complete, published, read-only environment holding one resolved requirement set."""
+
+    key: str
+    path: Path
+    """The env's own folder (the symlink's target)."""
+    pins: tuple[str, ...]
+    python: str
+    """The interpreter, relative to ``path``."""
+    scripts: str
+    purelib: str
+    platlib: str
+    skeleton: tuple[str, ...]
+    """What a view copies (relative paths): the interpreter links and top-level symlinks such as ``lib64``."""
+
+    @classmethod
+    def load(cls, key: str, path: Path) -> PreparedEnv:
+        info = json.loads((path / ENV_INFO).read_text())
+        return cls(key=key, path=path, pins=tuple(info["pins"]), python=info["python"], scripts=info["scripts"],
+                   purelib=info["purelib"], platlib=info["platlib"], skeleton=tuple(info["skeleton"]))
+
+    def versions(self) -> dict[NormalizedName, str]:
+        """Pinned versions by canonical name."""
+        found: dict[NormalizedName, str] = {}
+        for pin in self.pins:
+            name, sep, version = pin.partition("==")
+            if sep:
+                found[canonicalize_name(name.strip())] = version.split(";")[0].strip()
+        return found
+
+
+class EnvCache:
+    """The prepared environments of one run; see the module docstring."""
+
+    def __init__(self, run_dir: Path, installer: EnvInstaller, *, index: IndexSettings, log: IO[str]) -> None:
+        self.run_dir = run_dir
+        self.store = (run_dir / "envs").resolve()
+        self._installer = installer
+        self._index_args = index.pip_args()
+        self._log = log
+        self._sources = local_sources_fingerprint(index)
+        # Resolving from local folders only depends on what they hold: such resolutions
+        # are kept with the envs. Anything from an index is resolved again each run.
+        self._resolutions = self.store / "resolutions" if self._sources else run_dir / "resolutions"
+
+    def pins(self, requirements: Collection[str]) -> tuple[str, ...]:
+        """What ``requirements`` resolve to: resolved once per run (once per folder contents for local-only sources)."""
+        requested = normalise_requirements(requirements)
+        if not requested:
+            return ()
+        rkey = _digest("resolution", interpreter_id(), self._installer.name, self._index_args, self._sources,
+                       requested)
+        path = self._resolutions / f"{rkey}.txt"
+        if not path.is_file():
+            self._resolutions.mkdir(exist_ok=True)
+            with FileLock(self._resolutions / f"{rkey}.lock"):
+                if not path.is_file():
+                    pins = sorted(_canonical_pin(pin) for pin in self._installer.resolve(requested))
+                    _write_atomic(path, "\n".join(pins) + "\n")
+        return tuple(line for line in path.read_text().splitlines() if line.strip())
+
+    def prepare(self, requirements: Collection[str]) -> PreparedEnv:
+        """The prepared env holding ``requirements``: reused when published, else made under the key's lock."""
+        pins = self.pins(requirements)
+        key = _digest("env", interpreter_id(), self._index_args, sorted(pins))
+        link = self.store / key
+        if link.exists():
+            self._log.write(f"# build environment {key}: reused ({', '.join(pins) or 'empty'})\n")
+            return PreparedEnv.load(key, link.resolve())
+        with FileLock(self.store / f"{key}.lock"):
+            if link.exists():
+                self._log.write(f"# build environment {key}: prepared by another build ({', '.join(pins) or 'empty'})\n")
+                return PreparedEnv.load(key, link.resolve())
+            self._log.write(f"# build environment {key}: preparing ({', '.join(pins) or 'empty'})\n")
+            self._log.flush()
+            self._remove_leftovers(key)
+            return self._prepare(key, pins)
+
+    def _remove_leftovers(self, key: str) -> None:
+        """Folders of ``key`` that were never published belong to killed preparations (we hold the lock)."""
+        for entry in self.store.glob(f"{key}-*"):
+            self._log.write(f"# removing {entry.name}, left by a preparation that did not finish\n")
+            remove_tree(entry)
+        for entry in self.store.glob(f".{key}.*.link"):
+            entry.unlink()
+
+    def _prepare(self, key: str, pins: tuple[str, ...]) -> PreparedEnv:
+        target = Path(tempfile.mkdtemp(dir=self.store, prefix=f"{key}-"))
+        venv = create_venv(target, seed_pip=self._installer.seed_pip)
+        skeleton = [str(entry.relative_to(target)) for entry in venv.scripts.iterdir()
+                    if entry.name.startswith("python")]
+        skeleton += [entry.name for entry in target.iterdir() if entry.is_symlink()]
+        if pins:
+            self._installer.install(target, venv.python, pins)
+        info = {
+            "pins": list(pins),
+            "python": str(venv.python.relative_to(target)),
+            "scripts": str(venv.scripts.relative_to(target)),
+            "purelib": str(venv.purelib.relative_to(target)),
+            "platlib": str(venv.platlib.relative_to(target)),
+            "skeleton": sorted(skeleton),
+        }
+        (target / ENV_INFO).write_text(json.dumps(info, indent=1))
+        _make_read_only(target)
+        # Publish: a symlink under a private name, renamed onto the key (atomic on POSIX).
+        partial = self.store / f".{key}.{os.getpid()}.link"
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        os.symlink(target.name, partial)
+        os.replace(partial, self.store / key)
+        return PreparedEnv.load(key, target)
+
+    def view(self, path: Path) -> EnvView:
+        """A fresh, empty environment for one build, ready to be pointed at prepared envs."""
+        return EnvView(path, self, self.prepare(()), log=self._log)
+
+
+class EnvView:
+    """One build's environment: its own skeleton, a prepared env's packages; satisfies ``IsolatedEnv``."""
+
+    def __init__(self, path: Path, cache: EnvCache, base: PreparedEnv, *, log: IO[str]) -> None:
+        self.path = path
+        self._cache = cache
+        self._log = log
+        self._prepared = base
+        self._requested: list[str] = []
+        path.mkdir()
+        shutil.copy2(base.path / "pyvenv.cfg", path / "pyvenv.cfg")
+        for relative in base.skeleton:
+            source, copy = base.path / relative, path / relative
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_symlink():
+                os.symlink(os.readlink(source), copy)
+            else:
+                shutil.copy2(source, copy)
+        self.purelib = path / base.purelib
+        self.purelib.mkdir(parents=True, exist_ok=True)
+        (path / base.platlib).mkdir(parents=True, exist_ok=True)
+        (path / base.scripts).mkdir(parents=True, exist_ok=True)
+        self._python = str(path / base.python)
+
+    @property
+    def prepared(self) -> PreparedEnv:
+        return self._prepared
+
+    @property
+    def python_executable(self) -> str:
+        return self._python
+
+    def make_extra_environ(self) -> Mapping[str, str]:
+        scripts = [str(self.path / self._prepared.scripts), str(self._prepared.path / self._prepared.scripts)]
+        path = os.environ.get("PATH")
+        return {"PATH": os.pathsep.join([*scripts, path] if path else scripts)}
+
+    def install(self, requirements: Collection[str]) -> None:
+        """Make ``requirements`` importable: point the view at a prepared env that holds them and what it had."""
+        missing = [text for text in requirements if not self._satisfied(text)]
+        if not missing:
+            if requirements:
+                self._log.write(f"# already in the build environment: {', '.join(sorted(requirements))}\n")
+            return
+        self._requested += requirements
+        self._point_at(self._cache.prepare(self._requested))
+
+    def _satisfied(self, text: str) -> bool:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement as exc:
+            raise BuildError(f"invalid build requirement '{text}': {exc}") from None
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            return True
+        if requirement.url or requirement.extras:
+            return False
+        version = self._prepared.versions().get(canonicalize_name(requirement.name))
+        return version is not None and requirement.specifier.contains(version, prereleases=True)
+
+    def _point_at(self, prepared: PreparedEnv) -> None:
+        sites = dict.fromkeys([str(prepared.path / prepared.purelib), str(prepared.path / prepared.platlib)])
+        lines = "".join(f"import site; site.addsitedir({site!r})\n" for site in sites)
+        _write_atomic(self.purelib / PTH_NAME, lines)
+        self._prepared = prepared
+
+
+@contextlib.contextmanager
+def run_env_cache(root: Path, *, keep: bool) -> Iterator[Path]:
+    """A run's folder under ``root`` (see the module docstring), removed when the run ends.
+
+    With ``keep`` the run's store is the shared one under ``root/envs`` and outlives the
+    run; without, every env the run prepared goes with it.
+    """
+    runs = root / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    _remove_dead_runs(runs)
+    run_dir = Path(tempfile.mkdtemp(dir=runs, prefix="run-"))
+    lock = FileLock(f"{run_dir}.lock")
+    lock.acquire()
+    try:
+        if keep:
+            store = root / "envs"
+            store.mkdir(exist_ok=True)
+            (run_dir / "envs").symlink_to(store.resolve(), target_is_directory=True)
+        else:
+            (run_dir / "envs").mkdir()
+        (run_dir / "resolutions").mkdir()
+        yield run_dir
+    finally:
+        remove_tree(run_dir)
+        lock.release()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{run_dir}.lock")
+
+
+def _remove_dead_runs(runs: Path) -> None:
+    """Remove run folders whose run is gone (killed, so it could not clean up)."""
+    for lock_path in runs.glob("run-*.lock"):
+        lock = FileLock(lock_path, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            continue  # a live run
+        try:
+            remove_tree(runs / lock_path.stem)
+            logger.debug("removed %s, left by a run that ended without cleaning up", lock_path.stem)
+        finally:
+            lock.release()
+            with contextlib.suppress(FileNotFoundError):
+                lock_path.unlink()
