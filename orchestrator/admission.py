@@ -266,6 +266,8 @@ class QueuedBuild:
     """Seconds its last successful build took; ``None`` if never built."""
     size: int = 0
     """Bytes of its sdist: a rough stand-in for build time when there is no history."""
+    compiles: bool = False
+    """Whether it holds code in a compiled language: a build of minutes rather than seconds."""
 
 
 def order_queue(builds: Iterable[QueuedBuild]) -> list[QueuedBuild]:
@@ -273,14 +275,16 @@ def order_queue(builds: Iterable[QueuedBuild]) -> list[QueuedBuild]:
 
     Starting the longest builds first keeps one slow build from running alone at
     the end. Builds with a known duration come first, longest first; builds never
-    seen before follow, largest sdist first. Remaining ties go to the larger memory
-    need, then the key, so the order is reproducible.
+    seen before follow: those that compile code first, each group largest sdist
+    first. Remaining ties go to the larger memory need, then the key, so the order
+    is reproducible.
     """
     return sorted(
         builds,
         key=lambda build: (
             build.expected_duration is None,
             -(build.expected_duration or 0.0),
+            not build.compiles,
             -build.size,
             -build.need,
             build.key,

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,6 +26,7 @@ from installer.sources import WheelFile
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from orchestrator.atomic import atomic_write
 from orchestrator.envcache import EnvCache, EnvView, SubprocessInstaller
 from orchestrator.envs import BuildEnv, choose_installer
 from orchestrator.errors import BuildError, BuildKilledError, SourceError
@@ -172,15 +172,6 @@ def _check_wheel(job: BuildJob, wheel: Path) -> tuple[str, str]:
 def publish_wheel(wheel: Path, wheelhouse: Path) -> Path:
     """Copy ``wheel`` into ``wheelhouse`` atomically: a hidden temp file, fsync, rename."""
     final = wheelhouse / wheel.name
-    fd, partial = tempfile.mkstemp(dir=wheelhouse, prefix=f".{wheel.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, wheel.open("rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)
-        raise
+    with atomic_write(final) as out, wheel.open("rb") as src:
+        shutil.copyfileobj(src, out, 1 << 20)
     return final

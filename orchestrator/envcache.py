@@ -48,6 +48,7 @@ from filelock import FileLock, Timeout
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
+from orchestrator.atomic import atomic_write
 from orchestrator.envs import (
     InstallerName,
     create_venv,
@@ -75,13 +76,6 @@ def interpreter_id() -> str:
 
 def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-    os.replace(partial, path)
 
 
 def remove_tree(path: Path) -> None:
@@ -273,7 +267,8 @@ class EnvCache:
             with FileLock(self._resolutions / f"{rkey}.lock"):
                 if not path.is_file():
                     pins = sorted(_canonical_pin(pin) for pin in self._installer.resolve(requested))
-                    _write_atomic(path, "\n".join(pins) + "\n")
+                    with atomic_write(path) as out:
+                        out.write(("\n".join(pins) + "\n").encode())
         return tuple(line for line in path.read_text().splitlines() if line.strip())
 
     def prepare(self, requirements: Collection[str]) -> PreparedEnv:
@@ -394,7 +389,8 @@ class EnvView:
     def _point_at(self, prepared: PreparedEnv) -> None:
         sites = dict.fromkeys([str(prepared.path / prepared.purelib), str(prepared.path / prepared.platlib)])
         lines = "".join(f"import site; site.addsitedir({site!r})\n" for site in sites)
-        _write_atomic(self.purelib / PTH_NAME, lines)
+        with atomic_write(self.purelib / PTH_NAME) as out:
+            out.write(lines.encode())
         self._prepared = prepared
 
 

@@ -80,7 +80,6 @@ other processes into the same target are not coordinated.
 
 from __future__ import annotations
 
-import base64
 import csv
 import enum
 import io

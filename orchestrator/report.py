@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestrator.atomic import atomic_write
 from orchestrator.jobs import BuildResult
 
 
@@ -113,8 +112,5 @@ class RunReport:
     def write(self, path: Path) -> None:
         """Write the JSON report atomically."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(self.to_json(), out, indent=2, default=str)
-            out.write("\n")
-        os.replace(tmp, path)
+        with atomic_write(path) as out:
+            out.write(json.dumps(self.to_json(), indent=2, default=str).encode() + b"\n")

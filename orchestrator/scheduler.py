@@ -33,8 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -104,6 +103,7 @@ class _Queued:
     expected_duration: float | None
     size: int
     timeout: float | None
+    compiles: bool = False
     attempts: int = 0
     memory_requeues: int = 0
 
@@ -145,27 +145,35 @@ def sweep_stale_work_dirs(parent: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def spawn_worker(job: BuildJob, work_dir: Path) -> subprocess.Popen[str]:
-    """Start a worker process for ``job`` in a session of its own.
+def spawn_worker() -> subprocess.Popen[str]:
+    """Start a worker process, in a session of its own, that waits for its job on stdin.
 
-    Its ``TMPDIR`` is inside ``work_dir``: what the build's tools leave in temporary
-    folders goes when the work folder goes, even after a kill.
+    Workers are started one build ahead: the next build finds a worker that has
+    already paid for starting Python and importing the build machinery.
     """
-    temp = work_dir / "tmp"
-    temp.mkdir()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.worker", str(work_dir)],
-        env={**os.environ, "TMPDIR": str(temp)},
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
     )
+
+
+def assign(process: subprocess.Popen[str], job: BuildJob, work_dir: Path) -> None:
+    """Hand ``job`` to a waiting worker; it builds in ``work_dir``, its ``TMPDIR`` inside it.
+
+    What the build's tools leave in temporary folders goes when the work folder
+    goes, even after a kill.
+    """
+    (work_dir / "tmp").mkdir()
     assert process.stdin is not None
-    process.stdin.write(json.dumps(job.to_json()))
-    process.stdin.close()
-    return process
+    try:
+        process.stdin.write(json.dumps({"job": job.to_json(), "work_dir": str(work_dir)}))
+        process.stdin.close()
+    except BrokenPipeError:
+        pass  # the worker died while waiting: its exit status tells the rest
 
 
 class BuildScheduler:
@@ -177,7 +185,7 @@ class BuildScheduler:
         *,
         probe: Probe,
         observer: Observer,
-        spawn: Callable[[BuildJob, Path], subprocess.Popen[str]] = spawn_worker,
+        spawn: Callable[[], subprocess.Popen[str]] = spawn_worker,
         on_result: Callable[[BuildResult], None] | None = None,
     ) -> None:
         self._settings = settings
@@ -194,6 +202,7 @@ class BuildScheduler:
         self._announced_wait: tuple[str, str | None] | None = None
         self._stopping = False
         self._producers = 0
+        self._spare: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
         self._work_root = Path(tempfile.gettempdir())
 
@@ -215,6 +224,10 @@ class BuildScheduler:
         item = _Queued(job=job, need=need, expected_duration=expected_duration, size=size,
                        timeout=timeout or self._settings.timeout)
         self._events.put(("add", job.key, item))
+
+    def mark_compiling(self, key: str) -> None:
+        """Note that queued build ``key`` compiles code, which moves it ahead of builds with no history that do not."""
+        self._events.put(("compiles", key, None))
 
     def hold(self) -> None:
         """Keep the loop alive until :meth:`release`: more builds may still arrive."""
@@ -246,6 +259,7 @@ class BuildScheduler:
             self.stop_all("interrupted")
             raise
         finally:
+            self._drop_spare()
             shutil.rmtree(self._work_root, ignore_errors=True)
         return self._results
 
@@ -269,6 +283,11 @@ class BuildScheduler:
     def _handle(self, kind: str, key: str, payload: Any) -> None:
         if kind == "add":
             self._enqueue(payload)
+        elif kind == "compiles":
+            for item in self._pending:
+                if item.job.key == key:
+                    item.compiles = True
+                    self._sort_pending()
         elif kind == "phase" and key in self._running:
             self._running[key].phase = payload
         elif kind == "outcome" and key in self._running:
@@ -281,9 +300,12 @@ class BuildScheduler:
             self._record(item, None, status=Status.FAILED, error="not started: the run was stopped")
             return
         self._pending.append(item)
+        self._sort_pending()
+
+    def _sort_pending(self) -> None:
         order = admission.order_queue(
             QueuedBuild(key=queued.job.key, need=queued.need, expected_duration=queued.expected_duration,
-                        size=queued.size)
+                        size=queued.size, compiles=queued.compiles)
             for queued in self._pending
         )
         rank = {build.key: index for index, build in enumerate(order)}
@@ -360,7 +382,8 @@ class BuildScheduler:
         job = item.job
         work_dir = self._work_root / f"{job.key}-{item.attempts + item.memory_requeues}"
         work_dir.mkdir()
-        process = self._spawn(job, work_dir)
+        process = self._worker()
+        assign(process, job, work_dir)
         now = time.time()
         deadline = now + item.timeout if item.timeout else None
         run = _Running(item=item, process=process, started_at=now, deadline=deadline, work_dir=work_dir)
@@ -368,6 +391,32 @@ class BuildScheduler:
         self._running[job.key] = run
         run.reader.start()
         self._observer.event(f"{job.key}: started (needs about {format_size(item.need)})")
+        if self._pending or self._producers:
+            self._spare = self._spawn()
+
+    def _worker(self) -> subprocess.Popen[str]:
+        """The spare worker started ahead, if it is still alive, else a new one."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.poll() is None:
+            return spare
+        if spare is not None:
+            spare.wait()
+        return self._spawn()
+
+    def _drop_spare(self) -> None:
+        """End the spare worker: without a job it exits when its stdin closes; kill it if it does not."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return
+        with contextlib.suppress(OSError):
+            assert spare.stdin is not None and spare.stdout is not None
+            spare.stdin.close()
+            spare.stdout.close()
+        try:
+            spare.wait(timeout=self._settings.grace)
+        except subprocess.TimeoutExpired:
+            kill_tree(spare.pid, grace=0)
+            spare.wait()
 
     def _read(self, key: str, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
-from collections.abc import Callable, Iterable
+import tarfile
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,6 +22,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SDIST_SUFFIXES = (".tar.gz", ".zip")
+COMPILED_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".h", ".hh", ".hpp", ".pyx", ".pxd", ".rs", ".f", ".f90", ".cu")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,9 +89,38 @@ def tree_source(path: Path) -> Source:
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise SourceError(f"{pyproject}: cannot be parsed: {exc}") from None
         name = project.get("name", name)
-        if "version" not in project.get("dynamic", ["version"]):
+        if "version" not in project.get("dynamic", []):
             version = project.get("version")
     return Source(path=path.resolve(), kind="tree", name=canonicalize_name(name), version=version)
+
+
+def compiles(source: Source) -> bool:
+    """Whether ``source`` holds code in a compiled language (C, C++, Cython, Rust, Fortran, CUDA).
+
+    Such builds take seconds to minutes, pure-Python ones about a second: with no
+    history, builds that compile start first. Listing a ``.tar.gz`` decompresses it,
+    so call this off the scheduler's thread. An archive that cannot be read counts
+    as not compiling; its build reports the damage.
+    """
+    names: Iterable[str]
+    try:
+        if source.kind == "tree":
+            names = _tree_files(source.path)
+        elif source.path.name.endswith(".zip"):
+            with zipfile.ZipFile(source.path) as archive:
+                names = archive.namelist()
+        else:
+            with tarfile.open(source.path, "r|*") as tar:
+                names = [member.name for member in tar]
+    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile):
+        return False
+    return any(name.lower().endswith(COMPILED_SUFFIXES) for name in names)
+
+
+def _tree_files(root: Path) -> Iterator[str]:
+    for _, folders, files in os.walk(root):
+        folders[:] = [folder for folder in folders if not folder.startswith(".")]  # .git, .venv, .tox
+        yield from files
 
 
 def is_source_tree(path: Path) -> bool:

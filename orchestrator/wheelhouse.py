@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import filelock
 
+from orchestrator.atomic import atomic_write
 from orchestrator.errors import LockError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -79,9 +78,5 @@ class Wheelhouse:
         if sha256 is None:
             return
         self._manifest[sha256] = {"wheel": wheel, "source": source}
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f"{MANIFEST}.", suffix=".part")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(self._manifest, out, indent=1, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self.path / MANIFEST)
+        with atomic_write(self.path / MANIFEST) as out:
+            out.write(json.dumps(self._manifest, indent=1, sort_keys=True).encode())

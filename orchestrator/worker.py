@@ -1,7 +1,10 @@
 """The build worker: a process of its own per build, started by the scheduler.
 
-Protocol: the job arrives as one JSON document on stdin, and the path of a
-private, empty work folder (which the scheduler removes afterwards) as the only argument. The worker writes
+Protocol: the worker starts before it has a job (the scheduler starts one a
+build ahead) and imports the build machinery while it waits. The job arrives
+as one JSON document on stdin, ``{"job": {...}, "work_dir": PATH}``, the work
+folder being private and empty (the scheduler removes it afterwards); stdin
+closed without a job means "not needed", and the worker exits. The worker writes
 messages to stdout, one per line, each ``@@orchestrate `` followed by JSON:
 ``{"phase": NAME}`` as a phase starts, then ``{"outcome": {...}}`` once.
 Everything the build prints goes to the job's log file instead. The worker never
@@ -16,6 +19,7 @@ import os
 import resource
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -49,13 +53,28 @@ def _watch_parent(parent: int) -> None:
 
 def main() -> int:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
-    job = BuildJob.from_json(json.loads(sys.stdin.read()))
+    try:
+        from orchestrator import builder
+    except Exception:  # reported below, once there is a log to write it to
+        import_error: str | None = traceback.format_exc()
+    else:
+        import_error = None
+    message = sys.stdin.read()
+    if not message:
+        return 0
+    request = json.loads(message)
+    job = BuildJob.from_json(request["job"])
+    work_dir = Path(request["work_dir"])
+    # The build's tools put their temporary files in the work folder, which goes with the build.
+    os.environ["TMPDIR"] = str(work_dir / "tmp")
+    tempfile.tempdir = None
     job.log_path.parent.mkdir(parents=True, exist_ok=True)
     with job.log_path.open("a", encoding="utf-8", errors="replace") as log:
         try:
-            from orchestrator.builder import build_source
-
-            outcome = build_source(job, Path(sys.argv[1]), log, lambda phase: _send({"phase": phase}))
+            if import_error is not None:
+                log.write(import_error)
+                raise RuntimeError("cannot import the build machinery")
+            outcome = builder.build_source(job, work_dir, log, lambda phase: _send({"phase": phase}))
         except Exception as exc:  # the last line of defence: report, never raise
             log.write(traceback.format_exc())
             outcome = WorkerOutcome(status=Status.FAILED, error=f"internal error: {exc!r}; see the log")

@@ -18,6 +18,8 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``write_site``: write a marker module into the build environment's site-packages
 - ``check_site``: fail if that marker module is importable
 - ``build_requires``: ``build-system.requires`` of the project (default none)
+
+``make_sdist``/``make_tree`` also take ``extra_files``: more members of the sdist, path -> bytes.
 """
 
 from __future__ import annotations
@@ -131,11 +133,12 @@ def sdist_files(name: str, version: str, **behaviour: Any) -> dict[str, bytes]:
     }
 
 
-def make_sdist(folder: Path, name: str, version: str = "1.0", *, fmt: str = "tar.gz", **behaviour: Any) -> Path:
+def make_sdist(folder: Path, name: str, version: str = "1.0", *, fmt: str = "tar.gz",
+               extra_files: dict[str, bytes] | None = None, **behaviour: Any) -> Path:
     """Write ``name-version.tar.gz`` (or ``.zip``) into ``folder``; see the module docstring for ``behaviour``."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{name.replace('-', '_')}-{version}"
-    files = sdist_files(name, version, **behaviour)
+    files = {**sdist_files(name, version, **behaviour), **(extra_files or {})}
     path = folder / f"{stem}.{fmt}"
     if fmt == "zip":
         with zipfile.ZipFile(path, "w") as archive:

@@ -255,14 +255,15 @@ def test_order_queue() -> None:
         QueuedBuild(key="quick", need=8 * G, expected_duration=5.0),
         QueuedBuild(key="new-big", need=G, expected_duration=None, size=5_000_000),
         QueuedBuild(key="new-small-lean", need=G, expected_duration=None, size=10_000),
+        QueuedBuild(key="new-tiny-c", need=G, expected_duration=None, size=100, compiles=True),
         QueuedBuild(key="slow", need=G, expected_duration=600.0, size=1),
         QueuedBuild(key="b-tie", need=G, expected_duration=5.0),
         QueuedBuild(key="a-tie", need=G, expected_duration=5.0),
     ]
     # Longest known duration first (ties: larger need, then key); then never-built
-    # ones by sdist size (ties: larger need).
+    # ones, those that compile first, by sdist size (ties: larger need).
     assert [b.key for b in order_queue(queue)] == [
-        "slow", "quick", "a-tie", "b-tie", "new-big", "new-small", "new-small-lean",
+        "slow", "quick", "a-tie", "b-tie", "new-tiny-c", "new-big", "new-small", "new-small-lean",
     ]
 
 

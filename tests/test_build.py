@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -19,7 +20,9 @@ def test_max_builds_two_runs_exactly_two_of_six(tmp_path: Path) -> None:
     events = tmp_path / "events.log"
     for i in range(6):
         make_sdist(tmp_path / "sdists", f"pkg{i}", sleep=1.5, events=str(events))
-    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "2")
+    # The environment asks for 6 (more than this machine's CPUs, the default): the flag wins.
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "2",
+                         env={"ORCHESTRATE_MAX_BUILDS": "6"})
     assert result.returncode == 0, result.stderr
     assert max_concurrency(read_events(events)) == 2
     assert wheels(tmp_path / "wh") == [f"pkg{i}-1.0-py3-none-any.whl" for i in range(6)]
@@ -33,6 +36,28 @@ def test_env_var_max_builds_one_serialises(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert max_concurrency(read_events(events)) == 1
     assert len(wheels(tmp_path / "wh")) == 3
+
+
+def test_wheels_and_report_are_readable_like_any_new_file(tmp_path: Path) -> None:
+    make_sdist(tmp_path / "sdists", "shared")
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--report-json", tmp_path / "r.json")
+    assert result.returncode == 0, result.stderr
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (tmp_path / "wh" / "shared-1.0-py3-none-any.whl", tmp_path / "r.json"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_builds_that_compile_start_before_pure_python_ones(tmp_path: Path) -> None:
+    # No history: by sdist size alone the order would be big, medium, small-c.
+    events = tmp_path / "events.log"
+    make_sdist(tmp_path / "sdists", "big", sleep=1, events=str(events), extra_files={"big.dat": os.urandom(400_000)})
+    make_sdist(tmp_path / "sdists", "medium", events=str(events), extra_files={"medium.dat": os.urandom(200_000)})
+    make_sdist(tmp_path / "sdists", "small-c", events=str(events), extra_files={"src/speedups.c": b"int f(void);\n"})
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "-j", "1", "--no-history")
+    assert result.returncode == 0, result.stderr
+    started = [event["name"] for event in read_events(events) if event["event"] == "start"]
+    assert started.index("small-c") < started.index("medium"), started
 
 
 def test_failure_fails_the_run_but_others_land(tmp_path: Path) -> None:
@@ -93,6 +118,10 @@ def test_zip_sdist_source_tree_and_duplicates(tmp_path: Path) -> None:
     ]
     assert len([e for e in read_events(events) if e["event"] == "start"]) == 1
     assert "built once" in result.stderr
+    # The tree's static version makes it a duplicate of an sdist of the same name and version.
+    again = orchestrate("build", tree, make_sdist(tmp_path / "e", "treepkg", "2.0"), "-w", tmp_path / "wh2")
+    assert again.returncode == 0, again.stderr
+    assert "built once" in again.stderr
 
 
 def test_existing_wheel_is_skipped_unless_force(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.errors import SourceError, UnsafeArchiveError
 from orchestrator import extract
+from orchestrator.errors import SourceError, UnsafeArchiveError
 from orchestrator.extract import extract_sdist
 
 # -- archive builders ---------------------------------------------------------

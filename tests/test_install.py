@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from wheels import write_wheel
 
 from orchestrator import install as install_module
 from orchestrator.errors import InstallError, UsageError
@@ -29,7 +30,6 @@ from orchestrator.install import (
     find_conflicts,
     install_all,
 )
-from wheels import write_wheel
 
 
 @pytest.fixture
