@@ -1075,11 +1075,24 @@ def install_all(
             f"Nothing installed: wheels of this run conflict: {shown}{more}; drop one of each pair or install them separately"
         )
     results: dict[int, InstallResult] = {}
-    with ThreadPoolExecutor(max_workers=max_installs, thread_name_prefix="install") as pool:
-        futures = {pool.submit(wheel_installer.install, wheel): index for index, wheel in enumerate(wheels)}
+    futures: dict[Future[InstallResult], int] = {}
+
+    def finished(future: Future[InstallResult]) -> None:
+        results[futures[future]] = result = future.result()
+        if on_result is not None:
+            on_result(result)
+
+    pool = ThreadPoolExecutor(max_workers=max_installs, thread_name_prefix="install")
+    try:
+        futures.update((pool.submit(wheel_installer.install, wheel), index) for index, wheel in enumerate(wheels))
         for future in as_completed(futures):
-            result = future.result()
-            results[futures[future]] = result
-            if on_result is not None:
-                on_result(result)
+            finished(future)
+    except BaseException:
+        # Interrupted: installs under way finish (each is atomic) and are reported; queued ones never start.
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future, index in futures.items():
+            if index not in results and not future.cancelled() and future.exception() is None:
+                finished(future)
+        raise
+    pool.shutdown(wait=True)
     return [results[index] for index in range(len(wheels))]

@@ -14,6 +14,7 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``no_wheel``: report a filename but write nothing
 - ``requires``: extra requirements from ``get_requires_for_build_wheel``
 - ``spawn_child``: start a grandchild process that sleeps (to test tree killing); its pid goes to ``events``
+- ``ignore_sigterm``: ignore SIGTERM (the backend and its grandchild), so only SIGKILL stops it
 - ``pad_kb``: add this many kilobytes of random bytes to the wheel
 - ``write_site``: write a marker module into the build environment's site-packages
 - ``check_site``: fail if that marker module is importable
@@ -62,6 +63,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
                        if CONFIG.get("record_env") else {}))
     if CONFIG.get("print"):
         print(CONFIG["print"], flush=True)
+    if CONFIG.get("ignore_sigterm"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # inherited by the grandchild
     if CONFIG.get("check_site"):
         try:
             import orchestrate_marker  # noqa: F401

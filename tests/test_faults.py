@@ -100,13 +100,16 @@ def test_signal_stops_builds_writes_partial_report(tmp_path: Path, sig: signal.S
 def test_second_interrupt_kills_at_once(tmp_path: Path) -> None:
     events = tmp_path / "events.log"
     # A backend that ignores SIGTERM would otherwise hold the run for the whole grace period.
-    make_sdist(tmp_path / "sdists", "stubborn", sleep=60, spawn_child=True, events=str(events))
+    make_sdist(tmp_path / "sdists", "stubborn", sleep=60, spawn_child=True, ignore_sigterm=True, events=str(events))
     process = start("build", tmp_path / "sdists", "-w", tmp_path / "wh")
     wait_for(started(events, 1))
     process.send_signal(signal.SIGINT)
-    time.sleep(0.05)
+    time.sleep(0.3)
+    assert process.poll() is None  # waiting out the grace period (3 s) for the stubborn tree
+    second = time.monotonic()
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=30)
+    assert time.monotonic() - second < 2.0
     assert process.returncode == 130
     assert_all_gone(build_pids(events))
 

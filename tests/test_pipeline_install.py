@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
+import time
 import venv
 from pathlib import Path
 
@@ -91,3 +94,26 @@ def test_install_into_a_non_python_is_a_usage_error(tmp_path: Path) -> None:
     result = orchestrate("install", tmp_path / "wh", "--into", tmp_path / "notavenv")
     assert result.returncode == 2
     assert "notavenv" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_interrupted_install_starts_no_more_wheels(tmp_path: Path, target: Path) -> None:
+    wheelhouse = tmp_path / "wh"
+    wheelhouse.mkdir()
+    for i in range(300):
+        write_wheel(wheelhouse, f"pkg{i}", files={f"pkg{i}/__init__.py": "X = 1\n" * 2000})
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "install", str(wheelhouse), "--into", str(target),
+                                "--max-installs", "1", "--report-json", str(tmp_path / "r.json")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    site = next(target.glob("lib/python*/site-packages"))
+    deadline = time.monotonic() + 60
+    while not list(site.glob("pkg*.dist-info")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert process.returncode == 130
+    installed = len(list(site.glob("pkg*.dist-info")))
+    assert 0 < installed < 300
+    # Every wheel that was started is complete; the report says which.
+    installs = json.loads((tmp_path / "r.json").read_text())["installs"]
+    assert sorted(i["name"] for i in installs if i["status"] == "installed") == sorted(
+        path.name.split("-")[0] for path in site.glob("pkg*.dist-info"))
