@@ -24,12 +24,12 @@ from rich.console import Console
 from orchestrator import __version__
 from orchestrator.admission import Limits
 from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
+from orchestrator.download import DownloadResult, DownloadSettings, DownloadStatus, download_all
 from orchestrator.envs import choose_installer
 from orchestrator.errors import InstallError, OrchestratorError, UsageError
-from orchestrator.install import InstallResult, InstallStatus, Target, WheelInstaller, install_all
 from orchestrator.history import default_state_dir
+from orchestrator.install import InstallResult, InstallStatus, Target, WheelInstaller, install_all
 from orchestrator.packageconfig import find_config, load_package_config
-from orchestrator.download import DownloadResult, DownloadSettings, DownloadStatus, download_all
 from orchestrator.pipeline import BuildRun, BuildSettings
 from orchestrator.report import RunReport
 from orchestrator.requirements import RequirementsFile, parse_requirements
@@ -45,6 +45,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class Terminated(BaseException):
     """SIGTERM arrived; raised in the main thread like KeyboardInterrupt."""
+
+
+class _QuietNotFoundPages(logging.Filter):
+    """Drop unearth's warning for an index page that answers 404.
+
+    A 404 page means "no such project on this index" (PEP 503), normal with
+    --extra-index-url; a requirement found nowhere is reported once, by the download stage.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Client Error(404)" not in record.getMessage()
+
+
+_QUIET_NOT_FOUND_PAGES = _QuietNotFoundPages()
 
 
 def option(*names: str, **kwargs: Any) -> Callable[[F], F]:
@@ -203,6 +217,8 @@ def handle_errors(function: F) -> F:
 def main(debug: bool) -> None:
     """Build wheels from sdists in parallel, capped by count, memory and CPU."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        logging.getLogger("unearth.collector").addFilter(_QUIET_NOT_FOUND_PAGES)
 
 
 def _memory_limits(
@@ -322,7 +338,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
     for note in collected.notes:
         display.event(note)
-    run = BuildRun(settings, display)
+    run = BuildRun(settings, display, on_download_progress=display.downloads)
     for path, error in collected.rejected:
         run.reject(path, error)
     run.report.settings = {"max_builds": limits.max_builds, "max_downloads": max_downloads,
@@ -363,11 +379,11 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
 @option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
         help="Download cache (default: under --state-dir).")
 @option("--no-cache", is_flag=True, help="Neither read nor fill the download cache.")
-@option("--timeout", "download_timeout", envvar="ORCHESTRATE_DOWNLOAD_TIMEOUT",
-        type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True, metavar="SECONDS",
-        help="Timeout of each network request.")
-@option("--retries", "download_retries", envvar="ORCHESTRATE_DOWNLOAD_RETRIES", type=click.IntRange(min=0),
-        default=3, show_default=True, help="Retries after a timeout, a dropped connection or a 5xx answer.")
+# The names `build` uses; the short ones stay as aliases (there is no build stage to confuse them with).
+@option("--download-timeout", "--timeout", "download_timeout", type=click.FloatRange(min=0, min_open=True),
+        default=60.0, show_default=True, metavar="SECONDS", help="Timeout of each network request.")
+@option("--download-retries", "--retries", "download_retries", type=click.IntRange(min=0), default=3,
+        show_default=True, help="Retries after a timeout, a dropped connection or a 5xx answer.")
 @option("--require-hashes", is_flag=True, help="Refuse requirements without --hash.")
 @option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
 @option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="Caches (default: the user cache folder).")
@@ -383,7 +399,7 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
     settings = _download_settings(index, _state_dir(state_dir), cache_dir, no_cache, download_timeout,
                                   download_retries, pinned.require_hashes)
     console = _console()
-    display = PlainDisplay(console)
+    display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
     report = RunReport(started_at=time.time(), settings={"max_downloads": max_downloads})
 
     def done(result: DownloadResult) -> None:
@@ -395,7 +411,8 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
             display.event(f"{label}: {result.status.value} {result.path}")
 
     _run_and_report(
-        lambda: download_all(pinned.requirements, settings, dest, max_downloads=max_downloads, on_result=done),
+        lambda: download_all(pinned.requirements, settings, dest, max_downloads=max_downloads, on_result=done,
+                             on_progress=display.downloads),
         report, display, console, report_json,
     )
 

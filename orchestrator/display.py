@@ -12,6 +12,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.download import DownloadProgress, DownloadStatus
+from orchestrator.install import InstallStatus
 from orchestrator.jobs import PHASES, BuildResult, Status
 from orchestrator.report import RunReport
 from orchestrator.scheduler import RunState
@@ -20,17 +22,43 @@ from orchestrator.units import format_size
 LOG_TAIL_LINES = 12
 
 
-class PlainDisplay:
-    """One timestamped line per event, for logs and CI."""
+def describe_downloads(progress: DownloadProgress) -> str:
+    """``downloads: 3/10 files done, 2 in flight, 1 failed, 4.2 MiB``."""
+    return (f"downloads: {progress.done}/{progress.total} files done, {progress.in_flight} in flight, "
+            f"{progress.failed} failed, {format_size(progress.bytes_done)}")
 
-    def __init__(self, console: Console) -> None:
+
+class PlainDisplay:
+    """One timestamped line per event, for logs and CI.
+
+    Download progress gets a line of its own when a download ends: the first time, then
+    at most once every ``progress_interval`` seconds, and when the last one ends.
+    """
+
+    def __init__(self, console: Console, *, progress_interval: float = 5.0) -> None:
         self._console = console
         self._start = time.monotonic()
         self._lock = threading.Lock()
+        self._progress_interval = progress_interval
+        self._progress_printed_at = -float("inf")
+        self._downloads_ended = 0
 
     def event(self, message: str) -> None:
         with self._lock:
             self._console.print(f"[{time.monotonic() - self._start:7.1f}s] {message}", markup=False, highlight=False)
+
+    def downloads(self, progress: DownloadProgress) -> None:
+        """Called from download threads as fetches start and end."""
+        ended = progress.done + progress.failed
+        now = time.monotonic()
+        with self._lock:
+            if ended <= self._downloads_ended:  # a start, or a snapshot older than one printed
+                return
+            self._downloads_ended = ended
+            if not progress.finished and now - self._progress_printed_at < self._progress_interval:
+                return
+            self._progress_printed_at = now
+        self.event(describe_downloads(progress))
 
     def update(self, state: RunState) -> None:
         """Nothing to redraw: every change already printed a line."""
@@ -40,14 +68,36 @@ class PlainDisplay:
 
 
 class LiveDisplay(PlainDisplay):
-    """A live table of running builds under the event lines (rich), for terminals."""
+    """Download counts and a live table of running builds under the event lines (rich), for terminals."""
 
     def __init__(self, console: Console) -> None:
         super().__init__(console)
         self._live = Live(console=console, refresh_per_second=4, transient=True)
+        self._render_lock = threading.Lock()
+        self._state: RunState | None = None
+        self._downloads: DownloadProgress | None = None
         self._live.start()
 
+    def downloads(self, progress: DownloadProgress) -> None:
+        with self._render_lock:
+            self._downloads = progress
+            self._render()
+
     def update(self, state: RunState) -> None:
+        with self._render_lock:
+            self._state = state
+            self._render()
+
+    def _render(self) -> None:
+        parts: list[Table | Text] = []
+        if self._downloads is not None:
+            parts.append(Text(describe_downloads(self._downloads), style="bold"))
+        if self._state is not None:
+            parts.extend(self._builds(self._state))
+        self._live.update(Group(*parts))
+
+    @staticmethod
+    def _builds(state: RunState) -> list[Table | Text]:
         table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
         for column in ("build", "phase", "elapsed", "memory", "peak", "predicted"):
             table.add_column(column, justify="left" if column in ("build", "phase") else "right")
@@ -62,7 +112,7 @@ class LiveDisplay(PlainDisplay):
         if state.waiting_reason:
             parts.append(Text(state.waiting_reason, style="yellow"))
         parts.append(table)
-        self._live.update(Group(*parts))
+        return parts
 
     def close(self) -> None:
         self._live.stop()
@@ -121,11 +171,23 @@ def print_summary(console: Console, report: RunReport) -> None:
         for item in items:
             if item.status.value == "failed":
                 console.print(Text(f"FAILED {stage_name} of {item.name} {item.version or ''}: {item.error}", style="bold red"))
-    counts = {status: sum(r.status is status for r in report.builds) for status in Status}
     wall = (report.finished_at or time.time()) - report.started_at
-    console.print(
-        f"{counts[Status.BUILT]} built, {counts[Status.SKIPPED]} skipped, {counts[Status.FAILED]} failed "
-        f"in {wall:.1f} s",
-        markup=False,
-        highlight=False,
-    )
+    console.print(f"{'; '.join(_counts(report))} in {wall:.1f} s", markup=False, highlight=False)
+
+
+def _counts(report: RunReport) -> list[str]:
+    """What each stage of the run did, for the last line: only the stages the run had."""
+    parts = []
+    if report.downloads:
+        downloads = {status: sum(r.status is status for r in report.downloads) for status in DownloadStatus}
+        local = f", {downloads[DownloadStatus.LOCAL]} local" if downloads[DownloadStatus.LOCAL] else ""
+        parts.append(f"{downloads[DownloadStatus.DOWNLOADED]} downloaded, {downloads[DownloadStatus.CACHED]} cached"
+                     f"{local}, {downloads[DownloadStatus.FAILED]} failed")
+    if report.builds or not (report.downloads or report.installs):
+        builds = {status: sum(r.status is status for r in report.builds) for status in Status}
+        parts.append(f"{builds[Status.BUILT]} built, {builds[Status.SKIPPED]} skipped, {builds[Status.FAILED]} failed")
+    if report.installs:
+        installs = {status: sum(r.status is status for r in report.installs) for status in InstallStatus}
+        parts.append(f"{installs[InstallStatus.INSTALLED]} installed, {installs[InstallStatus.SKIPPED]} skipped, "
+                     f"{installs[InstallStatus.FAILED]} failed")
+    return parts

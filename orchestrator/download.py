@@ -23,21 +23,20 @@ is deleted.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import logging
 import os
 import random
-import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx2
@@ -46,14 +45,17 @@ from unearth import Link, PackageFinder
 from unearth.auth import MultiDomainBasicAuth
 from unearth.fetchers.sync import PyPIClient
 
+from .atomic import atomic_write
 from .errors import DownloadError, HashMismatchError, OrchestratorError, UsageError
 from .requirements import PinnedRequirement
 from .settings import IndexSettings
 
 __all__ = [
+    "DownloadProgress",
     "DownloadResult",
     "DownloadSettings",
     "DownloadStatus",
+    "DownloadTally",
     "Downloader",
     "download_all",
 ]
@@ -138,6 +140,64 @@ class DownloadResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DownloadProgress:
+    """A snapshot of a download stage, for the live display and progress lines."""
+
+    total: int
+    """Requirements the stage was given."""
+    in_flight: int
+    """Fetches running now."""
+    done: int
+    """Requirements whose file is on disk (downloaded, cached or local)."""
+    failed: int
+    """Requirements that failed."""
+    bytes_done: int
+    """Size of the files on disk so far."""
+
+    @property
+    def finished(self) -> bool:
+        """Every requirement has a result."""
+        return self.done + self.failed >= self.total
+
+
+class DownloadTally:
+    """Counts a download stage's fetches as they start and end; safe to call from many threads."""
+
+    def __init__(self, total: int) -> None:
+        self._lock = threading.Lock()
+        self._total = total
+        self._in_flight = 0
+        self._done = 0
+        self._failed = 0
+        self._bytes_done = 0
+
+    def started(self) -> DownloadProgress:
+        """One fetch began; the new snapshot."""
+        with self._lock:
+            self._in_flight += 1
+            return self._snapshot()
+
+    def finished(self, result: DownloadResult) -> DownloadProgress:
+        """One fetch ended with ``result``; the new snapshot."""
+        with self._lock:
+            self._in_flight -= 1
+            if result.status is DownloadStatus.FAILED:
+                self._failed += 1
+            else:
+                self._done += 1
+                self._bytes_done += result.bytes
+            return self._snapshot()
+
+    def snapshot(self) -> DownloadProgress:
+        with self._lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> DownloadProgress:
+        return DownloadProgress(total=self._total, in_flight=self._in_flight, done=self._done,
+                                failed=self._failed, bytes_done=self._bytes_done)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Fetched:
     status: DownloadStatus
     path: Path
@@ -217,7 +277,8 @@ class Downloader:
         try:
             fetched = self._fetch(requirement, label)
         except OrchestratorError as exc:
-            logger.warning("%s", exc)
+            # The result carries the message; the caller shows it (once, not also here).
+            logger.info("%s", exc)
             error = exc.message
         except Exception as exc:  # a worker never raises into the scheduler
             logger.exception("%s: unexpected error", label)
@@ -375,7 +436,7 @@ class Downloader:
                     f"{label}: {link.redacted} answered {response.status_code} "
                     f"{response.reason_phrase}; check the pin and the index"
                 )
-            with _atomic_file(target) as out:
+            with atomic_write(target) as out:
                 for chunk in response.iter_raw(_CHUNK_SIZE):
                     out.write(chunk)
                     for hasher in hashers.values():
@@ -419,7 +480,7 @@ class Downloader:
                 continue
             target = self._dest_dir / cached.name
             try:
-                with cached.open("rb") as source, _atomic_file(target) as out:
+                with cached.open("rb") as source, atomic_write(target) as out:
                     hasher = hashlib.sha256()
                     size = 0
                     while chunk := source.read(_CHUNK_SIZE):
@@ -444,7 +505,7 @@ class Downloader:
             return
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            with path.open("rb") as source, _atomic_file(folder / path.name) as out:
+            with path.open("rb") as source, atomic_write(folder / path.name) as out:
                 while chunk := source.read(_CHUNK_SIZE):
                     out.write(chunk)
         except OSError as exc:  # the cache only saves time; the download itself succeeded
@@ -458,27 +519,50 @@ def download_all(
     *,
     max_downloads: int,
     on_result: Callable[[DownloadResult], None] | None = None,
+    on_progress: Callable[[DownloadProgress], None] | None = None,
 ) -> list[DownloadResult]:
     """Fetch every requirement, at most ``max_downloads`` at once; results in input order.
 
-    ``on_result`` is called in the calling thread as each fetch finishes.
+    ``on_result`` is called in the calling thread as each fetch finishes, then
+    ``on_progress`` with the counts that include it. ``on_progress`` is also called,
+    from the download threads, as each fetch starts.
     """
     if max_downloads < 1:
         raise UsageError(f"max_downloads must be at least 1, not {max_downloads}")
     requirements = list(requirements)
     results: list[DownloadResult | None] = [None] * len(requirements)
-    with Downloader(settings, dest_dir) as downloader, ThreadPoolExecutor(
-        max_workers=max_downloads, thread_name_prefix="download"
-    ) as pool:
-        futures = {
-            pool.submit(downloader.fetch, requirement): position
-            for position, requirement in enumerate(requirements)
-        }
-        for future in as_completed(futures):
-            result = future.result()
-            results[futures[future]] = result
-            if on_result is not None:
-                on_result(result)
+    tally = DownloadTally(len(requirements))
+    report = on_progress or (lambda progress: None)
+    report(tally.snapshot())
+
+    def fetch(downloader: Downloader, requirement: PinnedRequirement) -> DownloadResult:
+        report(tally.started())
+        result = downloader.fetch(requirement)
+        # Counted here, before this thread can start the next fetch, so that
+        # "in flight" never exceeds max_downloads; reported from the calling thread.
+        tally.finished(result)
+        return result
+
+    with Downloader(settings, dest_dir) as downloader:
+        pool = ThreadPoolExecutor(max_workers=max_downloads, thread_name_prefix="download")
+        try:
+            futures = {
+                pool.submit(fetch, downloader, requirement): position
+                for position, requirement in enumerate(requirements)
+            }
+            for future in as_completed(futures):
+                result = future.result()
+                results[futures[future]] = result
+                if on_result is not None:
+                    on_result(result)
+                report(tally.snapshot())
+        except BaseException:
+            # Interrupted: queued fetches never start, and closing the client ends those in flight.
+            pool.shutdown(wait=False, cancel_futures=True)
+            downloader.close()
+            pool.shutdown(wait=True)
+            raise
+        pool.shutdown(wait=True)
     return [result for result in results if result is not None]
 
 
@@ -526,23 +610,6 @@ def _check_hashes(
                 f"{label}: {filename} has {name} {digests[name]} but the index lists "
                 f"{expected}; the file was not kept; the index or the transfer is corrupt"
             )
-
-
-@contextlib.contextmanager
-def _atomic_file(target: Path) -> Iterator[BinaryIO]:
-    """Write ``target`` through a temporary file beside it, renamed into place on success."""
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, 0o644)  # mkstemp creates 0600
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
 
 
 def _label(requirement: PinnedRequirement) -> str:

@@ -11,27 +11,34 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.admission import Limits, jobs_per_build
-from orchestrator.download import Downloader, DownloadResult, DownloadSettings, DownloadStatus
+from orchestrator.download import (
+    Downloader,
+    DownloadProgress,
+    DownloadResult,
+    DownloadSettings,
+    DownloadStatus,
+    DownloadTally,
+)
 from orchestrator.envcache import run_env_cache
 from orchestrator.errors import SourceError
-from orchestrator.install import InstallStatus, WheelInstaller
 from orchestrator.history import SUCCESS, BuildRecord, History, predict_need
+from orchestrator.install import InstallStatus, WheelInstaller
 from orchestrator.jobs import BuildJob, BuildResult, Status
 from orchestrator.packageconfig import PackageOverrides
 from orchestrator.report import RunReport
+from orchestrator.requirements import PinnedRequirement
 from orchestrator.resources import SystemProbe
 from orchestrator.scheduler import BuildScheduler, Observer, SchedulerSettings, nested_jobs_environ
-from orchestrator.requirements import PinnedRequirement
 from orchestrator.settings import IndexSettings
-from orchestrator.sources import Source, sdist_source, tree_source
+from orchestrator.sources import Source, compiles, sdist_source, tree_source
 from orchestrator.units import format_size
 from orchestrator.wheelhouse import Wheelhouse
 
@@ -76,16 +83,23 @@ class BuildSettings:
 
 
 class BuildRun:
-    """Builds a set of sources into a wheelhouse under the caps; see :meth:`run`."""
+    """Builds a set of sources into a wheelhouse under the caps; see :meth:`run`.
 
-    def __init__(self, settings: BuildSettings, observer: Observer) -> None:
+    ``on_download_progress`` receives the download stage's counts as each fetch starts
+    and ends (from the download threads); the scheduler's ``observer`` knows only builds.
+    """
+
+    def __init__(self, settings: BuildSettings, observer: Observer, *,
+                 on_download_progress: Callable[[DownloadProgress], None] | None = None) -> None:
         self._settings = settings
         self._observer = observer
+        self._on_download_progress = on_download_progress or (lambda progress: None)
         self._wheelhouse = Wheelhouse(settings.wheelhouse)
         self._history = History(settings.history_path) if settings.history_path else None
         self._sources: dict[str, Source] = {}
         self._install_pool: ThreadPoolExecutor
         self._install_later: list[str] = []
+        self._estimates: ThreadPoolExecutor
         self._env_cache: Path | None = None
         self._environ = nested_jobs_environ(jobs_per_build(SystemProbe().read().cpu_count, settings.limits.max_builds))
         self.report = RunReport(started_at=time.time())
@@ -113,6 +127,8 @@ class BuildRun:
                 if settings.installer_into is not None:
                     self._install_pool = ThreadPoolExecutor(settings.max_installs, thread_name_prefix="install")
                     stack.push(self._stop_installs)
+                self._estimates = ThreadPoolExecutor(1, thread_name_prefix="estimate")
+                stack.callback(self._estimates.shutdown, wait=True, cancel_futures=True)
                 if settings.build_env_dir is not None:
                     self._env_cache = stack.enter_context(
                         run_env_cache(settings.build_env_dir, keep=settings.keep_build_envs))
@@ -163,10 +179,17 @@ class BuildRun:
         stack.callback(pool.shutdown, wait=True)
         stack.callback(downloader.close)
         stack.callback(pool.shutdown, wait=False, cancel_futures=True)
+        tally = DownloadTally(len(requirements))
+        self._on_download_progress(tally.snapshot())
 
         def fetch(requirement: PinnedRequirement) -> None:
             try:
-                self._downloaded(downloader.fetch(requirement))
+                self._on_download_progress(tally.started())
+                result = downloader.fetch(requirement)
+                try:
+                    self._downloaded(result)
+                finally:
+                    self._on_download_progress(tally.finished(result))
             finally:
                 self._scheduler.release()
 
@@ -237,6 +260,13 @@ class BuildRun:
         duration = history.expected_duration(source.name, version=source.version) if history else None
         timeout = override.timeout if override else None
         self._scheduler.add(job, need=need, expected_duration=duration, size=source.size, timeout=timeout)
+        if duration is None:
+            self._estimates.submit(self._estimate, source)
+
+    def _estimate(self, source: Source) -> None:
+        """Tell the scheduler whether a build with no history compiles code (it then starts earlier)."""
+        if compiles(source):
+            self._scheduler.mark_compiling(source.key)
 
     def _built(self, result: BuildResult) -> None:
         self.report.builds.append(result)

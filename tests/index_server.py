@@ -4,7 +4,8 @@ It serves PEP 503 HTML simple pages, or PEP 691 JSON ones when the ``Accept``
 header asks, with ``#sha256=`` fragments (``hashes`` in JSON), and the files under
 ``/files/``. Each file can be made to misbehave: delayed, failing with 500 a number
 of times, closing the connection mid-body, hanging until the server closes, or
-serving other bytes than the ones its advertised hash describes. The server counts
+serving other bytes than the ones its advertised hash describes. ``delay`` slows
+every file; :meth:`IndexServer.slow` slows one more. The server counts
 requests and downloads in flight.
 
 Use it as a context manager, or through the ``index_server`` fixture::
@@ -112,6 +113,11 @@ class IndexServer:
         with self._lock:
             self._files[filename].wrong_bytes = True
 
+    def slow(self, filename: str, seconds: float) -> None:
+        """Wait ``seconds`` (on top of ``delay``) before each response for ``filename``."""
+        with self._lock:
+            self._files[filename].delay = seconds
+
     def hang(self, filename: str) -> None:
         """Never answer requests for ``filename`` (until the server closes)."""
         with self._lock:
@@ -180,6 +186,7 @@ class _File:
     early_closes: int = 0
     wrong_bytes: bool = False
     hangs: bool = False
+    delay: float = 0.0
 
 
 class _Server(ThreadingHTTPServer):
@@ -304,8 +311,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         index._enter_download()
         try:
-            if index.delay:
-                index._stop.wait(index.delay)
+            if index.delay or file.delay:
+                index._stop.wait(index.delay + file.delay)
             if file.hangs:
                 index._stop.wait()
                 self.close_connection = True

@@ -13,6 +13,7 @@ from index_server import IndexServer, index_server  # noqa: F401  (index_server 
 
 from orchestrator.download import (
     Downloader,
+    DownloadProgress,
     DownloadResult,
     DownloadSettings,
     DownloadStatus,
@@ -113,6 +114,26 @@ def test_max_downloads_bounds_files_in_flight(tmp_path: Path, dest: Path) -> Non
     assert [r.name for r in results] == names
     assert sorted(seen) == names
     assert all(r.status is DownloadStatus.DOWNLOADED for r in results)
+
+
+def test_progress_counts_files_and_bytes(tmp_path: Path, dest: Path) -> None:
+    with IndexServer(delay=0.2) as server:
+        sizes = [len(sdist(f"pkg{i}", "1.0")) for i in range(5)]
+        for i in range(5):
+            server.add(f"pkg{i}-1.0.tar.gz", sdist(f"pkg{i}", "1.0"))
+        seen: list[DownloadProgress] = []
+        results = download_all(
+            [pin(f"pkg{i}") for i in range(5)] + [pin("absent")],
+            settings_for(server, tmp_path),
+            dest,
+            max_downloads=2,
+            on_progress=seen.append,
+        )
+    assert [r.status for r in results].count(DownloadStatus.FAILED) == 1
+    assert seen[0] == DownloadProgress(total=6, in_flight=0, done=0, failed=0, bytes_done=0)
+    assert seen[-1] == DownloadProgress(total=6, in_flight=0, done=5, failed=1, bytes_done=sum(sizes))
+    assert max(progress.in_flight for progress in seen) == 2  # never more than max_downloads
+    assert len(seen) == 1 + 6 + 6  # the start, then each fetch's start and end
 
 
 def test_on_result_is_called_in_the_calling_thread(index_server: IndexServer, tmp_path: Path, dest: Path) -> None:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import orchestrate
 from index_server import IndexServer, index_server  # noqa: F401 - the fixture
-from sdists import make_sdist, read_events
+from sdists import make_sdist
+
+from orchestrator.units import format_size
 
 
 def serve(server: IndexServer, tmp_path: Path, name: str, **behaviour: object) -> tuple[str, str]:
@@ -19,11 +26,13 @@ def serve(server: IndexServer, tmp_path: Path, name: str, **behaviour: object) -
 
 
 def test_builds_start_while_downloads_continue(tmp_path: Path, index_server: IndexServer) -> None:
-    events = tmp_path / "events.log"
-    index_server.delay = 1.0
+    # streamed0 arrives at once; the others take 2 s each, two at a time, so the last
+    # lands about 4 s in. A build that waited for every download would start after that.
     lines = []
     for i in range(4):
-        _, sha = serve(index_server, tmp_path, f"streamed{i}", sleep=0.5, events=str(events))
+        filename, sha = serve(index_server, tmp_path, f"streamed{i}")
+        if i:
+            index_server.slow(filename, 2.0)
         lines.append(f"streamed{i}==1.0 --hash=sha256:{sha}")
     (tmp_path / "req.txt").write_text("\n".join(lines) + "\n")
     report = tmp_path / "report.json"
@@ -35,9 +44,13 @@ def test_builds_start_while_downloads_continue(tmp_path: Path, index_server: Ind
     data = json.loads(report.read_text())
     assert [d["status"] for d in data["downloads"]] == ["downloaded"] * 4
     assert index_server.max_in_flight == 2
-    first_build_start = min(e["t"] for e in read_events(events) if e["event"] == "start")
-    last_download_end = max(d["finished_at"] for d in data["downloads"])
-    assert first_build_start < last_download_end
+    downloads = {d["name"]: d for d in data["downloads"]}
+    builds = {b["name"]: b for b in data["builds"]}
+    last_download_end = max(d["finished_at"] for d in downloads.values())
+    # builds[].started_at is admission (the worker is spawned), not the backend's first hook.
+    for name, build in builds.items():
+        assert downloads[name]["finished_at"] <= build["started_at"]
+    assert builds["streamed0"]["started_at"] < last_download_end - 1.5
     assert data["stages"]["download"]["count"] == 4 and data["stages"]["build"]["count"] == 4
 
 
@@ -77,8 +90,11 @@ def test_missing_package_is_a_clear_failure(tmp_path: Path, index_server: IndexS
     (tmp_path / "req.txt").write_text("present==1.0\nabsent==2.0\n")
     result = orchestrate("build", "-r", tmp_path / "req.txt", "-w", tmp_path / "wh", "-i", index_server.simple_url)
     assert result.returncode == 1
-    failure = next(line for line in result.stderr.splitlines() if "FAILED download of absent" in line)
-    assert "absent" in failure and "2.0" in failure
+    message = f"absent 2.0 not found on {index_server.simple_url}; check the pin and the index options"
+    # Once as it happens, once in the summary; no logger warning besides.
+    event, summary = [line for line in result.stderr.splitlines() if "absent" in line]
+    assert re.fullmatch(r"\[ *\d+\.\ds\] absent-2\.0: download FAILED: " + re.escape(message), event)
+    assert summary == f"FAILED download of absent 2.0: {message}"
     assert [p.name for p in (tmp_path / "wh").glob("*.whl")] == ["present-1.0-py3-none-any.whl"]
 
 
@@ -111,3 +127,91 @@ def test_hanging_download_times_out_and_others_build(tmp_path: Path, index_serve
     assert result.returncode == 1
     assert "FAILED download of stuck" in result.stderr
     assert [p.name for p in (tmp_path / "wh").glob("*.whl")] == ["flows-1.0-py3-none-any.whl"]
+
+
+def downloads_lines(stderr: str) -> list[str]:
+    """The plain output's download progress lines, without their timestamps."""
+    return [line.split("] ", 1)[1] for line in stderr.splitlines() if "] downloads: " in line]
+
+
+@pytest.mark.parametrize("command", ["download", "build"])
+def test_max_downloads_from_the_environment(tmp_path: Path, index_server: IndexServer, command: str) -> None:
+    index_server.delay = 0.3
+    size = 0
+    for i in range(6):
+        filename, _ = serve(index_server, tmp_path, f"capped{i}")
+        size += (tmp_path / "made" / filename).stat().st_size
+    (tmp_path / "req.txt").write_text("".join(f"capped{i}==1.0\n" for i in range(6)))
+    where = ("-d", tmp_path / "sdists") if command == "download" else ("-w", tmp_path / "wh")
+    result = orchestrate(command, "-r", tmp_path / "req.txt", *where, "-i", index_server.simple_url,
+                         "--report-json", tmp_path / "r.json", env={"ORCHESTRATE_MAX_DOWNLOADS": "3"})
+    assert result.returncode == 0, result.stderr
+    assert index_server.max_in_flight == 3
+    assert json.loads((tmp_path / "r.json").read_text())["settings"]["max_downloads"] == 3
+    # Not a TTY: progress comes as lines, the last one when the last download ends.
+    progress = downloads_lines(result.stderr)
+    assert progress[-1] == f"downloads: 6/6 files done, 0 in flight, 0 failed, {format_size(size)}"
+    assert all(re.fullmatch(r"downloads: [1-6]/6 files done, [0-3] in flight, 0 failed, .+", line) for line in progress)
+
+
+@pytest.mark.parametrize(
+    ("retries", "timeout"),
+    [
+        ("--download-retries", "--download-timeout"),  # the names `build` uses
+        ("--retries", "--timeout"),  # the short aliases
+    ],
+)
+def test_download_command_retry_and_timeout_options(
+    tmp_path: Path, index_server: IndexServer, retries: str, timeout: str
+) -> None:
+    flaky, _ = serve(index_server, tmp_path, "flaky")
+    slow, _ = serve(index_server, tmp_path, "slow")
+    index_server.fail_first(flaky, 1)
+    index_server.slow(slow, 3.0)
+    (tmp_path / "req.txt").write_text("flaky==1.0\nslow==1.0\n")
+    result = orchestrate("download", "-r", tmp_path / "req.txt", "-d", tmp_path / "sdists",
+                         "-i", index_server.simple_url, retries, "1", timeout, "0.5")
+    assert result.returncode == 1
+    assert index_server.downloads(flaky) == 2  # one retry recovered the 500
+    assert index_server.downloads(slow) == 2  # and the timeout was retried once
+    assert f"FAILED download of slow 1.0: slow 1.0: downloading {index_server.file_url(slow)} failed 2 time(s), " \
+           "last with ReadTimeout" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "sdists").iterdir()) == [flaky]
+
+
+def test_download_command_summary_counts_downloads(tmp_path: Path, index_server: IndexServer) -> None:
+    for name in ("one", "two"):
+        serve(index_server, tmp_path, name)
+    (tmp_path / "req.txt").write_text("one==1.0\ntwo==1.0\nabsent==2.0\n")
+    args = ("download", "-r", tmp_path / "req.txt", "-i", index_server.simple_url)
+    message = f"absent 2.0 not found on {index_server.simple_url}; check the pin and the index options"
+    for dest, counts in (("first", "2 downloaded, 0 cached, 1 failed"), ("second", "0 downloaded, 2 cached, 1 failed")):
+        result = orchestrate(*args, "-d", tmp_path / dest)
+        assert result.returncode == 1
+        lines = result.stderr.splitlines()
+        assert re.fullmatch(re.escape(counts) + r" in \d+\.\d s", lines[-1]), lines[-1]
+        assert "built" not in result.stderr
+        assert [line for line in lines if "absent" in line][1:] == [f"FAILED download of absent 2.0: {message}"]
+        assert downloads_lines(result.stderr)[-1].startswith("downloads: 2/3 files done, 0 in flight, 1 failed, ")
+
+
+def test_interrupted_download_command_starts_no_more(tmp_path: Path, index_server: IndexServer) -> None:
+    lines = []
+    for i in range(8):
+        filename, sha = serve(index_server, tmp_path, f"slowpkg{i}")
+        index_server.slow(filename, 1.0)
+        lines.append(f"slowpkg{i}==1.0 --hash=sha256:{sha}")
+    (tmp_path / "req.txt").write_text("\n".join(lines) + "\n")
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "download", "-r", str(tmp_path / "req.txt"),
+                                "-d", str(tmp_path / "sdists"), "-i", index_server.simple_url, "--max-downloads", "1",
+                                "--no-cache"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not list((tmp_path / "sdists").glob("*.tar.gz")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert time.monotonic() - started < 2  # one fetch in flight at most, ended by closing the client
+    assert 1 <= len(list((tmp_path / "sdists").glob("*.tar.gz"))) < 8
+    assert not list((tmp_path / "sdists").glob(".*.part"))

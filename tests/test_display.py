@@ -1,0 +1,63 @@
+"""What the displays print, fed with plain snapshots: no run, no processes."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from rich.console import Console
+
+from orchestrator.display import LiveDisplay, PlainDisplay
+from orchestrator.download import DownloadProgress
+from orchestrator.scheduler import RunState
+
+
+def progress(done: int, *, in_flight: int = 0, failed: int = 0, total: int = 4) -> DownloadProgress:
+    return DownloadProgress(total=total, in_flight=in_flight, done=done, failed=failed, bytes_done=done * 2048)
+
+
+def lines(out: io.StringIO) -> list[str]:
+    return [re.sub(r"^\[ *\d+\.\ds\] ", "", line) for line in out.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("interval", "expected"),
+    [
+        # The first end, then the last; the ends between fall within the interval.
+        (60.0, ["downloads: 1/4 files done, 1 in flight, 0 failed, 2.0 KiB",
+                "downloads: 3/4 files done, 0 in flight, 1 failed, 6.0 KiB"]),
+        # Every end when there is no interval; starts and stale snapshots never print.
+        (0.0, ["downloads: 1/4 files done, 1 in flight, 0 failed, 2.0 KiB",
+               "downloads: 2/4 files done, 1 in flight, 0 failed, 4.0 KiB",
+               "downloads: 3/4 files done, 0 in flight, 1 failed, 6.0 KiB"]),
+    ],
+)
+def test_plain_display_prints_download_progress_lines(interval: float, expected: list[str]) -> None:
+    out = io.StringIO()
+    display = PlainDisplay(Console(file=out, width=200), progress_interval=interval)
+    for snapshot in [
+        progress(0),
+        progress(0, in_flight=2),
+        progress(1, in_flight=1),
+        progress(1, in_flight=2),  # a start
+        progress(2, in_flight=1),
+        progress(1, in_flight=2),  # older than the one before, reported late by another thread
+        progress(3, failed=1),
+    ]:
+        display.downloads(snapshot)
+    assert lines(out) == expected
+
+
+def test_live_display_shows_downloads_above_builds() -> None:
+    out = io.StringIO()
+    display = LiveDisplay(Console(file=out, width=120, force_terminal=True))
+    try:
+        display.downloads(progress(1, in_flight=2))
+        display.update(RunState(running=(), pending=3, built=0, failed=0, waiting_reason=None, readings=None))
+    finally:
+        display.close()  # draws once more before clearing (transient)
+    rendered = out.getvalue()
+    downloads = rendered.rfind("downloads: 1/4 files done, 2 in flight, 0 failed, 2.0 KiB")
+    builds = rendered.rfind("0 built, 0 failed, 0 running, 3 waiting")
+    assert 0 <= downloads < builds
