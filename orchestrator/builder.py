@@ -75,8 +75,8 @@ def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCal
     timer = _Timer(log, on_phase)
     try:
         wheel = _build(job, work_dir, log, timer)
-        name, version = _check_wheel(job, wheel)
         with timer.phase("publish"):
+            name, version = _check_wheel(job, wheel)
             published = publish_wheel(wheel, job.wheelhouse)
     except BuildKilledError as exc:
         return WorkerOutcome(status=Status.FAILED, error=exc.message, killed_by=exc.signal_name, phases=timer.phases)
