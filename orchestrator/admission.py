@@ -72,6 +72,8 @@ class RunningBuild:
     """When it was admitted, on any monotonic clock the caller uses consistently."""
     expected_end: float | None = None
     """When history expects it to finish (``started_at`` plus its last duration); ``None``: unknown."""
+    stopping: bool = False
+    """Being stopped (its process tree signalled) but not yet gone: its ``rss`` is about to be freed."""
 
     @property
     def reservation(self) -> int:
@@ -231,20 +233,28 @@ def pick_victim(
     memory below the minimum to keep free. The youngest build is stopped: it has
     the least work to lose. The last running build is never stopped, or nothing
     would ever finish.
+
+    Builds already being stopped are never picked, and their memory counts as
+    freed: available memory only recovers once they have exited, which can take
+    the whole grace period, and judging by the momentary figure until then would
+    stop one more build at every sample.
     """
-    if len(running) <= 1:
+    staying = [build for build in running if not build.stopping]
+    if len(staying) <= 1:
         return None
     over_limit = (
         limits.memory_limit is not None
-        and sum(build.rss for build in running) > limits.memory_limit
+        and sum(build.rss for build in staying) > limits.memory_limit
     )
-    if not over_limit and readings.available_memory >= limits.min_free_memory:
+    freeing = sum(build.rss for build in running if build.stopping)
+    if not over_limit and readings.available_memory + freeing >= limits.min_free_memory:
         return None
-    return max(running, key=lambda build: build.started_at).key
+    return max(staying, key=lambda build: build.started_at).key
 
 
 def jobs_per_build(cpu_count: int, max_builds: int) -> int:
-    """Parallel jobs each build may run itself (``MAKEFLAGS=-jN``, ``CMAKE_BUILD_PARALLEL_LEVEL``).
+    """Parallel jobs each build may run itself (``MAKEFLAGS=-jN``, ``CMAKE_BUILD_PARALLEL_LEVEL``,
+    ``MAX_JOBS``, ``NPY_NUM_BUILD_JOBS``).
 
     An even share of the CPUs, rounded down and at least 1, so that ``max_builds``
     builds compiling at full tilt do not oversubscribe the machine.

@@ -1,11 +1,15 @@
 """Per-package overrides: a memory need or a timeout the user knows better than history.
 
-They live in ``orchestrate.toml`` as ``[packages.NAME]`` tables, or in a
-``pyproject.toml`` as ``[tool.orchestrate.packages.NAME]``, with the same keys::
+They live in a ``pyproject.toml`` as ``[tool.orchestrate.packages.NAME]`` tables, or
+in an ``orchestrate.toml`` either that way or, shorter, as ``[packages.NAME]``, with
+the same keys::
 
     [packages.scipy]
     memory = "6G"     # reserve this much, whatever history says
     timeout = 3600    # seconds before the build is stopped
+
+An ``orchestrate.toml`` is ours alone, so anything else at its top level is a
+mistake and an error; a ``pyproject.toml`` belongs to its project and other tools.
 """
 
 from __future__ import annotations
@@ -59,31 +63,47 @@ def find_config(start: Path) -> Path | None:
 def load_package_config(path: Path) -> dict[NormalizedName, PackageOverrides]:
     """The per-package overrides in ``path``, by canonical project name.
 
-    A file named ``pyproject.toml`` is read under ``[tool.orchestrate]``; any other
-    file is read like ``orchestrate.toml``.
+    A file named ``pyproject.toml`` is read under ``[tool.orchestrate]`` only; any
+    other file is read like ``orchestrate.toml``: ``[packages]`` and
+    ``[tool.orchestrate.packages]`` both, and nothing else at the top level.
     """
-    keys = ("tool", "orchestrate", "packages") if path.name == PYPROJECT_TOML else ("packages",)
-    packages: Mapping[str, Any] = _read(path)
-    for depth, key in enumerate(keys, start=1):
-        packages = _table(packages.get(key, {}), path, ".".join(keys[:depth]))
-    prefix = ".".join(keys)
+    document = _read(path)
+    places: list[tuple[str, ...]]
+    if path.name == PYPROJECT_TOML:
+        places = [("tool", "orchestrate", "packages")]
+    else:
+        _check_top_level(document, path)
+        places = [("packages",), ("tool", "orchestrate", "packages")]
 
     overrides: dict[NormalizedName, PackageOverrides] = {}
     spelled: dict[NormalizedName, str] = {}
-    for raw_name, settings in packages.items():
-        where = f"[{prefix}.{raw_name}]"
-        try:
-            name = canonicalize_name(raw_name, validate=True)
-        except InvalidName as exc:
-            raise UsageError(f"{path}: {where} does not name a valid project") from exc
-        if name in spelled:
-            raise UsageError(
-                f"{path}: [{prefix}.{spelled[name]}] and {where} name the same project;"
-                " keep one"
-            )
-        spelled[name] = raw_name
-        overrides[name] = _overrides(_table(settings, path, f"{prefix}.{raw_name}"), path, where)
+    for keys in places:
+        packages: Mapping[str, Any] = document
+        for depth, key in enumerate(keys, start=1):
+            packages = _table(packages.get(key, {}), path, ".".join(keys[:depth]))
+        prefix = ".".join(keys)
+        for raw_name, settings in packages.items():
+            where = f"[{prefix}.{raw_name}]"
+            try:
+                name = canonicalize_name(raw_name, validate=True)
+            except InvalidName as exc:
+                raise UsageError(f"{path}: {where} does not name a valid project") from exc
+            if name in spelled:
+                raise UsageError(f"{path}: {spelled[name]} and {where} name the same project; keep one")
+            spelled[name] = where
+            overrides[name] = _overrides(_table(settings, path, f"{prefix}.{raw_name}"), path, where)
     return overrides
+
+
+def _check_top_level(document: Mapping[str, Any], path: Path) -> None:
+    """Reject what an ``orchestrate.toml`` cannot mean: a misspelt table would otherwise be ignored."""
+    expected = "it holds [packages.NAME] or [tool.orchestrate.packages.NAME] tables"
+    for key in document:
+        if key not in ("packages", "tool"):
+            raise UsageError(f"{path}: unknown top-level key {key!r}; {expected}")
+    for key in _table(document.get("tool", {}), path, "tool"):
+        if key != "orchestrate":
+            raise UsageError(f"{path}: unknown key 'tool.{key}'; {expected}")
 
 
 def _overrides(settings: Mapping[str, Any], path: Path, where: str) -> PackageOverrides:

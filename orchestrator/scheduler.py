@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -203,6 +204,7 @@ class BuildScheduler:
         self._stopping = False
         self._producers = 0
         self._spare: subprocess.Popen[str] | None = None
+        self._cleaner = ThreadPoolExecutor(1, thread_name_prefix="cleanup")
         self._lock = threading.Lock()
         self._work_root = Path(tempfile.gettempdir())
 
@@ -260,6 +262,7 @@ class BuildScheduler:
             raise
         finally:
             self._drop_spare()
+            self._cleaner.shutdown(wait=True)
             shutil.rmtree(self._work_root, ignore_errors=True)
         return self._results
 
@@ -362,8 +365,8 @@ class BuildScheduler:
                 return index
         return None
 
-    def _running_builds(self, *, stopping: bool = True) -> list[RunningBuild]:
-        """The running builds as the policy sees them; ``stopping=False`` leaves out those being stopped."""
+    def _running_builds(self) -> list[RunningBuild]:
+        """The running builds as the policy sees them, those being stopped marked so."""
         return [
             RunningBuild(
                 key=key,
@@ -372,9 +375,9 @@ class BuildScheduler:
                 started_at=run.started_at,
                 expected_end=(run.started_at + run.item.expected_duration
                               if run.item.expected_duration is not None else None),
+                stopping=run.stop_reason is not None,
             )
             for key, run in self._running.items()
-            if stopping or run.stop_reason is None
         ]
 
     def _start(self, item: _Queued) -> None:
@@ -445,12 +448,12 @@ class BuildScheduler:
                 self._stop(run, "timeout")
         readings = self._probe.read()
         self._readings = readings
-        running = self._running_builds(stopping=False)
+        running = self._running_builds()
         limits = self._settings.limits
         victim = admission.pick_victim(readings, running, limits)
         if victim is not None:
             run = self._running[victim]
-            used = sum(build.rss for build in running)
+            used = sum(build.rss for build in running if not build.stopping)
             if limits.memory_limit is not None and used > limits.memory_limit:
                 pressure = f"builds use {format_size(used)} of the {format_size(limits.memory_limit)} limit"
             else:
@@ -496,7 +499,11 @@ class BuildScheduler:
     def _finish(self, run: _Running, returncode: int) -> None:
         if run.reader is not None and run.reader is not threading.current_thread():
             run.reader.join(timeout=1)
-        shutil.rmtree(run.work_dir, ignore_errors=True)
+        # The worker leads its process group: whatever it left behind goes with it.
+        with contextlib.suppress(OSError):
+            os.killpg(run.process.pid, signal.SIGKILL)
+        # A build folder can take a while to remove: not in the way of the next admission.
+        self._cleaner.submit(shutil.rmtree, run.work_dir, ignore_errors=True)
         item = run.item
         built_anyway = run.outcome is not None and run.outcome.status is Status.BUILT
         if run.stop_reason == "memory" and not self._stopping and not built_anyway:
@@ -513,9 +520,6 @@ class BuildScheduler:
             )
             self._enqueue(item)
             return
-        # The worker leads its process group: whatever it left behind goes with it.
-        with contextlib.suppress(OSError):
-            os.killpg(run.process.pid, signal.SIGKILL)
         outcome = run.outcome
         killed = outcome is None or outcome.killed_by is not None
         if outcome is not None and (run.stop_reason is not None or not killed):

@@ -47,8 +47,10 @@ def limits(
     )
 
 
-def build(key: str = "a", *, need: int = G, rss: int = 0, started_at: float = 0.0) -> RunningBuild:
-    return RunningBuild(key=key, need=need, rss=rss, started_at=started_at)
+def build(
+    key: str = "a", *, need: int = G, rss: int = 0, started_at: float = 0.0, stopping: bool = False
+) -> RunningBuild:
+    return RunningBuild(key=key, need=need, rss=rss, started_at=started_at, stopping=stopping)
 
 
 def want(need: int) -> Candidate:
@@ -198,6 +200,47 @@ def _size(n: int) -> str:
         ),
         # Nothing running.
         (readings(available=0), [], limits(min_free=G), None),
+        # A build being stopped still holds 3 GiB that the next sample's free memory
+        # does not show yet: that is not new pressure, nobody else is stopped.
+        (
+            readings(available=G // 2),
+            [
+                build("a", rss=G),
+                build("b", rss=G, started_at=1),
+                build("c", rss=3 * G, started_at=2, stopping=True),
+            ],
+            limits(min_free=G),
+            None,
+        ),
+        # ...but when even its memory will not be enough, the youngest of the others goes.
+        (
+            readings(available=G // 4),
+            [
+                build("a", rss=G),
+                build("b", rss=G, started_at=1),
+                build("c", rss=G // 2, started_at=2, stopping=True),
+            ],
+            limits(min_free=G),
+            "b",
+        ),
+        # A build being stopped no longer counts against the memory limit.
+        (
+            readings(),
+            [
+                build("a", rss=2 * G),
+                build("b", rss=G, started_at=1),
+                build("c", rss=3 * G, started_at=2, stopping=True),
+            ],
+            limits(memory_limit=4 * G),
+            None,
+        ),
+        # Nor does it count as another build: the last one staying is never stopped.
+        (
+            readings(available=0),
+            [build("a", rss=8 * G), build("b", rss=G, started_at=1, stopping=True)],
+            limits(memory_limit=G, min_free=G),
+            None,
+        ),
     ],
 )
 def test_pick_victim(
@@ -218,6 +261,22 @@ def test_pick_victim(
 def test_limits_rejects_nonsense(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         limits(**kwargs)
+
+
+def test_pick_victim_stops_one_build_at_a_time_under_free_memory_pressure() -> None:
+    """Samples 0.2 s apart while a stopped build takes its grace period to exit."""
+    policy = limits(min_free=G)
+    a, b = build("a", rss=2 * G), build("b", rss=2 * G, started_at=1)
+    young = build("young", rss=2 * G, started_at=2)
+    assert pick_victim(readings(available=G // 2), [a, b, young], policy) == "young"
+    # Still exiting: free memory has not moved yet.
+    dying = build("young", rss=2 * G, started_at=2, stopping=True)
+    assert pick_victim(readings(available=G // 2), [a, b, dying], policy) is None
+    # Half gone: what it gave back shows up as available memory, the sum is the same.
+    dying = build("young", rss=G, started_at=2, stopping=True)
+    assert pick_victim(readings(available=G + G // 2), [a, b, dying], policy) is None
+    # Gone, and the others grew meanwhile: real new pressure stops the next youngest.
+    assert pick_victim(readings(available=G // 2), [a, b], policy) == "b"
 
 
 def test_reservation() -> None:
@@ -276,6 +335,7 @@ running_builds = st.builds(
     need=sizes,
     rss=sizes,
     started_at=st.floats(min_value=0, max_value=1e6),
+    stopping=st.booleans(),
 )
 any_readings = st.builds(
     Readings,
@@ -325,14 +385,16 @@ def test_pick_victim_spares_the_last_build_and_picks_the_youngest(
     sample: Readings, running: list[RunningBuild], policy: Limits
 ) -> None:
     victim = pick_victim(sample, running, policy)
-    pressure = sample.available_memory < policy.min_free_memory or (
-        policy.memory_limit is not None and sum(b.rss for b in running) > policy.memory_limit
+    staying = [b for b in running if not b.stopping]
+    freeing = sum(b.rss for b in running if b.stopping)
+    pressure = sample.available_memory + freeing < policy.min_free_memory or (
+        policy.memory_limit is not None and sum(b.rss for b in staying) > policy.memory_limit
     )
-    assert (victim is not None) == (pressure and len(running) >= 2)
+    assert (victim is not None) == (pressure and len(staying) >= 2)
     if victim is None:
         return
-    youngest = max(b.started_at for b in running)
-    assert any(b.key == victim and b.started_at == youngest for b in running)
+    youngest = max(b.started_at for b in staying)
+    assert any(b.key == victim and b.started_at == youngest for b in staying)
 
 
 def ending(key: str, *, need: int, end: float | None) -> RunningBuild:

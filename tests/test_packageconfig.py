@@ -58,11 +58,30 @@ def test_pyproject_toml(tmp_path: Path) -> None:
     assert load_package_config(path) == {"numpy": PackageOverrides(memory=3 * G // 2)}
 
 
+def test_orchestrate_toml_also_takes_the_pyproject_form(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "orchestrate.toml",
+        """
+        [packages.scipy]
+        memory = "6G"
+
+        [tool.orchestrate.packages.numpy]
+        memory = "2G"
+        timeout = 60
+        """,
+    )
+    assert load_package_config(path) == {
+        "scipy": PackageOverrides(memory=6 * G),
+        "numpy": PackageOverrides(memory=2 * G, timeout=60.0),
+    }
+
+
 @pytest.mark.parametrize(
     ("name", "text"),
     [
         ("orchestrate.toml", ""),  # empty file
-        ("orchestrate.toml", "[other]\nx = 1\n"),  # no packages table
+        ("orchestrate.toml", "[tool.orchestrate]\n"),  # the pyproject form, no packages table
         ("pyproject.toml", "[project]\nname = 'x'\n"),  # no tool table
         ("pyproject.toml", "[tool.orchestrate]\n"),  # no packages table
         ("pyproject.toml", "[packages.numpy]\nmemory = '1G'\n"),  # wrong place in pyproject
@@ -102,11 +121,30 @@ def test_other_file_names_read_like_orchestrate_toml(tmp_path: Path) -> None:
         # Tables where tables belong.
         ("packages = 3\n", r"packages must be a table"),
         ("[packages]\nnumpy = '4G'\n", r"packages.numpy must be a table"),
+        ("tool = 3\n", r"tool must be a table"),
+        ("[tool.orchestrate]\npackages = 3\n", r"tool.orchestrate.packages must be a table"),
+        # Anything else at the top level is a typo or a misplaced setting, not silently ignored.
+        (
+            "[other]\nx = 1\n",
+            (
+                r"unknown top-level key 'other'; it holds \[packages.NAME\] or"
+                r" \[tool.orchestrate.packages.NAME\] tables"
+            ),
+        ),
+        ("[package.numpy]\nmemory = '4G'\n", r"unknown top-level key 'package'"),
+        ("memory = '4G'\n", r"unknown top-level key 'memory'"),
+        ("[tool.orchestrat.packages.numpy]\n", r"unknown key 'tool.orchestrat'"),
+        # Errors in the pyproject form name its full key.
+        ("[tool.orchestrate.packages.numpy]\nx = 1\n", r"unknown key 'x' in \[tool.orchestrate.packages.numpy\]"),
         # Project names must be valid and unique once canonicalised.
         ("[packages.'-bad-']\n", r"\[packages.-bad-\] does not name a valid project"),
         (
             "[packages.Foo_Bar]\n[packages.foo-bar]\n",
             r"\[packages.Foo_Bar\] and \[packages.foo-bar\] name the same project",
+        ),
+        (
+            "[packages.numpy]\n[tool.orchestrate.packages.NumPy]\n",
+            r"\[packages.numpy\] and \[tool.orchestrate.packages.NumPy\] name the same project; keep one",
         ),
         # Not TOML at all.
         ("[packages.numpy\n", r"is not valid TOML"),
@@ -117,6 +155,7 @@ def test_invalid(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(UsageError, match=message) as info:
         load_package_config(path)
     assert str(path) in str(info.value)  # every message names the file
+    assert "\n" not in str(info.value)
 
 
 def test_invalid_pyproject_names_the_full_key(tmp_path: Path) -> None:
