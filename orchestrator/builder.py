@@ -67,14 +67,21 @@ def _runner(log: IO[str], environ: Mapping[str, str]) -> pyproject_hooks.Subproc
     return run
 
 
-def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCallback) -> WorkerOutcome:
+def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCallback, *,
+                 admitted: Callable[[], None] = lambda: None) -> WorkerOutcome:
     """Build ``job`` in ``work_dir`` (private, empty; its owner removes it) and publish the wheel.
 
+    Extracting the source and preparing its environment happen first; then
+    ``admitted`` is called, which returns when the build may call the backend.
     Never raises for a build failure.
     """
     timer = _Timer(log, on_phase)
     try:
-        wheel = _build(job, work_dir, log, timer)
+        try:
+            builder, env = _prepare(job, work_dir, log, timer)
+        finally:
+            admitted()  # a failure to prepare is reported once the build is admitted
+        wheel = _build(builder, env, job, work_dir, timer)
         with timer.phase("publish"):
             name, version = _check_wheel(job, wheel)
             published = publish_wheel(wheel, job.wheelhouse)
@@ -89,7 +96,8 @@ def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCal
     return WorkerOutcome(status=Status.BUILT, wheel=published.name, name=name, version=version, phases=timer.phases)
 
 
-def _build(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> Path:
+def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> tuple[build.ProjectBuilder, BuildEnv | EnvView]:
+    """Extract the source, create its environment and install ``build-system.requires``."""
     with timer.phase("extract"):
         if job.kind == "sdist":
             (tmp / "src").mkdir()
@@ -106,6 +114,11 @@ def _build(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> Path:
             raise BuildError(f"{job.source}: {exc}") from None
     with timer.phase("install_requires"):
         env.install(builder.build_system_requires)
+    return builder, env
+
+
+def _build(builder: build.ProjectBuilder, env: BuildEnv | EnvView, job: BuildJob, tmp: Path, timer: _Timer) -> Path:
+    """Run the backend: ``get_requires_for_build_wheel``, what it asks for, ``build_wheel``."""
     with timer.phase("backend"), _backend_errors(job, builder):
         extra = builder.get_requires_for_build("wheel")
     if extra:

@@ -149,8 +149,10 @@ def sweep_stale_work_dirs(parent: Path) -> None:
 def spawn_worker() -> subprocess.Popen[str]:
     """Start a worker process, in a session of its own, that waits for its job on stdin.
 
-    Workers are started one build ahead: the next build finds a worker that has
-    already paid for starting Python and importing the build machinery.
+    Workers are started one build ahead, handed the build at the head of the
+    queue: while the running builds go on, it imports the build machinery,
+    extracts the sdist and prepares the build environment, then waits for
+    admission before it calls the backend.
     """
     return subprocess.Popen(
         [sys.executable, "-m", "orchestrator.worker"],
@@ -162,19 +164,39 @@ def spawn_worker() -> subprocess.Popen[str]:
     )
 
 
-def assign(process: subprocess.Popen[str], job: BuildJob, work_dir: Path) -> None:
-    """Hand ``job`` to a waiting worker; it builds in ``work_dir``, its ``TMPDIR`` inside it.
+def stage(process: subprocess.Popen[str], job: BuildJob, work_dir: Path) -> None:
+    """Hand ``job`` to a waiting worker, to prepare in ``work_dir`` (its ``TMPDIR`` inside it) until :func:`admit`.
 
     What the build's tools leave in temporary folders goes when the work folder
     goes, even after a kill.
     """
     (work_dir / "tmp").mkdir()
+    _tell(process, json.dumps({"job": job.to_json(), "work_dir": str(work_dir)}) + "\n")
+
+
+def admit(process: subprocess.Popen[str]) -> None:
+    """Let a staged worker call the backend."""
+    _tell(process, "go\n", last=True)
+
+
+def _tell(process: subprocess.Popen[str], line: str, *, last: bool = False) -> None:
     assert process.stdin is not None
     try:
-        process.stdin.write(json.dumps({"job": job.to_json(), "work_dir": str(work_dir)}))
-        process.stdin.close()
+        process.stdin.write(line)
+        process.stdin.flush()
+        if last:
+            process.stdin.close()
     except BrokenPipeError:
         pass  # the worker died while waiting: its exit status tells the rest
+
+
+@dataclass(slots=True)
+class _Spare:
+    """A worker started ahead, maybe already preparing the build at the head of the queue."""
+
+    process: subprocess.Popen[str]
+    key: str | None = None
+    work_dir: Path | None = None
 
 
 class BuildScheduler:
@@ -203,7 +225,7 @@ class BuildScheduler:
         self._announced_wait: tuple[str, str | None] | None = None
         self._stopping = False
         self._producers = 0
-        self._spare: subprocess.Popen[str] | None = None
+        self._spare: _Spare | None = None
         self._cleaner = ThreadPoolExecutor(1, thread_name_prefix="cleanup")
         self._lock = threading.Lock()
         self._work_root = Path(tempfile.gettempdir())
@@ -383,10 +405,8 @@ class BuildScheduler:
     def _start(self, item: _Queued) -> None:
         item.attempts += 1
         job = item.job
-        work_dir = self._work_root / f"{job.key}-{item.attempts + item.memory_requeues}"
-        work_dir.mkdir()
-        process = self._worker()
-        assign(process, job, work_dir)
+        process, work_dir = self._worker(item)
+        admit(process)
         now = time.time()
         deadline = now + item.timeout if item.timeout else None
         run = _Running(item=item, process=process, started_at=now, deadline=deadline, work_dir=work_dir)
@@ -394,32 +414,52 @@ class BuildScheduler:
         self._running[job.key] = run
         run.reader.start()
         self._observer.event(f"{job.key}: started (needs about {format_size(item.need)})")
-        if self._pending or self._producers:
-            self._spare = self._spawn()
+        if self._pending and not self._stopping:
+            head = self._pending[0]
+            work_dir = self._new_work_dir(head)
+            self._spare = _Spare(self._spawn(), head.job.key, work_dir)
+            stage(self._spare.process, head.job, work_dir)
+        elif self._producers:
+            self._spare = _Spare(self._spawn())
 
-    def _worker(self) -> subprocess.Popen[str]:
-        """The spare worker started ahead, if it is still alive, else a new one."""
+    def _new_work_dir(self, item: _Queued) -> Path:
+        return Path(tempfile.mkdtemp(prefix=f"{item.job.key}-", dir=self._work_root))
+
+    def _worker(self, item: _Queued) -> tuple[subprocess.Popen[str], Path]:
+        """A worker holding ``item`` and its work folder: the spare if it prepared ``item`` (or nothing yet), else a new one."""
         spare, self._spare = self._spare, None
-        if spare is not None and spare.poll() is None:
-            return spare
-        if spare is not None:
-            spare.wait()
-        return self._spawn()
+        if spare is not None and spare.process.poll() is None and spare.key in (item.job.key, None):
+            if spare.key is not None and spare.work_dir is not None:
+                return spare.process, spare.work_dir
+            process = spare.process
+        else:
+            if spare is not None:  # it prepared another build, which was not the next after all
+                self._cleaner.submit(self._retire, spare)
+            process = self._spawn()
+        work_dir = self._new_work_dir(item)
+        stage(process, item.job, work_dir)
+        return process, work_dir
+
+    def _retire(self, spare: _Spare, grace: float | None = None) -> None:
+        """End a spare worker (unadmitted, it exits when its stdin closes) and remove its work folder."""
+        with contextlib.suppress(OSError):
+            assert spare.process.stdin is not None
+            spare.process.stdin.close()
+        try:
+            spare.process.wait(timeout=self._settings.grace if grace is None else grace)
+        except subprocess.TimeoutExpired:
+            kill_tree(spare.process.pid, grace=0)
+            spare.process.wait()
+        with contextlib.suppress(OSError):
+            assert spare.process.stdout is not None
+            spare.process.stdout.close()
+        if spare.work_dir is not None:
+            shutil.rmtree(spare.work_dir, ignore_errors=True)
 
     def _drop_spare(self) -> None:
-        """End the spare worker: without a job it exits when its stdin closes; kill it if it does not."""
         spare, self._spare = self._spare, None
-        if spare is None:
-            return
-        with contextlib.suppress(OSError):
-            assert spare.stdin is not None and spare.stdout is not None
-            spare.stdin.close()
-            spare.stdout.close()
-        try:
-            spare.wait(timeout=self._settings.grace)
-        except subprocess.TimeoutExpired:
-            kill_tree(spare.pid, grace=0)
-            spare.wait()
+        if spare is not None:
+            self._retire(spare, grace=0.5)  # a worker with nothing to do exits at once; one preparing is killed
 
     def _read(self, key: str, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None

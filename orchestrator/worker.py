@@ -2,9 +2,11 @@
 
 Protocol: the worker starts before it has a job (the scheduler starts one a
 build ahead) and imports the build machinery while it waits. The job arrives
-as one JSON document on stdin, ``{"job": {...}, "work_dir": PATH}``, the work
-folder being private and empty (the scheduler removes it afterwards); stdin
-closed without a job means "not needed", and the worker exits. The worker writes
+as one line of JSON on stdin, ``{"job": {...}, "work_dir": PATH}``, the work
+folder being private and empty (the scheduler removes it afterwards). The
+worker prepares the build (extracts it, prepares its environment), then waits
+for the line ``go``: the build's admission. Stdin closed instead means "not
+needed" (another build went first), and the worker exits. The worker writes
 messages to stdout, one per line, each ``@@orchestrate `` followed by JSON:
 ``{"phase": NAME}`` as a phase starts, then ``{"outcome": {...}}`` once.
 Everything the build prints goes to the job's log file instead. The worker never
@@ -51,6 +53,11 @@ def _watch_parent(parent: int) -> None:
     os.killpg(0, signal.SIGKILL)  # the worker leads its own process group
 
 
+def _wait_for_admission() -> None:
+    if sys.stdin.readline().strip() != "go":
+        sys.exit(0)  # not needed: the scheduler removes the work folder
+
+
 def main() -> int:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     try:
@@ -59,7 +66,7 @@ def main() -> int:
         import_error: str | None = traceback.format_exc()
     else:
         import_error = None
-    message = sys.stdin.read()
+    message = sys.stdin.readline()
     if not message:
         return 0
     request = json.loads(message)
@@ -74,7 +81,8 @@ def main() -> int:
             if import_error is not None:
                 log.write(import_error)
                 raise RuntimeError("cannot import the build machinery")
-            outcome = builder.build_source(job, work_dir, log, lambda phase: _send({"phase": phase}))
+            outcome = builder.build_source(job, work_dir, log, lambda phase: _send({"phase": phase}),
+                                           admitted=_wait_for_admission)
         except Exception as exc:  # the last line of defence: report, never raise
             log.write(traceback.format_exc())
             outcome = WorkerOutcome(status=Status.FAILED, error=f"internal error: {exc!r}; see the log")

@@ -60,6 +60,21 @@ def test_builds_that_compile_start_before_pure_python_ones(tmp_path: Path) -> No
     assert started.index("small-c") < started.index("medium"), started
 
 
+def test_next_build_is_extracted_while_the_current_one_runs(tmp_path: Path) -> None:
+    make_sdist(tmp_path / "sdists", "first", sleep=3, extra_files={"big.dat": os.urandom(400_000)})
+    files = {f"pkg/m{i}.py": b"X = 1\n" for i in range(1500)}
+    make_sdist(tmp_path / "sdists", "second", extra_files=files)
+    report = tmp_path / "r.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "-j", "1", "--report-json", report)
+    assert result.returncode == 0, result.stderr
+    builds = {b["name"]: b for b in json.loads(report.read_text())["builds"]}
+    first, second = builds["first"], builds["second"]
+    assert second["started_at"] >= first["finished_at"] - 0.1  # one build at a time
+    # Its phases add up to more than its time since admission: extraction came before.
+    ahead = sum(second["phases"].values()) - second["wall_s"]
+    assert ahead > 0.8 * second["phases"]["extract"] > 0, second
+
+
 def test_failure_fails_the_run_but_others_land(tmp_path: Path) -> None:
     make_sdist(tmp_path / "sdists", "good-one")
     make_sdist(tmp_path / "sdists", "bad", fail=True, print="something went wrong in the backend")

@@ -115,7 +115,8 @@ def test_one_prepared_env_serves_every_build_in_isolation(tmp_path: Path, find_l
     assert result.returncode == 0, result.stderr
     logs = _logs(state)
     assert logs.count("preparing (tinydep==1.0)") == 1
-    assert logs.count("reused (tinydep==1.0)") == 1
+    # The second build's worker, started ahead, prepares while the first build runs.
+    assert logs.count("reused (tinydep==1.0)") + logs.count("prepared by another build (tinydep==1.0)") == 1
     # get_requires_for_build_wheel's extra layers on top as a prepared env of its own.
     assert logs.count("preparing (tinydep==1.0, tinyextra==2.0)") == 1
     assert not list((state / "build-envs" / "runs").iterdir())  # without --keep-build-envs, gone

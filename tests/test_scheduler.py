@@ -32,7 +32,7 @@ FAKE_PIDS = itertools.count(2**30)
 
 
 class _Stdin(io.StringIO):
-    """Keeps the job the scheduler writes; closing it without one sends a spare worker away."""
+    """Keeps what the scheduler writes: a job, then ``go``; closed without ``go``, the worker goes away."""
 
     def __init__(self, worker: FakeWorker) -> None:
         super().__init__()
@@ -40,9 +40,9 @@ class _Stdin(io.StringIO):
 
     def close(self) -> None:
         if not self.closed:
-            message = self.getvalue()
-            if message:
-                self._worker.key = json.loads(message)["job"]["key"]
+            lines = self.getvalue().splitlines()
+            if lines[1:] == ["go"]:
+                self._worker.key = json.loads(lines[0])["job"]["key"]
             else:
                 self._worker.finish(0)
         super().close()
