@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -175,12 +176,23 @@ def test_two_runs_on_one_wheelhouse(tmp_path: Path) -> None:
     assert "skipped" in waited.stderr
 
 
-def _tar_with(path: Path, members: dict[str, bytes]) -> Path:
+def _tar_with(path: Path, members: dict[str, bytes | str]) -> Path:
     with tarfile.open(path, "w:gz") as archive:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
+            if isinstance(data, str):  # a symlink to that target
+                info.type, info.linkname = tarfile.SYMTYPE, data
+                archive.addfile(info)
+            else:
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _zip_with(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
     return path
 
 
@@ -197,6 +209,13 @@ def _tar_with(path: Path, members: dict[str, bytes]) -> Path:
         ), "cut-1.0.tar.gz"),
         # a member that climbs out of the extraction folder
         ("evil-1.0.tar.gz", lambda p: _tar_with(p, {"evil-1.0/../../escaped.txt": b"x"}), "escaped.txt"),
+        # a symlink out of the folder, then a member written through it
+        ("linky-1.0.tar.gz", lambda p: _tar_with(p, {"linky-1.0/pyproject.toml": b"", "linky-1.0/out": "../../..",
+                                                    "linky-1.0/out/escaped.txt": b"x"}),
+         "member 'linky-1.0/out' is a symlink to '../../..', outside the extraction folder"),
+        # zip slip
+        ("slip-1.0.zip", lambda p: _zip_with(p, {"slip-1.0/pyproject.toml": b"", "../../escaped.txt": b"x"}),
+         "member '../../escaped.txt'"),
         # neither pyproject.toml nor setup.py
         ("bare-1.0.tar.gz", lambda p: _tar_with(p, {"bare-1.0/README": b"hi"}), "no pyproject.toml or setup.py"),
         # a backend that does not exist
