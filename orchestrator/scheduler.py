@@ -433,7 +433,7 @@ class BuildScheduler:
                 return spare.process, spare.work_dir
             process = spare.process
         else:
-            if spare is not None:  # it prepared another build, which was not the next after all
+            if spare is not None:  # it died, or it prepared another build, which was not the next after all
                 self._cleaner.submit(self._retire, spare)
             process = self._spawn()
         work_dir = self._new_work_dir(item)
