@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -179,15 +180,15 @@ def _counts(report: RunReport) -> list[str]:
     """What each stage of the run did, for the last line: only the stages the run had."""
     parts = []
     if report.downloads:
-        downloads = {status: sum(r.status is status for r in report.downloads) for status in DownloadStatus}
+        downloads = Counter(r.status for r in report.downloads)
         local = f", {downloads[DownloadStatus.LOCAL]} local" if downloads[DownloadStatus.LOCAL] else ""
         parts.append(f"{downloads[DownloadStatus.DOWNLOADED]} downloaded, {downloads[DownloadStatus.CACHED]} cached"
                      f"{local}, {downloads[DownloadStatus.FAILED]} failed")
     if report.builds or not (report.downloads or report.installs):
-        builds = {status: sum(r.status is status for r in report.builds) for status in Status}
+        builds = Counter(r.status for r in report.builds)
         parts.append(f"{builds[Status.BUILT]} built, {builds[Status.SKIPPED]} skipped, {builds[Status.FAILED]} failed")
     if report.installs:
-        installs = {status: sum(r.status is status for r in report.installs) for status in InstallStatus}
+        installs = Counter(r.status for r in report.installs)
         parts.append(f"{installs[InstallStatus.INSTALLED]} installed, {installs[InstallStatus.SKIPPED]} skipped, "
                      f"{installs[InstallStatus.FAILED]} failed")
     return parts
