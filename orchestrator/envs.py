@@ -90,11 +90,11 @@ def installer_environ(venv: Path) -> dict[str, str]:
 
 
 def install_command(installer: InstallerName, python: str, requirements_file: Path, index: IndexSettings, *,
-                    pinned: bool = False) -> list[str]:
+                    pinned: bool = False, compile_bytecode: bool = False) -> list[str]:
     """The command that installs ``requirements_file`` into the environment of ``python``.
 
     ``pinned`` says the file is a complete resolution: install exactly it (no
-    dependency resolution) and compile bytecode, since the environment is reused.
+    dependency resolution).
     """
     if installer == "uv":
         uv = find_uv()
@@ -102,7 +102,9 @@ def install_command(installer: InstallerName, python: str, requirements_file: Pa
             raise BuildError("uv is not installed any more; use --installer pip")
         cmd = [uv, "pip", "install", "--python", python, "-r", str(requirements_file)]
         if pinned:
-            cmd += ["--no-deps", "--compile-bytecode"]
+            cmd.append("--no-deps")
+        if compile_bytecode:
+            cmd.append("--compile-bytecode")
     else:
         if outer_pip_usable():
             cmd = [sys.executable, "-m", "pip", "--python", python]
@@ -110,7 +112,10 @@ def install_command(installer: InstallerName, python: str, requirements_file: Pa
             cmd = [python, "-Im", "pip"]
         cmd += ["install", "--no-input", "--no-warn-script-location", "--disable-pip-version-check",
                 "-r", str(requirements_file)]
-        cmd += ["--no-deps"] if pinned else ["--no-compile"]
+        if pinned:
+            cmd.append("--no-deps")
+        if not compile_bytecode:
+            cmd.append("--no-compile")
     return cmd + index.pip_args()
 
 

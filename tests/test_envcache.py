@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
@@ -130,6 +131,34 @@ def test_a_missing_build_requirement_fails_the_build_clearly(tmp_path: Path, fin
     assert "cannot resolve build requirements (not-there)" in result.stderr
 
 
+@pytest.mark.parametrize("on_import", [True, False])
+def test_bytecode_is_written_on_import_into_the_prepared_env_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_import: bool
+) -> None:
+    if on_import:
+        monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    else:
+        monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    cache = EnvCache(_run_dir(tmp_path), FakeInstaller(tmp_path / "record"), index=IndexSettings(), log=io.StringIO())
+    view = cache.view(tmp_path / "view")
+    view.install(["tinydep"])
+    prepared = view.prepared
+    # A copy of the empty env, not a virtualenv made again: the same pyvenv.cfg.
+    empty = cache.prepare(())
+    assert (prepared.path / "pyvenv.cfg").read_bytes() == (empty.path / "pyvenv.cfg").read_bytes()
+    caches = prepared.path / prepared.purelib / "__pycache__"
+    assert caches.is_dir() is on_import
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    probe = "import sys, tinydep; print(sys.prefix)"
+    done = subprocess.run([view.python_executable, "-c", probe], check=True, capture_output=True, text=True, env=env)
+    assert done.stdout.strip() == str(view.path)
+    if on_import:
+        assert list(caches.glob("tinydep.*.pyc"))
+    # Whatever stays writable, a build still cannot add a module beside the prepared ones.
+    with pytest.raises(PermissionError) if os.geteuid() else contextlib.nullcontext():
+        (prepared.path / prepared.purelib / "added.py").write_text("")
+
+
 def test_concurrent_preparations_of_one_key_prepare_it_once(tmp_path: Path) -> None:
     run_dir = _run_dir(tmp_path)
     record = tmp_path / "record"
@@ -155,9 +184,10 @@ def test_a_killed_preparation_is_never_used(tmp_path: Path) -> None:
     victim.kill()  # SIGKILL, mid-installation
     victim.wait()
     store = run_dir / "envs"
-    (half,) = [entry for entry in store.iterdir() if entry.is_dir()]
+    # The empty env the half-made one was copied from is published; the half-made one is not.
+    (empty,) = [entry.resolve() for entry in store.iterdir() if entry.is_symlink()]
+    (half,) = [entry for entry in store.iterdir() if entry.is_dir() and not entry.is_symlink() and entry != empty]
     assert (half / "lib").exists() and not (half / ENV_INFO).exists()
-    assert not [entry for entry in store.iterdir() if entry.is_symlink()]  # nothing was published
 
     cache = EnvCache(run_dir, FakeInstaller(record), index=IndexSettings(), log=io.StringIO())
     prepared = cache.prepare(["tinydep"])
