@@ -3,7 +3,8 @@
     python benchmarks/corpus.py --corpus ../shared/corpus/public --max-builds 2
 
 Every tool runs with ``PIP_CONFIG_FILE=/dev/null`` and without ``PIP_FIND_LINKS`` (this
-machine's pip configuration adds local package sources), offline (``--no-index
+machine's pip configuration adds local package sources) or ``PYTHONDONTWRITEBYTECODE`` (set
+on this machine, unlike Python's default), offline (``--no-index
 --find-links BACKENDS``) and with fresh caches of its own. One round runs, in this order:
 orchestrate with a cold build-environment cache (fresh state: no history, no prepared
 envs, empty uv cache), ``pip wheel --no-deps`` (serial), ``uv pip install --no-deps`` with
@@ -33,7 +34,8 @@ HERE = Path(__file__).parent
 
 
 def clean_environ(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS" and not k.startswith(("ORCHESTRATE_", "UV_"))}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PIP_FIND_LINKS", "PYTHONDONTWRITEBYTECODE") and not k.startswith(("ORCHESTRATE_", "UV_"))}
     env["PIP_CONFIG_FILE"] = os.devnull
     env.update(extra)
     return env
