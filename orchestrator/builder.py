@@ -185,6 +185,10 @@ def _check_wheel(job: BuildJob, wheel: Path) -> tuple[str, str]:
 def publish_wheel(wheel: Path, wheelhouse: Path) -> Path:
     """Copy ``wheel`` into ``wheelhouse`` atomically: a hidden temp file, fsync, rename."""
     final = wheelhouse / wheel.name
-    with atomic_write(final) as out, wheel.open("rb") as src:
-        shutil.copyfileobj(src, out, 1 << 20)
+    try:
+        with atomic_write(final) as out, wheel.open("rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except OSError as exc:
+        raise BuildError(f"cannot publish {wheel.name} to {wheelhouse}: {exc.strerror or exc}; "
+                         "free some space there or choose another wheelhouse") from exc
     return final

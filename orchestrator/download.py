@@ -15,6 +15,12 @@ owns streaming, hash checks, retries and the cache. One :meth:`Downloader.fetch`
     stream GET into dest_dir/.name.part, hashing (retried)
         ─▶ check hashes ─▶ fsync, os.replace ─▶ copy into the cache   "downloaded"
 
+Two rules end a download that stopped moving: no byte for ``timeout`` seconds (the
+per-read timeout), and under ``min_speed`` for ``timeout`` seconds (a stall: a server
+trickling a byte a second never trips the first). Both are retried like other
+transient errors. The stall rule is curl's ``--speed-limit``/``--speed-time``, with
+the window tied to the timeout as cargo ties ``http.low-speed-limit`` to ``http.timeout``.
+
 The cache is content-addressed: ``cache_dir/sha256/<2 hex>/<64 hex>/<filename>``.
 Every copy out of it is re-hashed, and a corrupt entry is deleted and fetched again.
 A file whose hash does not match is never given its final name: its temporary file
@@ -23,6 +29,7 @@ is deleted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -30,13 +37,14 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 import httpx2
@@ -49,6 +57,7 @@ from .atomic import atomic_write
 from .errors import DownloadError, HashMismatchError, OrchestratorError, UsageError
 from .requirements import PinnedRequirement
 from .settings import IndexSettings
+from .units import format_size
 
 __all__ = [
     "DownloadProgress",
@@ -76,13 +85,17 @@ class DownloadSettings:
     cache_dir: Path | None
     """The content-addressed cache; ``None`` disables it."""
     retries: int = 3
-    """Further attempts after a timeout, a connection error or an HTTP 5xx."""
+    """Further attempts after a timeout, a stall, a connection error or an HTTP 5xx."""
     timeout: float = 60.0
-    """Seconds allowed for each network operation (connect, each read, each write)."""
+    """Seconds allowed for each network operation (connect, each read, each write),
+    and the window of the stall rule (see ``min_speed``)."""
     require_hashes: bool = False
     """Refuse requirements that carry no ``--hash`` (pip's hash-checking mode)."""
     backoff: float = 0.5
     """Seconds before the first retry; doubled for each further one, with jitter."""
+    min_speed: int = 1024
+    """Bytes per second a download must average over the last ``timeout`` seconds, or it
+    has stalled and is cut; 0 turns the rule off. 1 KiB/s is below any usable link."""
 
 
 class DownloadStatus(Enum):
@@ -210,12 +223,49 @@ class _ServerError(Exception):
     """An HTTP 5xx answer: transient, so retried."""
 
 
+class _Stalled(Exception):
+    """A download stayed under the speed floor for a whole window: transient, so retried."""
+
+
 _TRANSIENT = (
     httpx2.TimeoutException,
     httpx2.NetworkError,
     httpx2.RemoteProtocolError,
     _ServerError,
+    _Stalled,
 )
+
+
+class _StallWatch:
+    """Raises :class:`_Stalled` once a transfer averages under ``min_speed`` over ``window`` seconds.
+
+    It keeps a sample of the byte count every ``window / 8`` seconds, so the average is
+    taken over at least ``window`` seconds (an eighth more while bytes keep arriving), in
+    constant memory. It is only consulted as bytes arrive; the per-read timeout bounds
+    the wait for the next ones.
+    """
+
+    def __init__(self, min_speed: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._min_speed = min_speed
+        self._window = window
+        self._clock = clock
+        self._received = 0
+        self._samples: deque[tuple[float, int]] = deque([(clock(), 0)])
+        """``(time, bytes received by then)``, oldest first."""
+
+    def received(self, size: int) -> None:
+        """Count ``size`` more bytes; raise :class:`_Stalled` if the last window was too slow."""
+        now = self._clock()
+        self._received += size
+        if now - self._samples[-1][0] >= self._window / 8:
+            self._samples.append((now, self._received))
+        # The oldest sample kept is the newest one at least a window old.
+        while len(self._samples) > 1 and self._samples[1][0] <= now - self._window:
+            self._samples.popleft()
+        since, received_then = self._samples[0]
+        elapsed = now - since
+        if elapsed >= self._window and self._received - received_then < self._min_speed * elapsed:
+            raise _Stalled(f"stalled under {format_size(self._min_speed)}/s for {self._window:g} s")
 
 
 class Downloader:
@@ -436,8 +486,11 @@ class Downloader:
                     f"{label}: {link.redacted} answered {response.status_code} "
                     f"{response.reason_phrase}; check the pin and the index"
                 )
-            with atomic_write(target) as out:
-                for chunk in response.iter_raw(_CHUNK_SIZE):
+            watch = _StallWatch(self._settings.min_speed, self._settings.timeout)
+            with _saving(target, label) as out:
+                # Each read as it arrives: a chunk size would buffer a trickle out of sight.
+                for chunk in response.iter_raw():
+                    watch.received(len(chunk))
                     out.write(chunk)
                     for hasher in hashers.values():
                         hasher.update(chunk)
@@ -453,6 +506,11 @@ class Downloader:
                 return attempt()
             except _TRANSIENT as exc:
                 if number >= retries:
+                    if isinstance(exc, _Stalled):
+                        raise DownloadError(
+                            f"{label}: {what} failed {number + 1} time(s), last {exc}; "
+                            "check the index or raise --download-timeout"
+                        ) from exc
                     raise DownloadError(
                         f"{label}: {what} failed {number + 1} time(s), last with "
                         f"{_describe(exc)}; check the index, or raise the timeout or retries"
@@ -480,7 +538,7 @@ class Downloader:
                 continue
             target = self._dest_dir / cached.name
             try:
-                with cached.open("rb") as source, atomic_write(target) as out:
+                with cached.open("rb") as source, _saving(target, label) as out:
                     hasher = hashlib.sha256()
                     size = 0
                     while chunk := source.read(_CHUNK_SIZE):
@@ -580,6 +638,19 @@ class _Client(PyPIClient):
     def iter_secure_origins(self) -> Iterable[tuple[str, str, str]]:
         yield from super().iter_secure_origins()
         yield from self._http_origins
+
+
+@contextlib.contextmanager
+def _saving(target: Path, label: str) -> Iterator[BinaryIO]:
+    """:func:`atomic_write`, a failure to write (disk full, permissions) becoming a :class:`DownloadError`."""
+    try:
+        with atomic_write(target) as out:
+            yield out
+    except OSError as exc:
+        raise DownloadError(
+            f"{label}: cannot save {target.name} in {target.parent}: {exc.strerror or exc}; "
+            "free some space there or choose another folder"
+        ) from exc
 
 
 def _raise_for_server_error(response: httpx2.Response) -> None:

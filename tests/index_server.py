@@ -3,10 +3,10 @@
 It serves PEP 503 HTML simple pages, or PEP 691 JSON ones when the ``Accept``
 header asks, with ``#sha256=`` fragments (``hashes`` in JSON), and the files under
 ``/files/``. Each file can be made to misbehave: delayed, failing with 500 a number
-of times, closing the connection mid-body, hanging until the server closes, or
-serving other bytes than the ones its advertised hash describes. ``delay`` slows
-every file; :meth:`IndexServer.slow` slows one more. The server counts
-requests and downloads in flight.
+of times, closing the connection mid-body, hanging until the server closes,
+trickling its body at a given rate, or serving other bytes than the ones its
+advertised hash describes. ``delay`` slows every file; :meth:`IndexServer.slow`
+slows one more. The server counts requests and downloads in flight.
 
 Use it as a context manager, or through the ``index_server`` fixture::
 
@@ -30,7 +30,11 @@ from types import TracebackType
 from typing import Any
 
 import pytest
-from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.utils import (
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
@@ -123,6 +127,11 @@ class IndexServer:
         with self._lock:
             self._files[filename].hangs = True
 
+    def trickle(self, filename: str, bytes_per_second: int) -> None:
+        """Send ``filename``'s body at ``bytes_per_second``, a tenth of a second's worth at a time."""
+        with self._lock:
+            self._files[filename].bytes_per_second = bytes_per_second
+
     def downloads(self, filename: str) -> int:
         """How many times ``filename`` was requested."""
         return self.requests[f"/files/{filename}"]
@@ -187,6 +196,8 @@ class _File:
     wrong_bytes: bool = False
     hangs: bool = False
     delay: float = 0.0
+    bytes_per_second: int = 0
+    """Trickle the body at this rate; 0 sends it at once."""
 
 
 class _Server(ThreadingHTTPServer):
@@ -338,13 +349,30 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
                 return
+            if file.bytes_per_second:
+                self._trickle(content, file.bytes_per_second)
+                return
             self._send(200, content, "application/octet-stream")
         finally:
             index._leave_download()
 
+    def _trickle(self, content: bytes, bytes_per_second: int) -> None:
+        """Send ``content`` a tenth of a second's worth at a time, until done or the server closes."""
+        stop = self.server.index._stop
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        step = max(1, bytes_per_second // 10)
+        for start in range(0, len(content), step):
+            self.wfile.write(content[start : start + step])
+            if stop.wait(step / bytes_per_second):
+                self.close_connection = True
+                return
 
-@pytest.fixture
-def index_server() -> Iterator[IndexServer]:
-    """A running :class:`IndexServer`, closed after the test."""
+
+@pytest.fixture(name="index_server")
+def index_server_fixture() -> Iterator[IndexServer]:
+    """A running :class:`IndexServer`, closed after the test; import it to use ``index_server``."""
     with IndexServer() as server:
         yield server

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from index_server import IndexServer, index_server  # noqa: F401  (index_server is a fixture)
+from index_server import IndexServer, index_server_fixture  # noqa: F401  (the index_server fixture)
 
 from orchestrator.download import (
     Downloader,
@@ -17,6 +17,8 @@ from orchestrator.download import (
     DownloadResult,
     DownloadSettings,
     DownloadStatus,
+    _Stalled,
+    _StallWatch,
     download_all,
 )
 from orchestrator.errors import UsageError
@@ -365,6 +367,75 @@ def test_timeout_on_a_hanging_server(index_server: IndexServer, tmp_path: Path, 
     assert timeout * (retries + 1) <= elapsed < timeout * (retries + 1) + 1.0
     assert index_server.downloads("foo-1.0.tar.gz") == retries + 1
     assert files_in(dest) == []
+
+
+def _first_stall(segments: list[tuple[int, int]], min_speed: int) -> int | None:
+    """Feed a :class:`_StallWatch` (10 s window) one arrival a second; the second it stalls, if any."""
+    now = 0
+    watch = _StallWatch(min_speed, 10.0, clock=lambda: now)
+    for seconds, bytes_per_second in segments:
+        for _ in range(seconds):
+            now += 1
+            try:
+                watch.received(bytes_per_second)
+            except _Stalled:
+                return now
+    return None
+
+
+@pytest.mark.parametrize(
+    ("segments", "min_speed", "stalls_at"),
+    [
+        # steady above the floor, for many windows
+        ([(60, 200)], 100, None),
+        # steady under the floor: cut once a whole window has passed
+        ([(60, 50)], 100, 10),
+        # fast, then a trickle from second 20: cut a window later
+        ([(20, 1000), (40, 10)], 100, 30),
+        # a dip shorter than the window is averaged out
+        ([(20, 1000), (8, 1), (30, 1000)], 100, None),
+        # slowing down, but not under the floor
+        ([(10, 10_000), (50, 150)], 100, None),
+        # min_speed 0 turns the rule off
+        ([(60, 1)], 0, None),
+    ],
+)
+def test_stall_watch(segments: list[tuple[int, int]], min_speed: int, stalls_at: int | None) -> None:
+    assert _first_stall(segments, min_speed) == stalls_at
+
+
+@pytest.mark.timeout(30)
+def test_trickling_download_is_cut(index_server: IndexServer, tmp_path: Path, dest: Path) -> None:
+    index_server.add("foo-1.0.tar.gz", sdist("foo", "1.0") * 100)
+    index_server.trickle("foo-1.0.tar.gz", 10)  # 10 B/s: never a read timeout, far under 1 KiB/s
+    timeout, retries = 1.0, 1
+    settings = settings_for(index_server, tmp_path, timeout=timeout, retries=retries)
+    start = time.monotonic()
+    result = fetch(settings, dest, pin("foo"))
+    elapsed = time.monotonic() - start
+    assert result.status is DownloadStatus.FAILED
+    assert result.error == (
+        f"foo 1.0: downloading {index_server.file_url('foo-1.0.tar.gz')} failed 2 time(s), "
+        "last stalled under 1.0 KiB/s for 1 s; check the index or raise --download-timeout"
+    )
+    # Each attempt is cut between one window and 9/8 of one, plus a trickle step.
+    assert timeout * (retries + 1) <= elapsed < (timeout * 9 / 8 + 0.1) * (retries + 1) + 1.0
+    assert index_server.downloads("foo-1.0.tar.gz") == retries + 1
+    assert files_in(dest) == []
+    assert files_in(tmp_path / "cache") == []
+
+
+@pytest.mark.timeout(30)
+def test_slow_but_steady_download_is_not_cut(index_server: IndexServer, tmp_path: Path, dest: Path) -> None:
+    content = bytes(range(256)) * 80  # 20 KiB at 8 KiB/s: 2.5 s, longer than the timeout
+    index_server.add("foo-1.0.tar.gz", content)
+    index_server.trickle("foo-1.0.tar.gz", 8 * 1024)
+    start = time.monotonic()
+    result = fetch(settings_for(index_server, tmp_path, timeout=1.0, retries=0), dest, pin("foo"))
+    assert result.status is DownloadStatus.DOWNLOADED, result.error
+    assert time.monotonic() - start >= 2.0
+    assert result.path is not None and result.path.read_bytes() == content
+    assert index_server.downloads("foo-1.0.tar.gz") == 1
 
 
 def test_find_links_folder_without_index(tmp_path: Path, dest: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import orchestrate
+from index_server import IndexServer, index_server_fixture  # noqa: F401 - the index_server fixture
 from sdists import make_sdist, read_events, sdist_files
 
 
@@ -241,11 +243,17 @@ def test_bad_sdists_fail_alone_with_one_line(tmp_path: Path, name: str, make: Ca
     assert "Traceback" not in result.stderr
 
 
+def publish_failure(wheelhouse: Path) -> str:
+    return (f"cannot publish huge-1.0-py3-none-any.whl to {wheelhouse}: No space left on device; "
+            "free some space there or choose another wheelhouse")
+
+
 @pytest.fixture()
 def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
     mount = tmp_path / "tiny"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True,
+                          check=False)
     if done.returncode:
         pytest.skip("cannot mount a tmpfs here")
     yield mount
@@ -257,9 +265,110 @@ def test_disk_full_fails_the_build_and_leaves_no_partial_file(tmp_path: Path, ti
     make_sdist(tmp_path / "sdists", "small")
     result = orchestrate("build", tmp_path / "sdists", "-w", tiny_disk)
     assert result.returncode == 1
-    assert "No space left on device" in result.stderr
+    assert f"FAILED huge 1.0: {publish_failure(tiny_disk)}" in result.stderr.splitlines()
     assert visible_files(tiny_disk) == ["small-1.0-py3-none-any.whl"]
     assert not list(tiny_disk.glob(".*.part"))
+
+
+def test_disk_full_in_a_private_mount_namespace(tmp_path: Path) -> None:
+    """A real full disk without root: a 256k tmpfs in a user and mount namespace of the test's own."""
+    wheelhouse, listing = tmp_path / "wh", tmp_path / "listing.txt"
+    wheelhouse.mkdir()
+    # The mount lives as long as the namespace: list the wheelhouse from inside it.
+    script = 'mount -t tmpfs -o size=256k tmpfs "$WH" || exit 99; "$@"; code=$?; ls -A "$WH" > "$LISTING"; exit $code'
+    unshare = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh"]
+    env = {**os.environ, "WH": str(wheelhouse), "LISTING": str(listing)}
+    if shutil.which("unshare") is None or subprocess.run([*unshare, "true"], env=env, check=False).returncode:
+        pytest.skip("user namespaces are not available here")
+    make_sdist(tmp_path / "sdists", "huge", pad_kb=1024)
+    make_sdist(tmp_path / "sdists", "small")
+    result = subprocess.run([*unshare, sys.executable, "-m", "orchestrator", "build", str(tmp_path / "sdists"),
+                             "-w", str(wheelhouse)], env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 1, result.stderr
+    assert f"FAILED huge 1.0: {publish_failure(wheelhouse)}" in result.stderr.splitlines()
+    assert "Traceback" not in result.stderr
+    files = listing.read_text().split()
+    assert [name for name in files if not name.startswith(".orchestrate")] == ["small-1.0-py3-none-any.whl"]
+
+
+# Loaded by every Python process of the orchestrate run through PYTHONPATH (the CLI, its
+# workers, build backends): a file that ``atomic_write`` opens, whose path matches
+# $FAULT_ENOSPC, takes 512 bytes and then fails as a full disk does.
+ENOSPC_SITECUSTOMIZE = """
+import errno, fnmatch, io, os
+
+_pattern = os.environ.get("FAULT_ENOSPC")
+_fdopen = os.fdopen
+
+
+class _FullDisk(io.BufferedWriter):
+    room = 512
+
+    def write(self, data):
+        if len(data) <= self.room:
+            self.room -= len(data)
+            return super().write(data)
+        super().write(bytes(data[: self.room]))
+        self.room = 0
+        self.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def fdopen(fd, mode="r", *args, **kwargs):
+    if _pattern and mode == "wb" and fnmatch.fnmatch(os.readlink(f"/proc/self/fd/{fd}"), _pattern):
+        return _FullDisk(io.FileIO(fd, "wb"))
+    return _fdopen(fd, mode, *args, **kwargs)
+
+
+os.fdopen = fdopen
+"""
+
+
+def disk_full_for(pattern: str, tmp_path: Path) -> dict[str, str]:
+    """The environment that makes the orchestrate process run out of space writing files that match ``pattern``."""
+    inject = tmp_path / "inject"
+    inject.mkdir(exist_ok=True)
+    (inject / "sitecustomize.py").write_text(ENOSPC_SITECUSTOMIZE)
+    path = os.pathsep.join(filter(None, [str(inject), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "FAULT_ENOSPC": pattern}
+
+
+def test_disk_full_while_publishing_a_wheel_fails_that_build_only(tmp_path: Path) -> None:
+    wheelhouse = tmp_path / "wh"
+    make_sdist(tmp_path / "sdists", "huge", pad_kb=64)
+    make_sdist(tmp_path / "sdists", "small")
+    env = disk_full_for(f"{wheelhouse.resolve()}/.huge-*.part", tmp_path)
+    result = orchestrate("build", tmp_path / "sdists", "-w", wheelhouse, env=env)
+    assert result.returncode == 1, result.stderr
+    assert f"FAILED huge 1.0: {publish_failure(wheelhouse)}" in result.stderr.splitlines()
+    assert "Traceback" not in result.stderr
+    assert visible_files(wheelhouse) == ["small-1.0-py3-none-any.whl"]
+    assert not list(wheelhouse.glob(".*.part"))
+
+
+@pytest.mark.parametrize("full", ["dest", "cache"])
+def test_disk_full_while_saving_a_download(tmp_path: Path, index_server: IndexServer, full: str) -> None:
+    dest, cache = tmp_path / "sdists", tmp_path / "cache"
+    for name in ("big", "other"):
+        sdist = make_sdist(tmp_path / "made", name)
+        index_server.add(sdist.name, sdist.read_bytes())
+    (tmp_path / "req.txt").write_text("big==1.0\nother==1.0\n")
+    where = f"{dest.resolve()}/.big-*" if full == "dest" else f"{cache.resolve()}/*/.big-*"
+    result = orchestrate("download", "-r", tmp_path / "req.txt", "-d", dest, "--cache-dir", cache,
+                         "-i", index_server.simple_url, env=disk_full_for(where, tmp_path))
+    assert "Traceback" not in result.stderr
+    cached = sorted(p.name for p in cache.rglob("*") if p.is_file())
+    if full == "dest":
+        assert result.returncode == 1, result.stderr
+        message = (f"big 1.0: cannot save big-1.0.tar.gz in {dest}: No space left on device; "
+                   "free some space there or choose another folder")
+        assert f"FAILED download of big 1.0: {message}" in result.stderr.splitlines()
+        assert sorted(p.name for p in dest.iterdir()) == ["other-1.0.tar.gz"]
+    else:  # the cache only saves time: the download stands, the cache gets nothing of it
+        assert result.returncode == 0, result.stderr
+        assert "cannot store big-1.0.tar.gz in the cache" in result.stderr
+        assert sorted(p.name for p in dest.iterdir()) == ["big-1.0.tar.gz", "other-1.0.tar.gz"]
+    assert cached == ["other-1.0.tar.gz"]
 
 
 def test_unreadable_or_misnamed_sdists_fail_alone(tmp_path: Path) -> None:

@@ -10,16 +10,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import orchestrate
-from index_server import IndexServer, index_server  # noqa: F401 - the fixture
+from index_server import IndexServer, index_server_fixture  # noqa: F401 - the index_server fixture
 from sdists import make_sdist
 
 from orchestrator.units import format_size
 
 
-def serve(server: IndexServer, tmp_path: Path, name: str, **behaviour: object) -> tuple[str, str]:
+def serve(server: IndexServer, tmp_path: Path, name: str, **behaviour: Any) -> tuple[str, str]:
     """Serve a fake sdist; return its filename and sha256."""
     path = make_sdist(tmp_path / "made", name, **behaviour)
     return path.name, server.add(path.name, path.read_bytes())
@@ -215,3 +216,28 @@ def test_interrupted_download_command_starts_no_more(tmp_path: Path, index_serve
     assert time.monotonic() - started < 2  # one fetch in flight at most, ended by closing the client
     assert 1 <= len(list((tmp_path / "sdists").glob("*.tar.gz"))) < 8
     assert not list((tmp_path / "sdists").glob(".*.part"))
+
+
+@pytest.mark.parametrize("command", ["download", "build"])
+def test_trickling_download_is_cut_and_others_succeed(tmp_path: Path, index_server: IndexServer, command: str) -> None:
+    trickles, _ = serve(index_server, tmp_path, "trickles")  # about 1.7 KB: minutes at 10 B/s
+    flows, _ = serve(index_server, tmp_path, "flows")
+    index_server.trickle(trickles, 10)
+    (tmp_path / "req.txt").write_text("trickles==1.0\nflows==1.0\n")
+    where = ("-d", tmp_path / "sdists") if command == "download" else \
+        ("-w", tmp_path / "wh", "--sdist-dir", tmp_path / "sdists")
+    started = time.monotonic()
+    result = orchestrate(command, "-r", tmp_path / "req.txt", *where, "-i", index_server.simple_url,
+                         "--cache-dir", tmp_path / "cache", "--download-timeout", "1", "--download-retries", "1",
+                         timeout=60)
+    assert time.monotonic() - started < 20
+    assert result.returncode == 1, result.stderr
+    message = (f"trickles 1.0: downloading {index_server.file_url(trickles)} failed 2 time(s), "
+               "last stalled under 1.0 KiB/s for 1 s; check the index or raise --download-timeout")
+    assert f"FAILED download of trickles 1.0: {message}" in result.stderr.splitlines()
+    assert "Traceback" not in result.stderr
+    assert index_server.downloads(trickles) == 2
+    assert sorted(p.name for p in (tmp_path / "sdists").iterdir()) == [flows]  # no partial file either
+    assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] == [flows]
+    if command == "build":
+        assert [p.name for p in (tmp_path / "wh").glob("*.whl")] == ["flows-1.0-py3-none-any.whl"]
