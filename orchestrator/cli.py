@@ -94,9 +94,10 @@ def download_options(function: F) -> F:
                    help="Download cache (default: under --state-dir)."),
             option("--no-cache", is_flag=True, help="Neither read nor fill the download cache."),
             option("--download-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
-                   show_default=True, metavar="SECONDS", help="Timeout of each network request."),
+                   show_default=True, metavar="SECONDS",
+                   help="Timeout of each network request; a download under 1 KiB/s for this long is cut."),
             option("--download-retries", type=click.IntRange(min=0), default=3, show_default=True,
-                   help="Retries after a timeout, a dropped connection or a 5xx answer."),
+                   help="Retries after a timeout, a stall, a dropped connection or a 5xx answer."),
             option("--require-hashes", is_flag=True,
                    help="Refuse requirements without --hash (on by itself when any line has one)."),
         ]
@@ -138,6 +139,10 @@ def install_options(function: F) -> F:
         [
             option("--max-installs", type=click.IntRange(min=1), default=4, show_default=True,
                    help="Installs at once."),
+            option("--install-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                   help="Fail a wheel whose install takes longer: its bytecode compilers are killed and it is "
+                   "rolled back; the others go on. Checked between files: a write blocked in the OS (a hung "
+                   "network filesystem) is not interrupted."),
             option("--reinstall", is_flag=True,
                    help="Reinstall a distribution already installed at the same version (else it is skipped)."),
             option("--compile/--no-compile", "compile_bytecode", default=True, show_default=True,
@@ -148,12 +153,12 @@ def install_options(function: F) -> F:
     return function
 
 
-def _wheel_installer(into: Path, reinstall: bool, compile_bytecode: bool) -> WheelInstaller:
+def _wheel_installer(into: Path, reinstall: bool, compile_bytecode: bool, install_timeout: float | None) -> WheelInstaller:
     try:
         target = Target.from_path(into)
     except InstallError as exc:
         raise UsageError(exc.message) from None
-    return WheelInstaller(target, compile_bytecode=compile_bytecode, reinstall=reinstall)
+    return WheelInstaller(target, compile_bytecode=compile_bytecode, reinstall=reinstall, timeout=install_timeout)
 
 
 @contextmanager
@@ -298,7 +303,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           requirements: tuple[Path, ...], max_downloads: int, cache_dir: Path | None, no_cache: bool,
           download_timeout: float, download_retries: int, require_hashes: bool, sdist_dir: Path | None,
           installer: str, keep_build_envs: bool, install_into: Path | None, install_after_build: bool, max_installs: int,
-          reinstall: bool, compile_bytecode: bool, fail_fast: bool, force: bool, timeout: float | None, retries: int, log_dir: Path | None,
+          install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool, force: bool, timeout: float | None, retries: int, log_dir: Path | None,
           report_json: Path | None, state_dir: Path | None, no_history: bool, config: Path | None,
           wait_lock: float) -> None:
     """Build wheels from SOURCES (sdist files, folders of sdists, source trees) and -r requirements."""
@@ -328,7 +333,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                                     pinned.require_hashes if pinned else require_hashes),
         max_downloads=max_downloads,
         sdist_dir=sdist_dir.resolve() if sdist_dir else None,
-        installer_into=_wheel_installer(install_into, reinstall, compile_bytecode) if install_into else None,
+        installer_into=(_wheel_installer(install_into, reinstall, compile_bytecode, install_timeout)
+                        if install_into else None),
         max_installs=max_installs,
         install_after_build=install_after_build,
         build_env_dir=state / "build-envs",
@@ -343,7 +349,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         run.reject(path, error)
     run.report.settings = {"max_builds": limits.max_builds, "max_downloads": max_downloads,
                            "max_installs": max_installs, "memory_limit": limits.memory_limit,
-                           "min_free_memory": limits.min_free_memory, "installer": settings.installer}
+                           "min_free_memory": limits.min_free_memory, "memory_per_build": settings.memory_per_build,
+                           "max_load": limits.max_load, "installer": settings.installer}
     _run_and_report(lambda: run.run(collected.sources, pinned.requirements if pinned else ()), run.report, display, console,
                     report_json)
 
@@ -381,9 +388,10 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
 @option("--no-cache", is_flag=True, help="Neither read nor fill the download cache.")
 # The names `build` uses; the short ones stay as aliases (there is no build stage to confuse them with).
 @option("--download-timeout", "--timeout", "download_timeout", type=click.FloatRange(min=0, min_open=True),
-        default=60.0, show_default=True, metavar="SECONDS", help="Timeout of each network request.")
+        default=60.0, show_default=True, metavar="SECONDS",
+        help="Timeout of each network request; a download under 1 KiB/s for this long is cut.")
 @option("--download-retries", "--retries", "download_retries", type=click.IntRange(min=0), default=3,
-        show_default=True, help="Retries after a timeout, a dropped connection or a 5xx answer.")
+        show_default=True, help="Retries after a timeout, a stall, a dropped connection or a 5xx answer.")
 @option("--require-hashes", is_flag=True, help="Refuse requirements without --hash.")
 @option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
 @option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="Caches (default: the user cache folder).")
@@ -424,8 +432,8 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
 @install_options
 @option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
 @handle_errors
-def install(wheels: tuple[Path, ...], into: Path, max_installs: int, reinstall: bool, compile_bytecode: bool,
-            report_json: Path | None) -> None:
+def install(wheels: tuple[Path, ...], into: Path, max_installs: int, install_timeout: float | None, reinstall: bool,
+            compile_bytecode: bool, report_json: Path | None) -> None:
     """Install WHEELS (files, or folders of wheels) into an environment, several at once.
 
     A distribution already installed at the same version is skipped (--reinstall
@@ -434,10 +442,12 @@ def install(wheels: tuple[Path, ...], into: Path, max_installs: int, reinstall: 
     files = [path for given in wheels for path in (sorted(given.glob("*.whl")) if given.is_dir() else [given])]
     if not files:
         raise UsageError("nothing to install: the folders hold no *.whl")
-    installer = _wheel_installer(into, reinstall, compile_bytecode)
+    installer = _wheel_installer(into, reinstall, compile_bytecode, install_timeout)
     console = _console()
     display = PlainDisplay(console)
     report = RunReport(started_at=time.time(), settings={"max_installs": max_installs})
+    for recovery in installer.recover():
+        display.event(str(recovery))
 
     def done(result: InstallResult) -> None:
         report.installs.append(result)

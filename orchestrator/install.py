@@ -1,6 +1,6 @@
 """The install stage: put built wheels into a target environment, one atomic wheel at a time.
 
-This module owns four things:
+This module owns five things:
 
 - :class:`Target`: where files go, asked once of the target's own interpreter
   (its ``sysconfig`` scheme, its ``sys.executable`` for script shebangs).
@@ -10,24 +10,34 @@ This module owns four things:
   destination that records every path it creates, so a failure removes them all.
 - :class:`_Compilers`: bytecode compilers, long-lived processes of the
   target's own interpreter, shared by every install thread of one installer.
+- The per-wheel timeout (:class:`_Deadline`); the crash journal that lets the
+  next run undo an install killed part-way is :mod:`orchestrator.journal`.
 
 One wheel, in :meth:`WheelInstaller.install`::
 
+    lock the distribution's journal (a dead install's journal: undo it first)
+              |
     same name already installed? --same version--> skipped
               | (no, or other version, or reinstall)
     claim its paths for this run (conflict with another distribution: failed)
               |
     open wheel, check RECORD lists every file with a hash and size
               |
-    move the old version's files aside (same filesystem)
+    list the files it will create (installer's rules, and their bytecode) and
+    the old version's files to move aside; a file of nobody in the way: failed
+              |
+    journal both lists, fsync; move the old version's files aside (same filesystem)
               |
     installer.install(...) from _CheckedWheelFile through _RollbackDestination:
       each member is decompressed once and checked against RECORD before it
       is written; .py files are queued for compiling as they are written;
       RECORD, written last, lists the .pyc files
-      | ok                          | any exception (a bad hash included)
-    delete the aside copy         delete what was written, move the
-    prune empty folders           old files back, release the claim
+      | ok                          | any exception (a bad hash, the timeout)
+    journal "commit"              delete what was written, move the
+    delete the aside copy         old files back, release the claim
+    prune empty folders
+              |
+    remove the journal (kept if a rollback itself failed: the next run finishes it)
 
 Bytecode, when asked for (``compile_bytecode=True``)::
 
@@ -47,6 +57,14 @@ collection or interpreter exit; one that dies fails the wheel whose chunk it
 had (that wheel waits for all its chunks, then rolls back) and is replaced.
 This replaced one interpreter per wheel, whose start-up cost more than the
 compiling, and which kept one core idle when one wheel was installed at a time.
+
+With a timeout, a wheel's clock starts when its install does; waiting for a
+turn to write, for another install of the same name or for a compiler busy
+with another wheel counts. Past it, the wheel's chunks not yet started are
+withdrawn, the compilers working on the others are killed (and replaced for
+the next chunk), and the wheel is rolled back. Writing is checked between
+files: a thread blocked in a system call (a write to a hung network
+filesystem) cannot be interrupted, and its wheel fails only once the call returns.
 
 What ``pip install ./pkg.whl`` users expect, and what this module does:
 
@@ -75,7 +93,8 @@ streaming form of :func:`find_conflicts`, for wheels that arrive one by one).
 Pruning empty folders and restoring moved files share one lock; a writer
 whose folder was pruned between creating it and opening a file in it (it was
 empty then) creates it again, so file creation takes no lock. Installs from
-other processes into the same target are not coordinated.
+other processes into the same target are coordinated only per distribution
+name, by its journal's lock: a second one fails at once.
 """
 
 from __future__ import annotations
@@ -85,18 +104,22 @@ import enum
 import io
 import json
 import logging
+import math
 import os
 import queue
+import secrets
 import shutil
+import signal
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 import weakref
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import Distribution
 from pathlib import Path
@@ -106,18 +129,22 @@ from installer import install as installer_install
 from installer.destinations import SchemeDictionaryDestination
 from installer.exceptions import InstallerError
 from installer.records import Hash, RecordEntry, parse_record_file
+from installer.scripts import Script
 from installer.sources import WheelContentElement, WheelFile
 from installer.utils import (
+    SCHEME_NAMES,
     Scheme,
     copyfileobj_with_hashing,
     get_launcher_kind,
     make_file_executable,
     parse_entrypoints,
+    parse_metadata_file,
 )
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from orchestrator.errors import InstallError, UsageError
+from orchestrator.journal import Journal, Recovery, journal_path, prune_empty_folders, stale_journals, undo
 
 __all__ = [
     "Conflict",
@@ -142,6 +169,7 @@ paths = sysconfig.get_paths()
 base = sysconfig.get_config_var("base")
 print(json.dumps({
     "python": sys.executable,
+    "cache_tag": sys.implementation.cache_tag,
     "scheme": {
         "purelib": paths["purelib"],
         "platlib": paths["platlib"],
@@ -165,9 +193,14 @@ print(json.dumps({
 # work than py_compile; py_compile itself still handles what this does not:
 # SOURCE_DATE_EPOCH (hash-based .pyc), a .pyc that already exists, and
 # interpreters older than 3.7 (another header). Keep it valid Python 3.6.
+#
+# Its argument is the installer's process id: once the installer is gone
+# (killed), it writes no more files, so the next run, undoing the install from
+# its journal, does not race a compiler finishing its chunk.
 _COMPILE_SERVER = """\
 import base64, hashlib, json, marshal, os, py_compile, sys, warnings
 warnings.simplefilter("ignore")  # nobody reads this stderr; pip hides them too
+INSTALLER = int(sys.argv[1])
 DIRECT = sys.version_info >= (3, 7) and "SOURCE_DATE_EPOCH" not in os.environ
 if DIRECT:
     import importlib.util
@@ -223,6 +256,8 @@ for line in sys.stdin.buffer:
     compiled = []
     try:
         for path in request["paths"]:
+            if os.getppid() != INSTALLER:
+                sys.exit(1)
             pyc, data = compile_file(path) if DIRECT else pyc_of(path)
             if pyc is not None:
                 digest = base64.urlsafe_b64encode(hashlib.new(request["hash"], data).digest()).decode().rstrip("=")
@@ -306,6 +341,8 @@ class Target:
     ``headers`` is the include folder; each distribution's headers go in a
     sub-folder named after it.
     """
+    cache_tag: str | None = None
+    """The interpreter's bytecode tag (``cpython-311``): where its ``.pyc`` files go; ``None`` if unknown."""
 
     @classmethod
     def from_path(cls, path: Path, *, timeout: float = 60.0) -> Target:
@@ -327,6 +364,7 @@ class Target:
             return cls(
                 python=Path(facts["python"] or python).absolute(),
                 scheme=scheme,
+                cache_tag=facts["cache_tag"],
             )
         except (ValueError, KeyError, TypeError) as exc:
             stderr = completed.stderr.strip().splitlines()[-1:] or ["no output"]
@@ -465,6 +503,71 @@ class _CheckedWheelFile(WheelFile):
             )
 
 
+def _planned(source: WheelFile, members: Sequence[str], scheme: Mapping[str, str], *, interpreter: str,
+             cache_tag: str | None) -> list[str]:
+    """The files that installing ``source`` (whose archive holds ``members``) creates in ``scheme``'s folders.
+
+    installer's rules, read off its ``install``: archive-root files go to
+    purelib or platlib (``Root-Is-Purelib``), ``NAME.data/SCHEME/...`` to
+    that scheme, members in ``__pycache__`` nowhere; entry points become
+    scripts; the ``.dist-info`` gains INSTALLER. With ``cache_tag``, the
+    ``.py`` files of purelib and platlib bring their bytecode. A file this
+    misses is journaled just before it is written (:class:`_RollbackDestination`):
+    a miss costs an fsync, not safety. Running installer itself through a
+    destination that writes nothing cost five times as much (100 wheels,
+    3,900 files: 0.18 s against 0.035 s).
+    """
+    wheel = parse_metadata_file(source.read_dist_info("WHEEL"))
+    root = Scheme("purelib" if wheel["Root-Is-Purelib"] == "true" else "platlib")
+    dist_info, data = source.dist_info_dir, f"{source.data_dir}/"
+    placed: list[tuple[Scheme, str]] = [(root, f"{dist_info}/INSTALLER")]
+    if f"{dist_info}/entry_points.txt" in members:
+        for name, module, attr, section in parse_entrypoints(source.read_dist_info("entry_points.txt")):
+            script_name, _ = Script(name, module, attr, section).generate(interpreter, get_launcher_kind())
+            placed.append((Scheme("scripts"), script_name))
+    for member in members:
+        if member.endswith("/") or "__pycache__" in member.split("/")[:-1]:
+            continue
+        if not member.startswith(data):
+            placed.append((root, member))
+            continue
+        scheme_name, _, inner = member[len(data):].partition("/")
+        if scheme_name in SCHEME_NAMES and inner:  # else installer refuses the wheel
+            placed.append((Scheme(scheme_name), inner))
+    folders = _folders(scheme)
+    paths = []
+    for scheme_name, path in placed:
+        target_path = _target_path(folders[scheme_name], path)
+        paths.append(target_path)
+        if cache_tag and _is_compiled(scheme_name, target_path):
+            paths.append(_bytecode_path(target_path, cache_tag))
+    return paths
+
+
+def _folders(scheme_dict: Mapping[str, str]) -> dict[str, str]:
+    """Each scheme's absolute folder, ending in a separator: what :func:`_target_path` takes."""
+    return {name: os.path.join(os.path.abspath(folder), "") for name, folder in scheme_dict.items()}
+
+
+def _target_path(folder: str, path: str) -> str:
+    # installer's _path_with_destdir check (no escaping the scheme folder),
+    # on strings: pathlib cost more than the writes on tmpfs.
+    target_path = os.path.abspath(os.path.join(folder, path))
+    if not target_path.startswith(folder):
+        raise ValueError(f"Attempting to write {path} outside of the target directory")
+    return target_path
+
+
+def _is_compiled(scheme: Scheme, target_path: str) -> bool:
+    return scheme in ("purelib", "platlib") and target_path.endswith(".py")
+
+
+def _bytecode_path(source: str, cache_tag: str) -> str:
+    """Where ``importlib.util.cache_from_source`` puts ``source``'s bytecode for ``cache_tag``."""
+    folder, name = os.path.split(source)
+    return os.path.join(folder, "__pycache__", f"{name[:-3]}.{cache_tag}.pyc")
+
+
 @dataclass(kw_only=True)
 class _RollbackDestination(SchemeDictionaryDestination):
     """installer's destination that remembers every file it creates and never overwrites one.
@@ -477,12 +580,19 @@ class _RollbackDestination(SchemeDictionaryDestination):
     compiled in chunks as they are written, so compiling overlaps writing;
     :meth:`finalize_installation` waits for them and lists the ``.pyc`` files
     in RECORD, as pip does.
+
+    A file the journal does not list yet (``planned`` missed it) is added to
+    it before it is created; bytecode the plan missed, once it is written.
     """
 
     compilers: _Compilers | None
     """Where ``.py`` files are compiled; ``None``: no bytecode."""
     writing: _Turn
     """This wheel's turn to write files; given up while it waits for its compilers."""
+    journal: Journal
+    planned: AbstractSet[str]
+    """Every path the journal lists, or that was there before and may be replaced (stale bytecode)."""
+    deadline: _Deadline
     written: list[str] = field(default_factory=list)
     """Every file created, in order (``.pyc`` files once their compiler answered)."""
     _chunk: list[str] = field(default_factory=list)
@@ -490,30 +600,28 @@ class _RollbackDestination(SchemeDictionaryDestination):
     _compiling: list[Future[list[_Compiled]]] = field(default_factory=list)
     _source_schemes: dict[str, Scheme] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self._folders = _folders(self.scheme_dict)
+
     def write_to_fs(self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool) -> RecordEntry:
-        target_path = self._target_path(scheme, path)
+        self.deadline.check("writing files")
+        target_path = _target_path(self._folders[scheme], path)
+        compiled = self.compilers is not None and _is_compiled(scheme, target_path)
+        if target_path not in self.planned:
+            self.journal.add([target_path])
         handle = self._create(target_path)
         self.written.append(target_path)
         with handle:
             digest, size = copyfileobj_with_hashing(stream, handle, self.hash_algorithm)
         if is_executable:
             make_file_executable(Path(target_path))
-        if self.compilers is not None and scheme in ("purelib", "platlib") and path.endswith(".py"):
+        if compiled:
             self._source_schemes[target_path] = scheme
             self._chunk.append(target_path)
             self._chunk_bytes += size
             if self._chunk_bytes >= _CHUNK_BYTES:
                 self._send_chunk()
         return RecordEntry(path, Hash(self.hash_algorithm, digest), size)
-
-    def _target_path(self, scheme: Scheme, path: str) -> str:
-        # installer's _path_with_destdir check (no escaping the scheme folder),
-        # on strings: pathlib cost more than the writes on tmpfs.
-        root = os.path.join(os.path.abspath(self.scheme_dict[scheme]), "")
-        target_path = os.path.abspath(os.path.join(root, path))
-        if not target_path.startswith(root):
-            raise ValueError(f"Attempting to write {path} outside of the target directory")
-        return target_path
 
     @staticmethod
     def _create(target_path: str) -> BinaryIO:
@@ -548,8 +656,11 @@ class _RollbackDestination(SchemeDictionaryDestination):
 
     def _compiled(self) -> list[tuple[Scheme, RecordEntry]]:
         # Every chunk ends before any failure is raised: the rollback must not race a compiler.
-        wait(self._compiling)
+        in_time = self._settle()
         futures, self._compiling = self._compiling, []
+        if not in_time:
+            del futures
+            raise self.deadline.error(f"compiling bytecode with {self.interpreter}", "or without compiling")
         errors = [error for error in (future.exception() for future in futures) if error is not None]
         if errors:  # the first failure fails the wheel
             error = errors[0]
@@ -562,30 +673,46 @@ class _RollbackDestination(SchemeDictionaryDestination):
             finally:
                 del error
         records: list[tuple[Scheme, RecordEntry]] = []
+        unplanned = []
         for future in futures:
             for compiled in future.result():
                 self.written.append(compiled.pyc)
+                if compiled.pyc not in self.planned:
+                    unplanned.append(compiled.pyc)
                 scheme = self._source_schemes[compiled.source]
                 path = os.path.relpath(compiled.pyc, self.scheme_dict[scheme]).replace(os.sep, "/")
                 records.append((scheme, RecordEntry(path, Hash(self.hash_algorithm, compiled.digest), compiled.size)))
+        if unplanned:
+            self.journal.add(unplanned)  # written already: the plan did not know where bytecode goes
         return records
 
     def stop_compiling(self) -> None:
         """Withdraw chunks not yet started and wait for the others: no compiler writes for this wheel after."""
         for future in self._compiling:
             future.cancel()
-        wait(self._compiling)
+        self._settle()
+
+    def _settle(self) -> bool:
+        """Wait for this wheel's chunks until its deadline; past it, stop the rest. True if none was stopped."""
+        pending = wait(self._compiling, timeout=self.deadline.remaining()).not_done
+        if pending:
+            assert self.compilers is not None
+            self.compilers.stop(pending)
+            wait(pending)
+        return not pending
 
 
 class _Turn:
     """A turn taken from a semaphore on entering, which can be given up early, once."""
 
-    def __init__(self, semaphore: threading.BoundedSemaphore) -> None:
+    def __init__(self, semaphore: threading.BoundedSemaphore, deadline: _Deadline) -> None:
         self._semaphore = semaphore
+        self._deadline = deadline
         self._held = False
 
     def __enter__(self) -> None:
-        self._semaphore.acquire()
+        if not self._semaphore.acquire(timeout=self._deadline.remaining()):
+            raise self._deadline.error("waiting for another install to finish writing")
         self._held = True
 
     def __exit__(self, *exc_info: object) -> None:
@@ -595,6 +722,31 @@ class _Turn:
         if self._held:
             self._held = False
             self._semaphore.release()
+
+
+@dataclass(frozen=True, slots=True)
+class _Deadline:
+    """When one wheel's install must have ended (``time.monotonic``); ``seconds=None``: never."""
+
+    seconds: float | None
+    at: float = math.inf
+
+    @classmethod
+    def start(cls, seconds: float | None) -> _Deadline:
+        return cls(seconds, math.inf if seconds is None else time.monotonic() + seconds)
+
+    def remaining(self) -> float | None:
+        """Seconds left (0 once past), or ``None`` without a timeout: what ``wait`` and ``acquire`` take."""
+        return None if self.seconds is None else max(0.0, self.at - time.monotonic())
+
+    def check(self, doing: str) -> None:
+        if time.monotonic() >= self.at:
+            raise self.error(doing)
+
+    def error(self, doing: str, hint: str = "") -> InstallError:
+        return InstallError(
+            f"timed out after {self.seconds:g} s {doing}; rolled back; retry with a longer install timeout {hint}".rstrip()
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -625,7 +777,8 @@ class _Compilers:
     submit chunks of files to one queue; one feeder thread per process takes
     the next chunk, sends it and waits for the answer, so every process stays
     busy while any install has files to compile. A process that dies fails
-    the chunk it had (its wheel rolls back) and is started again for the next.
+    the chunk it had (its wheel rolls back) and is started again for the next;
+    so does one killed by :meth:`stop`, for a wheel past its timeout.
     """
 
     def __init__(self, python: str, *, max_processes: int) -> None:
@@ -634,6 +787,7 @@ class _Compilers:
         self._chunks: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
         self._feeders: list[threading.Thread] = []
         self._processes: set[subprocess.Popen[bytes]] = set()
+        self._working = _Working()
         self._start_lock = threading.Lock()
         # Feeders hold no reference to self, so an installer dropped without
         # close() is still collected, and this stops them then or at exit.
@@ -647,7 +801,7 @@ class _Compilers:
             while len(self._feeders) < self.max_processes:
                 feeder = threading.Thread(
                     target=_feed,
-                    args=(self.python, self._chunks, self._processes),
+                    args=(self.python, self._chunks, self._processes, self._working),
                     name=f"compile-{len(self._feeders)}",
                     daemon=True,  # never holds up interpreter exit; its process sees EOF then
                 )
@@ -657,12 +811,75 @@ class _Compilers:
         self._chunks.put(_Chunk(paths=paths, hash_algorithm=hash_algorithm, future=future))
         return future
 
+    def stop(self, futures: Iterable[Future[list[_Compiled]]]) -> None:
+        """End these chunks now: withdraw those not started, kill the compilers of the others.
+
+        Each future ends with an :class:`InstallError` soon after; other
+        wheels' chunks are not touched.
+        """
+        self._working.stop(futures)
+
     def close(self) -> None:
         """Let the feeders finish their chunks, then stop them and their processes."""
         self._finalizer()
 
 
-def _feed(python: str, chunks: queue.SimpleQueue[_Chunk | None], processes: set[subprocess.Popen[bytes]]) -> None:
+class _Working:
+    """Which compiler process has which chunk, so that a wheel past its deadline stops its own chunks only.
+
+    A chunk's future is settled under the same lock as :meth:`stop` looks, and
+    a process is killed only while registered (so not yet reaped, its process
+    id not reused).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._processes: dict[Future[list[_Compiled]], subprocess.Popen[bytes]] = {}
+        self._stopped: set[Future[list[_Compiled]]] = set()
+
+    def stop(self, futures: Iterable[Future[list[_Compiled]]]) -> None:
+        with self._lock:
+            for future in futures:
+                if future.cancel() or future.done():
+                    continue
+                self._stopped.add(future)  # started: its feeder sees this
+                process = self._processes.get(future)
+                if process is not None:
+                    try:
+                        os.killpg(process.pid, signal.SIGKILL)  # it leads its own session
+                    except ProcessLookupError:
+                        pass
+
+    def begin(self, future: Future[list[_Compiled]], process: subprocess.Popen[bytes]) -> bool:
+        """Register ``process`` as compiling ``future``'s chunk; False if the chunk was stopped already."""
+        with self._lock:
+            if future in self._stopped:
+                return False
+            self._processes[future] = process
+            return True
+
+    def release(self, future: Future[list[_Compiled]]) -> None:
+        """The process has answered or died: it is no longer ``stop``'s to kill."""
+        with self._lock:
+            self._processes.pop(future, None)
+
+    def settle(self, future: Future[list[_Compiled]], result: list[_Compiled] | None, error: BaseException | None,
+               *, python: str) -> bool:
+        """Set the chunk's outcome; True (and an error saying so) if it was stopped."""
+        with self._lock:
+            stopped = future in self._stopped
+            self._stopped.discard(future)
+            if stopped:
+                future.set_exception(InstallError(f"compiling bytecode with {python} was stopped: its wheel timed out"))
+            elif error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result or [])
+            return stopped
+
+
+def _feed(python: str, chunks: queue.SimpleQueue[_Chunk | None], processes: set[subprocess.Popen[bytes]],
+          working: _Working) -> None:
     """One feeder thread: its own compiler process, chunk after chunk, until ``None``."""
     process: subprocess.Popen[bytes] | None = None
     try:
@@ -671,7 +888,7 @@ def _feed(python: str, chunks: queue.SimpleQueue[_Chunk | None], processes: set[
             if chunk is None:
                 break
             if chunk.future.set_running_or_notify_cancel():
-                process = _compile_chunk(python, chunk, process, processes)
+                process = _compile_chunk(python, chunk, process, processes, working)
             # Holding a finished chunk while waiting would keep its future's error, and
             # through the error's traceback the installer, alive.
             del chunk
@@ -682,36 +899,50 @@ def _feed(python: str, chunks: queue.SimpleQueue[_Chunk | None], processes: set[
 
 
 def _compile_chunk(
-    python: str, chunk: _Chunk, process: subprocess.Popen[bytes] | None, processes: set[subprocess.Popen[bytes]]
+    python: str,
+    chunk: _Chunk,
+    process: subprocess.Popen[bytes] | None,
+    processes: set[subprocess.Popen[bytes]],
+    working: _Working,
 ) -> subprocess.Popen[bytes] | None:
     """Settle ``chunk``'s future with ``process`` (started if ``None``); the process for the next chunk."""
     if process is None:
         try:
             process = subprocess.Popen(
-                [python, "-I", "-S", "-c", _COMPILE_SERVER],
+                [python, "-I", "-S", "-c", _COMPILE_SERVER, str(os.getpid())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches the installer, which stops them
             )
         except OSError as exc:
-            chunk.future.set_exception(
-                InstallError(f"compiling bytecode with {python} failed: it did not start ({exc}); retry without compiling")
-            )
+            message = f"compiling bytecode with {python} failed: it did not start ({exc}); retry without compiling"
+            working.settle(chunk.future, None, InstallError(message), python=python)
             return None
         processes.add(process)
+    if not working.begin(chunk.future, process):
+        working.settle(chunk.future, None, None, python=python)
+        return process
+    result: list[_Compiled] | None = None
+    error: BaseException | None = None
+    alive = True
     try:
-        chunk.future.set_result(_ask(python, process, chunk))
+        result = _ask(python, process, chunk)
     except InstallError as exc:  # it answered with an error: still in step
-        chunk.future.set_exception(exc)
+        error = exc
     except BaseException as exc:  # noqa: BLE001 - the install thread waiting on the future reports it
+        error, alive = exc, False
+    working.release(chunk.future)
+    if not alive:
         processes.discard(process)
         _stop_process(process)
-        if isinstance(exc, _CompilerDied):
-            exc = InstallError(f"compiling bytecode with {python} failed (exit {process.returncode}); retry without compiling")
-        chunk.future.set_exception(exc)
-        return None  # out of step, or dead: the next chunk starts another
-    return process
+        if isinstance(error, _CompilerDied):
+            error = InstallError(f"compiling bytecode with {python} failed (exit {process.returncode}); retry without compiling")
+    if working.settle(chunk.future, result, error, python=python) and alive:
+        processes.discard(process)  # killed, though it may have answered first
+        _stop_process(process)
+        alive = False
+    return process if alive else None
 
 
 class _CompilerDied(Exception):
@@ -774,17 +1005,26 @@ class WheelInstaller:
     With ``compile_bytecode``, the first install starts compiler processes of
     the target's interpreter; :meth:`close` (or leaving a ``with`` block)
     stops them, and so do the installer's collection and interpreter exit.
+    With ``timeout``, a wheel whose install takes longer fails and is rolled
+    back (see the module docstring for what counts and what cannot be cut short).
+    Before its first install, it undoes what installs killed part-way left in
+    the target (:meth:`recover`).
     """
 
-    def __init__(self, target: Target, *, compile_bytecode: bool = True, reinstall: bool = False) -> None:
+    def __init__(self, target: Target, *, compile_bytecode: bool = True, reinstall: bool = False,
+                 timeout: float | None = None) -> None:
+        if timeout is not None and timeout <= 0:
+            raise UsageError(f"--install-timeout must be more than 0 seconds, not {timeout:g}")
         self.target = target
         self.compile_bytecode = compile_bytecode
         self.reinstall = reinstall
+        self.timeout = timeout
         self._compilers = (
             _Compilers(os.fspath(target.python), max_processes=_usable_cpus()) if compile_bytecode else None
         )
         # Longest first, so a file belongs to the most specific scheme folder holding it.
         self._roots = sorted({Path(p) for p in target.scheme.values()}, key=lambda p: len(p.parts), reverse=True)
+        self._journals = Path(target.scheme["purelib"])
         self._tree_lock = threading.Lock()
         self._writers = threading.BoundedSemaphore(_MAX_WRITERS)
         self._name_locks: dict[str, threading.Lock] = {}
@@ -792,6 +1032,8 @@ class WheelInstaller:
         # Paths (as find_conflicts names them) -> (distribution, wheel file name) that wrote them.
         self._claims: dict[str, tuple[str, str]] = {}
         self._claims_lock = threading.Lock()
+        self._recover_lock = threading.Lock()
+        self._recovered = False
 
     def close(self) -> None:
         """Stop the compiler processes; installing later starts new ones.
@@ -807,6 +1049,43 @@ class WheelInstaller:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def recover(self) -> list[Recovery]:
+        """Undo the installs into this target that died part-way, from their journals; once per installer.
+
+        A journal that a live process holds is left alone. One that cannot be
+        undone (permissions) is logged and kept; installing its distribution then fails.
+        """
+        with self._recover_lock:
+            if self._recovered:
+                return []
+            self._recovered = True
+            recoveries = []
+            try:
+                for journal in stale_journals(self._journals):
+                    try:
+                        recoveries.extend(self._undo(journal))
+                    except InstallError as exc:
+                        logger.warning("%s", exc)
+                    finally:
+                        journal.close()
+            except OSError as exc:  # each distribution's install checks its own journal again
+                logger.warning("Could not look for interrupted installs in %s: %s", self._journals, exc)
+            return recoveries
+
+    def _undo(self, journal: Journal) -> list[Recovery]:
+        """Undo what ``journal`` (locked) lists; keep it if that fails part-way."""
+        if journal.left_over is None:
+            return []  # its install died before it wrote anything
+        try:
+            with self._tree_lock:
+                return [undo(journal.left_over, self._roots)]
+        except OSError as exc:
+            journal.keep()
+            raise InstallError(
+                f"undoing the interrupted install of {journal.left_over.name} that {journal.path} lists failed ({exc});"
+                " fix permissions and retry"
+            ) from exc
 
     def install(self, wheel: Path) -> InstallResult:
         """Install ``wheel`` (see the module docstring for skip and replace rules)."""
@@ -826,8 +1105,11 @@ class WheelInstaller:
         name, version = canonicalize_name(project), str(parsed_version)
         status, reason, error = InstallStatus.INSTALLED, None, None
         try:
-            with self._lock_for(name):
-                status, reason = self._install(wheel, name, version)
+            for recovery in self.recover():
+                logger.warning("%s", recovery)
+            deadline = _Deadline.start(self.timeout)
+            with self._lock_for(name, deadline):
+                status, reason = self._install(wheel, name, version, deadline)
         except Exception as exc:  # noqa: BLE001 - every failure of one wheel becomes its result
             logger.debug("Installing %s failed", wheel, exc_info=True)
             status, error = InstallStatus.FAILED, _describe(wheel, exc)
@@ -842,25 +1124,52 @@ class WheelInstaller:
             error=error,
         )
 
-    def _lock_for(self, name: str) -> threading.Lock:
+    @contextmanager
+    def _lock_for(self, name: str, deadline: _Deadline) -> Iterator[None]:
+        """This installer's turn for ``name`` (other processes are kept off it by its journal's lock)."""
         with self._name_locks_lock:
-            return self._name_locks.setdefault(name, threading.Lock())
+            lock = self._name_locks.setdefault(name, threading.Lock())
+        remaining = deadline.remaining()
+        if not lock.acquire(timeout=-1 if remaining is None else remaining):
+            raise deadline.error(f"waiting for another install of {name}")
+        try:
+            yield
+        finally:
+            lock.release()
 
-    def _install(self, wheel: Path, name: str, version: str) -> tuple[InstallStatus, str | None]:
-        installed = self._installed(name)
-        same = [old for old in installed if _same_version(old.version, version)]
-        if same and not self.reinstall:
+    @contextmanager
+    def _journal(self, name: str) -> Iterator[Journal]:
+        """``name``'s journal, locked; a dead install's journal is undone first. Removed on leaving, unless kept."""
+        journal = Journal.acquire(self._journals, name)
+        try:
+            for recovery in self._undo(journal):
+                logger.warning("%s", recovery)
+            yield journal
+        finally:
+            journal.close()
+
+    def _install(self, wheel: Path, name: str, version: str, deadline: _Deadline) -> tuple[InstallStatus, str | None]:
+        if not self.reinstall and not journal_path(self._journals, name).exists() and any(
+            _same_version(old.version, version) for old in self._installed(name)
+        ):
+            # Nothing to write, so no journal: a target we may only read still says "skipped".
             logger.info("Skipping %s: %s %s is already installed", wheel.name, name, version)
             return InstallStatus.SKIPPED, "already installed"
-        with zipfile.ZipFile(wheel) as archive:
-            claimed = self._claim(archive, wheel.name, name)
-            try:
-                self._write(archive, installed)
-            except BaseException:
-                with self._claims_lock:
-                    for path in claimed:
-                        del self._claims[path]
-                raise
+        with self._journal(name) as journal:
+            installed = self._installed(name)
+            same = [old for old in installed if _same_version(old.version, version)]
+            if same and not self.reinstall:
+                logger.info("Skipping %s: %s %s is already installed", wheel.name, name, version)
+                return InstallStatus.SKIPPED, "already installed"
+            with zipfile.ZipFile(wheel) as archive:
+                claimed = self._claim(archive, wheel.name, name)
+                try:
+                    self._write(archive, installed, journal, deadline)
+                except BaseException:
+                    with self._claims_lock:
+                        for path in claimed:
+                            del self._claims[path]
+                    raise
         if same:
             return InstallStatus.INSTALLED, "reinstalled"
         if installed:
@@ -889,34 +1198,49 @@ class WheelInstaller:
                 self._claims[path] = (name, wheel_name)
         return claimed
 
-    def _write(self, archive: zipfile.ZipFile, installed: list[_Installed]) -> None:
+    def _write(self, archive: zipfile.ZipFile, installed: list[_Installed], journal: Journal, deadline: _Deadline) -> None:
         source = _CheckedWheelFile(archive)
         source.validate_record(validate_contents=False)  # contents: as they are written
         scheme = dict(self.target.scheme)
         scheme["headers"] = os.path.join(scheme["headers"], source.distribution)
+        aside = _Aside(roots=self._roots, tree_lock=self._tree_lock)
+        for old in installed:
+            aside.plan(old.dist_info)
+        planned = _planned(source, archive.namelist(), scheme, interpreter=os.fspath(self.target.python),
+                           cache_tag=self.target.cache_tag if self._compilers is not None else None)
+        created = _free(planned, aside.originals)
+        journal.begin(wheel=os.path.basename(archive.filename or ""), created=created, moved=aside.moves,
+                      folders=aside.folders)
         destination = _RollbackDestination(
             scheme_dict=scheme,
             interpreter=os.fspath(self.target.python),
             script_kind=get_launcher_kind(),
             compilers=self._compilers,
-            writing=_Turn(self._writers),
+            writing=_Turn(self._writers, deadline),
+            journal=journal,
+            planned=set(planned),
+            deadline=deadline,
         )
-        aside = _Aside(roots=self._roots, tree_lock=self._tree_lock)
         try:
-            for old in installed:
-                aside.move_distribution(old.dist_info)
+            aside.move()
             with destination.writing:
                 installer_install(source, destination, {"INSTALLER": f"{INSTALLER_NAME}\n".encode()})
+            if aside.moves:
+                journal.commit()
         except BaseException:
-            destination.stop_compiling()
-            # A compiler stopped before it reported may have left bytecode.
-            written = [Path(path) for path in destination.written]
-            removed = [file for path in written for file in [path, *_bytecode_of(path)]]
-            with self._tree_lock:
-                for path in removed:
-                    path.unlink(missing_ok=True)
-                _prune_empty_folders(removed, self._roots)
-            aside.restore()
+            try:
+                destination.stop_compiling()
+                # A compiler stopped before it reported may have left bytecode.
+                written = [Path(path) for path in destination.written]
+                removed = [file for path in written for file in [path, *_bytecode_of(path)]]
+                with self._tree_lock:
+                    for path in removed:
+                        path.unlink(missing_ok=True)
+                    prune_empty_folders(removed, self._roots)
+                aside.restore()
+            except BaseException:
+                journal.keep()  # the next install into this target finishes the rollback
+                raise
             raise
         aside.discard()
 
@@ -935,20 +1259,60 @@ class WheelInstaller:
         return found
 
 
+def _free(planned: Sequence[str], moving: AbstractSet[str]) -> list[str]:
+    """The planned files this install creates; raises if one is there already and is not moving aside.
+
+    Bytecode of nobody that is there already is left out: a compiler replaces
+    it, and it is not the journal's to delete.
+    """
+    created = []
+    folders: dict[str, bool] = {}  # one stat per new folder, not one per file in it
+    moving_resolved: set[str] | None = None
+    for path in planned:
+        folder = os.path.dirname(path)
+        if folder not in folders:
+            folders[folder] = os.path.isdir(folder)
+        if path in moving or not folders[folder] or not os.path.lexists(path):
+            created.append(path)
+            continue
+        if moving_resolved is None:  # purelib and platlib may be two names of one folder
+            moving_resolved = {os.path.realpath(path) for path in moving}
+        if os.path.realpath(path) in moving_resolved:
+            created.append(path)
+        elif not path.endswith(".pyc"):
+            raise FileExistsError(f"{path} already exists and is not part of an older version of this distribution")
+    return created
+
+
 class _Aside:
     """An installed distribution's files, moved into hidden folders beside them until discarded or restored.
 
     Each file goes to a folder inside the scheme folder that holds it, so the
-    move is a rename on one filesystem.
+    move is a rename on one filesystem. :meth:`plan` only lists the moves, for
+    the journal; :meth:`move` makes them.
     """
 
     def __init__(self, *, roots: Sequence[Path], tree_lock: threading.Lock) -> None:
         self._roots = roots
         self._tree_lock = tree_lock
+        self._label = secrets.token_hex(8)
         self._folders: dict[Path, Path] = {}
+        self._moves: list[tuple[Path, Path]] = []
         self._moved: list[tuple[Path, Path]] = []
 
-    def move_distribution(self, dist_info: Path) -> None:
+    @property
+    def moves(self) -> list[tuple[str, str]]:
+        return [(os.fspath(original), os.fspath(moved_to)) for original, moved_to in self._moves]
+
+    @property
+    def originals(self) -> set[str]:
+        return {os.fspath(original) for original, _ in self._moves}
+
+    @property
+    def folders(self) -> list[str]:
+        return [os.fspath(folder) for folder in self._folders.values()]
+
+    def plan(self, dist_info: Path) -> None:
         for path in _recorded_files(dist_info):
             root = next((root for root in self._roots if path != root and path.is_relative_to(root)), None)
             if root is None:
@@ -956,12 +1320,16 @@ class _Aside:
                 continue
             if not os.path.lexists(path):
                 continue
-            if root not in self._folders:
-                self._folders[root] = Path(tempfile.mkdtemp(prefix=".orchestrate-old-", dir=root))
-            moved_to = self._folders[root] / path.relative_to(root)
+            folder = self._folders.setdefault(root, root / f".orchestrate-old-{self._label}")
+            self._moves.append((path, folder / path.relative_to(root)))
+
+    def move(self) -> None:
+        for folder in self._folders.values():
+            folder.mkdir(mode=0o700)
+        for original, moved_to in self._moves:
             moved_to.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, moved_to)
-            self._moved.append((path, moved_to))
+            os.replace(original, moved_to)
+            self._moved.append((original, moved_to))
 
     def restore(self) -> None:
         with self._tree_lock:
@@ -972,7 +1340,7 @@ class _Aside:
 
     def discard(self) -> None:
         with self._tree_lock:
-            _prune_empty_folders([original for original, _ in self._moved], self._roots)
+            prune_empty_folders([original for original, _ in self._moved], self._roots)
         self._remove_folders()
 
     def _remove_folders(self) -> None:
@@ -1004,17 +1372,6 @@ def _bytecode_of(path: Path) -> list[Path]:
     if path.suffix != ".py" or not cache.is_dir():
         return []
     return [cache / pyc for pyc in os.listdir(cache) if pyc.startswith(f"{path.stem}.") and pyc.endswith(".pyc")]
-
-
-def _prune_empty_folders(paths: Iterable[Path], roots: Sequence[Path]) -> None:
-    """Remove the folders of ``paths`` that are now empty, up to (not including) a scheme folder."""
-    for folder in sorted({path.parent for path in paths}, key=lambda p: len(p.parts), reverse=True):
-        while folder not in roots and any(folder.is_relative_to(root) for root in roots):
-            try:
-                folder.rmdir()
-            except OSError:  # not empty, or already gone
-                break
-            folder = folder.parent
 
 
 def _usable_cpus() -> int:

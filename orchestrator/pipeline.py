@@ -125,6 +125,8 @@ class BuildRun:
         try:
             with self._wheelhouse.locked(wait=settings.wait_lock), contextlib.ExitStack() as stack:
                 if settings.installer_into is not None:
+                    for recovery in settings.installer_into.recover():
+                        self._observer.event(str(recovery))
                     self._install_pool = ThreadPoolExecutor(settings.max_installs, thread_name_prefix="install")
                     stack.push(self._stop_installs)
                 self._estimates = ThreadPoolExecutor(1, thread_name_prefix="estimate")

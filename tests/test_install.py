@@ -432,6 +432,74 @@ def test_max_installs_below_one_is_a_usage_error(target: Target) -> None:
         install_all([], WheelInstaller(target), max_installs=0)
 
 
+# --- timeout ----------------------------------------------------------------
+
+
+def test_a_wheel_past_its_timeout_while_compiling_fails_alone_and_its_compiler_is_replaced(
+    target: Target, wheelhouse: Path, venv_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = install_module._COMPILE_SERVER
+    hanging = real.replace(
+        "    request = json.loads(line)\n",
+        "    request = json.loads(line)\n"
+        "    if any(os.path.basename(p).startswith('slow') for p in request['paths']): __import__('time').sleep(600)\n",
+    )
+    assert hanging != real
+    monkeypatch.setattr(install_module, "_COMPILE_SERVER", hanging)
+    monkeypatch.setattr(install_module, "_usable_cpus", lambda: 2)  # one compiler hangs, the other goes on
+    wheels = [
+        write_wheel(wheelhouse, "hangs", files={"hangs/__init__.py": "", "hangs/slow_module.py": "X = 1\n"}),
+        write_wheel(wheelhouse, "fast-one"),
+        write_wheel(wheelhouse, "fast-two"),
+    ]
+    before = snapshot(venv_dir)
+    with WheelInstaller(target, timeout=2) as wheel_installer:
+        started = time.monotonic()
+        results = install_all(wheels, wheel_installer, max_installs=3)
+        assert time.monotonic() - started < 10
+        assert [result.status for result in results] == [InstallStatus.FAILED, InstallStatus.INSTALLED, InstallStatus.INSTALLED]
+        assert results[0].error == (
+            f"Installing hangs-1.0-py3-none-any.whl failed: timed out after 2 s compiling bytecode with {target.python};"
+            " rolled back; retry with a longer install timeout or without compiling"
+        )
+        assert {path for path in snapshot(venv_dir) if path not in before and "hangs" in path} == set()
+        # The hung compiler is gone; a new one compiles the next wheel.
+        assert len(compiler_processes(target)) <= 2
+        assert wheel_installer.install(write_wheel(wheelhouse, "later")).status is InstallStatus.INSTALLED
+        assert list((site_packages(target) / "later" / "__pycache__").glob("*.pyc"))
+    assert compiler_processes(target) == []
+
+
+def test_a_wheel_past_its_timeout_while_writing_is_rolled_back(
+    target: Target, tmp_path: Path, venv_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    assert WheelInstaller(target).install(write_versioned(tmp_path / "old", "1.0")).status is InstallStatus.INSTALLED
+    before = snapshot(venv_dir)
+    real = install_module.copyfileobj_with_hashing
+
+    def slow_write(source, dest, hash_algorithm):  # type: ignore[no-untyped-def]
+        time.sleep(0.4)
+        return real(source, dest, hash_algorithm)
+
+    monkeypatch.setattr(install_module, "copyfileobj_with_hashing", slow_write)
+    result = WheelInstaller(target, compile_bytecode=False, timeout=1).install(write_versioned(tmp_path / "new", "2.0"))
+
+    assert result.status is InstallStatus.FAILED
+    assert result.error == (
+        "Installing pkg-2.0-py3-none-any.whl failed: timed out after 1 s writing files; rolled back;"
+        " retry with a longer install timeout"
+    )
+    assert snapshot(venv_dir) == before
+    assert run_python(target, "import pkg; print(pkg.VERSION)") == "1.0"
+
+
+def test_install_timeout_must_be_positive(target: Target) -> None:
+    with pytest.raises(UsageError, match="more than 0 seconds"):
+        WheelInstaller(target, timeout=0)
+
+
 # --- conflicts --------------------------------------------------------------
 
 
@@ -607,6 +675,20 @@ def write_versioned(folder: Path, version: str) -> Path:
         files={"pkg/__init__.py": f"VERSION = {version!r}\n", f"pkg/only_{tag}.py": "", f"only_{tag}/x.py": ""},
         console_scripts={f"pkg-{tag}": "pkg:main"},
     )
+
+
+def test_skipping_writes_nothing_not_even_a_journal(
+    target: Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheel = write_versioned(tmp_path, "1.0")
+    assert WheelInstaller(target).install(wheel).status is InstallStatus.INSTALLED
+
+    def no_journal(*args: object) -> None:
+        raise AssertionError("a skipped install took a journal")
+
+    monkeypatch.setattr("orchestrator.install.Journal.acquire", no_journal)
+    result = WheelInstaller(target).install(wheel)
+    assert (result.status, result.reason) == (InstallStatus.SKIPPED, "already installed")
 
 
 @pytest.mark.parametrize(

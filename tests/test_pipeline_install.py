@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import backend_index_args, orchestrate
 from sdists import make_sdist
@@ -117,3 +123,125 @@ def test_interrupted_install_starts_no_more_wheels(tmp_path: Path, target: Path)
     installs = json.loads((tmp_path / "r.json").read_text())["installs"]
     assert sorted(i["name"] for i in installs if i["status"] == "installed") == sorted(
         path.name.split("-")[0] for path in site.glob("pkg*.dist-info"))
+
+
+def installed_files(site: Path) -> dict[Path, tuple[str, str]]:
+    """Every file the RECORDs in ``site`` list, as path -> (hash, size)."""
+    files = {}
+    for record in site.glob("*.dist-info/RECORD"):
+        for line in record.read_text().splitlines():
+            path, digest, size = line.rsplit(",", 2)
+            files[Path(os.path.normpath(site / path))] = (digest, size)
+    return files
+
+
+def record_hash(path: Path) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).decode().rstrip("=")
+
+
+def target_processes(target: Path) -> list[psutil.Process]:
+    """Processes running the target's interpreter (compilers outlive a killed installer briefly)."""
+    python = str(target / "bin" / "python")
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if python in (process.info["cmdline"] or []) and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.002)
+
+
+@pytest.mark.parametrize("upgrade", [False, True], ids=["fresh", "upgrade"])
+def test_an_install_killed_mid_write_is_undone_by_the_next_run(tmp_path: Path, target: Path, upgrade: bool) -> None:
+    site = next(target.glob("lib/python*/site-packages"))
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    if upgrade:
+        write_wheel(old, "many", "1.0", files={f"many/old{i}.py": "X = 0\n" for i in range(300)})
+        assert orchestrate("install", old, "--into", target).returncode == 0
+    old_files = len(installed_files(site))  # with the bytecode and .dist-info files
+    before = {path for path in target.rglob("*") if path.is_file()} - set(installed_files(site))
+    # Thousands of files: writing them takes a second or more, so the kill lands mid-write.
+    write_wheel(new, "many", "2.0", files={f"many/mod{i}.py": f"X = {i}\n" * 40 for i in range(3000)},
+                console_scripts={"many": "many:main"})
+    journal = site / ".orchestrate-install-many.journal"
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "install", str(new), "--into", str(target)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: journal.exists() and len(list((site / "many").glob("mod*.py"))) > 100)
+    process.kill()
+    process.wait()
+    # Caught mid-write: the journal is left, RECORD is not written yet.
+    assert journal.exists() and not (site / "many-2.0.dist-info" / "RECORD").exists()
+    assert any(site.glob(".orchestrate-old-*")) is upgrade
+    wait_until(lambda: not target_processes(target), timeout=10)  # its compilers see it gone and stop
+
+    again = orchestrate("install", new, "--into", target)
+
+    assert again.returncode == 0, again.stderr
+    assert "recovered an interrupted install of many (many-2.0-py3-none-any.whl): removed " in again.stderr
+    assert (f", restored {old_files} files of the version it replaced" in again.stderr) is upgrade
+    assert "many-2.0: installed" + (" replaced 1.0" if upgrade else "") in again.stderr
+    assert run_in(target, "python", "-c", "import many.mod2999; print(many.mod2999.X)").strip() == "2999"
+    # RECORD lists every file there is, with its hash; nothing else was left behind.
+    listed = installed_files(site)
+    assert {path for path in target.rglob("*") if path.is_file()} == before | set(listed)
+    assert all(record_hash(path) == digest for path, (digest, _) in listed.items() if digest)
+    assert not list(site.glob(".orchestrate-*"))
+    assert not list(site.glob("many/old*"))
+
+
+def test_install_timeout_kills_the_hung_compiler_and_rolls_back_only_that_wheel(tmp_path: Path, target: Path) -> None:
+    site = next(target.glob("lib/python*/site-packages"))
+    # The compilers run `python -I -S`: this interpreter drops -S, so the target's sitecustomize
+    # loads, and compiling a module named slow* hangs in the target interpreter's own compiler.
+    python = target / "bin" / "python"
+    real = os.path.realpath(python)
+    python.unlink()
+    python.write_text(f"#!{real} -IS\nimport os, sys\n"
+                      f"os.execv({real!r}, [{str(python)!r}] + [arg for arg in sys.argv[1:] if arg != '-S'])\n")
+    python.chmod(0o755)
+    (site / "sitecustomize.py").write_text(
+        "import builtins, os, time\n"
+        "real_compile = builtins.compile\n"
+        "def compile(source, filename, *args, **kwargs):\n"
+        "    if os.path.basename(str(filename)).startswith('slow'):\n"
+        "        time.sleep(3600)\n"
+        "    return real_compile(source, filename, *args, **kwargs)\n"
+        "builtins.compile = compile\n"
+    )
+    run_in(target, "python", "-I", "-c", "pass")  # sitecustomize's own bytecode, as the compilers write it
+    wheelhouse = tmp_path / "wh"
+    wheelhouse.mkdir()
+    write_wheel(wheelhouse, "fastpkg")
+    write_wheel(wheelhouse, "slowpkg", files={"slowpkg/__init__.py": "", "slowpkg/slow_module.py": "X = 1\n"})
+    before = {path for path in target.rglob("*")}
+
+    started = time.monotonic()
+    result = orchestrate("install", wheelhouse, "--into", target, "--install-timeout", "2",
+                         "--report-json", tmp_path / "r.json")
+
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    installs = {i["name"]: i for i in json.loads((tmp_path / "r.json").read_text())["installs"]}
+    assert installs["fastpkg"]["status"] == "installed"
+    assert installs["slowpkg"]["status"] == "failed"
+    assert "failed: timed out after 2 s compiling bytecode" in installs["slowpkg"]["error"]
+    assert run_in(target, "python", "-c", "import fastpkg; print(fastpkg.VERSION)").strip() == "1.0"
+    left = {path for path in target.rglob("*")} - before
+    assert left and all("fastpkg" in str(path.relative_to(site)) for path in left)
+    assert not target_processes(target)
+    assert "--install-timeout" in orchestrate("build", "--help").stdout
+
+
+@pytest.mark.parametrize("command", ["build", "install"])
+def test_install_timeout_option_and_its_environment_variable(command: str) -> None:
+    text = orchestrate(command, "--help").stdout
+    assert "--install-timeout SECONDS" in text and "ORCHESTRATE_INSTALL_TIMEOUT" in text
