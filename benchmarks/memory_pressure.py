@@ -1,29 +1,43 @@
 """Memory admission under pressure: makespan and peak memory of fake builds with mixed needs.
 
-Writes BUILDS fake-backend sdists, each holding between --min-gb and --max-gb of
+Writes --builds fake-backend sdists, each holding between --min-gb and --max-gb of
 memory for --min-s to --max-s seconds (seeded, so every run builds the same set),
-and builds them with the real ``orchestrate build`` under --memory-limit, twice:
-with an empty history (cold: every build is assumed to need --memory-per-build,
-so the big ones are stopped and requeued) and again with the history the first
-run left (warm: ``--force``, the same ``--state-dir``). While each run goes, this
-script sums the RSS of the whole ``orchestrate`` process tree every --interval
-seconds with psutil::
+and builds them with the real ``orchestrate build`` under --memory-limit:
+
+1. ``solo``: one at a time (``--max-builds 1``, a history of its own), to measure
+   what each build costs on this machine alone: its wall time from admission to
+   the end, its peak RSS and its CPU seconds.
+2. ``cold``: an empty history; every build is assumed to need --memory-per-build,
+   so the big ones are stopped and requeued.
+3. ``warm1`` to ``warmN`` (--warm-runs): ``--force`` with the history the runs
+   before left. ``warm1`` knows one peak per package and reserves it + 20%; from
+   ``warm3`` on, three agreeing peaks, and it reserves the peak + 5%.
+
+While each run goes, this script sums the RSS of the whole ``orchestrate`` process
+tree every --interval seconds with psutil::
 
     python benchmarks/memory_pressure.py [--builds 12] [--memory-limit 8G] [--max-builds 6]
-        [--json benchmarks/results/memory_pressure.json]
+        [--warm-runs 3] [--json benchmarks/results/memory_pressure.json]
 
-The ideal makespan is an offline packing lower bound over the builds as they
-actually ran (the wall time and peak RSS of each build's last attempt, taken from
-the run's report): ``max(sum(peak_i * t_i) / limit, sum(t_i) / max_builds,
-max(t_i))``. It treats every build as holding its peak for its whole run, as the
-admission controller's reservations do. Targets: peak within the limit + 5%,
-makespan within 1.25x of the bound.
+The bound, the targets' reference, is an offline packing lower bound over the
+builds as they ran alone: ``max(max(t_i), sum(peak_i * t_i) / limit,
+sum(t_i) / max_builds, sum(cpu_i) / cpus)``, with each build's solo wall time
+``t_i``, peak ``peak_i`` and CPU seconds ``cpu_i``. No schedule that reserves each
+build's peak for its whole run (as the admission controller does) ends sooner,
+provided builds run no faster side by side than alone. The *intended* bound is the
+same over what the fake builds are asked to do (``alloc_mb`` held for ``sleep``
+seconds, nothing else); it leaves out what every build costs on any tool, starting
+its processes and touching its memory (about 1 s per GB on a 2-core VM), so no
+real run comes near it: it is printed for reference only.
+
+Targets: peak within the limit + 5%, makespan within 1.25x of the bound.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import subprocess
@@ -39,9 +53,10 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from sdists import make_sdist, max_concurrency, read_events  # noqa: E402
+from sdists import make_sdist, max_concurrency, read_events
 
-from orchestrator.units import format_size, parse_size  # noqa: E402
+from orchestrator.resources import usable_cpu_count
+from orchestrator.units import format_size, parse_size
 
 PEAK_TARGET = 1.05
 MAKESPAN_TARGET = 1.25
@@ -82,10 +97,13 @@ class TreeSampler:
         self._thread.join()
 
 
-def packing_bound(builds: list[dict[str, Any]], limit: int, max_builds: int, *, memory: str) -> dict[str, float]:
-    durations = [build["wall_s"] for build in builds]
-    area = sum(build[memory] * build["wall_s"] for build in builds) / limit
-    return {"memory": area, "count": sum(durations) / max_builds, "longest": max(durations)}
+def packing_bound(durations: list[float], peaks: list[int], limit: int, max_builds: int) -> dict[str, float]:
+    """The parts of the packing lower bound on the makespan; the bound is the largest."""
+    return {
+        "longest": max(durations),
+        "memory": sum(peak * duration for peak, duration in zip(peaks, durations)) / limit,
+        "count": sum(durations) / max_builds,
+    }
 
 
 def completed_concurrency(events: list[dict[str, Any]]) -> int:
@@ -94,58 +112,62 @@ def completed_concurrency(events: list[dict[str, Any]]) -> int:
     return max_concurrency([event for event in events if event["pid"] in ended])
 
 
-def run_once(label: str, args: argparse.Namespace, scratch: Path, events: Path, limit: int) -> dict[str, Any]:
+def run_once(label: str, args: argparse.Namespace, scratch: Path, *, max_builds: int, state: str) -> dict[str, Any]:
+    """One ``orchestrate build`` of every sdist, with its tree's RSS sampled; what its report and output say."""
     report = scratch / f"report-{label}.json"
     command = [
         sys.executable, "-m", "orchestrator", "build", str(scratch / "sdists"), "-w", str(scratch / "wh"),
         "--memory-limit", args.memory_limit, "--memory-per-build", args.memory_per_build,
-        "--max-builds", str(args.max_builds), "--state-dir", str(scratch / "state"), "--force",
+        "--max-builds", str(max_builds), "--state-dir", str(scratch / state), "--force",
         "--report-json", str(report),
     ]
+    events = scratch / "events.log"
     already = len(read_events(events))
-    start = time.perf_counter()
+    load = os.getloadavg()[0]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = TreeSampler(process.pid, args.interval)
-    stdout, stderr = process.communicate()
+    _, stderr = process.communicate()
     sampler.stop()
-    wall = time.perf_counter() - start
     if process.returncode != 0:
         sys.stderr.write(stderr)
         raise SystemExit(f"{label}: orchestrate exited with {process.returncode}")
     data = json.loads(report.read_text())
-    builds = data["builds"]
-    bound = packing_bound(builds, limit, args.max_builds, memory="peak_rss_bytes")
-    ideal = max(bound.values())
-    # The same bound over what the builds reserved (the +20% headroom of a learned need included).
-    reserved_ideal = max(packing_bound(builds, limit, args.max_builds, memory="predicted_rss_bytes").values())
-    makespan = data["wall_s"]
     lines = stderr.splitlines()
     return {
         "run": label,
         "command": command,
-        "makespan_s": round(makespan, 2),
-        "process_wall_s": round(wall, 2),
-        "bound_s": {name: round(value, 2) for name, value in bound.items()},
-        "ideal_s": round(ideal, 2),
-        "makespan_ratio": round(makespan / ideal, 3),
-        "ideal_over_reservations_s": round(reserved_ideal, 2),
-        "makespan_ratio_over_reservations": round(makespan / reserved_ideal, 3),
+        "load_1m_at_start": load,
+        "makespan_s": round(data["wall_s"], 2),
         "peak_tree_rss_bytes": sampler.peak,
-        "memory_limit_bytes": limit,
-        "peak_ratio": round(sampler.peak / limit, 3),
         "memory_stops": sum("stopped under memory pressure" in line for line in lines),
-        "memory_requeues": sum(build.get("memory_requeues", 0) for build in builds),
+        "memory_requeues": sum(build["memory_requeues"] for build in data["builds"]),
         "liveness_warnings": sum("starting it alone" in line for line in lines),
         "max_concurrent": completed_concurrency(read_events(events)[already:]),
         "backfilled": sum("starting ahead of" in line for line in lines),
-        "built": sum(build["status"] == "built" for build in builds),
-        "builds": [
-            {key: build[key] for key in ("name", "wall_s", "peak_rss_bytes", "predicted_rss_bytes",
-                                         "memory_requeues")}
-            for build in builds
-        ],
+        "built": sum(build["status"] == "built" for build in data["builds"]),
+        "builds": {
+            build["name"]: {key: build[key] for key in ("wall_s", "peak_rss_bytes", "predicted_rss_bytes", "cpu_s",
+                                                        "memory_requeues", "waited_s")}
+            for build in data["builds"]
+        },
         "log": lines if args.keep_log else [line for line in lines if "memory" in line][:60],
     }
+
+
+def judge(run: dict[str, Any], solo: dict[str, Any], bound: float, intended: float, limit: int) -> None:
+    """Add to ``run`` its ratios to the bounds and where its time went, against the solo run."""
+    builds = run["builds"]
+    makespan = run["makespan_s"]
+    run["makespan_ratio"] = round(makespan / bound, 3)
+    run["makespan_over_intended"] = round(makespan / intended, 3)
+    run["peak_ratio"] = round(run["peak_tree_rss_bytes"] / limit, 3)
+    # Each build's wall time against its time alone: how much running side by side slowed them.
+    run["stretch"] = round(sum(build["wall_s"] for build in builds.values())
+                           / sum(solo["builds"][name]["wall_s"] for name in builds), 3)
+    # The share of limit x makespan the builds' last attempts held reserved: the rest is packing loss.
+    reserved = sum(build["predicted_rss_bytes"] * build["wall_s"] for build in builds.values())
+    run["reserved_share"] = round(reserved / (limit * makespan), 3)
+    run["met"] = run["peak_ratio"] <= PEAK_TARGET and run["makespan_ratio"] <= MAKESPAN_TARGET
 
 
 def main() -> int:
@@ -158,6 +180,7 @@ def main() -> int:
     parser.add_argument("--memory-limit", default="8G")
     parser.add_argument("--memory-per-build", default="1G", help="the cold run's assumed need")
     parser.add_argument("--max-builds", type=int, default=6)
+    parser.add_argument("--warm-runs", type=int, default=3, help="runs after the cold one, each with more history")
     parser.add_argument("--interval", type=float, default=0.05, help="seconds between RSS samples")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep-log", action="store_true", help="keep every line of orchestrate's output in the JSON")
@@ -171,45 +194,59 @@ def main() -> int:
         for i in range(args.builds)
     ]
     limit = parse_size(args.memory_limit)
-    runs = []
+    cpus = usable_cpu_count()
     with tempfile.TemporaryDirectory(prefix="memory-pressure-") as tmp:
         scratch = Path(tmp)
-        events = scratch / "events.log"
         for job in jobs:
             make_sdist(scratch / "sdists", job["name"], alloc_mb=job["alloc_mb"], sleep=job["sleep"],
-                       events=str(events))
-        for label in ("cold", "warm"):
-            runs.append(run_once(label, args, scratch, events, limit))
+                       events=str(scratch / "events.log"))
+        solo = run_once("solo", args, scratch, max_builds=1, state="state-solo")
+        runs = [run_once(label, args, scratch, max_builds=args.max_builds, state="state")
+                for label in ["cold", *(f"warm{i}" for i in range(1, args.warm_runs + 1))]]
+
+    alone = [solo["builds"][job["name"]] for job in jobs]
+    bound_parts = packing_bound([build["wall_s"] for build in alone], [build["peak_rss_bytes"] for build in alone],
+                                limit, args.max_builds)
+    bound_parts["cpu"] = sum(build["cpu_s"] for build in alone) / cpus
+    intended_parts = packing_bound([job["sleep"] for job in jobs], [job["alloc_mb"] * 1024**2 for job in jobs],
+                                   limit, args.max_builds)
+    bound, intended = max(bound_parts.values()), max(intended_parts.values())
+    for run in runs:
+        judge(run, solo, bound, intended, limit)
 
     print(f"{args.builds} builds, {args.min_gb:g}-{args.max_gb:g} GB for {args.min_s:g}-{args.max_s:g} s,"
           f" --memory-limit {args.memory_limit} --max-builds {args.max_builds}"
-          f" --memory-per-build {args.memory_per_build}; {psutil.cpu_count()} CPUs,"
-          f" {format_size(psutil.virtual_memory().total)} RAM")
-    header = (f"{'run':<5} {'makespan s':>10} {'ideal s':>8} {'ratio':>6} {'ideal(resv) s':>13} {'ratio':>6}"
-              f" {'peak RSS':>10} {'limit':>9} {'peak/limit':>10} {'stops':>6} {'requeues':>8} {'backfills':>9}"
-              f" {'at once':>7} {'built':>5}")
+          f" --memory-per-build {args.memory_per_build}; {cpus} CPUs, {format_size(psutil.virtual_memory().total)} RAM")
+    print(f"bound {bound:.1f} s = max({', '.join(f'{name} {value:.1f}' for name, value in bound_parts.items())}),"
+          f" from the solo run ({solo['makespan_s']:.1f} s one at a time);"
+          f" intended {intended:.1f} s = max({', '.join(f'{name} {value:.1f}' for name, value in intended_parts.items())})")
+    header = (f"{'run':<6} {'makespan s':>10} {'/bound':>6} {'/intended':>9} {'peak RSS':>10} {'peak/limit':>10}"
+              f" {'stops':>5} {'requeues':>8} {'backfills':>9} {'at once':>7} {'built':>5} {'stretch':>7}"
+              f" {'reserved':>8} {'load':>5} {'targets':>7}")
     print(header)
     print("-" * len(header))
     for run in runs:
-        print(f"{run['run']:<5} {run['makespan_s']:>10.1f} {run['ideal_s']:>8.1f} {run['makespan_ratio']:>6.2f}"
-              f" {run['ideal_over_reservations_s']:>13.1f} {run['makespan_ratio_over_reservations']:>6.2f}"
-              f" {format_size(run['peak_tree_rss_bytes']):>10} {format_size(limit):>9} {run['peak_ratio']:>10.2f}"
-              f" {run['memory_stops']:>6} {run['memory_requeues']:>8} {run['backfilled']:>9}"
-              f" {run['max_concurrent']:>7} {run['built']:>5}")
-    for run in runs:
-        bound = ", ".join(f"{name} {value:.1f}" for name, value in run["bound_s"].items())
-        met = run["peak_ratio"] <= PEAK_TARGET and run["makespan_ratio"] <= MAKESPAN_TARGET
-        print(f"{run['run']}: bound parts (s): {bound}; targets {'met' if met else 'MISSED'}")
+        print(f"{run['run']:<6} {run['makespan_s']:>10.1f} {run['makespan_ratio']:>6.2f}"
+              f" {run['makespan_over_intended']:>9.2f} {format_size(run['peak_tree_rss_bytes']):>10}"
+              f" {run['peak_ratio']:>10.2f} {run['memory_stops']:>5} {run['memory_requeues']:>8}"
+              f" {run['backfilled']:>9} {run['max_concurrent']:>7} {run['built']:>5} {run['stretch']:>7.2f}"
+              f" {run['reserved_share']:>8.2f} {run['load_1m_at_start']:>5.1f} {'met' if run['met'] else 'MISSED':>7}")
+    print("stretch: the builds' wall times over their solo ones; reserved: the share of limit x makespan"
+          " their reservations held; load: the 1-minute load average as the run started")
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         "benchmark": "memory_pressure",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"cpus": psutil.cpu_count(), "memory_bytes": psutil.virtual_memory().total,
-                    "python": platform.python_version()},
+        "machine": {"cpus": cpus, "memory_bytes": psutil.virtual_memory().total, "python": platform.python_version()},
         "settings": {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()},
         "jobs": jobs,
         "targets": {"peak_over_limit": PEAK_TARGET, "makespan_over_bound": MAKESPAN_TARGET},
+        "bound_s": round(bound, 2),
+        "bound_parts_s": {name: round(value, 2) for name, value in bound_parts.items()},
+        "intended_bound_s": round(intended, 2),
+        "intended_bound_parts_s": {name: round(value, 2) for name, value in intended_parts.items()},
+        "solo": solo,
         "runs": runs,
     }, indent=2) + "\n")
     print(f"wrote {args.json}")

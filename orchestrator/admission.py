@@ -184,7 +184,7 @@ def decide(
         if load_per_cpu > limits.max_load:
             return Decision(
                 admit=False,
-                reason=f"waiting: load {load_per_cpu:.1f} per CPU > {limits.max_load:g}",
+                reason=f"waiting: load {load_per_cpu:.2f} per CPU > {limits.max_load:g}",
                 blocked_by="load",
             )
     return Decision(

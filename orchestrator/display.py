@@ -140,13 +140,14 @@ def print_summary(console: Console, report: RunReport) -> None:
         table = Table(title="builds", title_justify="left")
         table.add_column("package")
         table.add_column("status")
-        for column in (*PHASES, "wall s", "cpu s", "peak RSS", "predicted"):
+        for column in ("waited s", *PHASES, "wall s", "cpu s", "peak RSS", "predicted"):
             table.add_column(column, justify="right")
         for result in builds:
             style = {"built": "green", "failed": "red", "skipped": "dim"}[result.status.value]
             table.add_row(
                 f"{result.name} {result.version or ''}",
                 Text(result.status.value, style=style),
+                _seconds(result.waited_s),
                 *(_seconds(result.phases.get(phase)) for phase in PHASES),
                 _seconds(result.wall_s),
                 _seconds(result.cpu_s),

@@ -18,6 +18,7 @@ import math
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -101,18 +102,32 @@ class BuildRecord:
     """Seconds since the epoch."""
 
 
-def predict_need(
-    last_peak: int | None, default: int, *, headroom: float = 0.2, override: int | None = None
-) -> int:
-    """Bytes to reserve for a build: the user's override, else the last peak plus
-    ``headroom`` (a fraction), else ``default``."""
-    if headroom < 0:
-        raise ValueError(f"headroom cannot be negative: {headroom}")
+HEADROOM: Final = 0.2
+"""Added to the largest recent peak while a package's peaks are few or scattered."""
+SETTLED_HEADROOM: Final = 0.05
+"""Added instead once :data:`SETTLED_BUILDS` recent peaks agree within :data:`SETTLED_SPREAD`."""
+SETTLED_BUILDS: Final = 3
+SETTLED_SPREAD: Final = 0.1
+"""How far (a fraction of the smallest) the largest of the recent peaks may be above the smallest."""
+RECENT_BUILDS: Final = 5
+"""Successful builds of a package whose peaks feed its prediction."""
+
+
+def predict_need(peaks: Sequence[int], default: int, *, override: int | None = None) -> int:
+    """Bytes to reserve for a build: the user's override, else the largest of the
+    recent ``peaks`` plus headroom, else ``default``.
+
+    The headroom is :data:`HEADROOM` until the package has settled: several recent
+    peaks that agree. Past that, a wide margin would only keep memory from other
+    builds, and :data:`SETTLED_HEADROOM` covers what sampling RSS can miss.
+    """
     if override is not None:
         return override
-    if last_peak is not None:
-        return math.ceil(last_peak * (1 + headroom))
-    return default
+    if not peaks:
+        return default
+    largest = max(peaks)
+    settled = len(peaks) >= SETTLED_BUILDS and largest <= min(peaks) * (1 + SETTLED_SPREAD)
+    return math.ceil(largest * (1 + (SETTLED_HEADROOM if settled else HEADROOM)))
 
 
 class History:
@@ -161,15 +176,15 @@ class History:
                     exc,
                 )
 
-    def last_peak_rss(self, name: str, *, version: str | None = None) -> int | None:
-        """Peak memory of the most recent successful build of ``name``, preferring ``version``."""
-        value = self._latest_success("peak_rss_bytes", name, version)
-        return None if value is None else int(value)
+    def recent_peaks(self, name: str, *, version: str | None = None) -> list[int]:
+        """Peak memory of the :data:`RECENT_BUILDS` most recent successful builds of ``name``
+        (of ``version`` first), the most recent first."""
+        return [int(value) for value in self._latest_success("peak_rss_bytes", name, version, RECENT_BUILDS)]
 
     def expected_duration(self, name: str, *, version: str | None = None) -> float | None:
         """Seconds the most recent successful build of ``name`` took, preferring ``version``."""
-        value = self._latest_success("wall_s", name, version)
-        return None if value is None else float(value)
+        values = self._latest_success("wall_s", name, version, 1)
+        return float(values[0]) if values else None
 
     def close(self) -> None:
         """Close the database; the history cannot be used afterwards."""
@@ -188,24 +203,24 @@ class History:
         self.close()
 
     def _latest_success(
-        self, column: Literal["peak_rss_bytes", "wall_s"], name: str, version: str | None
-    ) -> int | float | None:
+        self, column: Literal["peak_rss_bytes", "wall_s"], name: str, version: str | None, count: int
+    ) -> list[int | float]:
         query = (
             f"SELECT {column} FROM builds"
             f" WHERE name = ? AND status = ? AND {column} IS NOT NULL"
-            " ORDER BY version = ? DESC, finished_at DESC, id DESC LIMIT 1"
+            " ORDER BY version = ? DESC, finished_at DESC, id DESC LIMIT ?"
         )
         with self._lock:
             try:
-                row = self._connection.execute(
-                    query, (canonicalize_name(name), SUCCESS, version)
-                ).fetchone()
+                found = self._connection.execute(
+                    query, (canonicalize_name(name), SUCCESS, version, count)
+                ).fetchall()
             except sqlite3.Error as exc:
                 logger.warning(
                     "could not read the history of %s from %s: %s", name, self.path, exc
                 )
-                return None
-        return None if row is None else row[0]
+                return []
+        return [value for (value,) in found]
 
     @staticmethod
     def _open_or_recover(path: Path) -> sqlite3.Connection:

@@ -114,6 +114,17 @@ class BuildResult:
     attempts: int = 1
     memory_requeues: int = 0
     """Times the build was stopped under memory pressure and queued again (not counted in ``attempts``)."""
+    waits: dict[str, float] = field(default_factory=dict)
+    """Seconds queued before admission, over every attempt, by what held the build back: a rule
+    of the admission policy (``builds``, ``memory_limit``, ``free_memory``, ``load``) while it
+    was next in line, or ``queue`` while other builds were ahead of it."""
+    wait_reason: str | None = None
+    """The policy's last reason for holding the build back, in words; ``None`` if it never held it."""
+
+    @property
+    def waited_s(self) -> float:
+        """Seconds queued before admission, whatever held the build back."""
+        return sum(self.waits.values())
 
     @property
     def wall_s(self) -> float:
@@ -133,4 +144,6 @@ class BuildResult:
         data["status"] = self.status.value
         data["wall_s"] = round(self.wall_s, 3)
         data["overhead_s"] = round(self.overhead_s, 3)
+        data["waits"] = {held_by: round(seconds, 3) for held_by, seconds in self.waits.items()}
+        data["waited_s"] = round(self.waited_s, 3)
         return data

@@ -257,8 +257,8 @@ class BuildRun:
         )
         override = settings.overrides.get(canonicalize_name(source.name))
         history = self._history
-        last_peak = history.last_peak_rss(source.name, version=source.version) if history else None
-        need = predict_need(last_peak, settings.memory_per_build, override=override.memory if override else None)
+        peaks = history.recent_peaks(source.name, version=source.version) if history else []
+        need = predict_need(peaks, settings.memory_per_build, override=override.memory if override else None)
         duration = history.expected_duration(source.name, version=source.version) if history else None
         timeout = override.timeout if override else None
         self._scheduler.add(job, need=need, expected_duration=duration, size=source.size, timeout=timeout)

@@ -40,7 +40,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator import admission
-from orchestrator.admission import Candidate, Decision, Limits, Probe, QueuedBuild, Readings, RunningBuild
+from orchestrator.admission import (
+    Candidate,
+    Decision,
+    Limits,
+    Probe,
+    QueuedBuild,
+    Readings,
+    RunningBuild,
+)
 from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
 from orchestrator.resources import kill_tree, pid_alive, tree_rss
 from orchestrator.units import format_size
@@ -107,6 +115,19 @@ class _Queued:
     compiles: bool = False
     attempts: int = 0
     memory_requeues: int = 0
+    waits: dict[str, float] = field(default_factory=dict)
+    """Seconds queued so far, by what held it back (see ``BuildResult.waits``)."""
+    wait_reason: str | None = None
+    """The policy's last reason for holding it back."""
+    held_by: str = "queue"
+    """What holds it back now: the rule the policy named, or ``queue`` (other builds are ahead)."""
+    held_since: float = 0.0
+    """When ``held_by`` was last accounted for."""
+
+    def account_wait(self, now: float) -> None:
+        """Add the time since the last call to what held it back then."""
+        self.waits[self.held_by] = self.waits.get(self.held_by, 0.0) + max(0.0, now - self.held_since)
+        self.held_since = now
 
 
 @dataclass(slots=True)
@@ -321,6 +342,7 @@ class BuildScheduler:
             self._finish(self._running.pop(key), payload)
 
     def _enqueue(self, item: _Queued) -> None:
+        item.held_by, item.held_since = "queue", time.time()
         if self._stopping:
             self._record(item, None, status=Status.FAILED, error="not started: the run was stopped")
             return
@@ -341,6 +363,10 @@ class BuildScheduler:
         if self._stopping or not self._pending:
             self._waiting_reason = None
             return
+        now = time.time()
+        for item in self._pending:
+            item.account_wait(now)
+            item.held_by = "queue"
         while self._pending:
             self._readings = self._probe.read()
             decision = self._decide(self._pending[0])
@@ -361,6 +387,8 @@ class BuildScheduler:
                     self._observer.event(f"{wait[0]}: {decision.reason}")
                 self._announced_wait = wait
                 self._waiting_reason = decision.reason
+                head = self._pending[0]
+                head.held_by, head.wait_reason = decision.blocked_by or "queue", decision.reason
                 return
             self._waiting_reason = None
             self._announced_wait = None
@@ -403,6 +431,7 @@ class BuildScheduler:
         ]
 
     def _start(self, item: _Queued) -> None:
+        item.account_wait(time.time())
         item.attempts += 1
         job = item.job
         process, work_dir = self._worker(item)
@@ -525,7 +554,7 @@ class BuildScheduler:
         try:
             for stopper in stoppers:
                 stopper.join()
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - a second interrupt: kill at once rather than wait
             for run in self._running.values():
                 kill_tree(run.process.pid, grace=0)
         for key, run in list(self._running.items()):
@@ -605,6 +634,8 @@ class BuildScheduler:
         outcome: WorkerOutcome | None = None,
     ) -> None:
         job = item.job
+        if run is None:  # never started: it waited until now
+            item.account_wait(time.time())
         result = BuildResult(
             name=(outcome.name if outcome and outcome.name else job.name),
             version=(outcome.version if outcome and outcome.version else job.version),
@@ -621,6 +652,8 @@ class BuildScheduler:
             predicted_rss_bytes=item.need,
             attempts=max(item.attempts, 1),
             memory_requeues=item.memory_requeues,
+            waits={held_by: seconds for held_by, seconds in item.waits.items() if seconds > 0},
+            wait_reason=item.wait_reason,
         )
         self._results.append(result)
         verb = {Status.BUILT: "built", Status.FAILED: "FAILED", Status.SKIPPED: "skipped"}[status]

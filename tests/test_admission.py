@@ -94,8 +94,8 @@ def want(need: int) -> Candidate:
         (
             want(2 * G), readings(available=4 * G), [build(need=4 * G, rss=G)],
             limits(min_free=G), False,
-            "waiting: 4.0 GiB free (3.0 GiB of it promised to running builds),"
-            " needs 2.0 GiB and 1.0 GiB kept free",
+            ("waiting: 4.0 GiB free (3.0 GiB of it promised to running builds),"
+             " needs 2.0 GiB and 1.0 GiB kept free"),
         ),
         # A build already over its need promises nothing more; the candidate fits exactly.
         (
@@ -105,7 +105,7 @@ def want(need: int) -> Candidate:
         # Load per CPU above the cap: wait.
         (
             want(G), readings(load=18.4, cpus=8), [build()], limits(max_load=1.5), False,
-            "waiting: load 2.3 per CPU > 1.5",
+            "waiting: load 2.30 per CPU > 1.5",
         ),
         # Load exactly at the cap is fine.
         (want(G), readings(load=12.0, cpus=8), [build()], limits(max_load=1.5), True, None),
@@ -145,8 +145,8 @@ def test_decide(
         # Would leave less than the minimum free: it runs alone, with a warning.
         (
             want(6 * G), readings(available=6 * G), limits(min_free=G),
-            "next needs 6.0 GiB and would leave 0 B free, less than the 1.0 GiB to keep;"
-            " starting it alone",
+            ("next needs 6.0 GiB and would leave 0 B free, less than the 1.0 GiB to keep;"
+             " starting it alone"),
         ),
         # High load never holds back the only build.
         (want(G), readings(load=1000.0), limits(max_load=1.0), None),

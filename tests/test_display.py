@@ -8,8 +8,10 @@ import re
 import pytest
 from rich.console import Console
 
-from orchestrator.display import LiveDisplay, PlainDisplay
+from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
 from orchestrator.download import DownloadProgress
+from orchestrator.jobs import BuildResult, Status
+from orchestrator.report import RunReport
 from orchestrator.scheduler import RunState
 
 
@@ -61,3 +63,21 @@ def test_live_display_shows_downloads_above_builds() -> None:
     downloads = rendered.rfind("downloads: 1/4 files done, 2 in flight, 0 failed, 2.0 KiB")
     builds = rendered.rfind("0 built, 0 failed, 0 running, 3 waiting")
     assert 0 <= downloads < builds
+
+
+def test_summary_shows_how_long_each_build_waited() -> None:
+    def result(name: str, waits: dict[str, float]) -> BuildResult:
+        return BuildResult(name=name, version="1.0", source=f"{name}.tar.gz", status=Status.BUILT,
+                           wheel=f"{name}-1.0-py3-none-any.whl", started_at=10.0, finished_at=14.0, phases={},
+                           peak_rss_bytes=2 * 1024**3, cpu_s=3.0, log=None, error=None,
+                           predicted_rss_bytes=3 * 1024**3, waits=waits)
+
+    report = RunReport(started_at=0.0, finished_at=20.0,
+                       builds=[result("first", {}), result("held", {"queue": 1.5, "memory_limit": 6.25})])
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200), report)
+    table = [[cell.strip() for cell in re.split("[│┃]", line)[1:-1]]
+             for line in out.getvalue().splitlines() if line.startswith(("│", "┃"))]
+    header, *rows = table[:3]
+    column = header.index("waited s")
+    assert {row[0]: row[column] for row in rows} == {"first 1.0": "-", "held 1.0": "7.8"}  # 7.75 s in all

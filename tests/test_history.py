@@ -13,6 +13,7 @@ import platformdirs
 import pytest
 
 from orchestrator.history import (
+    RECENT_BUILDS,
     SUCCESS,
     BuildRecord,
     History,
@@ -93,20 +94,20 @@ def test_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "state" / "history.sqlite3"  # the folder is created
     with History(path) as history:
         history.record(record(peak=3 * G, wall=90.5))
-        assert history.last_peak_rss("numpy") == 3 * G
+        assert history.recent_peaks("numpy") == [3 * G]
         assert history.expected_duration("numpy") == 90.5
-        assert history.last_peak_rss("scipy") is None
+        assert history.recent_peaks("scipy") == []
         assert history.expected_duration("scipy") is None
     with History(path) as history:
-        assert history.last_peak_rss("numpy") == 3 * G
+        assert history.recent_peaks("numpy") == [3 * G]
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
 
 
 def test_names_are_canonical(tmp_path: Path) -> None:
     with History(tmp_path / "h.sqlite3") as history:
         history.record(record("Zope.Interface", peak=5))
-        assert history.last_peak_rss("zope-interface") == 5
-        assert history.last_peak_rss("ZOPE_interface") == 5
+        assert history.recent_peaks("zope-interface") == [5]
+        assert history.recent_peaks("ZOPE_interface") == [5]
     assert rows(tmp_path / "h.sqlite3", "SELECT name FROM builds") == [("zope-interface",)]
 
 
@@ -119,9 +120,9 @@ def test_most_recent_success_preferring_the_same_version(tmp_path: Path) -> None
         history.record(record(version="2.0", peak=9 * G, status="failed", finished_at=400))
         history.record(record(version="2.0", peak=None, finished_at=500))
 
-        assert history.last_peak_rss("numpy") == 3 * G  # most recent of any version
-        assert history.last_peak_rss("numpy", version="2.0") == 2 * G
-        assert history.last_peak_rss("numpy", version="9.9") == 3 * G  # unseen version
+        assert history.recent_peaks("numpy") == [3 * G, 2 * G, G]  # most recent first, of any version
+        assert history.recent_peaks("numpy", version="2.0") == [2 * G, 3 * G, G]  # that version first
+        assert history.recent_peaks("numpy", version="9.9") == [3 * G, 2 * G, G]  # unseen version
         assert history.expected_duration("numpy", version="1.0") == 30
         assert history.expected_duration("numpy") == 60  # an unmeasured peak, a measured time
 
@@ -129,30 +130,33 @@ def test_most_recent_success_preferring_the_same_version(tmp_path: Path) -> None
 def test_only_failures_mean_no_history(tmp_path: Path) -> None:
     with History(tmp_path / "h.sqlite3") as history:
         history.record(record(status="failed"))
-        assert history.last_peak_rss("numpy") is None
+        assert history.recent_peaks("numpy") == []
         assert history.expected_duration("numpy") is None
 
 
+def test_recent_peaks_are_the_last_few(tmp_path: Path) -> None:
+    with History(tmp_path / "h.sqlite3") as history:
+        for i in range(RECENT_BUILDS + 2):
+            history.record(record(peak=i, finished_at=float(i)))
+        assert history.recent_peaks("numpy") == list(range(RECENT_BUILDS + 1, 1, -1))
+
+
 @pytest.mark.parametrize(
-    ("last_peak", "default", "headroom", "override", "expected"),
+    ("peaks", "override", "expected"),
     [
-        (None, 2 * G, 0.2, None, 2 * G),  # never built: the default
-        (1000, 2 * G, 0.2, None, 1200),  # last peak plus 20%
-        (1000, 2 * G, 0.0, None, 1000),  # no headroom
-        (999, 2 * G, 0.5, None, 1499),  # rounded up: 1498.5
-        (1000, 2 * G, 0.2, 5 * G, 5 * G),  # the user's override wins over history
-        (None, 2 * G, 0.2, 1, 1),  # ...and over the default
+        ([], None, 2 * G),  # never built: the default
+        ([1000], None, 1200),  # one peak plus 20%
+        ([999], None, 1199),  # rounded up: 1198.8
+        ([1000, 1500], None, 1800),  # the largest of the recent peaks
+        ([1000, 1050, 1100], None, 1155),  # settled: three peaks within 10%, plus 5%
+        ([1000, 1000, 1101], None, 1322),  # scattered by more than 10%: plus 20%
+        ([1000, 1000], None, 1200),  # two peaks are not yet settled
+        ([1000], 5 * G, 5 * G),  # the user's override wins over history
+        ([], 1, 1),  # ...and over the default
     ],
 )
-def test_predict_need(
-    last_peak: int | None, default: int, headroom: float, override: int | None, expected: int
-) -> None:
-    assert predict_need(last_peak, default, headroom=headroom, override=override) == expected
-
-
-def test_predict_need_rejects_negative_headroom() -> None:
-    with pytest.raises(ValueError, match="headroom"):
-        predict_need(G, G, headroom=-0.1)
+def test_predict_need(peaks: list[int], override: int | None, expected: int) -> None:
+    assert predict_need(peaks, 2 * G, override=override) == expected
 
 
 def test_default_location() -> None:
@@ -178,7 +182,7 @@ def test_survives_a_writer_killed_mid_write(tmp_path: Path) -> None:
     assert rows(path, "PRAGMA integrity_check") == [("ok",)]
     with History(path) as history:
         # Every record whose commit the writer reported survived.
-        assert history.last_peak_rss(f"killed-{committed}") == committed
+        assert history.recent_peaks(f"killed-{committed}") == [committed]
         history.record(record())  # and the file is writable again
     stored = rows(path, "SELECT peak_rss_bytes FROM builds WHERE name LIKE 'killed-%'")
     assert {peak for (peak,) in stored} >= set(range(committed + 1))
@@ -199,7 +203,7 @@ def test_threads_share_one_history(tmp_path: Path) -> None:
         def work(n: int) -> None:
             for i in range(25):
                 history.record(record(f"t{n}-{i}", peak=i))
-                assert history.last_peak_rss(f"t{n}-{i}") == i
+                assert history.recent_peaks(f"t{n}-{i}") == [i]
 
         threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
         for thread in threads:
@@ -213,10 +217,9 @@ def test_garbage_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFi
     path = tmp_path / "h.sqlite3"
     path.write_bytes(b"this is not a database\n" * 100)
     (tmp_path / "h.sqlite3-wal").write_bytes(b"stale")
-    with caplog.at_level(logging.WARNING, logger="orchestrator.history"):
-        with History(path) as history:
-            history.record(record(peak=7))
-            assert history.last_peak_rss("numpy") == 7
+    with caplog.at_level(logging.WARNING, logger="orchestrator.history"), History(path) as history:
+        history.record(record(peak=7))
+        assert history.recent_peaks("numpy") == [7]
     assert "is damaged" in caplog.text
     (aside,) = tmp_path.glob("h.sqlite3.damaged-*")
     assert aside.read_bytes().startswith(b"this is not a database")
@@ -233,10 +236,9 @@ def test_damaged_pages_are_detected(tmp_path: Path, caplog: pytest.LogCaptureFix
     data[4096 * 2 : 4096 * 6] = b"\xff" * (4096 * 4)  # keep the header, wreck the tables
     path.write_bytes(bytes(data))
 
-    with caplog.at_level(logging.WARNING, logger="orchestrator.history"):
-        with History(path) as history:
-            assert history.last_peak_rss("pkg-1") is None  # started afresh
-            history.record(record())
+    with caplog.at_level(logging.WARNING, logger="orchestrator.history"), History(path) as history:
+        assert history.recent_peaks("pkg-1") == []  # started afresh
+        history.record(record())
     assert "is damaged" in caplog.text
     assert len(list(tmp_path.glob("h.sqlite3.damaged-*"))) == 1
 
@@ -246,10 +248,9 @@ def test_unopenable_path_falls_back_to_memory(
 ) -> None:
     path = tmp_path / "a-folder"
     path.mkdir()
-    with caplog.at_level(logging.WARNING, logger="orchestrator.history"):
-        with History(path) as history:
-            history.record(record(peak=3))
-            assert history.last_peak_rss("numpy") == 3
+    with caplog.at_level(logging.WARNING, logger="orchestrator.history"), History(path) as history:
+        history.record(record(peak=3))
+        assert history.recent_peaks("numpy") == [3]
     assert "keeping history in memory" in caplog.text
     assert path.is_dir() and not list(path.iterdir())  # left alone
 
@@ -259,9 +260,8 @@ def test_newer_schema_is_left_alone(tmp_path: Path, caplog: pytest.LogCaptureFix
     connection = sqlite3.connect(path)
     connection.execute("PRAGMA user_version = 99")
     connection.close()
-    with caplog.at_level(logging.WARNING, logger="orchestrator.history"):
-        with History(path) as history:
-            history.record(record())
+    with caplog.at_level(logging.WARNING, logger="orchestrator.history"), History(path) as history:
+        history.record(record())
     assert "newer orchestrator" in caplog.text
     assert rows(path, "PRAGMA user_version") == [(99,)]
     assert not list(tmp_path.glob("*.damaged-*"))

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from conftest import orchestrate
 from sdists import make_sdist, max_concurrency, read_events
 
 from orchestrator.admission import jobs_per_build
 from orchestrator.resources import usable_cpu_count
+from orchestrator.units import format_size
 
 MiB = 1024**2
 GiB = 1024**3
@@ -48,6 +53,14 @@ def test_memory_limit_caps_concurrency_below_max_builds(tmp_path: Path) -> None:
     waits = [line for line in result.stderr.splitlines() if "memory limit reserved, needs 2.1 GiB" in line]
     assert waits
     assert len(waits) <= 3  # announced once per waiting build, not once per sample
+    # The report says how long each build waited, and why: the third waited for one of the
+    # first two to end; of the last two, at least one waited for memory as the next in line.
+    held = [record for record in records.values() if "memory_limit" in record["waits"]]
+    assert len(held) >= 2
+    for record in held:
+        assert record["waits"]["memory_limit"] > 0
+        assert record["waited_s"] >= record["waits"]["memory_limit"]
+        assert "memory limit reserved, needs 2.1 GiB" in record["wait_reason"]
 
 
 def test_too_low_need_is_requeued_then_learned_from_history(tmp_path: Path) -> None:
@@ -144,3 +157,95 @@ def test_builds_see_nested_parallelism_caps(
     expected = {"MAKEFLAGS": f"-j{jobs}", "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs), "MAX_JOBS": str(jobs),
                 "NPY_NUM_BUILD_JOBS": str(jobs)}
     assert start["env"] == {**expected, **user_env}
+
+
+TOTAL_MEMORY = psutil.virtual_memory().total
+
+
+@pytest.mark.parametrize(
+    ("env", "held_by", "waiting", "warning"),
+    [
+        # 300M + 300M do not fit under 500M: one at a time.
+        ({"ORCHESTRATE_MEMORY_LIMIT": "500M", "ORCHESTRATE_MEMORY_PER_BUILD": "300M"}, "memory_limit",
+         "waiting: 300.0 MiB of the 500.0 MiB memory limit reserved, needs 300.0 MiB", None),
+        # No build can leave all of RAM free: each runs alone, with a warning, and none waits forever.
+        ({"ORCHESTRATE_MEMORY_LIMIT": "64G", "ORCHESTRATE_MIN_FREE_MEMORY": "100%",
+          "ORCHESTRATE_MEMORY_PER_BUILD": "300M"}, "free_memory",
+         f"needs 300.0 MiB and {format_size(TOTAL_MEMORY)} kept free",
+         f"less than the {format_size(TOTAL_MEMORY)} to keep; starting it alone"),
+    ],
+)
+def test_memory_settings_from_the_environment(
+    tmp_path: Path, env: dict[str, str], held_by: str, waiting: str, warning: str | None
+) -> None:
+    events = tmp_path / "events.log"
+    for name in ("env-a", "env-b", "env-c"):
+        make_sdist(tmp_path / "sdists", name, sleep=0.5, events=str(events))
+    report = tmp_path / "report.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "3",
+                         "--report-json", report, env=env)
+    assert result.returncode == 0, result.stderr
+    assert max_concurrency(read_events(events)) == 1
+    assert waiting in result.stderr
+    if warning:
+        assert result.stderr.count(warning) == 3
+    data = json.loads(report.read_text())
+    limit = 500 * MiB if env["ORCHESTRATE_MEMORY_LIMIT"] == "500M" else 64 * GiB
+    assert data["settings"]["memory_limit"] == limit
+    assert data["settings"]["memory_per_build"] == 300 * MiB
+    if "ORCHESTRATE_MIN_FREE_MEMORY" in env:
+        assert data["settings"]["min_free_memory"] == TOTAL_MEMORY
+    records = data["builds"]
+    assert [record["status"] for record in records] == ["built"] * 3
+    assert all(record["predicted_rss_bytes"] == 300 * MiB for record in records)
+    held = [record for record in records if held_by in record["waits"]]
+    assert len(held) == 2  # all but the first waited for the one before
+    assert all(waiting in record["wait_reason"] for record in held)
+
+
+def raise_load(at_least: float, timeout: float = 30.0) -> None:
+    """Keep a CPU busy until the 1-minute load average reads at least ``at_least``.
+
+    Linux updates the average every 5 s and decays it over a minute: once it is up,
+    it stays above zero for the few seconds a test runs, even on an idle machine.
+    """
+    if not hasattr(os, "getloadavg"):
+        pytest.skip("no load average on this platform")
+    done = threading.Event()
+
+    def spin() -> None:
+        while not done.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while os.getloadavg()[0] < at_least:
+            assert time.monotonic() < deadline, "the load average never rose"
+            time.sleep(0.5)
+    finally:
+        done.set()
+        spinner.join()
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_max_load_holds_builds_back_but_never_stalls_the_queue(tmp_path: Path, how: str) -> None:
+    events = tmp_path / "events.log"
+    for name in ("load-a", "load-b"):
+        make_sdist(tmp_path / "sdists", name, sleep=0.5, events=str(events))
+    report = tmp_path / "report.json"
+    # Any load above zero is over a cap this small; nothing running, a build still starts.
+    raise_load(0.05)
+    option = ["--max-load", "0.0001"] if how == "option" else []
+    env = {"ORCHESTRATE_MAX_LOAD": "0.0001"} if how == "environment" else {}
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "2",
+                         "--report-json", report, *option, env=env)
+    assert result.returncode == 0, result.stderr
+    assert max_concurrency(read_events(events)) == 1
+    assert "per CPU > 0.0001" in result.stderr
+    data = json.loads(report.read_text())
+    assert data["settings"]["max_load"] == 0.0001
+    assert [record["status"] for record in data["builds"]] == ["built"] * 2
+    (held,) = [record for record in data["builds"] if "load" in record["waits"]]
+    assert held["wait_reason"].startswith("waiting: load ")

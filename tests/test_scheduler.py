@@ -20,7 +20,12 @@ import pytest
 from orchestrator import scheduler
 from orchestrator.admission import Limits, Readings
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
-from orchestrator.scheduler import MEMORY_REQUEUE_LIMIT, BuildScheduler, RunState, SchedulerSettings
+from orchestrator.scheduler import (
+    MEMORY_REQUEUE_LIMIT,
+    BuildScheduler,
+    RunState,
+    SchedulerSettings,
+)
 from orchestrator.settings import IndexSettings
 from orchestrator.worker import MESSAGE_PREFIX
 
@@ -187,3 +192,68 @@ def test_build_requeued_to_the_limit_then_runs_alone(tmp_path: Path, monkeypatch
     # stayed under the floor: the last running build is never stopped.
     (a_built,) = script.index("a-1.0: built")
     assert alone < a_built < starts[-1]
+
+
+def test_results_say_how_long_and_why_each_build_waited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    machine = FakeMachine(rss={"a-1.0": G, "b-1.0": G, "c-1.0": G}, available={})
+    monkeypatch.setattr(scheduler, "tree_rss", machine.tree_rss)
+    monkeypatch.setattr(scheduler, "kill_tree", machine.kill_tree)
+    script = Script()
+    # "b" waits for memory behind "a"; "c", behind "b" in the queue, cannot go ahead (3G + 2G > 4G).
+    script.on_event["b-1.0: waiting"] = lambda: threading.Timer(0.3, machine.worker("a-1.0").finish, (0,),
+                                                                {"built": True}).start()
+    script.on_event["b-1.0: started"] = lambda: machine.worker("b-1.0").finish(0, built=True)
+    script.on_event["c-1.0: started"] = lambda: machine.worker("c-1.0").finish(0, built=True)
+    limits = Limits(max_builds=3, memory_limit=4 * G, min_free_memory=0, max_load=None)
+    builds = BuildScheduler(SchedulerSettings(limits=limits, sample_interval=0.01, grace=0),
+                            probe=machine, observer=script, spawn=machine.spawn)  # type: ignore[arg-type]
+    builds.add(job("a-1.0", tmp_path), need=3 * G, expected_duration=600.0)
+    builds.add(job("b-1.0", tmp_path), need=2 * G, expected_duration=300.0)
+    builds.add(job("c-1.0", tmp_path), need=2 * G, expected_duration=100.0)
+
+    results = {result.name: result for result in builds.run()}
+
+    assert all(result.status is Status.BUILT for result in results.values())
+    assert results["a"].waited_s < 0.2
+    assert results["a"].wait_reason is None
+    b, c = results["b"], results["c"]
+    assert set(b.waits) <= {"queue", "memory_limit"}
+    assert b.waits["memory_limit"] >= 0.25
+    assert b.wait_reason == "waiting: 3.0 GiB of the 4.0 GiB memory limit reserved, needs 2.0 GiB"
+    assert set(c.waits) == {"queue"}  # next in line only once "b" had started
+    assert c.waits["queue"] >= 0.25
+    assert c.wait_reason is None
+    record = b.to_json()
+    assert record["waited_s"] == round(b.waited_s, 3)
+    assert record["waits"]["memory_limit"] == round(b.waits["memory_limit"], 3)
+
+
+def test_memory_requeues_leave_the_retries_to_real_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    machine = FakeMachine(rss={"a-1.0": G, "b-1.0": 3 * G + G // 2}, available={})
+    monkeypatch.setattr(scheduler, "tree_rss", machine.tree_rss)
+    monkeypatch.setattr(scheduler, "kill_tree", machine.kill_tree)
+    starts = itertools.count(1)
+
+    def b_started() -> None:
+        start = next(starts)
+        if start == 2:  # after its memory requeue: killed from outside, which --retries covers
+            machine.worker("b-1.0").finish(-signal.SIGKILL)
+        elif start == 3:
+            machine.worker("b-1.0").finish(0, built=True)
+
+    script = Script()
+    script.on_event["b-1.0: started"] = b_started
+    script.on_event["b-1.0: memory requeue 1"] = lambda: machine.worker("a-1.0").finish(0, built=True)
+    limits = Limits(max_builds=2, memory_limit=4 * G, min_free_memory=0, max_load=None)
+    builds = BuildScheduler(SchedulerSettings(limits=limits, retries=1, sample_interval=0.01, grace=0),
+                            probe=machine, observer=script, spawn=machine.spawn)  # type: ignore[arg-type]
+    builds.add(job("a-1.0", tmp_path), need=G, expected_duration=600.0)
+    builds.add(job("b-1.0", tmp_path), need=200 * M)
+
+    results = {result.name: result for result in builds.run()}
+
+    b = results["b"]
+    assert b.status is Status.BUILT
+    assert b.memory_requeues == 1
+    assert b.attempts == 2  # the kill and the success; the memory stop took none of the one retry
+    assert script.index("b-1.0: the worker was killed by SIGKILL; retrying (1/1)")
