@@ -143,7 +143,7 @@ def print_summary(console: Console, report: RunReport) -> None:
         for column in ("waited s", *PHASES, "wall s", "cpu s", "peak RSS", "predicted"):
             table.add_column(column, justify="right")
         for result in builds:
-            style = {"built": "green", "failed": "red", "skipped": "dim"}[result.status.value]
+            style = {"built": "green", "failed": "red", "skipped": "dim", "not started": "yellow"}[result.status.value]
             table.add_row(
                 f"{result.name} {result.version or ''}",
                 Text(result.status.value, style=style),
@@ -187,7 +187,9 @@ def _counts(report: RunReport) -> list[str]:
                      f"{local}, {downloads[DownloadStatus.FAILED]} failed")
     if report.builds or not (report.downloads or report.installs):
         builds = Counter(r.status for r in report.builds)
-        parts.append(f"{builds[Status.BUILT]} built, {builds[Status.SKIPPED]} skipped, {builds[Status.FAILED]} failed")
+        not_started = f", {builds[Status.NOT_STARTED]} not started" if builds[Status.NOT_STARTED] else ""
+        parts.append(f"{builds[Status.BUILT]} built, {builds[Status.SKIPPED]} skipped, {builds[Status.FAILED]} failed"
+                     f"{not_started}")
     if report.installs:
         installs = Counter(r.status for r in report.installs)
         parts.append(f"{installs[InstallStatus.INSTALLED]} installed, {installs[InstallStatus.SKIPPED]} skipped, "

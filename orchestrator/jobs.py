@@ -21,6 +21,8 @@ class Status(str, enum.Enum):
     BUILT = "built"
     FAILED = "failed"
     SKIPPED = "skipped"
+    NOT_STARTED = "not started"
+    """Never started: --fail-fast after a failure, or the run was interrupted."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

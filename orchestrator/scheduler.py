@@ -344,7 +344,7 @@ class BuildScheduler:
     def _enqueue(self, item: _Queued) -> None:
         item.held_by, item.held_since = "queue", time.time()
         if self._stopping:
-            self._record(item, None, status=Status.FAILED, error="not started: the run was stopped")
+            self._record(item, None, status=Status.NOT_STARTED, error="the run was stopped")
             return
         self._pending.append(item)
         self._sort_pending()
@@ -561,7 +561,7 @@ class BuildScheduler:
             run.process.wait()
             self._finish(self._running.pop(key), run.process.returncode)
         for item in self._pending:
-            self._record(item, None, status=Status.FAILED, error=f"not started: the run was {reason}")
+            self._record(item, None, status=Status.NOT_STARTED, error=f"the run was {reason}")
         self._pending.clear()
 
     # -- results -------------------------------------------------------------------------
@@ -656,14 +656,16 @@ class BuildScheduler:
             wait_reason=item.wait_reason,
         )
         self._results.append(result)
-        verb = {Status.BUILT: "built", Status.FAILED: "FAILED", Status.SKIPPED: "skipped"}[status]
+        verb = {Status.BUILT: "built", Status.FAILED: "FAILED", Status.SKIPPED: "skipped",
+                Status.NOT_STARTED: "not started"}[status]
         detail = f" {result.wheel}" if result.wheel else f": {error}" if error else ""
-        self._observer.event(f"{job.key}: {verb}{detail} in {result.wall_s:.1f} s")
+        took = f" in {result.wall_s:.1f} s" if run is not None else ""
+        self._observer.event(f"{job.key}: {verb}{detail}{took}")
         if status is Status.FAILED and self._settings.fail_fast and not self._stopping:
             self._observer.event("--fail-fast: stopping after the first failure")
             self._stopping = True
             for queued in self._pending:
-                self._record(queued, None, status=Status.FAILED, error="not started: --fail-fast after a failure")
+                self._record(queued, None, status=Status.NOT_STARTED, error="--fail-fast after a failure")
             self._pending.clear()
         if self._on_result is not None:
             self._on_result(result)

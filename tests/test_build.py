@@ -99,8 +99,11 @@ def test_fail_fast_stops_admitting(tmp_path: Path) -> None:
                          "--report-json", tmp_path / "r.json")
     assert result.returncode == 1
     records = json.loads((tmp_path / "r.json").read_text())["builds"]
-    assert [r["status"] for r in records].count("built") < 3
-    assert any("--fail-fast" in (r["error"] or "") for r in records)
+    statuses = [r["status"] for r in records]
+    assert statuses.count("failed") == 1 and statuses.count("built") < 3
+    never = [r for r in records if r["status"] == "not started"]
+    assert never and all(r["error"] == "--fail-fast after a failure" and r["started_at"] is None for r in never)
+    assert f"{len(never)} not started" in result.stderr.splitlines()[-1]
 
 
 def test_report_has_phases_memory_and_timestamps(tmp_path: Path) -> None:
