@@ -1149,17 +1149,12 @@ class WheelInstaller:
             journal.close()
 
     def _install(self, wheel: Path, name: str, version: str, deadline: _Deadline) -> tuple[InstallStatus, str | None]:
-        if not self.reinstall and not journal_path(self._journals, name).exists() and any(
-            _same_version(old.version, version) for old in self._installed(name)
-        ):
-            # Nothing to write, so no journal: a target we may only read still says "skipped".
-            logger.info("Skipping %s: %s %s is already installed", wheel.name, name, version)
+        # Nothing to write, so no journal: a target we may only read still says "skipped".
+        if not journal_path(self._journals, name).exists() and self._skips(wheel, version, self._installed(name)):
             return InstallStatus.SKIPPED, "already installed"
         with self._journal(name) as journal:
-            installed = self._installed(name)
-            same = [old for old in installed if _same_version(old.version, version)]
-            if same and not self.reinstall:
-                logger.info("Skipping %s: %s %s is already installed", wheel.name, name, version)
+            installed = self._installed(name)  # again, locked: another process may have installed it meanwhile
+            if self._skips(wheel, version, installed):
                 return InstallStatus.SKIPPED, "already installed"
             with zipfile.ZipFile(wheel) as archive:
                 claimed = self._claim(archive, wheel.name, name)
@@ -1170,11 +1165,18 @@ class WheelInstaller:
                         for path in claimed:
                             del self._claims[path]
                     raise
-        if same:
+        if any(_same_version(old.version, version) for old in installed):
             return InstallStatus.INSTALLED, "reinstalled"
         if installed:
             return InstallStatus.INSTALLED, "replaced " + ", ".join(sorted(old.version for old in installed))
         return InstallStatus.INSTALLED, None
+
+    def _skips(self, wheel: Path, version: str, installed: Sequence[_Installed]) -> bool:
+        """Whether ``wheel`` is skipped: its version is installed, and no --reinstall."""
+        if self.reinstall or not any(_same_version(old.version, version) for old in installed):
+            return False
+        logger.info("Skipping %s: version %s is already installed", wheel.name, version)
+        return True
 
     def _claim(self, archive: zipfile.ZipFile, wheel_name: str, name: str) -> list[str]:
         """Reserve the wheel's paths for its distribution; the ones claimed for the first time.

@@ -473,9 +473,7 @@ def test_a_wheel_past_its_timeout_while_compiling_fails_alone_and_its_compiler_i
 def test_a_wheel_past_its_timeout_while_writing_is_rolled_back(
     target: Target, tmp_path: Path, venv_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "old").mkdir()
-    (tmp_path / "new").mkdir()
-    assert WheelInstaller(target).install(write_versioned(tmp_path / "old", "1.0")).status is InstallStatus.INSTALLED
+    install_old_version(target, tmp_path, "1.0")
     before = snapshot(venv_dir)
     real = install_module.copyfileobj_with_hashing
 
@@ -665,6 +663,13 @@ def test_existing_file_of_nobody_is_not_overwritten_and_install_rolls_back(targe
 # --- reinstall and upgrade --------------------------------------------------
 
 
+def install_old_version(target: Target, tmp_path: Path, version: str) -> None:
+    """Install pkg ``version`` from ``tmp_path/old``; ``tmp_path/new`` is left for the next one."""
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    assert WheelInstaller(target).install(write_versioned(tmp_path / "old", version)).status is InstallStatus.INSTALLED
+
+
 def write_versioned(folder: Path, version: str) -> Path:
     """pkg at ``version``, with a module and a script only that version has."""
     tag = version.replace(".", "_")
@@ -716,9 +721,7 @@ def test_reinstall_and_upgrade(
     reason: str,
     final: str,
 ) -> None:
-    (tmp_path / "old").mkdir()
-    (tmp_path / "new").mkdir()
-    assert WheelInstaller(target).install(write_versioned(tmp_path / "old", installed)).status is InstallStatus.INSTALLED
+    install_old_version(target, tmp_path, installed)
     result = WheelInstaller(target, reinstall=reinstall).install(write_versioned(tmp_path / "new", wheel))
 
     assert (result.status, result.reason, result.error) == (status, reason, None)
@@ -739,9 +742,7 @@ def test_reinstall_and_upgrade(
 def test_failed_upgrade_restores_the_old_version(
     target: Target, tmp_path: Path, venv_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "old").mkdir()
-    (tmp_path / "new").mkdir()
-    assert WheelInstaller(target).install(write_versioned(tmp_path / "old", "1.0")).status is InstallStatus.INSTALLED
+    install_old_version(target, tmp_path, "1.0")
     before = snapshot(venv_dir)
     fail_on_write(monkeypatch, 4, OSError(errno.ENOSPC, "No space left on device"))
     result = WheelInstaller(target).install(write_versioned(tmp_path / "new", "2.0"))
