@@ -30,6 +30,11 @@ seconds, nothing else); it leaves out what every build costs on any tool, starti
 its processes and touching its memory (about 1 s per GB on a 2-core VM), so no
 real run comes near it: it is printed for reference only.
 
+The *ideal* makespan is the best schedule of the same model (each build holds its peak
+for its solo time; the count cap; the memory limit), found by OR-Tools' CP-SAT when
+``ortools`` is installed (``--ideal-seconds``, proven optimal when it says so): how far
+the bound is from what any schedule of these builds can reach.
+
 Targets: peak within the limit + 5%, makespan within 1.25x of the bound.
 """
 
@@ -106,6 +111,35 @@ def packing_bound(durations: list[float], peaks: list[int], limit: int, max_buil
     }
 
 
+def optimal_makespan(durations: list[float], peaks: list[int], limit: int, max_builds: int,
+                     seconds: float) -> tuple[float, float] | None:
+    """The best makespan of the bound's model (each build holds its peak for its solo time, at most
+    ``max_builds`` at once, the peaks under ``limit``) that OR-Tools' CP-SAT finds in ``seconds``,
+    and the lower bound it proves (equal when it proves the optimum); ``None`` without ``ortools``."""
+    try:
+        from ortools.sat.python import cp_model
+    except ImportError:
+        return None
+    model = cp_model.CpModel()
+    ticks = [round(duration * 100) for duration in durations]  # centiseconds
+    horizon = sum(ticks)
+    intervals, ends = [], []
+    for tick in ticks:
+        start, end = model.new_int_var(0, horizon, ""), model.new_int_var(0, horizon, "")
+        intervals.append(model.new_interval_var(start, tick, end, ""))
+        ends.append(end)
+    model.add_cumulative(intervals, [-(-peak // 2**20) for peak in peaks], limit // 2**20)  # MiB, peaks rounded up
+    model.add_cumulative(intervals, [1] * len(ticks), max_builds)
+    makespan = model.new_int_var(0, horizon, "makespan")
+    model.add_max_equality(makespan, ends)
+    model.minimize(makespan)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = seconds
+    if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    return solver.objective_value / 100, solver.best_objective_bound / 100
+
+
 def completed_concurrency(events: list[dict[str, Any]]) -> int:
     """Most builds at once, counting only attempts that ended (a stopped attempt writes no end event)."""
     ended = {event["pid"] for event in events if event["event"] == "end"}
@@ -154,11 +188,13 @@ def run_once(label: str, args: argparse.Namespace, scratch: Path, *, max_builds:
     }
 
 
-def judge(run: dict[str, Any], solo: dict[str, Any], bound: float, intended: float, limit: int) -> None:
+def judge(run: dict[str, Any], solo: dict[str, Any], bound: float, ideal: float | None, intended: float,
+          limit: int) -> None:
     """Add to ``run`` its ratios to the bounds and where its time went, against the solo run."""
     builds = run["builds"]
     makespan = run["makespan_s"]
     run["makespan_ratio"] = round(makespan / bound, 3)
+    run["makespan_over_ideal"] = round(makespan / ideal, 3) if ideal else None
     run["makespan_over_intended"] = round(makespan / intended, 3)
     run["peak_ratio"] = round(run["peak_tree_rss_bytes"] / limit, 3)
     # Each build's wall time against its time alone: how much running side by side slowed them.
@@ -183,6 +219,8 @@ def main() -> int:
     parser.add_argument("--warm-runs", type=int, default=3, help="runs after the cold one, each with more history")
     parser.add_argument("--interval", type=float, default=0.05, help="seconds between RSS samples")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--ideal-seconds", type=float, default=60,
+                        help="time CP-SAT may take for the ideal schedule (needs ortools)")
     parser.add_argument("--keep-log", action="store_true", help="keep every line of orchestrate's output in the JSON")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/memory_pressure.json")
     args = parser.parse_args()
@@ -211,8 +249,11 @@ def main() -> int:
     intended_parts = packing_bound([job["sleep"] for job in jobs], [job["alloc_mb"] * 1024**2 for job in jobs],
                                    limit, args.max_builds)
     bound, intended = max(bound_parts.values()), max(intended_parts.values())
+    optimum = optimal_makespan([build["wall_s"] for build in alone], [build["peak_rss_bytes"] for build in alone],
+                               limit, args.max_builds, args.ideal_seconds)
+    ideal = optimum[0] if optimum else None
     for run in runs:
-        judge(run, solo, bound, intended, limit)
+        judge(run, solo, bound, ideal, intended, limit)
 
     print(f"{args.builds} builds, {args.min_gb:g}-{args.max_gb:g} GB for {args.min_s:g}-{args.max_s:g} s,"
           f" --memory-limit {args.memory_limit} --max-builds {args.max_builds}"
@@ -220,13 +261,19 @@ def main() -> int:
     print(f"bound {bound:.1f} s = max({', '.join(f'{name} {value:.1f}' for name, value in bound_parts.items())}),"
           f" from the solo run ({solo['makespan_s']:.1f} s one at a time);"
           f" intended {intended:.1f} s = max({', '.join(f'{name} {value:.1f}' for name, value in intended_parts.items())})")
-    header = (f"{'run':<6} {'makespan s':>10} {'/bound':>6} {'/intended':>9} {'peak RSS':>10} {'peak/limit':>10}"
+    if optimum:
+        proven = "optimal" if optimum[1] >= optimum[0] else f"at least {optimum[1]:.1f} s"
+        print(f"ideal {optimum[0]:.1f} s ({proven}): the best schedule of the bound's model, by CP-SAT")
+    else:
+        print("ideal: not computed (pip install ortools)")
+    header = (f"{'run':<6} {'makespan s':>10} {'/bound':>6} {'/ideal':>6} {'/intended':>9} {'peak RSS':>10} {'peak/limit':>10}"
               f" {'stops':>5} {'requeues':>8} {'backfills':>9} {'at once':>7} {'built':>5} {'stretch':>7}"
               f" {'reserved':>8} {'load':>5} {'targets':>7}")
     print(header)
     print("-" * len(header))
     for run in runs:
-        print(f"{run['run']:<6} {run['makespan_s']:>10.1f} {run['makespan_ratio']:>6.2f}"
+        over_ideal = f"{run['makespan_over_ideal']:.2f}" if run["makespan_over_ideal"] else "-"
+        print(f"{run['run']:<6} {run['makespan_s']:>10.1f} {run['makespan_ratio']:>6.2f} {over_ideal:>6}"
               f" {run['makespan_over_intended']:>9.2f} {format_size(run['peak_tree_rss_bytes']):>10}"
               f" {run['peak_ratio']:>10.2f} {run['memory_stops']:>5} {run['memory_requeues']:>8}"
               f" {run['backfilled']:>9} {run['max_concurrent']:>7} {run['built']:>5} {run['stretch']:>7.2f}"
@@ -244,6 +291,8 @@ def main() -> int:
         "targets": {"peak_over_limit": PEAK_TARGET, "makespan_over_bound": MAKESPAN_TARGET},
         "bound_s": round(bound, 2),
         "bound_parts_s": {name: round(value, 2) for name, value in bound_parts.items()},
+        "ideal_s": optimum[0] if optimum else None,
+        "ideal_proven_at_least_s": optimum[1] if optimum else None,
         "intended_bound_s": round(intended, 2),
         "intended_bound_parts_s": {name: round(value, 2) for name, value in intended_parts.items()},
         "solo": solo,

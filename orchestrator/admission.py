@@ -74,6 +74,8 @@ class RunningBuild:
     """When history expects it to finish (``started_at`` plus its last duration); ``None``: unknown."""
     stopping: bool = False
     """Being stopped (its process tree signalled) but not yet gone: its ``rss`` is about to be freed."""
+    cpu: float | None = None
+    """CPUs its whole process tree kept busy over the last sample; ``None``: not sampled yet."""
 
     @property
     def reservation(self) -> int:
@@ -98,6 +100,8 @@ class Limits:
     """Available memory to leave untouched after a new build takes what it needs, in bytes."""
     max_load: float | None
     """Wait while the 1-minute load per usable CPU is above this; ``None``: ignore load."""
+    max_cpu: float | None = None
+    """Wait while the running builds keep this share of the usable CPUs busy (1.0: all); ``None``: ignore."""
 
     def __post_init__(self) -> None:
         if self.max_builds < 1:
@@ -108,6 +112,8 @@ class Limits:
             raise UsageError(f"minimum free memory cannot be negative: {self.min_free_memory}")
         if self.max_load is not None and self.max_load <= 0:
             raise UsageError(f"max load must be above 0, not {self.max_load}")
+        if self.max_cpu is not None and self.max_cpu <= 0:
+            raise UsageError(f"max CPU share must be above 0, not {self.max_cpu}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,7 +136,7 @@ class Decision:
     """One line: ``"waiting: 2 of 2 builds running"``."""
     warning: str | None = None
     """Set when admitting anyway would break a limit (nothing else is running)."""
-    blocked_by: Literal["builds", "memory_limit", "free_memory", "load"] | None = None
+    blocked_by: Literal["builds", "memory_limit", "free_memory", "load", "cpu"] | None = None
     """The rule that holds the candidate back; ``reason``'s figures change with every sample, this does not."""
 
 
@@ -143,7 +149,8 @@ def decide(
     """Admit ``candidate`` now, or say what it is waiting for.
 
     Checks, in order: the count cap, the memory limit on the sum of reservations,
-    the free memory left after unused reservations and the candidate's need, and
+    the free memory left after unused reservations and the candidate's need, the
+    CPUs the running builds keep busy (one not sampled yet counts as one CPU), and
     the load per CPU. When nothing is running the candidate is always admitted, with
     a warning if it breaks a memory rule, so that a queue never stalls forever.
     """
@@ -179,6 +186,19 @@ def decide(
             reason=_free_memory_reason(readings, running, need, limits),
             blocked_by="free_memory",
         )
+    if limits.max_cpu is not None:
+        busy = sum(1.0 if build.cpu is None else build.cpu for build in running)
+        if busy >= limits.max_cpu * readings.cpu_count:
+            unmeasured = sum(build.cpu is None for build in running)
+            return Decision(
+                admit=False,
+                reason=(
+                    f"waiting: builds keep {busy:.2f} of {readings.cpu_count} CPUs busy,"
+                    f" the cap is {limits.max_cpu * 100:g}%"
+                    + (f" ({unmeasured} just started, counted as one CPU each)" if unmeasured else "")
+                ),
+                blocked_by="cpu",
+            )
     if limits.max_load is not None and readings.load_1m is not None:
         load_per_cpu = readings.load_1m / max(1, readings.cpu_count)
         if load_per_cpu > limits.max_load:

@@ -226,8 +226,13 @@ def main(debug: bool) -> None:
         logging.getLogger("unearth.collector").addFilter(_QUIET_NOT_FOUND_PAGES)
 
 
+DEFAULT_MAX_CPU = 100.0
+"""``--max-cpu``: a build waits while the running ones keep every usable CPU busy."""
+
+
 def _memory_limits(
-    max_builds: int | None, memory_limit: str | None, min_free_memory: str | None, max_load: float | None
+    max_builds: int | None, memory_limit: str | None, min_free_memory: str | None, max_load: float | None,
+    max_cpu: float,
 ) -> Limits:
     memory = psutil.virtual_memory()
     min_free = (
@@ -239,7 +244,8 @@ def _memory_limits(
     builds = max_builds if max_builds is not None else usable_cpu_count()
     if builds < 1:
         raise UsageError("--max-builds must be at least 1")
-    return Limits(max_builds=builds, memory_limit=limit, min_free_memory=min_free, max_load=max_load)
+    return Limits(max_builds=builds, memory_limit=limit, min_free_memory=min_free, max_load=max_load,
+                  max_cpu=max_cpu / 100 if max_cpu else None)
 
 
 def _state_dir(state_dir: Path | None) -> Path:
@@ -268,6 +274,8 @@ def _requirements(paths: tuple[Path, ...], require_hashes: bool) -> Requirements
         help="What a build is assumed to need when history and config do not say.")
 @option("--max-load", type=click.FloatRange(min=0), help="Do not start a build while the 1-minute load "
         "per CPU exceeds this (default: off).")
+@option("--max-cpu", type=click.FloatRange(min=0), default=DEFAULT_MAX_CPU, show_default=True, metavar="PERCENT",
+        help="Do not start a build while the running builds keep this percentage of the usable CPUs busy; 0: off.")
 @index_options
 @download_options
 @option("--sdist-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -298,7 +306,8 @@ def _requirements(paths: tuple[Path, ...], require_hashes: bool) -> Requirements
         help="Wait this long for another run that holds the wheelhouse.")
 @handle_errors
 def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, memory_limit: str | None,
-          min_free_memory: str | None, memory_per_build: str, max_load: float | None, index_url: str | None,
+          min_free_memory: str | None, memory_per_build: str, max_load: float | None, max_cpu: float,
+          index_url: str | None,
           extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool,
           requirements: tuple[Path, ...], max_downloads: int, cache_dir: Path | None, no_cache: bool,
           download_timeout: float, download_retries: int, require_hashes: bool, sdist_dir: Path | None,
@@ -309,7 +318,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     """Build wheels from SOURCES (sdist files, folders of sdists, source trees) and -r requirements."""
     if not sources and not requirements:
         raise UsageError("nothing to build: name sdists, folders of sdists, source trees or -r requirements files")
-    limits = _memory_limits(max_builds, memory_limit, min_free_memory, max_load)
+    limits = _memory_limits(max_builds, memory_limit, min_free_memory, max_load, max_cpu)
     pinned = _requirements(requirements, require_hashes)
     collected = collect_sources(sources)
     state = _state_dir(state_dir)
@@ -350,7 +359,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     run.report.settings = {"max_builds": limits.max_builds, "max_downloads": max_downloads,
                            "max_installs": max_installs, "memory_limit": limits.memory_limit,
                            "min_free_memory": limits.min_free_memory, "memory_per_build": settings.memory_per_build,
-                           "max_load": limits.max_load, "installer": settings.installer}
+                           "max_load": limits.max_load, "max_cpu": limits.max_cpu, "installer": settings.installer}
     _run_and_report(lambda: run.run(collected.sources, pinned.requirements if pinned else ()), run.report, display, console,
                     report_json)
 

@@ -118,7 +118,7 @@ class BuildResult:
     """Times the build was stopped under memory pressure and queued again (not counted in ``attempts``)."""
     waits: dict[str, float] = field(default_factory=dict)
     """Seconds queued before admission, over every attempt, by what held the build back: a rule
-    of the admission policy (``builds``, ``memory_limit``, ``free_memory``, ``load``) while it
+    of the admission policy (``builds``, ``memory_limit``, ``free_memory``, ``cpu``, ``load``) while it
     was next in line, or ``queue`` while other builds were ahead of it."""
     wait_reason: str | None = None
     """The policy's last reason for holding the build back, in words; ``None`` if it never held it."""
@@ -146,6 +146,6 @@ class BuildResult:
         data["status"] = self.status.value
         data["wall_s"] = round(self.wall_s, 3)
         data["overhead_s"] = round(self.overhead_s, 3)
-        data["waits"] = {held_by: round(seconds, 3) for held_by, seconds in self.waits.items()}
+        data["waits"] = {held_by: round(seconds, 3) for held_by, seconds in self.waits.items() if round(seconds, 3)}
         data["waited_s"] = round(self.waited_s, 3)
         return data

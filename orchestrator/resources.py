@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from dataclasses import dataclass
 
 import psutil
 
@@ -44,13 +45,25 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory of a process and all its descendants, in bytes (0 once it is gone)."""
-    total = 0
+@dataclass(frozen=True, slots=True)
+class TreeUsage:
+    """What a process and all its descendants use, summed."""
+
+    rss: int
+    """Resident memory, in bytes."""
+    cpu_s: float
+    """CPU seconds so far, counting descendants that have exited and been waited for."""
+
+
+def tree_usage(pid: int) -> TreeUsage:
+    """Memory and CPU time of a process and all its descendants (zeros once it is gone)."""
+    rss, cpu = 0, 0.0
     for process in _tree(pid):
-        with contextlib.suppress(psutil.Error):
-            total += process.memory_info().rss
-    return total
+        with contextlib.suppress(psutil.Error), process.oneshot():
+            times = process.cpu_times()
+            cpu += times.user + times.system + times.children_user + times.children_system
+            rss += process.memory_info().rss
+    return TreeUsage(rss=rss, cpu_s=cpu)
 
 
 def kill_tree(pid: int, *, grace: float = 3.0) -> None:

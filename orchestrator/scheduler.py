@@ -4,7 +4,7 @@ Data flow::
 
     requirements ──► download pool (max_downloads threads) ──┐
                                                               ▼ sdist on disk
-    sources ─────────────────────────────────────────► pending builds (longest first)
+    sources ─────────────────────────────────────────► pending builds (planned order)
                                                               │ admission.decide(): count, memory, load
                                                               ▼
                                         worker processes (one per build, own session)
@@ -21,6 +21,7 @@ process tree (RSS) to enforce memory limits and timeouts.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator import admission
+from orchestrator import admission, planning
 from orchestrator.admission import (
     Candidate,
     Decision,
@@ -50,7 +51,7 @@ from orchestrator.admission import (
     RunningBuild,
 )
 from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
-from orchestrator.resources import kill_tree, pid_alive, tree_rss
+from orchestrator.resources import kill_tree, pid_alive, tree_usage
 from orchestrator.units import format_size
 from orchestrator.worker import MESSAGE_PREFIX
 
@@ -58,6 +59,9 @@ logger = logging.getLogger(__name__)
 
 MEMORY_REQUEUE_LIMIT = 3
 """Memory requeues of one build before it waits to run alone."""
+
+CPU_WINDOW = 0.5
+"""Seconds over which a build's CPU use is measured; until it has run that long, it counts as one busy CPU."""
 
 NESTED_JOBS_VARIABLES = ("MAKEFLAGS", "CMAKE_BUILD_PARALLEL_LEVEL", "MAX_JOBS", "NPY_NUM_BUILD_JOBS")
 
@@ -140,9 +144,28 @@ class _Running:
     phase: str = "starting"
     rss: int = 0
     peak_rss: int = 0
+    cpu_samples: collections.deque[tuple[float, float]] = field(default_factory=collections.deque)
+    """``(monotonic time, CPU seconds of its process tree)`` at the samples of the last :data:`CPU_WINDOW` or so."""
     outcome: WorkerOutcome | None = None
     stop_reason: str | None = None
     reader: threading.Thread | None = field(default=None, repr=False)
+
+
+def _add_cpu_sample(samples: collections.deque[tuple[float, float]], when: float, cpu_s: float) -> None:
+    """Add a sample; drop those no longer needed: the oldest kept is the newest at least :data:`CPU_WINDOW` old."""
+    samples.append((when, cpu_s))
+    while len(samples) > 1 and when - samples[1][0] >= CPU_WINDOW:
+        samples.popleft()
+
+
+def _cpu_rate(samples: collections.deque[tuple[float, float]]) -> float | None:
+    """CPUs busy since the oldest of ``samples``, if that spans :data:`CPU_WINDOW`; else ``None``."""
+    if not samples:
+        return None
+    (then, cpu_then), (now, cpu_now) = samples[0], samples[-1]
+    if now - then < CPU_WINDOW:
+        return None
+    return max(0.0, cpu_now - cpu_then) / (now - then)
 
 
 def nested_jobs_environ(jobs: int, environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, str]:
@@ -340,6 +363,8 @@ class BuildScheduler:
             self._running[key].outcome = payload
         elif kind == "exit" and key in self._running:
             self._finish(self._running.pop(key), payload)
+            if self._pending:
+                self._sort_pending()  # the builds left running may end sooner or later than planned
 
     def _enqueue(self, item: _Queued) -> None:
         item.held_by, item.held_since = "queue", time.time()
@@ -350,13 +375,18 @@ class BuildScheduler:
         self._sort_pending()
 
     def _sort_pending(self) -> None:
-        order = admission.order_queue(
-            QueuedBuild(key=queued.job.key, need=queued.need, expected_duration=queued.expected_duration,
-                        size=queued.size, compiles=queued.compiles)
-            for queued in self._pending
+        """Order the queue by the plan that, by history, ends soonest (see ``planning.plan_order``)."""
+        order = planning.plan_order(
+            [QueuedBuild(key=queued.job.key, need=queued.need, expected_duration=queued.expected_duration,
+                         size=queued.size, compiles=queued.compiles)
+             for queued in self._pending],
+            self._running_builds(),
+            self._settings.limits,
+            now=time.time(),
         )
         rank = {build.key: index for index, build in enumerate(order)}
         self._pending.sort(key=lambda queued: rank[queued.job.key])
+        logger.debug("queue order: %s", " ".join(queued.job.key for queued in self._pending))
 
     # -- admission ---------------------------------------------------------------------
     def _admit(self) -> None:
@@ -426,6 +456,7 @@ class BuildScheduler:
                 expected_end=(run.started_at + run.item.expected_duration
                               if run.item.expected_duration is not None else None),
                 stopping=run.stop_reason is not None,
+                cpu=_cpu_rate(run.cpu_samples),
             )
             for key, run in self._running.items()
         ]
@@ -511,8 +542,10 @@ class BuildScheduler:
             return
         now = time.time()
         for run in self._running.values():
-            run.rss = tree_rss(run.process.pid)
+            usage = tree_usage(run.process.pid)
+            run.rss = usage.rss
             run.peak_rss = max(run.peak_rss, run.rss)
+            _add_cpu_sample(run.cpu_samples, time.monotonic(), usage.cpu_s)
             if run.deadline is not None and now > run.deadline and run.stop_reason is None:
                 self._stop(run, "timeout")
         readings = self._probe.read()

@@ -38,19 +38,27 @@ def limits(
     memory_limit: int | None = None,
     min_free: int = 0,
     max_load: float | None = None,
+    max_cpu: float | None = None,
 ) -> Limits:
     return Limits(
         max_builds=max_builds,
         memory_limit=memory_limit,
         min_free_memory=min_free,
         max_load=max_load,
+        max_cpu=max_cpu,
     )
 
 
 def build(
-    key: str = "a", *, need: int = G, rss: int = 0, started_at: float = 0.0, stopping: bool = False
+    key: str = "a",
+    *,
+    need: int = G,
+    rss: int = 0,
+    started_at: float = 0.0,
+    stopping: bool = False,
+    cpu: float | None = 0.0,
 ) -> RunningBuild:
-    return RunningBuild(key=key, need=need, rss=rss, started_at=started_at, stopping=stopping)
+    return RunningBuild(key=key, need=need, rss=rss, started_at=started_at, stopping=stopping, cpu=cpu)
 
 
 def want(need: int) -> Candidate:
@@ -113,6 +121,22 @@ def want(need: int) -> Candidate:
         (want(G), readings(load=None), [build()], limits(max_load=0.1), True, None),
         # Load is ignored when no cap is set.
         (want(G), readings(load=100.0), [build()], limits(), True, None),
+        # The running builds keep every CPU busy: wait.
+        (
+            want(G), readings(cpus=2), [build("a", cpu=1.0), build("b", cpu=0.97)], limits(max_cpu=0.9),
+            False, "waiting: builds keep 1.97 of 2 CPUs busy, the cap is 90%",
+        ),
+        # One of them is sleeping or waiting on I/O: a CPU is free.
+        (want(G), readings(cpus=2), [build("a", cpu=1.0), build("b", cpu=0.3)], limits(max_cpu=0.9), True, None),
+        # A build not sampled yet counts as one busy CPU.
+        (
+            want(G), readings(cpus=2), [build("a", cpu=1.0), build("b", cpu=None)], limits(max_cpu=1.0),
+            False, "waiting: builds keep 2.00 of 2 CPUs busy, the cap is 100% (1 just started, counted as one CPU each)",
+        ),
+        # A multi-threaded build can fill the machine alone.
+        (want(G), readings(cpus=4), [build("a", cpu=3.9)], limits(max_cpu=0.9), False, None),
+        # The CPU rule is off without a cap.
+        (want(G), readings(cpus=2), [build("a", cpu=2.0), build("b", cpu=None)], limits(), True, None),
     ],
 )
 def test_decide(
@@ -150,6 +174,8 @@ def test_decide(
         ),
         # High load never holds back the only build.
         (want(G), readings(load=1000.0), limits(max_load=1.0), None),
+        # Nor does a tiny CPU cap.
+        (want(G), readings(), limits(max_cpu=0.01), None),
     ],
 )
 def test_decide_admits_when_nothing_runs(
@@ -256,6 +282,7 @@ def test_pick_victim(
         ({"memory_limit": -1}, "memory limit cannot be negative"),
         ({"min_free": -1}, "minimum free memory cannot be negative"),
         ({"max_load": 0.0}, "max load must be above 0"),
+        ({"max_cpu": 0.0}, "max CPU share must be above 0"),
     ],
 )
 def test_limits_rejects_nonsense(kwargs: dict[str, Any], message: str) -> None:
@@ -336,6 +363,7 @@ running_builds = st.builds(
     rss=sizes,
     started_at=st.floats(min_value=0, max_value=1e6),
     stopping=st.booleans(),
+    cpu=st.none() | st.floats(min_value=0, max_value=64),
 )
 any_readings = st.builds(
     Readings,
@@ -350,6 +378,7 @@ any_limits = st.builds(
     memory_limit=st.none() | sizes,
     min_free_memory=sizes,
     max_load=st.none() | st.floats(min_value=0.1, max_value=8),
+    max_cpu=st.none() | st.floats(min_value=0.05, max_value=2),
 )
 candidates = st.builds(Candidate, key=st.just("next"), need=sizes)
 
@@ -371,6 +400,9 @@ def test_admission_respects_every_limit_while_builds_run(
     assert sample.available_memory - unused - candidate.need >= policy.min_free_memory
     if policy.max_load is not None and sample.load_1m is not None:
         assert sample.load_1m / sample.cpu_count <= policy.max_load
+    if policy.max_cpu is not None:
+        busy = sum(1.0 if b.cpu is None else b.cpu for b in running)
+        assert busy < policy.max_cpu * sample.cpu_count
 
 
 @given(candidates, any_readings, any_limits)

@@ -3,6 +3,7 @@
 Each fake build here allocates (and touches) ``alloc_mb`` megabytes for ``sleep``
 seconds, so the scheduler's RSS sampling, reservations, requeues and the history
 see real numbers. The backend's own start/end events tell how many ran at once.
+The CPU rule's tests, at the end, use backends that sleep (idle) or spin (busy).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Any
 import psutil
 import pytest
 from conftest import orchestrate
-from sdists import make_sdist, max_concurrency, read_events
+from sdists import BACKEND, make_sdist, max_concurrency, read_events
 
 from orchestrator.admission import jobs_per_build
 from orchestrator.resources import usable_cpu_count
+from orchestrator.scheduler import CPU_WINDOW
 from orchestrator.units import format_size
 
 MiB = 1024**2
@@ -249,3 +251,123 @@ def test_max_load_holds_builds_back_but_never_stalls_the_queue(tmp_path: Path, h
     assert [record["status"] for record in data["builds"]] == ["built"] * 2
     (held,) = [record for record in data["builds"] if "load" in record["waits"]]
     assert held["wait_reason"].startswith("waiting: load ")
+
+
+# -- the CPU rule: --max-cpu / ORCHESTRATE_MAX_CPU ---------------------------------------
+
+# Whatever else runs on the machine, no memory rule holds these small builds back.
+NO_MEMORY_RULES = ("--memory-limit", "1G", "--memory-per-build", "100M", "--min-free-memory", "0")
+
+
+def cpu_waits(records: dict[str, dict[str, Any]]) -> dict[str, float]:
+    return {name: record["waits"]["cpu"] for name, record in records.items() if "cpu" in record["waits"]}
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_max_cpu_counts_a_build_not_yet_measured_as_one_busy_cpu(tmp_path: Path, how: str) -> None:
+    for name in ("cpu-a", "cpu-b", "cpu-c"):
+        make_sdist(tmp_path / "sdists", name, sleep=0.5)
+    report = tmp_path / "report.json"
+    # Under a cap of 1% of the CPUs, one busy CPU is over it (on up to 100 CPUs). Every
+    # build counts as one until it has run CPU_WINDOW, so each build after the first waits
+    # at least that long for the one before; and with nothing running the next one starts.
+    option = ["--max-cpu", "1"] if how == "option" else []
+    env = {"ORCHESTRATE_MAX_CPU": "1"} if how == "environment" else {}
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "3",
+                         *NO_MEMORY_RULES, "--report-json", report, *option, env=env)
+    assert result.returncode == 0, result.stderr
+    cpus = usable_cpu_count()
+    assert (f"waiting: builds keep 1.00 of {cpus} CPUs busy, the cap is 1%"
+            " (1 just started, counted as one CPU each)") in result.stderr
+    assert result.stderr.count(f" of {cpus} CPUs busy, the cap is 1%") == 2  # once per held build, not per sample
+    data = json.loads(report.read_text())
+    assert data["settings"]["max_cpu"] == 0.01
+    records = {record["name"]: record for record in data["builds"]}
+    assert [record["status"] for record in records.values()] == ["built"] * 3
+    held = cpu_waits(records)
+    assert len(held) == 2
+    assert all(seconds >= CPU_WINDOW for seconds in held.values())
+    for name in held:
+        assert records[name]["wait_reason"].startswith("waiting: builds keep ")
+        assert f" of {cpus} CPUs busy, the cap is 1%" in records[name]["wait_reason"]
+
+
+# The fake backend, but spinning for ``busy`` CPU seconds (counted from the spin, not from
+# its start-up), then writing a ``spun`` event, before it sleeps.
+_SLEEP = 'time.sleep(CONFIG.get("sleep", 0))'
+assert _SLEEP in BACKEND
+BUSY_BACKEND = BACKEND.replace(_SLEEP, (
+    "spin_from = time.process_time()\n"
+    '    while time.process_time() - spin_from < CONFIG.get("busy", 0):\n'
+    "        pass\n"
+    '    _event("spun")\n'
+    f"    {_SLEEP}"
+))
+
+
+def test_max_cpu_holds_builds_back_while_a_backend_keeps_a_cpu_busy(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    busy = 1.0
+    for name in ("spin-a", "spin-b"):
+        make_sdist(tmp_path / "sdists", name, busy=busy, events=str(events),
+                   extra_files={"_fakebackend.py": BUSY_BACKEND.encode()})
+    report = tmp_path / "report.json"
+    # The backend runs in a grandchild of orchestrate (worker, then the hook process): the
+    # measurement must sum the whole tree to see the spinning build as busy past CPU_WINDOW.
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "2",
+                         *NO_MEMORY_RULES, "--max-cpu", "1", "--report-json", report)
+    assert result.returncode == 0, result.stderr
+    log = read_events(events)
+    starts = {event["name"]: event["t"] for event in log if event["event"] == "start"}
+    spun = {event["name"]: event["t"] for event in log if event["event"] == "spun"}
+    first, second = sorted(starts, key=starts.__getitem__)
+    assert starts[second] > spun[first]  # the second did not start while the first spun
+    records = report_builds(report)
+    assert [record["status"] for record in records.values()] == ["built"] * 2
+    assert cpu_waits(records).keys() == {second}
+    assert records[second]["waits"]["cpu"] >= busy
+    assert records[first]["cpu_s"] >= busy
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_max_cpu_zero_turns_the_rule_off(tmp_path: Path, how: str) -> None:
+    events = tmp_path / "events.log"
+    for name in ("off-a", "off-b", "off-c"):
+        make_sdist(tmp_path / "sdists", name, sleep=2, events=str(events))
+    report = tmp_path / "report.json"
+    option = ["--max-cpu", "0"] if how == "option" else []
+    env = {"ORCHESTRATE_MAX_CPU": "0"} if how == "environment" else {}
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "3",
+                         *NO_MEMORY_RULES, "--report-json", report, *option, env=env)
+    assert result.returncode == 0, result.stderr
+    # All three start at once. On 2 CPUs the default rule would hold the third back at first.
+    assert max_concurrency(read_events(events)) == 3
+    assert "CPUs busy" not in result.stderr
+    data = json.loads(report.read_text())
+    assert data["settings"]["max_cpu"] is None
+    records = {record["name"]: record for record in data["builds"]}
+    assert [record["status"] for record in records.values()] == ["built"] * 3
+    assert cpu_waits(records) == {}
+
+
+def test_max_cpu_lets_idle_builds_overlap_by_default(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    builds = 4
+    for i in range(builds):
+        make_sdist(tmp_path / "sdists", f"idle{i}", sleep=3, events=str(events))
+    report = tmp_path / "report.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(builds),
+                         *NO_MEMORY_RULES, "--report-json", report)
+    assert result.returncode == 0, result.stderr
+    # Sleeping builds are measured as idle once they have run CPU_WINDOW: all four overlap.
+    assert max_concurrency(read_events(events)) == builds
+    data = json.loads(report.read_text())
+    assert data["settings"]["max_cpu"] == 1.0  # the default, 100%
+    records = {record["name"]: record for record in data["builds"]}
+    assert [record["status"] for record in records.values()] == ["built"] * builds
+    cpus = usable_cpu_count()
+    if cpus < builds:
+        # Not measured yet, the first builds count as one CPU each: the next waits, briefly.
+        assert (f"waiting: builds keep {cpus}.00 of {cpus} CPUs busy, the cap is 100%"
+                f" ({cpus} just started, counted as one CPU each)") in result.stderr
+        assert cpu_waits(records)

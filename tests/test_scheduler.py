@@ -1,12 +1,13 @@
 """Scheduler logic with fake workers and a fake probe: nothing is spawned or signalled.
 
 A :class:`FakeWorker` stands in for the worker process behind the ``spawn`` seam;
-the scheduler's module-level ``tree_rss`` and ``kill_tree`` are replaced by the
+the scheduler's module-level ``tree_usage`` and ``kill_tree`` are replaced by the
 :class:`FakeMachine`, which also serves as the probe. Builds end when the test says.
 """
 
 from __future__ import annotations
 
+import collections
 import io
 import itertools
 import json
@@ -20,6 +21,7 @@ import pytest
 from orchestrator import scheduler
 from orchestrator.admission import Limits, Readings
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
+from orchestrator.resources import TreeUsage
 from orchestrator.scheduler import (
     MEMORY_REQUEUE_LIMIT,
     BuildScheduler,
@@ -107,8 +109,9 @@ class FakeMachine:
         (worker,) = [worker for worker in self.busy() if worker.key == key]
         return worker
 
-    def tree_rss(self, pid: int) -> int:
-        return sum(self.rss[worker.key] for worker in self.busy() if worker.pid == pid and worker.key)
+    def tree_usage(self, pid: int) -> TreeUsage:
+        rss = sum(self.rss[worker.key] for worker in self.busy() if worker.pid == pid and worker.key)
+        return TreeUsage(rss=rss, cpu_s=0.0)
 
     def kill_tree(self, pid: int, *, grace: float = 3.0) -> None:
         for worker in self.workers:
@@ -154,7 +157,7 @@ def test_build_requeued_to_the_limit_then_runs_alone(tmp_path: Path, monkeypatch
     # build daemon): its RSS stays small, so a requeue never raises its need, while
     # free memory falls under the floor each time it runs beside "a".
     machine = FakeMachine(rss={"a-1.0": G, "b-1.0": 100 * M}, available={"b-1.0": G // 2})
-    monkeypatch.setattr(scheduler, "tree_rss", machine.tree_rss)
+    monkeypatch.setattr(scheduler, "tree_usage", machine.tree_usage)
     monkeypatch.setattr(scheduler, "kill_tree", machine.kill_tree)
 
     def finish(key: str) -> None:
@@ -196,7 +199,7 @@ def test_build_requeued_to_the_limit_then_runs_alone(tmp_path: Path, monkeypatch
 
 def test_results_say_how_long_and_why_each_build_waited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     machine = FakeMachine(rss={"a-1.0": G, "b-1.0": G, "c-1.0": G}, available={})
-    monkeypatch.setattr(scheduler, "tree_rss", machine.tree_rss)
+    monkeypatch.setattr(scheduler, "tree_usage", machine.tree_usage)
     monkeypatch.setattr(scheduler, "kill_tree", machine.kill_tree)
     script = Script()
     # "b" waits for memory behind "a"; "c", behind "b" in the queue, cannot go ahead (3G + 2G > 4G).
@@ -230,7 +233,7 @@ def test_results_say_how_long_and_why_each_build_waited(tmp_path: Path, monkeypa
 
 def test_memory_requeues_leave_the_retries_to_real_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     machine = FakeMachine(rss={"a-1.0": G, "b-1.0": 3 * G + G // 2}, available={})
-    monkeypatch.setattr(scheduler, "tree_rss", machine.tree_rss)
+    monkeypatch.setattr(scheduler, "tree_usage", machine.tree_usage)
     monkeypatch.setattr(scheduler, "kill_tree", machine.kill_tree)
     starts = itertools.count(1)
 
@@ -257,3 +260,21 @@ def test_memory_requeues_leave_the_retries_to_real_failures(tmp_path: Path, monk
     assert b.memory_requeues == 1
     assert b.attempts == 2  # the kill and the success; the memory stop took none of the one retry
     assert script.index("b-1.0: the worker was killed by SIGKILL; retrying (1/1)")
+
+
+def test_cpu_rate_spans_the_window_however_often_it_is_sampled() -> None:
+    samples: collections.deque[tuple[float, float]] = collections.deque()
+    scheduler._add_cpu_sample(samples, 100.0, 5.0)
+    assert scheduler._cpu_rate(samples) is None  # one sample spans nothing
+    for step in range(1, 41):  # busy on one CPU, sampled every 0.2 s
+        scheduler._add_cpu_sample(samples, 100.0 + step * 0.2, 5.0 + step * 0.2)
+    assert scheduler._cpu_rate(samples) == pytest.approx(1.0)
+    now, cpu = samples[-1]
+    for step in range(1, 41):  # then idle, sampled every 10 ms: a burst of events
+        scheduler._add_cpu_sample(samples, now + step * 0.01, cpu)
+        rate = scheduler._cpu_rate(samples)
+        assert rate is not None and 0.0 <= rate < 1.0
+    assert len(samples) <= scheduler.CPU_WINDOW / 0.01 + 2  # old samples go
+    for step in range(1, 60):
+        scheduler._add_cpu_sample(samples, now + 0.4 + step * 0.01, cpu)
+    assert scheduler._cpu_rate(samples) == 0.0
