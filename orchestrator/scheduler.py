@@ -5,7 +5,7 @@ Data flow::
     requirements ──► download pool (max_downloads threads) ──┐
                                                               ▼ sdist on disk
     sources ─────────────────────────────────────────► pending builds (planned order)
-                                                              │ admission.decide(): count, memory, load
+                                                              │ admission.decide(): count, memory, CPU, load
                                                               ▼
                                         worker processes (one per build, own session)
                                           │ stdout: phase / outcome messages (reader thread)
@@ -287,7 +287,7 @@ class BuildScheduler:
         """Queue a build; safe to call from any thread (downloads finish in pool threads).
 
         ``expected_duration`` (from history) and ``size`` (of the sdist) order the
-        queue: the longest builds start first. ``timeout`` overrides the run's.
+        queue (see ``planning.plan_order``). ``timeout`` overrides the run's.
         """
         item = _Queued(job=job, need=need, expected_duration=expected_duration, size=size,
                        timeout=timeout or self._settings.timeout)
