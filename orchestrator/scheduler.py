@@ -268,6 +268,8 @@ class BuildScheduler:
         self._waiting_reason: str | None = None
         self._announced_wait: tuple[str, str | None] | None = None
         self._stopping = False
+        self._plan_stale = False
+        """The queue or the running builds changed since the queue was last ordered."""
         self._producers = 0
         self._spare: _Spare | None = None
         self._cleaner = ThreadPoolExecutor(1, thread_name_prefix="cleanup")
@@ -356,15 +358,14 @@ class BuildScheduler:
             for item in self._pending:
                 if item.job.key == key:
                     item.compiles = True
-                    self._sort_pending()
+                    self._plan_stale = True
         elif kind == "phase" and key in self._running:
             self._running[key].phase = payload
         elif kind == "outcome" and key in self._running:
             self._running[key].outcome = payload
         elif kind == "exit" and key in self._running:
             self._finish(self._running.pop(key), payload)
-            if self._pending:
-                self._sort_pending()  # the builds left running may end sooner or later than planned
+            self._plan_stale = True  # the builds left running may end sooner or later than planned
 
     def _enqueue(self, item: _Queued) -> None:
         item.held_by, item.held_since = "queue", time.time()
@@ -372,10 +373,14 @@ class BuildScheduler:
             self._record(item, None, status=Status.NOT_STARTED, error="the run was stopped")
             return
         self._pending.append(item)
-        self._sort_pending()
+        self._plan_stale = True
 
     def _sort_pending(self) -> None:
-        """Order the queue by the plan that, by history, ends soonest (see ``planning.plan_order``)."""
+        """Order the queue by the plan that, by history, ends soonest (see ``planning.plan_order``).
+
+        Once per loop turn at most, however many builds were queued or ended in it.
+        """
+        self._plan_stale = False
         order = planning.plan_order(
             [QueuedBuild(key=queued.job.key, need=queued.need, expected_duration=queued.expected_duration,
                          size=queued.size, compiles=queued.compiles)
@@ -393,6 +398,8 @@ class BuildScheduler:
         if self._stopping or not self._pending:
             self._waiting_reason = None
             return
+        if self._plan_stale:
+            self._sort_pending()
         now = time.time()
         for item in self._pending:
             item.account_wait(now)
