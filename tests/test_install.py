@@ -273,16 +273,18 @@ def test_stale_bytecode_of_nobody_is_replaced(target: Target, wheelhouse: Path) 
     assert loaded_from_bytecode(target, "pkg") == {os.fspath(stale)}
 
 
+def compile_server_that(monkeypatch: pytest.MonkeyPatch, statement: str) -> None:
+    """Make the bytecode compilers run ``statement`` on each request, after reading it."""
+    real = install_module._COMPILE_SERVER
+    read = "    request = json.loads(line)\n"
+    assert read in real
+    monkeypatch.setattr(install_module, "_COMPILE_SERVER", real.replace(read, f"{read}    {statement}\n"))
+
+
 def test_a_compiler_that_dies_fails_its_wheel_and_is_replaced(
     target: Target, wheelhouse: Path, venv_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = install_module._COMPILE_SERVER
-    dying = real.replace(
-        "    request = json.loads(line)\n",
-        "    request = json.loads(line)\n    if any('poison' in path for path in request['paths']): os._exit(9)\n",
-    )
-    assert dying != real
-    monkeypatch.setattr(install_module, "_COMPILE_SERVER", dying)
+    compile_server_that(monkeypatch, "if any('poison' in path for path in request['paths']): os._exit(9)")
     wheel_installer = WheelInstaller(target)
     before = snapshot(venv_dir)
     result = wheel_installer.install(write_wheel(wheelhouse, "poison"))
@@ -438,14 +440,10 @@ def test_max_installs_below_one_is_a_usage_error(target: Target) -> None:
 def test_a_wheel_past_its_timeout_while_compiling_fails_alone_and_its_compiler_is_replaced(
     target: Target, wheelhouse: Path, venv_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = install_module._COMPILE_SERVER
-    hanging = real.replace(
-        "    request = json.loads(line)\n",
-        "    request = json.loads(line)\n"
-        "    if any(os.path.basename(p).startswith('slow') for p in request['paths']): __import__('time').sleep(600)\n",
+    compile_server_that(
+        monkeypatch,
+        "if any(os.path.basename(p).startswith('slow') for p in request['paths']): __import__('time').sleep(600)",
     )
-    assert hanging != real
-    monkeypatch.setattr(install_module, "_COMPILE_SERVER", hanging)
     monkeypatch.setattr(install_module, "_usable_cpus", lambda: 2)  # one compiler hangs, the other goes on
     wheels = [
         write_wheel(wheelhouse, "hangs", files={"hangs/__init__.py": "", "hangs/slow_module.py": "X = 1\n"}),
