@@ -10,8 +10,8 @@ and builds them with the real ``orchestrate build`` under --memory-limit:
 2. ``cold``: an empty history; every build is assumed to need --memory-per-build,
    so the big ones are stopped and requeued.
 3. ``warm1`` to ``warmN`` (--warm-runs): ``--force`` with the history the runs
-   before left. ``warm1`` knows one peak per package and reserves it + 20%; from
-   ``warm3`` on, three agreeing peaks, and it reserves the peak + 5%.
+   before left. ``warm1`` knows one peak per package and reserves it + 20%; ``warm2``,
+   two agreeing peaks, + 10%; from ``warm3`` on, three, + 5%.
 
 While each run goes, this script sums the RSS of the whole ``orchestrate`` process
 tree every --interval seconds with psutil::

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
+import statistics
 import threading
 import time
 from collections.abc import Sequence
@@ -102,32 +103,32 @@ class BuildRecord:
     """Seconds since the epoch."""
 
 
-HEADROOM: Final = 0.2
-"""Added to the largest recent peak while a package's peaks are few or scattered."""
-SETTLED_HEADROOM: Final = 0.05
-"""Added instead once :data:`SETTLED_BUILDS` recent peaks agree within :data:`SETTLED_SPREAD`."""
-SETTLED_BUILDS: Final = 3
+HEADROOMS: Final = (0.2, 0.1, 0.05)
+"""Added to the largest recent peak when one, two, or three or more recent peaks agree
+within :data:`SETTLED_SPREAD`; peaks that scatter more get the first, widest margin."""
 SETTLED_SPREAD: Final = 0.1
 """How far (a fraction of the smallest) the largest of the recent peaks may be above the smallest."""
 RECENT_BUILDS: Final = 5
 """Successful builds of a package whose peaks feed its prediction."""
+RECENT_DURATIONS: Final = 3
+"""Successful builds of a package whose median wall time is its expected duration."""
 
 
 def predict_need(peaks: Sequence[int], default: int, *, override: int | None = None) -> int:
     """Bytes to reserve for a build: the user's override, else the largest of the
     recent ``peaks`` plus headroom, else ``default``.
 
-    The headroom is :data:`HEADROOM` until the package has settled: several recent
-    peaks that agree. Past that, a wide margin would only keep memory from other
-    builds, and :data:`SETTLED_HEADROOM` covers what sampling RSS can miss.
+    The headroom narrows with each recent peak that agrees with the others
+    (:data:`HEADROOMS`): a wide margin on a well-known package would only keep memory
+    from other builds, and the narrowest covers what sampling RSS can miss.
     """
     if override is not None:
         return override
     if not peaks:
         return default
     largest = max(peaks)
-    settled = len(peaks) >= SETTLED_BUILDS and largest <= min(peaks) * (1 + SETTLED_SPREAD)
-    return math.ceil(largest * (1 + (SETTLED_HEADROOM if settled else HEADROOM)))
+    agreeing = len(peaks) if largest <= min(peaks) * (1 + SETTLED_SPREAD) else 1
+    return math.ceil(largest * (1 + HEADROOMS[min(agreeing, len(HEADROOMS)) - 1]))
 
 
 class History:
@@ -182,9 +183,11 @@ class History:
         return [int(value) for value in self._latest_success("peak_rss_bytes", name, version, RECENT_BUILDS)]
 
     def expected_duration(self, name: str, *, version: str | None = None) -> float | None:
-        """Seconds the most recent successful build of ``name`` took, preferring ``version``."""
-        values = self._latest_success("wall_s", name, version, 1)
-        return float(values[0]) if values else None
+        """Median wall time of the :data:`RECENT_DURATIONS` most recent successful builds
+        of ``name``, preferring ``version``: one build slowed by a crowded machine does
+        not reorder the next run."""
+        values = self._latest_success("wall_s", name, version, RECENT_DURATIONS)
+        return float(statistics.median(values)) if values else None
 
     def close(self) -> None:
         """Close the database; the history cannot be used afterwards."""

@@ -123,8 +123,8 @@ def test_most_recent_success_preferring_the_same_version(tmp_path: Path) -> None
         assert history.recent_peaks("numpy") == [3 * G, 2 * G, G]  # most recent first, of any version
         assert history.recent_peaks("numpy", version="2.0") == [2 * G, 3 * G, G]  # that version first
         assert history.recent_peaks("numpy", version="9.9") == [3 * G, 2 * G, G]  # unseen version
-        assert history.expected_duration("numpy", version="1.0") == 30
-        assert history.expected_duration("numpy") == 60  # an unmeasured peak, a measured time
+        assert history.expected_duration("numpy", version="1.0") == 30  # of 30, 10, 60
+        assert history.expected_duration("numpy") == 30  # of 60 (an unmeasured peak, a measured time), 30, 20
 
 
 def test_only_failures_mean_no_history(tmp_path: Path) -> None:
@@ -141,6 +141,16 @@ def test_recent_peaks_are_the_last_few(tmp_path: Path) -> None:
         assert history.recent_peaks("numpy") == list(range(RECENT_BUILDS + 1, 1, -1))
 
 
+def test_expected_duration_is_the_median_of_the_last_three(tmp_path: Path) -> None:
+    with History(tmp_path / "h.sqlite3") as history:
+        history.record(record(wall=100, finished_at=1))  # too old to count
+        history.record(record(wall=10, finished_at=2))
+        assert history.expected_duration("numpy") == 55  # of 10 and 100
+        history.record(record(wall=90, finished_at=3))  # a crowded run
+        history.record(record(wall=12, finished_at=4))
+        assert history.expected_duration("numpy") == 12  # of 12, 90, 10
+
+
 @pytest.mark.parametrize(
     ("peaks", "override", "expected"),
     [
@@ -148,9 +158,10 @@ def test_recent_peaks_are_the_last_few(tmp_path: Path) -> None:
         ([1000], None, 1200),  # one peak plus 20%
         ([999], None, 1199),  # rounded up: 1198.8
         ([1000, 1500], None, 1800),  # the largest of the recent peaks
-        ([1000, 1050, 1100], None, 1155),  # settled: three peaks within 10%, plus 5%
+        ([1000, 1050], None, 1155),  # two peaks within 10%: plus 10%
+        ([1000, 1050, 1100], None, 1155),  # three peaks within 10%: plus 5%
+        ([1000] * 5, None, 1050),  # ...and no less with more
         ([1000, 1000, 1101], None, 1322),  # scattered by more than 10%: plus 20%
-        ([1000, 1000], None, 1200),  # two peaks are not yet settled
         ([1000], 5 * G, 5 * G),  # the user's override wins over history
         ([], 1, 1),  # ...and over the default
     ],
