@@ -3,21 +3,78 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
 
 import psutil
 
 from orchestrator.admission import Readings
 
+CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
+OWN_CGROUPS: Final = Path("/proc/self/cgroup")
+
 
 def usable_cpu_count() -> int:
-    """CPUs this process may run on (affinity and cgroup-aware where psutil can tell)."""
+    """CPUs this process may use: those its affinity allows, capped by its cgroup's CPU quota."""
     try:
-        return max(1, len(psutil.Process().cpu_affinity() or ()))
+        count = len(psutil.Process().cpu_affinity() or ())
     except (AttributeError, psutil.Error):  # no cpu_affinity on macOS
-        return psutil.cpu_count() or 1
+        count = psutil.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, math.ceil(quota))
+    return max(1, count)
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT, own: Path = OWN_CGROUPS) -> float | None:
+    """CPUs' worth of time the tightest CPU quota on this process's cgroup path allows
+    (cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``), or ``None`` without one.
+
+    Each level from the process's own cgroup up to the mount is read; a level this
+    process cannot see (a container shows its own cgroup as the root) is skipped.
+    """
+    try:
+        lines = own.read_text().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        if line.count(":") < 2:
+            continue
+        hierarchy, controllers, path = line.split(":", 2)
+        if hierarchy == "0" and not controllers:
+            base, read = root if (root / "cgroup.controllers").exists() else root / "unified", _cpu_max
+        elif "cpu" in controllers.split(","):
+            base, read = root / "cpu", _cfs_quota
+        else:
+            continue
+        folder = base / path.lstrip("/")
+        for level in (folder, *folder.parents):
+            quotas.append(read(level))
+            if level == base:
+                break
+    return min((quota for quota in quotas if quota is not None), default=None)
+
+
+def _cpu_max(folder: Path) -> float | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()
+        return None if quota == "max" or int(period) <= 0 else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def _cfs_quota(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 class SystemProbe:

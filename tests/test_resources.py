@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.resources import cgroup_cpu_quota, usable_cpu_count
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def own(tmp_path: Path, text: str) -> Path:
+    write(tmp_path / "proc-self-cgroup", text)
+    return tmp_path / "proc-self-cgroup"
+
+
+def test_cgroup_v2_takes_the_tightest_level(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    write(root / "cgroup.controllers", "cpu memory\n")
+    write(root / "cpu.max", "max 100000\n")
+    write(root / "ci.slice" / "cpu.max", "150000 100000\n")  # a parent allows 1.5 CPUs
+    write(root / "ci.slice" / "job" / "cpu.max", "max 100000\n")
+    assert cgroup_cpu_quota(root, own(tmp_path, "0::/ci.slice/job\n")) == 1.5
+    write(root / "ci.slice" / "job" / "cpu.max", "50000 100000\n")
+    assert cgroup_cpu_quota(root, own(tmp_path, "0::/ci.slice/job\n")) == 0.5
+
+
+def test_cgroup_v2_seen_from_inside_a_container(tmp_path: Path) -> None:
+    # The process's path names the host's hierarchy; the container sees its own cgroup as the root.
+    root = tmp_path / "cgroup"
+    write(root / "cgroup.controllers", "cpu\n")
+    write(root / "cpu.max", "300000 100000\n")
+    assert cgroup_cpu_quota(root, own(tmp_path, "0::/docker/0123abcd\n")) == 3.0
+
+
+def test_cgroup_v1_and_hybrid(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    write(root / "cpu" / "batch" / "cpu.cfs_quota_us", "250000\n")
+    write(root / "cpu" / "batch" / "cpu.cfs_period_us", "100000\n")
+    write(root / "cpu" / "cpu.cfs_quota_us", "-1\n")
+    write(root / "cpu" / "cpu.cfs_period_us", "100000\n")
+    write(root / "unified" / "cgroup.procs", "")  # v2 mounted beside v1, without CPU control
+    cgroups = own(tmp_path, "5:memory:/batch\n2:cpu,cpuacct:/batch\n0::/batch\n")
+    assert cgroup_cpu_quota(root, cgroups) == 2.5
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["max 100000\n", "garbage\n", "100000 0\n", None],  # no quota, unreadable, a zero period, no file
+)
+def test_no_usable_cgroup_quota(tmp_path: Path, text: str | None) -> None:
+    root = tmp_path / "cgroup"
+    write(root / "cgroup.controllers", "cpu\n")
+    if text is not None:
+        write(root / "cpu.max", text)
+    assert cgroup_cpu_quota(root, own(tmp_path, "0::/\n")) is None
+    assert cgroup_cpu_quota(root, own(tmp_path, "not a cgroup line\n")) is None
+    assert cgroup_cpu_quota(root, tmp_path / "missing") is None
+
+
+def test_usable_cpu_count_applies_the_quota(monkeypatch: pytest.MonkeyPatch) -> None:
+    unlimited = usable_cpu_count()
+    assert unlimited >= 1
+    monkeypatch.setattr("orchestrator.resources.cgroup_cpu_quota", lambda: 0.5)
+    assert usable_cpu_count() == 1  # half a CPU still runs one build
+    monkeypatch.setattr("orchestrator.resources.cgroup_cpu_quota", lambda: unlimited + 4.0)
+    assert usable_cpu_count() == unlimited  # a quota above the CPUs there are adds none
