@@ -538,10 +538,10 @@ class Downloader:
                 continue
             target = self._dest_dir / cached.name
             try:
-                with cached.open("rb") as source, _saving(target, label) as out:
+                with contextlib.closing(_cache_chunks(cached)) as chunks, _saving(target, label) as out:
                     hasher = hashlib.sha256()
                     size = 0
-                    while chunk := source.read(_CHUNK_SIZE):
+                    for chunk in chunks:
                         out.write(chunk)
                         hasher.update(chunk)
                         size += len(chunk)
@@ -551,7 +551,9 @@ class Downloader:
                 logger.warning("%s: deleting corrupt cache entry %s", label, cached)
                 cached.unlink(missing_ok=True)
                 continue
-            except FileNotFoundError:  # removed meanwhile
+            except _UnreadableCacheEntry as exc:
+                if not isinstance(exc.__cause__, FileNotFoundError):  # else removed meanwhile
+                    logger.warning("%s: cannot read the cache entry %s (%s); fetching it instead", label, cached, exc)
                 continue
             logger.debug("%s: cache hit %s", label, cached)
             return target, size
@@ -638,6 +640,20 @@ class _Client(PyPIClient):
     def iter_secure_origins(self) -> Iterable[tuple[str, str, str]]:
         yield from super().iter_secure_origins()
         yield from self._http_origins
+
+
+class _UnreadableCacheEntry(Exception):
+    """Reading a cache entry failed; unlike a failure to save, the fetch goes on without it."""
+
+
+def _cache_chunks(path: Path) -> Iterator[bytes]:
+    """A cache file's content in chunks; a failure to open or read it raises :class:`_UnreadableCacheEntry`."""
+    try:
+        with path.open("rb") as file:
+            while chunk := file.read(_CHUNK_SIZE):
+                yield chunk
+    except OSError as exc:
+        raise _UnreadableCacheEntry(exc.strerror or str(exc)) from exc
 
 
 @contextlib.contextmanager

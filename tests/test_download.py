@@ -330,6 +330,21 @@ def test_corrupt_cache_entry_is_fetched_again(index_server: IndexServer, tmp_pat
     assert index_server.downloads("foo-1.0.tar.gz") == 1
 
 
+def test_unreadable_cache_entry_is_fetched_instead(
+    index_server: IndexServer, tmp_path: Path, dest: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sha256 = index_server.add("foo-1.0.tar.gz", sdist("foo", "1.0"))
+    entry = tmp_path / "cache" / "sha256" / sha256[:2] / sha256 / "foo-1.0.tar.gz"
+    entry.mkdir(parents=True)  # a folder where the file should be: opening it fails
+    result = fetch(settings_for(index_server, tmp_path), dest, pin("foo", hashes=frozenset({sha256})))
+    assert result.status is DownloadStatus.DOWNLOADED, result.error
+    assert index_server.downloads("foo-1.0.tar.gz") == 1
+    assert f"cannot read the cache entry {entry}" in caplog.text
+    assert "cannot save" not in caplog.text
+    assert entry.is_dir()  # not deleted: unreadable is not corrupt
+    assert files_in(dest) == ["foo-1.0.tar.gz"]
+
+
 def test_no_cache(index_server: IndexServer, tmp_path: Path, dest: Path) -> None:
     index_server.add("foo-1.0.tar.gz", sdist("foo", "1.0"))
     settings = settings_for(index_server, tmp_path, cache_dir=None)
