@@ -48,6 +48,8 @@ class Readings:
     """The 1-minute load average; ``None`` where the platform has none."""
     cpu_count: int
     """CPUs this process may use (affinity and cgroup quota applied)."""
+    cpu_busy: float | None = None
+    """How many of those CPUs were busy lately, whoever kept them busy; ``None``: not measured."""
 
 
 class Probe(Protocol):
@@ -101,7 +103,7 @@ class Limits:
     max_load: float | None
     """Wait while the 1-minute load per usable CPU is above this; ``None``: ignore load."""
     max_cpu: float | None = None
-    """Wait while the running builds keep this share of the usable CPUs busy (1.0: all); ``None``: ignore."""
+    """Wait while this share of the usable CPUs is busy (1.0: all); ``None``: ignore."""
 
     def __post_init__(self) -> None:
         if self.max_builds < 1:
@@ -150,8 +152,8 @@ def decide(
 
     Checks, in order: the count cap, the memory limit on the sum of reservations,
     the free memory left after unused reservations and the candidate's need, the
-    CPUs the running builds keep busy (one not sampled yet counts as one CPU), and
-    the load per CPU. When nothing is running the candidate is always admitted, with
+    busy CPUs (measured on the machine, else the running builds' own; a build not
+    sampled yet adds one), and the load per CPU. When nothing is running the candidate is always admitted, with
     a warning if it breaks a memory rule, so that a queue never stalls forever.
     """
     need = candidate.need
@@ -187,14 +189,16 @@ def decide(
             blocked_by="free_memory",
         )
     if limits.max_cpu is not None:
-        busy = sum(1.0 if build.cpu is None else build.cpu for build in running)
+        unmeasured = sum(build.cpu is None for build in running)
+        measured = (readings.cpu_busy if readings.cpu_busy is not None
+                    else sum(build.cpu for build in running if build.cpu is not None))
+        busy = measured + unmeasured
         if busy >= limits.max_cpu * readings.cpu_count:
-            unmeasured = sum(build.cpu is None for build in running)
             return Decision(
                 admit=False,
                 reason=(
-                    f"waiting: builds keep {busy:.2f} of {readings.cpu_count} CPUs busy,"
-                    f" the cap is {limits.max_cpu * 100:g}%"
+                    f"waiting: {busy:.2f} of {readings.cpu_count} CPUs busy"
+                    f"{'' if readings.cpu_busy is not None else ' with builds'}, the cap is {limits.max_cpu * 100:g}%"
                     + (f" ({unmeasured} just started, counted as one CPU each)" if unmeasured else "")
                 ),
                 blocked_by="cpu",

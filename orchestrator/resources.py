@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -18,16 +20,25 @@ CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
 OWN_CGROUPS: Final = Path("/proc/self/cgroup")
 
 
+CPU_WINDOW: Final = 0.5
+"""Seconds over which CPU use is measured."""
+
+
 def usable_cpu_count() -> int:
     """CPUs this process may use: those its affinity allows, capped by its cgroup's CPU quota."""
-    try:
-        count = len(psutil.Process().cpu_affinity() or ())
-    except (AttributeError, psutil.Error):  # no cpu_affinity on macOS
-        count = psutil.cpu_count() or 1
+    count = len(_affinity() or ()) or psutil.cpu_count() or 1
     quota = cgroup_cpu_quota()
     if quota is not None:
         count = min(count, math.ceil(quota))
     return max(1, count)
+
+
+def _affinity() -> list[int] | None:
+    """The CPUs this process may run on; ``None`` where the platform cannot tell (macOS)."""
+    try:
+        return list(psutil.Process().cpu_affinity() or ()) or None
+    except (AttributeError, psutil.Error):
+        return None
 
 
 def cgroup_cpu_quota(root: Path = CGROUP_ROOT, own: Path = OWN_CGROUPS) -> float | None:
@@ -77,11 +88,44 @@ def _cfs_quota(folder: Path) -> float | None:
     return quota / period if quota > 0 and period > 0 else None
 
 
+class CpuRate:
+    """CPUs a growing count of CPU seconds kept busy over the last :data:`CPU_WINDOW`, from samples
+    taken as often as the caller likes: the oldest sample kept is the newest one that old."""
+
+    def __init__(self) -> None:
+        self._samples: collections.deque[tuple[float, float]] = collections.deque()
+
+    def add(self, when: float, cpu_s: float) -> None:
+        """Record ``cpu_s``, the count at monotonic time ``when``."""
+        self._samples.append((when, cpu_s))
+        while len(self._samples) > 1 and when - self._samples[1][0] >= CPU_WINDOW:
+            self._samples.popleft()
+
+    def rate(self) -> float | None:
+        """CPUs busy since the oldest sample, once the samples span :data:`CPU_WINDOW`; else ``None``."""
+        if not self._samples:
+            return None
+        (then, cpu_then), (now, cpu_now) = self._samples[0], self._samples[-1]
+        if now - then < CPU_WINDOW:
+            return None
+        return max(0.0, cpu_now - cpu_then) / (now - then)
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+
 class SystemProbe:
-    """Reads the machine: memory and load. Satisfies the scheduler's ``Probe`` protocol."""
+    """Reads the machine: memory, load and busy CPUs. Satisfies the scheduler's ``Probe`` protocol.
+
+    Busy CPUs are measured on the CPUs this process may run on, whoever keeps them busy.
+    Under a cgroup CPU quota the machine's CPUs say little about the share left to this
+    process, so they are not measured and the policy counts the builds' own use instead.
+    """
 
     def __init__(self) -> None:
         self._cpus = usable_cpu_count()
+        self._measured = _affinity()
+        self._busy = CpuRate() if cgroup_cpu_quota() is None else None
 
     def read(self) -> Readings:
         memory = psutil.virtual_memory()
@@ -89,9 +133,31 @@ class SystemProbe:
             load: float | None = os.getloadavg()[0]
         except (AttributeError, OSError):
             load = None
+        busy = None
+        if self._busy is not None:
+            self._busy.add(time.monotonic(), busy_cpu_seconds(self._measured))
+            busy = self._busy.rate()
         return Readings(
-            total_memory=memory.total, available_memory=memory.available, load_1m=load, cpu_count=self._cpus
+            total_memory=memory.total,
+            available_memory=memory.available,
+            load_1m=load,
+            cpu_count=self._cpus,
+            cpu_busy=busy,
         )
+
+
+BUSY_FIELDS: Final = ("user", "nice", "system", "irq", "softirq", "interrupt", "dpc", "steal")
+"""``psutil.cpu_times`` fields of time not idle, on any platform; ``steal`` is time a hypervisor
+gave to another machine. ``guest`` is left out: it is counted in ``user`` already."""
+
+
+def busy_cpu_seconds(cpus: list[int] | None = None) -> float:
+    """Seconds the given CPUs (all if ``None``) have spent on anything but idling, since boot."""
+    per_cpu = psutil.cpu_times(percpu=True)
+    chosen = per_cpu if cpus is None else [per_cpu[i] for i in cpus if i < len(per_cpu)]
+    return sum(
+        sum(getattr(times, field, 0.0) for field in BUSY_FIELDS) for times in chosen
+    )
 
 
 def _tree(pid: int) -> list[psutil.Process]:

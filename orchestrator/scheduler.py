@@ -21,7 +21,6 @@ process tree (RSS) to enforce memory limits and timeouts.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import logging
@@ -51,7 +50,7 @@ from orchestrator.admission import (
     RunningBuild,
 )
 from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
-from orchestrator.resources import kill_tree, pid_alive, tree_usage
+from orchestrator.resources import CpuRate, kill_tree, pid_alive, tree_usage
 from orchestrator.units import format_size
 from orchestrator.worker import MESSAGE_PREFIX
 
@@ -59,9 +58,6 @@ logger = logging.getLogger(__name__)
 
 MEMORY_REQUEUE_LIMIT = 3
 """Memory requeues of one build before it waits to run alone."""
-
-CPU_WINDOW = 0.5
-"""Seconds over which a build's CPU use is measured; until it has run that long, it counts as one busy CPU."""
 
 NESTED_JOBS_VARIABLES = ("MAKEFLAGS", "CMAKE_BUILD_PARALLEL_LEVEL", "MAX_JOBS", "NPY_NUM_BUILD_JOBS")
 
@@ -144,28 +140,11 @@ class _Running:
     phase: str = "starting"
     rss: int = 0
     peak_rss: int = 0
-    cpu_samples: collections.deque[tuple[float, float]] = field(default_factory=collections.deque)
-    """``(monotonic time, CPU seconds of its process tree)`` at the samples of the last :data:`CPU_WINDOW` or so."""
+    cpu: CpuRate = field(default_factory=CpuRate)
+    """CPUs its process tree keeps busy; until it has run ``CPU_WINDOW``, it counts as one."""
     outcome: WorkerOutcome | None = None
     stop_reason: str | None = None
     reader: threading.Thread | None = field(default=None, repr=False)
-
-
-def _add_cpu_sample(samples: collections.deque[tuple[float, float]], when: float, cpu_s: float) -> None:
-    """Add a sample; drop those no longer needed: the oldest kept is the newest at least :data:`CPU_WINDOW` old."""
-    samples.append((when, cpu_s))
-    while len(samples) > 1 and when - samples[1][0] >= CPU_WINDOW:
-        samples.popleft()
-
-
-def _cpu_rate(samples: collections.deque[tuple[float, float]]) -> float | None:
-    """CPUs busy since the oldest of ``samples``, if that spans :data:`CPU_WINDOW`; else ``None``."""
-    if not samples:
-        return None
-    (then, cpu_then), (now, cpu_now) = samples[0], samples[-1]
-    if now - then < CPU_WINDOW:
-        return None
-    return max(0.0, cpu_now - cpu_then) / (now - then)
 
 
 def nested_jobs_environ(jobs: int, environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, str]:
@@ -463,7 +442,7 @@ class BuildScheduler:
                 expected_end=(run.started_at + run.item.expected_duration
                               if run.item.expected_duration is not None else None),
                 stopping=run.stop_reason is not None,
-                cpu=_cpu_rate(run.cpu_samples),
+                cpu=run.cpu.rate(),
             )
             for key, run in self._running.items()
         ]
@@ -552,7 +531,7 @@ class BuildScheduler:
             usage = tree_usage(run.process.pid)
             run.rss = usage.rss
             run.peak_rss = max(run.peak_rss, run.rss)
-            _add_cpu_sample(run.cpu_samples, time.monotonic(), usage.cpu_s)
+            run.cpu.add(time.monotonic(), usage.cpu_s)
             if run.deadline is not None and now > run.deadline and run.stop_reason is None:
                 self._stop(run, "timeout")
         readings = self._probe.read()

@@ -26,9 +26,11 @@ G = 1024**3
 M = 1024**2
 
 
-def readings(*, available: int = 16 * G, load: float | None = 0.0, cpus: int = 8) -> Readings:
+def readings(
+    *, available: int = 16 * G, load: float | None = 0.0, cpus: int = 8, cpu_busy: float | None = None
+) -> Readings:
     return Readings(
-        total_memory=32 * G, available_memory=available, load_1m=load, cpu_count=cpus
+        total_memory=32 * G, available_memory=available, load_1m=load, cpu_count=cpus, cpu_busy=cpu_busy
     )
 
 
@@ -121,17 +123,27 @@ def want(need: int) -> Candidate:
         (want(G), readings(load=None), [build()], limits(max_load=0.1), True, None),
         # Load is ignored when no cap is set.
         (want(G), readings(load=100.0), [build()], limits(), True, None),
-        # The running builds keep every CPU busy: wait.
+        # The machine's CPUs are busy, by the builds or anything else: wait.
+        (
+            want(G), readings(cpus=2, cpu_busy=1.97), [build("a", cpu=0.5)], limits(max_cpu=0.9),
+            False, "waiting: 1.97 of 2 CPUs busy, the cap is 90%",
+        ),
+        (want(G), readings(cpus=2, cpu_busy=1.5), [build("a", cpu=1.0)], limits(max_cpu=0.9), True, None),
+        # Unmeasured machine (a cgroup quota): the running builds keep every CPU busy.
         (
             want(G), readings(cpus=2), [build("a", cpu=1.0), build("b", cpu=0.97)], limits(max_cpu=0.9),
-            False, "waiting: builds keep 1.97 of 2 CPUs busy, the cap is 90%",
+            False, "waiting: 1.97 of 2 CPUs busy with builds, the cap is 90%",
         ),
         # One of them is sleeping or waiting on I/O: a CPU is free.
         (want(G), readings(cpus=2), [build("a", cpu=1.0), build("b", cpu=0.3)], limits(max_cpu=0.9), True, None),
-        # A build not sampled yet counts as one busy CPU.
+        # A build not sampled yet adds one busy CPU, the machine measured or not.
         (
             want(G), readings(cpus=2), [build("a", cpu=1.0), build("b", cpu=None)], limits(max_cpu=1.0),
-            False, "waiting: builds keep 2.00 of 2 CPUs busy, the cap is 100% (1 just started, counted as one CPU each)",
+            False, "waiting: 2.00 of 2 CPUs busy with builds, the cap is 100% (1 just started, counted as one CPU each)",
+        ),
+        (
+            want(G), readings(cpus=2, cpu_busy=1.1), [build("a", cpu=1.0), build("b", cpu=None)], limits(max_cpu=1.0),
+            False, "waiting: 2.10 of 2 CPUs busy, the cap is 100% (1 just started, counted as one CPU each)",
         ),
         # A multi-threaded build can fill the machine alone.
         (want(G), readings(cpus=4), [build("a", cpu=3.9)], limits(max_cpu=0.9), False, None),
@@ -371,6 +383,7 @@ any_readings = st.builds(
     available_memory=sizes,
     load_1m=st.none() | st.floats(min_value=0, max_value=256),
     cpu_count=st.integers(min_value=1, max_value=256),
+    cpu_busy=st.none() | st.floats(min_value=0, max_value=256),
 )
 any_limits = st.builds(
     Limits,
@@ -401,8 +414,9 @@ def test_admission_respects_every_limit_while_builds_run(
     if policy.max_load is not None and sample.load_1m is not None:
         assert sample.load_1m / sample.cpu_count <= policy.max_load
     if policy.max_cpu is not None:
-        busy = sum(1.0 if b.cpu is None else b.cpu for b in running)
-        assert busy < policy.max_cpu * sample.cpu_count
+        young = sum(b.cpu is None for b in running)
+        measured = sum(b.cpu for b in running if b.cpu is not None) if sample.cpu_busy is None else sample.cpu_busy
+        assert measured + young < policy.max_cpu * sample.cpu_count
 
 
 @given(candidates, any_readings, any_limits)

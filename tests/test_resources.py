@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from orchestrator.resources import cgroup_cpu_quota, usable_cpu_count
+from orchestrator.resources import CPU_WINDOW, CpuRate, SystemProbe, busy_cpu_seconds, cgroup_cpu_quota, usable_cpu_count
 
 
 def write(path: Path, text: str) -> None:
@@ -68,3 +71,38 @@ def test_usable_cpu_count_applies_the_quota(monkeypatch: pytest.MonkeyPatch) -> 
     assert usable_cpu_count() == 1  # half a CPU still runs one build
     monkeypatch.setattr("orchestrator.resources.cgroup_cpu_quota", lambda: unlimited + 4.0)
     assert usable_cpu_count() == unlimited  # a quota above the CPUs there are adds none
+
+
+def test_cpu_rate_spans_the_window_however_often_it_is_sampled() -> None:
+    rate = CpuRate()
+    rate.add(100.0, 5.0)
+    assert rate.rate() is None  # one sample spans nothing
+    for step in range(1, 41):  # busy on one CPU, sampled every 0.2 s
+        rate.add(100.0 + step * 0.2, 5.0 + step * 0.2)
+    assert rate.rate() == pytest.approx(1.0)
+    now, cpu = 108.0, 13.0
+    for step in range(1, 41):  # then idle, sampled every 10 ms: a burst of events
+        rate.add(now + step * 0.01, cpu)
+        busy = rate.rate()
+        assert busy is not None and 0.0 <= busy < 1.0
+    assert len(rate) <= CPU_WINDOW / 0.01 + 2  # old samples go
+    for step in range(1, 60):
+        rate.add(now + 0.4 + step * 0.01, cpu)
+    assert rate.rate() == 0.0
+
+
+def test_probe_sees_a_busy_cpu() -> None:
+    if cgroup_cpu_quota() is not None:
+        pytest.skip("under a cgroup CPU quota the probe leaves the machine's CPUs unmeasured")
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        probe = SystemProbe()
+        assert probe.read().cpu_busy is None  # one sample spans nothing
+        time.sleep(CPU_WINDOW + 0.3)
+        busy = probe.read().cpu_busy
+    finally:
+        spin.kill()
+        spin.wait()
+    assert busy is not None
+    assert 0.9 <= busy <= probe.read().cpu_count + 0.1  # the spinning process, whatever else runs
+    assert busy_cpu_seconds() >= busy_cpu_seconds([0])

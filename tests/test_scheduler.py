@@ -7,7 +7,6 @@ the scheduler's module-level ``tree_usage`` and ``kill_tree`` are replaced by th
 
 from __future__ import annotations
 
-import collections
 import io
 import itertools
 import json
@@ -260,21 +259,3 @@ def test_memory_requeues_leave_the_retries_to_real_failures(tmp_path: Path, monk
     assert b.memory_requeues == 1
     assert b.attempts == 2  # the kill and the success; the memory stop took none of the one retry
     assert script.index("b-1.0: the worker was killed by SIGKILL; retrying (1/1)")
-
-
-def test_cpu_rate_spans_the_window_however_often_it_is_sampled() -> None:
-    samples: collections.deque[tuple[float, float]] = collections.deque()
-    scheduler._add_cpu_sample(samples, 100.0, 5.0)
-    assert scheduler._cpu_rate(samples) is None  # one sample spans nothing
-    for step in range(1, 41):  # busy on one CPU, sampled every 0.2 s
-        scheduler._add_cpu_sample(samples, 100.0 + step * 0.2, 5.0 + step * 0.2)
-    assert scheduler._cpu_rate(samples) == pytest.approx(1.0)
-    now, cpu = samples[-1]
-    for step in range(1, 41):  # then idle, sampled every 10 ms: a burst of events
-        scheduler._add_cpu_sample(samples, now + step * 0.01, cpu)
-        rate = scheduler._cpu_rate(samples)
-        assert rate is not None and 0.0 <= rate < 1.0
-    assert len(samples) <= scheduler.CPU_WINDOW / 0.01 + 2  # old samples go
-    for step in range(1, 60):
-        scheduler._add_cpu_sample(samples, now + 0.4 + step * 0.01, cpu)
-    assert scheduler._cpu_rate(samples) == 0.0
