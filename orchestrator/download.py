@@ -38,7 +38,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from enum import Enum
@@ -646,7 +646,7 @@ class _UnreadableCacheEntry(Exception):
     """Reading a cache entry failed; unlike a failure to save, the fetch goes on without it."""
 
 
-def _cache_chunks(path: Path) -> Iterator[bytes]:
+def _cache_chunks(path: Path) -> Generator[bytes, None, None]:
     """A cache file's content in chunks; a failure to open or read it raises :class:`_UnreadableCacheEntry`."""
     try:
         with path.open("rb") as file:

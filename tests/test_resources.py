@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.resources import CPU_WINDOW, CpuRate, SystemProbe, busy_cpu_seconds, cgroup_cpu_quota, usable_cpu_count
+from orchestrator.resources import (
+    CPU_WINDOW,
+    CpuRate,
+    SystemProbe,
+    busy_cpu_seconds,
+    cgroup_cpu_quota,
+    usable_cpu_count,
+)
 
 
 def write(path: Path, text: str) -> None:
