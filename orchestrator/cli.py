@@ -227,7 +227,7 @@ def main(debug: bool) -> None:
 
 
 DEFAULT_MAX_CPU = 100.0
-"""``--max-cpu``: a build waits while the running ones keep every usable CPU busy."""
+"""``--max-cpu``: a build waits while every usable CPU is busy."""
 
 
 def _memory_limits(
@@ -275,7 +275,7 @@ def _requirements(paths: tuple[Path, ...], require_hashes: bool) -> Requirements
 @option("--max-load", type=click.FloatRange(min=0), help="Do not start a build while the 1-minute load "
         "per CPU exceeds this (default: off).")
 @option("--max-cpu", type=click.FloatRange(min=0), default=DEFAULT_MAX_CPU, show_default=True, metavar="PERCENT",
-        help="Do not start a build while the running builds keep this percentage of the usable CPUs busy; above 100 oversubscribes; 0: off.")
+        help="Do not start a build while this percentage of the usable CPUs is busy; above 100 oversubscribes; 0: off.")
 @index_options
 @download_options
 @option("--sdist-dir", type=click.Path(file_okay=False, path_type=Path),
