@@ -153,8 +153,9 @@ def decide(
     Checks, in order: the count cap, the memory limit on the sum of reservations,
     the free memory left after unused reservations and the candidate's need, the
     busy CPUs (measured on the machine, else the running builds' own; a build not
-    sampled yet adds one), and the load per CPU. When nothing is running the candidate is always admitted, with
-    a warning if it breaks a memory rule, so that a queue never stalls forever.
+    sampled yet adds one), and the load per CPU. When nothing is running the
+    candidate is always admitted, with a warning if it breaks a memory rule, so that
+    a queue never stalls forever.
     """
     need = candidate.need
     reserved = sum(build.reservation for build in running)

@@ -18,8 +18,6 @@ from orchestrator.admission import Readings
 
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
 OWN_CGROUPS: Final = Path("/proc/self/cgroup")
-
-
 CPU_WINDOW: Final = 0.5
 """Seconds over which CPU use is measured."""
 
@@ -155,9 +153,7 @@ def busy_cpu_seconds(cpus: list[int] | None = None) -> float:
     """Seconds the given CPUs (all if ``None``) have spent on anything but idling, since boot."""
     per_cpu = psutil.cpu_times(percpu=True)
     chosen = per_cpu if cpus is None else [per_cpu[i] for i in cpus if i < len(per_cpu)]
-    return sum(
-        sum(getattr(times, field, 0.0) for field in BUSY_FIELDS) for times in chosen
-    )
+    return sum(getattr(times, field, 0.0) for times in chosen for field in BUSY_FIELDS)
 
 
 def _tree(pid: int) -> list[psutil.Process]:
