@@ -45,6 +45,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -153,7 +154,7 @@ def run_once(label: str, args: argparse.Namespace, scratch: Path, *, max_builds:
         sys.executable, "-m", "orchestrator", "build", str(scratch / "sdists"), "-w", str(scratch / "wh"),
         "--memory-limit", args.memory_limit, "--memory-per-build", args.memory_per_build,
         "--max-builds", str(max_builds), "--state-dir", str(scratch / state), "--force",
-        "--report-json", str(report),
+        "--report-json", str(report), *shlex.split(args.orchestrate_args),
     ]
     events = scratch / "events.log"
     already = len(read_events(events))
@@ -221,6 +222,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--ideal-seconds", type=float, default=60,
                         help="time CP-SAT may take for the ideal schedule (needs ortools)")
+    parser.add_argument("--orchestrate-args", default="", metavar="ARGS",
+                        help='more options for every orchestrate run, e.g. "--max-cpu 50"')
     parser.add_argument("--keep-log", action="store_true", help="keep every line of orchestrate's output in the JSON")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/memory_pressure.json")
     args = parser.parse_args()
