@@ -57,8 +57,9 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT, own: Path = OWN_CGROUPS) -> float
         hierarchy, controllers, path = line.split(":", 2)
         if hierarchy == "0" and not controllers:
             base, read = root if (root / "cgroup.controllers").exists() else root / "unified", _cpu_max
-        elif "cpu" in controllers.split(","):
-            base, read = root / "cpu", _cfs_quota
+        elif "cpu" in controllers.split(","):  # mounted as cpu/, or as cpu,cpuacct/ without that link
+            base = root / "cpu" if (root / "cpu").is_dir() else root / controllers
+            read = _cfs_quota
         else:
             continue
         folder = base / path.lstrip("/")

@@ -57,6 +57,13 @@ def test_cgroup_v1_and_hybrid(tmp_path: Path) -> None:
     assert cgroup_cpu_quota(root, cgroups) == 2.5
 
 
+def test_cgroup_v1_mounted_under_both_controllers_names(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    write(root / "cpu,cpuacct" / "cpu.cfs_quota_us", "150000\n")
+    write(root / "cpu,cpuacct" / "cpu.cfs_period_us", "100000\n")
+    assert cgroup_cpu_quota(root, own(tmp_path, "3:cpu,cpuacct:/\n")) == 1.5
+
+
 @pytest.mark.parametrize(
     "text",
     ["max 100000\n", "garbage\n", "100000 0\n", None],  # no quota, unreadable, a zero period, no file
