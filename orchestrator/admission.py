@@ -33,6 +33,7 @@ __all__ = [
     "may_backfill",
     "order_queue",
     "pick_victim",
+    "shadow_time",
 ]
 
 
@@ -73,7 +74,7 @@ class RunningBuild:
     started_at: float
     """When it was admitted, on any monotonic clock the caller uses consistently."""
     expected_end: float | None = None
-    """When history expects it to finish (``started_at`` plus its last duration); ``None``: unknown."""
+    """When history expects it to finish (``started_at`` plus its expected duration); ``None``: unknown."""
     stopping: bool = False
     """Being stopped (its process tree signalled) but not yet gone: its ``rss`` is about to be freed."""
     cpu: float | None = None
@@ -348,13 +349,30 @@ def may_backfill(
     limit = limits.memory_limit
     if limit is None or candidate.expected_duration is None:
         return False
-    reserved = sum(build.reservation for build in running)
+    ends = sorted(((build.expected_end, build.reservation) for build in running),
+                  key=lambda end: (end[0] is None, end[0] or 0.0))
+    found = shadow_time(ends, sum(build.reservation for build in running), head.need, limit, now=now)
+    if found is None:
+        return False
+    shadow, left = found
+    return now + candidate.expected_duration <= shadow or left + head.need + candidate.need <= limit
+
+
+def shadow_time(
+    ends: Iterable[tuple[float | None, int]], reserved: int, need: int, limit: int, *, now: float
+) -> tuple[float, int] | None:
+    """When enough running builds will have ended for ``need`` to fit under ``limit``, and
+    what they still reserve then: ``(shadow time, reserved)``. ``ends`` are the running
+    builds' ``(expected end, reservation)``, earliest first, those of unknown end last;
+    ``None`` if the room depends on one of those. A build past its expected end may end
+    any moment: it counts as ending ``now``.
+    """
     shadow = now
-    for build in sorted(running, key=lambda build: (build.expected_end is None, build.expected_end or 0.0)):
-        if reserved + head.need <= limit:
+    for end, reservation in ends:
+        if reserved + need <= limit:
             break
-        if build.expected_end is None:
-            return False
-        reserved -= build.reservation
-        shadow = max(shadow, build.expected_end)  # a build past its expected end may end any moment
-    return now + candidate.expected_duration <= shadow or reserved + head.need + candidate.need <= limit
+        if end is None:
+            return None
+        reserved -= reservation
+        shadow = max(shadow, end)
+    return shadow, reserved

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from .admission import Limits, QueuedBuild, RunningBuild, order_queue
+from .admission import Limits, QueuedBuild, RunningBuild, order_queue, shadow_time
 
 __all__ = ["plan_order", "simulate"]
 
@@ -71,13 +71,10 @@ def _next_start(
     _, head_need = pending[0]
     if limit is None or reserved + head_need <= limit:
         return 0
-    # The head waits for memory: the shadow time, when enough will have ended for it (as in may_backfill).
-    shadow, left = now, reserved
-    for end, need in active:
-        if left + head_need <= limit:
-            break
-        left -= need
-        shadow = max(shadow, end)
+    # The head waits for memory; every end is known here, so there is a shadow time (as in may_backfill).
+    found = shadow_time(active, reserved, head_need, limit, now=now)
+    assert found is not None
+    shadow, left = found
     for index in range(1, len(pending)):
         duration, need = pending[index]
         if reserved + need <= limit and (now + duration <= shadow or left + head_need + need <= limit):
