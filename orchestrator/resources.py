@@ -24,11 +24,12 @@ CPU_WINDOW: Final = 0.5
 
 def usable_cpu_count() -> int:
     """CPUs this process may use: those its affinity allows, capped by its cgroup's CPU quota."""
+    return _usable_cpus(cgroup_cpu_quota())
+
+
+def _usable_cpus(quota: float | None) -> int:
     count = len(_affinity() or ()) or psutil.cpu_count() or 1
-    quota = cgroup_cpu_quota()
-    if quota is not None:
-        count = min(count, math.ceil(quota))
-    return max(1, count)
+    return max(1, count if quota is None else min(count, math.ceil(quota)))
 
 
 def _affinity() -> list[int] | None:
@@ -122,9 +123,10 @@ class SystemProbe:
     """
 
     def __init__(self) -> None:
-        self._cpus = usable_cpu_count()
+        quota = cgroup_cpu_quota()
+        self._cpus = _usable_cpus(quota)
         self._measured = _affinity()
-        self._busy = CpuRate() if cgroup_cpu_quota() is None else None
+        self._busy = CpuRate() if quota is None else None
 
     def read(self) -> Readings:
         memory = psutil.virtual_memory()
