@@ -230,7 +230,7 @@ DEFAULT_MAX_CPU = 100.0
 """``--max-cpu``: a build waits while every usable CPU is busy."""
 
 
-def _memory_limits(
+def _admission_limits(
     max_builds: int | None, memory_limit: str | None, min_free_memory: str | None, max_load: float | None,
     max_cpu: float,
 ) -> Limits:
@@ -318,7 +318,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     """Build wheels from SOURCES (sdist files, folders of sdists, source trees) and -r requirements."""
     if not sources and not requirements:
         raise UsageError("nothing to build: name sdists, folders of sdists, source trees or -r requirements files")
-    limits = _memory_limits(max_builds, memory_limit, min_free_memory, max_load, max_cpu)
+    limits = _admission_limits(max_builds, memory_limit, min_free_memory, max_load, max_cpu)
     pinned = _requirements(requirements, require_hashes)
     collected = collect_sources(sources)
     state = _state_dir(state_dir)
