@@ -246,14 +246,13 @@ def main() -> int:
                 for label in ["cold", *(f"warm{i}" for i in range(1, args.warm_runs + 1))]]
 
     alone = [solo["builds"][job["name"]] for job in jobs]
-    bound_parts = packing_bound([build["wall_s"] for build in alone], [build["peak_rss_bytes"] for build in alone],
-                                limit, args.max_builds)
+    times, peaks = [build["wall_s"] for build in alone], [build["peak_rss_bytes"] for build in alone]
+    bound_parts = packing_bound(times, peaks, limit, args.max_builds)
     bound_parts["cpu"] = sum(build["cpu_s"] for build in alone) / cpus
     intended_parts = packing_bound([job["sleep"] for job in jobs], [job["alloc_mb"] * 1024**2 for job in jobs],
                                    limit, args.max_builds)
     bound, intended = max(bound_parts.values()), max(intended_parts.values())
-    optimum = optimal_makespan([build["wall_s"] for build in alone], [build["peak_rss_bytes"] for build in alone],
-                               limit, args.max_builds, args.ideal_seconds)
+    optimum = optimal_makespan(times, peaks, limit, args.max_builds, args.ideal_seconds)
     ideal = optimum[0] if optimum else None
     for run in runs:
         judge(run, solo, bound, ideal, intended, limit)
