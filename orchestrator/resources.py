@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import math
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -18,6 +21,7 @@ from orchestrator.admission import Readings
 
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
 OWN_CGROUPS: Final = Path("/proc/self/cgroup")
+PROC: Final = Path("/proc")
 CPU_WINDOW: Final = 0.5
 """Seconds over which CPU use is measured."""
 
@@ -159,12 +163,50 @@ def busy_cpu_seconds(cpus: list[int] | None = None) -> float:
     return sum(getattr(times, field, 0.0) for times in chosen for field in BUSY_FIELDS)
 
 
-def _tree(pid: int) -> list[psutil.Process]:
+def _trees(roots: Collection[int]) -> dict[int, list[psutil.Process]]:
+    """Each of ``roots`` (if still running) with all its descendants.
+
+    Where the kernel lists each thread's children (Linux's ``/proc/PID/task/TID/children``),
+    the trees are walked down from their roots, at a cost that does not grow with the
+    machine's other processes; elsewhere, every process's parent is read once for all trees.
+    """
+    if _proc_children_listed():
+        children: Callable[[int], list[int]] = _proc_children
+    else:
+        table: collections.defaultdict[int, list[int]] = collections.defaultdict(list)
+        for process in psutil.process_iter(["ppid"]):
+            table[process.info["ppid"]].append(process.pid)
+        children = table.__getitem__
+    trees = {}
+    for root in roots:
+        tree, seen, waiting = [], set(), [root]
+        while waiting:
+            pid = waiting.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            with contextlib.suppress(psutil.Error):
+                tree.append(psutil.Process(pid))
+                waiting.extend(children(pid))
+        trees[root] = tree
+    return trees
+
+
+@functools.cache
+def _proc_children_listed() -> bool:
+    return (PROC / "self" / "task" / str(threading.get_native_id()) / "children").is_file()
+
+
+def _proc_children(pid: int) -> list[int]:
     try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
+        tasks = os.listdir(PROC / str(pid) / "task")
+    except OSError:
+        return []  # gone
+    children: list[int] = []
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError):  # the thread ended
+            children.extend(int(child) for child in (PROC / str(pid) / "task" / task / "children").read_text().split())
+    return children
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,15 +219,18 @@ class TreeUsage:
     """CPU seconds so far, counting descendants that have exited and been waited for."""
 
 
-def tree_usage(pid: int) -> TreeUsage:
-    """Memory and CPU time of a process and all its descendants (zeros once it is gone)."""
-    rss, cpu = 0, 0.0
-    for process in _tree(pid):
-        with contextlib.suppress(psutil.Error), process.oneshot():
-            times = process.cpu_times()
-            cpu += times.user + times.system + times.children_user + times.children_system
-            rss += process.memory_info().rss
-    return TreeUsage(rss=rss, cpu_s=cpu)
+def tree_usages(pids: Collection[int]) -> dict[int, TreeUsage]:
+    """Memory and CPU time of each of ``pids`` with all its descendants (zeros once it is gone)."""
+    usages = {}
+    for root, tree in _trees(pids).items():
+        rss, cpu = 0, 0.0
+        for process in tree:
+            with contextlib.suppress(psutil.Error), process.oneshot():
+                times = process.cpu_times()
+                cpu += times.user + times.system + times.children_user + times.children_system
+                rss += process.memory_info().rss
+        usages[root] = TreeUsage(rss=rss, cpu_s=cpu)
+    return usages
 
 
 def kill_tree(pid: int, *, grace: float = 3.0) -> None:
@@ -194,7 +239,7 @@ def kill_tree(pid: int, *, grace: float = 3.0) -> None:
     The worker leads its own process group, so the group is signalled too: that
     reaches descendants that were orphaned and re-parented away from the tree.
     """
-    processes = _tree(pid)
+    processes = _trees([pid])[pid]
     for process in processes:
         with contextlib.suppress(psutil.Error):
             process.send_signal(signal.SIGTERM)

@@ -50,7 +50,7 @@ from orchestrator.admission import (
     RunningBuild,
 )
 from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
-from orchestrator.resources import CpuRate, kill_tree, pid_alive, tree_usage
+from orchestrator.resources import CpuRate, kill_tree, pid_alive, tree_usages
 from orchestrator.units import format_size
 from orchestrator.worker import MESSAGE_PREFIX
 
@@ -527,8 +527,9 @@ class BuildScheduler:
         if not self._running:
             return
         now = time.time()
+        usages = tree_usages([run.process.pid for run in self._running.values()])
         for run in self._running.values():
-            usage = tree_usage(run.process.pid)
+            usage = usages[run.process.pid]
             run.rss = usage.rss
             run.peak_rss = max(run.peak_rss, run.rss)
             run.cpu.add(time.monotonic(), usage.cpu_s)

@@ -4,15 +4,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
+from orchestrator import resources
 from orchestrator.resources import (
     CPU_WINDOW,
     CpuRate,
     SystemProbe,
+    TreeUsage,
     busy_cpu_seconds,
     cgroup_cpu_quota,
+    kill_tree,
+    tree_usages,
     usable_cpu_count,
 )
 
@@ -120,3 +126,49 @@ def test_probe_sees_a_busy_cpu() -> None:
     assert busy is not None
     assert 0.9 <= busy <= probe.read().cpu_count + 0.1  # the spinning process, whatever else runs
     assert busy_cpu_seconds() >= busy_cpu_seconds([0])
+
+
+HOLDER = """
+import subprocess, sys, time
+size = int(sys.argv[1])
+if size:  # a child holds the memory: it counts for the tree it belongs to
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; x = b'1' * int(sys.argv[1]); print(flush=True); time.sleep(60)", str(size)],
+                             stdout=subprocess.PIPE)
+    child.stdout.readline()
+print(flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["proc-children", "process-table"])
+def test_tree_usages_sums_each_tree(monkeypatch: pytest.MonkeyPatch, listed: bool) -> None:
+    if listed and not resources._proc_children_listed():
+        pytest.skip("this kernel does not list children in /proc")
+    monkeypatch.setattr(resources, "_proc_children_listed", lambda: listed)
+    size = 200 * 2**20
+    big, small = (subprocess.Popen([sys.executable, "-c", HOLDER, str(n)], stdout=subprocess.PIPE, start_new_session=True)
+                  for n in (size, 0))
+    try:
+        for process in (big, small):
+            assert process.stdout is not None
+            process.stdout.readline()
+        gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                  capture_output=True, text=True, check=True).stdout)
+        scans = []
+        real_iter = psutil.process_iter
+
+        def counted_iter(*args: Any, **kwargs: Any) -> Any:
+            scans.append(args)
+            return real_iter(*args, **kwargs)
+
+        monkeypatch.setattr(psutil, "process_iter", counted_iter)
+        usages = tree_usages([big.pid, small.pid, gone])
+        scanned = len(scans)
+    finally:
+        for process in (big, small):
+            kill_tree(process.pid, grace=0)
+            process.communicate()
+    assert scanned == (0 if listed else 1)  # never one scan of every process per tree
+    assert usages[big.pid].rss >= size > usages[small.pid].rss > 0
+    assert usages[big.pid].cpu_s > 0
+    assert usages[gone] == TreeUsage(rss=0, cpu_s=0.0)

@@ -1,7 +1,7 @@
 """Scheduler logic with fake workers and a fake probe: nothing is spawned or signalled.
 
 A :class:`FakeWorker` stands in for the worker process behind the ``spawn`` seam;
-the scheduler's module-level ``tree_usage`` and ``kill_tree`` are replaced by the
+the scheduler's module-level ``tree_usages`` and ``kill_tree`` are replaced by the
 :class:`FakeMachine`, which also serves as the probe. Builds end when the test says.
 """
 
@@ -12,7 +12,7 @@ import itertools
 import json
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -108,9 +108,10 @@ class FakeMachine:
         (worker,) = [worker for worker in self.busy() if worker.key == key]
         return worker
 
-    def tree_usage(self, pid: int) -> TreeUsage:
-        rss = sum(self.rss[worker.key] for worker in self.busy() if worker.pid == pid and worker.key)
-        return TreeUsage(rss=rss, cpu_s=0.0)
+    def tree_usages(self, pids: Collection[int]) -> dict[int, TreeUsage]:
+        return {pid: TreeUsage(rss=sum(self.rss[worker.key] for worker in self.busy() if worker.pid == pid and worker.key),
+                               cpu_s=0.0)
+                for pid in pids}
 
     def kill_tree(self, pid: int, *, grace: float = 3.0) -> None:
         for worker in self.workers:
@@ -156,7 +157,7 @@ def test_build_requeued_to_the_limit_then_runs_alone(tmp_path: Path, monkeypatch
     # build daemon): its RSS stays small, so a requeue never raises its need, while
     # free memory falls under the floor each time it runs beside "a".
     machine = FakeMachine(rss={"a-1.0": G, "b-1.0": 100 * M}, available={"b-1.0": G // 2})
-    monkeypatch.setattr(scheduler, "tree_usage", machine.tree_usage)
+    monkeypatch.setattr(scheduler, "tree_usages", machine.tree_usages)
     monkeypatch.setattr(scheduler, "kill_tree", machine.kill_tree)
 
     def finish(key: str) -> None:
@@ -198,7 +199,7 @@ def test_build_requeued_to_the_limit_then_runs_alone(tmp_path: Path, monkeypatch
 
 def test_results_say_how_long_and_why_each_build_waited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     machine = FakeMachine(rss={"a-1.0": G, "b-1.0": G, "c-1.0": G}, available={})
-    monkeypatch.setattr(scheduler, "tree_usage", machine.tree_usage)
+    monkeypatch.setattr(scheduler, "tree_usages", machine.tree_usages)
     monkeypatch.setattr(scheduler, "kill_tree", machine.kill_tree)
     script = Script()
     # "b" waits for memory behind "a"; "c", behind "b" in the queue, cannot go ahead (3G + 2G > 4G).
@@ -232,7 +233,7 @@ def test_results_say_how_long_and_why_each_build_waited(tmp_path: Path, monkeypa
 
 def test_memory_requeues_leave_the_retries_to_real_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     machine = FakeMachine(rss={"a-1.0": G, "b-1.0": 3 * G + G // 2}, available={})
-    monkeypatch.setattr(scheduler, "tree_usage", machine.tree_usage)
+    monkeypatch.setattr(scheduler, "tree_usages", machine.tree_usages)
     monkeypatch.setattr(scheduler, "kill_tree", machine.kill_tree)
     starts = itertools.count(1)
 
