@@ -35,6 +35,11 @@ for its solo time; the count cap; the memory limit), found by OR-Tools' CP-SAT w
 ``ortools`` is installed (``--ideal-seconds``, proven optimal when it says so): how far
 the bound is from what any schedule of these builds can reach.
 
+Before the runs, the script measures how fast this machine hands out new memory, touched
+as the fake builds touch theirs: to one process alone, and summed over as many processes
+at once as there are CPUs. Builds touching memory side by side share that rate, which is
+where running side by side costs them time (the *stretch*); the bound does not model it.
+
 Targets: peak within the limit + 5%, makespan within 1.25x of the bound.
 """
 
@@ -46,6 +51,7 @@ import os
 import platform
 import random
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -141,6 +147,23 @@ def optimal_makespan(durations: list[float], peaks: list[int], limit: int, max_b
     return solver.objective_value / 100, solver.best_objective_bound / 100
 
 
+TOUCH = "import sys, time; n = int(sys.argv[1]) << 20; start = time.perf_counter(); data = b'\\x01' * n; print(time.perf_counter() - start)"
+"""Gets ``argv[1]`` MB of new memory and touches it, as the fake builds do; prints the seconds it took."""
+
+
+def touch_rates(mb: int, processes: int, rounds: int = 3) -> tuple[float, float]:
+    """MB/s at which this machine hands out new memory, touched as the fake builds touch theirs:
+    to one process alone (the median of ``rounds``) and to ``processes`` at once, summed (the best)."""
+
+    def touch(count: int) -> float:
+        children = [subprocess.Popen([sys.executable, "-c", TOUCH, str(mb)], stdout=subprocess.PIPE, text=True)
+                    for _ in range(count)]
+        return count * mb / max(float(child.communicate()[0]) for child in children)
+
+    alone = statistics.median(touch(1) for _ in range(rounds))
+    return alone, max(touch(processes) for _ in range(rounds))
+
+
 def completed_concurrency(events: list[dict[str, Any]]) -> int:
     """Most builds at once, counting only attempts that ended (a stopped attempt writes no end event)."""
     ended = {event["pid"] for event in events if event["event"] == "end"}
@@ -229,7 +252,7 @@ def main() -> int:
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
-    jobs = [
+    jobs: list[dict[str, Any]] = [
         {"name": f"job{i:02d}", "alloc_mb": int(rng.uniform(args.min_gb, args.max_gb) * 1024),
          "sleep": round(rng.uniform(args.min_s, args.max_s), 1)}
         for i in range(args.builds)
@@ -241,6 +264,7 @@ def main() -> int:
         for job in jobs:
             make_sdist(scratch / "sdists", job["name"], alloc_mb=job["alloc_mb"], sleep=job["sleep"],
                        events=str(scratch / "events.log"))
+        touch_alone, touch_together = touch_rates(2000, cpus)
         solo = run_once("solo", args, scratch, max_builds=1, state="state-solo")
         runs = [run_once(label, args, scratch, max_builds=args.max_builds, state="state")
                 for label in ["cold", *(f"warm{i}" for i in range(1, args.warm_runs + 1))]]
@@ -263,6 +287,9 @@ def main() -> int:
     print(f"bound {bound:.1f} s = max({', '.join(f'{name} {value:.1f}' for name, value in bound_parts.items())}),"
           f" from the solo run ({solo['makespan_s']:.1f} s one at a time);"
           f" intended {intended:.1f} s = max({', '.join(f'{name} {value:.1f}' for name, value in intended_parts.items())})")
+    touching = sum(job["alloc_mb"] for job in jobs) / touch_together
+    print(f"new memory: {touch_alone / 1024:.2f} GB/s to one process, {touch_together / 1024:.2f} GB/s summed over {cpus}"
+          f" at once; touching the builds' {sum(job['alloc_mb'] for job in jobs) / 1024:.1f} GB takes {touching:.1f} s at best")
     if optimum:
         proven = "optimal" if optimum[1] >= optimum[0] else f"at least {optimum[1]:.1f} s"
         print(f"ideal {optimum[0]:.1f} s ({proven}): the best schedule of the bound's model, by CP-SAT")
@@ -297,6 +324,8 @@ def main() -> int:
         "ideal_proven_at_least_s": optimum[1] if optimum else None,
         "intended_bound_s": round(intended, 2),
         "intended_bound_parts_s": {name: round(value, 2) for name, value in intended_parts.items()},
+        "touch": {"alone_mb_per_s": round(touch_alone), "together_mb_per_s": round(touch_together), "processes": cpus,
+                  "builds_s": round(touching, 2)},
         "solo": solo,
         "runs": runs,
     }, indent=2) + "\n")
