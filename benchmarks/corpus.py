@@ -11,9 +11,10 @@ envs, empty uv cache), ``pip wheel --no-deps`` (serial), ``uv pip install --no-d
 ``UV_CONCURRENT_BUILDS=K``, then orchestrate again on the state the cold run left (warm
 prepared envs, history for longest-first). ``--repeat`` alternates further rounds.
 
-The lower bound of a run is LB = max(sum of backend-hook seconds / K, longest backend
-hook), from that orchestrate run's own report: no schedule of those builds on K slots
-can end sooner. Results go to ``benchmarks/results/corpus.json``.
+The lower bound of a run is LB = max(sum of ``build_wheel`` seconds / K, longest
+``build_wheel``), from that orchestrate run's own report (its ``backend`` phases): no
+schedule of those builds on K slots can end sooner. (``get_requires_for_build_wheel`` runs
+as the build is prepared, before admission, so outside the K slots.) Results go to ``benchmarks/results/corpus.json``.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def run_orchestrate(sdists: list[Path], backends: Path, work: Path, state: Path,
         "median_overhead_s": round(statistics.median(build["overhead_s"] for build in builds), 3),
         "overhead_sum_s": round(sum(build["overhead_s"] for build in builds), 2),
         "phase_sums_s": {phase: round(sum(build["phases"].get(phase, 0.0) for build in builds), 2)
-                         for phase in ("extract", "create_env", "install_requires", "backend", "publish")},
+                         for phase in ("extract", "create_env", "install_requires", "get_requires", "backend",
+                                       "publish")},
         "unphased_sum_s": round(sum(build["wall_s"] - sum(build["phases"].values()) for build in builds), 2),
         "builds": [{"name": build["name"], "started_at": round(build["started_at"], 3), "wall_s": build["wall_s"],
                     "overhead_s": build["overhead_s"], "phases": build["phases"]}

@@ -71,17 +71,17 @@ def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCal
                  admitted: Callable[[], None] = lambda: None) -> WorkerOutcome:
     """Build ``job`` in ``work_dir`` (private, empty; its owner removes it) and publish the wheel.
 
-    Extracting the source and preparing its environment happen first; then
-    ``admitted`` is called, which returns when the build may call the backend.
+    Extracting the source and preparing its environment (what it needs to build included)
+    happen first; then ``admitted`` is called, which returns when the build may build the wheel.
     Never raises for a build failure.
     """
     timer = _Timer(log, on_phase)
     try:
         try:
-            builder, env = _prepare(job, work_dir, log, timer)
+            builder = _prepare(job, work_dir, log, timer)
         finally:
             admitted()  # a failure to prepare is reported once the build is admitted
-        wheel = _build(builder, env, job, work_dir, timer)
+        wheel = _build(builder, job, work_dir, timer)
         with timer.phase("publish"):
             name, version = _check_wheel(job, wheel)
             published = publish_wheel(wheel, job.wheelhouse)
@@ -96,8 +96,9 @@ def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCal
     return WorkerOutcome(status=Status.BUILT, wheel=published.name, name=name, version=version, phases=timer.phases)
 
 
-def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> tuple[build.ProjectBuilder, BuildEnv | EnvView]:
-    """Extract the source, create its environment and install ``build-system.requires``."""
+def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> build.ProjectBuilder:
+    """Extract the source, create its environment and install what it needs to build: its
+    ``build-system.requires``, then what the backend's ``get_requires_for_build_wheel`` asks for."""
     with timer.phase("extract"):
         if job.kind == "sdist":
             (tmp / "src").mkdir()
@@ -114,16 +115,16 @@ def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> tuple[bui
             raise BuildError(f"{job.source}: {exc}") from None
     with timer.phase("install_requires"):
         env.install(builder.build_system_requires)
-    return builder, env
-
-
-def _build(builder: build.ProjectBuilder, env: BuildEnv | EnvView, job: BuildJob, tmp: Path, timer: _Timer) -> Path:
-    """Run the backend: ``get_requires_for_build_wheel``, what it asks for, ``build_wheel``."""
-    with timer.phase("backend"), _backend_errors(job, builder):
+    with timer.phase("get_requires"), _backend_errors(job, builder):
         extra = builder.get_requires_for_build("wheel")
     if extra:
         with timer.phase("install_requires"):
             env.install(extra)
+    return builder
+
+
+def _build(builder: build.ProjectBuilder, job: BuildJob, tmp: Path, timer: _Timer) -> Path:
+    """Run the backend's ``build_wheel``."""
     with timer.phase("backend"), _backend_errors(job, builder):
         return Path(builder.build("wheel", tmp / "dist"))
 

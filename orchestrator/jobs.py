@@ -13,8 +13,10 @@ from typing import Any
 
 from orchestrator.settings import IndexSettings
 
-PHASES = ("extract", "create_env", "install_requires", "backend", "publish")
-"""The phases of a build, in order; each gets a timing in the report."""
+PHASES = ("extract", "create_env", "install_requires", "get_requires", "backend", "publish")
+"""The phases of a build, in order; each gets a timing in the report. ``get_requires`` is the backend's
+``get_requires_for_build_wheel``, ``backend`` its ``build_wheel``; everything before ``backend`` runs
+before admission when a worker prepared the build ahead."""
 
 
 class Status(str, enum.Enum):

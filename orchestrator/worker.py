@@ -4,8 +4,9 @@ Protocol: the worker starts before it has a job (the scheduler starts one a
 build ahead) and imports the build machinery while it waits. The job arrives
 as one line of JSON on stdin, ``{"job": {...}, "work_dir": PATH}``, the work
 folder being private and empty (the scheduler removes it afterwards). The
-worker prepares the build (extracts it, prepares its environment), then waits
-for the line ``go``: the build's admission. Stdin closed instead means "not
+worker prepares the build (extracts it, prepares its environment, installs what
+the backend asks for), then waits for the line ``go``: the build's admission,
+after which it builds the wheel. Stdin closed instead means "not
 needed" (another build went first), and the worker exits. The worker writes
 messages to stdout, one per line, each ``@@orchestrate `` followed by JSON:
 ``{"phase": NAME}`` as a phase starts, then ``{"outcome": {...}}`` once.

@@ -5,7 +5,8 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 
 - ``sleep``: seconds to sleep in ``build_wheel``
 - ``alloc_mb``: megabytes to allocate (and touch) while sleeping
-- ``events``: a file to append ``{"name", "event": "start"|"end", "t", "pid"}`` lines to
+- ``events``: a file to append ``{"name", "event", "t", "pid"}`` lines to: ``requires`` from
+  ``get_requires_for_build_wheel``, ``start`` and ``end`` from ``build_wheel``
 - ``record_env``: names of environment variables whose values (``None`` if unset) the
   ``start`` event carries as ``"env"``
 - ``fail``: raise in ``build_wheel``;  ``crash``: SIGKILL itself;  ``hang``: sleep forever
@@ -50,6 +51,7 @@ def _event(kind, **extra):
 
 
 def get_requires_for_build_wheel(config_settings=None):
+    _event("requires")
     return list(CONFIG.get("requires", []))
 
 

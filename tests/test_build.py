@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import orchestrate
 from sdists import make_sdist, make_tree, max_concurrency, read_events
+from wheels import write_wheel
 
 
 def wheels(folder: Path) -> list[str]:
@@ -75,6 +76,23 @@ def test_next_build_is_extracted_while_the_current_one_runs(tmp_path: Path) -> N
     assert ahead > 0.8 * second["phases"]["extract"] > 0, second
 
 
+def test_next_build_asks_its_backend_what_it_requires_while_the_current_one_runs(tmp_path: Path) -> None:
+    events = tmp_path / "events.log"
+    make_sdist(tmp_path / "sdists", "first", sleep=3, events=str(events), extra_files={"big.dat": os.urandom(400_000)})
+    make_sdist(tmp_path / "sdists", "second", events=str(events), requires=["tinyextra"])
+    (tmp_path / "find-links").mkdir()
+    write_wheel(tmp_path / "find-links", "tinyextra", "2.0")
+    report = tmp_path / "r.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "-j", "1", "--report-json", report,
+                         "--no-index", "--find-links", tmp_path / "find-links")
+    assert result.returncode == 0, result.stderr
+    times = {(event["name"], event["event"]): event["t"] for event in read_events(events)}
+    assert times["second", "requires"] < times["first", "end"] < times["second", "start"]
+    second = {b["name"]: b for b in json.loads(report.read_text())["builds"]}["second"]
+    assert second["phases"]["get_requires"] > 0 and second["phases"]["install_requires"] > 0
+    assert second["started_at"] >= times["first", "end"]
+
+
 def test_failure_fails_the_run_but_others_land(tmp_path: Path) -> None:
     make_sdist(tmp_path / "sdists", "good-one")
     make_sdist(tmp_path / "sdists", "bad", fail=True, print="something went wrong in the backend")
@@ -115,7 +133,7 @@ def test_report_has_phases_memory_and_timestamps(tmp_path: Path) -> None:
     (record,) = data["builds"]
     assert record["status"] == "built"
     assert record["wheel"] == "measured-1.0-py3-none-any.whl"
-    assert set(record["phases"]) == {"extract", "create_env", "install_requires", "backend", "publish"}
+    assert set(record["phases"]) == {"extract", "create_env", "install_requires", "get_requires", "backend", "publish"}
     assert record["phases"]["backend"] >= 1.0
     assert record["started_at"] < record["finished_at"]
     assert record["peak_rss_bytes"] > 150 * 1024 * 1024

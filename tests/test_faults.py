@@ -42,13 +42,22 @@ def started(events: Path, count: int) -> Callable[[], bool]:
 
 
 def build_pids(events: Path) -> list[int]:
-    """The backend processes and the grandchildren they spawned."""
+    """The backend processes building wheels and the grandchildren they spawned."""
     pids = []
     for event in read_events(events):
-        pids.append(event["pid"])
+        if event["event"] != "requires":  # that hook's process ended before the build was admitted
+            pids.append(event["pid"])
         if "child" in event:
             pids.append(event["child"])
     return pids
+
+
+def first_backend(events: Path) -> int:
+    """The process of the first ``build_wheel`` to start, once one has."""
+    def starts() -> list[int]:
+        return [event["pid"] for event in read_events(events) if event["event"] == "start"]
+    wait_for(lambda: bool(starts()))
+    return starts()[0]
 
 
 def assert_all_gone(pids: list[int], timeout: float = 10) -> None:
@@ -123,8 +132,7 @@ def test_killed_backend_is_reported_and_retried(tmp_path: Path) -> None:
     make_sdist(tmp_path / "sdists", "victim", sleep=4, events=str(events))
     report = tmp_path / "report.json"
     process = start("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--retries", "1", "--report-json", report)
-    wait_for(lambda: bool(read_events(events)))
-    os.kill(read_events(events)[0]["pid"], signal.SIGKILL)
+    os.kill(first_backend(events), signal.SIGKILL)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "killed by SIGKILL; retrying" in stderr
@@ -138,7 +146,7 @@ def test_killed_worker_without_retries_fails_with_signal_name(tmp_path: Path) ->
     make_sdist(tmp_path / "sdists", "other")
     process = start("build", tmp_path / "sdists", "-w", tmp_path / "wh", "-j", "2")
     wait_for(started(events, 1))
-    backend = psutil.Process(read_events(events)[0]["pid"])
+    backend = psutil.Process(first_backend(events))
     worker = next(p for p in backend.parents() if "orchestrator.worker" in " ".join(p.cmdline()))
     worker.kill()
     _, stderr = process.communicate(timeout=60)
