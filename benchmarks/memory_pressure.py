@@ -287,9 +287,10 @@ def main() -> int:
     print(f"bound {bound:.1f} s = max({', '.join(f'{name} {value:.1f}' for name, value in bound_parts.items())}),"
           f" from the solo run ({solo['makespan_s']:.1f} s one at a time);"
           f" intended {intended:.1f} s = max({', '.join(f'{name} {value:.1f}' for name, value in intended_parts.items())})")
-    touching = sum(job["alloc_mb"] for job in jobs) / touch_together
+    touched_mb = sum(job["alloc_mb"] for job in jobs)
+    touching = touched_mb / touch_together
     print(f"new memory: {touch_alone / 1024:.2f} GB/s to one process, {touch_together / 1024:.2f} GB/s summed over {cpus}"
-          f" at once; touching the builds' {sum(job['alloc_mb'] for job in jobs) / 1024:.1f} GB takes {touching:.1f} s at best")
+          f" at once; touching the builds' {touched_mb / 1024:.1f} GB takes {touching:.1f} s at best")
     if optimum:
         proven = "optimal" if optimum[1] >= optimum[0] else f"at least {optimum[1]:.1f} s"
         print(f"ideal {optimum[0]:.1f} s ({proven}): the best schedule of the bound's model, by CP-SAT")

@@ -145,6 +145,7 @@ from packaging.version import InvalidVersion, Version
 
 from orchestrator.errors import InstallError, UsageError
 from orchestrator.journal import Journal, Recovery, journal_path, prune_empty_folders, stale_journals, undo
+from orchestrator.resources import usable_cpu_count
 
 __all__ = [
     "Conflict",
@@ -1020,7 +1021,7 @@ class WheelInstaller:
         self.reinstall = reinstall
         self.timeout = timeout
         self._compilers = (
-            _Compilers(os.fspath(target.python), max_processes=_usable_cpus()) if compile_bytecode else None
+            _Compilers(os.fspath(target.python), max_processes=usable_cpu_count()) if compile_bytecode else None
         )
         # Longest first, so a file belongs to the most specific scheme folder holding it.
         self._roots = sorted({Path(p) for p in target.scheme.values()}, key=lambda p: len(p.parts), reverse=True)
@@ -1374,13 +1375,6 @@ def _bytecode_of(path: Path) -> list[Path]:
     if path.suffix != ".py" or not cache.is_dir():
         return []
     return [cache / pyc for pyc in os.listdir(cache) if pyc.startswith(f"{path.stem}.") and pyc.endswith(".pyc")]
-
-
-def _usable_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on macOS or Windows
-        return os.cpu_count() or 1
 
 
 def _same_version(first: str, second: str) -> bool:

@@ -28,11 +28,11 @@ CPU_WINDOW: Final = 0.5
 
 def usable_cpu_count() -> int:
     """CPUs this process may use: those its affinity allows, capped by its cgroup's CPU quota."""
-    return _usable_cpus(cgroup_cpu_quota())
+    return _usable_cpus(cgroup_cpu_quota(), _affinity())
 
 
-def _usable_cpus(quota: float | None) -> int:
-    count = len(_affinity() or ()) or psutil.cpu_count() or 1
+def _usable_cpus(quota: float | None, affinity: list[int] | None) -> int:
+    count = len(affinity or ()) or psutil.cpu_count() or 1
     return max(1, count if quota is None else min(count, math.ceil(quota)))
 
 
@@ -128,8 +128,8 @@ class SystemProbe:
 
     def __init__(self) -> None:
         quota = cgroup_cpu_quota()
-        self._cpus = _usable_cpus(quota)
         self._measured = _affinity()
+        self._cpus = _usable_cpus(quota, self._measured)
         self._busy = CpuRate() if quota is None else None
 
     def read(self) -> Readings:

@@ -528,11 +528,12 @@ class BuildScheduler:
             return
         now = time.time()
         usages = tree_usages([run.process.pid for run in self._running.values()])
+        measured_at = time.monotonic()
         for run in self._running.values():
             usage = usages[run.process.pid]
             run.rss = usage.rss
             run.peak_rss = max(run.peak_rss, run.rss)
-            run.cpu.add(time.monotonic(), usage.cpu_s)
+            run.cpu.add(measured_at, usage.cpu_s)
             if run.deadline is not None and now > run.deadline and run.stop_reason is None:
                 self._stop(run, "timeout")
         readings = self._probe.read()

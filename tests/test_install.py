@@ -444,7 +444,7 @@ def test_a_wheel_past_its_timeout_while_compiling_fails_alone_and_its_compiler_i
         monkeypatch,
         "if any(os.path.basename(p).startswith('slow') for p in request['paths']): __import__('time').sleep(600)",
     )
-    monkeypatch.setattr(install_module, "_usable_cpus", lambda: 2)  # one compiler hangs, the other goes on
+    monkeypatch.setattr(install_module, "usable_cpu_count", lambda: 2)  # one compiler hangs, the other goes on
     wheels = [
         write_wheel(wheelhouse, "hangs", files={"hangs/__init__.py": "", "hangs/slow_module.py": "X = 1\n"}),
         write_wheel(wheelhouse, "fast-one"),
