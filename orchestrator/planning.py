@@ -47,7 +47,9 @@ def simulate(order: Sequence[QueuedBuild], running: Sequence[RunningBuild], limi
         reserved = sum(need for _, need in active)
         index = _next_start(pending, active, reserved, limit, limits.max_builds, now)
         if index is None:
-            now, _ = active.pop(0)  # wait for the next build to end
+            now = active[0][0]  # wait for the next builds to end: every one that ends then
+            while active and active[0][0] <= now:
+                active.pop(0)
             continue
         duration, need = pending.pop(index)
         end = now + duration
