@@ -25,8 +25,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from index_server import IndexServer  # noqa: E402
 from packaging.utils import canonicalize_name  # noqa: E402
 
-from orchestrator.download import DownloadSettings, DownloadStatus, download_all  # noqa: E402
-from orchestrator.requirements import PinnedRequirement  # noqa: E402
+from orchestrator.download.fetch import DownloadSettings, DownloadStatus, download_all  # noqa: E402
+from orchestrator.download.requirements import PinnedRequirement  # noqa: E402
 from orchestrator.settings import IndexSettings  # noqa: E402
 
 

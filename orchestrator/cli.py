@@ -22,20 +22,31 @@ import psutil
 from rich.console import Console
 
 from orchestrator import __version__
-from orchestrator.admission import Limits
+from orchestrator.build.envs import choose_installer
+from orchestrator.build.sources import collect_sources
 from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
-from orchestrator.download import DownloadResult, DownloadSettings, DownloadStatus, download_all
-from orchestrator.envs import choose_installer
+from orchestrator.download.fetch import (
+    DownloadResult,
+    DownloadSettings,
+    DownloadStatus,
+    download_all,
+)
+from orchestrator.download.requirements import RequirementsFile, parse_requirements
 from orchestrator.errors import InstallError, OrchestratorError, UsageError
-from orchestrator.history import default_state_dir
-from orchestrator.install import InstallResult, InstallStatus, Target, WheelInstaller, install_all
+from orchestrator.install.installer import (
+    InstallResult,
+    InstallStatus,
+    Target,
+    WheelInstaller,
+    install_all,
+)
 from orchestrator.packageconfig import find_config, load_package_config
 from orchestrator.pipeline import BuildRun, BuildSettings
+from orchestrator.policy.admission import Limits
+from orchestrator.policy.history import default_state_dir
 from orchestrator.report import RunReport
-from orchestrator.requirements import RequirementsFile, parse_requirements
 from orchestrator.resources import usable_cpu_count
 from orchestrator.settings import IndexSettings
-from orchestrator.sources import collect_sources
 from orchestrator.units import parse_size
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143

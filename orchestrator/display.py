@@ -13,8 +13,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.download import DownloadProgress, DownloadStatus
-from orchestrator.install import InstallStatus
+from orchestrator.download.fetch import DownloadProgress, DownloadStatus
+from orchestrator.install.installer import InstallStatus
 from orchestrator.jobs import PHASES, BuildResult, Status
 from orchestrator.report import RunReport
 from orchestrator.scheduler import RunState

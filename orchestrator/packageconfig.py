@@ -22,8 +22,8 @@ from typing import Any
 
 from packaging.utils import InvalidName, NormalizedName, canonicalize_name
 
-from .errors import UsageError
-from .units import parse_size
+from orchestrator.errors import UsageError
+from orchestrator.units import parse_size
 
 if sys.version_info >= (3, 11):
     import tomllib

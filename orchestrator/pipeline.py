@@ -18,8 +18,10 @@ from pathlib import Path
 
 from packaging.utils import NormalizedName, canonicalize_name
 
-from orchestrator.admission import Limits, jobs_per_build
-from orchestrator.download import (
+from orchestrator.build.envcache import run_env_cache
+from orchestrator.build.sources import Source, compiles, sdist_source, tree_source
+from orchestrator.build.wheelhouse import Wheelhouse
+from orchestrator.download.fetch import (
     Downloader,
     DownloadProgress,
     DownloadResult,
@@ -27,20 +29,23 @@ from orchestrator.download import (
     DownloadStatus,
     DownloadTally,
 )
-from orchestrator.envcache import run_env_cache
+from orchestrator.download.requirements import PinnedRequirement
 from orchestrator.errors import SourceError
-from orchestrator.history import SUCCESS, BuildRecord, History, predict_need
-from orchestrator.install import InstallStatus, WheelInstaller
+from orchestrator.install.installer import InstallStatus, WheelInstaller
 from orchestrator.jobs import BuildJob, BuildResult, Status
 from orchestrator.packageconfig import PackageOverrides
+from orchestrator.policy.admission import Limits, jobs_per_build
+from orchestrator.policy.history import SUCCESS, BuildRecord, History, predict_need
 from orchestrator.report import RunReport
-from orchestrator.requirements import PinnedRequirement
 from orchestrator.resources import SystemProbe
-from orchestrator.scheduler import BuildScheduler, Observer, SchedulerSettings, nested_jobs_environ
+from orchestrator.scheduler import (
+    BuildScheduler,
+    Observer,
+    SchedulerSettings,
+    nested_jobs_environ,
+)
 from orchestrator.settings import IndexSettings
-from orchestrator.sources import Source, compiles, sdist_source, tree_source
 from orchestrator.units import format_size
-from orchestrator.wheelhouse import Wheelhouse
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Final
 
 import psutil
 
-from orchestrator.admission import Readings
+from orchestrator.policy.admission import Readings
 
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
 OWN_CGROUPS: Final = Path("/proc/self/cgroup")

@@ -39,8 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator import admission, planning
-from orchestrator.admission import (
+from orchestrator.build.worker import MESSAGE_PREFIX
+from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
+from orchestrator.policy import admission, planning
+from orchestrator.policy.admission import (
     Candidate,
     Decision,
     Limits,
@@ -49,10 +51,8 @@ from orchestrator.admission import (
     Readings,
     RunningBuild,
 )
-from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
 from orchestrator.resources import CpuRate, kill_tree, pid_alive, tree_usages
 from orchestrator.units import format_size
-from orchestrator.worker import MESSAGE_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def spawn_worker() -> subprocess.Popen[str]:
     admission before it calls the backend.
     """
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.worker"],
+        [sys.executable, "-m", "orchestrator.build.worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

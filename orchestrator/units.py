@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from .errors import UsageError
+from orchestrator.errors import UsageError
 
 __all__ = ["format_size", "parse_size"]
 

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.admission import (
+from orchestrator.errors import UsageError
+from orchestrator.policy.admission import (
     Candidate,
     Decision,
     Limits,
@@ -20,7 +21,6 @@ from orchestrator.admission import (
     order_queue,
     pick_victim,
 )
-from orchestrator.errors import UsageError
 
 G = 1024**3
 M = 1024**2

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
-from orchestrator.download import DownloadProgress
+from orchestrator.download.fetch import DownloadProgress
 from orchestrator.jobs import BuildResult, Status
 from orchestrator.report import RunReport
 from orchestrator.scheduler import RunState

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from index_server import IndexServer, index_server_fixture  # noqa: F401  (the index_server fixture)
 
-from orchestrator.download import (
+from orchestrator.download.fetch import (
     Downloader,
     DownloadProgress,
     DownloadResult,
@@ -21,8 +21,8 @@ from orchestrator.download import (
     _StallWatch,
     download_all,
 )
+from orchestrator.download.requirements import PinnedRequirement, parse_requirements
 from orchestrator.errors import UsageError
-from orchestrator.requirements import PinnedRequirement, parse_requirements
 from orchestrator.settings import IndexSettings
 
 pytestmark = pytest.mark.timeout(60)

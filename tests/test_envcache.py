@@ -17,7 +17,7 @@ from conftest import CORPUS_BACKENDS, orchestrate
 from sdists import make_sdist
 from wheels import write_wheel
 
-from orchestrator.envcache import ENV_INFO, EnvCache, run_env_cache
+from orchestrator.build.envcache import ENV_INFO, EnvCache, run_env_cache
 from orchestrator.settings import IndexSettings
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "sdists"
@@ -56,7 +56,7 @@ FakeInstaller: Any = namespace["FakeInstaller"]
 PREPARE_SCRIPT = FAKE_INSTALLER + textwrap.dedent(
     """
     import io
-    from orchestrator.envcache import EnvCache
+    from orchestrator.build.envcache import EnvCache
     from orchestrator.settings import IndexSettings
 
     run_dir, record, pause = sys.argv[1], sys.argv[2], float(sys.argv[3])

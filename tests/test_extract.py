@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import extract
+from orchestrator.build import extract
+from orchestrator.build.extract import extract_sdist
 from orchestrator.errors import SourceError, UnsafeArchiveError
-from orchestrator.extract import extract_sdist
 
 # -- archive builders ---------------------------------------------------------
 

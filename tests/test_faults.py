@@ -147,7 +147,7 @@ def test_killed_worker_without_retries_fails_with_signal_name(tmp_path: Path) ->
     process = start("build", tmp_path / "sdists", "-w", tmp_path / "wh", "-j", "2")
     wait_for(started(events, 1))
     backend = psutil.Process(first_backend(events))
-    worker = next(p for p in backend.parents() if "orchestrator.worker" in " ".join(p.cmdline()))
+    worker = next(p for p in backend.parents() if "orchestrator.build.worker" in " ".join(p.cmdline()))
     worker.kill()
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from orchestrator.history import (
+from orchestrator.policy.history import (
     RECENT_BUILDS,
     SUCCESS,
     BuildRecord,
@@ -31,7 +31,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from orchestrator.history import BuildRecord, History
+    from orchestrator.policy.history import BuildRecord, History
 
     history = History(Path(sys.argv[1]))
     prefix, count = sys.argv[2], int(sys.argv[3])
@@ -228,7 +228,7 @@ def test_garbage_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFi
     path = tmp_path / "h.sqlite3"
     path.write_bytes(b"this is not a database\n" * 100)
     (tmp_path / "h.sqlite3-wal").write_bytes(b"stale")
-    with caplog.at_level(logging.WARNING, logger="orchestrator.history"), History(path) as history:
+    with caplog.at_level(logging.WARNING, logger="orchestrator.policy.history"), History(path) as history:
         history.record(record(peak=7))
         assert history.recent_peaks("numpy") == [7]
     assert "is damaged" in caplog.text
@@ -247,7 +247,7 @@ def test_damaged_pages_are_detected(tmp_path: Path, caplog: pytest.LogCaptureFix
     data[4096 * 2 : 4096 * 6] = b"\xff" * (4096 * 4)  # keep the header, wreck the tables
     path.write_bytes(bytes(data))
 
-    with caplog.at_level(logging.WARNING, logger="orchestrator.history"), History(path) as history:
+    with caplog.at_level(logging.WARNING, logger="orchestrator.policy.history"), History(path) as history:
         assert history.recent_peaks("pkg-1") == []  # started afresh
         history.record(record())
     assert "is damaged" in caplog.text
@@ -259,7 +259,7 @@ def test_unopenable_path_falls_back_to_memory(
 ) -> None:
     path = tmp_path / "a-folder"
     path.mkdir()
-    with caplog.at_level(logging.WARNING, logger="orchestrator.history"), History(path) as history:
+    with caplog.at_level(logging.WARNING, logger="orchestrator.policy.history"), History(path) as history:
         history.record(record(peak=3))
         assert history.recent_peaks("numpy") == [3]
     assert "keeping history in memory" in caplog.text
@@ -271,7 +271,7 @@ def test_newer_schema_is_left_alone(tmp_path: Path, caplog: pytest.LogCaptureFix
     connection = sqlite3.connect(path)
     connection.execute("PRAGMA user_version = 99")
     connection.close()
-    with caplog.at_level(logging.WARNING, logger="orchestrator.history"), History(path) as history:
+    with caplog.at_level(logging.WARNING, logger="orchestrator.policy.history"), History(path) as history:
         history.record(record())
     assert "newer orchestrator" in caplog.text
     assert rows(path, "PRAGMA user_version") == [(99,)]

@@ -20,9 +20,9 @@ import psutil
 import pytest
 from wheels import write_wheel
 
-from orchestrator import install as install_module
 from orchestrator.errors import InstallError, UsageError
-from orchestrator.install import (
+from orchestrator.install import installer as install_module
+from orchestrator.install.installer import (
     InstallResult,
     InstallStatus,
     Target,
@@ -391,7 +391,7 @@ def test_close_stops_the_compilers(target: Target, wheelhouse: Path) -> None:
 def test_an_installer_never_closed_does_not_hold_up_exit(target: Target, wheelhouse: Path) -> None:
     wheel = write_wheel(wheelhouse, "pkg")
     script = (
-        "import sys; from pathlib import Path; from orchestrator.install import Target, WheelInstaller\n"
+        "import sys; from pathlib import Path; from orchestrator.install.installer import Target, WheelInstaller\n"
         "installer = WheelInstaller(Target.from_path(Path(sys.argv[1])))\n"
         "print(installer.install(Path(sys.argv[2])).status.value)\n"
     )
@@ -689,7 +689,7 @@ def test_skipping_writes_nothing_not_even_a_journal(
     def no_journal(*args: object) -> None:
         raise AssertionError("a skipped install took a journal")
 
-    monkeypatch.setattr("orchestrator.install.Journal.acquire", no_journal)
+    monkeypatch.setattr("orchestrator.install.installer.Journal.acquire", no_journal)
     result = WheelInstaller(target).install(wheel)
     assert (result.status, result.reason) == (InstallStatus.SKIPPED, "already installed")
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from wheels import write_wheel
 
-from orchestrator import install as install_module
-from orchestrator.install import InstallStatus, Target, WheelInstaller
-from orchestrator.journal import Journal, Recovery
+from orchestrator.install import installer as install_module
+from orchestrator.install.installer import InstallStatus, Target, WheelInstaller
+from orchestrator.install.journal import Journal, Recovery
 
 # Writes a journal in another process, then waits for a line on stdin (while it
 # holds the lock) and dies without removing it, as a killed install would.
 _WRITER = """\
 import json, os, sys
 from pathlib import Path
-from orchestrator.journal import Journal
+from orchestrator.install.journal import Journal
 folder, name, entries = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 journal = Journal.acquire(folder, name)
 journal.begin(wheel=name + "-2.0-py3-none-any.whl", created=entries["created"], moved=entries["moved"],

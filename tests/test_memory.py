@@ -23,7 +23,7 @@ import pytest
 from conftest import orchestrate
 from sdists import BACKEND, make_sdist, max_concurrency, read_events
 
-from orchestrator.admission import jobs_per_build
+from orchestrator.policy.admission import jobs_per_build
 from orchestrator.resources import CPU_WINDOW, usable_cpu_count
 from orchestrator.units import format_size
 

@@ -6,7 +6,11 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import UsageError
-from orchestrator.packageconfig import PackageOverrides, find_config, load_package_config
+from orchestrator.packageconfig import (
+    PackageOverrides,
+    find_config,
+    load_package_config,
+)
 
 G = 1024**3
 

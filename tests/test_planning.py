@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from orchestrator.admission import (
+from orchestrator.policy.admission import (
     Candidate,
     Limits,
     QueuedBuild,
@@ -17,7 +17,7 @@ from orchestrator.admission import (
     may_backfill,
     order_queue,
 )
-from orchestrator.planning import GAIN, plan_order, simulate
+from orchestrator.policy.planning import GAIN, plan_order, simulate
 
 G = 1024**3
 PLENTY = Readings(total_memory=1 << 50, available_memory=1 << 50, load_1m=None, cpu_count=64)

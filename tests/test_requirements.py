@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orchestrator.download.requirements import PinnedRequirement, parse_requirements
 from orchestrator.errors import UsageError
-from orchestrator.requirements import PinnedRequirement, parse_requirements
 from orchestrator.settings import IndexSettings
 
 A = "a" * 64

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator import scheduler
-from orchestrator.admission import Limits, Readings
+from orchestrator.build.worker import MESSAGE_PREFIX
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
+from orchestrator.policy.admission import Limits, Readings
 from orchestrator.resources import TreeUsage
 from orchestrator.scheduler import (
     MEMORY_REQUEUE_LIMIT,
@@ -28,7 +29,6 @@ from orchestrator.scheduler import (
     SchedulerSettings,
 )
 from orchestrator.settings import IndexSettings
-from orchestrator.worker import MESSAGE_PREFIX
 
 G = 1024**3
 M = 1024**2

@@ -45,8 +45,8 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from .errors import UsageError
-from .settings import IndexSettings
+from orchestrator.errors import UsageError
+from orchestrator.settings import IndexSettings
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from .errors import UsageError
-from .units import format_size
+from orchestrator.errors import UsageError
+from orchestrator.units import format_size
 
 __all__ = [
     "Candidate",

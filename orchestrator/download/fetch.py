@@ -53,11 +53,16 @@ from unearth import Link, PackageFinder
 from unearth.auth import MultiDomainBasicAuth
 from unearth.fetchers.sync import PyPIClient
 
-from .atomic import atomic_write
-from .errors import DownloadError, HashMismatchError, OrchestratorError, UsageError
-from .requirements import PinnedRequirement
-from .settings import IndexSettings
-from .units import format_size
+from orchestrator.atomic import atomic_write
+from orchestrator.download.requirements import PinnedRequirement
+from orchestrator.errors import (
+    DownloadError,
+    HashMismatchError,
+    OrchestratorError,
+    UsageError,
+)
+from orchestrator.settings import IndexSettings
+from orchestrator.units import format_size
 
 __all__ = [
     "DownloadProgress",

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, NoReturn
 
-from .errors import SourceError, UnsafeArchiveError
+from orchestrator.errors import SourceError, UnsafeArchiveError
 
 __all__ = ["extract_sdist"]
 

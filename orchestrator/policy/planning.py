@@ -5,9 +5,9 @@ can leave a big build waiting for room while small ones hold it, then running
 alone at the end. :func:`plan_order` tries several orders (longest first, largest
 memory x time first, largest need first, seeded shuffles, then swaps that help)
 on a model of the scheduler: each build takes its expected duration and reserves
-its need, the head of the queue starts when :func:`~orchestrator.admission.decide`
+its need, the head of the queue starts when :func:`~orchestrator.policy.admission.decide`
 would let it (the count cap and the memory limit), and others go ahead of it as
-:func:`~orchestrator.admission.may_backfill` allows. It keeps the order whose
+:func:`~orchestrator.policy.admission.may_backfill` allows. It keeps the order whose
 simulated run ends first. Pure: the caller passes the queue, the running builds
 and the time.
 """
@@ -17,7 +17,13 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from .admission import Limits, QueuedBuild, RunningBuild, order_queue, shadow_time
+from orchestrator.policy.admission import (
+    Limits,
+    QueuedBuild,
+    RunningBuild,
+    order_queue,
+    shadow_time,
+)
 
 __all__ = ["plan_order", "simulate"]
 
@@ -90,7 +96,7 @@ def plan_order(
     """``queue`` in the order to start it: the one whose simulated run ends first.
 
     Without a memory limit, or with fewer than two builds of known duration, it is
-    :func:`~orchestrator.admission.order_queue`'s longest-first order. Builds of
+    :func:`~orchestrator.policy.admission.order_queue`'s longest-first order. Builds of
     unknown duration always come last, in that order too. ``queue``'s own order is
     the first tried, and another replaces it only if it ends :data:`GAIN` sooner,
     so repeated calls settle rather than churn. Reproducible: the shuffles are seeded.

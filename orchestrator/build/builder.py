@@ -23,14 +23,18 @@ import build
 import pyproject_hooks
 from installer.exceptions import InstallerError
 from installer.sources import WheelFile
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.utils import (
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_wheel_filename,
+)
 from packaging.version import InvalidVersion, Version
 
 from orchestrator.atomic import atomic_write
-from orchestrator.envcache import EnvCache, EnvView, SubprocessInstaller
-from orchestrator.envs import BuildEnv, choose_installer
+from orchestrator.build.envcache import EnvCache, EnvView, SubprocessInstaller
+from orchestrator.build.envs import BuildEnv, choose_installer
+from orchestrator.build.extract import extract_sdist
 from orchestrator.errors import BuildError, BuildKilledError, SourceError
-from orchestrator.extract import extract_sdist
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
 
 logger = logging.getLogger(__name__)

@@ -62,7 +62,7 @@ def _wait_for_admission() -> None:
 def main() -> int:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     try:
-        from orchestrator import builder
+        from orchestrator.build import builder
     except Exception:  # reported below, once there is a log to write it to
         import_error: str | None = traceback.format_exc()
     else:

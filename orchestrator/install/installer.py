@@ -11,7 +11,7 @@ This module owns five things:
 - :class:`_Compilers`: bytecode compilers, long-lived processes of the
   target's own interpreter, shared by every install thread of one installer.
 - The per-wheel timeout (:class:`_Deadline`); the crash journal that lets the
-  next run undo an install killed part-way is :mod:`orchestrator.journal`.
+  next run undo an install killed part-way is :mod:`orchestrator.install.journal`.
 
 One wheel, in :meth:`WheelInstaller.install`::
 
@@ -140,11 +140,22 @@ from installer.utils import (
     parse_entrypoints,
     parse_metadata_file,
 )
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.utils import (
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_wheel_filename,
+)
 from packaging.version import InvalidVersion, Version
 
 from orchestrator.errors import InstallError, UsageError
-from orchestrator.journal import Journal, Recovery, journal_path, prune_empty_folders, stale_journals, undo
+from orchestrator.install.journal import (
+    Journal,
+    Recovery,
+    journal_path,
+    prune_empty_folders,
+    stale_journals,
+    undo,
+)
 from orchestrator.resources import usable_cpu_count
 
 __all__ = [

@@ -52,7 +52,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.atomic import atomic_write
-from orchestrator.envs import (
+from orchestrator.build.envs import (
     InstallerName,
     Venv,
     create_venv,
