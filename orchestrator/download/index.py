@@ -2,7 +2,8 @@
 
 Index pages (PEP 503 HTML, PEP 691 JSON) and find-links folders or pages are read by
 ``unearth``; this module owns the HTTP client it reads them with (which also trusts the
-plain-HTTP origins the user named) and the choice of the one file to fetch.
+plain-HTTP origins the user named) and the choice of the one file to fetch: the first sdist,
+in the order unearth ranks them, whose format the build stage reads (pip's list of formats).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from packaging.version import InvalidVersion, Version
 from unearth import Link, PackageFinder
 from unearth.fetchers.sync import PyPIClient
 
+from orchestrator.build.sources import SDIST_FORMATS, SDIST_SUFFIXES
 from orchestrator.download.requirements import PinnedRequirement
 from orchestrator.errors import DownloadError
 from orchestrator.settings import IndexSettings
@@ -81,9 +83,16 @@ class SdistFinder:
         packages = list(
             self._finder.find_matches(f"{requirement.name}{operator}{version}", allow_yanked=True)
         )
-        for package in packages:
-            if not package.link.is_wheel:
-                return package.link
+        sdists = [package.link for package in packages if not package.link.is_wheel]
+        for link in sdists:
+            if link.filename.endswith(SDIST_SUFFIXES):
+                return link
+        if sdists:
+            found = ", ".join(link.filename for link in sdists[:3])
+            raise DownloadError(
+                f"no sdist of {label} on {self.where} in a format this tool reads ({SDIST_FORMATS}); "
+                f"only {found}; pin a URL to one it reads"
+            )
         if packages:
             wheels = ", ".join(package.link.filename for package in packages[:3])
             raise DownloadError(
