@@ -138,9 +138,16 @@ def sdist_files(name: str, version: str, **behaviour: Any) -> dict[str, bytes]:
     }
 
 
+_TAR_MODES = {"tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz2", "tbz": "w:bz2", "tar.xz": "w:xz", "txz": "w:xz",
+              "tar": "w"}
+
+
 def make_sdist(folder: Path, name: str, version: str = "1.0", *, fmt: str = "tar.gz",
                extra_files: dict[str, bytes] | None = None, **behaviour: Any) -> Path:
-    """Write ``name-version.tar.gz`` (or ``.zip``) into ``folder``; see the module docstring for ``behaviour``."""
+    """Write ``name-version.<fmt>`` into ``folder``; see the module docstring for ``behaviour``.
+
+    ``fmt`` is ``zip`` or a tar suffix: ``tar.gz``, ``tgz``, ``tar.bz2``, ``tbz``, ``tar.xz``, ``txz`` or ``tar``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{name.replace('-', '_')}-{version}"
     files = {**sdist_files(name, version, **behaviour), **(extra_files or {})}
@@ -150,7 +157,7 @@ def make_sdist(folder: Path, name: str, version: str = "1.0", *, fmt: str = "tar
             for member, data in files.items():
                 archive.writestr(f"{stem}/{member}", data)
     else:
-        with tarfile.open(path, "w:gz") as archive:
+        with tarfile.open(path, _TAR_MODES[fmt]) as archive:  # type: ignore[call-overload]
             for member, data in files.items():
                 info = tarfile.TarInfo(f"{stem}/{member}")
                 info.size = len(data)

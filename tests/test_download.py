@@ -501,3 +501,31 @@ def test_local_folder_cannot_be_hash_checked(tmp_path: Path, dest: Path) -> None
     settings = DownloadSettings(index=IndexSettings(no_index=True), cache_dir=None, require_hashes=True)
     result = fetch(settings, dest, pin("bar", None, path=tmp_path))
     assert result.error is not None and "is a folder, which cannot be hash-checked" in result.error
+
+
+def test_find_links_legacy_sdist(tmp_path: Path, dest: Path) -> None:
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "old-0.9.tar.bz2").write_bytes(b"an old release")
+    settings = DownloadSettings(index=IndexSettings(no_index=True, find_links=(str(links),)), cache_dir=None)
+    result = fetch(settings, dest, pin("old", "0.9"))
+    assert result.status is DownloadStatus.DOWNLOADED, result.error
+    assert result.path == dest / "old-0.9.tar.bz2"
+
+
+def test_sdist_in_a_format_nothing_reads_is_not_chosen(tmp_path: Path, dest: Path) -> None:
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "foo-1.0.tar.lz").write_bytes(b"LZIP")  # lzip: unearth lists it, but nothing here can unpack it
+    settings = DownloadSettings(index=IndexSettings(no_index=True, find_links=(str(links),)), cache_dir=None)
+    refused = fetch(settings, dest, pin("foo"))
+    assert refused.status is DownloadStatus.FAILED
+    assert refused.error == (
+        f"no sdist of foo 1.0 on {links} in a format this tool reads (.tar.gz, .zip, .tar.bz2, .tar.xz, .tgz, "
+        ".tbz, .txz, .tlz, .tar.lzma, .tar); only foo-1.0.tar.lz; pin a URL to one it reads"
+    )
+    assert files_in(dest) == []
+    (links / "foo-1.0.tar.xz").write_bytes(b"readable")
+    chosen = fetch(settings, dest, pin("foo"))
+    assert chosen.status is DownloadStatus.DOWNLOADED, chosen.error
+    assert files_in(dest) == ["foo-1.0.tar.xz"]

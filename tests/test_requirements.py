@@ -64,6 +64,15 @@ def pins(requirements: tuple[PinnedRequirement, ...]) -> list[tuple[str, str | N
             'https://example.com/f/foo-1.0.tar.gz ; python_version < "3"\nbar==2.0',
             [("bar", "2.0", None, set())],
         ),
+        # Legacy sdist formats that pip still builds (old releases on PyPI have them).
+        (
+            "https://example.com/f/Old_Pkg-0.9.tar.bz2",
+            [("old-pkg", "0.9", "https://example.com/f/Old_Pkg-0.9.tar.bz2", set())],
+        ),
+        (
+            "old @ https://example.com/f/old-0.9.tgz",
+            [("old", "0.9", "https://example.com/f/old-0.9.tgz", set())],
+        ),
         # A named URL whose file name carries no version.
         (
             "foo @ https://example.com/archive/main.zip",
@@ -131,6 +140,21 @@ def test_several_files_merge(tmp_path: Path) -> None:
     two = write(tmp_path, "two.txt", f"foo==1.0 --hash=sha256:{B}\nbar==1\n")
     parsed = parse_requirements([one, two])
     assert pins(parsed.requirements) == [("foo", "1.0", None, {A, B}), ("bar", "1", None, set())]
+
+
+@pytest.mark.parametrize("suffix", [".tar.bz2", ".tar.xz", ".tgz", ".tar", ".tbz", ".txz", ".tlz", ".tar.lzma"])
+def test_local_legacy_sdists(tmp_path: Path, suffix: str) -> None:
+    sdist = tmp_path / "dist" / f"Old-0.9{suffix}"
+    sdist.parent.mkdir()
+    sdist.write_bytes(b"not really an archive")
+    # A bare file name counts as a path when it ends like an sdist.
+    (tmp_path / f"bare-1.0{suffix}").write_bytes(b"x")
+    path = write(tmp_path, "r.txt", f"./dist/Old-0.9{suffix}\nbare-1.0{suffix}\n")
+    parsed = parse_requirements([path])
+    assert [(r.name, r.version, r.path) for r in parsed.requirements] == [
+        ("old", "0.9", sdist),
+        ("bare", "1.0", tmp_path / f"bare-1.0{suffix}"),
+    ]
 
 
 def test_local_paths(tmp_path: Path) -> None:

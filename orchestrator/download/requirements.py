@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import shlex
-import sys
+import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,21 +37,12 @@ from urllib.request import url2pathname
 
 from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import (
-    InvalidSdistFilename,
-    NormalizedName,
-    canonicalize_name,
-    parse_sdist_filename,
-)
+from packaging.utils import InvalidSdistFilename, NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from orchestrator.build.sources import SDIST_SUFFIXES, parse_sdist_name
 from orchestrator.errors import UsageError
 from orchestrator.settings import IndexSettings
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 __all__ = ["PinnedRequirement", "RequirementsFile", "parse_requirements"]
 
@@ -67,7 +58,6 @@ _COMMENT = re.compile(r"(^|\s+)#.*$")
 # Options start at the first whitespace-separated token beginning with "-", as in pip.
 _OPTIONS_START = re.compile(r"\s-")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_SDIST_SUFFIXES = (".tar.gz", ".zip")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -359,7 +349,7 @@ def _looks_like_path(text: str) -> bool:
         text.startswith((".", "/", "~"))
         or "/" in text
         or os.sep in text
-        or text.endswith(_SDIST_SUFFIXES)
+        or text.endswith(SDIST_SUFFIXES)
     )
 
 
@@ -403,7 +393,7 @@ def _name_and_version(
     if filename.endswith(".whl"):
         raise UsageError(f"{origin}: {what} is a wheel; this tool builds from sdists only")
     try:
-        parsed_name, version = parse_sdist_filename(filename)
+        parsed_name, version = parse_sdist_name(filename)
     except (InvalidSdistFilename, InvalidVersion) as exc:
         if name is not None:
             return name, None
