@@ -14,7 +14,7 @@ mistake and an error; a ``pyproject.toml`` belongs to its project and other tool
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +24,6 @@ from packaging.utils import InvalidName, NormalizedName, canonicalize_name
 
 from orchestrator.errors import UsageError
 from orchestrator.units import parse_size
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = ["PackageOverrides", "find_config", "load_package_config"]
 
