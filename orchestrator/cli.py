@@ -33,7 +33,7 @@ from orchestrator.download.fetch import (
 )
 from orchestrator.download.requirements import RequirementsFile, parse_requirements
 from orchestrator.errors import InstallError, OrchestratorError, UsageError
-from orchestrator.install.installer import (
+from orchestrator.install import (
     InstallResult,
     InstallStatus,
     Target,
