@@ -153,3 +153,24 @@ def fail_on_write(monkeypatch: pytest.MonkeyPatch, failing_call: int, error: OSE
         return real(source, dest, hash_algorithm)
 
     monkeypatch.setattr(rollback_module, "copyfileobj_with_hashing", write)
+
+
+def compilers_count_journals(monkeypatch: pytest.MonkeyPatch, folder: Path, target: Target, *, hold: float) -> Path:
+    """Make each compile request note how many installs are under way, then take ``hold`` seconds longer.
+
+    An install holds its journal in site-packages from before it writes until
+    it has ended, and asks for bytecode in between: the count, one line per
+    request in the file returned, is of real installs, and the hold keeps each
+    one under way long enough for the next ones to start if the cap lets them.
+    """
+    log = folder / "journals-seen"
+    count = (
+        f"open({os.fspath(log)!r}, 'a').write("
+        f"'%d\\n' % len([n for n in os.listdir({os.fspath(site_packages(target))!r}) if n.endswith('.journal')]))"
+    )
+    compile_server_that(monkeypatch, folder, f"{count}; __import__('time').sleep({hold})")
+    return log
+
+
+def journals_seen(log: Path) -> list[int]:
+    return [int(line) for line in log.read_text().split()]

@@ -6,15 +6,15 @@ import errno
 import json
 import os
 import subprocess
-import threading
-import time
 import venv
 from pathlib import Path
 
 import pytest
 from install_helpers import (
+    compilers_count_journals,
     fail_on_write,
     install_old_version,
+    journals_seen,
     one_file_per_chunk,
     record_hash,
     recorded,
@@ -27,7 +27,8 @@ from install_helpers import (
 from wheels import write_wheel
 
 from orchestrator.errors import UsageError
-from orchestrator.install import InstallResult, InstallStatus, Target, WheelInstaller, install_all
+from orchestrator.install import InstallStatus, Target, WheelInstaller, install_all
+from orchestrator.install import installer as installer_module
 
 
 @pytest.fixture
@@ -125,31 +126,21 @@ def test_concurrent_installs_into_shared_folders_record_every_file(
     assert len([path for path in on_disk if path.suffix == ".pyc"]) == 9 * 3
 
 
-def test_max_installs_is_a_cap_that_is_reached(target: Target, wheelhouse: Path) -> None:
-    running = peak = 0
-    lock = threading.Lock()
-
-    class SlowCountingInstaller(WheelInstaller):
-        def install(self, wheel: Path) -> InstallResult:
-            nonlocal running, peak
-            with lock:
-                running += 1
-                peak = max(peak, running)
-            time.sleep(0.1)
-            try:
-                return super().install(wheel)
-            finally:
-                with lock:
-                    running -= 1
-
+def test_max_installs_is_a_cap_that_is_reached(
+    target: Target, wheelhouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = compilers_count_journals(monkeypatch, tmp_path, target, hold=1.0)
+    monkeypatch.setattr(installer_module, "usable_cpu_count", lambda: 6)  # a compiler per wheel: only the cap waits
     wheels = [write_wheel(wheelhouse, f"pkg{index}") for index in range(6)]
     seen: list[str] = []
-    results = install_all(
-        wheels, SlowCountingInstaller(target), max_installs=2, on_result=lambda result: seen.append(result.name)
-    )
-    assert peak == 2
+    results = install_all(wheels, WheelInstaller(target), max_installs=2, on_result=lambda r: seen.append(r.name))
+
+    assert [result.status for result in results] == [InstallStatus.INSTALLED] * 6
     assert sorted(seen) == [f"pkg{index}" for index in range(6)]
-    assert all(result.status is InstallStatus.INSTALLED for result in results)
+    # One request per wheel (one small module each), each seeing the installs under way.
+    counts = journals_seen(log)
+    assert len(counts) == 6
+    assert max(counts) == 2
 
 
 def test_max_installs_below_one_is_a_usage_error(target: Target) -> None:
