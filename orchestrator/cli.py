@@ -33,7 +33,7 @@ from orchestrator.download.fetch import (
 )
 from orchestrator.download.requirements import RequirementsFile, parse_requirements
 from orchestrator.errors import InstallError, OrchestratorError, UsageError
-from orchestrator.install.installer import (
+from orchestrator.install import (
     InstallResult,
     InstallStatus,
     Target,
@@ -149,7 +149,9 @@ def install_options(function: F) -> F:
     for decorator in reversed(
         [
             option("--max-installs", type=click.IntRange(min=1), default=4, show_default=True,
-                   help="Installs at once."),
+                   help="Wheels being installed at once; of these, one at a time writes its files while the "
+                   "others check, plan or wait for their bytecode, which one compiler process per usable CPU "
+                   "writes for all of them."),
             option("--install-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
                    help="Fail a wheel whose install takes longer: its bytecode compilers are killed and it is "
                    "rolled back; the others go on. Checked between files: a write blocked in the OS (a hung "

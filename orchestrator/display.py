@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.download.fetch import DownloadProgress, DownloadStatus
-from orchestrator.install.installer import InstallStatus
+from orchestrator.install import InstallStatus
 from orchestrator.jobs import PHASES, BuildResult, Status
 from orchestrator.report import RunReport
 from orchestrator.scheduler import RunState

@@ -31,7 +31,7 @@ from orchestrator.download.fetch import (
 )
 from orchestrator.download.requirements import PinnedRequirement
 from orchestrator.errors import SourceError
-from orchestrator.install.installer import InstallStatus, WheelInstaller
+from orchestrator.install import InstallStatus, WheelInstaller
 from orchestrator.jobs import BuildJob, BuildResult, Status
 from orchestrator.packageconfig import PackageOverrides
 from orchestrator.policy.admission import Limits, jobs_per_build
