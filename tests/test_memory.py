@@ -13,6 +13,7 @@ import math
 import os
 import re
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from conftest import orchestrate
 from sdists import BACKEND, make_sdist, max_concurrency, read_events
 
 from orchestrator.policy.admission import jobs_per_build
+from orchestrator.policy.history import SUCCESS, BuildRecord, History
 from orchestrator.resources import CPU_WINDOW, usable_cpu_count
 from orchestrator.units import format_size
 
@@ -100,6 +102,24 @@ def test_too_low_need_is_requeued_then_learned_from_history(tmp_path: Path) -> N
         assert record["memory_requeues"] == 0
     assert "stopped under memory pressure" not in warm.stderr
     assert max_concurrency(read_events(events)[cold_events:]) == 2  # with 200M needs all 4 would start
+
+
+def test_predictions_come_from_builds_for_the_same_interpreter(tmp_path: Path) -> None:
+    make_sdist(tmp_path / "sdists", "same-python")
+    make_sdist(tmp_path / "sdists", "other-python")
+    this_python = f"{sys.implementation.name}-{sys.version_info.major}.{sys.version_info.minor}"
+    with History(tmp_path / "state" / "history.sqlite3") as history:
+        for name, python in (("same-python", this_python), ("other-python", "cpython-2.7")):
+            history.record(BuildRecord(name=name, version="1.0", sdist_sha256=None, python=python,
+                                       peak_rss_bytes=GiB, wall_s=1.0, cpu_s=1.0, status=SUCCESS,
+                                       started_at=0.0, finished_at=1.0))
+    report = tmp_path / "report.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--memory-per-build", "300M",
+                         "--max-builds", "1", "--report-json", report)
+    assert result.returncode == 0, result.stderr
+    records = report_builds(report)
+    assert records["same-python"]["predicted_rss_bytes"] == math.ceil(GiB * 1.2)  # one peak plus 20%
+    assert records["other-python"]["predicted_rss_bytes"] == 300 * MiB  # another interpreter's peak is no guide
 
 
 def test_package_override_sets_the_predicted_need(tmp_path: Path) -> None:
