@@ -9,7 +9,6 @@ import textwrap
 import threading
 from pathlib import Path
 
-import platformdirs
 import pytest
 
 from orchestrator.policy.history import (
@@ -187,10 +186,25 @@ def test_predict_need(peaks: list[int], override: int | None, expected: int) -> 
     assert predict_need(peaks, 2 * G, override=override) == expected
 
 
-def test_default_location() -> None:
-    expected = platformdirs.user_cache_dir("orchestrator", appauthor=False)
-    assert default_state_dir() == Path(expected)
-    assert default_history_path().parent == default_state_dir()
+@pytest.mark.skipif(sys.platform != "linux", reason="the XDG rule is Linux's")
+@pytest.mark.parametrize(
+    ("xdg_cache_home", "expected"),
+    [
+        ("/xdg/cache", "/xdg/cache/orchestrator/history.sqlite3"),  # the user's cache folder
+        (None, "/home/someone/.cache/orchestrator/history.sqlite3"),  # else ~/.cache
+        ("", "/home/someone/.cache/orchestrator/history.sqlite3"),  # an empty variable counts as unset
+    ],
+)
+def test_default_location_follows_the_xdg_rule(
+    monkeypatch: pytest.MonkeyPatch, xdg_cache_home: str | None, expected: str
+) -> None:
+    monkeypatch.setenv("HOME", "/home/someone")
+    if xdg_cache_home is None:
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", xdg_cache_home)
+    assert default_history_path() == Path(expected)
+    assert default_state_dir() == Path(expected).parent
 
 
 def test_survives_a_writer_killed_mid_write(tmp_path: Path) -> None:
