@@ -8,6 +8,7 @@ The CPU rule's tests, at the end, use backends that sleep (idle) or spin (busy).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,8 @@ import pytest
 from conftest import orchestrate
 from sdists import BACKEND, make_sdist, max_concurrency, read_events
 
-from orchestrator.policy.admission import jobs_per_build
 from orchestrator.policy.history import SUCCESS, BuildRecord, History
-from orchestrator.resources import CPU_WINDOW, usable_cpu_count
+from orchestrator.resources import CPU_WINDOW, cgroup_cpu_quota, usable_cpu_count
 from orchestrator.units import format_size
 
 MiB = 1024**2
@@ -155,31 +156,56 @@ def test_builds_above_the_limit_run_alone_and_are_never_stopped(tmp_path: Path) 
 NESTED_JOBS = ("MAKEFLAGS", "CMAKE_BUILD_PARALLEL_LEVEL", "MAX_JOBS", "NPY_NUM_BUILD_JOBS")
 
 
+def nested_jobs(jobs: int) -> dict[str, str]:
+    return {"MAKEFLAGS": f"-j{jobs}", "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs), "MAX_JOBS": str(jobs),
+            "NPY_NUM_BUILD_JOBS": str(jobs)}
+
+
+@contextlib.contextmanager
+def pinned_to(cpus: int) -> Iterator[None]:
+    """Let the processes this thread starts run on ``cpus`` CPUs only (skip where that many are not ours)."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    allowed = os.sched_getaffinity(0)
+    quota = cgroup_cpu_quota()
+    if len(allowed) < cpus or (quota is not None and quota < cpus):
+        pytest.skip(f"needs {cpus} CPUs")
+    os.sched_setaffinity(0, sorted(allowed)[:cpus])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
 @pytest.mark.parametrize(
-    ("max_builds", "user_env"),
+    ("cpus", "max_builds", "user_env", "seen"),
     [
-        (1, {}),  # one build gets every CPU
-        (2, {}),  # two share them
+        (1, 1, {}, nested_jobs(1)),
+        (2, 1, {}, nested_jobs(2)),  # one build gets every CPU
+        (2, 2, {}, nested_jobs(1)),  # two share them
+        (1, 2, {}, nested_jobs(1)),  # never less than one job
+        (4, 2, {}, nested_jobs(2)),
+        (4, 3, {}, nested_jobs(1)),  # rounded down: never oversubscribe
         # What the user set is passed through untouched, and only that.
-        (2, {"MAKEFLAGS": "-j7"}),
-        (2, {"MAX_JOBS": "3", "NPY_NUM_BUILD_JOBS": "5"}),
+        (2, 1, {"MAKEFLAGS": "-j7"}, {**nested_jobs(2), "MAKEFLAGS": "-j7"}),
+        (2, 2, {"MAX_JOBS": "3", "NPY_NUM_BUILD_JOBS": "5"},
+         {"MAKEFLAGS": "-j1", "CMAKE_BUILD_PARALLEL_LEVEL": "1", "MAX_JOBS": "3", "NPY_NUM_BUILD_JOBS": "5"}),
     ],
 )
 def test_builds_see_nested_parallelism_caps(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_builds: int, user_env: dict[str, str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int, max_builds: int, user_env: dict[str, str],
+    seen: dict[str, str],
 ) -> None:
     for name in NESTED_JOBS:
         monkeypatch.delenv(name, raising=False)
     events = tmp_path / "events.log"
     make_sdist(tmp_path / "sdists", "nested", events=str(events), record_env=list(NESTED_JOBS))
-    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(max_builds),
-                         env=user_env)
+    with pinned_to(cpus):
+        result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(max_builds),
+                             env=user_env)
     assert result.returncode == 0, result.stderr
     (start,) = [event for event in read_events(events) if event["event"] == "start"]
-    jobs = jobs_per_build(usable_cpu_count(), max_builds)
-    expected = {"MAKEFLAGS": f"-j{jobs}", "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs), "MAX_JOBS": str(jobs),
-                "NPY_NUM_BUILD_JOBS": str(jobs)}
-    assert start["env"] == {**expected, **user_env}
+    assert start["env"] == seen
 
 
 TOTAL_MEMORY = psutil.virtual_memory().total
