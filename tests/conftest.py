@@ -44,10 +44,12 @@ def _no_leftover_processes() -> Iterator[None]:
 
 
 def orchestrate(*args: str | os.PathLike[str], cwd: Path | None = None, env: dict[str, str] | None = None,
-                timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """Run the real ``orchestrate`` command in a subprocess."""
+                timeout: float = 240, prelude: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the real ``orchestrate`` command in a subprocess; ``prelude``, Python code run in it first,
+    can put a fake at a seam (``orchestrator.pipeline.SystemProbe``, say)."""
+    command = ["-m", "orchestrator"] if not prelude else ["-c", f"{prelude}\nfrom orchestrator.cli import main\nmain()"]
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *map(str, args)],
+        [sys.executable, *command, *map(str, args)],
         cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,

@@ -127,24 +127,28 @@ def want(need: int) -> Candidate:
         # The machine's CPUs are busy, by the builds or anything else: wait.
         (
             want(G), readings(cpus=2, cpu_busy=1.97), [build("a", cpu=0.5)], limits(max_cpu=0.9),
-            False, "waiting: 1.97 of 2 CPUs busy, the cap is 90%",
+            False, "waiting: CPUs busy 1.97, limit 1.80 (90% of 2 usable CPUs)",
         ),
         (want(G), readings(cpus=2, cpu_busy=1.5), [build("a", cpu=1.0)], limits(max_cpu=0.9), True, None),
         # Unmeasured machine (a cgroup quota): the running builds keep every CPU busy.
         (
             want(G), readings(cpus=2), [build("a", cpu=1.0), build("b", cpu=0.97)], limits(max_cpu=0.9),
-            False, "waiting: 1.97 of 2 CPUs busy with builds, the cap is 90%",
+            False, "waiting: CPUs busy with builds 1.97, limit 1.80 (90% of 2 usable CPUs)",
         ),
         # One of them is sleeping or waiting on I/O: a CPU is free.
         (want(G), readings(cpus=2), [build("a", cpu=1.0), build("b", cpu=0.3)], limits(max_cpu=0.9), True, None),
         # A build not sampled yet adds one busy CPU, the machine measured or not.
         (
             want(G), readings(cpus=2), [build("a", cpu=1.0), build("b", cpu=None)], limits(max_cpu=1.0),
-            False, "waiting: 2.00 of 2 CPUs busy with builds, the cap is 100% (1 just started, counted as one CPU each)",
+            False,
+            "waiting: CPUs busy with builds 2.00, limit 2.00 (100% of 2 usable CPUs); 1 just started, counted as"
+            " one busy CPU each",
         ),
+        # Counted in full, a build just started can put the estimate above the CPUs: it reads against the limit.
         (
             want(G), readings(cpus=2, cpu_busy=1.1), [build("a", cpu=1.0), build("b", cpu=None)], limits(max_cpu=1.0),
-            False, "waiting: 2.10 of 2 CPUs busy, the cap is 100% (1 just started, counted as one CPU each)",
+            False,
+            "waiting: CPUs busy 2.10, limit 2.00 (100% of 2 usable CPUs); 1 just started, counted as one busy CPU each",
         ),
         # A multi-threaded build can fill the machine alone.
         (want(G), readings(cpus=4), [build("a", cpu=3.9)], limits(max_cpu=0.9), False, None),
