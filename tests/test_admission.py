@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -326,6 +328,21 @@ def test_pick_victim_stops_one_build_at_a_time_under_free_memory_pressure() -> N
 def test_reservation() -> None:
     assert build(need=2 * G, rss=G).reservation == 2 * G
     assert build(need=G, rss=2 * G).reservation == 2 * G
+
+
+def test_the_policy_imports_nothing_that_does_io() -> None:
+    # In a fresh interpreter: this test process has loaded everything already.
+    script = (
+        "import sys; before = set(sys.modules)\n"
+        "import orchestrator.policy.admission, orchestrator.policy.planning\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))"
+    )
+    run = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    loaded = set(run.stdout.split())
+    assert {"orchestrator.policy.admission", "orchestrator.policy.planning"} <= loaded  # the probe works
+    io = {"os", "io", "pathlib", "shutil", "socket", "sqlite3", "subprocess", "threading", "time", "psutil",
+          "platformdirs", "orchestrator.resources", "orchestrator.policy.history"}
+    assert not loaded & io
 
 
 def test_values_pickle() -> None:
