@@ -16,7 +16,6 @@ from orchestrator.policy.history import (
     SUCCESS,
     BuildRecord,
     History,
-    default_history_path,
     default_state_dir,
     predict_need,
 )
@@ -190,9 +189,9 @@ def test_predict_need(peaks: list[int], override: int | None, expected: int) -> 
 @pytest.mark.parametrize(
     ("xdg_cache_home", "expected"),
     [
-        ("/xdg/cache", "/xdg/cache/orchestrator/history.sqlite3"),  # the user's cache folder
-        (None, "/home/someone/.cache/orchestrator/history.sqlite3"),  # else ~/.cache
-        ("", "/home/someone/.cache/orchestrator/history.sqlite3"),  # an empty variable counts as unset
+        ("/xdg/cache", "/xdg/cache/orchestrator"),  # the user's cache folder
+        (None, "/home/someone/.cache/orchestrator"),  # else ~/.cache
+        ("", "/home/someone/.cache/orchestrator"),  # an empty variable counts as unset
     ],
 )
 def test_default_location_follows_the_xdg_rule(
@@ -203,8 +202,7 @@ def test_default_location_follows_the_xdg_rule(
         monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     else:
         monkeypatch.setenv("XDG_CACHE_HOME", xdg_cache_home)
-    assert default_history_path() == Path(expected)
-    assert default_state_dir() == Path(expected).parent
+    assert default_state_dir() == Path(expected)
 
 
 def test_survives_a_writer_killed_mid_write(tmp_path: Path) -> None:

@@ -32,7 +32,6 @@ __all__ = [
     "SUCCESS",
     "BuildRecord",
     "History",
-    "default_history_path",
     "default_state_dir",
     "predict_need",
 ]
@@ -70,11 +69,6 @@ _SQLITE_NOTADB: Final = 26
 def default_state_dir() -> Path:
     """The per-user folder for orchestrator's state (the platform's cache folder)."""
     return Path(platformdirs.user_cache_dir("orchestrator", appauthor=False))
-
-
-def default_history_path() -> Path:
-    """Where the history lives unless the user says otherwise."""
-    return default_state_dir() / "history.sqlite3"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
