@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -63,3 +64,18 @@ def backend_index_args() -> list[str]:
     if CORPUS_BACKENDS.is_dir():
         return ["--no-index", "--find-links", str(CORPUS_BACKENDS)]
     return []
+
+
+@contextlib.contextmanager
+def pinned_to(cpus: int) -> Iterator[None]:
+    """Run this thread, and the processes it starts, on ``cpus`` of its CPUs only (skip where it has fewer)."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < cpus:
+        pytest.skip(f"needs {cpus} CPUs")
+    os.sched_setaffinity(0, sorted(allowed)[:cpus])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)

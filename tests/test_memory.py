@@ -8,7 +8,6 @@ The CPU rule's tests, at the end, use backends that sleep (idle) or spin (busy).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -17,13 +16,12 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from conftest import orchestrate
+from conftest import orchestrate, pinned_to
 from sdists import BACKEND, make_sdist, max_concurrency, read_events
 
 from orchestrator.policy.history import SUCCESS, BuildRecord, History
@@ -162,22 +160,6 @@ def nested_jobs(jobs: int) -> dict[str, str]:
             "NPY_NUM_BUILD_JOBS": str(jobs)}
 
 
-@contextlib.contextmanager
-def pinned_to(cpus: int) -> Iterator[None]:
-    """Let the processes this thread starts run on ``cpus`` CPUs only (skip where that many are not ours)."""
-    if not hasattr(os, "sched_setaffinity"):
-        pytest.skip("no CPU affinity on this platform")
-    allowed = os.sched_getaffinity(0)
-    quota = cgroup_cpu_quota()
-    if len(allowed) < cpus or (quota is not None and quota < cpus):
-        pytest.skip(f"needs {cpus} CPUs")
-    os.sched_setaffinity(0, sorted(allowed)[:cpus])
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, allowed)
-
-
 @pytest.mark.parametrize(
     ("cpus", "max_builds", "user_env", "seen"),
     [
@@ -201,6 +183,9 @@ def test_builds_see_nested_parallelism_caps(
         monkeypatch.delenv(name, raising=False)
     events = tmp_path / "events.log"
     make_sdist(tmp_path / "sdists", "nested", events=str(events), record_env=list(NESTED_JOBS))
+    quota = cgroup_cpu_quota()
+    if quota is not None and quota < cpus:
+        pytest.skip(f"needs {cpus} CPUs, the cgroup quota allows {quota:g}")
     with pinned_to(cpus):
         result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(max_builds),
                              env=user_env)
