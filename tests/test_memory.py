@@ -8,6 +8,7 @@ The CPU rule's tests, at the end, use backends that sleep (idle) or spin (busy).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from conftest import orchestrate, pinned_to
 from sdists import BACKEND, make_sdist, max_concurrency, read_events
 
 from orchestrator.policy.history import SUCCESS, BuildRecord, History
-from orchestrator.resources import CPU_WINDOW, cgroup_cpu_quota, usable_cpu_count
+from orchestrator.resources import CPU_WINDOW, cgroup_cpu_quota
 from orchestrator.units import format_size
 
 MiB = 1024**2
@@ -152,6 +154,16 @@ def test_builds_above_the_limit_run_alone_and_are_never_stopped(tmp_path: Path) 
         assert record["peak_rss_bytes"] > 600 * MiB  # over the limit, alone, and left to finish
 
 
+@contextlib.contextmanager
+def usable_cpus(cpus: int) -> Iterator[None]:
+    """Give the processes this thread starts exactly ``cpus`` usable CPUs (skip where there are fewer)."""
+    quota = cgroup_cpu_quota()
+    if quota is not None and math.ceil(quota) < cpus:
+        pytest.skip(f"needs {cpus} CPUs, the cgroup quota allows {quota:g}")
+    with pinned_to(cpus):
+        yield
+
+
 NESTED_JOBS = ("MAKEFLAGS", "CMAKE_BUILD_PARALLEL_LEVEL", "MAX_JOBS", "NPY_NUM_BUILD_JOBS")
 
 
@@ -183,10 +195,7 @@ def test_builds_see_nested_parallelism_caps(
         monkeypatch.delenv(name, raising=False)
     events = tmp_path / "events.log"
     make_sdist(tmp_path / "sdists", "nested", events=str(events), record_env=list(NESTED_JOBS))
-    quota = cgroup_cpu_quota()
-    if quota is not None and quota < cpus:
-        pytest.skip(f"needs {cpus} CPUs, the cgroup quota allows {quota:g}")
-    with pinned_to(cpus):
+    with usable_cpus(cpus):
         result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(max_builds),
                              env=user_env)
     assert result.returncode == 0, result.stderr
@@ -302,18 +311,18 @@ def test_max_cpu_counts_a_build_not_yet_measured_as_one_busy_cpu(tmp_path: Path,
     for name in ("cpu-a", "cpu-b", "cpu-c"):
         make_sdist(tmp_path / "sdists", name, sleep=0.5)
     report = tmp_path / "report.json"
-    # Under a cap of 1% of the CPUs, one busy CPU is over it (on up to 100 CPUs). Every
+    # Under a cap of 1% of 2 CPUs, one busy CPU is over it, whatever else runs. Every
     # build counts as one until it has run CPU_WINDOW, so each build after the first waits
     # at least that long for the one before; and with nothing running the next one starts.
     option = ["--max-cpu", "1"] if how == "option" else []
     env = {"ORCHESTRATE_MAX_CPU": "1"} if how == "environment" else {}
-    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "3",
-                         *NO_MEMORY_RULES, "--report-json", report, *option, env=env)
+    with usable_cpus(2):
+        result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "3",
+                             *NO_MEMORY_RULES, "--report-json", report, *option, env=env)
     assert result.returncode == 0, result.stderr
-    cpus = usable_cpu_count()
-    cap = rf"limit {0.01 * cpus:.2f} \(1% of {cpus} usable CPUs\)"
+    cap = r"limit 0\.02 \(1% of 2 usable CPUs\)"
     assert re.search(rf"waiting: CPUs busy [\d.]+, {cap}; 1 just started, counted as one busy CPU each", result.stderr)
-    assert result.stderr.count(f"(1% of {cpus} usable CPUs)") == 2  # once per held build, not per sample
+    assert result.stderr.count("(1% of 2 usable CPUs)") == 2  # once per held build, not per sample
     data = json.loads(report.read_text())
     assert data["settings"]["max_cpu"] == 0.01
     records = {record["name"]: record for record in data["builds"]}
@@ -406,8 +415,9 @@ def test_max_cpu_lets_idle_builds_overlap_by_default(tmp_path: Path) -> None:
     for i in range(builds):
         make_sdist(tmp_path / "sdists", f"idle{i}", sleep=3, events=str(events))
     report = tmp_path / "report.json"
-    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(builds),
-                         *NO_MEMORY_RULES, "--report-json", report, prelude=BUILDS_ONLY_PROBE)
+    with usable_cpus(2):
+        result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(builds),
+                             *NO_MEMORY_RULES, "--report-json", report, prelude=BUILDS_ONLY_PROBE)
     assert result.returncode == 0, result.stderr
     # Sleeping builds are measured as idle once they have run CPU_WINDOW: all four overlap.
     assert max_concurrency(read_events(events)) == builds
@@ -415,9 +425,7 @@ def test_max_cpu_lets_idle_builds_overlap_by_default(tmp_path: Path) -> None:
     assert data["settings"]["max_cpu"] == 1.0  # the default, 100%
     records = {record["name"]: record for record in data["builds"]}
     assert [record["status"] for record in records.values()] == ["built"] * builds
-    cpus = usable_cpu_count()
-    if cpus < builds:
-        # Not measured yet, the first builds count as one CPU each: the next waits, briefly.
-        assert re.search(rf"waiting: CPUs busy with builds [\d.]+, limit {cpus}\.00 \(100% of {cpus} usable CPUs\);"
-                         r" \d+ just started, counted as one busy CPU each", result.stderr)
-        assert cpu_waits(records)
+    # Not measured yet, the first builds count as one CPU each: on 2 CPUs the third waits, briefly.
+    assert re.search(r"waiting: CPUs busy with builds [\d.]+, limit 2\.00 \(100% of 2 usable CPUs\);"
+                     r" \d+ just started, counted as one busy CPU each", result.stderr)
+    assert cpu_waits(records)
