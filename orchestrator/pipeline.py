@@ -262,9 +262,10 @@ class BuildRun:
         )
         override = settings.overrides.get(canonicalize_name(source.name))
         history = self._history
-        peaks = history.recent_peaks(source.name, version=source.version) if history else []
+        peaks = history.recent_peaks(source.name, python=PYTHON_TAG, version=source.version) if history else []
         need = predict_need(peaks, settings.memory_per_build, override=override.memory if override else None)
-        duration = history.expected_duration(source.name, version=source.version) if history else None
+        duration = (history.expected_duration(source.name, python=PYTHON_TAG, version=source.version)
+                    if history else None)
         timeout = override.timeout if override else None
         self._scheduler.add(job, need=need, expected_duration=duration, size=source.size, timeout=timeout)
         if duration is None:
