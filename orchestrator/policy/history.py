@@ -276,10 +276,10 @@ def _is_damage(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, sqlite3.Error):
         return False
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    code = getattr(exc, "sqlite_errorcode", None)  # None when the sqlite3 module raised it itself
     if code is not None:
         return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
-    # Python 3.10: "locked", "unable to open" and I/O errors are OperationalError.
+    # Without a code: "locked", "unable to open" and I/O errors are OperationalError, not damage.
     return not isinstance(exc, sqlite3.OperationalError)
 
 
