@@ -114,10 +114,10 @@ def check(
     :func:`packaging.markers.default_environment` returns it there. Findings
     come in the order of ``checked``, each requirer's lines in order.
     """
-    checked = tuple(checked)
+    checked = tuple(dict.fromkeys(checked))
     ours = set(checked)
     candidates: dict[NormalizedName, list[Distribution]] = {}
-    for dist in (*checked, *available):
+    for dist in dict.fromkeys((*checked, *available)):  # a run's wheel is also in the wheelhouse: count it once
         candidates.setdefault(dist.key, []).append(dist)
 
     findings: list[UnmetRequirement] = []

@@ -103,14 +103,9 @@ def wheel_distributions(wheels: Iterable[Path], *, extras: Extras | None = None)
     return tuple(found)
 
 
-def wheelhouse_distributions(folder: Path, *, exclude: Iterable[Path] = ()) -> tuple[Distribution, ...]:
-    """The distributions of the wheels in ``folder`` (not in sub-folders), but for those in ``exclude``."""
-    excluded = {path.resolve() for path in exclude}
-    wheels = sorted(
-        path for path in folder.glob("*.whl")
-        if not path.name.startswith(".") and path.resolve() not in excluded
-    )
-    return wheel_distributions(wheels)
+def wheelhouse_distributions(folder: Path) -> tuple[Distribution, ...]:
+    """The distributions of the wheels in ``folder`` (not in sub-folders)."""
+    return wheel_distributions(sorted(path for path in folder.glob("*.whl") if not path.name.startswith(".")))
 
 
 def installed_distributions(
@@ -157,10 +152,8 @@ def check_wheels(
     extras: Extras | None = None,
 ) -> tuple[UnmetRequirement, ...]:
     """Check a run's ``wheels``; the other wheels of ``wheelhouse`` may satisfy their requirements."""
-    wheels = list(wheels)
     run = wheel_distributions(wheels, extras=extras)
-    others = wheelhouse_distributions(wheelhouse, exclude=wheels) if wheelhouse is not None else ()
-    return check(run, environment, available=others)
+    return check(run, environment, available=wheelhouse_distributions(wheelhouse) if wheelhouse else ())
 
 
 def check_installed(
