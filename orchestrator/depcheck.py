@@ -15,7 +15,8 @@ The rules, and where they come from:
 - ``foo[bar]`` pulls foo's requirements whose marker holds with
   ``extra == "bar"`` and not without it; they are reported as needed by
   ``foo[bar]``. Extras asked of a distribution from outside (a requirements
-  file's ``foo[bar]``) are given on :class:`Distribution`.
+  file's ``foo[bar]``) are given on :class:`Distribution`. (``pip check``
+  does not follow extras; ``pip install`` does, and so does this check.)
 - A present version satisfies a specifier if ``specifier.contains(version,
   prereleases=True)``: a pre-release that is there counts, as in ``pip check``
   (choosing whether to *install* one is the resolver's business, not this
@@ -131,7 +132,8 @@ def check(
         for text in dist.requires_dist:
             requirement, error = _applicable(text, environment, extra)
             if error:
-                findings.append(_unmet(dist, extra, text, Problem.INVALID, detail=error))
+                if extra is None:  # once per distribution, not again under each of its extras
+                    findings.append(_unmet(dist, extra, text, Problem.INVALID, detail=error))
                 continue
             if requirement is None:
                 continue
