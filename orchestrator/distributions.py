@@ -128,9 +128,12 @@ def installed_distributions(
             if info.suffix not in (".dist-info", ".egg-info") or not info.is_dir():
                 continue
             dist = importlib.metadata.PathDistribution(info)
+            metadata = dist.metadata
+            # Asked with `in` first: a missing field is a DeprecationWarning from Python 3.12, later a KeyError.
             name, version = identity(
-                dist.metadata["Name"], dist.metadata["Version"], str(info),
-                "reinstall that distribution or remove the folder",
+                metadata["Name"] if "Name" in metadata else None,
+                metadata["Version"] if "Version" in metadata else None,
+                str(info), "reinstall that distribution or remove the folder",
             )
             key = canonicalize_name(name)
             if key in seen:

@@ -281,6 +281,28 @@ def test_check_installed_reads_what_pip_installed(tmp_path: Path) -> None:
     ]
 
 
+def test_installed_distributions_read_dist_info_and_egg_info(tmp_path: Path) -> None:
+    site = tmp_path / "site-packages"
+    (site / "app-1.0.dist-info").mkdir(parents=True)
+    (site / "app-1.0.dist-info" / "METADATA").write_text("Name: app\nVersion: 1.0\nRequires-Dist: legacy[socks]>=2\n")
+    (site / "legacy-2.0.egg-info").mkdir()
+    (site / "legacy-2.0.egg-info" / "PKG-INFO").write_text("Name: legacy\nVersion: 2.0\n")
+    (site / "legacy-2.0.egg-info" / "requires.txt").write_text("six\n\n[socks]\nPySocks\n")
+    assert [str(unmet) for unmet in check_installed([site, site], LINUX_311)] == [
+        "legacy 2.0 requires six (missing)", 'legacy[socks] 2.0 requires PySocks; extra == "socks" (missing)',
+    ]
+
+
+@pytest.mark.parametrize("metadata", ["", "Name: app\n", "Name: app\nVersion: one\n"])
+def test_an_installed_distribution_without_name_and_version_is_named(tmp_path: Path, metadata: str) -> None:
+    info = tmp_path / "app-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(metadata)
+    with pytest.raises(MetadataError) as caught:
+        installed_distributions([tmp_path])
+    assert str(caught.value).startswith(f"{info} has no valid Name and Version; ")
+
+
 # The target interpreter's marker environment.
 
 
