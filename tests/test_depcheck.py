@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from packaging.markers import Marker, default_environment
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 from wheels import write_wheel
 
@@ -46,7 +47,8 @@ LINUX_38 = {**LINUX_311, "implementation_version": "3.8.18", "python_full_versio
 
 def dist(spec: str, *requires: str, extras: tuple[str, ...] = ()) -> Distribution:
     name, version = spec.split()
-    return Distribution(name=name, version=Version(version), requires_dist=requires, extras=frozenset(extras))
+    return Distribution(name=name, version=Version(version), requires_dist=requires,
+                        extras=frozenset(map(canonicalize_name, extras)))
 
 
 CHECKER_CASES = [
@@ -152,7 +154,7 @@ def test_check(
 
 def test_markers_are_evaluated_for_the_target_not_the_running_interpreter() -> None:
     marker = 'python_version < "3.9"'
-    running = default_environment()
+    running = target_environment()  # packaging's default_environment(), as plain strings
     assert not Marker(marker).evaluate(), "this test needs a running Python >= 3.9"
     target = {**running, "python_version": "3.8", "python_full_version": "3.8.18"}
     [unmet] = check([dist("app 1.0", f"tomli; {marker}")], target)
@@ -293,6 +295,17 @@ def test_installed_distributions_read_dist_info_and_egg_info(tmp_path: Path) -> 
     ]
 
 
+def test_an_installed_distribution_in_two_folders_is_the_first_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folders = [tmp_path / "purelib", tmp_path / "platlib"]
+    for folder, version in zip(folders, ["2.0", "1.0"]):
+        (folder / f"App-{version}.dist-info").mkdir(parents=True)
+        (folder / f"App-{version}.dist-info" / "METADATA").write_text(f"Name: App\nVersion: {version}\n")
+    assert [str(d.version) for d in installed_distributions(folders)] == ["2.0"]
+    assert f"{folders[1] / 'App-1.0.dist-info'} is shadowed by {folders[0] / 'App-2.0.dist-info'}" in caplog.text
+
+
 @pytest.mark.parametrize("metadata", ["", "Name: app\n", "Name: app\nVersion: one\n"])
 def test_an_installed_distribution_without_name_and_version_is_named(tmp_path: Path, metadata: str) -> None:
     info = tmp_path / "app-1.0.dist-info"
@@ -328,7 +341,7 @@ def test_target_environment_of_another_interpreter(python: Path) -> None:
     assert environment["python_version"] != default_environment()["python_version"]
     requirement = f'tomli; python_version == "{environment["python_version"]}"'
     assert [unmet.problem for unmet in check([dist("app 1.0", requirement)], environment)] == [Problem.MISSING]
-    assert check([dist("app 1.0", requirement)], default_environment()) == ()
+    assert check([dist("app 1.0", requirement)], target_environment()) == ()
 
 
 @pytest.mark.parametrize("python", ["false", "missing"])
