@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +30,7 @@ def write_wheel(
     console_scripts: Mapping[str, str] | None = None,
     data_files: Mapping[str, str | bytes] | None = None,
     corrupt: Corruption | None = None,
+    requires_dist: Sequence[str] = (),
 ) -> Path:
     """Write ``{name}-{version}-py3-none-any.whl`` into ``folder`` and return its path.
 
@@ -37,6 +38,7 @@ def write_wheel(
     ``VERSION``); ``console_scripts`` maps a script name to ``module:function``;
     ``data_files`` maps ``scheme/path`` (e.g. ``scripts/tool``) to contents under
     the ``.data`` folder; files under ``scripts/`` are stored executable.
+    Each of ``requires_dist`` becomes a ``Requires-Dist:`` line of METADATA.
     """
     dist = canonicalize_name(name).replace("-", "_")
     module = dist
@@ -50,7 +52,8 @@ def write_wheel(
         members[f"{data_dir}/{path}"] = _bytes(content)
         if path.startswith("scripts/"):
             executables.add(f"{data_dir}/{path}")
-    members[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    requires = "".join(f"Requires-Dist: {requirement}\n" for requirement in requires_dist)
+    members[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{requires}".encode()
     members[f"{dist_info}/WHEEL"] = (
         b"Wheel-Version: 1.0\nGenerator: tests/wheels.py\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     )
