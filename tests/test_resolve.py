@@ -261,6 +261,22 @@ def test_dependencies_resolve_to_wheels_and_sdists(index: Index, tmp_path: Path)
     assert resolution.environment["python_version"] == "%d.%d" % sys.version_info[:2]
 
 
+@pytest.mark.parametrize("json_api", [True, False], ids=["json", "html"])
+def test_core_metadata_spares_whole_wheels(tmp_path: Path, json_api: bool) -> None:
+    """From an index with PEP 658 metadata files, pip reads wheels' METADATA and downloads no wheel."""
+    with IndexServer(core_metadata=True, json_api=json_api) as server:
+        for path in [write_wheel(tmp_path, "top", requires_dist=["wonly", "sonly"]), write_wheel(tmp_path, "wonly"),
+                     make_sdist(tmp_path, "sonly")]:
+            server.add(path.name, path.read_bytes())
+        resolution = resolve(
+            [_requirements(tmp_path, "top\n")], index=IndexSettings(index_url=server.simple_url)
+        )
+        assert _kinds(resolution) == {"top": ("1.0", "wheel"), "wonly": ("1.0", "wheel"), "sonly": ("1.0", "sdist")}
+        for wheel in ("top-1.0-py3-none-any.whl", "wonly-1.0-py3-none-any.whl"):
+            assert (server.downloads(wheel), server.downloads(f"{wheel}.metadata")) == (0, 1)
+        assert server.downloads("sonly-1.0.tar.gz") == 1  # an sdist's metadata takes the sdist
+
+
 def test_a_compatible_wheel_is_chosen_over_the_sdist(index: Index, tmp_path: Path) -> None:
     resolution = resolve([_requirements(tmp_path, "both\n")], index=index.settings)
     assert [(item.filename, item.kind) for item in resolution.distributions] == [
