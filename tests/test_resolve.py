@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import pickle
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -411,6 +413,22 @@ def test_local_files_and_folders(index: Index, tmp_path: Path) -> None:
         "localtree": (ArtifactKind.TREE, tree, True),
         "wonly": (ArtifactKind.WHEEL, None, False),
     }
+    assert records["localwheel"].sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    assert records["localtree"].sha256 is None
+
+
+def test_find_links_wheels_are_local_files(tmp_path: Path) -> None:
+    links = tmp_path / "links"
+    links.mkdir()
+    wheel = write_wheel(links, "linked", requires_dist=["other"])
+    sdist = make_sdist(links, "other")
+    resolution = resolve(
+        [_requirements(tmp_path, "linked\n")], index=IndexSettings(no_index=True, find_links=(str(links),))
+    )
+    assert {item.name: (item.kind, item.path, item.is_direct) for item in resolution.distributions} == {
+        "linked": (ArtifactKind.WHEEL, wheel, False),
+        "other": (ArtifactKind.SDIST, sdist, False),
+    }
 
 
 @pytest.mark.parametrize("text", ["", "# nothing\n", "top; python_version < '3'\n"])
@@ -432,3 +450,12 @@ def test_pip_refusing_an_option_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ResolutionError) as caught:
         resolve([requirements], index=IndexSettings(no_index=True))
     assert "no-such-option" in caught.value.message and "\n" not in caught.value.message
+
+
+def test_a_missing_pip_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """orchestrate installed as a tool (``uv tool install``) may have no pip beside it."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "nopip")], check=True)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "nopip" / "bin" / "python"))
+    with pytest.raises(ResolutionError) as caught:
+        resolve([_requirements(tmp_path, "wonly\n")], index=IndexSettings(no_index=True))
+    assert f"pip is not installed for {sys.executable}" in caught.value.message

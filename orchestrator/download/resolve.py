@@ -150,6 +150,12 @@ def resolve(
             errors="replace",
         )
         output = completed.stdout
+        if completed.returncode != 0 and "No module named pip" in output:
+            raise ResolutionError(
+                f"cannot resolve {files}: pip is not installed for {sys.executable}, and orchestrate resolves "
+                "with pip's resolver; install pip (23 or newer) into orchestrate's environment",
+                output,
+            )
         if completed.returncode != 0:
             raise ResolutionError(f"cannot resolve {files}: {_reason(output, binary)}", output)
         try:
