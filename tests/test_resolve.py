@@ -7,6 +7,7 @@ import glob
 import hashlib
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -415,6 +416,20 @@ def test_local_files_and_folders(index: Index, tmp_path: Path) -> None:
     }
     assert records["localwheel"].sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
     assert records["localtree"].sha256 is None
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_vcs_requirement(tmp_path: Path) -> None:
+    repository = make_tree(tmp_path / "repository", "fromgit")
+    git = ["git", "-C", str(repository), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "fromgit 1.0"]):
+        subprocess.run([*git, *args], check=True)
+    requirement = f"fromgit @ git+{repository.as_uri()}\n"
+    resolution = resolve([_requirements(tmp_path, requirement)], index=IndexSettings(no_index=True))
+    [record] = resolution.distributions
+    assert (record.name, record.kind, record.url, record.path, record.is_direct) == (
+        "fromgit", ArtifactKind.VCS, repository.as_uri(), None, True
+    )
 
 
 def test_find_links_wheels_are_local_files(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ class ResolvedDistribution:
     url: str
     """Where the artifact is: an index or direct URL, or a ``file://`` URL."""
     path: Path | None
-    """The local file or folder when ``url`` is a ``file://`` URL."""
+    """The local file or folder when ``url`` is a ``file://`` URL (never for a VCS checkout)."""
     sha256: str | None
     """The artifact's sha256 as the index, the requirement or pip's download knows it."""
     requested: bool
@@ -238,6 +238,7 @@ def _distribution(item: Mapping[str, Any]) -> ResolvedDistribution:
         kind = ArtifactKind.TREE
     elif "vcs_info" in info:
         kind = ArtifactKind.VCS
+        local = None  # a local repository is not the tree to build: pip checks out a commit
     else:
         archive = info.get("archive_info", {})
         sha256 = archive.get("hashes", {}).get("sha256")
