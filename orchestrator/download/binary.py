@@ -26,13 +26,10 @@ from packaging.utils import InvalidName, NormalizedName, canonicalize_name
 
 from orchestrator.errors import UsageError
 
-__all__ = ["BinaryOption", "BinaryPolicy", "PackageFormat"]
+__all__ = ["BinaryOption", "BinaryPolicy"]
 
 BinaryOption = Literal["--no-binary", "--only-binary"]
 """The two pip options that restrict formats."""
-
-PackageFormat = Literal["binary", "source"]
-"""A per-package setting: ``binary`` allows only wheels, ``source`` only sdists."""
 
 _ALL = ":all:"
 _NONE = ":none:"
