@@ -62,3 +62,17 @@ class InstallError(OrchestratorError):
 
 class LockError(OrchestratorError):
     """Another run holds the wheelhouse lock."""
+
+
+class ResolutionError(OrchestratorError):
+    """The requirements cannot be resolved: a conflict, or no distribution allowed for a requirement.
+
+    ``output`` keeps the resolver's whole output for ``--debug``.
+    """
+
+    def __init__(self, message: str, output: str = "") -> None:
+        Exception.__init__(self, message, output)
+
+    @property
+    def output(self) -> str:
+        return str(self.args[1])

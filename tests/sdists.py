@@ -20,6 +20,8 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``write_site``: write a marker module into the build environment's site-packages
 - ``check_site``: fail if that marker module is importable
 - ``build_requires``: ``build-system.requires`` of the project (default none)
+- ``requires_dist``: ``Requires-Dist`` lines of the wheel's METADATA and the sdist's PKG-INFO
+  (pip's resolver reads them by building the wheel, as the backend has no metadata hook)
 
 ``make_sdist``/``make_tree`` also take ``extra_files``: more members of the sdist, path -> bytes.
 """
@@ -101,7 +103,10 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     dist_info = f"{name}-{version}.dist-info"
     files = {
         f"{name}/__init__.py": f"VERSION = {version!r}\n".encode(),
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {CONFIG['name']}\nVersion: {version}\n".encode(),
+        f"{dist_info}/METADATA": (
+            f"Metadata-Version: 2.1\nName: {CONFIG['name']}\nVersion: {version}\n"
+            + "".join(f"Requires-Dist: {r}\n" for r in CONFIG.get("requires_dist", []))
+        ).encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: fakebackend\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     if CONFIG.get("pad_kb"):
@@ -134,7 +139,8 @@ def sdist_files(name: str, version: str, **behaviour: Any) -> dict[str, bytes]:
         "pyproject.toml": _pyproject(name, version, behaviour.get("build_requires", [])).encode(),
         "_fakebackend.py": BACKEND.encode(),
         "fake.json": json.dumps(config).encode(),
-        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        "PKG-INFO": (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                     + "".join(f"Requires-Dist: {r}\n" for r in behaviour.get("requires_dist", []))).encode(),
     }
 
 
