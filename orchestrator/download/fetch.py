@@ -1,7 +1,7 @@
-"""The download stage: fetch the sdists that pinned requirements name.
+"""The download stage: fetch the files that pinned requirements name.
 
-Sources are sdists only (pip's ``--no-binary :all:``). Finding the file is
-:mod:`~orchestrator.download.index`'s job, keeping it :mod:`~orchestrator.download.cache`'s,
+A file is a wheel the index already has or an sdist to build, as the binary policy
+allows. Finding the file is :mod:`~orchestrator.download.index`'s job, keeping it :mod:`~orchestrator.download.cache`'s,
 and the results and counts are :mod:`~orchestrator.download.results`'s data; this module
 owns streaming, hash checks, retries and stalls, and the pool of
 :func:`download_all`. One :meth:`Downloader.fetch`::
@@ -10,7 +10,7 @@ owns streaming, hash checks, retries and stalls, and the pool of
         │
         ├── hashes given: cache lookup by hash ── hit ─▶ copy to dest_dir    "cached"
         ▼
-    find the sdist link (unearth, retried)
+    find the wheel or sdist (unearth, retried)
         │
         ├── no hashes given, index lists a sha256: cache lookup ── hit ─▶   "cached"
         ▼
@@ -38,7 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -47,8 +47,9 @@ import httpx2
 from unearth import Link
 from unearth.auth import MultiDomainBasicAuth
 
+from orchestrator.download.binary import BinaryPolicy
 from orchestrator.download.cache import CHUNK_SIZE, Cache, saving
-from orchestrator.download.index import IndexClient, SdistFinder, index_urls
+from orchestrator.download.index import Finder, IndexClient, index_urls
 from orchestrator.download.requirements import PinnedRequirement
 from orchestrator.download.results import (
     DownloadProgress,
@@ -95,6 +96,8 @@ class DownloadSettings:
     and the window of the stall rule (see ``min_speed``)."""
     require_hashes: bool = False
     """Refuse requirements that carry no ``--hash`` (pip's hash-checking mode)."""
+    binary: BinaryPolicy = field(default_factory=BinaryPolicy)
+    """Which packages may come as wheels and which as sdists."""
     backoff: float = 0.5
     """Seconds before the first retry; doubled for each further one, with jitter."""
     min_speed: int = 1024
@@ -161,7 +164,7 @@ class _StallWatch:
 
 
 class Downloader:
-    """Fetches sdists into ``dest_dir``; :meth:`fetch` is safe to call from many threads.
+    """Fetches wheels and sdists into ``dest_dir``; :meth:`fetch` is safe to call from many threads.
 
     All threads share one HTTP client (and its connection pool); :meth:`close` it,
     or use the downloader as a context manager, once every fetch has returned.
@@ -184,7 +187,7 @@ class Downloader:
             event_hooks={"response": [_raise_for_server_error]},
         )
         self._client.auth = MultiDomainBasicAuth(prompting=False, index_urls=urls)
-        self._finder = SdistFinder(index, self._client)
+        self._finder = Finder(index, self._client, settings.binary)
 
     def close(self) -> None:
         """Close the HTTP client's connections."""
