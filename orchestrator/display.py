@@ -106,15 +106,14 @@ class LiveDisplay(PlainDisplay):
         for view in state.running:
             table.add_row(view.key, view.phase, f"{view.elapsed:.0f}s", format_size(view.rss),
                           format_size(view.peak_rss), format_size(view.need))
+        # Why the next build waits, in the counts' line: the event lines above already say
+        # "<build>: waiting: ..." once, and the same line again under them read as printed twice.
+        why = f" ({state.waiting_reason.removeprefix('waiting: ')})" if state.waiting_reason else ""
         status = Text(
-            f"{state.built} built, {state.failed} failed, {len(state.running)} running, {state.pending} waiting",
+            f"{state.built} built, {state.failed} failed, {len(state.running)} running, {state.pending} waiting{why}",
             style="bold",
         )
-        parts: list[Table | Text] = [status]
-        if state.waiting_reason:
-            parts.append(Text(state.waiting_reason, style="yellow"))
-        parts.append(table)
-        return parts
+        return [status, table]
 
     def close(self) -> None:
         self._live.stop()

@@ -97,3 +97,17 @@ def test_summary_folds_a_long_name_instead_of_cutting_it() -> None:
     builds = table_cells(out.getvalue().split("stages")[0])
     folded = "".join(row[0] for row in builds[1:]).replace(" ", "")
     assert folded == f"{name}2024.1.post12345"  # the whole name, then the version
+
+
+def test_live_display_says_why_a_build_waits_without_repeating_the_event_line() -> None:
+    out = io.StringIO()
+    display = LiveDisplay(Console(file=out, width=120, force_terminal=True))
+    try:
+        display.event("wc-1.0: waiting: 1 of 1 builds running")  # the scheduler says it once, as an event
+        display.update(RunState(running=(), pending=2, built=0, failed=0,
+                                waiting_reason="waiting: 1 of 1 builds running", readings=None))
+    finally:
+        display.close()
+    rendered = out.getvalue()
+    assert rendered.count("waiting: 1 of 1 builds running") == 1
+    assert "0 built, 0 failed, 0 running, 2 waiting (1 of 1 builds running)" in rendered
