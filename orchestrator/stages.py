@@ -195,6 +195,7 @@ class Stage(Generic[ItemT, ResultT]):
 
     def _count(self, *, total: int = 0, in_flight: int = 0, done: int = 0, failed: int = 0,
                bytes_done: int = 0) -> StageProgress:
+        """Move the counts (under the lock); the new snapshot."""
         now = self._progress
         return StageProgress(total=now.total + total, in_flight=now.in_flight + in_flight, done=now.done + done,
                              failed=now.failed + failed, bytes_done=now.bytes_done + bytes_done)
@@ -205,19 +206,18 @@ class Stage(Generic[ItemT, ResultT]):
         self._on_progress(started)
         try:
             result = self._work(item)
+            outcome = self._kind.outcome(result)
         except Exception as exc:
             with self._lock:
                 self._progress = ended = self._count(in_flight=-1, failed=1)
             self._fail(item, exc)
             self._on_progress(ended)
             return
-        outcome = self._kind.outcome(result)
         if self._results is not None:
             self._results.append(result)
         with self._lock:
-            self._progress = ended = self._count(in_flight=-1, done=0 if outcome.failed else 1,
-                                                 failed=1 if outcome.failed else 0,
-                                                 bytes_done=0 if outcome.failed else outcome.bytes)
+            self._progress = ended = (self._count(in_flight=-1, failed=1) if outcome.failed
+                                      else self._count(in_flight=-1, done=1, bytes_done=outcome.bytes))
         if outcome.line is not None:
             self._on_event(outcome.line)
         self._on_progress(ended)
