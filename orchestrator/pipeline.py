@@ -12,7 +12,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,15 +22,13 @@ from orchestrator.build.sources import Source, compiles, sdist_source, tree_sour
 from orchestrator.build.wheelhouse import Wheelhouse
 from orchestrator.download.fetch import (
     Downloader,
-    DownloadProgress,
     DownloadResult,
     DownloadSettings,
     DownloadStatus,
-    DownloadTally,
 )
 from orchestrator.download.requirements import PinnedRequirement
 from orchestrator.errors import SourceError
-from orchestrator.install import InstallStatus, WheelInstaller
+from orchestrator.install import InstallResult, WheelInstaller
 from orchestrator.jobs import BuildJob, BuildResult, Status
 from orchestrator.packageconfig import PackageOverrides
 from orchestrator.policy.admission import Limits, jobs_per_build
@@ -45,11 +42,22 @@ from orchestrator.scheduler import (
     nested_jobs_environ,
 )
 from orchestrator.settings import IndexSettings
-from orchestrator.units import format_size
+from orchestrator.stages import (
+    DOWNLOADS,
+    INSTALLS,
+    Outcome,
+    Stage,
+    StageKind,
+    StageProgress,
+)
 
 logger = logging.getLogger(__name__)
 
 PYTHON_TAG = f"{sys.implementation.name}-{sys.version_info.major}.{sys.version_info.minor}"
+
+ESTIMATES: StageKind[Source, None] = StageKind(name="estimate", label=lambda source: source.key,
+                                               outcome=lambda nothing: Outcome(line=None))
+"""Sdists with no history looked into for compiled code, beside the builds."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,16 +103,16 @@ class BuildRun:
     """
 
     def __init__(self, settings: BuildSettings, observer: Observer, *,
-                 on_download_progress: Callable[[DownloadProgress], None] | None = None) -> None:
+                 on_download_progress: Callable[[StageProgress], None] | None = None) -> None:
         self._settings = settings
         self._observer = observer
         self._on_download_progress = on_download_progress or (lambda progress: None)
         self._wheelhouse = Wheelhouse(settings.wheelhouse)
         self._history = History(settings.history_path) if settings.history_path else None
         self._sources: dict[str, Source] = {}
-        self._install_pool: ThreadPoolExecutor
-        self._install_later: list[str] = []
-        self._estimates: ThreadPoolExecutor
+        self._installs: Stage[Path, InstallResult] | None = None
+        self._install_later: list[Path] = []
+        self._estimates: Stage[Source, None]
         self._env_cache: Path | None = None
         self._environ = nested_jobs_environ(jobs_per_build(SystemProbe().read().cpu_count, settings.limits.max_builds))
         self.report = RunReport(started_at=time.time())
@@ -132,10 +140,13 @@ class BuildRun:
                 if settings.installer_into is not None:
                     for recovery in settings.installer_into.recover():
                         self._observer.event(str(recovery))
-                    self._install_pool = ThreadPoolExecutor(settings.max_installs, thread_name_prefix="install")
-                    stack.push(self._stop_installs)
-                self._estimates = ThreadPoolExecutor(1, thread_name_prefix="estimate")
-                stack.callback(self._estimates.shutdown, wait=True, cancel_futures=True)
+                    # Left last: a failing or interrupted run starts no more installs.
+                    self._installs = stack.enter_context(Stage(
+                        INSTALLS, settings.installer_into.install, max_workers=settings.max_installs,
+                        errors=self.report.errors, on_event=self._observer.event, results=self.report.installs))
+                self._estimates = Stage(ESTIMATES, self._estimate, max_workers=1, errors=self.report.errors,
+                                        on_event=self._observer.event)
+                stack.callback(self._estimates.close, cancel=True)
                 if settings.build_env_dir is not None:
                     self._env_cache = stack.enter_context(
                         run_env_cache(settings.build_env_dir, keep=settings.keep_build_envs))
@@ -144,65 +155,36 @@ class BuildRun:
                 if requirements:
                     self._start_downloads(requirements, stack)
                 self._scheduler.run()
-                for wheel in self._install_later:
-                    self._install_pool.submit(self._install, wheel)
+                if self._installs is not None:
+                    self._installs.submit(*self._install_later)
         finally:
             self.report.finished_at = time.time()
             if self._history is not None:
                 self._history.close()
         return self.report
 
-    def _stop_installs(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        """Wait for the installs; when the run is failing or interrupted, start no more."""
-        self._install_pool.shutdown(wait=True, cancel_futures=exc_type is not None)
-
     def _wheel_ready(self, wheel: str) -> None:
         """A wheel of this run is in the wheelhouse: install it now, later, or not at all."""
-        if self._settings.installer_into is None:
+        if self._installs is None:
             return
         if self._settings.install_after_build:
-            self._install_later.append(wheel)
+            self._install_later.append(self._wheelhouse.path / wheel)
         else:
-            self._install_pool.submit(self._install, wheel)
-
-    def _install(self, wheel: str) -> None:
-        assert self._settings.installer_into is not None
-        result = self._settings.installer_into.install(self._wheelhouse.path / wheel)
-        self.report.installs.append(result)
-        if result.status is InstallStatus.FAILED:
-            self._observer.event(f"{result.name}-{result.version}: install FAILED: {result.error}")
-        else:
-            self._observer.event(f"{result.name}-{result.version}: {result.status.value} {result.reason or ''}".rstrip())
+            self._installs.submit(self._wheelhouse.path / wheel)
 
     def _start_downloads(self, requirements: Sequence[PinnedRequirement], stack: contextlib.ExitStack) -> None:
         """Fetch in a pool of ``max_downloads`` threads; each sdist joins the build queue as it lands."""
         settings = self._settings
         assert settings.download is not None
         sdist_dir = settings.sdist_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orchestrate-")))
-        downloader = Downloader(settings.download, sdist_dir)
-        pool = ThreadPoolExecutor(max_workers=settings.max_downloads, thread_name_prefix="download")
-        # Unwound in reverse: drop queued fetches, close the client (which ends fetches
-        # in flight at once when the run is interrupted), then wait for the threads.
-        stack.callback(pool.shutdown, wait=True)
-        stack.callback(downloader.close)
-        stack.callback(pool.shutdown, wait=False, cancel_futures=True)
-        tally = DownloadTally(len(requirements))
-        self._on_download_progress(tally.snapshot())
-
-        def fetch(requirement: PinnedRequirement) -> None:
-            try:
-                self._on_download_progress(tally.started())
-                result = downloader.fetch(requirement)
-                try:
-                    self._downloaded(result)
-                finally:
-                    self._on_download_progress(tally.finished(result))
-            finally:
-                self._scheduler.release()
-
-        for requirement in requirements:
-            self._scheduler.hold()
-            pool.submit(fetch, requirement)
+        downloader = stack.enter_context(Downloader(settings.download, sdist_dir))
+        # Every download is over once the scheduler has run (each holds it open);
+        # an interrupted run drops the queued ones and closes the client to end those in flight.
+        downloads = Stage(DOWNLOADS, downloader.fetch, max_workers=settings.max_downloads, errors=self.report.errors,
+                          on_event=self._observer.event, results=self.report.downloads, on_result=self._downloaded,
+                          on_progress=self._on_download_progress, holds=self._scheduler, stop=downloader.close)
+        stack.callback(downloads.close, cancel=True)
+        downloads.submit(*requirements)
 
     def reject(self, path: Path, error: str) -> None:
         """Record a source that cannot be built at all as a failure of its own."""
@@ -215,14 +197,12 @@ class BuildRun:
         self._observer.event(f"{path.name}: FAILED: {error}")
 
     def _downloaded(self, result: DownloadResult) -> None:
-        self.report.downloads.append(result)
-        label = f"{result.name}-{result.version}" if result.version else result.name
+        """Queue a downloaded sdist (or local source) for its build."""
         if result.status is DownloadStatus.FAILED or result.path is None:
-            self._observer.event(f"{label}: download FAILED: {result.error}")
             return
-        self._observer.event(f"{label}: {result.status.value} {format_size(result.bytes)}")
         try:
-            source = sdist_source(result.path, sha256=result.sha256) if result.path.is_file() else tree_source(result.path)
+            source = (sdist_source(result.path, sha256=result.sha256) if result.path.is_file()
+                      else tree_source(result.path))
         except SourceError as exc:
             self.reject(result.path, exc.message)
             return
@@ -269,7 +249,7 @@ class BuildRun:
         timeout = override.timeout if override else None
         self._scheduler.add(job, need=need, expected_duration=duration, size=source.size, timeout=timeout)
         if duration is None:
-            self._estimates.submit(self._estimate, source)
+            self._estimates.submit(source)
 
     def _estimate(self, source: Source) -> None:
         """Tell the scheduler whether a build with no history compiles code (it then starts earlier)."""

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from orchestrator.atomic import atomic_write
 from orchestrator.jobs import BuildResult
+from orchestrator.stages import StageError
 
 
 class StageItem(Protocol):
@@ -73,7 +74,8 @@ class RunReport:
     """``DownloadResult`` records."""
     installs: list[Any] = field(default_factory=list)
     """``InstallResult`` records."""
-    notes: list[str] = field(default_factory=list)
+    errors: list[StageError] = field(default_factory=list)
+    """Exceptions raised in a stage (not results that failed): each fails the run."""
     interrupted: str | None = None
     """``SIGINT``/``SIGTERM`` when the run was stopped before its end."""
     settings: dict[str, Any] = field(default_factory=dict)
@@ -84,9 +86,9 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """Nothing failed: no build, download or install."""
+        """Nothing failed: no build, download or install, and no stage raised."""
         items: list[Any] = [*self.builds, *self.downloads, *self.installs]
-        return not any(item.status.value == "failed" for item in items)
+        return not self.errors and not any(item.status.value == "failed" for item in items)
 
     def stages(self) -> dict[str, StageTime]:
         return {
@@ -106,7 +108,7 @@ class RunReport:
             "builds": [result.to_json() for result in self.builds],
             "downloads": [result.to_json() for result in self.downloads],
             "installs": [result.to_json() for result in self.installs],
-            "notes": self.notes,
+            "errors": [error.to_json() for error in self.errors],
         }
 
     def write(self, path: Path) -> None:

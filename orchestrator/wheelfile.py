@@ -13,7 +13,11 @@ from pathlib import Path
 
 from packaging.metadata import parse_email
 from packaging.tags import Tag
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.utils import (
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_wheel_filename,
+)
 from packaging.version import InvalidVersion, Version
 
 from orchestrator.errors import OrchestratorError

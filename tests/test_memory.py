@@ -144,8 +144,11 @@ def test_builds_above_the_limit_run_alone_and_are_never_stopped(tmp_path: Path) 
     for name in ("huge-a", "huge-b"):
         make_sdist(tmp_path / "sdists", name, alloc_mb=600, sleep=1, events=str(events))
     report = tmp_path / "report.json"
+    # The config, not --memory-per-build, puts them above the limit: a limit below that is a usage error.
+    config = tmp_path / "orchestrate.toml"
+    config.write_text('[packages.huge-a]\nmemory = "1G"\n[packages.huge-b]\nmemory = "1G"\n')
     result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--memory-limit", "400M",
-                         "--memory-per-build", "1G", "--max-builds", "2", "--report-json", report)
+                         "--memory-per-build", "300M", "--config", config, "--max-builds", "2", "--report-json", report)
     assert result.returncode == 0, result.stderr
     assert max_concurrency(read_events(events)) == 1
     assert result.stderr.count("more than the memory limit of 400.0 MiB; starting it alone") == 2

@@ -21,7 +21,12 @@ from sdists import make_sdist, make_tree
 from wheels import write_wheel
 
 from orchestrator.download.binary import BinaryOption, BinaryPolicy
-from orchestrator.download.resolve import ArtifactKind, Resolution, ResolvedDistribution, resolve
+from orchestrator.download.resolve import (
+    ArtifactKind,
+    Resolution,
+    ResolvedDistribution,
+    resolve,
+)
 from orchestrator.errors import ResolutionError, UsageError
 from orchestrator.settings import IndexSettings
 

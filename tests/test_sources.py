@@ -14,7 +14,13 @@ from packaging.version import Version
 from sdists import make_sdist, make_tree
 
 from orchestrator.build import archive
-from orchestrator.build.sources import Source, collect_sources, compiles, parse_sdist_name, sdist_source
+from orchestrator.build.sources import (
+    Source,
+    collect_sources,
+    compiles,
+    parse_sdist_name,
+    sdist_source,
+)
 from orchestrator.errors import UnsafeArchiveError, UsageError
 
 LEGACY_FORMATS = ["tar.bz2", "tbz", "tar.xz", "txz", "tgz", "tar"]

@@ -49,7 +49,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NoReturn
 
-from orchestrator.build.archive import CORRUPT_ERRORS, MAX_MEMBERS, REFUSE, one_line, open_archive, too_many_members
+from orchestrator.build.archive import (
+    CORRUPT_ERRORS,
+    MAX_MEMBERS,
+    REFUSE,
+    one_line,
+    open_archive,
+    too_many_members,
+)
 from orchestrator.errors import SourceError, UnsafeArchiveError
 
 __all__ = ["extract_sdist"]

@@ -6,8 +6,17 @@ Modules: ``requirements`` (pip-style lock files), ``index`` (finding a file thro
 """
 
 from orchestrator.download.fetch import Downloader, DownloadSettings, download_all
-from orchestrator.download.requirements import PinnedRequirement, RequirementsFile, parse_requirements
-from orchestrator.download.results import DownloadProgress, DownloadResult, DownloadStatus, DownloadTally
+from orchestrator.download.requirements import (
+    PinnedRequirement,
+    RequirementsFile,
+    parse_requirements,
+)
+from orchestrator.download.results import (
+    DownloadProgress,
+    DownloadResult,
+    DownloadStatus,
+    DownloadTally,
+)
 
 __all__ = [
     "DownloadProgress",

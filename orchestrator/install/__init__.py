@@ -12,7 +12,12 @@ A reader finds each job in its own module:
 - ``deadline``: one wheel's timeout and its turn to write.
 """
 
-from orchestrator.install.installer import InstallResult, InstallStatus, WheelInstaller, install_all
+from orchestrator.install.installer import (
+    InstallResult,
+    InstallStatus,
+    WheelInstaller,
+    install_all,
+)
 from orchestrator.install.target import Target
 
 __all__ = ["InstallResult", "InstallStatus", "Target", "WheelInstaller", "install_all"]

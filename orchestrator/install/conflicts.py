@@ -18,7 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from installer.utils import parse_entrypoints
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.utils import (
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_wheel_filename,
+)
 
 from orchestrator.errors import InstallError
 

@@ -77,14 +77,24 @@ from installer import install as installer_install
 from installer.exceptions import InstallerError
 from installer.sources import WheelFile
 from installer.utils import get_launcher_kind
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.utils import (
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_wheel_filename,
+)
 from packaging.version import InvalidVersion, Version
 
 from orchestrator.errors import InstallError, UsageError
 from orchestrator.install.bytecode import Compilers
 from orchestrator.install.conflicts import Claims, find_conflicts
 from orchestrator.install.deadline import Deadline, Turn
-from orchestrator.install.journal import Journal, Recovery, journal_path, stale_journals, undo
+from orchestrator.install.journal import (
+    Journal,
+    Recovery,
+    journal_path,
+    stale_journals,
+    undo,
+)
 from orchestrator.install.rollback import Aside, RollbackDestination
 from orchestrator.install.target import Target
 from orchestrator.install.wheel import CheckedWheelFile, created_paths, planned_paths

@@ -17,7 +17,13 @@ from collections.abc import Set as AbstractSet
 from installer.records import RecordEntry, parse_record_file
 from installer.scripts import Script
 from installer.sources import WheelContentElement, WheelFile
-from installer.utils import SCHEME_NAMES, Scheme, get_launcher_kind, parse_entrypoints, parse_metadata_file
+from installer.utils import (
+    SCHEME_NAMES,
+    Scheme,
+    get_launcher_kind,
+    parse_entrypoints,
+    parse_metadata_file,
+)
 
 __all__ = [
     "CheckedWheelFile",
