@@ -71,8 +71,11 @@ INSTALL_ONLY = ("install_after_build", "max_installs", "install_timeout", "reins
 
 
 def given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
-    """The options among ``names`` that the user gave, on the command line or in their variable, as spelt in --help."""
+    """The options among ``names`` given on the command line, as spelt in --help.
+
+    Not those set by their variable: ``ORCHESTRATE_MAX_INSTALLS`` set for ``install`` must not break ``build``.
+    """
     spelt = {param.name: "/".join(opt for opt in [*param.opts, *param.secondary_opts] if opt.startswith("--"))
              for param in ctx.command.params}
     return [spelt[name] for name in names
-            if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+            if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]

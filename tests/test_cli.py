@@ -70,8 +70,7 @@ INSTALL_ONLY = [
     (["--compile"], {}, "--compile/--no-compile"),
     (["--install-timeout", "30"], {}, "--install-timeout"),
     (["--max-installs", "2"], {}, "--max-installs"),
-    ([], {"ORCHESTRATE_MAX_INSTALLS": "2"}, "--max-installs"),  # a variable is given too
-    ([], {"ORCHESTRATE_REINSTALL": "1"}, "--reinstall"),
+    (["--max-installs", "2"], {"ORCHESTRATE_INSTALL_INTO": ""}, "--max-installs"),  # an empty variable is no target
 ]
 
 
@@ -85,6 +84,14 @@ def test_install_options_without_install_into_are_usage_errors(
     assert one_error_line(result.stderr) == (
         f"error: {option} needs --install-into: add --install-into VENV|PYTHON or drop it")
     assert not (tmp_path / "wh").exists()
+
+
+def test_install_variables_do_not_trouble_build(tmp_path: Path) -> None:
+    """Variables are shared by ``build`` and ``install``: one set for installs is no usage error of ``build``."""
+    env = {"ORCHESTRATE_MAX_INSTALLS": "2", "ORCHESTRATE_REINSTALL": "1"}
+    result = run("build", tmp_path / "missing-1.0.tar.gz", "-w", tmp_path / "wh", env=env)
+    assert result.exit_code == 2
+    assert one_error_line(result.stderr).startswith(f"error: {tmp_path / 'missing-1.0.tar.gz'}")
 
 
 def test_several_install_options_are_named_together(tmp_path: Path) -> None:
