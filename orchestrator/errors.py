@@ -56,6 +56,10 @@ class BuildKilledError(BuildError):
         return str(self.args[1])
 
 
+class WheelError(OrchestratorError):
+    """A wheel, or an installed distribution, whose metadata or contents cannot be trusted."""
+
+
 class InstallError(OrchestratorError):
     """A wheel could not be installed into the target environment."""
 

@@ -17,16 +17,17 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from wheels import write_wheel
 
-from orchestrator.depcheck import Distribution, Problem, check
-from orchestrator.distributions import (
+from orchestrator.errors import UsageError
+from orchestrator.wheels.depcheck import Distribution, Problem, check
+from orchestrator.wheels.distributions import (
     check_installed,
     check_wheels,
     installed_distributions,
     target_environment,
     wheel_distributions,
 )
-from orchestrator.errors import UsageError
-from orchestrator.wheelfile import MetadataError, read_wheel
+from orchestrator.errors import WheelError
+from orchestrator.wheels.wheelfile import read_wheel
 
 # Complete, fixed marker environments, so the table does not depend on the interpreter running it.
 LINUX_311 = {
@@ -193,7 +194,7 @@ def test_read_wheel(tmp_path: Path) -> None:
 def test_a_wheel_whose_metadata_contradicts_its_file_name_is_refused(tmp_path: Path) -> None:
     path = write_wheel(tmp_path, "app", "1.0")
     renamed = path.rename(tmp_path / "app-2.0-py3-none-any.whl")
-    with pytest.raises(MetadataError) as caught:
+    with pytest.raises(WheelError) as caught:
         read_wheel(renamed)
     assert str(caught.value).startswith(f"{renamed}: METADATA says app 1.0 but the file name says app 2.0;")
 
@@ -215,7 +216,7 @@ def test_an_unreadable_wheel_is_named(tmp_path: Path, file_name: str, fault: str
                     stripped.writestr(member, source.read(member))
         (tmp_path / "stripped.whl").replace(path)
     path = path.rename(tmp_path / file_name)
-    with pytest.raises(MetadataError) as caught:
+    with pytest.raises(WheelError) as caught:
         read_wheel(path)
     assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
 
@@ -311,7 +312,7 @@ def test_an_installed_distribution_without_name_and_version_is_named(tmp_path: P
     info = tmp_path / "app-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(metadata)
-    with pytest.raises(MetadataError) as caught:
+    with pytest.raises(WheelError) as caught:
         installed_distributions([tmp_path])
     assert str(caught.value).startswith(f"{info} has no valid Name and Version; ")
 

@@ -3,7 +3,7 @@
 Pure: :func:`check` takes plain data (each distribution's name, version,
 ``Requires-Dist`` lines and the extras asked of it) and a PEP 508 marker
 environment, does no I/O, and returns every unmet requirement. Building the set
-from wheels or from an installed environment is :mod:`orchestrator.distributions`'
+from wheels or from an installed environment is :mod:`orchestrator.wheels.distributions`'
 job.
 
 The rules, and where they come from:

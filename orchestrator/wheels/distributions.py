@@ -1,4 +1,4 @@
-"""Build the sets :mod:`orchestrator.depcheck` checks, and ask a target interpreter for its marker environment.
+"""Build the sets :mod:`orchestrator.wheels.depcheck` checks, and ask a target interpreter for its marker environment.
 
 Two checks use them:
 
@@ -27,9 +27,9 @@ from pathlib import Path
 from packaging.markers import default_environment
 from packaging.utils import NormalizedName, canonicalize_name
 
-from orchestrator.depcheck import Distribution, UnmetRequirement, check
 from orchestrator.errors import UsageError
-from orchestrator.wheelfile import identity, read_wheel
+from orchestrator.wheels.depcheck import Distribution, UnmetRequirement, check
+from orchestrator.wheels.wheelfile import identity, read_wheel
 
 __all__ = [
     "check_installed",
@@ -90,7 +90,7 @@ def target_environment(python: str | os.PathLike[str] | None = None, *, timeout:
 
 
 def wheel_distributions(wheels: Iterable[Path], *, extras: Extras | None = None) -> tuple[Distribution, ...]:
-    """The distributions of ``wheels``; a wheel that cannot be read is a :class:`MetadataError`."""
+    """The distributions of ``wheels``; a wheel that cannot be read is a :class:`WheelError`."""
     asked = _canonical_extras(extras)
     found = []
     for path in wheels:
