@@ -267,6 +267,12 @@ def test_dependencies_resolve_to_wheels_and_sdists(index: Index, tmp_path: Path)
         assert item.path is None and not item.is_direct
     assert records["sonly"].filename == "sonly-1.0.tar.gz"
     assert resolution.environment["python_version"] == "%d.%d" % sys.version_info[:2]
+    assert all(item.extras == frozenset() for item in resolution.distributions)
+
+
+def test_the_extras_asked_are_kept(index: Index, tmp_path: Path) -> None:
+    resolution = resolve([_requirements(tmp_path, "top[Fast,cli]\n")], index=index.settings)
+    assert {item.name: item.extras for item in resolution.distributions}["top"] == frozenset({"fast", "cli"})
 
 
 @pytest.mark.parametrize("json_api", [True, False], ids=["json", "html"])

@@ -88,6 +88,8 @@ class ResolvedDistribution:
     """Given as a URL or path rather than found on an index."""
     requires_dist: tuple[str, ...]
     """The distribution's ``Requires-Dist`` requirements, markers unevaluated."""
+    extras: frozenset[str] = frozenset()
+    """The extras the requirements files ask of it (``requests[socks]``)."""
 
     @property
     def filename(self) -> str:
@@ -262,6 +264,7 @@ def _distribution(item: Mapping[str, Any]) -> ResolvedDistribution:
         requested=bool(item.get("requested", False)),
         is_direct=bool(item.get("is_direct", False)),
         requires_dist=tuple(str(requirement) for requirement in metadata.get("requires_dist", ())),
+        extras=frozenset(str(extra) for extra in item.get("requested_extras") or ()),
     )
 
 
