@@ -19,7 +19,6 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.build.envcache import run_env_cache
 from orchestrator.build.sources import Source, compiles, sdist_source, tree_source
-from orchestrator.build.wheelhouse import Wheelhouse
 from orchestrator.download.fetch import (
     Downloader,
     DownloadResult,
@@ -50,6 +49,7 @@ from orchestrator.stages import (
     StageKind,
     StageProgress,
 )
+from orchestrator.wheels.wheelhouse import Wheelhouse
 
 logger = logging.getLogger(__name__)
 

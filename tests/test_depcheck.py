@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from wheels import write_wheel
 
-from orchestrator.errors import UsageError
+from orchestrator.errors import UsageError, WheelError
 from orchestrator.wheels.depcheck import Distribution, Problem, check
 from orchestrator.wheels.distributions import (
     check_installed,
@@ -26,7 +26,6 @@ from orchestrator.wheels.distributions import (
     target_environment,
     wheel_distributions,
 )
-from orchestrator.errors import WheelError
 from orchestrator.wheels.wheelfile import read_wheel
 
 # Complete, fixed marker environments, so the table does not depend on the interpreter running it.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -24,13 +23,13 @@ from packaging.utils import (
     canonicalize_name,
 )
 
-from orchestrator.atomic import atomic_write
 from orchestrator.build.envcache import EnvCache, EnvView, SubprocessInstaller
 from orchestrator.build.envs import BuildEnv, choose_installer
 from orchestrator.build.extract import extract_sdist
 from orchestrator.errors import BuildError, BuildKilledError, SourceError, WheelError
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
 from orchestrator.wheels.wheelfile import check_wheel
+from orchestrator.wheels.wheelhouse import publish_wheel
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCal
             published = publish_wheel(wheel, job.wheelhouse)
     except BuildKilledError as exc:
         return WorkerOutcome(status=Status.FAILED, error=exc.message, killed_by=exc.signal_name, phases=timer.phases)
-    except (BuildError, SourceError) as exc:
+    except (BuildError, SourceError, WheelError) as exc:
         return WorkerOutcome(status=Status.FAILED, error=exc.message, phases=timer.phases)
     except OSError as exc:
         # Disk full, permissions: name the file and the reason, nothing else.
@@ -168,15 +167,3 @@ def _check_wheel(job: BuildJob, wheel: Path) -> tuple[str, str]:
     except WheelError as exc:
         raise BuildError(exc.message) from None
     return canonicalize_name(metadata.name), str(metadata.version)
-
-
-def publish_wheel(wheel: Path, wheelhouse: Path) -> Path:
-    """Copy ``wheel`` into ``wheelhouse`` atomically: a hidden temp file, fsync, rename."""
-    final = wheelhouse / wheel.name
-    try:
-        with atomic_write(final) as out, wheel.open("rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-    except OSError as exc:
-        raise BuildError(f"cannot publish {wheel.name} to {wheelhouse}: {exc.strerror or exc}; "
-                         "free some space there or choose another wheelhouse") from exc
-    return final
