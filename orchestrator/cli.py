@@ -11,23 +11,26 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
 import click
 import psutil
+from packaging.utils import NormalizedName
 from rich.console import Console
 
 from orchestrator import __version__
 from orchestrator.build.envs import choose_installer
 from orchestrator.build.sources import collect_sources
 from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
+from orchestrator.download.binary import BinaryOption, BinaryPolicy
 from orchestrator.download.fetch import Downloader, DownloadSettings
-from orchestrator.download.requirements import RequirementsFile, parse_requirements
-from orchestrator.errors import InstallError, OrchestratorError, UsageError
+from orchestrator.download.requirements import parse_requirements
+from orchestrator.errors import InstallError, OrchestratorError, ResolutionError, UsageError
 from orchestrator.install import Target, WheelInstaller
 from orchestrator.install.conflicts import find_conflicts
 from orchestrator.options import (
@@ -37,9 +40,14 @@ from orchestrator.options import (
     index_options,
     install_options,
     option,
+    resolve_options,
 )
-from orchestrator.packageconfig import find_config, load_package_config
-from orchestrator.pipeline import BuildRun, BuildSettings
+from orchestrator.packageconfig import (
+    PackageOverrides,
+    find_config,
+    load_package_config,
+)
+from orchestrator.pipeline import BuildRun, BuildSettings, Requirements, resolve_pins
 from orchestrator.policy.admission import Limits
 from orchestrator.policy.history import default_state_dir
 from orchestrator.report import RunReport
@@ -89,13 +97,15 @@ def _index(index_url: str | None, extra_index_url: tuple[str, ...], find_links: 
 
 
 def _download_settings(index: IndexSettings, state: Path, cache_dir: Path | None, no_cache: bool,
-                       download_timeout: float, download_retries: int, require_hashes: bool) -> DownloadSettings:
+                       download_timeout: float, download_retries: int, require_hashes: bool,
+                       binary: BinaryPolicy) -> DownloadSettings:
     return DownloadSettings(
         index=index,
         cache_dir=None if no_cache else (cache_dir or state / "downloads").resolve(),
         retries=download_retries,
         timeout=download_timeout,
         require_hashes=require_hashes,
+        binary=binary,
     )
 
 
@@ -173,6 +183,8 @@ def handle_errors(function: F) -> F:
             raise click.UsageError(exc.message) from None
         except OrchestratorError as exc:
             if debug:
+                if isinstance(exc, ResolutionError):
+                    _console().print(exc.output, markup=False)
                 raise
             _print_error(exc.message)
             sys.exit(EXIT_FAILED)
@@ -225,13 +237,30 @@ def _state_dir(state_dir: Path | None) -> Path:
     return (state_dir or default_state_dir()).resolve()
 
 
-def _requirements(paths: tuple[Path, ...], require_hashes: bool) -> RequirementsFile | None:
+def _requirements(paths: tuple[Path, ...], *, verb: str, require_hashes: bool, constraints: tuple[Path, ...],
+                  no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...], prefer_binary: bool,
+                  overrides: Mapping[NormalizedName, PackageOverrides]) -> Requirements | None:
+    """The -r files, read and checked before anything runs: an empty input is a usage error."""
     if not paths:
         return None
     parsed = parse_requirements(list(paths))
-    if require_hashes and not parsed.require_hashes:
-        return RequirementsFile(requirements=parsed.requirements, index=parsed.index, require_hashes=True)
-    return parsed
+    if parsed.empty:
+        why = (f"a marker excludes every line here ({len(parsed.skipped)} skipped)" if parsed.skipped
+               else "they list no requirement")
+        raise UsageError(f"{', '.join(map(str, paths))}: nothing to {verb}: {why}; check the file and what wrote it")
+    if no_deps:
+        parsed.pins()  # a line that pins no version is a usage error now, not in the middle of the run
+    options: list[tuple[BinaryOption, str]] = [
+        *parsed.binary_options, *(("--no-binary", value) for value in no_binary),
+        *(("--only-binary", value) for value in only_binary)]
+    # click keeps each option's values in order but not the order between the two: :all: and :none: go first,
+    # so that names, which beat them, are never cleared by them.
+    options.sort(key=lambda pair: pair[1] not in (":all:", ":none:"))
+    binary = BinaryPolicy.from_options(
+        options, prefer_binary=prefer_binary or parsed.prefer_binary,
+        packages={name: override.binary for name, override in overrides.items() if override.binary})
+    return Requirements(files=paths, parsed=replace(parsed, require_hashes=parsed.require_hashes or require_hashes),
+                        constraints=constraints, binary=binary, no_deps=no_deps)
 
 
 @main.command()
@@ -251,6 +280,7 @@ def _requirements(paths: tuple[Path, ...], require_hashes: bool) -> Requirements
         help="Do not start a build while this percentage of the usable CPUs is busy; above 100 oversubscribes; 0: off.")
 @index_options
 @download_options
+@resolve_options
 @option("--sdist-dir", type=click.Path(file_okay=False, path_type=Path),
         help="Keep downloaded sdists here (default: a temporary folder).")
 @option("--installer", type=click.Choice(["auto", "pip", "uv"]), default="auto", show_default=True,
@@ -283,8 +313,9 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           index_url: str | None,
           extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool,
           requirements: tuple[Path, ...], max_downloads: int, cache_dir: Path | None, no_cache: bool,
-          download_timeout: float, download_retries: int, require_hashes: bool, sdist_dir: Path | None,
-          installer: str, keep_build_envs: bool, install_into: Path | None, install_after_build: bool,
+          download_timeout: float, download_retries: int, require_hashes: bool, constraints: tuple[Path, ...],
+          no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...], prefer_binary: bool,
+          sdist_dir: Path | None, installer: str, keep_build_envs: bool, install_into: Path | None, install_after_build: bool,
           max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool,
           force: bool, timeout: float | None, retries: int, log_dir: Path | None, report_json: Path | None,
           state_dir: Path | None, no_history: bool, config: Path | None, wait_lock: float) -> None:
@@ -297,11 +328,14 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                          "add --install-into VENV|PYTHON or drop " + ("it" if len(idle) == 1 else "them"))
     per_build = parse_size(memory_per_build)
     limits = _admission_limits(max_builds, memory_limit, min_free_memory, per_build, max_load, max_cpu)
-    pinned = _requirements(requirements, require_hashes)
+    config = config or find_config(Path.cwd())
+    overrides = load_package_config(config) if config else {}
+    wanted = _requirements(requirements, verb="build", require_hashes=require_hashes, constraints=constraints,
+                           no_deps=no_deps, no_binary=no_binary, only_binary=only_binary,
+                           prefer_binary=prefer_binary, overrides=overrides)
     collected = collect_sources(sources)
     state = _state_dir(state_dir)
-    index = _index(index_url, extra_index_url, find_links, no_index, pinned.index if pinned else None)
-    config = config or find_config(Path.cwd())
+    index = _index(index_url, extra_index_url, find_links, no_index, wanted.parsed.index if wanted else None)
     settings = BuildSettings(
         wheelhouse=wheelhouse,
         limits=limits,
@@ -310,14 +344,15 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         installer=choose_installer(installer),
         log_dir=(log_dir or state / "runs" / time.strftime("%Y%m%d-%H%M%S") / "logs").resolve(),
         history_path=None if no_history else state / "history.sqlite3",
-        overrides=load_package_config(config) if config else {},
+        overrides=overrides,
         fail_fast=fail_fast,
         force=force,
         timeout=timeout,
         retries=retries,
         wait_lock=wait_lock,
         download=_download_settings(index, state, cache_dir, no_cache, download_timeout, download_retries,
-                                    pinned.require_hashes if pinned else require_hashes),
+                                    wanted.parsed.require_hashes if wanted else require_hashes,
+                                    wanted.binary if wanted else BinaryPolicy()),
         max_downloads=max_downloads,
         sdist_dir=sdist_dir.resolve() if sdist_dir else None,
         installer_into=(_wheel_installer(install_into, reinstall, compile_bytecode, install_timeout)
@@ -338,8 +373,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            "max_installs": max_installs, "memory_limit": limits.memory_limit,
                            "min_free_memory": limits.min_free_memory, "memory_per_build": settings.memory_per_build,
                            "max_load": limits.max_load, "max_cpu": limits.max_cpu, "installer": settings.installer}
-    _run_and_report(lambda: run.run(collected.sources, pinned.requirements if pinned else ()), run.report, display,
-                    console, report_json)
+    _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, report_json)
 
 
 def _run_and_report(work: Callable[[], object], report: RunReport, display: PlainDisplay, console: Console,
@@ -380,6 +414,7 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
 @option("--download-retries", "--retries", "download_retries", type=click.IntRange(min=0), default=3,
         show_default=True, help="Retries after a timeout, a stall, a dropped connection or a 5xx answer.")
 @option("--require-hashes", is_flag=True, help="Refuse requirements without --hash.")
+@resolve_options
 @option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
 @option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
         help="Caches (default: the user cache folder).")
@@ -387,13 +422,17 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
 def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, index_url: str | None,
              extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool, cache_dir: Path | None,
              no_cache: bool, download_timeout: float, download_retries: int, require_hashes: bool,
-             report_json: Path | None, state_dir: Path | None) -> None:
+             constraints: tuple[Path, ...], no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...],
+             prefer_binary: bool, report_json: Path | None, state_dir: Path | None) -> None:
     """Download the sdists that -r requirements files pin, checking hashes."""
-    pinned = _requirements(requirements, require_hashes)
-    assert pinned is not None
-    index = _index(index_url, extra_index_url, find_links, no_index, pinned.index)
+    config = find_config(Path.cwd())
+    wanted = _requirements(requirements, verb="download", require_hashes=require_hashes, constraints=constraints,
+                           no_deps=no_deps, no_binary=no_binary, only_binary=only_binary,
+                           prefer_binary=prefer_binary, overrides=load_package_config(config) if config else {})
+    assert wanted is not None
+    index = _index(index_url, extra_index_url, find_links, no_index, wanted.parsed.index)
     settings = _download_settings(index, _state_dir(state_dir), cache_dir, no_cache, download_timeout,
-                                  download_retries, pinned.require_hashes)
+                                  download_retries, wanted.parsed.require_hashes, wanted.binary)
     console = _console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
     report = RunReport(started_at=time.time(), settings={"max_downloads": max_downloads})
@@ -403,7 +442,7 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
             DOWNLOADS, downloader.fetch, max_workers=max_downloads, errors=report.errors, on_event=display.event,
             results=report.downloads, on_progress=display.downloads, stop=downloader.close,
         ) as downloads:
-            downloads.submit(*pinned.requirements)
+            downloads.submit(*resolve_pins(wanted, index, report, display.event)[0])
             downloads.join()
 
     _run_and_report(work, report, display, console, report_json)

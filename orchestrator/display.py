@@ -133,6 +133,10 @@ def _seconds(value: float | None) -> str:
     return f"{value:.1f}" if value else "-"
 
 
+STATUS_STYLES = {Status.BUILT: "green", Status.DOWNLOADED: "cyan", Status.FAILED: "red", Status.SKIPPED: "dim",
+                 Status.NOT_STARTED: "yellow"}
+
+
 def print_summary(console: Console, report: RunReport) -> None:
     """The end-of-run table: per package and per stage, then every failure with its log tail."""
     builds: Sequence[BuildResult] = sorted(report.builds, key=lambda result: -result.wall_s)
@@ -144,7 +148,7 @@ def print_summary(console: Console, report: RunReport) -> None:
         for column in ("waited s", *PHASES, "wall s", "cpu s", "peak RSS", "predicted"):
             table.add_column(column, justify="right")
         for result in builds:
-            style = {"built": "green", "failed": "red", "skipped": "dim", "not started": "yellow"}[result.status.value]
+            style = STATUS_STYLES[result.status]
             table.add_row(
                 f"{result.name} {result.version or ''}",
                 Text(result.status.value, style=style),
@@ -177,6 +181,12 @@ def print_summary(console: Console, report: RunReport) -> None:
                                    style="bold red"))
     for error in report.errors:
         console.print(Text(f"FAILED {error.stage} of {error.item}: {error.error}", style="bold red"))
+    if report.unmet:
+        what = "the set is incomplete" if report.unmet_fails else "warning: the set is incomplete (--no-deps)"
+        console.print(Text(f"{what}: {len(report.unmet)} requirement(s) of its wheels met by no wheel of the run "
+                           "or of the wheelhouse:", style="bold red" if report.unmet_fails else "yellow"))
+        for line in report.unmet:
+            console.print(Text(f"  {line}", style="red" if report.unmet_fails else "yellow"))
     wall = (report.finished_at or time.time()) - report.started_at
     console.print(f"{'; '.join(_counts(report))} in {wall:.1f} s", markup=False, highlight=False)
 
@@ -192,12 +202,15 @@ def _counts(report: RunReport) -> list[str]:
     if report.builds or not (report.downloads or report.installs or report.errors):
         builds = Counter(r.status for r in report.builds)
         not_started = f", {builds[Status.NOT_STARTED]} not started" if builds[Status.NOT_STARTED] else ""
-        parts.append(f"{builds[Status.BUILT]} built, {builds[Status.SKIPPED]} skipped, {builds[Status.FAILED]} failed"
-                     f"{not_started}")
+        taken = f"{builds[Status.DOWNLOADED]} wheels downloaded, " if builds[Status.DOWNLOADED] else ""
+        parts.append(f"{taken}{builds[Status.BUILT]} built, {builds[Status.SKIPPED]} skipped, "
+                     f"{builds[Status.FAILED]} failed{not_started}")
     if report.installs:
         installs = Counter(r.status for r in report.installs)
         parts.append(f"{installs[InstallStatus.INSTALLED]} installed, {installs[InstallStatus.SKIPPED]} skipped, "
                      f"{installs[InstallStatus.FAILED]} failed")
     if report.errors:
         parts.append(f"{len(report.errors)} stage error{'s' if len(report.errors) > 1 else ''}")
+    if report.unmet:
+        parts.append(f"{len(report.unmet)} unmet requirement{'s' if len(report.unmet) > 1 else ''}")
     return parts

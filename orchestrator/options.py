@@ -52,6 +52,19 @@ download_options = _group([
            help="Refuse requirements without --hash (on by itself when any line has one)."),
 ])
 
+resolve_options = _group([
+    option("--constraint", "-c", "constraints", multiple=True, metavar="FILE",
+           type=click.Path(dir_okay=False, exists=True, path_type=Path),
+           help="Constraints file for the resolver, as in pip."),
+    option("--no-deps", is_flag=True,
+           help="Take exactly the pins of the -r files (a full lock); do not resolve their dependencies."),
+    option("--no-binary", multiple=True, metavar=":all:|:none:|NAMES",
+           help="Build these from their sdists even where the index has a wheel, as in pip."),
+    option("--only-binary", multiple=True, metavar=":all:|:none:|NAMES",
+           help="Take only wheels of these from the index, never build them, as in pip."),
+    option("--prefer-binary", is_flag=True, help="Prefer an older version with a wheel to a newer one to build."),
+])
+
 install_options = _group([
     option("--max-installs", type=click.IntRange(min=1), default=4, show_default=True,
            help="Wheels being installed at once; of these, one at a time writes its files while the others check, "
