@@ -182,7 +182,7 @@ def print_summary(console: Console, report: RunReport) -> None:
     for error in report.errors:
         console.print(Text(f"FAILED {error.stage} of {error.item}: {error.error}", style="bold red"))
     if report.unmet:
-        what = "the set is incomplete" if report.unmet_fails else "warning: the set is incomplete (--no-deps)"
+        what = "the set is incomplete" if report.unmet_fails else "warning: the set is incomplete"
         console.print(Text(f"{what}: {len(report.unmet)} requirement(s) of its wheels met by no wheel of the run "
                            "or of the wheelhouse:", style="bold red" if report.unmet_fails else "yellow"))
         for line in report.unmet:
@@ -202,8 +202,9 @@ def _counts(report: RunReport) -> list[str]:
     if report.builds or not (report.downloads or report.installs or report.errors):
         builds = Counter(r.status for r in report.builds)
         not_started = f", {builds[Status.NOT_STARTED]} not started" if builds[Status.NOT_STARTED] else ""
-        taken = f"{builds[Status.DOWNLOADED]} wheels downloaded, " if builds[Status.DOWNLOADED] else ""
-        parts.append(f"{taken}{builds[Status.BUILT]} built, {builds[Status.SKIPPED]} skipped, "
+        taken = builds[Status.DOWNLOADED]
+        taken_text = f"{taken} wheel{'s' if taken > 1 else ''} from the index, " if taken else ""
+        parts.append(f"{taken_text}{builds[Status.BUILT]} built, {builds[Status.SKIPPED]} skipped, "
                      f"{builds[Status.FAILED]} failed{not_started}")
     if report.installs:
         installs = Counter(r.status for r in report.installs)
