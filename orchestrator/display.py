@@ -47,7 +47,10 @@ class PlainDisplay:
 
     def event(self, message: str) -> None:
         with self._lock:
-            self._console.print(f"[{time.monotonic() - self._start:7.1f}s] {message}", markup=False, highlight=False)
+            self._print(message)
+
+    def _print(self, message: str) -> None:
+        self._console.print(f"[{time.monotonic() - self._start:7.1f}s] {message}", markup=False, highlight=False)
 
     def downloads(self, progress: StageProgress) -> None:
         """Called from download threads as fetches start and end."""
@@ -60,7 +63,8 @@ class PlainDisplay:
             if not progress.finished and now - self._progress_printed_at < self._progress_interval:
                 return
             self._progress_printed_at = now
-        self.event(describe_downloads(progress))
+            # Printed under the lock: an older snapshot let through must not print after a newer one.
+            self._print(describe_downloads(progress))
 
     def update(self, state: RunState) -> None:
         """Nothing to redraw: every change already printed a line."""

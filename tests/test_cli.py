@@ -191,7 +191,7 @@ def test_an_exception_handing_a_download_to_the_builds_fails_the_run(tmp_path: P
             return real_sdist_source(path, sha256=sha256)
         pipeline.sdist_source = sdist_source
     """
-    result = orchestrate_with_fault(tmp_path, fault, "build", "-r", "req.txt", "-w", "wh")
+    result = orchestrate_with_fault(tmp_path, fault, "build", "-r", "req.txt", "--no-deps", "-w", "wh")
     assert result.returncode == 1, result.stderr
     error = f"PermissionError: [Errno 13] Permission denied: '{tmp_path / 'sdists' / 'unqueued-1.0.tar.gz'}'"
     assert failure_lines(result.stderr, "unqueued") == [

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import re
+import threading
+import time
 
 import pytest
 from rich.console import Console
 
+from orchestrator import display as display_module
 from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
 from orchestrator.jobs import BuildResult, Status
 from orchestrator.report import RunReport
@@ -111,3 +114,27 @@ def test_live_display_says_why_a_build_waits_without_repeating_the_event_line() 
     rendered = out.getvalue()
     assert rendered.count("waiting: 1 of 1 builds running") == 1
     assert "0 built, 0 failed, 0 running, 2 waiting (1 of 1 builds running)" in rendered
+
+
+def test_the_last_progress_line_printed_is_the_newest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads end downloads at once: the older snapshot, let through first, never prints after the newer one."""
+    out = io.StringIO()
+    display = PlainDisplay(Console(file=out, width=200), progress_interval=0.0)
+    newer_described = threading.Event()
+    describe = display_module.describe_downloads
+
+    def slow_describe(snapshot: StageProgress) -> str:
+        if snapshot.done == 2:
+            newer_described.wait(timeout=0.5)  # slow for the older one: the newer one must wait its turn
+        else:
+            newer_described.set()
+        return describe(snapshot)
+
+    monkeypatch.setattr(display_module, "describe_downloads", slow_describe)
+    older = threading.Thread(target=display.downloads, args=(progress(2, in_flight=1, total=3),))
+    older.start()
+    while display._downloads_ended < 2:  # noqa: SLF001 - until the older snapshot has been let through
+        time.sleep(0.001)
+    display.downloads(progress(3, total=3))
+    older.join()
+    assert lines(out)[-1] == "downloads: 3/3 files done, 0 in flight, 0 failed, 6.0 KiB"

@@ -363,7 +363,7 @@ def test_disk_full_while_saving_a_download(tmp_path: Path, index_server: IndexSe
         index_server.add(sdist.name, sdist.read_bytes())
     (tmp_path / "req.txt").write_text("big==1.0\nother==1.0\n")
     where = f"{dest.resolve()}/.big-*" if full == "dest" else f"{cache.resolve()}/*/.big-*"
-    result = orchestrate("download", "-r", tmp_path / "req.txt", "-d", dest, "--cache-dir", cache,
+    result = orchestrate("download", "-r", tmp_path / "req.txt", "--no-deps", "-d", dest, "--cache-dir", cache,
                          "-i", index_server.simple_url, env=disk_full_for(where, tmp_path))
     assert "Traceback" not in result.stderr
     cached = sorted(p.name for p in cache.rglob("*") if p.is_file())

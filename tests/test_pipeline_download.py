@@ -37,7 +37,7 @@ def test_builds_start_while_downloads_continue(tmp_path: Path, index_server: Ind
         lines.append(f"streamed{i}==1.0 --hash=sha256:{sha}")
     (tmp_path / "req.txt").write_text("\n".join(lines) + "\n")
     report = tmp_path / "report.json"
-    result = orchestrate("build", "-r", tmp_path / "req.txt", "-w", tmp_path / "wh", "--index-url",
+    result = orchestrate("build", "-r", tmp_path / "req.txt", "--no-deps", "-w", tmp_path / "wh", "--index-url",
                          index_server.simple_url, "--max-downloads", "2", "--max-builds", "2",
                          "--report-json", report)
     assert result.returncode == 0, result.stderr
@@ -60,7 +60,7 @@ def test_wrong_hash_is_refused_and_others_build(tmp_path: Path, index_server: In
     _, bad_sha = serve(index_server, tmp_path, "tampered")
     wrong = hashlib.sha256(b"something else").hexdigest()
     (tmp_path / "req.txt").write_text(f"fine==1.0 --hash=sha256:{good_sha}\ntampered==1.0 --hash=sha256:{wrong}\n")
-    result = orchestrate("build", "-r", tmp_path / "req.txt", "-w", tmp_path / "wh", "-i", index_server.simple_url,
+    result = orchestrate("build", "-r", tmp_path / "req.txt", "--no-deps", "-w", tmp_path / "wh", "-i", index_server.simple_url,
                          "--sdist-dir", tmp_path / "sdists")
     assert result.returncode == 1
     failure = next(line for line in result.stderr.splitlines() if "FAILED download of tampered" in line)
@@ -79,7 +79,7 @@ def test_wrong_hash_is_refused_and_others_build(tmp_path: Path, index_server: In
 )
 def test_bad_requirement_lines_are_usage_errors(tmp_path: Path, line: str, message: str) -> None:
     (tmp_path / "req.txt").write_text(line + "\n")
-    result = orchestrate("build", "-r", tmp_path / "req.txt", "-w", tmp_path / "wh", "--no-index")
+    result = orchestrate("build", "-r", tmp_path / "req.txt", "--no-deps", "-w", tmp_path / "wh", "--no-index")
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -89,7 +89,7 @@ def test_bad_requirement_lines_are_usage_errors(tmp_path: Path, line: str, messa
 def test_missing_package_is_a_clear_failure(tmp_path: Path, index_server: IndexServer) -> None:
     serve(index_server, tmp_path, "present")
     (tmp_path / "req.txt").write_text("present==1.0\nabsent==2.0\n")
-    result = orchestrate("build", "-r", tmp_path / "req.txt", "-w", tmp_path / "wh", "-i", index_server.simple_url)
+    result = orchestrate("build", "-r", tmp_path / "req.txt", "--no-deps", "-w", tmp_path / "wh", "-i", index_server.simple_url)
     assert result.returncode == 1
     message = f"absent 2.0 not found on {index_server.simple_url}; check the pin and the index options"
     # Once as it happens, once in the summary; no logger warning besides.
@@ -106,7 +106,7 @@ def test_download_command_caps_and_caches(tmp_path: Path, index_server: IndexSer
         filename, _ = serve(index_server, tmp_path, f"dl{i}")
         names.append(filename)
     (tmp_path / "req.txt").write_text("".join(f"dl{i}==1.0\n" for i in range(5)))
-    args = ("download", "-r", tmp_path / "req.txt", "-i", index_server.simple_url, "--max-downloads", "2")
+    args = ("download", "-r", tmp_path / "req.txt", "--no-deps", "-i", index_server.simple_url, "--max-downloads", "2")
     first = orchestrate(*args, "-d", tmp_path / "one", "--report-json", tmp_path / "r.json")
     assert first.returncode == 0, first.stderr
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == names
@@ -123,7 +123,7 @@ def test_hanging_download_times_out_and_others_build(tmp_path: Path, index_serve
     serve(index_server, tmp_path, "flows")
     index_server.hang(stuck)
     (tmp_path / "req.txt").write_text("stuck==1.0\nflows==1.0\n")
-    result = orchestrate("build", "-r", tmp_path / "req.txt", "-w", tmp_path / "wh", "-i", index_server.simple_url,
+    result = orchestrate("build", "-r", tmp_path / "req.txt", "--no-deps", "-w", tmp_path / "wh", "-i", index_server.simple_url,
                          "--download-timeout", "1", "--download-retries", "0", timeout=60)
     assert result.returncode == 1
     assert "FAILED download of stuck" in result.stderr
@@ -144,7 +144,7 @@ def test_max_downloads_from_the_environment(tmp_path: Path, index_server: IndexS
         size += (tmp_path / "made" / filename).stat().st_size
     (tmp_path / "req.txt").write_text("".join(f"capped{i}==1.0\n" for i in range(6)))
     where = ("-d", tmp_path / "sdists") if command == "download" else ("-w", tmp_path / "wh")
-    result = orchestrate(command, "-r", tmp_path / "req.txt", *where, "-i", index_server.simple_url,
+    result = orchestrate(command, "-r", tmp_path / "req.txt", "--no-deps", *where, "-i", index_server.simple_url,
                          "--report-json", tmp_path / "r.json", env={"ORCHESTRATE_MAX_DOWNLOADS": "3"})
     assert result.returncode == 0, result.stderr
     assert index_server.max_in_flight == 3
@@ -170,7 +170,7 @@ def test_download_command_retry_and_timeout_options(
     index_server.fail_first(flaky, 1)
     index_server.slow(slow, 3.0)
     (tmp_path / "req.txt").write_text("flaky==1.0\nslow==1.0\n")
-    result = orchestrate("download", "-r", tmp_path / "req.txt", "-d", tmp_path / "sdists",
+    result = orchestrate("download", "-r", tmp_path / "req.txt", "--no-deps", "-d", tmp_path / "sdists",
                          "-i", index_server.simple_url, retries, "1", timeout, "0.5")
     assert result.returncode == 1
     assert index_server.downloads(flaky) == 2  # one retry recovered the 500
@@ -184,7 +184,7 @@ def test_download_command_summary_counts_downloads(tmp_path: Path, index_server:
     for name in ("one", "two"):
         serve(index_server, tmp_path, name)
     (tmp_path / "req.txt").write_text("one==1.0\ntwo==1.0\nabsent==2.0\n")
-    args = ("download", "-r", tmp_path / "req.txt", "-i", index_server.simple_url)
+    args = ("download", "-r", tmp_path / "req.txt", "--no-deps", "-i", index_server.simple_url)
     message = f"absent 2.0 not found on {index_server.simple_url}; check the pin and the index options"
     for dest, counts in (("first", "2 downloaded, 0 cached, 1 failed"), ("second", "0 downloaded, 2 cached, 1 failed")):
         result = orchestrate(*args, "-d", tmp_path / dest)
@@ -203,7 +203,7 @@ def test_interrupted_download_command_starts_no_more(tmp_path: Path, index_serve
         index_server.slow(filename, 1.0)
         lines.append(f"slowpkg{i}==1.0 --hash=sha256:{sha}")
     (tmp_path / "req.txt").write_text("\n".join(lines) + "\n")
-    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "download", "-r", str(tmp_path / "req.txt"),
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "download", "-r", str(tmp_path / "req.txt"), "--no-deps",
                                 "-d", str(tmp_path / "sdists"), "-i", index_server.simple_url, "--max-downloads", "1",
                                 "--no-cache"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
@@ -227,7 +227,7 @@ def test_trickling_download_is_cut_and_others_succeed(tmp_path: Path, index_serv
     where = ("-d", tmp_path / "sdists") if command == "download" else \
         ("-w", tmp_path / "wh", "--sdist-dir", tmp_path / "sdists")
     started = time.monotonic()
-    result = orchestrate(command, "-r", tmp_path / "req.txt", *where, "-i", index_server.simple_url,
+    result = orchestrate(command, "-r", tmp_path / "req.txt", "--no-deps", *where, "-i", index_server.simple_url,
                          "--cache-dir", tmp_path / "cache", "--download-timeout", "1", "--download-retries", "1",
                          timeout=60)
     assert time.monotonic() - started < 20

@@ -215,7 +215,7 @@ def test_build_a_legacy_sdist_from_find_links(tmp_path: Path) -> None:
     make_sdist(links, "oldrelease", "0.9", fmt="tar.bz2")
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("--no-index\n--find-links ./links\noldrelease==0.9\n")
-    result = orchestrate("build", "-r", requirements, "-w", tmp_path / "wh", "--no-cache",
+    result = orchestrate("build", "-r", requirements, "--no-deps", "-w", tmp_path / "wh", "--no-cache",
                          "--sdist-dir", tmp_path / "downloaded")
     assert result.returncode == 0, result.stderr
     assert [p.name for p in (tmp_path / "wh").glob("*.whl")] == ["oldrelease-0.9-py3-none-any.whl"]
