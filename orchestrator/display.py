@@ -143,7 +143,8 @@ def print_summary(console: Console, report: RunReport) -> None:
         for column in ("waited s", *PHASES, "wall s", "cpu s", "peak RSS", "predicted"):
             table.add_column(column, justify="right")
         for result in builds:
-            style = {"built": "green", "failed": "red", "skipped": "dim", "not started": "yellow"}[result.status.value]
+            style = {"built": "green", "failed": "red", "skipped": "dim", "not started": "yellow",
+                     "stopped": "yellow"}[result.status.value]
             table.add_row(
                 f"{result.name} {result.version or ''}",
                 Text(result.status.value, style=style),
@@ -188,8 +189,9 @@ def _counts(report: RunReport) -> list[str]:
     if report.builds or not (report.downloads or report.installs):
         builds = Counter(r.status for r in report.builds)
         not_started = f", {builds[Status.NOT_STARTED]} not started" if builds[Status.NOT_STARTED] else ""
+        stopped = f", {builds[Status.STOPPED]} stopped" if builds[Status.STOPPED] else ""
         parts.append(f"{builds[Status.BUILT]} built, {builds[Status.SKIPPED]} skipped, {builds[Status.FAILED]} failed"
-                     f"{not_started}")
+                     f"{not_started}{stopped}")
     if report.installs:
         installs = Counter(r.status for r in report.installs)
         parts.append(f"{installs[InstallStatus.INSTALLED]} installed, {installs[InstallStatus.SKIPPED]} skipped, "

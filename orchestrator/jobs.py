@@ -27,6 +27,8 @@ class Status(str, enum.Enum):
     SKIPPED = "skipped"
     NOT_STARTED = "not started"
     """Never started: --fail-fast after a failure, or the run was interrupted."""
+    STOPPED = "stopped"
+    """Running when the run was stopped (Ctrl-C, SIGTERM): not a failure of its own."""
 
 
 def nested_jobs_environ(jobs: int, environ: Mapping[str, str] = os.environ) -> dict[str, str]:

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from orchestrator.executors import Executor, Exited, OutcomeReported, PhaseStarted, WorkerEvent, WorkerHandle
 from orchestrator.executors.local import LocalExecutor
@@ -57,6 +57,9 @@ MEMORY_REQUEUE_LIMIT = 3
 
 Clock = Callable[[], float]
 """Seconds from any fixed point, never going back: ``time.monotonic``."""
+
+StopReason = Literal["timeout", "memory", "run"]
+"""Why the scheduler stopped a running build: its deadline, memory pressure, or the whole run stopping."""
 
 
 class Observer(Protocol):
@@ -140,7 +143,7 @@ class _Running:
     cpu: CpuRate = field(default_factory=CpuRate)
     """CPUs its process tree keeps busy; until it has run ``CPU_WINDOW``, it counts as one."""
     outcome: WorkerOutcome | None = None
-    stop_reason: str | None = None
+    stop_reason: StopReason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +201,9 @@ class BuildScheduler:
         self._waiting_reason: str | None = None
         self._announced_wait: tuple[str, str | None] | None = None
         self._stopping = False
+        """No more admissions: --fail-fast, or the run is being stopped."""
+        self._stopped: str | None = None
+        """Why the run is being stopped (:meth:`stop_all`), once it is."""
         self._plan_stale = False
         """The queue or the running builds changed since the queue was last ordered."""
         self._producers = 0
@@ -482,7 +488,7 @@ class BuildScheduler:
             )
             self._stop(run, "memory")
 
-    def _stop(self, run: _Running, reason: str) -> None:
+    def _stop(self, run: _Running, reason: StopReason) -> None:
         run.stop_reason = reason
         run.handle.stop(self._settings.grace)
 
@@ -493,8 +499,9 @@ class BuildScheduler:
         what is left at once.
         """
         self._stopping = True
+        self._stopped = reason
         for run in self._running.values():
-            run.stop_reason = run.stop_reason or reason
+            run.stop_reason = run.stop_reason or "run"
             run.handle.stop(self._settings.grace)
         try:
             self._await_exits()
@@ -527,6 +534,10 @@ class BuildScheduler:
             )
             self._enqueue(item)
             return
+        if self._stopped is not None and not built_anyway and run.stop_reason != "timeout":
+            # Its end is the run's, not its own: no failure, whatever the worker said as it went.
+            self._record(item, run, status=Status.STOPPED, error=f"the run was {self._stopped}", outcome=run.outcome)
+            return
         outcome = run.outcome
         killed = outcome is None or outcome.killed_by is not None
         if outcome is not None and (run.stop_reason is not None or not killed):
@@ -544,8 +555,6 @@ class BuildScheduler:
             return f"timed out after {run.item.timeout:g} s"
         if run.stop_reason == "memory":
             return "stopped under memory pressure"
-        if run.stop_reason is not None:
-            return f"stopped: the run was {run.stop_reason}"
         if run.outcome is not None and run.outcome.killed_by is not None:
             message, name = run.outcome.error or "killed", run.outcome.killed_by
         elif exited.killed_by is not None:
@@ -605,7 +614,7 @@ class BuildScheduler:
         )
         self._results.append(result)
         verb = {Status.BUILT: "built", Status.FAILED: "FAILED", Status.SKIPPED: "skipped",
-                Status.NOT_STARTED: "not started"}[status]
+                Status.NOT_STARTED: "not started", Status.STOPPED: "stopped"}[status]
         detail = f" {result.wheel}" if result.wheel else f": {error}" if error else ""
         took = f" in {result.wall_s:.1f} s" if run is not None else ""
         self._observer.event(f"{job.key}: {verb}{detail}{took}")

@@ -14,7 +14,7 @@ import threading
 import pytest
 from fake_executor import FakeClock, FakeMachine, G, M, Script, job
 
-from orchestrator.jobs import Status, WorkerOutcome
+from orchestrator.jobs import BuildResult, Status, WorkerOutcome
 from orchestrator.policy.admission import Limits
 from orchestrator.scheduler import (
     MEMORY_REQUEUE_LIMIT,
@@ -245,6 +245,36 @@ def test_fail_fast_drops_the_queue_and_lets_running_builds_end() -> None:
         assert results[name].started_at is None
     (prepared,) = [worker for worker in machine.workers if worker.key == "later-1.0"]
     assert prepared.closed and not prepared.admitted
+
+
+def test_interrupt_stops_running_builds_as_stopped_and_queued_ones_as_not_started() -> None:
+    machine, script = FakeMachine(), Script()
+    results: list[BuildResult] = []
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    script.on_event["b-1.0: started"] = interrupt
+    limits = Limits(max_builds=2, memory_limit=None, min_free_memory=0, max_load=None)
+    builds = BuildScheduler(SchedulerSettings(limits=limits, sample_interval=0.01, grace=1.5), probe=machine,
+                            observer=script, executor=machine, clock=FakeClock(), on_result=results.append)
+    for key, duration in (("a-1.0", 40.0), ("b-1.0", 30.0), ("c-1.0", 20.0), ("d-1.0", 10.0)):
+        builds.add(job(key), need=G, expected_duration=duration)
+
+    with pytest.raises(KeyboardInterrupt):
+        builds.run()
+
+    statuses = {result.name: (result.status, result.error) for result in results}
+    assert statuses == {
+        "a": (Status.STOPPED, "the run was interrupted"),
+        "b": (Status.STOPPED, "the run was interrupted"),
+        "c": (Status.NOT_STARTED, "the run was interrupted"),
+        "d": (Status.NOT_STARTED, "the run was interrupted"),
+    }
+    assert "a-1.0: stopped: the run was interrupted in 0.0 s" in script.events
+    assert not any("FAILED" in event for event in script.events)
+    assert [worker.stops for worker in machine.workers if worker.admitted] == [[1.5], [1.5]]  # the run's grace
+    assert all(worker.closed for worker in machine.workers) and machine.closed
 
 
 def test_a_second_interrupt_while_stopping_kills_at_once() -> None:
