@@ -55,6 +55,10 @@ logger = logging.getLogger(__name__)
 MEMORY_REQUEUE_LIMIT = 3
 """Memory requeues of one build before it waits to run alone."""
 
+MAX_PREPARED = 2
+"""Workers preparing queued builds ahead of their admission, at most: the next build's, and one
+whose build another went ahead of (it keeps its worker, and its preparation, for when its turn comes)."""
+
 Clock = Callable[[], float]
 """Seconds from any fixed point, never going back: ``time.monotonic``."""
 
@@ -414,9 +418,6 @@ class BuildScheduler:
     def _worker_for(self, job: BuildJob) -> WorkerHandle:
         """A worker holding ``job``: the one that prepared it, if it lives, else a new or idle one."""
         prepared = self._prepared.pop(job.key, None)
-        for other in self._prepared.values():  # it prepared another build, which was not the next after all
-            other.close()
-        self._prepared.clear()
         if prepared is not None and prepared.alive():
             return prepared
         if prepared is not None:  # it died while preparing: its build starts over
@@ -429,13 +430,14 @@ class BuildScheduler:
         """Start a worker ahead: preparing the build now at the head of the queue, or idle while more may come.
 
         While the running builds go on, it starts up, extracts the sdist and prepares
-        the build environment, then waits for the build's admission.
+        the build environment, then waits for that build's admission, even if the queue
+        order changes meanwhile; at most :data:`MAX_PREPARED` do so at once.
         """
         if self._stopping:
             return
         if self._pending:
             head = self._pending[0].job
-            if head.key not in self._prepared:
+            if head.key not in self._prepared and len(self._prepared) < MAX_PREPARED:
                 handle = self._take_idle() or self._executor.spawn()
                 handle.stage(head)
                 self._prepared[head.key] = handle

@@ -17,6 +17,7 @@ from fake_executor import FakeClock, FakeMachine, G, M, Script, job
 from orchestrator.jobs import BuildResult, Status, WorkerOutcome
 from orchestrator.policy.admission import Limits
 from orchestrator.scheduler import (
+    MAX_PREPARED,
     MEMORY_REQUEUE_LIMIT,
     BuildScheduler,
     RunState,
@@ -295,3 +296,65 @@ def test_a_second_interrupt_while_stopping_kills_at_once() -> None:
 
     (worker,) = machine.workers
     assert worker.stops == [3600.0] and worker.killed and worker.closed
+
+
+# -- workers started ahead ------------------------------------------------------------------
+
+def finish_on_start(machine: FakeMachine, script: Script, *keys: str) -> None:
+    for key in keys:
+        script.on_event[f"{key}: started"] = lambda key=key: machine.worker(key).finish(0, built=True)  # type: ignore[misc]
+
+
+def test_a_build_prepared_ahead_keeps_its_worker_when_another_goes_first() -> None:
+    machine, script = FakeMachine(), Script()
+    unlimited = Limits(max_builds=1, memory_limit=None, min_free_memory=0, max_load=None)
+    builds = scheduler(machine, script, unlimited)
+
+    def a_started() -> None:
+        # While "a" runs, "b" (the head) is prepared ahead; then "c" arrives and, longer, goes first.
+        builds.add(job("c-1.0"), need=G, expected_duration=300.0)
+        machine.worker("a-1.0").finish(0, built=True)
+
+    script.on_event["a-1.0: started"] = a_started
+    finish_on_start(machine, script, "b-1.0", "c-1.0")
+    builds.add(job("a-1.0"), need=G, expected_duration=600.0)
+    builds.add(job("b-1.0"), need=G)
+
+    results = builds.run()
+
+    assert [result.name for result in results] == ["a", "c", "b"]
+    assert machine.staged == ["a-1.0", "b-1.0", "c-1.0"]  # "b" prepared once, not again after "c" went first
+    (b_worker,) = [worker for worker in machine.workers if worker.key == "b-1.0"]
+    assert b_worker.admitted
+    assert all(worker.admitted for worker in machine.workers)  # no preparation thrown away
+
+
+def test_workers_prepare_at_most_a_few_builds_ahead() -> None:
+    machine, script = FakeMachine(), Script()
+    unlimited = Limits(max_builds=1, memory_limit=None, min_free_memory=0, max_load=None)
+    builds = scheduler(machine, script, unlimited)
+    # Each build, as it starts, brings two longer ones that go ahead of every build queued.
+    arrivals = {"a-1.0": (("c-1.0", 300.0), ("d-1.0", 250.0)), "c-1.0": (("e-1.0", 400.0), ("f-1.0", 350.0))}
+    preparing: list[int] = []
+
+    def started(key: str) -> None:
+        for new, duration in arrivals.get(key, ()):
+            builds.add(job(new), need=G, expected_duration=duration)
+        machine.worker(key).finish(0, built=True)
+
+    def count_preparing(state: RunState) -> None:
+        preparing.append(sum(1 for worker in machine.workers
+                             if worker.job is not None and not worker.admitted and not worker.closed))
+
+    for key in ("a-1.0", "b-1.0", "c-1.0", "d-1.0", "e-1.0", "f-1.0"):
+        script.on_event[f"{key}: started"] = lambda key=key: started(key)  # type: ignore[misc]
+    script.on_update.append(count_preparing)
+    builds.add(job("a-1.0"), need=G, expected_duration=600.0)
+    builds.add(job("b-1.0"), need=G)
+
+    results = builds.run()
+
+    assert [result.name for result in results] == ["a", "c", "e", "f", "d", "b"]
+    assert max(preparing) == MAX_PREPARED == 2
+    assert sorted(machine.staged) == ["a-1.0", "b-1.0", "c-1.0", "d-1.0", "e-1.0", "f-1.0"]  # each once
+    assert all(worker.admitted for worker in machine.workers)
