@@ -203,7 +203,8 @@ class BuildScheduler:
         self._results: list[BuildResult] = []
         self._readings: Readings | None = None
         self._waiting_reason: str | None = None
-        self._announced_wait: tuple[str, str | None] | None = None
+        self._announced_waits: set[tuple[str, str | None]] = set()
+        """The (build, rule) of every wait said so far."""
         self._stopping = False
         """No more admissions: --fail-fast, or the run is being stopped."""
         self._stopped: str | None = None
@@ -352,17 +353,17 @@ class BuildScheduler:
                     self._start(item)
                     continue
             if not decision.admit:
-                # The figures in the reason change with every sample: say it once per build and rule.
+                # The figures in the reason change with every sample: say it once per build and rule,
+                # however often other waits come in between (another rule, another build at the head).
                 wait = (self._pending[0].job.key, decision.blocked_by)
-                if wait != self._announced_wait:
+                if wait not in self._announced_waits:
+                    self._announced_waits.add(wait)
                     self._observer.event(f"{wait[0]}: {decision.reason}")
-                self._announced_wait = wait
                 self._waiting_reason = decision.reason
                 head = self._pending[0]
                 head.held_by, head.wait_reason = decision.blocked_by or "queue", decision.reason
                 return
             self._waiting_reason = None
-            self._announced_wait = None
             if decision.warning:
                 self._observer.event(f"{self._pending[0].job.key}: {decision.warning}")
             self._start(self._pending.pop(0))

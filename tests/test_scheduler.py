@@ -358,3 +358,36 @@ def test_workers_prepare_at_most_a_few_builds_ahead() -> None:
     assert max(preparing) == MAX_PREPARED == 2
     assert sorted(machine.staged) == ["a-1.0", "b-1.0", "c-1.0", "d-1.0", "e-1.0", "f-1.0"]  # each once
     assert all(worker.admitted for worker in machine.workers)
+
+
+def test_each_wait_is_announced_once_per_build_and_rule() -> None:
+    # "b" waits for memory behind "a"; "c" arrives, goes ahead of it (backfill), so "b" waits for a
+    # slot; when "c" ends, "b" waits for memory again, with the very same figures: said once only.
+    machine, script = FakeMachine(), Script()
+    limits = Limits(max_builds=2, memory_limit=4 * G, min_free_memory=0, max_load=None)
+    builds = scheduler(machine, script, limits)
+    memory_wait = "b-1.0: waiting: 3.0 GiB of the 4.0 GiB memory limit reserved, needs 2.0 GiB"
+    turns_since_c_built: list[int] = []
+
+    def after_c_built(state: RunState) -> None:
+        turns_since_c_built.append(1)
+        if len(turns_since_c_built) == 2:  # "b" has been refused again, for memory, in between
+            machine.worker("a-1.0").finish(0, built=True)
+
+    def c_arrives() -> None:
+        del script.on_event[memory_wait]
+        builds.add(job("c-1.0"), need=G, expected_duration=10.0)
+
+    script.on_event[memory_wait] = c_arrives
+    script.on_event["b-1.0: waiting: 2 of 2 builds running"] = lambda: machine.worker("c-1.0").finish(0, built=True)
+    script.on_event["c-1.0: built"] = lambda: script.on_update.append(after_c_built)
+    finish_on_start(machine, script, "b-1.0")
+    builds.add(job("a-1.0"), need=3 * G, expected_duration=600.0)
+    builds.add(job("b-1.0"), need=2 * G, expected_duration=300.0)
+
+    results = builds.run()
+
+    assert [result.status for result in results] == [Status.BUILT] * 3
+    assert script.index("c-1.0: starting ahead of b-1.0")
+    waits = [event for event in script.events if event.startswith("b-1.0: waiting")]
+    assert waits == [memory_wait, "b-1.0: waiting: 2 of 2 builds running"]
