@@ -31,39 +31,21 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
-from orchestrator.executors import Executor, Exited, OutcomeReported, PhaseStarted, WorkerEvent, WorkerHandle
+from orchestrator.buildstate import Queued, Running, StopReason, WorkersAhead, build_result
+from orchestrator.executors import Executor, Exited, OutcomeReported, PhaseStarted, WorkerEvent
 from orchestrator.executors.local import LocalExecutor
 from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
 from orchestrator.policy import admission, planning
-from orchestrator.policy.admission import (
-    Candidate,
-    Decision,
-    Limits,
-    Probe,
-    QueuedBuild,
-    Readings,
-    RunningBuild,
-)
-from orchestrator.resources import CpuRate
+from orchestrator.policy.admission import Candidate, Decision, Limits, Probe, Readings, RunningBuild
 from orchestrator.units import format_size
 
 logger = logging.getLogger(__name__)
 
-MEMORY_REQUEUE_LIMIT = 3
-"""Memory requeues of one build before it waits to run alone."""
-
-MAX_PREPARED = 2
-"""Workers preparing queued builds ahead of their admission, at most: the next build's, and one
-whose build another went ahead of (it keeps its worker, and its preparation, for when its turn comes)."""
-
 Clock = Callable[[], float]
 """Seconds from any fixed point, never going back: ``time.monotonic``."""
-
-StopReason = Literal["timeout", "memory", "run"]
-"""Why the scheduler stopped a running build: its deadline, memory pressure, or the whole run stopping."""
 
 
 class Observer(Protocol):
@@ -109,50 +91,9 @@ class RunState:
     readings: Readings | None
 
 
-@dataclass(slots=True)
-class _Queued:
-    job: BuildJob
-    need: int
-    expected_duration: float | None
-    size: int
-    timeout: float | None
-    compiles: bool = False
-    attempts: int = 0
-    memory_requeues: int = 0
-    waits: dict[str, float] = field(default_factory=dict)
-    """Seconds queued so far, by what held it back (see ``BuildResult.waits``)."""
-    wait_reason: str | None = None
-    """The policy's last reason for holding it back."""
-    held_by: str = "queue"
-    """What holds it back now: the rule the policy named, or ``queue`` (other builds are ahead)."""
-    held_since: float = 0.0
-    """When ``held_by`` was last accounted for (clock)."""
-
-    def account_wait(self, now: float) -> None:
-        """Add the time since the last call to what held it back then."""
-        self.waits[self.held_by] = self.waits.get(self.held_by, 0.0) + max(0.0, now - self.held_since)
-        self.held_since = now
-
-
-@dataclass(slots=True)
-class _Running:
-    item: _Queued
-    handle: WorkerHandle
-    started_at: float
-    """Clock reading at admission."""
-    deadline: float | None
-    phase: str = "starting"
-    rss: int = 0
-    peak_rss: int = 0
-    cpu: CpuRate = field(default_factory=CpuRate)
-    """CPUs its process tree keeps busy; until it has run ``CPU_WINDOW``, it counts as one."""
-    outcome: WorkerOutcome | None = None
-    stop_reason: StopReason | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class _Added:
-    item: _Queued
+    item: Queued
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,12 +135,9 @@ class BuildScheduler:
         self._epoch = time.time() - clock()
         """Added to a clock reading, the epoch time the report's timestamps are in."""
         self._events: queue.Queue[_Event] = queue.Queue()
-        self._pending: list[_Queued] = []
-        self._running: dict[str, _Running] = {}
-        self._prepared: dict[str, WorkerHandle] = {}
-        """Workers staged with a queued build, preparing it until its admission, by key."""
-        self._idle: WorkerHandle | None = None
-        """A worker started with no build yet, for one still to come."""
+        self._pending: list[Queued] = []
+        self._running: dict[str, Running] = {}
+        self._ahead = WorkersAhead(self._executor)
         self._results: list[BuildResult] = []
         self._readings: Readings | None = None
         self._waiting_reason: str | None = None
@@ -229,7 +167,7 @@ class BuildScheduler:
         ``expected_duration`` (from history) and ``size`` (of the sdist) order the
         queue (see ``planning.plan_order``). ``timeout`` overrides the run's.
         """
-        item = _Queued(job=job, need=need, expected_duration=expected_duration, size=size,
+        item = Queued(job=job, need=need, expected_duration=expected_duration, size=size,
                        timeout=timeout or self._settings.timeout)
         self._events.put(_Added(item))
 
@@ -261,7 +199,7 @@ class BuildScheduler:
             self.stop_all("interrupted")
             raise
         finally:
-            self._close_spares()
+            self._ahead.close()
             self._executor.close()
         return self._results
 
@@ -302,7 +240,7 @@ class BuildScheduler:
                 self._finish(self._running.pop(key), event)
                 self._plan_stale = True  # the builds left running may end sooner or later than planned
 
-    def _enqueue(self, item: _Queued) -> None:
+    def _enqueue(self, item: Queued) -> None:
         item.held_by, item.held_since = "queue", self._clock()
         if self._stopping:
             self._record(item, None, status=Status.NOT_STARTED, error="the run was stopped")
@@ -317,9 +255,7 @@ class BuildScheduler:
         """
         self._plan_stale = False
         order = planning.plan_order(
-            [QueuedBuild(key=queued.job.key, need=queued.need, expected_duration=queued.expected_duration,
-                         size=queued.size, compiles=queued.compiles)
-             for queued in self._pending],
+            [queued.as_policy() for queued in self._pending],
             self._running_builds(),
             self._settings.limits,
             now=self._clock(),
@@ -368,7 +304,7 @@ class BuildScheduler:
                 self._observer.event(f"{self._pending[0].job.key}: {decision.warning}")
             self._start(self._pending.pop(0))
 
-    def _decide(self, item: _Queued) -> Decision:
+    def _decide(self, item: Queued) -> Decision:
         assert self._readings is not None
         candidate = Candidate(key=item.job.key, need=item.need)
         return admission.decide(candidate, self._readings, self._running_builds(), self._settings.limits)
@@ -379,86 +315,30 @@ class BuildScheduler:
         running = self._running_builds()
         now = self._clock()
         for index, item in enumerate(self._pending[1:], start=1):
-            queued = QueuedBuild(key=item.job.key, need=item.need, expected_duration=item.expected_duration,
-                                 size=item.size)
-            if admission.may_backfill(queued, head, running, self._settings.limits, now=now) and (
+            if admission.may_backfill(item.as_policy(), head, running, self._settings.limits, now=now) and (
                 self._decide(item).admit
             ):
                 return index
         return None
 
     def _running_builds(self) -> list[RunningBuild]:
-        """The running builds as the policy sees them, those being stopped marked so."""
-        return [
-            RunningBuild(
-                key=key,
-                need=run.item.need,
-                rss=run.rss,
-                started_at=run.started_at,
-                expected_end=(run.started_at + run.item.expected_duration
-                              if run.item.expected_duration is not None else None),
-                stopping=run.stop_reason is not None,
-                cpu=run.cpu.rate(),
-            )
-            for key, run in self._running.items()
-        ]
+        return [run.as_policy() for run in self._running.values()]
 
-    def _start(self, item: _Queued) -> None:
+    def _start(self, item: Queued) -> None:
         now = self._clock()
         item.account_wait(now)
         item.attempts += 1
         job = item.job
-        handle = self._worker_for(job)
+        handle = self._ahead.take(job)
         handle.admit()
         deadline = now + item.timeout if item.timeout else None
-        self._running[job.key] = _Running(item=item, handle=handle, started_at=now, deadline=deadline)
+        self._running[job.key] = Running(item=item, handle=handle, started_at=now, deadline=deadline)
         self._observer.event(f"{job.key}: started (needs about {format_size(item.need)})")
-        self._prepare_next()
-
-    # -- workers started ahead -----------------------------------------------------------
-    def _worker_for(self, job: BuildJob) -> WorkerHandle:
-        """A worker holding ``job``: the one that prepared it, if it lives, else a new or idle one."""
-        prepared = self._prepared.pop(job.key, None)
-        if prepared is not None and prepared.alive():
-            return prepared
-        if prepared is not None:  # it died while preparing: its build starts over
-            prepared.close()
-        handle = self._take_idle() or self._executor.spawn()
-        handle.stage(job)
-        return handle
-
-    def _prepare_next(self) -> None:
-        """Start a worker ahead: preparing the build now at the head of the queue, or idle while more may come.
-
-        While the running builds go on, it starts up, extracts the sdist and prepares
-        the build environment, then waits for that build's admission, even if the queue
-        order changes meanwhile; at most :data:`MAX_PREPARED` do so at once.
-        """
-        if self._stopping:
-            return
-        if self._pending:
-            head = self._pending[0].job
-            if head.key not in self._prepared and len(self._prepared) < MAX_PREPARED:
-                handle = self._take_idle() or self._executor.spawn()
-                handle.stage(head)
-                self._prepared[head.key] = handle
-        elif self._idle is None and self._producing():
-            self._idle = self._executor.spawn()
-
-    def _take_idle(self) -> WorkerHandle | None:
-        idle, self._idle = self._idle, None
-        if idle is not None and not idle.alive():
-            idle.close()
-            return None
-        return idle
-
-    def _close_spares(self) -> None:
-        """Release the workers started ahead that no build will use."""
-        spares = [*self._prepared.values(), *([self._idle] if self._idle is not None else [])]
-        self._prepared.clear()
-        self._idle = None
-        for handle in spares:
-            handle.close()
+        # The next worker starts now, ahead of the next admission, while the running builds go on.
+        if self._pending and not self._stopping:
+            self._ahead.prepare(self._pending[0].job)
+        elif self._producing() and not self._stopping:
+            self._ahead.start_idle()
 
     # -- sampling: memory pressure and timeouts ----------------------------------------
     def _sample(self) -> None:
@@ -491,7 +371,7 @@ class BuildScheduler:
             )
             self._stop(run, "memory")
 
-    def _stop(self, run: _Running, reason: StopReason) -> None:
+    def _stop(self, run: Running, reason: StopReason) -> None:
         run.stop_reason = reason
         run.handle.stop(self._settings.grace)
 
@@ -519,22 +399,13 @@ class BuildScheduler:
             self._drain(self._settings.sample_interval)
 
     # -- results -------------------------------------------------------------------------
-    def _finish(self, run: _Running, exited: Exited) -> None:
+    def _finish(self, run: Running, exited: Exited) -> None:
         run.handle.close()
         item = run.item
         built_anyway = run.outcome is not None and run.outcome.status is Status.BUILT
         if run.stop_reason == "memory" and not self._stopping and not built_anyway:
-            item.memory_requeues += 1
-            item.need = max(item.need, int(run.peak_rss * 1.2))
-            alone = ""
-            if item.memory_requeues >= MEMORY_REQUEUE_LIMIT and self._settings.limits.memory_limit:
-                item.need = max(item.need, self._settings.limits.memory_limit)  # from now on it runs alone
-                alone = ", and runs alone"
-            item.attempts -= 1  # memory requeues are not failures
-            self._observer.event(
-                f"{item.job.key}: memory requeue {item.memory_requeues}, reached {format_size(run.peak_rss)};"
-                f" now needs about {format_size(item.need)}{alone}"
-            )
+            change = item.requeue_for_memory(run.peak_rss, self._settings.limits.memory_limit)
+            self._observer.event(f"{item.key}: {change}")
             self._enqueue(item)
             return
         if self._stopped is not None and not built_anyway and run.stop_reason != "timeout":
@@ -546,28 +417,12 @@ class BuildScheduler:
         if outcome is not None and (run.stop_reason is not None or not killed):
             self._record(item, run, status=outcome.status, error=outcome.error, outcome=outcome)
             return
-        error = self._death_reason(run, exited)
+        error = run.death_reason(exited, memory_short=self._memory_short())
         if run.stop_reason is None and item.attempts <= self._settings.retries and not self._stopping:
             self._observer.event(f"{item.job.key}: {error}; retrying ({item.attempts}/{self._settings.retries})")
             self._enqueue(item)
             return
         self._record(item, run, status=Status.FAILED, error=error, outcome=outcome)
-
-    def _death_reason(self, run: _Running, exited: Exited) -> str:
-        if run.stop_reason == "timeout":
-            return f"timed out after {run.item.timeout:g} s"
-        if run.stop_reason == "memory":
-            return "stopped under memory pressure"
-        if run.outcome is not None and run.outcome.killed_by is not None:
-            message, name = run.outcome.error or "killed", run.outcome.killed_by
-        elif exited.killed_by is not None:
-            name = exited.killed_by
-            message = f"the worker was killed by {name}"
-        else:
-            return f"the worker exited with status {exited.returncode} without a result; see the log"
-        if name == "SIGKILL" and self._memory_short():
-            message += " (likely out of memory)"
-        return message
 
     def _memory_short(self) -> bool:
         readings = self._readings
@@ -578,15 +433,13 @@ class BuildScheduler:
         """Record every queued build as never started, and release the workers preparing them."""
         dropped, self._pending = self._pending, []
         for item in dropped:
-            prepared = self._prepared.pop(item.job.key, None)
-            if prepared is not None:
-                prepared.close()
+            self._ahead.drop(item.key)
             self._record(item, None, status=Status.NOT_STARTED, error=error)
 
     def _record(
         self,
-        item: _Queued,
-        run: _Running | None,
+        item: Queued,
+        run: Running | None,
         *,
         status: Status,
         error: str | None,
@@ -596,25 +449,9 @@ class BuildScheduler:
         now = self._clock()
         if run is None:  # never started: it waited until now
             item.account_wait(now)
-        result = BuildResult(
-            name=(outcome.name if outcome and outcome.name else job.name),
-            version=(outcome.version if outcome and outcome.version else job.version),
-            source=str(job.source),
-            status=status,
-            wheel=outcome.wheel if outcome else None,
-            started_at=self._epoch + run.started_at if run else None,
-            finished_at=self._epoch + now if run else None,
-            phases=outcome.phases if outcome else {},
-            peak_rss_bytes=max(run.peak_rss if run else 0, outcome.max_rss_bytes if outcome else 0),
-            cpu_s=outcome.cpu_s if outcome else 0.0,
-            log=str(job.log_path) if run else None,
-            error=error,
-            predicted_rss_bytes=item.need,
-            attempts=max(item.attempts, 1),
-            memory_requeues=item.memory_requeues,
-            waits={held_by: seconds for held_by, seconds in item.waits.items() if seconds > 0},
-            wait_reason=item.wait_reason,
-        )
+        result = build_result(item, run, status=status, error=error, outcome=outcome,
+                              started_at=self._epoch + run.started_at if run else None,
+                              finished_at=self._epoch + now if run else None)
         self._results.append(result)
         verb = {Status.BUILT: "built", Status.FAILED: "FAILED", Status.SKIPPED: "skipped",
                 Status.NOT_STARTED: "not started", Status.STOPPED: "stopped"}[status]

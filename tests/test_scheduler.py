@@ -14,15 +14,10 @@ import threading
 import pytest
 from fake_executor import FakeClock, FakeMachine, G, M, Script, job
 
+from orchestrator.buildstate import MAX_PREPARED, MEMORY_REQUEUE_LIMIT
 from orchestrator.jobs import BuildResult, Status, WorkerOutcome
 from orchestrator.policy.admission import Limits
-from orchestrator.scheduler import (
-    MAX_PREPARED,
-    MEMORY_REQUEUE_LIMIT,
-    BuildScheduler,
-    RunState,
-    SchedulerSettings,
-)
+from orchestrator.scheduler import BuildScheduler, RunState, SchedulerSettings
 
 
 def scheduler(machine: FakeMachine, script: Script, limits: Limits, clock: FakeClock | None = None,
