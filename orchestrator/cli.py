@@ -11,43 +11,50 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
 import click
 import psutil
+from packaging.utils import NormalizedName
 from rich.console import Console
 
 from orchestrator import __version__
 from orchestrator.build.envs import choose_installer
 from orchestrator.build.sources import collect_sources
 from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
-from orchestrator.download.fetch import (
-    DownloadResult,
-    DownloadSettings,
-    DownloadStatus,
-    download_all,
+from orchestrator.download.binary import BinaryOption, BinaryPolicy
+from orchestrator.download.fetch import Downloader, DownloadSettings
+from orchestrator.download.requirements import parse_requirements
+from orchestrator.errors import InstallError, OrchestratorError, ResolutionError, UsageError
+from orchestrator.install import Target, WheelInstaller
+from orchestrator.install.conflicts import find_conflicts
+from orchestrator.options import (
+    INSTALL_ONLY,
+    download_options,
+    given,
+    index_options,
+    install_options,
+    option,
+    resolve_options,
 )
-from orchestrator.download.requirements import RequirementsFile, parse_requirements
-from orchestrator.errors import InstallError, OrchestratorError, UsageError
-from orchestrator.install.installer import (
-    InstallResult,
-    InstallStatus,
-    Target,
-    WheelInstaller,
-    install_all,
+from orchestrator.packageconfig import (
+    PackageOverrides,
+    find_config,
+    load_package_config,
 )
-from orchestrator.packageconfig import find_config, load_package_config
-from orchestrator.pipeline import BuildRun, BuildSettings
+from orchestrator.pipeline import BuildRun, BuildSettings, Requirements, resolve_pins
 from orchestrator.policy.admission import Limits
 from orchestrator.policy.history import default_state_dir
 from orchestrator.report import RunReport
 from orchestrator.resources import usable_cpu_count
 from orchestrator.settings import IndexSettings
-from orchestrator.units import parse_size
+from orchestrator.stages import DOWNLOADS, INSTALLS, Stage
+from orchestrator.units import format_size, parse_size
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
@@ -72,51 +79,6 @@ class _QuietNotFoundPages(logging.Filter):
 _QUIET_NOT_FOUND_PAGES = _QuietNotFoundPages()
 
 
-def option(*names: str, **kwargs: Any) -> Callable[[F], F]:
-    """A click option whose environment variable is ``ORCHESTRATE_<NAME>``."""
-    long_name = next(name for name in names if name.startswith("--")).lstrip("-").split("/")[0]
-    kwargs.setdefault("envvar", "ORCHESTRATE_" + long_name.upper().replace("-", "_"))
-    kwargs.setdefault("show_envvar", True)
-    return click.option(*names, **kwargs)
-
-
-def index_options(function: F) -> F:
-    for decorator in reversed(
-        [
-            option("--index-url", "-i", metavar="URL", help="Base URL of the package index (PEP 503/691)."),
-            option("--extra-index-url", multiple=True, metavar="URL", help="More indexes to search."),
-            option("--find-links", "-f", multiple=True, metavar="PATH|URL", help="Folders or pages listing files."),
-            option("--no-index", is_flag=True, help="Ignore indexes; only --find-links."),
-        ]
-    ):
-        function = decorator(function)
-    return function
-
-
-def download_options(function: F) -> F:
-    for decorator in reversed(
-        [
-            option("--requirement", "-r", "requirements", multiple=True, metavar="FILE",
-                   type=click.Path(dir_okay=False, path_type=Path),
-                   help="Pinned requirements file (name==version, --hash=sha256:..., URLs, paths)."),
-            option("--max-downloads", type=click.IntRange(min=1), default=8, show_default=True,
-                   help="Downloads at once."),
-            option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-                   help="Download cache (default: under --state-dir)."),
-            option("--no-cache", is_flag=True, help="Neither read nor fill the download cache."),
-            option("--download-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
-                   show_default=True, metavar="SECONDS",
-                   help="Timeout of each network request; a download under 1 KiB/s for this long is cut."),
-            option("--download-retries", type=click.IntRange(min=0), default=3, show_default=True,
-                   help="Retries after a timeout, a stall, a dropped connection or a 5xx answer."),
-            option("--require-hashes", is_flag=True,
-                   help="Refuse requirements without --hash (on by itself when any line has one)."),
-        ]
-    ):
-        function = decorator(function)
-    return function
-
-
 def _absolute_find_links(links: tuple[str, ...]) -> tuple[str, ...]:
     """Local find-links folders as absolute paths: builds run in other folders."""
     return tuple(str(Path(link).resolve()) if "://" not in link and Path(link).exists() else link for link in links)
@@ -135,36 +97,20 @@ def _index(index_url: str | None, extra_index_url: tuple[str, ...], find_links: 
 
 
 def _download_settings(index: IndexSettings, state: Path, cache_dir: Path | None, no_cache: bool,
-                       download_timeout: float, download_retries: int, require_hashes: bool) -> DownloadSettings:
+                       download_timeout: float, download_retries: int, require_hashes: bool,
+                       binary: BinaryPolicy) -> DownloadSettings:
     return DownloadSettings(
         index=index,
         cache_dir=None if no_cache else (cache_dir or state / "downloads").resolve(),
         retries=download_retries,
         timeout=download_timeout,
         require_hashes=require_hashes,
+        binary=binary,
     )
 
 
-def install_options(function: F) -> F:
-    for decorator in reversed(
-        [
-            option("--max-installs", type=click.IntRange(min=1), default=4, show_default=True,
-                   help="Installs at once."),
-            option("--install-timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
-                   help="Fail a wheel whose install takes longer: its bytecode compilers are killed and it is "
-                   "rolled back; the others go on. Checked between files: a write blocked in the OS (a hung "
-                   "network filesystem) is not interrupted."),
-            option("--reinstall", is_flag=True,
-                   help="Reinstall a distribution already installed at the same version (else it is skipped)."),
-            option("--compile/--no-compile", "compile_bytecode", default=True, show_default=True,
-                   help="Compile installed modules to bytecode."),
-        ]
-    ):
-        function = decorator(function)
-    return function
-
-
-def _wheel_installer(into: Path, reinstall: bool, compile_bytecode: bool, install_timeout: float | None) -> WheelInstaller:
+def _wheel_installer(into: Path, reinstall: bool, compile_bytecode: bool,
+                     install_timeout: float | None) -> WheelInstaller:
     try:
         target = Target.from_path(into)
     except InstallError as exc:
@@ -194,9 +140,32 @@ def _console() -> Console:
     return console
 
 
-def _fail_usage(message: str) -> None:
-    _console().print(f"error: {message}", markup=False, style="red")
-    sys.exit(EXIT_USAGE)
+def _print_error(message: str) -> None:
+    """``error: <message>``, one line: the one form of every error the command reports."""
+    _console().print(f"error: {' '.join(message.split())}", markup=False, style="red")
+
+
+class _Orchestrate(click.Group):
+    """The command group; every usage error, click's own or ours, is one ``error:`` line and exit 2."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args:  # the help, as click shows it, without an error line made of it
+            click.echo(ctx.get_help(), err=True)
+            ctx.exit(EXIT_USAGE)
+        return super().parse_args(ctx, args)
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:  # a bad option value, an unknown option, a missing argument
+            _print_error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.Abort:  # Ctrl-C while the command line was being read
+            sys.exit(EXIT_SIGINT)
+        sys.exit(code if isinstance(code, int) else EXIT_OK)  # --help and --version end here
 
 
 def handle_errors(function: F) -> F:
@@ -211,11 +180,13 @@ def handle_errors(function: F) -> F:
         except UsageError as exc:
             if debug:
                 raise
-            _fail_usage(exc.message)
+            raise click.UsageError(exc.message) from None
         except OrchestratorError as exc:
             if debug:
+                if isinstance(exc, ResolutionError):
+                    _console().print(exc.output, markup=False)
                 raise
-            _console().print(f"error: {exc.message}", markup=False, style="red")
+            _print_error(exc.message)
             sys.exit(EXIT_FAILED)
         except KeyboardInterrupt:
             _console().print("interrupted: running builds were stopped", markup=False)
@@ -227,7 +198,7 @@ def handle_errors(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Orchestrate, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="orchestrate")
 @click.option("--debug", is_flag=True, envvar="ORCHESTRATE_DEBUG", help="Show tracebacks and debug logs.")
 def main(debug: bool) -> None:
@@ -242,8 +213,8 @@ DEFAULT_MAX_CPU = 100.0
 
 
 def _admission_limits(
-    max_builds: int | None, memory_limit: str | None, min_free_memory: str | None, max_load: float | None,
-    max_cpu: float,
+    max_builds: int | None, memory_limit: str | None, min_free_memory: str | None, memory_per_build: int,
+    max_load: float | None, max_cpu: float,
 ) -> Limits:
     memory = psutil.virtual_memory()
     min_free = (
@@ -252,24 +223,44 @@ def _admission_limits(
         else min(memory.total // 10, 1024**3)
     )
     limit = parse_size(memory_limit, total=memory.total) if memory_limit else max(memory.available - min_free, 0)
-    builds = max_builds if max_builds is not None else usable_cpu_count()
-    if builds < 1:
-        raise UsageError("--max-builds must be at least 1")
-    return Limits(max_builds=builds, memory_limit=limit, min_free_memory=min_free, max_load=max_load,
-                  max_cpu=max_cpu / 100 if max_cpu else None)
+    # A limit no build fits under would run every build alone, each with a warning.
+    if memory_limit and limit == 0:
+        raise UsageError(f"--memory-limit {memory_limit} leaves no memory for builds; give a size such as 4G or 50%")
+    if memory_limit and limit < memory_per_build:
+        raise UsageError(f"--memory-limit {memory_limit} ({format_size(limit)}) is below --memory-per-build "
+                         f"{format_size(memory_per_build)}; lower --memory-per-build or raise --memory-limit")
+    return Limits(max_builds=max_builds if max_builds is not None else usable_cpu_count(), memory_limit=limit,
+                  min_free_memory=min_free, max_load=max_load, max_cpu=max_cpu / 100 if max_cpu else None)
 
 
 def _state_dir(state_dir: Path | None) -> Path:
     return (state_dir or default_state_dir()).resolve()
 
 
-def _requirements(paths: tuple[Path, ...], require_hashes: bool) -> RequirementsFile | None:
+def _requirements(paths: tuple[Path, ...], *, verb: str, require_hashes: bool, constraints: tuple[Path, ...],
+                  no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...], prefer_binary: bool,
+                  overrides: Mapping[NormalizedName, PackageOverrides]) -> Requirements | None:
+    """The -r files, read and checked before anything runs: an empty input is a usage error."""
     if not paths:
         return None
     parsed = parse_requirements(list(paths))
-    if require_hashes and not parsed.require_hashes:
-        return RequirementsFile(requirements=parsed.requirements, index=parsed.index, require_hashes=True)
-    return parsed
+    if parsed.empty:
+        why = (f"a marker excludes every line here ({len(parsed.skipped)} skipped)" if parsed.skipped
+               else "they list no requirement")
+        raise UsageError(f"{', '.join(map(str, paths))}: nothing to {verb}: {why}; check the file and what wrote it")
+    if no_deps:
+        parsed.pins()  # a line that pins no version is a usage error now, not in the middle of the run
+    options: list[tuple[BinaryOption, str]] = [
+        *parsed.binary_options, *(("--no-binary", value) for value in no_binary),
+        *(("--only-binary", value) for value in only_binary)]
+    # click keeps each option's values in order but not the order between the two: :all: and :none: go first,
+    # so that names, which beat them, are never cleared by them.
+    options.sort(key=lambda pair: pair[1] not in (":all:", ":none:"))
+    binary = BinaryPolicy.from_options(
+        options, prefer_binary=prefer_binary or parsed.prefer_binary,
+        packages={name: override.binary for name, override in overrides.items() if override.binary})
+    return Requirements(files=paths, parsed=replace(parsed, require_hashes=parsed.require_hashes or require_hashes),
+                        constraints=constraints, binary=binary, no_deps=no_deps)
 
 
 @main.command()
@@ -289,6 +280,7 @@ def _requirements(paths: tuple[Path, ...], require_hashes: bool) -> Requirements
         help="Do not start a build while this percentage of the usable CPUs is busy; above 100 oversubscribes; 0: off.")
 @index_options
 @download_options
+@resolve_options
 @option("--sdist-dir", type=click.Path(file_okay=False, path_type=Path),
         help="Keep downloaded sdists here (default: a temporary folder).")
 @option("--installer", type=click.Choice(["auto", "pip", "uv"]), default="auto", show_default=True,
@@ -321,36 +313,46 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           index_url: str | None,
           extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool,
           requirements: tuple[Path, ...], max_downloads: int, cache_dir: Path | None, no_cache: bool,
-          download_timeout: float, download_retries: int, require_hashes: bool, sdist_dir: Path | None,
-          installer: str, keep_build_envs: bool, install_into: Path | None, install_after_build: bool, max_installs: int,
-          install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool, force: bool, timeout: float | None, retries: int, log_dir: Path | None,
-          report_json: Path | None, state_dir: Path | None, no_history: bool, config: Path | None,
-          wait_lock: float) -> None:
+          download_timeout: float, download_retries: int, require_hashes: bool, constraints: tuple[Path, ...],
+          no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...], prefer_binary: bool,
+          sdist_dir: Path | None, installer: str, keep_build_envs: bool, install_into: Path | None, install_after_build: bool,
+          max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool,
+          force: bool, timeout: float | None, retries: int, log_dir: Path | None, report_json: Path | None,
+          state_dir: Path | None, no_history: bool, config: Path | None, wait_lock: float) -> None:
     """Build wheels from SOURCES (sdist files, folders of sdists, source trees) and -r requirements."""
     if not sources and not requirements:
         raise UsageError("nothing to build: name sdists, folders of sdists, source trees or -r requirements files")
-    limits = _admission_limits(max_builds, memory_limit, min_free_memory, max_load, max_cpu)
-    pinned = _requirements(requirements, require_hashes)
+    idle = given(click.get_current_context(), INSTALL_ONLY) if install_into is None else []
+    if idle:
+        raise UsageError(f"{', '.join(idle)} {'needs' if len(idle) == 1 else 'need'} --install-into: "
+                         "add --install-into VENV|PYTHON or drop " + ("it" if len(idle) == 1 else "them"))
+    per_build = parse_size(memory_per_build)
+    limits = _admission_limits(max_builds, memory_limit, min_free_memory, per_build, max_load, max_cpu)
+    config = config or find_config(Path.cwd())
+    overrides = load_package_config(config) if config else {}
+    wanted = _requirements(requirements, verb="build", require_hashes=require_hashes, constraints=constraints,
+                           no_deps=no_deps, no_binary=no_binary, only_binary=only_binary,
+                           prefer_binary=prefer_binary, overrides=overrides)
     collected = collect_sources(sources)
     state = _state_dir(state_dir)
-    index = _index(index_url, extra_index_url, find_links, no_index, pinned.index if pinned else None)
-    config = config or find_config(Path.cwd())
+    index = _index(index_url, extra_index_url, find_links, no_index, wanted.parsed.index if wanted else None)
     settings = BuildSettings(
         wheelhouse=wheelhouse,
         limits=limits,
-        memory_per_build=parse_size(memory_per_build),
+        memory_per_build=per_build,
         index=index,
         installer=choose_installer(installer),
         log_dir=(log_dir or state / "runs" / time.strftime("%Y%m%d-%H%M%S") / "logs").resolve(),
         history_path=None if no_history else state / "history.sqlite3",
-        overrides=load_package_config(config) if config else {},
+        overrides=overrides,
         fail_fast=fail_fast,
         force=force,
         timeout=timeout,
         retries=retries,
         wait_lock=wait_lock,
         download=_download_settings(index, state, cache_dir, no_cache, download_timeout, download_retries,
-                                    pinned.require_hashes if pinned else require_hashes),
+                                    wanted.parsed.require_hashes if wanted else require_hashes,
+                                    wanted.binary if wanted else BinaryPolicy()),
         max_downloads=max_downloads,
         sdist_dir=sdist_dir.resolve() if sdist_dir else None,
         installer_into=(_wheel_installer(install_into, reinstall, compile_bytecode, install_timeout)
@@ -371,8 +373,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            "max_installs": max_installs, "memory_limit": limits.memory_limit,
                            "min_free_memory": limits.min_free_memory, "memory_per_build": settings.memory_per_build,
                            "max_load": limits.max_load, "max_cpu": limits.max_cpu, "installer": settings.installer}
-    _run_and_report(lambda: run.run(collected.sources, pinned.requirements if pinned else ()), run.report, display, console,
-                    report_json)
+    _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, report_json)
 
 
 def _run_and_report(work: Callable[[], object], report: RunReport, display: PlainDisplay, console: Console,
@@ -391,7 +392,7 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
         display.close()
         if report_json:
             report.write(report_json)
-        if report.builds or report.downloads or report.installs:
+        if report.builds or report.downloads or report.installs or report.errors:
             print_summary(console, report)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
 
@@ -413,36 +414,38 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
 @option("--download-retries", "--retries", "download_retries", type=click.IntRange(min=0), default=3,
         show_default=True, help="Retries after a timeout, a stall, a dropped connection or a 5xx answer.")
 @option("--require-hashes", is_flag=True, help="Refuse requirements without --hash.")
+@resolve_options
 @option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
-@option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="Caches (default: the user cache folder).")
+@option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+        help="Caches (default: the user cache folder).")
 @handle_errors
 def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, index_url: str | None,
              extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool, cache_dir: Path | None,
              no_cache: bool, download_timeout: float, download_retries: int, require_hashes: bool,
-             report_json: Path | None, state_dir: Path | None) -> None:
+             constraints: tuple[Path, ...], no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...],
+             prefer_binary: bool, report_json: Path | None, state_dir: Path | None) -> None:
     """Download the sdists that -r requirements files pin, checking hashes."""
-    pinned = _requirements(requirements, require_hashes)
-    assert pinned is not None
-    index = _index(index_url, extra_index_url, find_links, no_index, pinned.index)
+    config = find_config(Path.cwd())
+    wanted = _requirements(requirements, verb="download", require_hashes=require_hashes, constraints=constraints,
+                           no_deps=no_deps, no_binary=no_binary, only_binary=only_binary,
+                           prefer_binary=prefer_binary, overrides=load_package_config(config) if config else {})
+    assert wanted is not None
+    index = _index(index_url, extra_index_url, find_links, no_index, wanted.parsed.index)
     settings = _download_settings(index, _state_dir(state_dir), cache_dir, no_cache, download_timeout,
-                                  download_retries, pinned.require_hashes)
+                                  download_retries, wanted.parsed.require_hashes, wanted.binary)
     console = _console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
     report = RunReport(started_at=time.time(), settings={"max_downloads": max_downloads})
 
-    def done(result: DownloadResult) -> None:
-        report.downloads.append(result)
-        label = f"{result.name}-{result.version}" if result.version else result.name
-        if result.status is DownloadStatus.FAILED:
-            display.event(f"{label}: download FAILED: {result.error}")
-        else:
-            display.event(f"{label}: {result.status.value} {result.path}")
+    def work() -> None:
+        with Downloader(settings, dest) as downloader, Stage(
+            DOWNLOADS, downloader.fetch, max_workers=max_downloads, errors=report.errors, on_event=display.event,
+            results=report.downloads, on_progress=display.downloads, stop=downloader.close,
+        ) as downloads:
+            downloads.submit(*resolve_pins(wanted, index, report, display.event)[0])
+            downloads.join()
 
-    _run_and_report(
-        lambda: download_all(pinned.requirements, settings, dest, max_downloads=max_downloads, on_result=done,
-                             on_progress=display.downloads),
-        report, display, console, report_json,
-    )
+    _run_and_report(work, report, display, console, report_json)
 
 
 @main.command()
@@ -459,7 +462,7 @@ def install(wheels: tuple[Path, ...], into: Path, max_installs: int, install_tim
     A distribution already installed at the same version is skipped (--reinstall
     replaces it); another version is replaced, as pip does for a wheel file.
     """
-    files = [path for given in wheels for path in (sorted(given.glob("*.whl")) if given.is_dir() else [given])]
+    files = [path for named in wheels for path in (sorted(named.glob("*.whl")) if named.is_dir() else [named])]
     if not files:
         raise UsageError("nothing to install: the folders hold no *.whl")
     installer = _wheel_installer(into, reinstall, compile_bytecode, install_timeout)
@@ -469,12 +472,17 @@ def install(wheels: tuple[Path, ...], into: Path, max_installs: int, install_tim
     for recovery in installer.recover():
         display.event(str(recovery))
 
-    def done(result: InstallResult) -> None:
-        report.installs.append(result)
-        if result.status is InstallStatus.FAILED:
-            display.event(f"{result.name}-{result.version}: install FAILED: {result.error}")
-        else:
-            display.event(f"{result.name}-{result.version}: {result.status.value} {result.reason or ''}".rstrip())
+    conflicts = find_conflicts(files)
+    if conflicts:
+        shown = "; ".join(str(conflict) for conflict in conflicts[:3])
+        more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
+        raise InstallError(f"Nothing installed: wheels of this run conflict: {shown}{more}; drop one of each pair or "
+                           "install them separately")
 
-    _run_and_report(lambda: install_all(files, installer, max_installs=max_installs, on_result=done),
-                    report, display, console, report_json)
+    def work() -> None:
+        with Stage(INSTALLS, installer.install, max_workers=max_installs, errors=report.errors,
+                   on_event=display.event, results=report.installs) as installs:
+            installs.submit(*files)
+            installs.join()
+
+    _run_and_report(work, report, display, console, report_json)

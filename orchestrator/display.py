@@ -13,17 +13,18 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.download.fetch import DownloadProgress, DownloadStatus
-from orchestrator.install.installer import InstallStatus
+from orchestrator.download.fetch import DownloadStatus
+from orchestrator.install import InstallStatus
 from orchestrator.jobs import PHASES, BuildResult, Status
 from orchestrator.report import RunReport
 from orchestrator.scheduler import RunState
+from orchestrator.stages import StageProgress
 from orchestrator.units import format_size
 
 LOG_TAIL_LINES = 12
 
 
-def describe_downloads(progress: DownloadProgress) -> str:
+def describe_downloads(progress: StageProgress) -> str:
     """``downloads: 3/10 files done, 2 in flight, 1 failed, 4.2 MiB``."""
     return (f"downloads: {progress.done}/{progress.total} files done, {progress.in_flight} in flight, "
             f"{progress.failed} failed, {format_size(progress.bytes_done)}")
@@ -48,7 +49,7 @@ class PlainDisplay:
         with self._lock:
             self._console.print(f"[{time.monotonic() - self._start:7.1f}s] {message}", markup=False, highlight=False)
 
-    def downloads(self, progress: DownloadProgress) -> None:
+    def downloads(self, progress: StageProgress) -> None:
         """Called from download threads as fetches start and end."""
         ended = progress.done + progress.failed
         now = time.monotonic()
@@ -76,10 +77,10 @@ class LiveDisplay(PlainDisplay):
         self._live = Live(console=console, refresh_per_second=4, transient=True)
         self._render_lock = threading.Lock()
         self._state: RunState | None = None
-        self._downloads: DownloadProgress | None = None
+        self._downloads: StageProgress | None = None
         self._live.start()
 
-    def downloads(self, progress: DownloadProgress) -> None:
+    def downloads(self, progress: StageProgress) -> None:
         with self._render_lock:
             self._downloads = progress
             self._render()
@@ -105,15 +106,14 @@ class LiveDisplay(PlainDisplay):
         for view in state.running:
             table.add_row(view.key, view.phase, f"{view.elapsed:.0f}s", format_size(view.rss),
                           format_size(view.peak_rss), format_size(view.need))
+        # Why the next build waits, in the counts' line: the event lines above already say
+        # "<build>: waiting: ..." once, and the same line again under them read as printed twice.
+        why = f" ({state.waiting_reason.removeprefix('waiting: ')})" if state.waiting_reason else ""
         status = Text(
-            f"{state.built} built, {state.failed} failed, {len(state.running)} running, {state.pending} waiting",
+            f"{state.built} built, {state.failed} failed, {len(state.running)} running, {state.pending} waiting{why}",
             style="bold",
         )
-        parts: list[Table | Text] = [status]
-        if state.waiting_reason:
-            parts.append(Text(state.waiting_reason, style="yellow"))
-        parts.append(table)
-        return parts
+        return [status, table]
 
     def close(self) -> None:
         self._live.stop()
@@ -133,18 +133,22 @@ def _seconds(value: float | None) -> str:
     return f"{value:.1f}" if value else "-"
 
 
+STATUS_STYLES = {Status.BUILT: "green", Status.DOWNLOADED: "cyan", Status.FAILED: "red", Status.SKIPPED: "dim",
+                 Status.NOT_STARTED: "yellow", Status.STOPPED: "yellow"}
+
+
 def print_summary(console: Console, report: RunReport) -> None:
     """The end-of-run table: per package and per stage, then every failure with its log tail."""
     builds: Sequence[BuildResult] = sorted(report.builds, key=lambda result: -result.wall_s)
     if builds:
         table = Table(title="builds", title_justify="left")
-        table.add_column("package")
+        # Folded, never cut: a long name (or version) keeps every character, over several lines if need be.
+        table.add_column("package", overflow="fold")
         table.add_column("status")
         for column in ("waited s", *PHASES, "wall s", "cpu s", "peak RSS", "predicted"):
             table.add_column(column, justify="right")
         for result in builds:
-            style = {"built": "green", "failed": "red", "skipped": "dim", "not started": "yellow",
-                     "stopped": "yellow"}[result.status.value]
+            style = STATUS_STYLES[result.status]
             table.add_row(
                 f"{result.name} {result.version or ''}",
                 Text(result.status.value, style=style),
@@ -173,7 +177,16 @@ def print_summary(console: Console, report: RunReport) -> None:
     for stage_name, items in (("download", report.downloads), ("install", report.installs)):
         for item in items:
             if item.status.value == "failed":
-                console.print(Text(f"FAILED {stage_name} of {item.name} {item.version or ''}: {item.error}", style="bold red"))
+                console.print(Text(f"FAILED {stage_name} of {item.name} {item.version or ''}: {item.error}",
+                                   style="bold red"))
+    for error in report.errors:
+        console.print(Text(f"FAILED {error.stage} of {error.item}: {error.error}", style="bold red"))
+    if report.unmet:
+        what = "the set is incomplete" if report.unmet_fails else "warning: the set is incomplete"
+        console.print(Text(f"{what}: {len(report.unmet)} requirement(s) of its wheels met by no wheel of the run "
+                           "or of the wheelhouse:", style="bold red" if report.unmet_fails else "yellow"))
+        for line in report.unmet:
+            console.print(Text(f"  {line}", style="red" if report.unmet_fails else "yellow"))
     wall = (report.finished_at or time.time()) - report.started_at
     console.print(f"{'; '.join(_counts(report))} in {wall:.1f} s", markup=False, highlight=False)
 
@@ -186,14 +199,20 @@ def _counts(report: RunReport) -> list[str]:
         local = f", {downloads[DownloadStatus.LOCAL]} local" if downloads[DownloadStatus.LOCAL] else ""
         parts.append(f"{downloads[DownloadStatus.DOWNLOADED]} downloaded, {downloads[DownloadStatus.CACHED]} cached"
                      f"{local}, {downloads[DownloadStatus.FAILED]} failed")
-    if report.builds or not (report.downloads or report.installs):
+    if report.builds or not (report.downloads or report.installs or report.errors):
         builds = Counter(r.status for r in report.builds)
         not_started = f", {builds[Status.NOT_STARTED]} not started" if builds[Status.NOT_STARTED] else ""
         stopped = f", {builds[Status.STOPPED]} stopped" if builds[Status.STOPPED] else ""
-        parts.append(f"{builds[Status.BUILT]} built, {builds[Status.SKIPPED]} skipped, {builds[Status.FAILED]} failed"
-                     f"{not_started}{stopped}")
+        taken = builds[Status.DOWNLOADED]
+        taken_text = f"{taken} wheel{'s' if taken > 1 else ''} from the index, " if taken else ""
+        parts.append(f"{taken_text}{builds[Status.BUILT]} built, {builds[Status.SKIPPED]} skipped, "
+                     f"{builds[Status.FAILED]} failed{not_started}{stopped}")
     if report.installs:
         installs = Counter(r.status for r in report.installs)
         parts.append(f"{installs[InstallStatus.INSTALLED]} installed, {installs[InstallStatus.SKIPPED]} skipped, "
                      f"{installs[InstallStatus.FAILED]} failed")
+    if report.errors:
+        parts.append(f"{len(report.errors)} stage error{'s' if len(report.errors) > 1 else ''}")
+    if report.unmet:
+        parts.append(f"{len(report.unmet)} unmet requirement{'s' if len(report.unmet) > 1 else ''}")
     return parts

@@ -56,9 +56,27 @@ class BuildKilledError(BuildError):
         return str(self.args[1])
 
 
+class WheelError(OrchestratorError):
+    """A wheel, or an installed distribution, whose metadata or contents cannot be trusted."""
+
+
 class InstallError(OrchestratorError):
     """A wheel could not be installed into the target environment."""
 
 
 class LockError(OrchestratorError):
     """Another run holds the wheelhouse lock."""
+
+
+class ResolutionError(OrchestratorError):
+    """The requirements cannot be resolved: a conflict, or no distribution allowed for a requirement.
+
+    ``output`` keeps the resolver's whole output for ``--debug``.
+    """
+
+    def __init__(self, message: str, output: str = "") -> None:
+        Exception.__init__(self, message, output)
+
+    @property
+    def output(self) -> str:
+        return str(self.args[1])

@@ -23,6 +23,8 @@ before admission when a worker prepared the build ahead."""
 
 class Status(str, enum.Enum):
     BUILT = "built"
+    DOWNLOADED = "downloaded wheel"
+    """The index had a wheel for it: downloaded, checked and placed as it is, not built."""
     FAILED = "failed"
     SKIPPED = "skipped"
     NOT_STARTED = "not started"
@@ -139,6 +141,10 @@ class BuildResult:
     was next in line, or ``queue`` while other builds were ahead of it."""
     wait_reason: str | None = None
     """The policy's last reason for holding the build back, in words; ``None`` if it never held it."""
+    wheel_sha256: str | None = None
+    """The sha256 of the wheel in the wheelhouse."""
+    wheel_tag: str | None = None
+    """The wheel's compatibility tag, as its file name says it (``cp311-cp311-manylinux_2_17_x86_64``)."""
 
     @property
     def waited_s(self) -> float:

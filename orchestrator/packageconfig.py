@@ -1,4 +1,4 @@
-"""Per-package overrides: a memory need or a timeout the user knows better than history.
+"""Per-package overrides: a memory need, a timeout or a binary policy the user knows better.
 
 They live in a ``pyproject.toml`` as ``[tool.orchestrate.packages.NAME]`` tables, or
 in an ``orchestrate.toml`` either that way or, shorter, as ``[packages.NAME]``, with
@@ -7,6 +7,7 @@ the same keys::
     [packages.scipy]
     memory = "6G"     # reserve this much, whatever history says
     timeout = 3600    # seconds before the build is stopped
+    binary = "source" # always build the sdist ("binary": only a wheel from the index)
 
 An ``orchestrate.toml`` is ours alone, so anything else at its top level is a
 mistake and an error; a ``pyproject.toml`` belongs to its project and other tools.
@@ -14,21 +15,16 @@ mistake and an error; a ``pyproject.toml`` belongs to its project and other tool
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from packaging.utils import InvalidName, NormalizedName, canonicalize_name
 
 from orchestrator.errors import UsageError
 from orchestrator.units import parse_size
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 __all__ = ["PackageOverrides", "find_config", "load_package_config"]
 
@@ -44,6 +40,8 @@ class PackageOverrides:
     """Bytes to reserve for the build instead of the predicted need."""
     timeout: float | None = None
     """Seconds the build may run before it is stopped."""
+    binary: Literal["binary", "source"] | None = None
+    """``binary``: take only a wheel from the index; ``source``: always build the sdist."""
 
 
 def find_config(start: Path) -> Path | None:
@@ -107,10 +105,10 @@ def _check_top_level(document: Mapping[str, Any], path: Path) -> None:
 
 
 def _overrides(settings: Mapping[str, Any], path: Path, where: str) -> PackageOverrides:
-    unknown = sorted(set(settings) - {"memory", "timeout"})
+    unknown = sorted(set(settings) - {"memory", "timeout", "binary"})
     if unknown:
         raise UsageError(
-            f"{path}: unknown key {unknown[0]!r} in {where}; the keys are memory and timeout"
+            f"{path}: unknown key {unknown[0]!r} in {where}; the keys are memory, timeout and binary"
         )
     memory = settings.get("memory")
     if memory is not None:
@@ -125,7 +123,10 @@ def _overrides(settings: Mapping[str, Any], path: Path, where: str) -> PackageOv
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise UsageError(f"{path}: {where} timeout must be a number of seconds above 0")
         timeout = float(timeout)
-    return PackageOverrides(memory=memory, timeout=timeout)
+    binary = settings.get("binary")
+    if binary not in (None, "binary", "source"):
+        raise UsageError(f'{path}: {where} binary must be "binary" (a wheel only) or "source" (build the sdist)')
+    return PackageOverrides(memory=memory, timeout=timeout, binary=binary)
 
 
 def _table(value: object, path: Path, key: str) -> Mapping[str, Any]:

@@ -1,37 +1,50 @@
-"""One run: turn sources (and, later, requirements) into wheels, then hand them to the install stage.
+"""One run: turn requirements and sources into a complete wheelhouse, then hand it to the install stage.
 
-This module wires the stages together; the policy lives in ``admission``, the
-processes in ``scheduler`` and ``worker``, the I/O of each stage in its own module.
+This module wires the stages together; the policy lives in ``policy``, the
+processes in ``scheduler`` and ``executors``, the I/O of each stage in its own folder::
+
+    -r files ─► resolve (pip's resolver; --no-deps: the pins as written)
+                   │ one file per distribution: a wheel the index has, or an sdist
+                   ▼
+               download stage ─► wheel: checked, published as it is ("downloaded wheel")
+                   │ sdist
+    sources ───────┴──────────► build queue ─► scheduler ─► wheel published ("built")
+                                                    │
+               every wheel of the run ─► check of the set (Requires-Dist met?) ─► install stage
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.build.envcache import run_env_cache
 from orchestrator.build.sources import Source, compiles, sdist_source, tree_source
-from orchestrator.build.wheelhouse import Wheelhouse
+from orchestrator.download.binary import BinaryPolicy
 from orchestrator.download.fetch import (
     Downloader,
-    DownloadProgress,
     DownloadResult,
     DownloadSettings,
     DownloadStatus,
-    DownloadTally,
 )
-from orchestrator.download.requirements import PinnedRequirement
-from orchestrator.errors import SourceError
-from orchestrator.install.installer import InstallStatus, WheelInstaller
+from orchestrator.download.requirements import PinnedRequirement, RequirementsFile
+from orchestrator.download.resolve import (
+    ArtifactKind,
+    Resolution,
+    ResolvedDistribution,
+    resolve,
+)
+from orchestrator.errors import SourceError, UsageError, WheelError
+from orchestrator.install import InstallResult, WheelInstaller
 from orchestrator.jobs import BuildJob, BuildResult, Status, nested_jobs_environ
 from orchestrator.packageconfig import PackageOverrides
 from orchestrator.policy.admission import Limits, jobs_per_build
@@ -40,11 +53,25 @@ from orchestrator.report import RunReport
 from orchestrator.resources import SystemProbe
 from orchestrator.scheduler import BuildScheduler, Observer, SchedulerSettings
 from orchestrator.settings import IndexSettings
-from orchestrator.units import format_size
+from orchestrator.stages import (
+    DOWNLOADS,
+    INSTALLS,
+    Outcome,
+    Stage,
+    StageKind,
+    StageProgress,
+)
+from orchestrator.wheels.distributions import check_wheels, target_environment
+from orchestrator.wheels.wheelfile import check_wheel
+from orchestrator.wheels.wheelhouse import Wheelhouse, publish_wheel
 
 logger = logging.getLogger(__name__)
 
 PYTHON_TAG = f"{sys.implementation.name}-{sys.version_info.major}.{sys.version_info.minor}"
+
+ESTIMATES: StageKind[Source, None] = StageKind(name="estimate", label=lambda source: source.key,
+                                               outcome=lambda nothing: Outcome(line=None))
+"""Sdists with no history looked into for compiled code, beside the builds."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +109,19 @@ class BuildSettings:
     """Keep the prepared build environments for later runs instead of removing them when the run ends."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Requirements:
+    """The ``-r`` files of a run and how to turn them into files to fetch."""
+
+    files: tuple[Path, ...]
+    parsed: RequirementsFile
+    constraints: tuple[Path, ...] = ()
+    """``-c`` files of the command line (those the files name, pip reads itself)."""
+    binary: BinaryPolicy = field(default_factory=BinaryPolicy)
+    no_deps: bool = False
+    """Fetch exactly the pins as written, instead of resolving their dependencies."""
+
+
 class BuildRun:
     """Builds a set of sources into a wheelhouse under the caps; see :meth:`run`.
 
@@ -90,17 +130,21 @@ class BuildRun:
     """
 
     def __init__(self, settings: BuildSettings, observer: Observer, *,
-                 on_download_progress: Callable[[DownloadProgress], None] | None = None) -> None:
+                 on_download_progress: Callable[[StageProgress], None] | None = None) -> None:
         self._settings = settings
         self._observer = observer
         self._on_download_progress = on_download_progress or (lambda progress: None)
         self._wheelhouse = Wheelhouse(settings.wheelhouse)
         self._history = History(settings.history_path) if settings.history_path else None
         self._sources: dict[str, Source] = {}
-        self._install_pool: ThreadPoolExecutor
-        self._install_later: list[str] = []
-        self._estimates: ThreadPoolExecutor
+        self._installs: Stage[Path, InstallResult] | None = None
+        self._install_later: list[Path] = []
+        self._estimates: Stage[Source, None]
         self._env_cache: Path | None = None
+        self._environment: Mapping[str, str] | None = None
+        """The marker environment the resolver resolved for; ``None``: this interpreter's."""
+        self._extras: dict[str, list[str]] = {}
+        """The extras the requirements ask of each distribution."""
         self._environ = nested_jobs_environ(jobs_per_build(SystemProbe().read().cpu_count, settings.limits.max_builds))
         self.report = RunReport(started_at=time.time())
         self._scheduler = BuildScheduler(
@@ -115,11 +159,12 @@ class BuildRun:
             on_result=self._built,
         )
 
-    def run(self, sources: Sequence[Source], requirements: Sequence[PinnedRequirement] = ()) -> RunReport:
-        """Build every source and every requirement's sdist as soon as it is downloaded.
+    def run(self, sources: Sequence[Source], requirements: Requirements | None = None) -> RunReport:
+        """Resolve the requirements, then place each wheel the index has and build every sdist and source.
 
-        With an installer, each wheel is installed as soon as it is built (or, with
-        ``install_after_build``, once all builds have ended).
+        Each sdist is built as soon as it is downloaded. With an installer, each wheel
+        is installed as soon as it is in the wheelhouse (or, with ``install_after_build``,
+        once all builds have ended). The run's wheels are then checked as a set.
         """
         settings = self._settings
         try:
@@ -127,77 +172,60 @@ class BuildRun:
                 if settings.installer_into is not None:
                     for recovery in settings.installer_into.recover():
                         self._observer.event(str(recovery))
-                    self._install_pool = ThreadPoolExecutor(settings.max_installs, thread_name_prefix="install")
-                    stack.push(self._stop_installs)
-                self._estimates = ThreadPoolExecutor(1, thread_name_prefix="estimate")
-                stack.callback(self._estimates.shutdown, wait=True, cancel_futures=True)
+                    # Left last: a failing or interrupted run starts no more installs.
+                    self._installs = stack.enter_context(Stage(
+                        INSTALLS, settings.installer_into.install, max_workers=settings.max_installs,
+                        errors=self.report.errors, on_event=self._observer.event, results=self.report.installs))
+                self._estimates = Stage(ESTIMATES, self._estimate, max_workers=1, errors=self.report.errors,
+                                        on_event=self._observer.event)
+                stack.callback(self._estimates.close, cancel=True)
                 if settings.build_env_dir is not None:
                     self._env_cache = stack.enter_context(
                         run_env_cache(settings.build_env_dir, keep=settings.keep_build_envs))
                 for source in sources:
                     self.add(source)
-                if requirements:
-                    self._start_downloads(requirements, stack)
+                if requirements is not None:
+                    self._start_downloads(self._pins(requirements), stack)
                 self._scheduler.run()
-                for wheel in self._install_later:
-                    self._install_pool.submit(self._install, wheel)
+                self._check_set(strict=requirements is not None and not requirements.no_deps)
+                if self._installs is not None:
+                    self._installs.submit(*self._install_later)
         finally:
             self.report.finished_at = time.time()
             if self._history is not None:
                 self._history.close()
         return self.report
 
-    def _stop_installs(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        """Wait for the installs; when the run is failing or interrupted, start no more."""
-        self._install_pool.shutdown(wait=True, cancel_futures=exc_type is not None)
-
     def _wheel_ready(self, wheel: str) -> None:
         """A wheel of this run is in the wheelhouse: install it now, later, or not at all."""
-        if self._settings.installer_into is None:
+        if self._installs is None:
             return
         if self._settings.install_after_build:
-            self._install_later.append(wheel)
+            self._install_later.append(self._wheelhouse.path / wheel)
         else:
-            self._install_pool.submit(self._install, wheel)
+            self._installs.submit(self._wheelhouse.path / wheel)
 
-    def _install(self, wheel: str) -> None:
-        assert self._settings.installer_into is not None
-        result = self._settings.installer_into.install(self._wheelhouse.path / wheel)
-        self.report.installs.append(result)
-        if result.status is InstallStatus.FAILED:
-            self._observer.event(f"{result.name}-{result.version}: install FAILED: {result.error}")
-        else:
-            self._observer.event(f"{result.name}-{result.version}: {result.status.value} {result.reason or ''}".rstrip())
+    def _pins(self, requirements: Requirements) -> tuple[PinnedRequirement, ...]:
+        pins, resolution = resolve_pins(requirements, self._settings.index, self.report, self._observer.event)
+        if resolution is not None:
+            self._environment = resolution.environment
+            self._extras = {distribution.name: sorted(distribution.extras)
+                            for distribution in resolution.distributions}
+        return pins
 
     def _start_downloads(self, requirements: Sequence[PinnedRequirement], stack: contextlib.ExitStack) -> None:
         """Fetch in a pool of ``max_downloads`` threads; each sdist joins the build queue as it lands."""
         settings = self._settings
         assert settings.download is not None
         sdist_dir = settings.sdist_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orchestrate-")))
-        downloader = Downloader(settings.download, sdist_dir)
-        pool = ThreadPoolExecutor(max_workers=settings.max_downloads, thread_name_prefix="download")
-        # Unwound in reverse: drop queued fetches, close the client (which ends fetches
-        # in flight at once when the run is interrupted), then wait for the threads.
-        stack.callback(pool.shutdown, wait=True)
-        stack.callback(downloader.close)
-        stack.callback(pool.shutdown, wait=False, cancel_futures=True)
-        tally = DownloadTally(len(requirements))
-        self._on_download_progress(tally.snapshot())
-
-        def fetch(requirement: PinnedRequirement) -> None:
-            try:
-                self._on_download_progress(tally.started())
-                result = downloader.fetch(requirement)
-                try:
-                    self._downloaded(result)
-                finally:
-                    self._on_download_progress(tally.finished(result))
-            finally:
-                self._scheduler.release()
-
-        for requirement in requirements:
-            self._scheduler.hold()
-            pool.submit(fetch, requirement)
+        downloader = stack.enter_context(Downloader(settings.download, sdist_dir))
+        # Every download is over once the scheduler has run (each holds it open);
+        # an interrupted run drops the queued ones and closes the client to end those in flight.
+        downloads = Stage(DOWNLOADS, downloader.fetch, max_workers=settings.max_downloads, errors=self.report.errors,
+                          on_event=self._observer.event, results=self.report.downloads, on_result=self._downloaded,
+                          on_progress=self._on_download_progress, holds=self._scheduler, stop=downloader.close)
+        stack.callback(downloads.close, cancel=True)
+        downloads.submit(*requirements)
 
     def reject(self, path: Path, error: str) -> None:
         """Record a source that cannot be built at all as a failure of its own."""
@@ -210,14 +238,15 @@ class BuildRun:
         self._observer.event(f"{path.name}: FAILED: {error}")
 
     def _downloaded(self, result: DownloadResult) -> None:
-        self.report.downloads.append(result)
-        label = f"{result.name}-{result.version}" if result.version else result.name
+        """Place a downloaded wheel in the wheelhouse, or queue a downloaded sdist (or local source) for its build."""
         if result.status is DownloadStatus.FAILED or result.path is None:
-            self._observer.event(f"{label}: download FAILED: {result.error}")
             return
-        self._observer.event(f"{label}: {result.status.value} {format_size(result.bytes)}")
+        if result.path.name.endswith(".whl"):
+            self._place(result, result.path)
+            return
         try:
-            source = sdist_source(result.path, sha256=result.sha256) if result.path.is_file() else tree_source(result.path)
+            source = (sdist_source(result.path, sha256=result.sha256) if result.path.is_file()
+                      else tree_source(result.path))
         except SourceError as exc:
             self.reject(result.path, exc.message)
             return
@@ -257,20 +286,72 @@ class BuildRun:
         )
         override = settings.overrides.get(canonicalize_name(source.name))
         history = self._history
-        peaks = history.recent_peaks(source.name, version=source.version) if history else []
+        peaks = history.recent_peaks(source.name, python=PYTHON_TAG, version=source.version) if history else []
         need = predict_need(peaks, settings.memory_per_build, override=override.memory if override else None)
-        duration = history.expected_duration(source.name, version=source.version) if history else None
+        duration = (history.expected_duration(source.name, python=PYTHON_TAG, version=source.version)
+                    if history else None)
         timeout = override.timeout if override else None
         self._scheduler.add(job, need=need, expected_duration=duration, size=source.size, timeout=timeout)
         if duration is None:
-            self._estimates.submit(self._estimate, source)
+            self._estimates.submit(source)
 
     def _estimate(self, source: Source) -> None:
         """Tell the scheduler whether a build with no history compiles code (it then starts earlier)."""
         if compiles(source):
             self._scheduler.mark_compiling(source.key)
 
+    def _place(self, result: DownloadResult, wheel: Path) -> None:
+        """Check a wheel the index had and publish it as it is, byte for byte; it is the build's result."""
+        started = time.time()
+        status, error = Status.DOWNLOADED, None
+        try:
+            check_wheel(wheel, name=result.name, version=result.version)
+            publish_wheel(wheel, self._wheelhouse.path)
+        except WheelError as exc:
+            status, error = Status.FAILED, exc.message
+        placed = BuildResult(
+            name=result.name, version=result.version, source=result.url or str(wheel), status=status,
+            wheel=wheel.name if error is None else None, started_at=started, finished_at=time.time(),
+            phases={"publish": round(time.time() - started, 4)}, peak_rss_bytes=0, cpu_s=0.0, log=None, error=error,
+            wheel_sha256=result.sha256 if error is None else None,
+            wheel_tag=_wheel_tag(wheel.name) if error is None else None)
+        self.report.builds.append(placed)
+        label = f"{result.name}-{result.version}" if result.version else result.name
+        if error is not None:
+            self._observer.event(f"{label}: FAILED: {error}")
+            return
+        self._observer.event(f"{label}: downloaded wheel {wheel.name}, placed as it is")
+        self._wheel_ready(wheel.name)
+
+    def _check_set(self, *, strict: bool) -> None:
+        """Check that every requirement of the run's wheels is met by a wheel of the run or of the wheelhouse.
+
+        ``strict`` (``-r`` without ``--no-deps``): an unmet requirement fails the run; else it is a warning.
+        """
+        wheels = [self._wheelhouse.path / result.wheel for result in self.report.builds
+                  if result.wheel and result.status in (Status.BUILT, Status.DOWNLOADED, Status.SKIPPED)]
+        if not wheels:
+            return
+        try:
+            unmet = check_wheels(wheels, self._environment or target_environment(), wheelhouse=self._wheelhouse.path,
+                                 extras=self._extras)
+        except WheelError as exc:
+            self.report.unmet, self.report.unmet_fails = [f"cannot check the set: {exc.message}"], strict
+            self._observer.event(f"cannot check the set: {exc.message}")
+            return
+        self.report.unmet = [str(requirement) for requirement in unmet]
+        self.report.unmet_fails = strict
+        word = "missing" if strict else "warning: missing"
+        for line in self.report.unmet:
+            self._observer.event(f"{word}: {line}")
+
     def _built(self, result: BuildResult) -> None:
+        if result.wheel:
+            wheel = self._wheelhouse.path / result.wheel
+            with contextlib.suppress(OSError):
+                with wheel.open("rb") as file:
+                    digest = hashlib.file_digest(file, "sha256").hexdigest()
+                result = replace(result, wheel_sha256=digest, wheel_tag=_wheel_tag(result.wheel))
         self.report.builds.append(result)
         source = self._sources.get(result.source)
         if result.status is Status.BUILT and result.wheel:
@@ -292,3 +373,39 @@ class BuildRun:
                     finished_at=result.finished_at,
                 )
             )
+
+
+def resolve_pins(requirements: Requirements, index: IndexSettings, report: RunReport,
+                 event: Callable[[str], None]) -> tuple[tuple[PinnedRequirement, ...], Resolution | None]:
+    """What to fetch: the pins as written (``--no-deps``), else pip's resolution of the files, said in events."""
+    for line in requirements.parsed.skipped:
+        event(f"skipped {line} (its marker is false here)")
+    if requirements.no_deps:
+        return requirements.parsed.pins(), None
+    started = time.monotonic()
+    resolution = resolve(requirements.files, constraint_files=requirements.constraints, binary=requirements.binary,
+                         index=index, require_hashes=requirements.parsed.require_hashes)
+    seconds = time.monotonic() - started
+    wheels = sum(distribution.kind is ArtifactKind.WHEEL for distribution in resolution.distributions)
+    count = len(resolution.distributions)
+    event(f"resolved {count} distributions with pip {resolution.pip_version} in {seconds:.1f} s: "
+          f"{wheels} wheels to download, {count - wheels} to build")
+    report.resolution = {"pip": resolution.pip_version, "distributions": count, "seconds": round(seconds, 3)}
+    return tuple(_pin(distribution, requirements.files) for distribution in resolution.distributions), resolution
+
+
+def _pin(distribution: ResolvedDistribution, files: Sequence[Path]) -> PinnedRequirement:
+    """The file the resolver chose for ``distribution``, as a pin the download stage fetches and checks."""
+    origin = f"{', '.join(map(str, files))} ({'requested' if distribution.requested else 'a dependency'})"
+    if distribution.kind is ArtifactKind.VCS:
+        raise UsageError(f"{distribution.name} resolves to a version-control checkout ({distribution.url}), which "
+                         "orchestrate does not build; pin a released sdist or wheel")
+    return PinnedRequirement(
+        name=distribution.name, version=distribution.version, origin=origin,
+        url=None if distribution.path is not None else distribution.url, path=distribution.path,
+        hashes=frozenset({distribution.sha256}) if distribution.sha256 else frozenset())
+
+
+def _wheel_tag(filename: str) -> str:
+    """The tag part of a wheel's file name: ``cp311-cp311-manylinux_2_17_x86_64``."""
+    return "-".join(filename.removesuffix(".whl").split("-")[-3:])

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import platform
+import shlex
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestrator import __version__
 from orchestrator.atomic import atomic_write
 from orchestrator.jobs import BuildResult
+from orchestrator.stages import StageError
 
 
 class StageItem(Protocol):
@@ -35,6 +40,16 @@ class StageTime:
     def to_json(self) -> dict[str, Any]:
         return {"count": self.count, "span_s": round(self.span_s, 3), "busy_s": round(self.busy_s, 3),
                 "total_s": round(self.total_s, 3)}
+
+
+def run_context(argv: Sequence[str]) -> dict[str, str]:
+    """The tool, the command line, the interpreter and the platform of this run."""
+    return {
+        "tool_version": __version__,
+        "command_line": shlex.join(["orchestrate", *argv[1:]]),
+        "interpreter": f"{sys.executable} ({platform.python_implementation()} {platform.python_version()})",
+        "platform": platform.platform(),
+    }
 
 
 def stage_time(items: Iterable[StageItem]) -> StageTime:
@@ -73,10 +88,19 @@ class RunReport:
     """``DownloadResult`` records."""
     installs: list[Any] = field(default_factory=list)
     """``InstallResult`` records."""
-    notes: list[str] = field(default_factory=list)
+    errors: list[StageError] = field(default_factory=list)
+    """Exceptions raised in a stage (not results that failed): each fails the run."""
     interrupted: str | None = None
     """``SIGINT``/``SIGTERM`` when the run was stopped before its end."""
     settings: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, str] = field(default_factory=lambda: run_context(sys.argv))
+    """What ran: tool version, command line, interpreter, platform."""
+    resolution: dict[str, Any] | None = None
+    """How the requirements were resolved (``pip``, distributions, seconds); ``None`` without resolution."""
+    unmet: list[str] = field(default_factory=list)
+    """Requirements of the run's wheels that no wheel of the set meets, one line each."""
+    unmet_fails: bool = False
+    """The set was asked complete (``-r`` without ``--no-deps``): ``unmet`` fails the run."""
 
     @property
     def failed(self) -> Sequence[BuildResult]:
@@ -84,9 +108,10 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """Nothing failed: no build, download or install."""
+        """Nothing failed: no build, download or install, no stage raised, no requirement of the set unmet."""
         items: list[Any] = [*self.builds, *self.downloads, *self.installs]
-        return not any(item.status.value == "failed" for item in items)
+        unmet = bool(self.unmet) and self.unmet_fails
+        return not self.errors and not unmet and not any(item.status.value == "failed" for item in items)
 
     def stages(self) -> dict[str, StageTime]:
         return {
@@ -101,12 +126,15 @@ class RunReport:
             "finished_at": self.finished_at,
             "wall_s": round((self.finished_at or self.started_at) - self.started_at, 3),
             "interrupted": self.interrupted,
+            **self.context,
             "settings": self.settings,
+            "resolution": self.resolution,
             "stages": {name: stage.to_json() for name, stage in self.stages().items()},
             "builds": [result.to_json() for result in self.builds],
             "downloads": [result.to_json() for result in self.downloads],
             "installs": [result.to_json() for result in self.installs],
-            "notes": self.notes,
+            "errors": [error.to_json() for error in self.errors],
+            "unmet": self.unmet,
         }
 
     def write(self, path: Path) -> None:

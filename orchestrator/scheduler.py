@@ -453,8 +453,7 @@ class BuildScheduler:
                               started_at=self._epoch + run.started_at if run else None,
                               finished_at=self._epoch + now if run else None)
         self._results.append(result)
-        verb = {Status.BUILT: "built", Status.FAILED: "FAILED", Status.SKIPPED: "skipped",
-                Status.NOT_STARTED: "not started", Status.STOPPED: "stopped"}[status]
+        verb = "FAILED" if status is Status.FAILED else status.value
         detail = f" {result.wheel}" if result.wheel else f": {error}" if error else ""
         took = f" in {result.wall_s:.1f} s" if run is not None else ""
         self._observer.event(f"{job.key}: {verb}{detail}{took}")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -44,10 +45,12 @@ def _no_leftover_processes() -> Iterator[None]:
 
 
 def orchestrate(*args: str | os.PathLike[str], cwd: Path | None = None, env: dict[str, str] | None = None,
-                timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """Run the real ``orchestrate`` command in a subprocess."""
+                timeout: float = 240, prelude: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the real ``orchestrate`` command in a subprocess; ``prelude``, Python code run in it first,
+    can put a fake at a seam (``orchestrator.pipeline.SystemProbe``, say)."""
+    command = ["-m", "orchestrator"] if not prelude else ["-c", f"{prelude}\nfrom orchestrator.cli import main\nmain()"]
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *map(str, args)],
+        [sys.executable, *command, *map(str, args)],
         cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,
@@ -61,3 +64,18 @@ def backend_index_args() -> list[str]:
     if CORPUS_BACKENDS.is_dir():
         return ["--no-index", "--find-links", str(CORPUS_BACKENDS)]
     return []
+
+
+@contextlib.contextmanager
+def pinned_to(cpus: int) -> Iterator[None]:
+    """Run this thread, and the processes it starts, on ``cpus`` of its CPUs only (skip where it has fewer)."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < cpus:
+        pytest.skip(f"needs {cpus} CPUs")
+    os.sched_setaffinity(0, sorted(allowed)[:cpus])
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)

@@ -6,7 +6,9 @@ header asks, with ``#sha256=`` fragments (``hashes`` in JSON), and the files und
 of times, closing the connection mid-body, hanging until the server closes,
 trickling its body at a given rate, or serving other bytes than the ones its
 advertised hash describes. ``delay`` slows every file; :meth:`IndexServer.slow`
-slows one more. The server counts requests and downloads in flight.
+slows one more. The server counts requests and downloads in flight. With
+``core_metadata``, it also serves each wheel's METADATA as ``FILE.metadata`` and
+says so on the simple pages (PEP 658/714), as PyPI does.
 
 Use it as a context manager, or through the ``index_server`` fixture::
 
@@ -20,9 +22,11 @@ from __future__ import annotations
 import collections
 import hashlib
 import html
+import io
 import json
 import socket
 import threading
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,9 +46,11 @@ JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 class IndexServer:
     """A threaded HTTP simple index; start it with ``with`` or :meth:`start`."""
 
-    def __init__(self, *, json_api: bool = True, delay: float = 0.0) -> None:
+    def __init__(self, *, json_api: bool = True, delay: float = 0.0, core_metadata: bool = False) -> None:
         self.json_api = json_api
         """Answer with PEP 691 JSON when the client's ``Accept`` header asks for it."""
+        self.core_metadata = core_metadata
+        """Serve wheels' METADATA as ``FILE.metadata`` and advertise it (PEP 658/714)."""
         self.delay = delay
         """Seconds each file response waits before its first byte."""
         self.requests: collections.Counter[str] = collections.Counter()
@@ -90,9 +96,10 @@ class IndexServer:
         else:
             project = parse_sdist_filename(filename)[0]
         sha256 = hashlib.sha256(content).hexdigest()
+        metadata = _wheel_metadata(filename, content) if self.core_metadata else None
         with self._lock:
             self._files[filename] = _File(
-                project=project, content=content, advertised=advertised_sha256 or sha256
+                project=project, content=content, advertised=advertised_sha256 or sha256, metadata=metadata
             )
         return sha256
 
@@ -198,6 +205,20 @@ class _File:
     delay: float = 0.0
     bytes_per_second: int = 0
     """Trickle the body at this rate; 0 sends it at once."""
+    metadata: bytes | None = None
+    """A wheel's METADATA, served as ``FILE.metadata`` when the index has ``core_metadata``."""
+
+
+def _wheel_metadata(filename: str, content: bytes) -> bytes | None:
+    """The ``.dist-info/METADATA`` of a wheel; ``None`` for an sdist or a wheel broken on purpose."""
+    if not filename.endswith(".whl"):
+        return None
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            names = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+            return archive.read(names[0]) if len(names) == 1 else None
+    except (zipfile.BadZipFile, OSError):
+        return None
 
 
 class _Server(ThreadingHTTPServer):
@@ -300,6 +321,8 @@ class _Handler(BaseHTTPRequestHandler):
                         "filename": filename,
                         "url": f"../../files/{filename}",
                         "hashes": {"sha256": file.advertised},
+                        **({"core-metadata": {"sha256": hashlib.sha256(file.metadata).hexdigest()}}
+                           if file.metadata is not None else {}),
                     }
                     for filename, file in files
                 ],
@@ -307,7 +330,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, json.dumps(data).encode(), JSON_TYPE)
             return
         links = "".join(
-            f'<a href="../../files/{html.escape(filename)}#sha256={file.advertised}">'
+            f'<a href="../../files/{html.escape(filename)}#sha256={file.advertised}"{_metadata_attribute(file)}>'
             f"{html.escape(filename)}</a>\n"
             for filename, file in files
         )
@@ -317,6 +340,10 @@ class _Handler(BaseHTTPRequestHandler):
         index = self.server.index
         with index._lock:
             file = index._files.get(filename)
+            described = index._files.get(filename.removesuffix(".metadata"))
+        if file is None and filename.endswith(".metadata") and described and described.metadata is not None:
+            self._send(200, described.metadata, "application/octet-stream")
+            return
         if file is None:
             self._send(404, b"no such file", "text/plain")
             return
@@ -369,6 +396,12 @@ class _Handler(BaseHTTPRequestHandler):
             if stop.wait(step / bytes_per_second):
                 self.close_connection = True
                 return
+
+
+def _metadata_attribute(file: _File) -> str:
+    if file.metadata is None:
+        return ""
+    return f' data-core-metadata="sha256={hashlib.sha256(file.metadata).hexdigest()}"'
 
 
 @pytest.fixture(name="index_server")

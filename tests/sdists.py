@@ -20,6 +20,8 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``write_site``: write a marker module into the build environment's site-packages
 - ``check_site``: fail if that marker module is importable
 - ``build_requires``: ``build-system.requires`` of the project (default none)
+- ``requires_dist``: ``Requires-Dist`` lines of the wheel's METADATA and the sdist's PKG-INFO
+  (pip's resolver reads them by building the wheel, as the backend has no metadata hook)
 
 ``make_sdist``/``make_tree`` also take ``extra_files``: more members of the sdist, path -> bytes.
 """
@@ -101,7 +103,10 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     dist_info = f"{name}-{version}.dist-info"
     files = {
         f"{name}/__init__.py": f"VERSION = {version!r}\n".encode(),
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {CONFIG['name']}\nVersion: {version}\n".encode(),
+        f"{dist_info}/METADATA": (
+            f"Metadata-Version: 2.1\nName: {CONFIG['name']}\nVersion: {version}\n"
+            + "".join(f"Requires-Dist: {r}\n" for r in CONFIG.get("requires_dist", []))
+        ).encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: fakebackend\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     if CONFIG.get("pad_kb"):
@@ -134,13 +139,21 @@ def sdist_files(name: str, version: str, **behaviour: Any) -> dict[str, bytes]:
         "pyproject.toml": _pyproject(name, version, behaviour.get("build_requires", [])).encode(),
         "_fakebackend.py": BACKEND.encode(),
         "fake.json": json.dumps(config).encode(),
-        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        "PKG-INFO": (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                     + "".join(f"Requires-Dist: {r}\n" for r in behaviour.get("requires_dist", []))).encode(),
     }
+
+
+_TAR_MODES = {"tar.gz": "w:gz", "tgz": "w:gz", "tar.bz2": "w:bz2", "tbz": "w:bz2", "tar.xz": "w:xz", "txz": "w:xz",
+              "tar": "w"}
 
 
 def make_sdist(folder: Path, name: str, version: str = "1.0", *, fmt: str = "tar.gz",
                extra_files: dict[str, bytes] | None = None, **behaviour: Any) -> Path:
-    """Write ``name-version.tar.gz`` (or ``.zip``) into ``folder``; see the module docstring for ``behaviour``."""
+    """Write ``name-version.<fmt>`` into ``folder``; see the module docstring for ``behaviour``.
+
+    ``fmt`` is ``zip`` or a tar suffix: ``tar.gz``, ``tgz``, ``tar.bz2``, ``tbz``, ``tar.xz``, ``txz`` or ``tar``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{name.replace('-', '_')}-{version}"
     files = {**sdist_files(name, version, **behaviour), **(extra_files or {})}
@@ -150,7 +163,7 @@ def make_sdist(folder: Path, name: str, version: str = "1.0", *, fmt: str = "tar
             for member, data in files.items():
                 archive.writestr(f"{stem}/{member}", data)
     else:
-        with tarfile.open(path, "w:gz") as archive:
+        with tarfile.open(path, _TAR_MODES[fmt]) as archive:  # type: ignore[call-overload]
             for member, data in files.items():
                 info = tarfile.TarInfo(f"{stem}/{member}")
                 info.size = len(data)

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
 import pickle
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -126,24 +129,28 @@ def want(need: int) -> Candidate:
         # The machine's CPUs are busy, by the builds or anything else: wait.
         (
             want(G), readings(cpus=2, cpu_busy=1.97), [build("a", cpu=0.5)], limits(max_cpu=0.9),
-            False, "waiting: 1.97 of 2 CPUs busy, the cap is 90%",
+            False, "waiting: CPUs busy 1.97, limit 1.80 (90% of 2 usable CPUs)",
         ),
         (want(G), readings(cpus=2, cpu_busy=1.5), [build("a", cpu=1.0)], limits(max_cpu=0.9), True, None),
         # Unmeasured machine (a cgroup quota): the running builds keep every CPU busy.
         (
             want(G), readings(cpus=2), [build("a", cpu=1.0), build("b", cpu=0.97)], limits(max_cpu=0.9),
-            False, "waiting: 1.97 of 2 CPUs busy with builds, the cap is 90%",
+            False, "waiting: CPUs busy with builds 1.97, limit 1.80 (90% of 2 usable CPUs)",
         ),
         # One of them is sleeping or waiting on I/O: a CPU is free.
         (want(G), readings(cpus=2), [build("a", cpu=1.0), build("b", cpu=0.3)], limits(max_cpu=0.9), True, None),
         # A build not sampled yet adds one busy CPU, the machine measured or not.
         (
             want(G), readings(cpus=2), [build("a", cpu=1.0), build("b", cpu=None)], limits(max_cpu=1.0),
-            False, "waiting: 2.00 of 2 CPUs busy with builds, the cap is 100% (1 just started, counted as one CPU each)",
+            False,
+            "waiting: CPUs busy with builds 2.00, limit 2.00 (100% of 2 usable CPUs); 1 just started, counted as"
+            " one busy CPU each",
         ),
+        # Counted in full, a build just started can put the estimate above the CPUs: it reads against the limit.
         (
             want(G), readings(cpus=2, cpu_busy=1.1), [build("a", cpu=1.0), build("b", cpu=None)], limits(max_cpu=1.0),
-            False, "waiting: 2.10 of 2 CPUs busy, the cap is 100% (1 just started, counted as one CPU each)",
+            False,
+            "waiting: CPUs busy 2.10, limit 2.00 (100% of 2 usable CPUs); 1 just started, counted as one busy CPU each",
         ),
         # A multi-threaded build can fill the machine alone.
         (want(G), readings(cpus=4), [build("a", cpu=3.9)], limits(max_cpu=0.9), False, None),
@@ -323,6 +330,21 @@ def test_reservation() -> None:
     assert build(need=G, rss=2 * G).reservation == 2 * G
 
 
+def test_the_policy_imports_nothing_that_does_io() -> None:
+    # In a fresh interpreter: this test process has loaded everything already.
+    script = (
+        "import sys; before = set(sys.modules)\n"
+        "import orchestrator.policy.admission, orchestrator.policy.planning\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))"
+    )
+    run = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    loaded = set(run.stdout.split())
+    assert {"orchestrator.policy.admission", "orchestrator.policy.planning"} <= loaded  # the probe works
+    io = {"os", "io", "pathlib", "shutil", "socket", "sqlite3", "subprocess", "threading", "time", "psutil",
+          "platformdirs", "orchestrator.resources", "orchestrator.policy.history"}
+    assert not loaded & io
+
+
 def test_values_pickle() -> None:
     for value in (readings(), build(), limits(), want(G), Decision(admit=True, reason="x")):
         assert pickle.loads(pickle.dumps(value)) == value
@@ -396,27 +418,112 @@ any_limits = st.builds(
 candidates = st.builds(Candidate, key=st.just("next"), need=sizes)
 
 
+RULES = ("builds", "memory_limit", "free_memory", "cpu", "load")
+"""The admission rules, in the order ``decide`` documents it checks them."""
+
+
+def broken_rules(candidate: Candidate, sample: Readings, running: list[RunningBuild], policy: Limits) -> list[str]:
+    """The rules that starting ``candidate`` beside ``running`` would break, in :data:`RULES`' order."""
+    broken = []
+    if len(running) + 1 > policy.max_builds:
+        broken.append("builds")
+    if policy.memory_limit is not None and sum(b.reservation for b in running) + candidate.need > policy.memory_limit:
+        broken.append("memory_limit")
+    promised = sum(max(0, b.need - b.rss) for b in running)
+    if sample.available_memory - promised - candidate.need < policy.min_free_memory:
+        broken.append("free_memory")
+    if policy.max_cpu is not None:
+        # The machine's busy CPUs if measured, else the builds' own; a build not sampled yet is one busy CPU.
+        young = sum(b.cpu is None for b in running)
+        measured = sum(b.cpu for b in running if b.cpu is not None) if sample.cpu_busy is None else sample.cpu_busy
+        if measured + young >= policy.max_cpu * sample.cpu_count:
+            broken.append("cpu")
+    if policy.max_load is not None and sample.load_1m is not None:
+        if sample.load_1m / sample.cpu_count > policy.max_load:
+            broken.append("load")
+    return broken
+
+
 @given(candidates, any_readings, st.lists(running_builds, min_size=1, max_size=8), any_limits)
-def test_admission_respects_every_limit_while_builds_run(
+def test_decide_admits_unless_a_rule_is_broken_and_then_names_the_first(
     candidate: Candidate, sample: Readings, running: list[RunningBuild], policy: Limits
 ) -> None:
     decision = decide(candidate, sample, running, policy)
-    if not decision.admit:
-        assert decision.reason.startswith("waiting: ")
-        assert decision.blocked_by is not None
-        return
+    broken = broken_rules(candidate, sample, running, policy)
+    assert decision.admit is (not broken)
+    assert decision.blocked_by == (broken[0] if broken else None)
+    assert decision.reason.startswith("waiting: " if broken else "starting: ")
     assert decision.warning is None
-    assert len(running) + 1 <= policy.max_builds
-    if policy.memory_limit is not None:
-        assert sum(b.reservation for b in running) + candidate.need <= policy.memory_limit
-    unused = sum(max(0, b.need - b.rss) for b in running)
-    assert sample.available_memory - unused - candidate.need >= policy.min_free_memory
-    if policy.max_load is not None and sample.load_1m is not None:
-        assert sample.load_1m / sample.cpu_count <= policy.max_load
-    if policy.max_cpu is not None:
-        young = sum(b.cpu is None for b in running)
-        measured = sum(b.cpu for b in running if b.cpu is not None) if sample.cpu_busy is None else sample.cpu_busy
-        assert measured + young < policy.max_cpu * sample.cpu_count
+
+
+@st.composite
+def admissible(draw: st.DrawFn) -> tuple[Candidate, Readings, list[RunningBuild], Limits]:
+    """A candidate, a sample, running builds and limits under which every rule lets it start, each with room."""
+    running = draw(st.lists(running_builds, min_size=1, max_size=8))
+    candidate = Candidate(key="next", need=draw(st.integers(min_value=1, max_value=64 * G)))
+    cpus = draw(st.integers(min_value=1, max_value=256))
+    min_free = draw(sizes)
+    promised = sum(max(0, b.need - b.rss) for b in running)
+    reserved = sum(b.reservation for b in running)
+    cpu_busy = draw(st.none() | st.floats(min_value=0, max_value=256))
+    busy = (cpu_busy if cpu_busy is not None else sum(b.cpu for b in running if b.cpu is not None)) + sum(
+        b.cpu is None for b in running
+    )
+    max_cpu = draw(st.none() | st.floats(min_value=0, max_value=2).map(lambda more: busy / cpus * 1.01 + 0.001 + more))
+    max_load = draw(st.none() | st.floats(min_value=0.1, max_value=8))
+    load = draw(st.none() | st.floats(min_value=0, max_value=0.99 * (max_load or 8) * cpus))
+    sample = Readings(
+        total_memory=draw(sizes),
+        available_memory=promised + candidate.need + min_free + draw(sizes),
+        load_1m=load,
+        cpu_count=cpus,
+        cpu_busy=cpu_busy,
+    )
+    policy = Limits(
+        max_builds=len(running) + draw(st.integers(min_value=1, max_value=4)),
+        memory_limit=draw(st.none() | sizes.map(lambda more: reserved + candidate.need + more)),
+        min_free_memory=min_free,
+        max_load=max_load,
+        max_cpu=max_cpu,
+    )
+    return candidate, sample, running, policy
+
+
+@given(admissible())
+def test_decide_admits_when_every_rule_holds(case: tuple[Candidate, Readings, list[RunningBuild], Limits]) -> None:
+    decision = decide(*case)
+    assert decision.admit
+    assert decision.blocked_by is None
+    assert decision.warning is None
+    assert decision.reason.startswith("starting: ")
+
+
+@given(admissible(), st.sampled_from(RULES))
+def test_decide_refuses_for_the_one_rule_broken(
+    case: tuple[Candidate, Readings, list[RunningBuild], Limits], rule: str
+) -> None:
+    candidate, sample, running, policy = case
+    # Break ``rule`` alone, just: every other rule still holds.
+    if rule == "builds":
+        policy = dataclasses.replace(policy, max_builds=len(running))
+    elif rule == "memory_limit":
+        policy = dataclasses.replace(policy, memory_limit=sum(b.reservation for b in running) + candidate.need - 1)
+    elif rule == "free_memory":
+        headroom = sample.available_memory - sum(max(0, b.need - b.rss) for b in running) - candidate.need
+        policy = dataclasses.replace(policy, min_free_memory=headroom + 1)
+    elif rule == "cpu":
+        max_cpu = policy.max_cpu or 1.0
+        policy = dataclasses.replace(policy, max_cpu=max_cpu)
+        sample = dataclasses.replace(sample, cpu_busy=max_cpu * sample.cpu_count)
+    else:
+        max_load = policy.max_load or 1.0
+        policy = dataclasses.replace(policy, max_load=max_load)
+        sample = dataclasses.replace(sample, load_1m=max_load * sample.cpu_count * 1.01 + 0.01)
+    assert broken_rules(candidate, sample, running, policy) == [rule]
+    decision = decide(candidate, sample, running, policy)
+    assert not decision.admit
+    assert decision.blocked_by == rule
+    assert decision.reason.startswith("waiting: ")
 
 
 @given(candidates, any_readings, any_limits)

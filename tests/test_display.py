@@ -9,14 +9,14 @@ import pytest
 from rich.console import Console
 
 from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
-from orchestrator.download.fetch import DownloadProgress
 from orchestrator.jobs import BuildResult, Status
 from orchestrator.report import RunReport
 from orchestrator.scheduler import RunState
+from orchestrator.stages import StageProgress
 
 
-def progress(done: int, *, in_flight: int = 0, failed: int = 0, total: int = 4) -> DownloadProgress:
-    return DownloadProgress(total=total, in_flight=in_flight, done=done, failed=failed, bytes_done=done * 2048)
+def progress(done: int, *, in_flight: int = 0, failed: int = 0, total: int = 4) -> StageProgress:
+    return StageProgress(total=total, in_flight=in_flight, done=done, failed=failed, bytes_done=done * 2048)
 
 
 def lines(out: io.StringIO) -> list[str]:
@@ -65,19 +65,49 @@ def test_live_display_shows_downloads_above_builds() -> None:
     assert 0 <= downloads < builds
 
 
-def test_summary_shows_how_long_each_build_waited() -> None:
-    def result(name: str, waits: dict[str, float]) -> BuildResult:
-        return BuildResult(name=name, version="1.0", source=f"{name}.tar.gz", status=Status.BUILT,
-                           wheel=f"{name}-1.0-py3-none-any.whl", started_at=10.0, finished_at=14.0, phases={},
-                           peak_rss_bytes=2 * 1024**3, cpu_s=3.0, log=None, error=None,
-                           predicted_rss_bytes=3 * 1024**3, waits=waits)
+def built(name: str, waits: dict[str, float] | None = None, version: str = "1.0") -> BuildResult:
+    return BuildResult(name=name, version=version, source=f"{name}.tar.gz", status=Status.BUILT,
+                       wheel=f"{name}-{version}-py3-none-any.whl", started_at=10.0, finished_at=14.0, phases={},
+                       peak_rss_bytes=2 * 1024**3, cpu_s=3.0, log=None, error=None,
+                       predicted_rss_bytes=3 * 1024**3, waits=waits or {})
 
+
+def table_cells(text: str) -> list[list[str]]:
+    """The cells of each line of the summary's tables."""
+    return [[cell.strip() for cell in re.split("[│┃]", line)[1:-1]]
+            for line in text.splitlines() if line.startswith(("│", "┃"))]
+
+
+def test_summary_shows_how_long_each_build_waited() -> None:
     report = RunReport(started_at=0.0, finished_at=20.0,
-                       builds=[result("first", {}), result("held", {"queue": 1.5, "memory_limit": 6.25})])
+                       builds=[built("first"), built("held", {"queue": 1.5, "memory_limit": 6.25})])
     out = io.StringIO()
     print_summary(Console(file=out, width=200), report)
-    table = [[cell.strip() for cell in re.split("[│┃]", line)[1:-1]]
-             for line in out.getvalue().splitlines() if line.startswith(("│", "┃"))]
-    header, *rows = table[:3]
+    header, *rows = table_cells(out.getvalue())[:3]
     column = header.index("waited s")
     assert {row[0]: row[column] for row in rows} == {"first 1.0": "-", "held 1.0": "7.8"}  # 7.75 s in all
+
+
+def test_summary_folds_a_long_name_instead_of_cutting_it() -> None:
+    name = "a-package-whose-name-goes-on-" + "and-on-" * 12 + "end"
+    report = RunReport(started_at=0.0, finished_at=20.0, builds=[built(name, version="2024.1.post12345")])
+    out = io.StringIO()
+    print_summary(Console(file=out, width=160, soft_wrap=True), report)  # the width off a terminal
+    assert "…" not in out.getvalue()
+    builds = table_cells(out.getvalue().split("stages")[0])
+    folded = "".join(row[0] for row in builds[1:]).replace(" ", "")
+    assert folded == f"{name}2024.1.post12345"  # the whole name, then the version
+
+
+def test_live_display_says_why_a_build_waits_without_repeating_the_event_line() -> None:
+    out = io.StringIO()
+    display = LiveDisplay(Console(file=out, width=120, force_terminal=True))
+    try:
+        display.event("wc-1.0: waiting: 1 of 1 builds running")  # the scheduler says it once, as an event
+        display.update(RunState(running=(), pending=2, built=0, failed=0,
+                                waiting_reason="waiting: 1 of 1 builds running", readings=None))
+    finally:
+        display.close()
+    rendered = out.getvalue()
+    assert rendered.count("waiting: 1 of 1 builds running") == 1
+    assert "0 built, 0 failed, 0 running, 2 waiting (1 of 1 builds running)" in rendered

@@ -6,11 +6,14 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from index_server import IndexServer, index_server_fixture  # noqa: F401  (the index_server fixture)
+from packaging.tags import sys_tags
 
+from orchestrator.download.binary import BinaryOption, BinaryPolicy
 from orchestrator.download.fetch import (
     Downloader,
     DownloadProgress,
@@ -74,7 +77,8 @@ def test_fetch_from_index(any_index: IndexServer, tmp_path: Path, dest: Path) ->
     any_index.add("foo-2.0.tar.gz", sdist("foo", "2.0"))
     any_index.add("foo-1.0-py3-none-any.whl", b"a wheel")
     before = time.time()
-    result = fetch(settings_for(any_index, tmp_path), dest, pin("foo", "1.0"))
+    source_only = BinaryPolicy.from_options([("--no-binary", "foo")])
+    result = fetch(settings_for(any_index, tmp_path, binary=source_only), dest, pin("foo", "1.0"))
     assert result.status is DownloadStatus.DOWNLOADED, result.error
     assert result.path == dest / "foo-1.0.tar.gz"
     assert result.path.read_bytes() == content
@@ -258,14 +262,56 @@ def test_missing_package(index_server: IndexServer, tmp_path: Path, dest: Path) 
     assert absent.status is other_version.status is DownloadStatus.FAILED
 
 
-def test_only_wheels(index_server: IndexServer, tmp_path: Path, dest: Path) -> None:
-    index_server.add("foo-1.0-py3-none-any.whl", b"wheel")
+def test_a_compatible_wheel_is_taken_before_the_sdist(any_index: IndexServer, tmp_path: Path, dest: Path) -> None:
+    any_index.add("foo-1.0.tar.gz", sdist("foo", "1.0"))
+    any_index.add("foo-1.0-cp27-none-any.whl", b"a wheel for Python 2")
+    any_index.add("foo-1.0-py2.py3-none-any.whl", b"a universal wheel")
+    interpreter = next(iter(sys_tags()))  # the tag this interpreter ranks first
+    any_index.add(f"foo-1.0-{interpreter}.whl", b"the best wheel")
+    result = fetch(settings_for(any_index, tmp_path), dest, pin("foo"))
+    assert result.status is DownloadStatus.DOWNLOADED, result.error
+    assert result.path == dest / f"foo-1.0-{interpreter}.whl"
+    assert result.path.read_bytes() == b"the best wheel"
+    assert any_index.downloads("foo-1.0.tar.gz") == 0
+
+
+def test_an_incompatible_wheel_leaves_the_sdist(index_server: IndexServer, tmp_path: Path, dest: Path) -> None:
+    index_server.add("foo-1.0.tar.gz", sdist("foo", "1.0"))
+    index_server.add("foo-1.0-cp27-cp27mu-manylinux1_x86_64.whl", b"a wheel for Python 2")
     result = fetch(settings_for(index_server, tmp_path), dest, pin("foo"))
+    assert result.status is DownloadStatus.DOWNLOADED, result.error
+    assert result.path == dest / "foo-1.0.tar.gz"
+
+
+@pytest.mark.parametrize(
+    ("files", "policy", "error"),
+    [
+        # Only a wheel, and the policy wants a build.
+        (["foo-1.0-py3-none-any.whl"], [("--no-binary", ":all:")],
+         "foo 1.0: --no-binary :all: allows only sdists of foo, and {where} has foo-1.0-py3-none-any.whl;"
+         " change the policy for it"),
+        # Only an sdist, and the policy wants a wheel.
+        (["foo-1.0.tar.gz"], [("--only-binary", "foo")],
+         "foo 1.0: --only-binary foo allows only wheels of foo, and {where} has foo-1.0.tar.gz;"
+         " change the policy for it"),
+        # Only a wheel for another Python: nothing to take, nothing to build.
+        (["foo-1.0-cp27-none-any.whl"], [],
+         "no wheel of foo 1.0 on {where} fits this interpreter (foo-1.0-cp27-none-any.whl) and there is no sdist"
+         " to build; publish one or pin a URL to one"),
+    ],
+    ids=["wheel-only-no-binary", "sdist-only-only-binary", "incompatible-wheel-only"],
+)
+def test_what_cannot_be_taken_is_named(
+    index_server: IndexServer, tmp_path: Path, dest: Path, files: list[str],
+    policy: list[tuple[BinaryOption, str]], error: str,
+) -> None:
+    for filename in files:
+        index_server.add(filename, b"content")
+    settings = settings_for(index_server, tmp_path, binary=BinaryPolicy.from_options(policy))
+    result = fetch(settings, dest, pin("foo"))
     assert result.status is DownloadStatus.FAILED
-    assert result.error is not None
-    assert result.error.startswith(
-        f"no sdist of foo 1.0 on {index_server.simple_url}; only wheels (foo-1.0-py3-none-any.whl)"
-    )
+    assert result.error == error.format(where=index_server.simple_url)
+    assert files_in(dest) == []
 
 
 def test_direct_url(index_server: IndexServer, tmp_path: Path, dest: Path) -> None:
@@ -464,8 +510,11 @@ def test_find_links_folder_without_index(tmp_path: Path, dest: Path) -> None:
     )
     result = fetch(settings, dest, pin("foo"))
     assert result.status is DownloadStatus.DOWNLOADED, result.error
-    assert result.path is not None and result.path.read_bytes() == content
-    assert result.url == (links / "foo-1.0.tar.gz").as_uri()
+    assert result.path is not None and result.path.read_bytes() == b"wheel"
+    assert result.url == (links / "foo-1.0-py3-none-any.whl").as_uri()
+    source = fetch(replace(settings, binary=BinaryPolicy.from_options([("--no-binary", ":all:")])), dest, pin("foo"))
+    assert source.path is not None and source.path.read_bytes() == content
+    assert source.url == (links / "foo-1.0.tar.gz").as_uri()
 
 
 def test_no_index_and_no_find_links(tmp_path: Path, dest: Path) -> None:
@@ -501,3 +550,31 @@ def test_local_folder_cannot_be_hash_checked(tmp_path: Path, dest: Path) -> None
     settings = DownloadSettings(index=IndexSettings(no_index=True), cache_dir=None, require_hashes=True)
     result = fetch(settings, dest, pin("bar", None, path=tmp_path))
     assert result.error is not None and "is a folder, which cannot be hash-checked" in result.error
+
+
+def test_find_links_legacy_sdist(tmp_path: Path, dest: Path) -> None:
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "old-0.9.tar.bz2").write_bytes(b"an old release")
+    settings = DownloadSettings(index=IndexSettings(no_index=True, find_links=(str(links),)), cache_dir=None)
+    result = fetch(settings, dest, pin("old", "0.9"))
+    assert result.status is DownloadStatus.DOWNLOADED, result.error
+    assert result.path == dest / "old-0.9.tar.bz2"
+
+
+def test_sdist_in_a_format_nothing_reads_is_not_chosen(tmp_path: Path, dest: Path) -> None:
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "foo-1.0.tar.lz").write_bytes(b"LZIP")  # lzip: unearth lists it, but nothing here can unpack it
+    settings = DownloadSettings(index=IndexSettings(no_index=True, find_links=(str(links),)), cache_dir=None)
+    refused = fetch(settings, dest, pin("foo"))
+    assert refused.status is DownloadStatus.FAILED
+    assert refused.error == (
+        f"no sdist of foo 1.0 on {links} in a format this tool reads (.tar.gz, .zip, .tar.bz2, .tar.xz, .tgz, "
+        ".tbz, .txz, .tlz, .tar.lzma, .tar); only foo-1.0.tar.lz; pin a URL to one it reads"
+    )
+    assert files_in(dest) == []
+    (links / "foo-1.0.tar.xz").write_bytes(b"readable")
+    chosen = fetch(settings, dest, pin("foo"))
+    assert chosen.status is DownloadStatus.DOWNLOADED, chosen.error
+    assert files_in(dest) == ["foo-1.0.tar.xz"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import lzma
 import os
 import random
 import stat
@@ -62,6 +63,14 @@ def write_tar(path: Path, entries: Iterable[Entry], mode: str = "w:gz") -> Path:
                 tar.addfile(info, io.BytesIO(entry.data))
             else:
                 tar.addfile(info)
+    return path
+
+
+def write_tar_lzma(path: Path, entries: Iterable[Entry]) -> Path:
+    """A tar in the legacy ``.lzma`` format (no magic bytes; pip reads it as ``.tlz``/``.tar.lzma``)."""
+    plain = write_tar(path.with_name(path.name + ".plain"), entries, "w")
+    path.write_bytes(lzma.compress(plain.read_bytes(), format=lzma.FORMAT_ALONE))
+    plain.unlink()
     return path
 
 
@@ -506,6 +515,7 @@ VALID = [
         ("pkg-1.0.tar.bz2", lambda p, e: write_tar(p, e, "w:bz2")),
         ("pkg-1.0.tar.xz", lambda p, e: write_tar(p, e, "w:xz")),
         ("pkg-1.0.tar", lambda p, e: write_tar(p, e, "w")),
+        ("pkg-1.0.tar.lzma", write_tar_lzma),
         ("pkg-1.0.zip", write_zip),
         # the content decides, not the suffix
         ("pkg-1.0.zip", lambda p, e: write_tar(p, e, "w:gz")),

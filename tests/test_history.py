@@ -9,7 +9,6 @@ import textwrap
 import threading
 from pathlib import Path
 
-import platformdirs
 import pytest
 
 from orchestrator.policy.history import (
@@ -17,13 +16,13 @@ from orchestrator.policy.history import (
     SUCCESS,
     BuildRecord,
     History,
-    default_history_path,
     default_state_dir,
     predict_need,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 G = 1024**3
+PY = "cpython-3.11"
 
 # Runs in a child process: records builds as fast as it can and prints each index
 # once its transaction has committed.
@@ -57,12 +56,13 @@ def record(
     wall: float = 60.0,
     status: str = SUCCESS,
     finished_at: float = 100.0,
+    python: str = PY,
 ) -> BuildRecord:
     return BuildRecord(
         name=name,
         version=version,
         sdist_sha256="0" * 64,
-        python="cpython-3.11",
+        python=python,
         peak_rss_bytes=peak,
         wall_s=wall,
         cpu_s=wall * 4,
@@ -94,20 +94,20 @@ def test_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "state" / "history.sqlite3"  # the folder is created
     with History(path) as history:
         history.record(record(peak=3 * G, wall=90.5))
-        assert history.recent_peaks("numpy") == [3 * G]
-        assert history.expected_duration("numpy") == 90.5
-        assert history.recent_peaks("scipy") == []
-        assert history.expected_duration("scipy") is None
+        assert history.recent_peaks("numpy", python=PY) == [3 * G]
+        assert history.expected_duration("numpy", python=PY) == 90.5
+        assert history.recent_peaks("scipy", python=PY) == []
+        assert history.expected_duration("scipy", python=PY) is None
     with History(path) as history:
-        assert history.recent_peaks("numpy") == [3 * G]
+        assert history.recent_peaks("numpy", python=PY) == [3 * G]
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
 
 
 def test_names_are_canonical(tmp_path: Path) -> None:
     with History(tmp_path / "h.sqlite3") as history:
         history.record(record("Zope.Interface", peak=5))
-        assert history.recent_peaks("zope-interface") == [5]
-        assert history.recent_peaks("ZOPE_interface") == [5]
+        assert history.recent_peaks("zope-interface", python=PY) == [5]
+        assert history.recent_peaks("ZOPE_interface", python=PY) == [5]
     assert rows(tmp_path / "h.sqlite3", "SELECT name FROM builds") == [("zope-interface",)]
 
 
@@ -120,35 +120,50 @@ def test_most_recent_success_preferring_the_same_version(tmp_path: Path) -> None
         history.record(record(version="2.0", peak=9 * G, status="failed", finished_at=400))
         history.record(record(version="2.0", peak=None, finished_at=500))
 
-        assert history.recent_peaks("numpy") == [3 * G, 2 * G, G]  # most recent first, of any version
-        assert history.recent_peaks("numpy", version="2.0") == [2 * G, 3 * G, G]  # that version first
-        assert history.recent_peaks("numpy", version="9.9") == [3 * G, 2 * G, G]  # unseen version
-        assert history.expected_duration("numpy", version="1.0") == 30  # of 30, 10, 60
-        assert history.expected_duration("numpy") == 30  # of 60 (an unmeasured peak, a measured time), 30, 20
+        assert history.recent_peaks("numpy", python=PY) == [3 * G, 2 * G, G]  # most recent first, of any version
+        assert history.recent_peaks("numpy", python=PY, version="2.0") == [2 * G, 3 * G, G]  # that version first
+        assert history.recent_peaks("numpy", python=PY, version="9.9") == [3 * G, 2 * G, G]  # unseen version
+        assert history.expected_duration("numpy", python=PY, version="1.0") == 30  # of 30, 10, 60
+        assert history.expected_duration("numpy", python=PY) == 30  # of 60 (a measured time, no peak), 30, 20
+
+
+def test_predictions_are_per_interpreter(tmp_path: Path) -> None:
+    with History(tmp_path / "h.sqlite3") as history:
+        history.record(record(python="cpython-3.11", peak=G, wall=10, finished_at=100))
+        history.record(record(python="cpython-3.12", peak=3 * G, wall=50, finished_at=200))
+        history.record(record(python="cpython-3.12", peak=4 * G, wall=70, finished_at=300))
+        # The most recent builds are for 3.12; a build for 3.11 predicts from 3.11's alone.
+        assert history.recent_peaks("numpy", python="cpython-3.11") == [G]
+        assert history.expected_duration("numpy", python="cpython-3.11") == 10
+        assert history.recent_peaks("numpy", python="cpython-3.12") == [4 * G, 3 * G]
+        assert history.expected_duration("numpy", python="cpython-3.12") == 60
+        # An interpreter never built for has no history, however much the others have.
+        assert history.recent_peaks("numpy", python="pypy-3.10") == []
+        assert history.expected_duration("numpy", python="pypy-3.10") is None
 
 
 def test_only_failures_mean_no_history(tmp_path: Path) -> None:
     with History(tmp_path / "h.sqlite3") as history:
         history.record(record(status="failed"))
-        assert history.recent_peaks("numpy") == []
-        assert history.expected_duration("numpy") is None
+        assert history.recent_peaks("numpy", python=PY) == []
+        assert history.expected_duration("numpy", python=PY) is None
 
 
 def test_recent_peaks_are_the_last_few(tmp_path: Path) -> None:
     with History(tmp_path / "h.sqlite3") as history:
         for i in range(RECENT_BUILDS + 2):
             history.record(record(peak=i, finished_at=float(i)))
-        assert history.recent_peaks("numpy") == list(range(RECENT_BUILDS + 1, 1, -1))
+        assert history.recent_peaks("numpy", python=PY) == list(range(RECENT_BUILDS + 1, 1, -1))
 
 
 def test_expected_duration_is_the_median_of_the_last_three(tmp_path: Path) -> None:
     with History(tmp_path / "h.sqlite3") as history:
         history.record(record(wall=100, finished_at=1))  # too old to count
         history.record(record(wall=10, finished_at=2))
-        assert history.expected_duration("numpy") == 55  # of 10 and 100
+        assert history.expected_duration("numpy", python=PY) == 55  # of 10 and 100
         history.record(record(wall=90, finished_at=3))  # a crowded run
         history.record(record(wall=12, finished_at=4))
-        assert history.expected_duration("numpy") == 12  # of 12, 90, 10
+        assert history.expected_duration("numpy", python=PY) == 12  # of 12, 90, 10
 
 
 @pytest.mark.parametrize(
@@ -170,10 +185,24 @@ def test_predict_need(peaks: list[int], override: int | None, expected: int) -> 
     assert predict_need(peaks, 2 * G, override=override) == expected
 
 
-def test_default_location() -> None:
-    expected = platformdirs.user_cache_dir("orchestrator", appauthor=False)
+@pytest.mark.skipif(sys.platform != "linux", reason="the XDG rule is Linux's")
+@pytest.mark.parametrize(
+    ("xdg_cache_home", "expected"),
+    [
+        ("/xdg/cache", "/xdg/cache/orchestrator"),  # the user's cache folder
+        (None, "/home/someone/.cache/orchestrator"),  # else ~/.cache
+        ("", "/home/someone/.cache/orchestrator"),  # an empty variable counts as unset
+    ],
+)
+def test_default_location_follows_the_xdg_rule(
+    monkeypatch: pytest.MonkeyPatch, xdg_cache_home: str | None, expected: str
+) -> None:
+    monkeypatch.setenv("HOME", "/home/someone")
+    if xdg_cache_home is None:
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", xdg_cache_home)
     assert default_state_dir() == Path(expected)
-    assert default_history_path().parent == default_state_dir()
 
 
 def test_survives_a_writer_killed_mid_write(tmp_path: Path) -> None:
@@ -193,7 +222,7 @@ def test_survives_a_writer_killed_mid_write(tmp_path: Path) -> None:
     assert rows(path, "PRAGMA integrity_check") == [("ok",)]
     with History(path) as history:
         # Every record whose commit the writer reported survived.
-        assert history.recent_peaks(f"killed-{committed}") == [committed]
+        assert history.recent_peaks(f"killed-{committed}", python=PY) == [committed]
         history.record(record())  # and the file is writable again
     stored = rows(path, "SELECT peak_rss_bytes FROM builds WHERE name LIKE 'killed-%'")
     assert {peak for (peak,) in stored} >= set(range(committed + 1))
@@ -214,7 +243,7 @@ def test_threads_share_one_history(tmp_path: Path) -> None:
         def work(n: int) -> None:
             for i in range(25):
                 history.record(record(f"t{n}-{i}", peak=i))
-                assert history.recent_peaks(f"t{n}-{i}") == [i]
+                assert history.recent_peaks(f"t{n}-{i}", python=PY) == [i]
 
         threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
         for thread in threads:
@@ -230,7 +259,7 @@ def test_garbage_file_is_moved_aside(tmp_path: Path, caplog: pytest.LogCaptureFi
     (tmp_path / "h.sqlite3-wal").write_bytes(b"stale")
     with caplog.at_level(logging.WARNING, logger="orchestrator.policy.history"), History(path) as history:
         history.record(record(peak=7))
-        assert history.recent_peaks("numpy") == [7]
+        assert history.recent_peaks("numpy", python=PY) == [7]
     assert "is damaged" in caplog.text
     (aside,) = tmp_path.glob("h.sqlite3.damaged-*")
     assert aside.read_bytes().startswith(b"this is not a database")
@@ -248,7 +277,7 @@ def test_damaged_pages_are_detected(tmp_path: Path, caplog: pytest.LogCaptureFix
     path.write_bytes(bytes(data))
 
     with caplog.at_level(logging.WARNING, logger="orchestrator.policy.history"), History(path) as history:
-        assert history.recent_peaks("pkg-1") == []  # started afresh
+        assert history.recent_peaks("pkg-1", python=PY) == []  # started afresh
         history.record(record())
     assert "is damaged" in caplog.text
     assert len(list(tmp_path.glob("h.sqlite3.damaged-*"))) == 1
@@ -261,7 +290,7 @@ def test_unopenable_path_falls_back_to_memory(
     path.mkdir()
     with caplog.at_level(logging.WARNING, logger="orchestrator.policy.history"), History(path) as history:
         history.record(record(peak=3))
-        assert history.recent_peaks("numpy") == [3]
+        assert history.recent_peaks("numpy", python=PY) == [3]
     assert "keeping history in memory" in caplog.text
     assert path.is_dir() and not list(path.iterdir())  # left alone
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from wheels import write_wheel
 
-from orchestrator.install import installer as install_module
-from orchestrator.install.installer import InstallStatus, Target, WheelInstaller
+from orchestrator.install import InstallStatus, Target, WheelInstaller
 from orchestrator.install.journal import Journal, Recovery
+from orchestrator.install.rollback import Aside
 
 # Writes a journal in another process, then waits for a line on stdin (while it
 # holds the lock) and dies without removing it, as a killed install would.
@@ -159,13 +159,14 @@ def test_a_failed_rollback_keeps_the_journal_for_the_next_run(
         (tmp_path / version).mkdir()
         write_wheel(tmp_path / version, "pkg", version, files={"pkg/__init__.py": f"V = {version!r}\n"},
                     corrupt="hash-last" if version == "2.0" else None)
-    assert WheelInstaller(target).install(tmp_path / "1.0" / "pkg-1.0-py3-none-any.whl").status is InstallStatus.INSTALLED
+    installed = WheelInstaller(target).install(tmp_path / "1.0" / "pkg-1.0-py3-none-any.whl")
+    assert installed.status is InstallStatus.INSTALLED
     before = snapshot(site)
 
     def restore_fails(self: object) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(install_module._Aside, "restore", restore_fails)
+    monkeypatch.setattr(Aside, "restore", restore_fails)
     result = WheelInstaller(target).install(tmp_path / "2.0" / "pkg-2.0-py3-none-any.whl")
     assert result.status is InstallStatus.FAILED
     assert (site / ".orchestrate-install-pkg.journal").is_file()
@@ -182,7 +183,12 @@ def test_the_journal_lists_every_file_before_it_is_written(
     """The plan matches installer's own placement: nothing is journaled late."""
     late: list[str] = []
     real_add = Journal.add
-    monkeypatch.setattr(Journal, "add", lambda self, created: late.extend(created) or real_add(self, created))
+
+    def add(self: Journal, created: list[str]) -> None:
+        late.extend(created)
+        real_add(self, created)
+
+    monkeypatch.setattr(Journal, "add", add)
     journaled: list[str] = []
     real_begin = Journal.begin
 

@@ -8,23 +8,26 @@ The CPU rule's tests, at the end, use backends that sleep (idle) or spin (busy).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import sqlite3
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from conftest import orchestrate
+from conftest import orchestrate, pinned_to
 from sdists import BACKEND, make_sdist, max_concurrency, read_events
 
-from orchestrator.policy.admission import jobs_per_build
-from orchestrator.resources import CPU_WINDOW, usable_cpu_count
+from orchestrator.policy.history import SUCCESS, BuildRecord, History
+from orchestrator.resources import CPU_WINDOW, cgroup_cpu_quota
 from orchestrator.units import format_size
 
 MiB = 1024**2
@@ -40,8 +43,9 @@ def test_memory_limit_caps_concurrency_below_max_builds(tmp_path: Path) -> None:
     for i in range(5):
         make_sdist(tmp_path / "sdists", f"big{i}", alloc_mb=2000, sleep=2, events=str(events))
     report = tmp_path / "report.json"
+    # The CPU rule is off: filling 2000 MB keeps a CPU busy, and other load on the machine would count too.
     result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--memory-limit", "5G",
-                         "--memory-per-build", "2200M", "--max-builds", "5", "--report-json", report)
+                         "--memory-per-build", "2200M", "--max-builds", "5", "--max-cpu", "0", "--report-json", report)
     assert result.returncode == 0, result.stderr
     # 2 x 2200M fits in 5G, a third does not: the count cap of 5 never binds.
     assert max_concurrency(read_events(events)) == 2
@@ -62,8 +66,7 @@ def test_memory_limit_caps_concurrency_below_max_builds(tmp_path: Path) -> None:
     for record in held:
         assert record["waits"]["memory_limit"] > 0
         assert record["waited_s"] >= record["waits"]["memory_limit"]
-        # The last reason: memory, or the CPUs (filling 2000 MB keeps one busy) once memory was free.
-        assert re.search(r"memory limit reserved, needs 2\.1 GiB|of \d+ CPUs busy", record["wait_reason"])
+        assert "memory limit reserved, needs 2.1 GiB" in record["wait_reason"]
 
 
 def test_too_low_need_is_requeued_then_learned_from_history(tmp_path: Path) -> None:
@@ -71,8 +74,9 @@ def test_too_low_need_is_requeued_then_learned_from_history(tmp_path: Path) -> N
     for i in range(4):
         make_sdist(tmp_path / "sdists", f"grow{i}", alloc_mb=2000, sleep=2, events=str(events))
     report = tmp_path / "report.json"
+    # The CPU rule is off: the builds must overlap for the cold run to feel memory pressure, whatever else runs.
     args = ("build", tmp_path / "sdists", "-w", tmp_path / "wh",
-            "--memory-per-build", "200M", "--max-builds", "5", "--report-json", report)
+            "--memory-per-build", "200M", "--max-builds", "5", "--max-cpu", "0", "--report-json", report)
 
     cold = orchestrate(*args, "--memory-limit", "5G")
     assert cold.returncode == 0, cold.stderr  # requeues are not failures, and not --retries (0)
@@ -102,6 +106,24 @@ def test_too_low_need_is_requeued_then_learned_from_history(tmp_path: Path) -> N
     assert max_concurrency(read_events(events)[cold_events:]) == 2  # with 200M needs all 4 would start
 
 
+def test_predictions_come_from_builds_for_the_same_interpreter(tmp_path: Path) -> None:
+    make_sdist(tmp_path / "sdists", "same-python")
+    make_sdist(tmp_path / "sdists", "other-python")
+    this_python = f"{sys.implementation.name}-{sys.version_info.major}.{sys.version_info.minor}"
+    with History(tmp_path / "state" / "history.sqlite3") as history:
+        for name, python in (("same-python", this_python), ("other-python", "cpython-2.7")):
+            history.record(BuildRecord(name=name, version="1.0", sdist_sha256=None, python=python,
+                                       peak_rss_bytes=GiB, wall_s=1.0, cpu_s=1.0, status=SUCCESS,
+                                       started_at=0.0, finished_at=1.0))
+    report = tmp_path / "report.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--memory-per-build", "300M",
+                         "--max-builds", "1", "--report-json", report)
+    assert result.returncode == 0, result.stderr
+    records = report_builds(report)
+    assert records["same-python"]["predicted_rss_bytes"] == math.ceil(GiB * 1.2)  # one peak plus 20%
+    assert records["other-python"]["predicted_rss_bytes"] == 300 * MiB  # another interpreter's peak is no guide
+
+
 def test_package_override_sets_the_predicted_need(tmp_path: Path) -> None:
     make_sdist(tmp_path / "sdists", "pinned")
     make_sdist(tmp_path / "sdists", "other")
@@ -122,8 +144,11 @@ def test_builds_above_the_limit_run_alone_and_are_never_stopped(tmp_path: Path) 
     for name in ("huge-a", "huge-b"):
         make_sdist(tmp_path / "sdists", name, alloc_mb=600, sleep=1, events=str(events))
     report = tmp_path / "report.json"
+    # The config, not --memory-per-build, puts them above the limit: a limit below that is a usage error.
+    config = tmp_path / "orchestrate.toml"
+    config.write_text('[packages.huge-a]\nmemory = "1G"\n[packages.huge-b]\nmemory = "1G"\n')
     result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--memory-limit", "400M",
-                         "--memory-per-build", "1G", "--max-builds", "2", "--report-json", report)
+                         "--memory-per-build", "300M", "--config", config, "--max-builds", "2", "--report-json", report)
     assert result.returncode == 0, result.stderr
     assert max_concurrency(read_events(events)) == 1
     assert result.stderr.count("more than the memory limit of 400.0 MiB; starting it alone") == 2
@@ -132,34 +157,53 @@ def test_builds_above_the_limit_run_alone_and_are_never_stopped(tmp_path: Path) 
         assert record["peak_rss_bytes"] > 600 * MiB  # over the limit, alone, and left to finish
 
 
+@contextlib.contextmanager
+def usable_cpus(cpus: int) -> Iterator[None]:
+    """Give the processes this thread starts exactly ``cpus`` usable CPUs (skip where there are fewer)."""
+    quota = cgroup_cpu_quota()
+    if quota is not None and math.ceil(quota) < cpus:
+        pytest.skip(f"needs {cpus} CPUs, the cgroup quota allows {quota:g}")
+    with pinned_to(cpus):
+        yield
+
+
 NESTED_JOBS = ("MAKEFLAGS", "CMAKE_BUILD_PARALLEL_LEVEL", "MAX_JOBS", "NPY_NUM_BUILD_JOBS")
 
 
+def nested_jobs(jobs: int) -> dict[str, str]:
+    return {"MAKEFLAGS": f"-j{jobs}", "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs), "MAX_JOBS": str(jobs),
+            "NPY_NUM_BUILD_JOBS": str(jobs)}
+
+
 @pytest.mark.parametrize(
-    ("max_builds", "user_env"),
+    ("cpus", "max_builds", "user_env", "seen"),
     [
-        (1, {}),  # one build gets every CPU
-        (2, {}),  # two share them
+        (1, 1, {}, nested_jobs(1)),
+        (2, 1, {}, nested_jobs(2)),  # one build gets every CPU
+        (2, 2, {}, nested_jobs(1)),  # two share them
+        (1, 2, {}, nested_jobs(1)),  # never less than one job
+        (4, 2, {}, nested_jobs(2)),
+        (4, 3, {}, nested_jobs(1)),  # rounded down: never oversubscribe
         # What the user set is passed through untouched, and only that.
-        (2, {"MAKEFLAGS": "-j7"}),
-        (2, {"MAX_JOBS": "3", "NPY_NUM_BUILD_JOBS": "5"}),
+        (2, 1, {"MAKEFLAGS": "-j7"}, {**nested_jobs(2), "MAKEFLAGS": "-j7"}),
+        (2, 2, {"MAX_JOBS": "3", "NPY_NUM_BUILD_JOBS": "5"},
+         {"MAKEFLAGS": "-j1", "CMAKE_BUILD_PARALLEL_LEVEL": "1", "MAX_JOBS": "3", "NPY_NUM_BUILD_JOBS": "5"}),
     ],
 )
 def test_builds_see_nested_parallelism_caps(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_builds: int, user_env: dict[str, str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int, max_builds: int, user_env: dict[str, str],
+    seen: dict[str, str],
 ) -> None:
     for name in NESTED_JOBS:
         monkeypatch.delenv(name, raising=False)
     events = tmp_path / "events.log"
     make_sdist(tmp_path / "sdists", "nested", events=str(events), record_env=list(NESTED_JOBS))
-    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(max_builds),
-                         env=user_env)
+    with usable_cpus(cpus):
+        result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(max_builds),
+                             env=user_env)
     assert result.returncode == 0, result.stderr
     (start,) = [event for event in read_events(events) if event["event"] == "start"]
-    jobs = jobs_per_build(usable_cpu_count(), max_builds)
-    expected = {"MAKEFLAGS": f"-j{jobs}", "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs), "MAX_JOBS": str(jobs),
-                "NPY_NUM_BUILD_JOBS": str(jobs)}
-    assert start["env"] == {**expected, **user_env}
+    assert start["env"] == seen
 
 
 TOTAL_MEMORY = psutil.virtual_memory().total
@@ -242,7 +286,8 @@ def test_max_load_holds_builds_back_but_never_stalls_the_queue(tmp_path: Path, h
     raise_load(0.05)
     option = ["--max-load", "0.0001"] if how == "option" else []
     env = {"ORCHESTRATE_MAX_LOAD": "0.0001"} if how == "environment" else {}
-    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "2",
+    # The CPU rule, checked before the load, is off: on a busy machine it would hold the second build instead.
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "2", "--max-cpu", "0",
                          "--report-json", report, *option, env=env)
     assert result.returncode == 0, result.stderr
     assert max_concurrency(read_events(events)) == 1
@@ -269,18 +314,18 @@ def test_max_cpu_counts_a_build_not_yet_measured_as_one_busy_cpu(tmp_path: Path,
     for name in ("cpu-a", "cpu-b", "cpu-c"):
         make_sdist(tmp_path / "sdists", name, sleep=0.5)
     report = tmp_path / "report.json"
-    # Under a cap of 1% of the CPUs, one busy CPU is over it (on up to 100 CPUs). Every
+    # Under a cap of 1% of 2 CPUs, one busy CPU is over it, whatever else runs. Every
     # build counts as one until it has run CPU_WINDOW, so each build after the first waits
     # at least that long for the one before; and with nothing running the next one starts.
     option = ["--max-cpu", "1"] if how == "option" else []
     env = {"ORCHESTRATE_MAX_CPU": "1"} if how == "environment" else {}
-    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "3",
-                         *NO_MEMORY_RULES, "--report-json", report, *option, env=env)
+    with usable_cpus(2):
+        result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "3",
+                             *NO_MEMORY_RULES, "--report-json", report, *option, env=env)
     assert result.returncode == 0, result.stderr
-    cpus = usable_cpu_count()
-    assert re.search(rf" of {cpus} CPUs busy( with builds)?, the cap is 1% \(1 just started, counted as one CPU each\)",
-                     result.stderr)
-    assert result.stderr.count("the cap is 1%") == 2  # once per held build, not per sample
+    cap = r"limit 0\.02 \(1% of 2 usable CPUs\)"
+    assert re.search(rf"waiting: CPUs busy [\d.]+, {cap}; 1 just started, counted as one busy CPU each", result.stderr)
+    assert result.stderr.count("(1% of 2 usable CPUs)") == 2  # once per held build, not per sample
     data = json.loads(report.read_text())
     assert data["settings"]["max_cpu"] == 0.01
     records = {record["name"]: record for record in data["builds"]}
@@ -290,7 +335,7 @@ def test_max_cpu_counts_a_build_not_yet_measured_as_one_busy_cpu(tmp_path: Path,
     assert all(seconds >= CPU_WINDOW for seconds in held.values())
     for name in held:
         assert records[name]["wait_reason"].startswith("waiting: ")
-        assert re.search(rf" of {cpus} CPUs busy( with builds)?, the cap is 1%", records[name]["wait_reason"])
+        assert re.search(rf"CPUs busy [\d.]+, {cap}", records[name]["wait_reason"])
 
 
 # The fake backend, but spinning for ``busy`` CPU seconds (counted from the spin, not from
@@ -343,12 +388,28 @@ def test_max_cpu_zero_turns_the_rule_off(tmp_path: Path, how: str) -> None:
     assert result.returncode == 0, result.stderr
     # All three start at once. On 2 CPUs the default rule would hold the third back at first.
     assert max_concurrency(read_events(events)) == 3
-    assert "CPUs busy" not in result.stderr
+    assert "CPUs busy" not in result.stderr  # never held by the CPU rule
     data = json.loads(report.read_text())
     assert data["settings"]["max_cpu"] is None
     records = {record["name"]: record for record in data["builds"]}
     assert [record["status"] for record in records.values()] == ["built"] * 3
     assert cpu_waits(records) == {}
+
+
+# The machine's busy CPUs count whatever else runs on it. This runs orchestrate with the probe it
+# uses under a cgroup CPU quota, which leaves the machine unmeasured: the rule then counts the
+# builds' own CPU, still measured for real, and other load on the machine changes nothing.
+BUILDS_ONLY_PROBE = """
+import dataclasses
+import orchestrator.pipeline
+from orchestrator.resources import SystemProbe
+
+class BuildsOnlyProbe(SystemProbe):
+    def read(self):
+        return dataclasses.replace(super().read(), cpu_busy=None)
+
+orchestrator.pipeline.SystemProbe = BuildsOnlyProbe
+"""
 
 
 def test_max_cpu_lets_idle_builds_overlap_by_default(tmp_path: Path) -> None:
@@ -357,8 +418,9 @@ def test_max_cpu_lets_idle_builds_overlap_by_default(tmp_path: Path) -> None:
     for i in range(builds):
         make_sdist(tmp_path / "sdists", f"idle{i}", sleep=3, events=str(events))
     report = tmp_path / "report.json"
-    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(builds),
-                         *NO_MEMORY_RULES, "--report-json", report)
+    with usable_cpus(2):
+        result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(builds),
+                             *NO_MEMORY_RULES, "--report-json", report, prelude=BUILDS_ONLY_PROBE)
     assert result.returncode == 0, result.stderr
     # Sleeping builds are measured as idle once they have run CPU_WINDOW: all four overlap.
     assert max_concurrency(read_events(events)) == builds
@@ -366,9 +428,7 @@ def test_max_cpu_lets_idle_builds_overlap_by_default(tmp_path: Path) -> None:
     assert data["settings"]["max_cpu"] == 1.0  # the default, 100%
     records = {record["name"]: record for record in data["builds"]}
     assert [record["status"] for record in records.values()] == ["built"] * builds
-    cpus = usable_cpu_count()
-    if cpus < builds:
-        # Not measured yet, the first builds count as one CPU each: the next waits, briefly.
-        assert re.search(rf" of {cpus} CPUs busy( with builds)?, the cap is 100% \({cpus} just started,"
-                         r" counted as one CPU each\)", result.stderr)
-        assert cpu_waits(records)
+    # Not measured yet, the first builds count as one CPU each: on 2 CPUs the third waits, briefly.
+    assert re.search(r"waiting: CPUs busy with builds [\d.]+, limit 2\.00 \(100% of 2 usable CPUs\);"
+                     r" \d+ just started, counted as one busy CPU each", result.stderr)
+    assert cpu_waits(records)

@@ -35,12 +35,17 @@ def test_orchestrate_toml(tmp_path: Path) -> None:
 
         [packages.tiny]
         memory = 1048576
+        binary = "source"
+
+        [packages.certifi]
+        binary = "binary"
         """,
     )
     assert load_package_config(path) == {
         "scipy": PackageOverrides(memory=6 * G, timeout=3600.0),
         "zope-interface": PackageOverrides(timeout=90.5),
-        "tiny": PackageOverrides(memory=1024**2),
+        "tiny": PackageOverrides(memory=1024**2, binary="source"),
+        "certifi": PackageOverrides(binary="binary"),
     }
 
 
@@ -105,6 +110,7 @@ def test_other_file_names_read_like_orchestrate_toml(tmp_path: Path) -> None:
     [
         # A typo in a key is an error, not silently ignored.
         ("[packages.numpy]\nmemroy = '4G'\n", r"unknown key 'memroy' in \[packages.numpy\]"),
+        ("[packages.numpy]\nbinary = 'yes'\n", r"\[packages.numpy\] binary must be \"binary\" \(a wheel only\) or"),
         # A size that does not parse names the key and explains the format.
         (
             "[packages.numpy]\nmemory = '4X'\n",

@@ -242,6 +242,24 @@ def test_install_timeout_kills_the_hung_compiler_and_rolls_back_only_that_wheel(
 
 
 @pytest.mark.parametrize("command", ["build", "install"])
-def test_install_timeout_option_and_its_environment_variable(command: str) -> None:
+def test_install_timeout_option_and_its_environment_variable(tmp_path: Path, target: Path, command: str) -> None:
     text = orchestrate(command, "--help").stdout
     assert "--install-timeout SECONDS" in text and "ORCHESTRATE_INSTALL_TIMEOUT" in text
+    if command == "build":
+        make_sdist(tmp_path / "sdists", "pkg")
+        args = ["build", tmp_path / "sdists", "-w", tmp_path / "wh", "--install-into", target]
+    else:
+        (tmp_path / "wh").mkdir()
+        write_wheel(tmp_path / "wh", "pkg")
+        args = ["install", tmp_path / "wh", "--into", target]
+    site = next(target.glob("lib/python*/site-packages"))
+    before = sorted(site.iterdir())
+
+    # The variable alone, no option: a microsecond is over before the first file is written.
+    result = orchestrate(*args, "--report-json", tmp_path / "r.json", env={"ORCHESTRATE_INSTALL_TIMEOUT": "0.000001"})
+
+    assert result.returncode == 1, result.stderr
+    (install,) = json.loads((tmp_path / "r.json").read_text())["installs"]
+    assert install["status"] == "failed"
+    assert "failed: timed out after 1e-06 s writing files; rolled back" in install["error"]
+    assert sorted(site.iterdir()) == before

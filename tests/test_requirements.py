@@ -64,6 +64,15 @@ def pins(requirements: tuple[PinnedRequirement, ...]) -> list[tuple[str, str | N
             'https://example.com/f/foo-1.0.tar.gz ; python_version < "3"\nbar==2.0',
             [("bar", "2.0", None, set())],
         ),
+        # Legacy sdist formats that pip still builds (old releases on PyPI have them).
+        (
+            "https://example.com/f/Old_Pkg-0.9.tar.bz2",
+            [("old-pkg", "0.9", "https://example.com/f/Old_Pkg-0.9.tar.bz2", set())],
+        ),
+        (
+            "old @ https://example.com/f/old-0.9.tgz",
+            [("old", "0.9", "https://example.com/f/old-0.9.tgz", set())],
+        ),
         # A named URL whose file name carries no version.
         (
             "foo @ https://example.com/archive/main.zip",
@@ -133,6 +142,21 @@ def test_several_files_merge(tmp_path: Path) -> None:
     assert pins(parsed.requirements) == [("foo", "1.0", None, {A, B}), ("bar", "1", None, set())]
 
 
+@pytest.mark.parametrize("suffix", [".tar.bz2", ".tar.xz", ".tgz", ".tar", ".tbz", ".txz", ".tlz", ".tar.lzma"])
+def test_local_legacy_sdists(tmp_path: Path, suffix: str) -> None:
+    sdist = tmp_path / "dist" / f"Old-0.9{suffix}"
+    sdist.parent.mkdir()
+    sdist.write_bytes(b"not really an archive")
+    # A bare file name counts as a path when it ends like an sdist.
+    (tmp_path / f"bare-1.0{suffix}").write_bytes(b"x")
+    path = write(tmp_path, "r.txt", f"./dist/Old-0.9{suffix}\nbare-1.0{suffix}\n")
+    parsed = parse_requirements([path])
+    assert [(r.name, r.version, r.path) for r in parsed.requirements] == [
+        ("old", "0.9", sdist),
+        ("bare", "1.0", tmp_path / f"bare-1.0{suffix}"),
+    ]
+
+
 def test_local_paths(tmp_path: Path) -> None:
     sdist = tmp_path / "dist" / "Foo-1.0.tar.gz"
     sdist.parent.mkdir()
@@ -163,14 +187,6 @@ def test_local_paths(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
-        # Ranges need a resolver.
-        ("foo>=1", 1, "foo is not pinned to exactly one version (>=1); this tool builds what a lock file pins and does not resolve; pin it with `uv pip compile`"),
-        # No version at all.
-        ("\nfoo", 2, "foo is not pinned to exactly one version (no version)"),
-        # A wildcard is a range.
-        ("foo==1.*", 1, "foo is not pinned to exactly one version (==1.*)"),
-        # Two specifiers are not one pin.
-        ("foo==1.0,<2", 1, "foo is not pinned to exactly one version"),
         # Not PEP 508.
         ("foo==", 1, "cannot parse 'foo=='"),
         ('foo==1.0 ; python_version <', 1, "cannot parse 'foo==1.0 ; python_version <'"),
@@ -180,9 +196,8 @@ def test_local_paths(tmp_path: Path) -> None:
         ("foo==1.0 \\\n  --hash=sha256:xyz", 1, "'sha256:xyz' is not a sha256 digest"),
         # Conflicting pins.
         ("foo==1.0\nFoo==2.0", 2, "foo is pinned to ==2.0 but {path}:1 pins ==1.0; keep one pin per package"),
-        # Editables and constraints belong to resolvers and development installs.
+        # Editables belong to development installs.
         ("-e ./src", 1, "editable requirements are not built"),
-        ("-c constraints.txt", 1, "constraints files are for resolvers"),
         # Options this tool does not implement are not silently ignored.
         ("--pre", 1, "unsupported option --pre"),
         ("--index-url", 1, "--index-url needs a value"),
@@ -194,9 +209,9 @@ def test_local_paths(tmp_path: Path) -> None:
         ("-r missing.txt", 1, "cannot read requirements file {dir}/missing.txt"),
         ("git+https://example.com/foo.git", 1, "version-control URLs are not supported"),
         ("foo @ git+https://example.com/foo.git", 1, "version-control URLs are not supported"),
-        ("https://example.com/foo-1.0-py3-none-any.whl", 1, "is a wheel; this tool builds from sdists only"),
         ("https://example.com/download", 1, "cannot tell name and version from https://example.com/download"),
         ("foo @ https://example.com/bar-1.0.tar.gz", 1, "is an sdist of bar, not foo"),
+        ("foo @ https://example.com/bar-1.0-py3-none-any.whl", 1, "is a wheel of bar, not foo"),
         ("ftp://example.com/foo-1.0.tar.gz", 1, "unsupported URL scheme 'ftp'"),
         ("./missing-1.0.tar.gz", 1, "{dir}/missing-1.0.tar.gz does not exist"),
         ("'unterminated", 1, "cannot parse"),
@@ -254,3 +269,67 @@ def test_any_line_parses_or_is_a_one_line_usage_error(text: str) -> None:
         except UsageError as exc:
             assert "\n" not in str(exc)
             assert str(exc).startswith(f"{path}:") or str(exc).startswith("cannot read")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "shown"),
+    [
+        # Ranges need a resolver.
+        ("foo>=1", 1, "foo>=1"),
+        # No version at all.
+        ("\nfoo", 2, "foo"),
+        # A wildcard is a range.
+        ("foo==1.*", 1, "foo==1.*"),
+        # Two specifiers are not one pin.
+        ("foo==1.0,<2", 1, "foo==1.0,<2"),
+    ],
+)
+def test_loose_requirements_are_for_the_resolver_only(tmp_path: Path, text: str, line: int, shown: str) -> None:
+    path = write(tmp_path, "r.txt", text)
+    parsed = parse_requirements([path])
+    assert [(loose.name, loose.text, loose.origin) for loose in parsed.loose] == [("foo", shown, f"{path}:{line}")]
+    assert not parsed.empty
+    with pytest.raises(UsageError) as info:
+        parsed.pins()
+    assert str(info.value) == (
+        f"{path}:{line}: {shown} does not pin exactly one version; with --no-deps every line must pin one version;"
+        " pin it with `uv pip compile` or `pip-compile`, or drop --no-deps"
+    )
+
+
+def test_resolver_options_are_read(tmp_path: Path) -> None:
+    write(tmp_path, "constraints.txt", "bar<2\n")
+    path = write(
+        tmp_path, "r.txt",
+        "-c constraints.txt\n--no-binary :all:\n--only-binary=foo,baz\n--prefer-binary\nfoo==1.0\nrequests\n",
+    )
+    parsed = parse_requirements([path])
+    assert parsed.constraints == (tmp_path / "constraints.txt",)
+    assert parsed.binary_options == (("--no-binary", ":all:"), ("--only-binary", "foo,baz"))
+    assert parsed.prefer_binary
+    assert [requirement.name for requirement in parsed.requirements] == ["foo"]
+    assert [loose.name for loose in parsed.loose] == ["requests"]
+
+
+def test_lines_a_marker_excludes_are_listed(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.txt", "# only for Python 2\nfoo==1.0; python_version < '3'\n\nbar; sys_platform == 'nowhere'\n")
+    parsed = parse_requirements([path])
+    assert parsed.empty
+    assert parsed.skipped == (f"{path}:2: foo==1.0; python_version < '3'", f"{path}:4: bar; sys_platform == 'nowhere'")
+
+
+def test_an_empty_file_is_empty(tmp_path: Path) -> None:
+    parsed = parse_requirements([write(tmp_path, "r.txt", "# nothing yet\n\n")])
+    assert parsed.empty and parsed.skipped == ()
+
+
+def test_wheels_are_pins(tmp_path: Path) -> None:
+    wheel = tmp_path / "local-2.0-py3-none-any.whl"
+    wheel.write_bytes(b"wheel")
+    path = write(
+        tmp_path, "r.txt",
+        f"https://example.com/foo-1.0-cp311-cp311-manylinux_2_17_x86_64.whl#sha256={A}\n./{wheel.name}\n",
+    )
+    foo, local = parse_requirements([path]).pins()
+    assert (foo.name, foo.version, foo.hashes) == ("foo", "1.0", frozenset({A}))
+    assert (local.name, local.version, local.path) == ("local", "2.0", wheel)

@@ -8,6 +8,7 @@ from typing import Any
 
 import psutil
 import pytest
+from conftest import pinned_to
 
 from orchestrator import resources
 from orchestrator.resources import (
@@ -84,13 +85,23 @@ def test_no_usable_cgroup_quota(tmp_path: Path, text: str | None) -> None:
     assert cgroup_cpu_quota(root, tmp_path / "missing") is None
 
 
-def test_usable_cpu_count_applies_the_quota(monkeypatch: pytest.MonkeyPatch) -> None:
-    unlimited = usable_cpu_count()
-    assert unlimited >= 1
-    monkeypatch.setattr("orchestrator.resources.cgroup_cpu_quota", lambda: 0.5)
-    assert usable_cpu_count() == 1  # half a CPU still runs one build
-    monkeypatch.setattr("orchestrator.resources.cgroup_cpu_quota", lambda: unlimited + 4.0)
-    assert usable_cpu_count() == unlimited  # a quota above the CPUs there are adds none
+@pytest.mark.parametrize(
+    ("cpus", "quota", "usable"),
+    [
+        (1, None, 1),
+        (2, None, 2),  # the CPUs the affinity allows
+        (2, 0.5, 1),  # half a CPU still runs one build
+        (2, 1.5, 2),  # a part of a CPU counts as one
+        (2, 6.0, 2),  # a quota above the CPUs there are adds none
+        (4, 2.0, 2),
+    ],
+)
+def test_usable_cpu_count_applies_affinity_and_quota(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, quota: float | None, usable: int
+) -> None:
+    monkeypatch.setattr("orchestrator.resources.cgroup_cpu_quota", lambda: quota)
+    with pinned_to(cpus):
+        assert usable_cpu_count() == usable
 
 
 def test_cpu_rate_spans_the_window_however_often_it_is_sampled() -> None:
@@ -132,8 +143,8 @@ HOLDER = """
 import subprocess, sys, time
 size = int(sys.argv[1])
 if size:  # a child holds the memory: it counts for the tree it belongs to
-    child = subprocess.Popen([sys.executable, "-c", "import sys, time; x = b'1' * int(sys.argv[1]); print(flush=True); time.sleep(60)", str(size)],
-                             stdout=subprocess.PIPE)
+    hold = "import sys, time; x = b'1' * int(sys.argv[1]); print(flush=True); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", hold, str(size)], stdout=subprocess.PIPE)
     child.stdout.readline()
 print(flush=True)
 time.sleep(60)
@@ -146,8 +157,10 @@ def test_tree_usages_sums_each_tree(monkeypatch: pytest.MonkeyPatch, listed: boo
         pytest.skip("this kernel does not list children in /proc")
     monkeypatch.setattr(resources, "_proc_children_listed", lambda: listed)
     size = 200 * 2**20
-    big, small = (subprocess.Popen([sys.executable, "-c", HOLDER, str(n)], stdout=subprocess.PIPE, start_new_session=True)
-                  for n in (size, 0))
+    big, small = (
+        subprocess.Popen([sys.executable, "-c", HOLDER, str(n)], stdout=subprocess.PIPE, start_new_session=True)
+        for n in (size, 0)
+    )
     try:
         for process in (big, small):
             assert process.stdout is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -30,13 +30,17 @@ def write_wheel(
     console_scripts: Mapping[str, str] | None = None,
     data_files: Mapping[str, str | bytes] | None = None,
     corrupt: Corruption | None = None,
+    requires_dist: Sequence[str] = (),
+    tag: str = "py3-none-any",
 ) -> Path:
-    """Write ``{name}-{version}-py3-none-any.whl`` into ``folder`` and return its path.
+    """Write ``{name}-{version}-{tag}.whl`` into ``folder`` and return its path.
 
     ``files`` are archive-root paths (default: ``{module}/__init__.py`` with
     ``VERSION``); ``console_scripts`` maps a script name to ``module:function``;
     ``data_files`` maps ``scheme/path`` (e.g. ``scripts/tool``) to contents under
-    the ``.data`` folder; files under ``scripts/`` are stored executable.
+    the ``.data`` folder; files under ``scripts/`` are stored executable;
+    ``requires_dist`` become ``Requires-Dist`` lines of its METADATA; ``tag`` is its
+    compatibility tag (e.g. ``cp27-none-any`` for a wheel no Python 3 installs).
     """
     dist = canonicalize_name(name).replace("-", "_")
     module = dist
@@ -50,9 +54,10 @@ def write_wheel(
         members[f"{data_dir}/{path}"] = _bytes(content)
         if path.startswith("scripts/"):
             executables.add(f"{data_dir}/{path}")
-    members[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    requires = "".join(f"Requires-Dist: {requirement}\n" for requirement in requires_dist)
+    members[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{requires}".encode()
     members[f"{dist_info}/WHEEL"] = (
-        b"Wheel-Version: 1.0\nGenerator: tests/wheels.py\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        f"Wheel-Version: 1.0\nGenerator: tests/wheels.py\nRoot-Is-Purelib: true\nTag: {tag}\n".encode()
     )
     if console_scripts:
         lines = "".join(f"{script} = {target}\n" for script, target in console_scripts.items())
@@ -66,7 +71,7 @@ def write_wheel(
         tampered = list(files)[0 if corrupt == "hash" else -1]
         members[tampered] = members[tampered] + b"# tampered\n"
 
-    wheel = folder / f"{dist}-{version}-py3-none-any.whl"
+    wheel = folder / f"{dist}-{version}-{tag}.whl"
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
         for path, data in members.items():
             info = zipfile.ZipInfo(path, date_time=(2024, 1, 1, 0, 0, 0))

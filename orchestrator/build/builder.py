@@ -10,32 +10,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import time
-import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
 import build
 import pyproject_hooks
-from installer.exceptions import InstallerError
-from installer.sources import WheelFile
 from packaging.utils import (
-    InvalidWheelFilename,
     canonicalize_name,
-    parse_wheel_filename,
 )
-from packaging.version import InvalidVersion, Version
 
-from orchestrator.atomic import atomic_write
 from orchestrator.build.envcache import EnvCache, EnvView, SubprocessInstaller
 from orchestrator.build.envs import BuildEnv, choose_installer
 from orchestrator.build.extract import extract_sdist
-from orchestrator.errors import BuildError, BuildKilledError, SourceError
+from orchestrator.errors import BuildError, BuildKilledError, SourceError, WheelError
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
+from orchestrator.wheels.wheelfile import check_wheel
+from orchestrator.wheels.wheelhouse import publish_wheel
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +85,7 @@ def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCal
             published = publish_wheel(wheel, job.wheelhouse)
     except BuildKilledError as exc:
         return WorkerOutcome(status=Status.FAILED, error=exc.message, killed_by=exc.signal_name, phases=timer.phases)
-    except (BuildError, SourceError) as exc:
+    except (BuildError, SourceError, WheelError) as exc:
         return WorkerOutcome(status=Status.FAILED, error=exc.message, phases=timer.phases)
     except OSError as exc:
         # Disk full, permissions: name the file and the reason, nothing else.
@@ -166,34 +160,10 @@ def _check_wheel(job: BuildJob, wheel: Path) -> tuple[str, str]:
     """Check that the backend produced a complete wheel of the right project; return its name and version."""
     if not wheel.is_file():
         raise BuildError(f"the build backend reported {wheel.name} but wrote no such file")
+    # A source tree's name is its folder's: only an sdist's name is known for sure.
+    name = job.name if job.kind == "sdist" else wheel.name.split("-")[0]
     try:
-        name, version, _, _ = parse_wheel_filename(wheel.name)
-    except InvalidWheelFilename:
-        raise BuildError(f"the build backend wrote {wheel.name}, which is not a valid wheel filename") from None
-    if name != canonicalize_name(job.name) and job.kind == "sdist":
-        raise BuildError(f"the wheel {wheel.name} is of project '{name}', not '{job.name}'")
-    if job.version is not None:
-        try:
-            expected = Version(job.version)
-        except InvalidVersion:
-            expected = None
-        if expected is not None and version != expected:
-            raise BuildError(f"the wheel {wheel.name} has version {version}, but the sdist is version {job.version}")
-    try:
-        with WheelFile.open(wheel) as source:
-            source.validate_record()
-    except (zipfile.BadZipFile, InstallerError, ValueError, KeyError) as exc:
-        raise BuildError(f"the wheel {wheel.name} is corrupt: {exc}") from None
-    return str(name), str(version)
-
-
-def publish_wheel(wheel: Path, wheelhouse: Path) -> Path:
-    """Copy ``wheel`` into ``wheelhouse`` atomically: a hidden temp file, fsync, rename."""
-    final = wheelhouse / wheel.name
-    try:
-        with atomic_write(final) as out, wheel.open("rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-    except OSError as exc:
-        raise BuildError(f"cannot publish {wheel.name} to {wheelhouse}: {exc.strerror or exc}; "
-                         "free some space there or choose another wheelhouse") from exc
-    return final
+        metadata = check_wheel(wheel, name=name, version=job.version)
+    except WheelError as exc:
+        raise BuildError(exc.message) from None
+    return canonicalize_name(metadata.name), str(metadata.version)

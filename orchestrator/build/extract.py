@@ -7,7 +7,7 @@ members) and leaves ``dest`` empty.
 
 Data flow::
 
-    archive --_open_archive()--> TarFile | ZipFile
+    archive --archive.open_archive()--> TarFile | ZipFile (bounded headers)
             --_tar_members() / _zip_members()--> _Member (format-neutral)
             --_Extractor.add()--> checks (name, type, link, budget) --> dest
 
@@ -36,22 +36,27 @@ as a second opinion, and its ``FilterError`` becomes ``UnsafeArchiveError``.
 from __future__ import annotations
 
 import logging
-import lzma
 import os
 import re
 import shutil
 import stat
-import struct
 import tarfile
 import time
 import zipfile
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal, NoReturn
+from typing import IO, NoReturn
 
+from orchestrator.build.archive import (
+    CORRUPT_ERRORS,
+    MAX_MEMBERS,
+    REFUSE,
+    one_line,
+    open_archive,
+    too_many_members,
+)
 from orchestrator.errors import SourceError, UnsafeArchiveError
 
 __all__ = ["extract_sdist"]
@@ -60,37 +65,10 @@ logger = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 1024 * 1024
 _MAX_LINK_TARGET_BYTES = 4096  # PATH_MAX on Linux; a zip symlink's body is its target
-# tarfile reads pax and GNU long-name headers whole into memory before we see
-# the member; a gzip of a few MB can declare a multi-GB header.
-_MAX_METADATA_HEADER_BYTES = 1024 * 1024
-_METADATA_TYPES = frozenset(
-    {
-        tarfile.XHDTYPE,
-        tarfile.XGLTYPE,
-        tarfile.SOLARIS_XHDTYPE,
-        tarfile.GNUTYPE_LONGNAME,
-        tarfile.GNUTYPE_LONGLINK,
-    }
-)
 _DRIVE = re.compile(r"[A-Za-z]:")
-_REFUSE = "refusing to build this sdist"
 _NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)
 
-# What tarfile, zipfile and the decompressors raise for damaged input
-# (ValueError covers UnicodeDecodeError in zip names and bad GNU sparse maps;
-# NotImplementedError covers zip compression methods zipfile cannot read).
-_CORRUPT_ERRORS: tuple[type[BaseException], ...] = (
-    tarfile.TarError,
-    zipfile.BadZipFile,
-    EOFError,
-    OSError,
-    zlib.error,
-    lzma.LZMAError,
-    struct.error,
-    ValueError,
-    NotImplementedError,
-)
 _DATA_FILTER: Callable[[tarfile.TarInfo, str], tarfile.TarInfo] | None = getattr(
     tarfile, "data_filter", None
 )
@@ -104,12 +82,12 @@ def extract_sdist(
     dest: Path,
     *,
     max_bytes: int = 4 * 1024**3,
-    max_members: int = 200_000,
+    max_members: int = MAX_MEMBERS,
 ) -> Path:
     """Extract the sdist ``archive`` into the existing, empty folder ``dest``.
 
-    The format (tar, optionally gzip/bzip2/xz compressed, or zip) is decided by
-    content, not by suffix. Returns the project root: the single top-level
+    The format (tar, optionally gzip/bzip2/xz/lzma compressed, or zip) is decided
+    by content, not by suffix. Returns the project root: the single top-level
     folder when there is exactly one (``name-version/``), else ``dest``.
 
     Raises ``UnsafeArchiveError`` for a hostile member (escaping path or link,
@@ -138,7 +116,7 @@ def extract_sdist(
 def _extract(archive: Path, dest: Path, *, max_bytes: int, max_members: int) -> None:
     """The one boundary where tarfile/zipfile/decompressor errors become SourceError."""
     try:
-        container = _open_archive(archive)
+        container = open_archive(archive)
         with container:
             extractor = _Extractor(archive.name, dest, max_bytes=max_bytes, max_members=max_members)
             if isinstance(container, tarfile.TarFile):
@@ -149,68 +127,13 @@ def _extract(archive: Path, dest: Path, *, max_bytes: int, max_members: int) -> 
                 extractor.add(member)
     except SourceError:
         raise
-    except _CORRUPT_ERRORS as exc:
+    except CORRUPT_ERRORS as exc:
         raise SourceError(
-            f"{archive.name}: is truncated or corrupt: {_one_line(exc)}; download it again"
+            f"{archive.name}: is truncated or corrupt: {one_line(exc)}; download it again"
         ) from exc
     logger.debug(
         "extracted %s: %d members, %d bytes", archive.name, extractor.members, extractor.bytes_written
     )
-
-
-def _open_archive(archive: Path) -> tarfile.TarFile | zipfile.ZipFile:
-    """Sniff the content and open it; only the tar or zip module decides."""
-    try:
-        with archive.open("rb") as file:
-            head = file.read(512)
-    except OSError as exc:
-        raise SourceError(f"{archive.name}: cannot be read: {exc.strerror or exc}") from exc
-    if not head:
-        raise SourceError(f"{archive.name}: is empty, not a tar or zip archive")
-
-    mode = _tar_mode(head)
-    tarinfo = _bounded_tarinfo(archive.name)
-    if mode != "r:":
-        # A compressed stream is meant to hold a tar: failing to read it means damage.
-        return tarfile.open(archive, mode, tarinfo=tarinfo)
-    try:
-        return tarfile.open(archive, "r:", tarinfo=tarinfo)
-    except tarfile.ReadError as exc:
-        tar_error = exc
-    if zipfile.is_zipfile(archive):
-        return zipfile.ZipFile(archive)
-    if head[257:262] == b"ustar" or head.startswith(b"PK\x03\x04"):
-        reason = "no zip central directory" if head.startswith(b"PK") else _one_line(tar_error)
-        raise SourceError(f"{archive.name}: is truncated or corrupt: {reason}; download it again")
-    raise SourceError(f"{archive.name}: is not a tar or zip archive")
-
-
-def _tar_mode(head: bytes) -> Literal["r:gz", "r:bz2", "r:xz", "r:"]:
-    """The tarfile mode the magic bytes call for; ``r:`` when not compressed."""
-    if head.startswith(b"\x1f\x8b"):
-        return "r:gz"
-    if head.startswith(b"BZh"):
-        return "r:bz2"
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return "r:xz"
-    return "r:"
-
-
-def _bounded_tarinfo(archive_name: str) -> type[tarfile.TarInfo]:
-    """A TarInfo class that refuses oversized pax/GNU headers before tarfile reads them."""
-
-    class _BoundedTarInfo(tarfile.TarInfo):
-        @classmethod
-        def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _BoundedTarInfo:
-            info = super().frombuf(buf, encoding, errors)
-            if info.type in _METADATA_TYPES and info.size > _MAX_METADATA_HEADER_BYTES:
-                raise UnsafeArchiveError(
-                    f"{archive_name}: member {info.name!r} is a {info.size}-byte pax or GNU"
-                    f" metadata header, above the {_MAX_METADATA_HEADER_BYTES}-byte limit; {_REFUSE}"
-                )
-            return info
-
-    return _BoundedTarInfo
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -364,15 +287,12 @@ class _Extractor:
         self.bytes_written += size
 
     def _too_many(self, name: str) -> NoReturn:
-        raise UnsafeArchiveError(
-            f"{self.archive_name}: member {name!r} is past the limit of {self._max_members}"
-            f" members; {_REFUSE}"
-        )
+        raise too_many_members(self.archive_name, name, self._max_members)
 
     def _too_big(self, name: str) -> NoReturn:
         raise UnsafeArchiveError(
             f"{self.archive_name}: member {name!r} takes the uncompressed size past the limit of"
-            f" {self._max_bytes} bytes (decompression bomb?); {_REFUSE}"
+            f" {self._max_bytes} bytes (decompression bomb?); {REFUSE}"
         )
 
     # -- members -----------------------------------------------------------
@@ -559,7 +479,7 @@ class _Extractor:
             ) from exc
 
     def _unsafe(self, name: str, problem: str) -> NoReturn:
-        raise UnsafeArchiveError(f"{self.archive_name}: member {name!r} {problem}; {_REFUSE}")
+        raise UnsafeArchiveError(f"{self.archive_name}: member {name!r} {problem}; {REFUSE}")
 
 
 def _file_mode(mode: int | None) -> int:
@@ -588,7 +508,3 @@ def _empty_folder(folder: Path) -> None:
         except OSError:
             logger.warning("cannot remove %s after a failed extraction", entry.path, exc_info=True)
 
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__

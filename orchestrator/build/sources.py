@@ -1,12 +1,15 @@
-"""Turn command-line paths into build sources: sdist files, folders of sdists, source trees."""
+"""Turn command-line paths into build sources: sdist files, folders of sdists, source trees.
+
+This module also owns what counts as an sdist file name (:data:`SDIST_SUFFIXES`,
+:func:`parse_sdist_name`), for the download stage as much as for the build stage.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-import sys
-import tarfile
-import zipfile
+import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +21,18 @@ from packaging.utils import (
     canonicalize_name,
     parse_sdist_filename,
 )
+from packaging.version import Version
 
+from orchestrator.build.archive import list_member_names
 from orchestrator.errors import SourceError, UsageError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+logger = logging.getLogger(__name__)
 
-SDIST_SUFFIXES = (".tar.gz", ".zip")
+# pip's sdist suffixes (its utils/filetypes.py), less .tar.lz: lzip, which neither Python nor
+# pip can unpack. Old releases on PyPI use the legacy ones; build/archive.py reads them all.
+SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz", ".tbz", ".txz", ".tlz", ".tar.lzma", ".tar")
+SDIST_FORMATS = ", ".join(SDIST_SUFFIXES)
+"""The suffixes, for messages."""
 COMPILED_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".h", ".hh", ".hpp", ".pyx", ".pxd", ".rs", ".f", ".f90", ".cu")
 
 
@@ -66,16 +72,36 @@ def is_sdist_name(path: Path) -> bool:
     return path.name.endswith(SDIST_SUFFIXES)
 
 
+def parse_sdist_name(filename: str) -> tuple[NormalizedName, Version]:
+    """packaging's ``parse_sdist_filename``, for every suffix of :data:`SDIST_SUFFIXES`.
+
+    packaging knows only ``.tar.gz`` and ``.zip`` (the current standard); the name and
+    version part of a legacy sdist's name follows the same rules.
+
+    :raises InvalidSdistFilename: not an sdist suffix, or no valid name and version.
+    """
+    suffix = next((suffix for suffix in SDIST_SUFFIXES if filename.endswith(suffix)), None)
+    if suffix is None:
+        raise InvalidSdistFilename(f"Invalid sdist filename (extension must be one of {SDIST_FORMATS}): {filename!r}")
+    if suffix in (".tar.gz", ".zip"):
+        return parse_sdist_filename(filename)
+    stand_in = filename[: -len(suffix)] + ".tar.gz"
+    try:
+        return parse_sdist_filename(stand_in)
+    except InvalidSdistFilename as exc:
+        raise InvalidSdistFilename(str(exc).replace(repr(stand_in), repr(filename))) from None
+
+
 def sdist_source(path: Path, *, sha256: str | None = None) -> Source:
     """A source for one sdist file; name and version come from its filename.
 
     ``sha256`` saves reading the file again when the digest is already known.
     """
     try:
-        name, version = parse_sdist_filename(path.name)
+        name, version = parse_sdist_name(path.name)
     except InvalidSdistFilename:
         raise SourceError(
-            f"{path}: not an sdist filename (expected NAME-VERSION.tar.gz or NAME-VERSION.zip)"
+            f"{path}: not an sdist filename (expected NAME-VERSION followed by one of {SDIST_FORMATS})"
         ) from None
     try:
         digest = sha256 or file_sha256(path)
@@ -103,21 +129,16 @@ def compiles(source: Source) -> bool:
     """Whether ``source`` holds code in a compiled language (C, C++, Cython, Rust, Fortran, CUDA).
 
     Such builds take seconds to minutes, pure-Python ones about a second: with no
-    history, builds that compile start first. Listing a ``.tar.gz`` decompresses it,
-    so call this off the scheduler's thread. An archive that cannot be read counts
-    as not compiling; its build reports the damage.
+    history, builds that compile start first. Listing a compressed tar decompresses
+    it, so call this off the scheduler's thread. The listing keeps extraction's bounds
+    (this runs in the main process); an archive that cannot be read or is refused
+    counts as not compiling, and its build reports the damage.
     """
     names: Iterable[str]
     try:
-        if source.kind == "tree":
-            names = _tree_files(source.path)
-        elif source.path.name.endswith(".zip"):
-            with zipfile.ZipFile(source.path) as archive:
-                names = archive.namelist()
-        else:
-            with tarfile.open(source.path, "r|*") as tar:
-                names = [member.name for member in tar]
-    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile):
+        names = _tree_files(source.path) if source.kind == "tree" else list_member_names(source.path)
+    except (OSError, SourceError) as exc:
+        logger.debug("%s: cannot list its files (%s); counted as not compiling", source.path, exc)
         return False
     return any(name.lower().endswith(COMPILED_SUFFIXES) for name in names)
 
@@ -138,7 +159,7 @@ class Collected:
 
     sources: list[Source]
     notes: list[str]
-    """One line per duplicate dropped."""
+    """One line per duplicate dropped and per entry of a folder of sdists that is not built, with why."""
     rejected: list[tuple[Path, str]]
     """Sources that cannot be built at all (unreadable, misnamed), with why; each fails alone."""
 
@@ -147,7 +168,8 @@ def collect_sources(paths: Iterable[Path]) -> Collected:
     """Expand paths into sources, dropping duplicates (same name and version).
 
     A path that is neither an sdist, a source tree nor a folder holding sdists is
-    a :class:`UsageError`; an sdist that cannot be read is rejected on its own.
+    a :class:`UsageError`; an sdist that cannot be read is rejected on its own; what
+    else a folder of sdists holds is skipped, each entry with a note saying why.
     """
     sources: dict[str, Source] = {}
     notes: list[str] = []
@@ -155,15 +177,20 @@ def collect_sources(paths: Iterable[Path]) -> Collected:
     for path in paths:
         candidates: list[tuple[Path, Callable[[Path], Source]]]
         if path.is_dir() and not is_source_tree(path):
-            found = sorted(p for p in path.iterdir() if p.is_file() and is_sdist_name(p))
+            found: list[Path] = []
+            for entry in sorted(path.iterdir()):
+                if entry.is_file() and is_sdist_name(entry):
+                    found.append(entry)
+                else:
+                    notes.append(f"skipped {entry}: {_not_an_sdist(entry)}")
             if not found:
-                raise UsageError(f"{path}: folder holds no sdist (*.tar.gz, *.zip) and is not a source tree")
+                raise UsageError(f"{path}: folder holds no sdist ({SDIST_FORMATS}) and is not a source tree")
             candidates = [(p, sdist_source) for p in found]
         elif path.is_dir():
             candidates = [(path, tree_source)]
         elif path.is_file():
             if not is_sdist_name(path):
-                raise UsageError(f"{path}: not an sdist (*.tar.gz, *.zip), a source tree or a folder of sdists")
+                raise UsageError(f"{path}: {_not_an_sdist(path)}; name an sdist, a source tree or a folder of sdists")
             candidates = [(path, sdist_source)]
         else:
             raise UsageError(f"{path}: no such file or folder")
@@ -179,3 +206,14 @@ def collect_sources(paths: Iterable[Path]) -> Collected:
                 continue
             sources[key] = source
     return Collected(sources=list(sources.values()), notes=notes, rejected=rejected)
+
+
+def _not_an_sdist(path: Path) -> str:
+    """Why ``path``, found beside sdists or named on the command line, is not built."""
+    if path.is_dir():
+        return "a folder inside a folder of sdists; name it on its own to build it"
+    if not path.is_file():
+        return "not a regular file"
+    if path.name.endswith(".whl"):
+        return "a wheel, not a source"
+    return f"not an sdist ({SDIST_FORMATS})"

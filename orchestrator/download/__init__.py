@@ -1,1 +1,32 @@
-"""The download stage: requirements files read, sdists fetched from an index, hash-checked and cached."""
+"""The download stage: requirements files read, sdists fetched from an index, hash-checked and cached.
+
+Modules: ``requirements`` (pip-style lock files), ``index`` (finding a file through unearth),
+``cache`` (the content-addressed cache), ``fetch`` (streaming, hashes, retries, the pool),
+``results`` (what the stage reports).
+"""
+
+from orchestrator.download.fetch import Downloader, DownloadSettings, download_all
+from orchestrator.download.requirements import (
+    PinnedRequirement,
+    RequirementsFile,
+    parse_requirements,
+)
+from orchestrator.download.results import (
+    DownloadProgress,
+    DownloadResult,
+    DownloadStatus,
+    DownloadTally,
+)
+
+__all__ = [
+    "DownloadProgress",
+    "DownloadResult",
+    "DownloadSettings",
+    "DownloadStatus",
+    "DownloadTally",
+    "Downloader",
+    "PinnedRequirement",
+    "RequirementsFile",
+    "download_all",
+    "parse_requirements",
+]

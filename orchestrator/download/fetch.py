@@ -1,14 +1,16 @@
-"""The download stage: fetch the sdists that pinned requirements name.
+"""The download stage: fetch the files that pinned requirements name.
 
-Sources are sdists only (pip's ``--no-binary :all:``). Index pages (PEP 503 HTML,
-PEP 691 JSON) and find-links folders or pages are read by ``unearth``; this module
-owns streaming, hash checks, retries and the cache. One :meth:`Downloader.fetch`::
+A file is a wheel the index already has or an sdist to build, as the binary policy
+allows. Finding the file is :mod:`~orchestrator.download.index`'s job, keeping it :mod:`~orchestrator.download.cache`'s,
+and the results and counts are :mod:`~orchestrator.download.results`'s data; this module
+owns streaming, hash checks, retries and stalls, and the pool of
+:func:`download_all`. One :meth:`Downloader.fetch`::
 
     requirement ── path set ──────────────────────────▶ checked in place    "local"
         │
         ├── hashes given: cache lookup by hash ── hit ─▶ copy to dest_dir    "cached"
         ▼
-    find the sdist link (unearth, retried)
+    find the wheel or sdist (unearth, retried)
         │
         ├── no hashes given, index lists a sha256: cache lookup ── hit ─▶   "cached"
         ▼
@@ -21,40 +23,40 @@ trickling a byte a second never trips the first). Both are retried like other
 transient errors. The stall rule is curl's ``--speed-limit``/``--speed-time``, with
 the window tied to the timeout as cargo ties ``http.low-speed-limit`` to ``http.timeout``.
 
-The cache is content-addressed: ``cache_dir/sha256/<2 hex>/<64 hex>/<filename>``.
-Every copy out of it is re-hashed, and a corrupt entry is deleted and fetched again.
 A file whose hash does not match is never given its final name: its temporary file
 is deleted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import logging
 import os
 import random
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
-from enum import Enum
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, TypeVar
-from urllib.parse import urlsplit
+from typing import TypeVar
 
 import httpx2
-from packaging.version import InvalidVersion, Version
-from unearth import Link, PackageFinder
+from unearth import Link
 from unearth.auth import MultiDomainBasicAuth
-from unearth.fetchers.sync import PyPIClient
 
-from orchestrator.atomic import atomic_write
+from orchestrator.download.binary import BinaryPolicy
+from orchestrator.download.cache import CHUNK_SIZE, Cache, saving
+from orchestrator.download.index import Finder, IndexClient, index_urls
 from orchestrator.download.requirements import PinnedRequirement
+from orchestrator.download.results import (
+    DownloadProgress,
+    DownloadResult,
+    DownloadStatus,
+    DownloadTally,
+)
 from orchestrator.errors import (
     DownloadError,
     HashMismatchError,
@@ -77,8 +79,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-_CHUNK_SIZE = 256 * 1024
-_PYPI_SIMPLE = "https://pypi.org/simple/"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,123 +96,13 @@ class DownloadSettings:
     and the window of the stall rule (see ``min_speed``)."""
     require_hashes: bool = False
     """Refuse requirements that carry no ``--hash`` (pip's hash-checking mode)."""
+    binary: BinaryPolicy = field(default_factory=BinaryPolicy)
+    """Which packages may come as wheels and which as sdists."""
     backoff: float = 0.5
     """Seconds before the first retry; doubled for each further one, with jitter."""
     min_speed: int = 1024
     """Bytes per second a download must average over the last ``timeout`` seconds, or it
     has stalled and is cut; 0 turns the rule off. 1 KiB/s is below any usable link."""
-
-
-class DownloadStatus(Enum):
-    """How a requirement's file was obtained."""
-
-    DOWNLOADED = "downloaded"
-    """Fetched from an index or URL."""
-    CACHED = "cached"
-    """Copied out of the cache without downloading."""
-    LOCAL = "local"
-    """A local sdist or source folder, used where it is (not copied)."""
-    FAILED = "failed"
-    """See ``error``."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DownloadResult:
-    """The outcome of fetching one requirement."""
-
-    name: str
-    """The canonical project name."""
-    version: str | None
-    """The pinned version, if known."""
-    url: str | None
-    """Where the file came from (credentials redacted), if it was looked up or fetched."""
-    sha256: str | None
-    """The file's sha256; ``None`` for folders and failures."""
-    bytes: int
-    """The file's size; 0 for folders and failures."""
-    started_at: float
-    """Epoch seconds."""
-    finished_at: float
-    """Epoch seconds."""
-    status: DownloadStatus
-    """What happened."""
-    error: str | None
-    """One line saying what failed and what to do, when ``status`` is ``FAILED``."""
-    path: Path | None
-    """The sdist (in ``dest_dir``, or the local path) or source folder; ``None`` on failure."""
-
-    def to_json(self) -> dict[str, object]:
-        """A JSON-ready dict."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "url": self.url,
-            "sha256": self.sha256,
-            "bytes": self.bytes,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "status": self.status.value,
-            "error": self.error,
-            "path": None if self.path is None else str(self.path),
-        }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DownloadProgress:
-    """A snapshot of a download stage, for the live display and progress lines."""
-
-    total: int
-    """Requirements the stage was given."""
-    in_flight: int
-    """Fetches running now."""
-    done: int
-    """Requirements whose file is on disk (downloaded, cached or local)."""
-    failed: int
-    """Requirements that failed."""
-    bytes_done: int
-    """Size of the files on disk so far."""
-
-    @property
-    def finished(self) -> bool:
-        """Every requirement has a result."""
-        return self.done + self.failed >= self.total
-
-
-class DownloadTally:
-    """Counts a download stage's fetches as they start and end; safe to call from many threads."""
-
-    def __init__(self, total: int) -> None:
-        self._lock = threading.Lock()
-        self._total = total
-        self._in_flight = 0
-        self._done = 0
-        self._failed = 0
-        self._bytes_done = 0
-
-    def started(self) -> DownloadProgress:
-        """One fetch began; the new snapshot."""
-        with self._lock:
-            self._in_flight += 1
-            return self._snapshot()
-
-    def finished(self, result: DownloadResult) -> DownloadProgress:
-        """One fetch ended with ``result``; the new snapshot."""
-        with self._lock:
-            self._in_flight -= 1
-            if result.status is DownloadStatus.FAILED:
-                self._failed += 1
-            else:
-                self._done += 1
-                self._bytes_done += result.bytes
-            return self._snapshot()
-
-    def snapshot(self) -> DownloadProgress:
-        with self._lock:
-            return self._snapshot()
-
-    def _snapshot(self) -> DownloadProgress:
-        return DownloadProgress(total=self._total, in_flight=self._in_flight, done=self._done,
-                                failed=self._failed, bytes_done=self._bytes_done)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -274,7 +164,7 @@ class _StallWatch:
 
 
 class Downloader:
-    """Fetches sdists into ``dest_dir``; :meth:`fetch` is safe to call from many threads.
+    """Fetches wheels and sdists into ``dest_dir``; :meth:`fetch` is safe to call from many threads.
 
     All threads share one HTTP client (and its connection pool); :meth:`close` it,
     or use the downloader as a context manager, once every fetch has returned.
@@ -284,13 +174,11 @@ class Downloader:
         self._settings = settings
         self._dest_dir = Path(dest_dir)
         self._dest_dir.mkdir(parents=True, exist_ok=True)
+        self._cache = Cache(settings.cache_dir)
         index = settings.index
-        index_urls = (
-            [] if index.no_index else [index.index_url or _PYPI_SIMPLE, *index.extra_index_urls]
-        )
-        self._where = ", ".join([*index_urls, *index.find_links]) or "no index"
-        self._client = _Client(
-            http_origins=[*index_urls, *index.find_links],
+        urls = index_urls(index)
+        self._client = IndexClient(
+            http_origins=[*urls, *index.find_links],
             timeout=settings.timeout,
             follow_redirects=True,
             # Callers bound concurrency with their threads; the pool must never make
@@ -298,17 +186,8 @@ class Downloader:
             limits=httpx2.Limits(max_connections=None, max_keepalive_connections=64),
             event_hooks={"response": [_raise_for_server_error]},
         )
-        self._client.auth = MultiDomainBasicAuth(prompting=False, index_urls=index_urls)
-        self._finder: PackageFinder | None = None
-        if index_urls or index.find_links:
-            self._finder = PackageFinder(
-                # unearth's own client does not match the types of its Fetcher protocol.
-                session=self._client,  # type: ignore[arg-type]
-                index_urls=index_urls,
-                find_links=index.find_links,
-                # The lock decides what to fetch; the build stage judges compatibility.
-                ignore_compatibility=True,
-            )
+        self._client.auth = MultiDomainBasicAuth(prompting=False, index_urls=urls)
+        self._finder = Finder(index, self._client, settings.binary)
 
     def close(self) -> None:
         """Close the HTTP client's connections."""
@@ -375,7 +254,7 @@ class Downloader:
             )
         self._check_hashes_given(requirement, label)
         for digest in sorted(requirement.hashes):
-            cached = self._from_cache(digest, label)
+            cached = self._cache.copy_out(digest, self._dest_dir, label)
             if cached is not None:
                 return _Fetched(
                     status=DownloadStatus.CACHED,
@@ -389,12 +268,12 @@ class Downloader:
         else:
             link = self._retrying(
                 label,
-                f"looking it up on {self._where}",
-                lambda: self._find_sdist(requirement, label),
+                f"looking it up on {self._finder.where}",
+                lambda: self._finder.find(requirement, label),
             )
         index_sha256 = (link.hash_option or {}).get("sha256", [None])[0]
         if index_sha256 and not requirement.hashes:
-            cached = self._from_cache(index_sha256.lower(), label)
+            cached = self._cache.copy_out(index_sha256.lower(), self._dest_dir, label)
             if cached is not None:
                 return _Fetched(
                     status=DownloadStatus.CACHED,
@@ -406,7 +285,7 @@ class Downloader:
         path, sha256, size = self._retrying(
             label, f"downloading {link.redacted}", lambda: self._download(requirement, link, label)
         )
-        self._store_in_cache(path, sha256)
+        self._cache.store(path, sha256)
         return _Fetched(
             status=DownloadStatus.DOWNLOADED, path=path, sha256=sha256, size=size, url=link.redacted
         )
@@ -426,7 +305,7 @@ class Downloader:
             with path.open("rb") as source:
                 hasher = hashlib.sha256()
                 size = 0
-                while chunk := source.read(_CHUNK_SIZE):
+                while chunk := source.read(CHUNK_SIZE):
                     hasher.update(chunk)
                     size += len(chunk)
             digest = hasher.hexdigest()
@@ -443,31 +322,6 @@ class Downloader:
                 f"{label}: hashes are required but {requirement.origin} gives none; add "
                 "--hash=sha256:... (`uv pip compile --generate-hashes`) or drop the hashes"
             )
-
-    def _find_sdist(self, requirement: PinnedRequirement, label: str) -> Link:
-        if self._finder is None:
-            raise DownloadError(
-                f"{label}: --no-index is set and no --find-links is given; "
-                "there is nowhere to download from"
-            )
-        version = requirement.version
-        assert version is not None
-        operator = "==" if _is_pep440(version) else "==="
-        packages = list(
-            self._finder.find_matches(f"{requirement.name}{operator}{version}", allow_yanked=True)
-        )
-        for package in packages:
-            if not package.link.is_wheel:
-                return package.link
-        if packages:
-            wheels = ", ".join(package.link.filename for package in packages[:3])
-            raise DownloadError(
-                f"no sdist of {label} on {self._where}; only wheels ({wheels}); "
-                "this tool builds from sdists: publish one or pin a URL to it"
-            )
-        raise DownloadError(
-            f"{label} not found on {self._where}; check the pin and the index options"
-        )
 
     def _download(
         self, requirement: PinnedRequirement, link: Link, label: str
@@ -492,7 +346,7 @@ class Downloader:
                     f"{response.reason_phrase}; check the pin and the index"
                 )
             watch = _StallWatch(self._settings.min_speed, self._settings.timeout)
-            with _saving(target, label) as out:
+            with saving(target, label) as out:
                 # Each read as it arrives: a chunk size would buffer a trickle out of sight.
                 for chunk in response.iter_raw():
                     watch.received(len(chunk))
@@ -527,54 +381,6 @@ class Downloader:
                 )
                 time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _cache_folder(self, sha256: str) -> Path | None:
-        if self._settings.cache_dir is None:
-            return None
-        return self._settings.cache_dir / "sha256" / sha256[:2] / sha256
-
-    def _from_cache(self, sha256: str, label: str) -> tuple[Path, int] | None:
-        """Copy a cached file with this hash into ``dest_dir``: ``(path, size)`` or ``None``."""
-        folder = self._cache_folder(sha256)
-        if folder is None or not folder.is_dir():
-            return None
-        for cached in sorted(folder.iterdir()):
-            if cached.name.startswith("."):  # another thread's temporary file
-                continue
-            target = self._dest_dir / cached.name
-            try:
-                with contextlib.closing(_cache_chunks(cached)) as chunks, _saving(target, label) as out:
-                    hasher = hashlib.sha256()
-                    size = 0
-                    for chunk in chunks:
-                        out.write(chunk)
-                        hasher.update(chunk)
-                        size += len(chunk)
-                    if hasher.hexdigest() != sha256:
-                        raise HashMismatchError(f"cached {cached} has sha256 {hasher.hexdigest()}")
-            except HashMismatchError:
-                logger.warning("%s: deleting corrupt cache entry %s", label, cached)
-                cached.unlink(missing_ok=True)
-                continue
-            except _UnreadableCacheEntry as exc:
-                if not isinstance(exc.__cause__, FileNotFoundError):  # else removed meanwhile
-                    logger.warning("%s: cannot read the cache entry %s (%s); fetching it instead", label, cached, exc)
-                continue
-            logger.debug("%s: cache hit %s", label, cached)
-            return target, size
-        return None
-
-    def _store_in_cache(self, path: Path, sha256: str) -> None:
-        folder = self._cache_folder(sha256)
-        if folder is None or (folder / path.name).exists():
-            return
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with path.open("rb") as source, atomic_write(folder / path.name) as out:
-                while chunk := source.read(_CHUNK_SIZE):
-                    out.write(chunk)
-        except OSError as exc:  # the cache only saves time; the download itself succeeded
-            logger.warning("cannot store %s in the cache %s: %s", path.name, folder, exc)
 
 
 def download_all(
@@ -631,49 +437,6 @@ def download_all(
     return [result for result in results if result is not None]
 
 
-class _Client(PyPIClient):
-    """unearth's HTTP client, also trusting the plain-HTTP indexes the user named."""
-
-    def __init__(self, *, http_origins: Iterable[str], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._http_origins = [
-            ("http", parts.hostname or "", str(parts.port or "*"))
-            for parts in map(urlsplit, http_origins)
-            if parts.scheme == "http"
-        ]
-
-    def iter_secure_origins(self) -> Iterable[tuple[str, str, str]]:
-        yield from super().iter_secure_origins()
-        yield from self._http_origins
-
-
-class _UnreadableCacheEntry(Exception):
-    """Reading a cache entry failed; unlike a failure to save, the fetch goes on without it."""
-
-
-def _cache_chunks(path: Path) -> Generator[bytes, None, None]:
-    """A cache file's content in chunks; a failure to open or read it raises :class:`_UnreadableCacheEntry`."""
-    try:
-        with path.open("rb") as file:
-            while chunk := file.read(_CHUNK_SIZE):
-                yield chunk
-    except OSError as exc:
-        raise _UnreadableCacheEntry(exc.strerror or str(exc)) from exc
-
-
-@contextlib.contextmanager
-def _saving(target: Path, label: str) -> Iterator[BinaryIO]:
-    """:func:`atomic_write`, a failure to write (disk full, permissions) becoming a :class:`DownloadError`."""
-    try:
-        with atomic_write(target) as out:
-            yield out
-    except OSError as exc:
-        raise DownloadError(
-            f"{label}: cannot save {target.name} in {target.parent}: {exc.strerror or exc}; "
-            "free some space there or choose another folder"
-        ) from exc
-
-
 def _raise_for_server_error(response: httpx2.Response) -> None:
     if response.status_code >= 500:
         raise _ServerError(
@@ -708,14 +471,6 @@ def _label(requirement: PinnedRequirement) -> str:
     if requirement.version is None:
         return requirement.name
     return f"{requirement.name} {requirement.version}"
-
-
-def _is_pep440(version: str) -> bool:
-    try:
-        Version(version)
-    except InvalidVersion:
-        return False
-    return True
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,34 +1,38 @@
-"""Read pip-style requirements files that pin every package to one version.
+"""Read pip-style requirements files: pins for ``--no-deps``, anything pip reads for the resolver.
 
-This tool builds what a lock file (``uv pip compile``, ``pip-compile``) pins; it
-does not resolve. Every requirement must therefore name exactly one version, a
-direct URL to an sdist, or a local sdist or source folder. The subset of pip's
-syntax understood here:
+With dependencies (the default), pip's resolver reads the files itself
+(:mod:`~orchestrator.download.resolve`); this module still reads them first, to find
+the index and binary options, the lines a marker excludes, and an empty input. With
+``--no-deps`` every requirement must name exactly one version, a direct URL to an
+sdist or a wheel, or a local sdist, wheel or source folder
+(:meth:`RequirementsFile.pins`). The subset of pip's syntax understood here:
 
 * ``name==version`` (extras are accepted and ignored), with environment markers;
-  lines whose marker is false for the running interpreter are skipped;
+  lines whose marker is false for the running interpreter are skipped, and listed;
+* any other PEP 508 requirement (``requests``, ``foo>=1``), for the resolver only;
 * ``--hash=sha256:<hex>`` after a requirement, any number of times;
-* ``name @ https://.../name-1.0.tar.gz`` and plain ``https://.../name-1.0.tar.gz``;
-  a ``#sha256=`` fragment counts as a hash;
+* ``name @ https://.../name-1.0.tar.gz`` and plain ``https://.../name-1.0.tar.gz``
+  (or a ``.whl``); a ``#sha256=`` fragment counts as a hash;
 * local paths (``./dist/name-1.0.tar.gz``, ``./src/name``, ``name @ file:///...``),
   relative to the folder of the file that names them;
 * ``-r``/``--requirement`` includes (relative to the including file; a file is
-  read once, so include cycles are harmless);
+  read once, so include cycles are harmless), and ``-c``/``--constraint`` files,
+  which the resolver reads;
 * ``-i``/``--index-url``, ``--extra-index-url``, ``-f``/``--find-links``,
-  ``--no-index``, ``--require-hashes``; ``--trusted-host`` is accepted and ignored;
+  ``--no-index``, ``--require-hashes``, ``--no-binary``, ``--only-binary``,
+  ``--prefer-binary``; ``--trusted-host`` is accepted and ignored;
 * comments (``#`` at the start of a line or after whitespace) and ``\\`` line
   continuations.
 
 Anything else is a :class:`~orchestrator.errors.UsageError` naming ``file:line``.
 """
-
 from __future__ import annotations
 
 import logging
 import os
 import re
 import shlex
-import sys
+import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,27 +43,25 @@ from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import (
     InvalidSdistFilename,
+    InvalidWheelFilename,
     NormalizedName,
     canonicalize_name,
-    parse_sdist_filename,
+    parse_wheel_filename,
 )
 from packaging.version import InvalidVersion, Version
 
+from orchestrator.build.sources import SDIST_SUFFIXES, parse_sdist_name
+from orchestrator.download.binary import BinaryOption
 from orchestrator.errors import UsageError
 from orchestrator.settings import IndexSettings
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
-__all__ = ["PinnedRequirement", "RequirementsFile", "parse_requirements"]
+__all__ = ["LooseRequirement", "PinnedRequirement", "RequirementsFile", "parse_requirements"]
 
 logger = logging.getLogger(__name__)
 
 _NOT_A_LOCK = (
-    "this tool builds what a lock file pins and does not resolve; "
-    "pin it with `uv pip compile` or `pip-compile`"
+    "with --no-deps every line must pin one version; "
+    "pin it with `uv pip compile` or `pip-compile`, or drop --no-deps"
 )
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _NAMED_URL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*@")
@@ -67,7 +69,6 @@ _COMMENT = re.compile(r"(^|\s+)#.*$")
 # Options start at the first whitespace-separated token beginning with "-", as in pip.
 _OPTIONS_START = re.compile(r"\s-")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_SDIST_SUFFIXES = (".tar.gz", ".zip")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,13 +82,24 @@ class PinnedRequirement:
     building (a source folder without a static version, or a URL whose file name
     carries none)."""
     url: str | None = None
-    """A direct URL to the sdist, if the requirement gives one."""
+    """A direct URL to the sdist or wheel, if the requirement gives one."""
     path: Path | None = None
-    """An absolute path to a local sdist file or source folder, if any."""
+    """An absolute path to a local sdist, wheel or source folder, if any."""
     hashes: frozenset[str] = frozenset()
     """The sha256 hex digests the downloaded file may have; empty means any."""
     origin: str
     """Where the requirement was written, as ``file:line``, for messages."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LooseRequirement:
+    """A requirement that names no single version (``requests``, ``foo>=1``): for the resolver."""
+
+    name: NormalizedName
+    text: str
+    """The requirement as written, without its options."""
+    origin: str
+    """``file:line``, for messages."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,24 +108,48 @@ class RequirementsFile:
 
     requirements: tuple[PinnedRequirement, ...]
     """The pins whose markers hold, in file order, duplicates merged."""
+    loose: tuple[LooseRequirement, ...] = ()
+    """The requirements whose markers hold and that pin no single version."""
+    skipped: tuple[str, ...] = ()
+    """The lines a marker excludes here, as ``file:line: text``."""
+    constraints: tuple[Path, ...] = ()
+    """Constraints files (``-c``) the files name, for the resolver."""
     index: IndexSettings
     """The index options found in the files."""
+    binary_options: tuple[tuple[BinaryOption, str], ...] = ()
+    """``--no-binary`` / ``--only-binary`` lines, in order."""
+    prefer_binary: bool = False
     require_hashes: bool
     """True when any requirement carries a hash or ``--require-hashes`` is given:
     then every requirement must carry one (pip's hash-checking mode)."""
+
+    @property
+    def empty(self) -> bool:
+        """No requirement holds here: the files are empty, or a marker excludes every line."""
+        return not self.requirements and not self.loose
+
+    def pins(self) -> tuple[PinnedRequirement, ...]:
+        """The requirements, each pinned to one version (``--no-deps``); else a :class:`UsageError`."""
+        for loose in self.loose:
+            raise UsageError(f"{loose.origin}: {loose.text} does not pin exactly one version; {_NOT_A_LOCK}")
+        return self.requirements
 
 
 def parse_requirements(paths: Sequence[Path]) -> RequirementsFile:
     """Parse requirements files and the files they include.
 
-    :raises UsageError: a line cannot be parsed, a requirement is not pinned to one
-        version, or two lines pin one package differently.
+    :raises UsageError: a line cannot be parsed, or two lines pin one package differently.
     """
     parser = _Parser()
     for path in paths:
         parser.read_file(Path(path), included_from=None)
     return RequirementsFile(
         requirements=tuple(parser.requirements.values()),
+        loose=tuple(parser.loose),
+        skipped=tuple(parser.skipped),
+        constraints=tuple(parser.constraints),
+        binary_options=tuple(parser.binary_options),
+        prefer_binary=parser.prefer_binary,
         index=IndexSettings(
             index_url=parser.index_url,
             extra_index_urls=tuple(parser.extra_index_urls),
@@ -129,6 +165,11 @@ class _Parser:
     """The state gathered while reading files; never leaves this module."""
 
     requirements: dict[NormalizedName, PinnedRequirement] = field(default_factory=dict)
+    loose: list[LooseRequirement] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    constraints: list[Path] = field(default_factory=list)
+    binary_options: list[tuple[BinaryOption, str]] = field(default_factory=list)
+    prefer_binary: bool = False
     index_url: str | None = None
     extra_index_urls: list[str] = field(default_factory=list)
     find_links: list[str] = field(default_factory=list)
@@ -161,6 +202,10 @@ class _Parser:
         hashes = _hashes_from_options(options, origin)
         requirement = _parse_requirement(spec.strip(), path=path, origin=origin)
         if requirement is None:
+            self.skipped.append(f"{origin}: {spec.strip()}")
+            return
+        if isinstance(requirement, LooseRequirement):
+            self.loose.append(requirement)
             return
         if hashes:
             requirement = replace(requirement, hashes=requirement.hashes | hashes)
@@ -182,6 +227,12 @@ class _Parser:
                 self.no_index = True
             elif option == "--require-hashes":
                 self.require_hashes = True
+            elif option == "--constraint":
+                self.constraints.append(path.parent / value)
+            elif option in ("--no-binary", "--only-binary"):
+                self.binary_options.append((option, value))  # type: ignore[arg-type]
+            elif option == "--prefer-binary":
+                self.prefer_binary = True
             elif option == "--trusted-host":
                 logger.debug("%s: ignoring --trusted-host %s", origin, value)
             else:
@@ -236,12 +287,15 @@ _OPTIONS: dict[str, tuple[str, bool]] = {
     "--require-hashes": ("--require-hashes", False),
     "--trusted-host": ("--trusted-host", True),
     "--hash": ("--hash", True),
+    "-c": ("--constraint", True),
+    "--constraint": ("--constraint", True),
+    "--no-binary": ("--no-binary", True),
+    "--only-binary": ("--only-binary", True),
+    "--prefer-binary": ("--prefer-binary", False),
 }
 _REFUSED_OPTIONS = {
     "-e": "editable requirements are not built; name the folder without -e",
     "--editable": "editable requirements are not built; name the folder without -e",
-    "-c": "constraints files are for resolvers; " + _NOT_A_LOCK,
-    "--constraint": "constraints files are for resolvers; " + _NOT_A_LOCK,
 }
 
 
@@ -263,9 +317,9 @@ def _options(text: str, origin: str) -> Iterator[tuple[str, str]]:
             raise UsageError(f"{origin}: {_REFUSED_OPTIONS[spelling]}")
         if spelling not in _OPTIONS:
             raise UsageError(
-                f"{origin}: unsupported option {spelling}; this tool reads the options "
-                "of pinned lock files (-r, --index-url, --extra-index-url, --find-links, "
-                "--no-index, --hash)"
+                f"{origin}: unsupported option {spelling}; this tool reads -r, -c, --index-url, "
+                "--extra-index-url, --find-links, --no-index, --no-binary, --only-binary, "
+                "--prefer-binary, --require-hashes and --hash"
             )
         name, takes_value = _OPTIONS[spelling]
         if not takes_value:
@@ -308,7 +362,9 @@ def _find_link(value: str, path: Path) -> str:
     return str((path.parent / os.path.expanduser(value)).resolve())
 
 
-def _parse_requirement(text: str, *, path: Path, origin: str) -> PinnedRequirement | None:
+def _parse_requirement(
+    text: str, *, path: Path, origin: str
+) -> PinnedRequirement | LooseRequirement | None:
     """One requirement, or ``None`` when its marker is false here."""
     if _URL.match(text) or (not _NAMED_URL.match(text) and _looks_like_path(text)):
         location, _, marker_text = _split_marker(text)
@@ -331,11 +387,7 @@ def _parse_requirement(text: str, *, path: Path, origin: str) -> PinnedRequireme
     if len(specifiers) != 1 or specifiers[0].operator not in ("==", "===") or (
         specifiers[0].version.endswith(".*")
     ):
-        what = "no version" if not specifiers else f"{requirement.specifier}"
-        raise UsageError(
-            f"{origin}: {requirement.name} is not pinned to exactly one version "
-            f"({what}); {_NOT_A_LOCK}"
-        )
+        return LooseRequirement(name=name, text=text, origin=origin)
     return PinnedRequirement(name=name, version=specifiers[0].version, origin=origin)
 
 
@@ -359,7 +411,7 @@ def _looks_like_path(text: str) -> bool:
         text.startswith((".", "/", "~"))
         or "/" in text
         or os.sep in text
-        or text.endswith(_SDIST_SUFFIXES)
+        or text.endswith((*SDIST_SUFFIXES, ".whl"))
     )
 
 
@@ -399,12 +451,13 @@ def _from_path(name: NormalizedName | None, path: Path, *, origin: str) -> Pinne
 def _name_and_version(
     name: NormalizedName | None, filename: str, *, origin: str, what: str
 ) -> tuple[NormalizedName, str | None]:
-    """Name and version from an sdist file name, checked against ``name`` if given."""
-    if filename.endswith(".whl"):
-        raise UsageError(f"{origin}: {what} is a wheel; this tool builds from sdists only")
+    """Name and version from a wheel's or an sdist's file name, checked against ``name`` if given."""
     try:
-        parsed_name, version = parse_sdist_filename(filename)
-    except (InvalidSdistFilename, InvalidVersion) as exc:
+        if filename.endswith(".whl"):
+            parsed_name, version = parse_wheel_filename(filename)[:2]
+        else:
+            parsed_name, version = parse_sdist_name(filename)
+    except (InvalidSdistFilename, InvalidWheelFilename, InvalidVersion) as exc:
         if name is not None:
             return name, None
         raise UsageError(
@@ -412,7 +465,8 @@ def _name_and_version(
             "write `name @ URL` or use an sdist named name-version.tar.gz"
         ) from exc
     if name is not None and parsed_name != name:
-        raise UsageError(f"{origin}: {what} is an sdist of {parsed_name}, not {name}")
+        kind = "a wheel" if filename.endswith(".whl") else "an sdist"
+        raise UsageError(f"{origin}: {what} is {kind} of {parsed_name}, not {name}")
     return parsed_name, str(version)
 
 

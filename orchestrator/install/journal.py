@@ -104,7 +104,10 @@ class Journal:
 
     @classmethod
     def acquire(cls, folder: Path, name: str) -> Journal:
-        """Open ``name``'s journal in ``folder``, creating it, and lock it; an :class:`InstallError` if a live process holds it."""
+        """Open ``name``'s journal in ``folder``, creating it, and lock it.
+
+        Raises :class:`InstallError` if a live process holds it.
+        """
         path = journal_path(folder, name)
         folder.mkdir(parents=True, exist_ok=True)
         while True:

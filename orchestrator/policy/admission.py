@@ -136,7 +136,8 @@ class Decision:
     admit: bool
     """Start it now."""
     reason: str
-    """One line: ``"waiting: 2 of 2 builds running"``."""
+    """One line: ``"waiting: 2 of 2 builds running"``,
+    ``"waiting: CPUs busy 2.96, limit 2.00 (100% of 2 usable CPUs)"``."""
     warning: str | None = None
     """Set when admitting anyway would break a limit (nothing else is running)."""
     blocked_by: Literal["builds", "memory_limit", "free_memory", "load", "cpu"] | None = None
@@ -195,13 +196,15 @@ def decide(
         measured = (readings.cpu_busy if readings.cpu_busy is not None
                     else sum(build.cpu for build in running if build.cpu is not None))
         busy = measured + unmeasured
-        if busy >= limits.max_cpu * readings.cpu_count:
+        cap = limits.max_cpu * readings.cpu_count
+        if busy >= cap:
+            # An estimate (just-started builds count in full), so it may exceed the CPUs: say it against the limit.
             return Decision(
                 admit=False,
                 reason=(
-                    f"waiting: {busy:.2f} of {readings.cpu_count} CPUs busy"
-                    f"{'' if readings.cpu_busy is not None else ' with builds'}, the cap is {limits.max_cpu * 100:g}%"
-                    + (f" ({unmeasured} just started, counted as one CPU each)" if unmeasured else "")
+                    f"waiting: CPUs busy{'' if readings.cpu_busy is not None else ' with builds'} {busy:.2f},"
+                    f" limit {cap:.2f} ({limits.max_cpu * 100:g}% of {readings.cpu_count} usable CPUs)"
+                    + (f"; {unmeasured} just started, counted as one busy CPU each" if unmeasured else "")
                 ),
                 blocked_by="cpu",
             )

@@ -32,7 +32,6 @@ __all__ = [
     "SUCCESS",
     "BuildRecord",
     "History",
-    "default_history_path",
     "default_state_dir",
     "predict_need",
 ]
@@ -70,11 +69,6 @@ _SQLITE_NOTADB: Final = 26
 def default_state_dir() -> Path:
     """The per-user folder for orchestrator's state (the platform's cache folder)."""
     return Path(platformdirs.user_cache_dir("orchestrator", appauthor=False))
-
-
-def default_history_path() -> Path:
-    """Where the history lives unless the user says otherwise."""
-    return default_state_dir() / "history.sqlite3"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,16 +171,17 @@ class History:
                     exc,
                 )
 
-    def recent_peaks(self, name: str, *, version: str | None = None) -> list[int]:
+    def recent_peaks(self, name: str, *, python: str, version: str | None = None) -> list[int]:
         """Peak memory of the :data:`RECENT_BUILDS` most recent successful builds of ``name``
-        (of ``version`` first), the most recent first."""
-        return [int(value) for value in self._latest_success("peak_rss_bytes", name, version, RECENT_BUILDS)]
+        for interpreter ``python`` (of ``version`` first), the most recent first."""
+        values = self._latest_success("peak_rss_bytes", name, python, version, RECENT_BUILDS)
+        return [int(value) for value in values]
 
-    def expected_duration(self, name: str, *, version: str | None = None) -> float | None:
+    def expected_duration(self, name: str, *, python: str, version: str | None = None) -> float | None:
         """Median wall time of the :data:`RECENT_DURATIONS` most recent successful builds
-        of ``name``, preferring ``version``: one build slowed by a crowded machine does
-        not reorder the next run."""
-        values = self._latest_success("wall_s", name, version, RECENT_DURATIONS)
+        of ``name`` for interpreter ``python``, preferring ``version``: one build slowed by
+        a crowded machine does not reorder the next run."""
+        values = self._latest_success("wall_s", name, python, version, RECENT_DURATIONS)
         return float(statistics.median(values)) if values else None
 
     def close(self) -> None:
@@ -206,17 +201,18 @@ class History:
         self.close()
 
     def _latest_success(
-        self, column: Literal["peak_rss_bytes", "wall_s"], name: str, version: str | None, count: int
+        self, column: Literal["peak_rss_bytes", "wall_s"], name: str, python: str, version: str | None, count: int
     ) -> list[int | float]:
+        # Another interpreter builds other code (extensions, backports) at another cost: never mix them.
         query = (
             f"SELECT {column} FROM builds"
-            f" WHERE name = ? AND status = ? AND {column} IS NOT NULL"
+            f" WHERE name = ? AND python = ? AND status = ? AND {column} IS NOT NULL"
             " ORDER BY version = ? DESC, finished_at DESC, id DESC LIMIT ?"
         )
         with self._lock:
             try:
                 found = self._connection.execute(
-                    query, (canonicalize_name(name), SUCCESS, version, count)
+                    query, (canonicalize_name(name), python, SUCCESS, version, count)
                 ).fetchall()
             except sqlite3.Error as exc:
                 logger.warning(
@@ -280,10 +276,10 @@ def _is_damage(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, sqlite3.Error):
         return False
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    code = getattr(exc, "sqlite_errorcode", None)  # None when the sqlite3 module raised it itself
     if code is not None:
         return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
-    # Python 3.10: "locked", "unable to open" and I/O errors are OperationalError.
+    # Without a code: "locked", "unable to open" and I/O errors are OperationalError, not damage.
     return not isinstance(exc, sqlite3.OperationalError)
 
 

@@ -1,17 +1,18 @@
-"""The wheelhouse folder: its lock, and the manifest that maps each wheel to the sdist it came from."""
+"""The wheelhouse folder: its lock, the manifest that maps each wheel to where it came from, and publishing into it."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import filelock
 
 from orchestrator.atomic import atomic_write
-from orchestrator.errors import LockError, UsageError
+from orchestrator.errors import LockError, UsageError, WheelError
 
 logger = logging.getLogger(__name__)
 
@@ -80,3 +81,15 @@ class Wheelhouse:
         self._manifest[sha256] = {"wheel": wheel, "source": source}
         with atomic_write(self.path / MANIFEST) as out:
             out.write(json.dumps(self._manifest, indent=1, sort_keys=True).encode())
+
+
+def publish_wheel(wheel: Path, wheelhouse: Path) -> Path:
+    """Copy ``wheel`` into ``wheelhouse`` atomically: a hidden temp file, fsync, rename."""
+    final = wheelhouse / wheel.name
+    try:
+        with atomic_write(final) as out, wheel.open("rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except OSError as exc:
+        raise WheelError(f"cannot publish {wheel.name} to {wheelhouse}: {exc.strerror or exc}; "
+                         "free some space there or choose another wheelhouse") from exc
+    return final

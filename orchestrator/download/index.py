@@ -1,0 +1,156 @@
+"""Finding the file a pin names on the indexes and find-links the run was given.
+
+Index pages (PEP 503 HTML, PEP 691 JSON) and find-links folders or pages are read by
+``unearth``; this module owns the HTTP client it reads them with (which also trusts the
+plain-HTTP origins the user named) and the choice of the one file to fetch, as ``pip wheel``
+chooses it: the wheel whose tags this interpreter ranks highest, else the first sdist, in the
+order unearth ranks them, whose format the build stage reads (pip's list of formats); the
+binary policy may forbid either.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from packaging.tags import Tag, sys_tags
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+from unearth import Link, PackageFinder
+from unearth.fetchers.sync import PyPIClient
+
+from orchestrator.build.sources import SDIST_FORMATS, SDIST_SUFFIXES
+from orchestrator.download.binary import BinaryPolicy
+from orchestrator.download.requirements import PinnedRequirement
+from orchestrator.errors import DownloadError
+from orchestrator.settings import IndexSettings
+
+__all__ = ["Finder", "IndexClient", "index_urls"]
+
+_PYPI_SIMPLE = "https://pypi.org/simple/"
+
+
+def index_urls(index: IndexSettings) -> list[str]:
+    """The index URLs to look in, in order: none with ``--no-index``, PyPI unless another is given."""
+    if index.no_index:
+        return []
+    return [index.index_url or _PYPI_SIMPLE, *index.extra_index_urls]
+
+
+class IndexClient(PyPIClient):
+    """unearth's HTTP client, also trusting the plain-HTTP indexes the user named."""
+
+    def __init__(self, *, http_origins: Iterable[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._http_origins = [
+            ("http", parts.hostname or "", str(parts.port or "*"))
+            for parts in map(urlsplit, http_origins)
+            if parts.scheme == "http"
+        ]
+
+    def iter_secure_origins(self) -> Iterable[tuple[str, str, str]]:
+        yield from super().iter_secure_origins()
+        yield from self._http_origins
+
+
+class Finder:
+    """Looks pins up on the indexes and find-links of ``index`` through ``client``.
+
+    Of a pinned version's files it takes, as ``pip wheel`` does, the wheel whose tags
+    this interpreter ranks highest, else the sdist; ``binary`` may forbid either.
+    """
+
+    def __init__(self, index: IndexSettings, client: IndexClient, binary: BinaryPolicy | None = None) -> None:
+        urls = index_urls(index)
+        self.where = ", ".join([*urls, *index.find_links]) or "no index"
+        """The places looked in, for messages."""
+        self._binary = binary or BinaryPolicy()
+        self._finder: PackageFinder | None = None
+        if urls or index.find_links:
+            self._finder = PackageFinder(
+                # unearth's own client does not match the types of its Fetcher protocol.
+                session=client,  # type: ignore[arg-type]
+                index_urls=urls,
+                find_links=index.find_links,
+                # Every file of the pinned version, so that a refusal can say what there was.
+                ignore_compatibility=True,
+            )
+
+    def find(self, requirement: PinnedRequirement, label: str) -> Link:
+        """The link of the file to fetch for ``requirement``'s pinned version, or a :class:`DownloadError`.
+
+        Network errors are left to the caller, which retries the transient ones.
+        """
+        if self._finder is None:
+            raise DownloadError(
+                f"{label}: --no-index is set and no --find-links is given; "
+                "there is nowhere to download from"
+            )
+        version = requirement.version
+        assert version is not None
+        operator = "==" if _is_pep440(version) else "==="
+        links = [
+            package.link
+            for package in self._finder.find_matches(f"{requirement.name}{operator}{version}", allow_yanked=True)
+        ]
+        wheels = [link for link in links if link.is_wheel]
+        sdists = [link for link in links if not link.is_wheel]
+        readable = [link for link in sdists if link.filename.endswith(SDIST_SUFFIXES)]
+        name = requirement.name
+        wheel = _best_wheel(wheels)
+        if wheel is not None and self._binary.allows_wheel(name):
+            return wheel
+        if readable and self._binary.allows_sdist(name):
+            return readable[0]
+        if not links:
+            raise DownloadError(f"{label} not found on {self.where}; check the pin and the index options")
+        why = self._binary.describe(name)
+        if wheel is not None or (readable and why):
+            # A usable file that the policy forbids.
+            raise DownloadError(f"{label}: {why}, and {self.where} has {_some(links)}; change the policy for it")
+        if wheels and not sdists:
+            raise DownloadError(
+                f"no wheel of {label} on {self.where} fits this interpreter ({_some(wheels)}) and there is "
+                "no sdist to build; publish one or pin a URL to one"
+            )
+        if sdists and not readable:
+            raise DownloadError(
+                f"no sdist of {label} on {self.where} in a format this tool reads ({SDIST_FORMATS}); "
+                f"only {_some(sdists)}; pin a URL to one it reads"
+            )
+        raise DownloadError(f"{label}: {why}, and {self.where} has only {_some(links)}")
+
+
+def _best_wheel(wheels: list[Link]) -> Link | None:
+    """The wheel whose best tag this interpreter ranks highest, as pip ranks them; ``None`` if none fits."""
+    ranks = _tag_ranks()
+    best: tuple[int, Link] | None = None
+    for link in wheels:
+        try:
+            tags = parse_wheel_filename(link.filename)[3]
+        except (InvalidWheelFilename, InvalidVersion):
+            continue
+        rank = min((ranks[tag] for tag in tags if tag in ranks), default=None)
+        if rank is not None and (best is None or rank < best[0]):
+            best = (rank, link)
+    return best[1] if best else None
+
+
+@functools.cache
+def _tag_ranks() -> dict[Tag, int]:
+    return {tag: rank for rank, tag in enumerate(sys_tags())}
+
+
+def _some(links: list[Link]) -> str:
+    shown = ", ".join(link.filename for link in links[:3])
+    return shown + (f" and {len(links) - 3} more" if len(links) > 3 else "")
+
+
+def _is_pep440(version: str) -> bool:
+    try:
+        Version(version)
+    except InvalidVersion:
+        return False
+    return True
