@@ -138,7 +138,7 @@ def _seconds(value: float | None) -> str:
 
 
 STATUS_STYLES = {Status.BUILT: "green", Status.DOWNLOADED: "cyan", Status.FAILED: "red", Status.SKIPPED: "dim",
-                 Status.NOT_STARTED: "yellow"}
+                 Status.NOT_STARTED: "yellow", Status.STOPPED: "yellow"}
 
 
 def print_summary(console: Console, report: RunReport) -> None:
@@ -206,10 +206,11 @@ def _counts(report: RunReport) -> list[str]:
     if report.builds or not (report.downloads or report.installs or report.errors):
         builds = Counter(r.status for r in report.builds)
         not_started = f", {builds[Status.NOT_STARTED]} not started" if builds[Status.NOT_STARTED] else ""
+        stopped = f", {builds[Status.STOPPED]} stopped" if builds[Status.STOPPED] else ""
         taken = builds[Status.DOWNLOADED]
         taken_text = f"{taken} wheel{'s' if taken > 1 else ''} from the index, " if taken else ""
         parts.append(f"{taken_text}{builds[Status.BUILT]} built, {builds[Status.SKIPPED]} skipped, "
-                     f"{builds[Status.FAILED]} failed{not_started}")
+                     f"{builds[Status.FAILED]} failed{not_started}{stopped}")
     if report.installs:
         installs = Counter(r.status for r in report.installs)
         parts.append(f"{installs[InstallStatus.INSTALLED]} installed, {installs[InstallStatus.SKIPPED]} skipped, "

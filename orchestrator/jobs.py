@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,19 @@ class Status(str, enum.Enum):
     SKIPPED = "skipped"
     NOT_STARTED = "not started"
     """Never started: --fail-fast after a failure, or the run was interrupted."""
+    STOPPED = "stopped"
+    """Running when the run was stopped (Ctrl-C, SIGTERM): not a failure of its own."""
+
+
+def nested_jobs_environ(jobs: int, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Caps for the build tools' own parallelism (for :attr:`BuildJob.environ`), except those the user set."""
+    values = {
+        "MAKEFLAGS": f"-j{jobs}",
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs),
+        "MAX_JOBS": str(jobs),
+        "NPY_NUM_BUILD_JOBS": str(jobs),
+    }
+    return {name: value for name, value in values.items() if name not in environ}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -45,18 +45,13 @@ from orchestrator.download.resolve import (
 )
 from orchestrator.errors import SourceError, UsageError, WheelError
 from orchestrator.install import InstallResult, WheelInstaller
-from orchestrator.jobs import BuildJob, BuildResult, Status
+from orchestrator.jobs import BuildJob, BuildResult, Status, nested_jobs_environ
 from orchestrator.packageconfig import PackageOverrides
 from orchestrator.policy.admission import Limits, jobs_per_build
 from orchestrator.policy.history import SUCCESS, BuildRecord, History, predict_need
 from orchestrator.report import RunReport
 from orchestrator.resources import SystemProbe
-from orchestrator.scheduler import (
-    BuildScheduler,
-    Observer,
-    SchedulerSettings,
-    nested_jobs_environ,
-)
+from orchestrator.scheduler import BuildScheduler, Observer, SchedulerSettings
 from orchestrator.settings import IndexSettings
 from orchestrator.stages import (
     DOWNLOADS,

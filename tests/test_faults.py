@@ -106,8 +106,12 @@ def test_signal_stops_builds_writes_partial_report(tmp_path: Path, sig: signal.S
     data = json.loads(report.read_text())
     assert data["interrupted"] == sig.name
     statuses = sorted(record["status"] for record in data["builds"])
-    assert statuses == ["failed", "failed", "not started", "not started"]  # 2 stopped, 2 never admitted
+    assert statuses == ["not started", "not started", "stopped", "stopped"]  # 2 stopped, 2 never admitted
     assert "Traceback" not in stderr
+    # Stopped builds are no failures: no FAILED line, no log tail; the summary counts them.
+    assert "FAILED" not in stderr
+    assert any(line.startswith("0 built, 0 skipped, 0 failed, 2 not started, 2 stopped in ")
+               for line in stderr.splitlines())
 
 
 def test_second_interrupt_kills_at_once(tmp_path: Path) -> None:

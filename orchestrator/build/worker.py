@@ -1,18 +1,17 @@
-"""The build worker: a process of its own per build, started by the scheduler.
+"""The build worker: a process of its own per build, started by the local executor.
 
-Protocol: the worker starts before it has a job (the scheduler starts one a
-build ahead) and imports the build machinery while it waits. The job arrives
-as one line of JSON on stdin, ``{"job": {...}, "work_dir": PATH}``, the work
-folder being private and empty (the scheduler removes it afterwards). The
-worker prepares the build (extracts it, prepares its environment, installs what
-the backend asks for), then waits for the line ``go``: the build's admission,
-after which it builds the wheel. Stdin closed instead means "not
-needed" (another build went first), and the worker exits. The worker writes
-messages to stdout, one per line, each ``@@orchestrate `` followed by JSON:
-``{"phase": NAME}`` as a phase starts, then ``{"outcome": {...}}`` once.
-Everything the build prints goes to the job's log file instead. The worker never
-raises: any failure is an outcome with status ``failed``. A worker that dies
-without an outcome is reported by the scheduler from its exit status.
+Protocol (``executors.local`` speaks the other side): the worker starts before it
+has a job (one is started a build ahead) and imports the build machinery while it
+waits. The job arrives as one line of JSON on stdin, ``{"job": {...}, "work_dir":
+PATH}``, the work folder being private and empty (the executor removes it
+afterwards). The worker prepares the build (extracts it, prepares its environment,
+installs what the backend asks for), then waits for the line :data:`ADMIT`: the
+build's admission, after which it builds the wheel. Stdin closed instead means "not
+needed", and the worker exits. The worker writes messages to stdout, one per line,
+each :data:`MESSAGE_PREFIX` followed by JSON: ``{"phase": NAME}`` as a phase starts,
+then ``{"outcome": {...}}`` once. Everything the build prints goes to the job's log
+file instead. The worker never raises: any failure is an outcome with status
+``failed``. A worker that dies without an outcome is reported from its exit status.
 """
 
 from __future__ import annotations
@@ -32,10 +31,29 @@ from typing import Any
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
 
 MESSAGE_PREFIX = "@@orchestrate "
+"""Starts each message line on stdout; other lines (a stray print) are not messages."""
+ADMIT = "go"
+"""The line on stdin that admits a staged build."""
+
+
+def encode_message(message: dict[str, Any]) -> str:
+    """One message as its line on stdout."""
+    return MESSAGE_PREFIX + json.dumps(message) + "\n"
+
+
+def decode_message(line: str) -> dict[str, Any] | None:
+    """The message a stdout line carries, or ``None`` for any other line."""
+    if not line.startswith(MESSAGE_PREFIX):
+        return None
+    try:
+        message = json.loads(line[len(MESSAGE_PREFIX):])
+    except json.JSONDecodeError:
+        return None
+    return message if isinstance(message, dict) else None
 
 
 def _send(message: dict[str, Any]) -> None:
-    sys.stdout.write(MESSAGE_PREFIX + json.dumps(message) + "\n")
+    sys.stdout.write(encode_message(message))
     sys.stdout.flush()
 
 
@@ -48,15 +66,15 @@ def _usage() -> tuple[float, int]:
 
 
 def _watch_parent(parent: int) -> None:
-    """Take the whole build down if the scheduler dies (kill -9): no orphan keeps building."""
+    """Take the whole build down if its parent (the run) dies (kill -9): no orphan keeps building."""
     while os.getppid() == parent:
         time.sleep(0.5)
     os.killpg(0, signal.SIGKILL)  # the worker leads its own process group
 
 
 def _wait_for_admission() -> None:
-    if sys.stdin.readline().strip() != "go":
-        sys.exit(0)  # not needed: the scheduler removes the work folder
+    if sys.stdin.readline().strip() != ADMIT:
+        sys.exit(0)  # not needed: the executor removes the work folder
 
 
 def main() -> int:

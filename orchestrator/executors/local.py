@@ -1,0 +1,196 @@
+"""The local executor: each build in a worker process of this machine, in a session of its own.
+
+Protocol with a worker (``python -m orchestrator.build.worker``; its docstring has the
+worker's side)::
+
+    spawn   Popen, new session (the worker leads its process group), stdin and stdout piped
+    stage   one JSON line on stdin: {"job": ..., "work_dir": ...}; the work folder is new,
+            with TMPDIR inside it, so what the build's tools leave goes with it
+    admit   the line "go", then stdin closes; a reader thread turns each message line on
+            stdout into PhaseStarted / OutcomeReported, and end of file plus the exit
+            status into Exited
+    stop    SIGTERM to the tree (psutil children, recursive) and the group, SIGKILL after
+            the grace period, in a thread; Exited waits for it: the whole tree is gone by
+            then. kill: SIGKILL now
+    close   stdin closed (a worker never admitted exits), the group killed (whatever the
+            build left behind goes with it), the work folder removed off the caller's thread
+
+Work folders live under one temporary folder per run, ``orchestrate-run-PID-*``,
+removed when the run closes, however it ends; :meth:`LocalExecutor.start` first
+removes those of runs whose process is gone (killed before they could clean up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from orchestrator.build.worker import ADMIT, decode_message
+from orchestrator.executors import EventSink, Exited, OutcomeReported, PhaseStarted
+from orchestrator.jobs import BuildJob, WorkerOutcome
+from orchestrator.resources import TreeUsage, kill_tree, pid_alive, tree_usages
+
+WORK_PREFIX = "orchestrate-run-"
+
+UNADMITTED_GRACE = 0.5
+"""Seconds a worker never admitted gets to exit once told it is not needed: one with
+nothing to do exits at once; one still preparing is killed."""
+
+
+def sweep_stale_work_dirs(parent: Path) -> None:
+    """Remove the work folders of runs that were killed before they could clean up."""
+    for folder in parent.glob(f"{WORK_PREFIX}*"):
+        pid = folder.name[len(WORK_PREFIX):].split("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+class LocalExecutor:
+    """Spawns :class:`LocalWorker` processes; one run at a time."""
+
+    def __init__(self) -> None:
+        self._sink: EventSink | None = None
+        self._root: Path | None = None
+        self._cleaner: ThreadPoolExecutor | None = None
+
+    def start(self, sink: EventSink) -> None:
+        temp = Path(tempfile.gettempdir())
+        sweep_stale_work_dirs(temp)
+        self._sink = sink
+        self._root = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=temp))
+        self._cleaner = ThreadPoolExecutor(1, thread_name_prefix="cleanup")
+
+    def spawn(self) -> LocalWorker:
+        assert self._sink is not None and self._root is not None and self._cleaner is not None, "start() first"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.build.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        return LocalWorker(process, root=self._root, sink=self._sink, cleaner=self._cleaner)
+
+    def close(self) -> None:
+        if self._cleaner is not None:
+            self._cleaner.shutdown(wait=True)
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+        self._sink = self._root = self._cleaner = None
+
+
+class LocalWorker:
+    """A worker process as a :class:`~orchestrator.executors.WorkerHandle`."""
+
+    def __init__(self, process: subprocess.Popen[str], *, root: Path, sink: EventSink,
+                 cleaner: ThreadPoolExecutor) -> None:
+        self._process = process
+        self._root = root
+        self._sink = sink
+        self._cleaner = cleaner
+        self._key = ""
+        self._work_dir: Path | None = None
+        self._reader: threading.Thread | None = None
+        self._stoppers: list[threading.Thread] = []
+
+    def stage(self, job: BuildJob) -> None:
+        self._key = job.key
+        self._work_dir = Path(tempfile.mkdtemp(prefix=f"{job.key}-", dir=self._root))
+        (self._work_dir / "tmp").mkdir()
+        self._tell(json.dumps({"job": job.to_json(), "work_dir": str(self._work_dir)}) + "\n")
+
+    def admit(self) -> None:
+        self._tell(ADMIT + "\n", last=True)
+        self._reader = threading.Thread(target=self._read, name=f"read-{self._key}", daemon=True)
+        self._reader.start()
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def sample(self) -> TreeUsage:
+        return tree_usages([self._process.pid])[self._process.pid]
+
+    def stop(self, grace: float) -> None:
+        # Stopping waits up to the grace period: not on the caller's thread.
+        stopper = threading.Thread(target=kill_tree, args=(self._process.pid,), kwargs={"grace": grace}, daemon=True)
+        stopper.start()
+        self._stoppers.append(stopper)
+
+    def kill(self) -> None:
+        kill_tree(self._process.pid, grace=0)
+
+    def close(self) -> None:
+        if self._reader is None:  # never admitted: it is told so, and goes (see _retire)
+            self._close_stdin()
+            self._cleaner.submit(self._retire)
+            return
+        # The worker leads its process group: whatever it left behind goes with it.
+        with contextlib.suppress(OSError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            assert self._process.stdout is not None
+            self._process.stdout.close()  # read to its end: Exited came after it
+        if self._work_dir is not None:  # a build folder can take a while to remove: not in the caller's way
+            self._cleaner.submit(shutil.rmtree, self._work_dir, ignore_errors=True)
+
+    def _retire(self) -> None:
+        try:
+            self._process.wait(timeout=UNADMITTED_GRACE)
+        except subprocess.TimeoutExpired:
+            kill_tree(self._process.pid, grace=0)
+            self._process.wait()
+        with contextlib.suppress(OSError):
+            assert self._process.stdout is not None
+            self._process.stdout.close()
+        if self._work_dir is not None:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+
+    def _tell(self, line: str, *, last: bool = False) -> None:
+        assert self._process.stdin is not None
+        try:
+            self._process.stdin.write(line)
+            self._process.stdin.flush()
+            if last:
+                self._process.stdin.close()
+        except BrokenPipeError:
+            pass  # the worker died while waiting: its exit status tells the rest
+
+    def _close_stdin(self) -> None:
+        with contextlib.suppress(OSError):
+            assert self._process.stdin is not None
+            self._process.stdin.close()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            message = decode_message(line)
+            if message is None:
+                continue
+            if "phase" in message:
+                self._sink(PhaseStarted(self._key, message["phase"]))
+            elif "outcome" in message:
+                self._sink(OutcomeReported(self._key, WorkerOutcome.from_json(message["outcome"])))
+        returncode = self._process.wait()
+        for stopper in list(self._stoppers):  # a stopped build has exited once its whole tree has
+            stopper.join()
+        self._sink(Exited(self._key, returncode, _signal_name(returncode)))
+
+
+def _signal_name(returncode: int) -> str | None:
+    """``SIGKILL`` for a process that signal ended (a negative ``returncode``)."""
+    if returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"

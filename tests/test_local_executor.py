@@ -1,0 +1,93 @@
+"""The local executor on its own: real worker processes, the JSON-line protocol, work folders."""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from sdists import make_sdist
+
+from orchestrator.executors import Exited, OutcomeReported, PhaseStarted, WorkerEvent
+from orchestrator.executors.local import WORK_PREFIX, LocalExecutor
+from orchestrator.jobs import PHASES, BuildJob, Status
+from orchestrator.settings import IndexSettings
+
+
+@pytest.fixture()
+def temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A temporary folder of the test's own, for the executor's work folders."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    yield folder
+
+
+def sdist_job(tmp_path: Path, name: str, **behaviour: object) -> BuildJob:
+    sdist = make_sdist(tmp_path / "sdists", name, **behaviour)  # type: ignore[arg-type]
+    (tmp_path / "wh").mkdir(exist_ok=True)
+    return BuildJob(key=f"{name}-1.0", source=sdist, kind="sdist", name=name, version="1.0", sha256=None,
+                    wheelhouse=tmp_path / "wh", log_path=tmp_path / "logs" / f"{name}.log",
+                    index=IndexSettings(), installer="pip")
+
+
+def events_until_exit(events: queue.Queue[WorkerEvent]) -> list[WorkerEvent]:
+    received = [events.get(timeout=120)]
+    while not isinstance(received[-1], Exited):
+        received.append(events.get(timeout=120))
+    return received
+
+
+def test_a_staged_and_admitted_worker_reports_phases_outcome_and_exit(tmp_path: Path, temp: Path) -> None:
+    events: queue.Queue[WorkerEvent] = queue.Queue()
+    executor = LocalExecutor()
+    executor.start(events.put)
+    worker = executor.spawn()
+    worker.stage(sdist_job(tmp_path, "fine"))
+    worker.admit()
+
+    *phases, outcome, exited = events_until_exit(events)
+
+    assert phases == [PhaseStarted("fine-1.0", phase) for phase in PHASES]  # no extra requirements: each once
+    assert isinstance(outcome, OutcomeReported) and outcome.outcome.status is Status.BUILT
+    assert outcome.outcome.wheel == "fine-1.0-py3-none-any.whl"
+    assert exited == Exited("fine-1.0", 0, None)
+    (run_folder,) = temp.iterdir()
+    worker.close()
+    executor.close()
+    assert list(temp.iterdir()) == []
+    assert not run_folder.exists()
+
+
+def test_a_worker_never_admitted_exits_and_its_work_folder_goes(tmp_path: Path, temp: Path) -> None:
+    events: queue.Queue[WorkerEvent] = queue.Queue()
+    executor = LocalExecutor()
+    executor.start(events.put)
+    worker = executor.spawn()
+    worker.stage(sdist_job(tmp_path, "unneeded"))
+    (run_folder,) = temp.iterdir()
+    assert [path.name.startswith("unneeded-1.0-") for path in run_folder.iterdir()] == [True]
+
+    worker.close()
+    executor.close()  # waits for the worker to go
+
+    assert events.empty()  # never admitted: no events
+    assert list(temp.iterdir()) == []
+    assert not [child for child in psutil.Process().children(recursive=True)
+                if child.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_start_sweeps_the_work_folders_of_runs_that_are_gone(temp: Path) -> None:
+    dead = temp / f"{WORK_PREFIX}{2**30}-abc"  # above the kernel's largest pid: no such process
+    alive = temp / f"{WORK_PREFIX}{os.getpid()}-abc"
+    other = temp / "someone-elses"
+    for folder in (dead, alive, other):
+        folder.mkdir()
+    executor = LocalExecutor()
+    executor.start(lambda event: None)
+    executor.close()
+    assert sorted(path.name for path in temp.iterdir()) == sorted([alive.name, other.name])
