@@ -332,8 +332,8 @@ def test_direct_url_not_found_is_not_retried(index_server: IndexServer, tmp_path
 def test_unpinned_requirements_are_refused(index_server: IndexServer, tmp_path: Path, dest: Path) -> None:
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("foo>=1\n")
-    with pytest.raises(UsageError, match=rf"^{requirements}:1: foo is not pinned to exactly one version"):
-        parse_requirements([requirements])
+    with pytest.raises(UsageError, match=rf"^{requirements}:1: foo>=1 does not pin exactly one version"):
+        parse_requirements([requirements]).pins()
     result = fetch(settings_for(index_server, tmp_path), dest, pin("foo", None))
     assert result.status is DownloadStatus.FAILED
     assert result.error is not None
