@@ -1,0 +1,230 @@
+"""The inputs of ``wheelhouse.py``: a lock, the files it needs from the corpus and PyPI, checked, and a local index.
+
+Preparation runs once per ``--work`` folder and is not timed:
+
+1. The lock's top-level pins are resolved against PyPI for this interpreter by pip
+   (``pip install --dry-run --ignore-installed --report``): that gives the closure, one version of each
+   package, and for each the file PyPI would serve it as, with its sha256.
+2. Each package of the closure gets the index files the tables below say: the corpus sdist (checked
+   against the corpus's pinned hash), the PyPI wheel (downloaded by ``pip download --require-hashes``
+   with the report's hash), or both. Packages the corpus lacks are served as PyPI serves them.
+3. The build backends of the corpus (a find-links folder) are added, each checked against the sha256
+   PyPI's simple page (PEP 691) lists for that file name.
+
+``manifest.json`` records the lock, the closure, every file's sha256 and where it came from, and which
+packages the index holds as wheel only, sdist only or both (read from the files, not from the tables).
+A later run reuses the folder when the lock is the same and every file still has its recorded hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
+
+from index_server import IndexServer  # noqa: E402
+
+PYPI_SIMPLE = "https://pypi.org/simple/"
+
+FULL_LOCK = (
+    "aiohttp", "attrs", "bitarray", "brotli", "certifi", "fastapi", "httpx", "jinja2", "kiwisolver", "msgpack",
+    "packaging", "psutil", "pycryptodome", "pygments", "pytz", "pyyaml", "regex", "requests", "rich", "simplejson",
+    "six", "sqlalchemy", "tabulate", "termcolor", "tomli", "tomlkit", "toolz", "typer", "werkzeug", "zipp",
+)
+"""Thirty corpus packages; click, frozenlist, markupsafe, multidict and urllib3 (corpus sdists too) come in as
+dependencies, so a resolver has to find them."""
+
+QUICK_LOCK = ("jinja2", "msgpack", "packaging", "requests", "six", "tabulate", "termcolor", "toolz")
+
+CORPUS_WITH_WHEEL = frozenset({
+    # The four longest C builds of the corpus (40-80 s each alone): with their wheels beside the sdists, a
+    # tool that takes the wheel saves most of the run. The other ten C extensions stay sdist only.
+    "aiohttp", "brotli", "pycryptodome", "sqlalchemy",
+    # Pure-Python ones, as most projects publish them.
+    "attrs", "certifi", "packaging", "pytz", "requests", "six", "tomlkit", "urllib3",
+})
+"""Corpus packages the index also serves as their PyPI wheel."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inputs:
+    """A prepared, checked set of index files and the lock that needs them."""
+
+    lock: Path
+    """The requirements file both tools are given: the top-level pins, one ``name==version`` a line."""
+    files: Path
+    """The folder of every file the index serves."""
+    sha256: dict[str, str]
+    """File name to sha256, for every file the index serves."""
+    closure: dict[str, str]
+    """Canonical name to version of every package a full wheelhouse of the lock holds."""
+    manifest: dict[str, Any]
+    """What ``manifest.json`` holds (for the benchmark's JSON)."""
+
+
+def prepare(work: Path, corpus: Path, backends: Path, *, quick: bool) -> Inputs:
+    """Return the inputs under ``work``, preparing them first unless a checked copy is there."""
+    folder = work / ("quick" if quick else "full")
+    files = folder / "files"
+    pins = corpus_pins(corpus / "requirements.txt")
+    lock_lines = [f"{name}=={pins[name][0]}" for name in (QUICK_LOCK if quick else FULL_LOCK)]
+    cached = _load(folder, lock_lines)
+    if cached is not None:
+        return cached
+    print(f"preparing the index under {folder} (once; not timed)", flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    files.mkdir(parents=True)
+    (folder / "lock.txt").write_text("".join(f"{line}\n" for line in lock_lines))
+    # Dependencies the corpus has (urllib3 of requests) take the corpus's version, not PyPI's newest.
+    (folder / "corpus-constraints.txt").write_text("".join(f"{name}=={pin[0]}\n" for name, pin in pins.items()))
+    report = _resolve(folder / "lock.txt", folder / "corpus-constraints.txt", folder / "resolve-report.json")
+    closure: dict[str, str] = {
+        canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"] for item in report
+    }
+    origins: dict[str, str] = {}
+    downloads: list[str] = []
+    for item in report:
+        name = canonicalize_name(item["metadata"]["name"])
+        url, sha256 = item["download_info"]["url"], item["download_info"]["archive_info"]["hashes"]["sha256"]
+        if name in pins:
+            version, corpus_sha256, sdist = pins[name]
+            if version != closure[name]:
+                raise SystemExit(f"{name}: the corpus pins {version}, the resolution chose {closure[name]}")
+            _check(sdist, corpus_sha256, "the corpus requirements")
+            shutil.copy2(sdist, files / sdist.name)
+            origins[sdist.name] = "corpus sdist"
+        if name not in pins or name in CORPUS_WITH_WHEEL:
+            if name in pins and not url.endswith(".whl"):
+                raise SystemExit(f"{name}: PyPI has no wheel of {closure[name]} for this interpreter")
+            downloads.append(f"{name}=={closure[name]} --hash=sha256:{sha256}")
+            origins[url.rsplit("/", 1)[-1]] = "PyPI wheel" if url.endswith(".whl") else "PyPI sdist"
+    _download(downloads, files, folder / "downloads.txt")
+    for wheel in sorted(backends.glob("*.whl")):
+        _check(wheel, _pypi_sha256(wheel.name), "PyPI's simple page")
+        origins.setdefault(wheel.name, "corpus backend")
+        shutil.copy2(wheel, files / wheel.name)
+    missing = sorted(set(origins) - {path.name for path in files.iterdir()})
+    if missing:
+        raise SystemExit(f"pip download did not save {', '.join(missing)}; see {folder / 'downloads.txt'}")
+    sha256 = {path.name: _sha256(path) for path in sorted(files.iterdir())}
+    manifest: dict[str, Any] = {
+        "lock": lock_lines,
+        "closure": closure,
+        "files": {name: {"sha256": digest, "origin": origins[name]} for name, digest in sha256.items()},
+        **_kinds(closure, sha256),
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return Inputs(lock=folder / "lock.txt", files=files, sha256=sha256, closure=closure, manifest=manifest)
+
+
+def serve(inputs: Inputs) -> IndexServer:
+    """An index (not started) serving every prepared file, with its sha256 in the links."""
+    server = IndexServer()
+    for name in inputs.sha256:
+        server.add(name, (inputs.files / name).read_bytes())
+    return server
+
+
+def corpus_pins(requirements: Path) -> dict[str, tuple[str, str, Path]]:
+    """Canonical name to (version, sha256, sdist path) from the corpus's hashed requirements file."""
+    text = requirements.read_text().replace("\\\n", " ")
+    sdists = {parse_sdist_filename(path.name)[0]: path for path in (requirements.parent / "sdists").iterdir()}
+    pins: dict[str, tuple[str, str, Path]] = {}
+    for line in text.splitlines():
+        match = re.match(r"\s*([A-Za-z0-9._-]+)==(\S+)\s+--hash=sha256:([0-9a-f]{64})", line)
+        if match:
+            name = canonicalize_name(match[1])
+            pins[name] = (match[2], match[3], sdists[name])
+    return pins
+
+
+def _load(folder: Path, lock_lines: list[str]) -> Inputs | None:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("lock") != lock_lines:
+        return None
+    sha256 = {name: entry["sha256"] for name, entry in manifest["files"].items()}
+    files = folder / "files"
+    if {path.name for path in files.iterdir()} != set(sha256) or any(
+        _sha256(files / name) != digest for name, digest in sha256.items()
+    ):
+        return None
+    return Inputs(lock=folder / "lock.txt", files=files, sha256=sha256, closure=manifest["closure"],
+                  manifest=manifest)
+
+
+def _kinds(closure: dict[str, str], sha256: dict[str, str]) -> dict[str, list[str]]:
+    """Which packages of the closure the index serves as wheel only, sdist only, or both, at their version."""
+    wheels = {parse_wheel_filename(name)[:2] for name in sha256 if name.endswith(".whl")}
+    sdists = {parse_sdist_filename(name) for name in sha256 if not name.endswith(".whl")}
+    kinds: dict[str, list[str]] = {"wheel_only": [], "sdist_only": [], "both": []}
+    for name, version in sorted(closure.items()):
+        key = (canonicalize_name(name), Version(version))
+        kind = {(True, True): "both", (True, False): "wheel_only", (False, True): "sdist_only"}.get(
+            (key in wheels, key in sdists))
+        if kind is None:
+            raise SystemExit(f"the index has no file of {name} {version}")
+        kinds[kind].append(name)
+    return kinds
+
+
+def pip_environ() -> dict[str, str]:
+    """The environment for pip talking to PyPI: no local package sources from this machine's configuration."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_") or key == "PIP_CERT"}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return env
+
+
+def _resolve(lock: Path, constraints: Path, report: Path) -> list[dict[str, Any]]:
+    """pip's resolution of ``lock`` against PyPI for this interpreter, one entry per package."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                    "--report", str(report), "-r", str(lock), "-c", str(constraints)], env=pip_environ(), check=True)
+    installs: list[dict[str, Any]] = json.loads(report.read_text())["install"]
+    return installs
+
+
+def _download(lines: list[str], dest: Path, requirements: Path) -> None:
+    """Download ``name==version --hash=...`` lines with pip, which refuses any file with another hash."""
+    requirements.write_text("".join(f"{line}\n" for line in lines))
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--quiet",
+                    "-r", str(requirements), "-d", str(dest)], env=pip_environ(), check=True)
+
+
+def _pypi_sha256(filename: str) -> str:
+    """The sha256 PyPI's simple page (PEP 691 JSON) lists for ``filename``."""
+    project = parse_wheel_filename(filename)[0]
+    request = urllib.request.Request(f"{PYPI_SIMPLE}{project}/",
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        page = json.load(response)
+    for file in page["files"]:
+        if file["filename"] == filename:
+            return str(file["hashes"]["sha256"])
+    raise SystemExit(f"{filename}: not on PyPI's page for {project}")
+
+
+def _check(path: Path, expected: str, source: str) -> None:
+    actual = _sha256(path)
+    if actual != expected:
+        raise SystemExit(f"{path}: sha256 {actual}, but {source} gives {expected}")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
