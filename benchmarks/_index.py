@@ -11,6 +11,9 @@ Preparation runs once per ``--work`` folder and is not timed:
 3. The build backends of the corpus (a find-links folder) are added, each checked against the sha256
    PyPI's simple page (PEP 691) lists for that file name.
 
+:func:`serve` then writes a static PEP 503 index of the files (``simple/<project>/index.html``, links with
+``#sha256=``) and serves it on 127.0.0.1, on a port of its own, while a benchmark runs.
+
 ``manifest.json`` records the lock, the closure, every file's sha256 and where it came from, and which
 packages the index holds as wheel only, sdist only or both (read from the files, not from the tables).
 A later run reuses the folder when the lock is the same and every file still has its recorded hash.
@@ -18,14 +21,21 @@ A later run reuses the folder when the lock is the same and every file still has
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import html
+import http.server
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,20 +43,14 @@ from typing import Any
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import Version
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))
-
-from index_server import IndexServer  # noqa: E402
-
 PYPI_SIMPLE = "https://pypi.org/simple/"
 
 FULL_LOCK = (
-    "aiohttp", "attrs", "bitarray", "brotli", "certifi", "fastapi", "httpx", "jinja2", "kiwisolver", "msgpack",
+    "aiohttp", "attrs", "bitarray", "brotli", "certifi", "click", "fastapi", "httpx", "jinja2", "kiwisolver", "msgpack",
     "packaging", "psutil", "pycryptodome", "pygments", "pytz", "pyyaml", "regex", "requests", "rich", "simplejson",
     "six", "sqlalchemy", "tabulate", "termcolor", "tomli", "tomlkit", "toolz", "typer", "werkzeug", "zipp",
 )
-"""Thirty corpus packages; click, frozenlist, markupsafe, multidict and urllib3 (corpus sdists too) come in as
+"""Thirty-one of the 35 corpus packages; the other four (frozenlist, markupsafe, multidict, urllib3) come in as
 dependencies, so a resolver has to find them."""
 
 QUICK_LOCK = ("jinja2", "msgpack", "packaging", "requests", "six", "tabulate", "termcolor", "toolz")
@@ -132,12 +136,49 @@ def prepare(work: Path, corpus: Path, backends: Path, *, quick: bool) -> Inputs:
     return Inputs(lock=folder / "lock.txt", files=files, sha256=sha256, closure=closure, manifest=manifest)
 
 
-def serve(inputs: Inputs) -> IndexServer:
-    """An index (not started) serving every prepared file, with its sha256 in the links."""
-    server = IndexServer()
+@contextlib.contextmanager
+def serve(inputs: Inputs) -> Iterator[str]:
+    """Serve the files as a static PEP 503 index on 127.0.0.1 while the block runs; yield its simple URL.
+
+    A plain static server, as a folder behind any web server would be: it answers GET and HEAD (uv asks
+    HEAD first), without byte ranges, over keep-alive connections.
+    """
+    root = inputs.files.parent
+    pages = root / "simple"
+    shutil.rmtree(pages, ignore_errors=True)
+    projects: dict[str, list[str]] = {}
     for name in inputs.sha256:
-        server.add(name, (inputs.files / name).read_bytes())
-    return server
+        owner = parse_wheel_filename(name)[0] if name.endswith(".whl") else parse_sdist_filename(name)[0]
+        projects.setdefault(owner, []).append(name)
+    for project, names in projects.items():
+        (pages / project).mkdir(parents=True)
+        links = "".join(f'<a href="../../files/{html.escape(name)}#sha256={inputs.sha256[name]}">'
+                        f"{html.escape(name)}</a><br>\n" for name in sorted(names))
+        (pages / project / "index.html").write_text(f"<!DOCTYPE html>\n<html><body>\n{links}</body></html>\n")
+    links = "".join(f'<a href="{project}/">{project}</a><br>\n' for project in sorted(projects))
+    (pages / "index.html").write_text(f"<!DOCTYPE html>\n<html><body>\n{links}</body></html>\n")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, name="index", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes: without this, Nagle's algorithm and the client's
+        # delayed ACK add about 40 ms to each response on a kept-alive connection.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 def corpus_pins(requirements: Path) -> dict[str, tuple[str, str, Path]]:

@@ -1,11 +1,11 @@
-"""A wheelhouse from a lock of 30 real packages: ``orchestrate build -r`` against ``pip wheel -r``, taken in turn.
+"""A wheelhouse from a lock of 31 real packages: ``orchestrate build -r`` against ``pip wheel -r``, taken in turn.
 
     python benchmarks/wheelhouse.py [--rounds 3] [--max-builds 2] [--quick] [--work DIR]
         [--orchestrate CMD | --skip-orchestrate] [--output PATH]
 
 The lock, its dependencies and the index files are prepared once under ``--work`` (``_index.py``: corpus
-sdists, PyPI wheels, the corpus's build backends, every file checked against PyPI's sha256) and served by
-``tests/index_server.py`` on 127.0.0.1, on a port of its own. Each round runs both tools, pip first in odd
+sdists, PyPI wheels, the corpus's build backends, every file checked against PyPI's sha256) and served as a
+static PEP 503 index on 127.0.0.1, on a port of its own. Each round runs both tools, pip first in odd
 rounds and orchestrate first in even ones, each with an empty wheelhouse and fresh caches (a new
 ``PIP_CACHE_DIR``; a new ``--state-dir`` and ``UV_CACHE_DIR``)::
 
@@ -104,31 +104,30 @@ def run_orchestrate(command: list[str], inputs: Inputs, url: str, folder: Path, 
 
 
 def check_wheelhouse(wheelhouse: Path, inputs: Inputs) -> dict[str, Any]:
-    """What a wheelhouse holds, against the closure and the index's bytes."""
+    """What a wheelhouse holds, against the closure and the index's bytes.
+
+    Complete: one wheel of each package of the closure at its version, no other wheel, and every wheel
+    whose name is on the index holds the index's bytes. Other files (a tool's lock file) are listed apart.
+    """
     names = sorted(path.name for path in wheelhouse.iterdir()) if wheelhouse.is_dir() else []
-    from_index: list[str] = []
-    other_bytes: list[str] = []
-    built: list[str] = []
+    wheels = [name for name in names if name.endswith(".whl")]
+    from_index = [name for name in wheels if name in inputs.sha256
+                  and hashlib.sha256((wheelhouse / name).read_bytes()).hexdigest() == inputs.sha256[name]]
+    other_bytes = [name for name in wheels if name in inputs.sha256 and name not in from_index]
     extra: list[str] = []
     found: set[tuple[str, str]] = set()
-    for name in names:
-        if name in inputs.sha256:
-            same = hashlib.sha256((wheelhouse / name).read_bytes()).hexdigest() == inputs.sha256[name]
-            (from_index if same else other_bytes).append(name)
-        elif name.endswith(".whl"):
-            built.append(name)
-        if not name.endswith(".whl"):
-            extra.append(name)
-            continue
+    for name in wheels:
         project, version = parse_wheel_filename(name)[:2]
-        if inputs.closure.get(project) is None or Version(inputs.closure[project]) != version:
+        key = (str(project), str(version))
+        if key in found or project not in inputs.closure or Version(inputs.closure[project]) != version:
             extra.append(name)
-        found.add((project, str(version)))
+        found.add(key)
     missing = sorted(f"{project}=={version}" for project, version in inputs.closure.items()
                      if (project, str(Version(version))) not in found)
-    return {"files": names, "from_index": len(from_index), "built": built, "index_name_other_bytes": other_bytes,
-            "missing": missing, "extra": extra,
-            "complete": bool(names) and not (other_bytes or missing or extra)}
+    return {"files": names, "from_index": len(from_index), "built": sorted(set(wheels) - set(inputs.sha256)),
+            "index_name_other_bytes": other_bytes, "missing": missing, "extra": extra,
+            "other_files": [name for name in names if not name.endswith(".whl")],
+            "complete": bool(wheels) and not (other_bytes or missing or extra)}
 
 
 def tool_versions(orchestrate: list[str] | None) -> dict[str, str]:
@@ -171,7 +170,7 @@ def main() -> int:
           + f" (+ build backends), {len(inputs.sha256)} files", flush=True)
     runs_root = args.work.resolve() / "runs" / time.strftime("%Y%m%d-%H%M%S")
     rounds = []
-    with serve(inputs) as server:
+    with serve(inputs) as index_url:
         for number in range(1, args.rounds + 1):
             order = ["pip", "orchestrate"] if number % 2 else ["orchestrate", "pip"]
             result: dict[str, Any] = {"round": number, "order": order}
@@ -180,8 +179,8 @@ def main() -> int:
                     continue
                 folder = runs_root / f"round{number}-{tool}"
                 folder.mkdir(parents=True)
-                run = (run_pip(inputs, server.simple_url, folder) if tool == "pip"
-                       else run_orchestrate(orchestrate or [], inputs, server.simple_url, folder, args.max_builds))
+                run = (run_pip(inputs, index_url, folder) if tool == "pip"
+                       else run_orchestrate(orchestrate or [], inputs, index_url, folder, args.max_builds))
                 run["wheelhouse"] = check_wheelhouse(folder / "wh", inputs)
                 result[tool] = run
                 print(f"round {number}: {tool:<11} {run['wall_s']:8.1f} s  CPU {run['cpu_s']:7.1f} s  "
@@ -191,8 +190,13 @@ def main() -> int:
                 ours = set(result["orchestrate"]["wheelhouse"]["files"])
                 result["only_pip"], result["only_orchestrate"] = sorted(pip_files - ours), sorted(ours - pip_files)
                 result["same_files"] = pip_files == ours
+                result["same_wheels"] = {n for n in pip_files if n.endswith(".whl")} == {
+                    n for n in ours if n.endswith(".whl")}
                 if result["pip"]["status"] == 0 and result["orchestrate"]["status"] == 0:
                     result["ratio"] = round(result["orchestrate"]["wall_s"] / result["pip"]["wall_s"], 3)
+                # A ratio counts only between two complete wheelhouses of the same wheels.
+                result["comparable"] = "ratio" in result and result["same_wheels"] and all(
+                    result[tool]["wheelhouse"]["complete"] for tool in ("pip", "orchestrate"))
             rounds.append(result)
     if not args.keep:
         for folder in runs_root.iterdir():
@@ -213,20 +217,21 @@ def main() -> int:
 
 
 def _verdict(wheelhouse: dict[str, Any]) -> str:
-    if wheelhouse["complete"]:
-        return f"{len(wheelhouse['files'])} wheels ({wheelhouse['from_index']} from the index, " \
-               f"{len(wheelhouse['built'])} built)"
     problems = [f"{key.replace('_', ' ')}: {', '.join(wheelhouse[key])}"
-                for key in ("missing", "extra", "index_name_other_bytes") if wheelhouse[key]]
+                for key in ("missing", "extra", "index_name_other_bytes", "other_files") if wheelhouse[key]]
+    if wheelhouse["complete"]:
+        problems.insert(0, f"complete: {wheelhouse['from_index']} wheels from the index, "
+                           f"{len(wheelhouse['built'])} built")
     return "; ".join(problems) or "empty wheelhouse"
 
 
 def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """The median ratio over rounds where both tools succeeded, and each tool's spread across rounds."""
-    ratios = [result["ratio"] for result in rounds if "ratio" in result]
+    """The median ratio over comparable rounds, and each tool's spread across rounds."""
+    ratios = [result["ratio"] for result in rounds if result.get("comparable")]
     summary: dict[str, Any] = {
         "ratios": ratios, "median_ratio": round(statistics.median(ratios), 3) if ratios else None,
         "all_same_files": all(result.get("same_files", False) for result in rounds),
+        "all_same_wheels": all(result.get("same_wheels", False) for result in rounds),
         "all_complete": all(result[tool]["wheelhouse"]["complete"] for result in rounds
                             for tool in ("pip", "orchestrate") if tool in result),
     }
@@ -250,9 +255,18 @@ def _print(rounds: list[dict[str, Any]], summary: dict[str, Any], max_builds: in
             return f"{run['wall_s']:.1f} ({run['cpu_s']:.1f}){failed}"
 
         loads = ", ".join(f"{result[tool]['load_1m_before']:.2f}" for tool in result["order"] if tool in result)
+        same = "-" if "same_files" not in result else "yes" if result["same_files"] else "no"
+        ratio = result.get("ratio", "-")
+        if "ratio" in result and not result["comparable"]:
+            ratio = f"({ratio}, not comparable)"
         print(f"| {result['round']} | {result['order'][0]} | {cell('pip')} | {cell('orchestrate')} | "
-              f"{result.get('ratio', '-')} | {result.get('same_files', '-')} | {loads} |")
-    print(f"\nmedian ratio: {summary['median_ratio']}; spread across rounds: "
+              f"{ratio} | {same} | {loads} |")
+    for result in rounds:
+        for tool in ("pip", "orchestrate"):
+            if result.get(f"only_{tool}"):
+                print(f"round {result['round']}: only {tool} wrote {', '.join(result[f'only_{tool}'])}")
+    print(f"\nmedian ratio of {len(summary['ratios'])} comparable rounds: {summary['median_ratio']}; "
+          "spread across rounds: "
           + ", ".join(f"{tool} {summary[f'{tool}_spread']:.1%}" for tool in ("pip", "orchestrate")
                       if f"{tool}_spread" in summary))
 
