@@ -128,6 +128,7 @@ def prepare(work: Path, corpus: Path, backends: Path, *, quick: bool) -> Inputs:
     sha256 = {path.name: _sha256(path) for path in sorted(files.iterdir())}
     manifest: dict[str, Any] = {
         "lock": lock_lines,
+        "corpus_with_wheel": sorted(CORPUS_WITH_WHEEL),
         "closure": closure,
         "files": {name: {"sha256": digest, "origin": origins[name]} for name, digest in sha256.items()},
         **_kinds(closure, sha256),
@@ -199,7 +200,7 @@ def _load(folder: Path, lock_lines: list[str]) -> Inputs | None:
         manifest = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-    if manifest.get("lock") != lock_lines:
+    if manifest.get("lock") != lock_lines or manifest.get("corpus_with_wheel") != sorted(CORPUS_WITH_WHEEL):
         return None
     sha256 = {name: entry["sha256"] for name, entry in manifest["files"].items()}
     files = folder / "files"
@@ -215,6 +216,11 @@ def _kinds(closure: dict[str, str], sha256: dict[str, str]) -> dict[str, list[st
     """Which packages of the closure the index serves as wheel only, sdist only, or both, at their version."""
     wheels = {parse_wheel_filename(name)[:2] for name in sha256 if name.endswith(".whl")}
     sdists = {parse_sdist_filename(name) for name in sha256 if not name.endswith(".whl")}
+    # One version of each package of the closure, so that any resolver picks the closure's.
+    others = sorted(f"{name} {version}" for name, version in wheels | sdists
+                    if name in closure and version != Version(closure[name]))
+    if others:
+        raise SystemExit(f"the index would also serve {', '.join(others)}; a resolver could pick them")
     kinds: dict[str, list[str]] = {"wheel_only": [], "sdist_only": [], "both": []}
     for name, version in sorted(closure.items()):
         key = (canonicalize_name(name), Version(version))
@@ -226,7 +232,7 @@ def _kinds(closure: dict[str, str], sha256: dict[str, str]) -> dict[str, list[st
     return kinds
 
 
-def pip_environ() -> dict[str, str]:
+def _pypi_environ() -> dict[str, str]:
     """The environment for pip talking to PyPI: no local package sources from this machine's configuration."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_") or key == "PIP_CERT"}
     env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1")
@@ -236,7 +242,7 @@ def pip_environ() -> dict[str, str]:
 def _resolve(lock: Path, constraints: Path, report: Path) -> list[dict[str, Any]]:
     """pip's resolution of ``lock`` against PyPI for this interpreter, one entry per package."""
     subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                    "--report", str(report), "-r", str(lock), "-c", str(constraints)], env=pip_environ(), check=True)
+                    "--report", str(report), "-r", str(lock), "-c", str(constraints)], env=_pypi_environ(), check=True)
     installs: list[dict[str, Any]] = json.loads(report.read_text())["install"]
     return installs
 
@@ -245,7 +251,7 @@ def _download(lines: list[str], dest: Path, requirements: Path) -> None:
     """Download ``name==version --hash=...`` lines with pip, which refuses any file with another hash."""
     requirements.write_text("".join(f"{line}\n" for line in lines))
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--quiet",
-                    "-r", str(requirements), "-d", str(dest)], env=pip_environ(), check=True)
+                    "-r", str(requirements), "-d", str(dest)], env=_pypi_environ(), check=True)
 
 
 def _pypi_sha256(filename: str) -> str:
