@@ -20,8 +20,7 @@ from typing import Any, TypeVar
 
 import click
 import psutil
-from packaging.utils import NormalizedName, canonicalize_name
-from packaging.version import Version
+from packaging.utils import NormalizedName
 from rich.console import Console
 
 from orchestrator import __version__
@@ -33,9 +32,8 @@ from orchestrator.download.fetch import Downloader, DownloadSettings
 from orchestrator.download.requirements import parse_requirements
 from orchestrator.errors import InstallError, OrchestratorError, ResolutionError, UsageError, WheelError
 from orchestrator.install import Target, WheelInstaller
-from orchestrator.install.conflicts import find_conflicts
+from orchestrator.install.conflicts import refuse_conflicts
 from orchestrator.install.select import select_wheels, wheel_files
-from orchestrator.install.tags import supported_tags
 from orchestrator.options import (
     INSTALL_ONLY,
     download_options,
@@ -58,7 +56,7 @@ from orchestrator.resources import usable_cpu_count
 from orchestrator.settings import IndexSettings
 from orchestrator.stages import DOWNLOADS, INSTALLS, Stage
 from orchestrator.units import format_size, parse_size
-from orchestrator.wheels.distributions import check_installed, installed_distributions, target_environment
+from orchestrator.wheels.distributions import check_installed, target_environment
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
@@ -481,12 +479,8 @@ def install(wheels: tuple[Path, ...], requirements: tuple[Path, ...], find_links
     installer = _wheel_installer(into, reinstall, compile_bytecode, install_timeout)
     target = installer.target
     site_packages = [Path(target.scheme["purelib"]), Path(target.scheme["platlib"])]
-
-    def installed() -> dict[NormalizedName, Version]:
-        return {canonicalize_name(dist.name): dist.version for dist in installed_distributions(site_packages)}
-
     chosen = select_wheels(given=wheel_files(wheels), requirements=requirements, find_links=find_links,
-                           python=target.python, installed=installed, reinstall=reinstall, tags=supported_tags)
+                           python=target.python, site_packages=site_packages, reinstall=reinstall)
     environment = target_environment(target.python)  # asked now: a Python that cannot answer is refused unwritten
     console = _console()
     display = PlainDisplay(console)
@@ -495,13 +489,7 @@ def install(wheels: tuple[Path, ...], requirements: tuple[Path, ...], find_links
         display.event(str(recovery))
     for note in chosen.notes:
         display.event(note)
-
-    conflicts = find_conflicts(chosen.wheels)
-    if conflicts:
-        shown = "; ".join(str(conflict) for conflict in conflicts[:3])
-        more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
-        raise InstallError(f"Nothing installed: wheels of this run conflict: {shown}{more}; drop one of each pair or "
-                           "install them separately")
+    refuse_conflicts(chosen.wheels)
 
     def work() -> None:
         with Stage(INSTALLS, installer.install, max_workers=max_installs, errors=report.errors,

@@ -41,6 +41,8 @@ from packaging.version import Version
 
 from orchestrator.download.requirements import PinnedRequirement, parse_requirements
 from orchestrator.errors import InstallError, UsageError
+from orchestrator.install.tags import supported_tags
+from orchestrator.wheels.distributions import installed_distributions
 
 __all__ = ["InstallSet", "WheelFile", "choose", "select_wheels", "wheel_files"]
 
@@ -104,14 +106,14 @@ def choose(name: NormalizedName, version: str, wheels: Sequence[WheelFile],
 
 def select_wheels(
     *, given: Sequence[Path], requirements: Sequence[Path], find_links: Sequence[str], python: Path,
-    installed: Callable[[], Mapping[NormalizedName, Version]], reinstall: bool,
-    tags: Callable[[Path], Sequence[str]],
+    site_packages: Sequence[Path], reinstall: bool, tags: Callable[[Path], Sequence[str]] = supported_tags,
 ) -> InstallSet:
     """The wheels to install: ``given`` ones, and those the pins of ``requirements`` take; nothing is written.
 
     ``find_links`` are the command line's (local folders or wheel files);
-    ``installed()`` the versions the target has and ``tags(python)`` the
-    target's supported tags, best first: each asked only when a pin needs it.
+    ``site_packages`` the target's folders, read for what it has installed,
+    and ``tags(python)`` its supported tags, best first: each only when a
+    pin needs it.
 
     :raises UsageError: a lock line that is not a pin of a wheel, a --find-links URL or missing folder.
     :raises InstallError: a pin no wheel meets (every such pin named).
@@ -134,7 +136,7 @@ def select_wheels(
             wheel = choose(pin.name, pin.version, available, priority)
             if wheel is not None:
                 chosen.append(wheel.path)
-            elif not reinstall and _is_pinned(installed().get(pin.name), pin.version):
+            elif not reinstall and _is_pinned(_installed_version(site_packages, pin.name), pin.version):
                 notes.append(f"{pin.name} {pin.version}: already installed; the folders hold no wheel of it")
             else:
                 missing.append(_no_wheel(pin, available, folders, python, supported))
@@ -200,6 +202,11 @@ def _unless_given(given: Sequence[Path], pins: list[PinnedRequirement]) -> list[
                              f"{pin.name}; drop one")
         del wanted[wheel.name]
     return list(wanted.values())
+
+
+def _installed_version(site_packages: Sequence[Path], name: NormalizedName) -> Version | None:
+    found = [dist.version for dist in installed_distributions(site_packages) if dist.key == name]
+    return found[0] if found else None
 
 
 def _wheels_in(folder: Path) -> list[WheelFile]:
