@@ -479,14 +479,14 @@ def install(wheels: tuple[Path, ...], requirements: tuple[Path, ...], find_links
     installer = _wheel_installer(into, reinstall, compile_bytecode, install_timeout)
     target = installer.target
     site_packages = [Path(target.scheme["purelib"]), Path(target.scheme["platlib"])]
-    chosen = select_wheels(given=wheel_files(wheels), requirements=requirements, find_links=find_links,
-                           python=target.python, site_packages=site_packages, reinstall=reinstall)
-    environment = target_environment(target.python)  # asked now: a Python that cannot answer is refused unwritten
     console = _console()
     display = PlainDisplay(console)
     report = RunReport(started_at=time.time(), settings={"max_installs": max_installs})
-    for recovery in installer.recover():
+    for recovery in installer.recover():  # first: what the target holds is read next
         display.event(str(recovery))
+    chosen = select_wheels(given=wheel_files(wheels), requirements=requirements, find_links=find_links,
+                           python=target.python, site_packages=site_packages, reinstall=reinstall)
+    environment = target_environment(target.python)  # asked now: a Python that cannot answer is refused unwritten
     for note in chosen.notes:
         display.event(note)
     refuse_conflicts(chosen.wheels)
