@@ -30,9 +30,10 @@ from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
 from orchestrator.download.binary import BinaryOption, BinaryPolicy
 from orchestrator.download.fetch import Downloader, DownloadSettings
 from orchestrator.download.requirements import parse_requirements
-from orchestrator.errors import InstallError, OrchestratorError, ResolutionError, UsageError
+from orchestrator.errors import InstallError, OrchestratorError, ResolutionError, UsageError, WheelError
 from orchestrator.install import Target, WheelInstaller
-from orchestrator.install.conflicts import find_conflicts
+from orchestrator.install.conflicts import refuse_conflicts
+from orchestrator.install.select import select_wheels, wheel_files
 from orchestrator.options import (
     INSTALL_ONLY,
     download_options,
@@ -55,6 +56,7 @@ from orchestrator.resources import usable_cpu_count
 from orchestrator.settings import IndexSettings
 from orchestrator.stages import DOWNLOADS, INSTALLS, Stage
 from orchestrator.units import format_size, parse_size
+from orchestrator.wheels.distributions import check_installed, target_environment
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
@@ -449,40 +451,59 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
 
 
 @main.command()
-@click.argument("wheels", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("wheels", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@option("--requirement", "-r", "requirements", multiple=True, metavar="FILE",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        help="Lock file: every line pins one version (name==version) or names a local wheel.")
+@option("--find-links", "-f", multiple=True, metavar="DIR",
+        help="Local folder of wheels the -r pins are taken from; several versions of a package may sit there.")
 @option("--into", "into", required=True, type=click.Path(path_type=Path), metavar="VENV|PYTHON",
         help="The virtualenv folder or Python interpreter to install into.")
 @install_options
 @option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
 @handle_errors
-def install(wheels: tuple[Path, ...], into: Path, max_installs: int, install_timeout: float | None, reinstall: bool,
-            compile_bytecode: bool, report_json: Path | None) -> None:
-    """Install WHEELS (files, or folders of wheels) into an environment, several at once.
+def install(wheels: tuple[Path, ...], requirements: tuple[Path, ...], find_links: tuple[str, ...], into: Path,
+            max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool,
+            report_json: Path | None) -> None:
+    """Install WHEELS (files, or folders of wheels) and the pins of -r locks into an environment, several at once.
 
-    A distribution already installed at the same version is skipped (--reinstall
-    replaces it); another version is replaced, as pip does for a wheel file.
+    Each pin takes, from the --find-links folders, the wheel of that version the
+    target's interpreter ranks best, as pip does; a pin with no such wheel
+    installs nothing. A distribution already installed at the same version is
+    skipped (--reinstall replaces it); another version is replaced, as pip does
+    for a wheel file. Afterwards the environment is checked as `pip check` does:
+    an unmet requirement fails the command (the installs stay).
     """
-    files = [path for named in wheels for path in (sorted(named.glob("*.whl")) if named.is_dir() else [named])]
-    if not files:
-        raise UsageError("nothing to install: the folders hold no *.whl")
+    if not wheels and not requirements:
+        raise UsageError("nothing to install: name wheels or folders of wheels, or -r lock files with --find-links")
     installer = _wheel_installer(into, reinstall, compile_bytecode, install_timeout)
+    target = installer.target
+    site_packages = [Path(target.scheme["purelib"]), Path(target.scheme["platlib"])]
     console = _console()
     display = PlainDisplay(console)
     report = RunReport(started_at=time.time(), settings={"max_installs": max_installs})
-    for recovery in installer.recover():
+    for recovery in installer.recover():  # first: what the target holds is read next
         display.event(str(recovery))
-
-    conflicts = find_conflicts(files)
-    if conflicts:
-        shown = "; ".join(str(conflict) for conflict in conflicts[:3])
-        more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
-        raise InstallError(f"Nothing installed: wheels of this run conflict: {shown}{more}; drop one of each pair or "
-                           "install them separately")
+    chosen = select_wheels(given=wheel_files(wheels), requirements=requirements, find_links=find_links,
+                           python=target.python, site_packages=site_packages, reinstall=reinstall)
+    environment = target_environment(target.python)  # asked now: a Python that cannot answer is refused unwritten
+    for note in chosen.notes:
+        display.event(note)
+    refuse_conflicts(chosen.wheels)
 
     def work() -> None:
         with Stage(INSTALLS, installer.install, max_workers=max_installs, errors=report.errors,
                    on_event=display.event, results=report.installs) as installs:
-            installs.submit(*files)
+            installs.submit(*chosen.wheels)
             installs.join()
+        # As pip check does, on everything installed there; the installs stay whatever it finds.
+        try:
+            unmet = [str(requirement) for requirement in
+                     check_installed(site_packages, environment, extras=chosen.extras)]
+        except WheelError as exc:
+            unmet = [f"cannot check the environment: {exc.message}"]
+        report.unmet, report.unmet_fails = unmet, True
+        for line in unmet:
+            display.event(f"the environment is incomplete: {line}")
 
     _run_and_report(work, report, display, console, report_json)

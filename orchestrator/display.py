@@ -186,9 +186,13 @@ def print_summary(console: Console, report: RunReport) -> None:
     for error in report.errors:
         console.print(Text(f"FAILED {error.stage} of {error.item}: {error.error}", style="bold red"))
     if report.unmet:
-        what = "the set is incomplete" if report.unmet_fails else "warning: the set is incomplete"
-        console.print(Text(f"{what}: {len(report.unmet)} requirement(s) of its wheels met by no wheel of the run "
-                           "or of the wheelhouse:", style="bold red" if report.unmet_fails else "yellow"))
+        installed = bool(report.installs) and not report.builds  # `orchestrate install` checks its target
+        what = "the environment is incomplete" if installed else "the set is incomplete"
+        what = what if report.unmet_fails else f"warning: {what}"
+        whose = ("of what is installed there met by nothing installed there" if installed
+                 else "of its wheels met by no wheel of the run or of the wheelhouse")
+        console.print(Text(f"{what}: {len(report.unmet)} requirement(s) {whose}:",
+                           style="bold red" if report.unmet_fails else "yellow"))
         for line in report.unmet:
             console.print(Text(f"  {line}", style="red" if report.unmet_fails else "yellow"))
     wall = (report.finished_at or time.time()) - report.started_at

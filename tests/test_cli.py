@@ -45,7 +45,7 @@ def one_error_line(stderr: str) -> str:
         (["build", ".", "--max-builds", "0"], "'--max-builds'"),  # click's range check
         (["build", ".", "--installer", "conda"], "'conda' is not one of"),  # click's choice
         (["build", ".", "--no-such-option"], "--no-such-option"),  # click's parser
-        (["install", "--into", "venv"], "Missing argument 'WHEELS...'"),  # click's parser
+        (["install", "--into", "venv"], "nothing to install"),  # ours: wheels or -r
         (["frobnicate"], "No such command 'frobnicate'"),  # click's group
         (["build", "-w", "wh"], "nothing to build"),  # ours
         (["build", "missing.tar.gz"], "missing.tar.gz: no such file or folder"),  # ours

@@ -7,7 +7,7 @@ the index and binary options, the lines a marker excludes, and an empty input. W
 sdist or a wheel, or a local sdist, wheel or source folder
 (:meth:`RequirementsFile.pins`). The subset of pip's syntax understood here:
 
-* ``name==version`` (extras are accepted and ignored), with environment markers;
+* ``name==version`` (extras are kept, for the checks of the set), with environment markers;
   lines whose marker is false for the running interpreter are skipped, and listed;
 * any other PEP 508 requirement (``requests``, ``foo>=1``), for the resolver only;
 * ``--hash=sha256:<hex>`` after a requirement, any number of times;
@@ -89,6 +89,8 @@ class PinnedRequirement:
     """The sha256 hex digests the downloaded file may have; empty means any."""
     origin: str
     """Where the requirement was written, as ``file:line``, for messages."""
+    extras: frozenset[str] = frozenset()
+    """The extras asked of it (``requests[socks]==2.31``), canonicalised."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,7 +251,7 @@ class _Parser:
                 f" but {earlier.origin} pins {_describe(earlier)}; keep one pin per package"
             )
         self.requirements[requirement.name] = replace(
-            earlier, hashes=earlier.hashes | requirement.hashes
+            earlier, hashes=earlier.hashes | requirement.hashes, extras=earlier.extras | requirement.extras
         )
 
 
@@ -381,14 +383,15 @@ def _parse_requirement(
         logger.debug("%s: skipping %s: marker is false here", origin, text)
         return None
     name = canonicalize_name(requirement.name)
+    extras = frozenset(canonicalize_name(extra) for extra in requirement.extras)
     if requirement.url:
-        return _from_url(name, requirement.url, origin=origin)
+        return replace(_from_url(name, requirement.url, origin=origin), extras=extras)
     specifiers = list(requirement.specifier)
     if len(specifiers) != 1 or specifiers[0].operator not in ("==", "===") or (
         specifiers[0].version.endswith(".*")
     ):
         return LooseRequirement(name=name, text=text, origin=origin)
-    return PinnedRequirement(name=name, version=specifiers[0].version, origin=origin)
+    return PinnedRequirement(name=name, version=specifiers[0].version, origin=origin, extras=extras)
 
 
 def _split_marker(text: str) -> tuple[str, str, str]:

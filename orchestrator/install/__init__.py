@@ -3,6 +3,8 @@
 A reader finds each job in its own module:
 
 - ``target``: the environment, as its own interpreter describes it (``_probe.py``).
+- ``tags``: the wheel tags the target's interpreter supports, best first.
+- ``select``: which wheel files an install takes: those given, and one per pin of its -r locks.
 - ``conflicts``: two distributions of one run that would write the same file.
 - ``wheel``: a wheel read and checked against RECORD, and the files installing it creates.
 - ``installer``: the algorithm of one wheel (:class:`WheelInstaller`) and of a batch (:func:`install_all`).

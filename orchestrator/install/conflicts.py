@@ -26,7 +26,7 @@ from packaging.utils import (
 
 from orchestrator.errors import InstallError
 
-__all__ = ["Claims", "Conflict", "find_conflicts"]
+__all__ = ["Claims", "Conflict", "find_conflicts", "refuse_conflicts"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,18 @@ def find_conflicts(wheels: Sequence[Path]) -> list[Conflict]:
             if owner[1] != wheel.name:
                 conflicts.append(Conflict(path=path, distributions=(owner[0], name), wheels=(owner[1], wheel.name)))
     return conflicts
+
+
+def refuse_conflicts(wheels: Sequence[Path]) -> None:
+    """Raise :class:`InstallError` naming the first conflicts of ``wheels``, if any: nothing is written yet."""
+    conflicts = find_conflicts(wheels)
+    if conflicts:
+        shown = "; ".join(str(conflict) for conflict in conflicts[:3])
+        more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
+        raise InstallError(
+            f"Nothing installed: wheels of this run conflict: {shown}{more};"
+            " drop one of each pair or install them separately"
+        )
 
 
 class Claims:

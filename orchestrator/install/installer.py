@@ -86,7 +86,7 @@ from packaging.version import InvalidVersion, Version
 
 from orchestrator.errors import InstallError, UsageError
 from orchestrator.install.bytecode import Compilers
-from orchestrator.install.conflicts import Claims, find_conflicts
+from orchestrator.install.conflicts import Claims, refuse_conflicts
 from orchestrator.install.deadline import Deadline, Turn
 from orchestrator.install.journal import (
     Journal,
@@ -438,14 +438,7 @@ def install_all(
     """
     if max_installs < 1:
         raise UsageError(f"--max-installs must be at least 1, not {max_installs}")
-    conflicts = find_conflicts(wheels)
-    if conflicts:
-        shown = "; ".join(str(conflict) for conflict in conflicts[:3])
-        more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
-        raise InstallError(
-            f"Nothing installed: wheels of this run conflict: {shown}{more};"
-            " drop one of each pair or install them separately"
-        )
+    refuse_conflicts(wheels)
     results: dict[int, InstallResult] = {}
     futures: dict[Future[InstallResult], int] = {}
 
