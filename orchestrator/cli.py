@@ -11,26 +11,30 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
 import click
 import psutil
-from packaging.utils import NormalizedName
 from rich.console import Console
 
 from orchestrator import __version__
 from orchestrator.build.envs import choose_installer
 from orchestrator.build.sources import collect_sources
 from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
-from orchestrator.download.binary import BinaryOption, BinaryPolicy
+from orchestrator.download.binary import BinaryPolicy
 from orchestrator.download.fetch import Downloader, DownloadSettings
-from orchestrator.download.requirements import parse_requirements
-from orchestrator.errors import InstallError, OrchestratorError, ResolutionError, UsageError, WheelError
+from orchestrator.download.wanted import read_requirements, resolve_pins
+from orchestrator.errors import (
+    InstallError,
+    OrchestratorError,
+    ResolutionError,
+    UsageError,
+    WheelError,
+)
 from orchestrator.install import Target, WheelInstaller
 from orchestrator.install.conflicts import refuse_conflicts
 from orchestrator.install.select import select_wheels, wheel_files
@@ -44,11 +48,10 @@ from orchestrator.options import (
     resolve_options,
 )
 from orchestrator.packageconfig import (
-    PackageOverrides,
     find_config,
     load_package_config,
 )
-from orchestrator.pipeline import BuildRun, BuildSettings, Requirements, resolve_pins
+from orchestrator.pipeline import BuildRun, BuildSettings
 from orchestrator.policy.admission import Limits
 from orchestrator.policy.history import default_state_dir
 from orchestrator.report import RunReport
@@ -239,32 +242,6 @@ def _state_dir(state_dir: Path | None) -> Path:
     return (state_dir or default_state_dir()).resolve()
 
 
-def _requirements(paths: tuple[Path, ...], *, verb: str, require_hashes: bool, constraints: tuple[Path, ...],
-                  no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...], prefer_binary: bool,
-                  overrides: Mapping[NormalizedName, PackageOverrides]) -> Requirements | None:
-    """The -r files, read and checked before anything runs: an empty input is a usage error."""
-    if not paths:
-        return None
-    parsed = parse_requirements(list(paths))
-    if parsed.empty:
-        why = (f"a marker excludes every line here ({len(parsed.skipped)} skipped)" if parsed.skipped
-               else "they list no requirement")
-        raise UsageError(f"{', '.join(map(str, paths))}: nothing to {verb}: {why}; check the file and what wrote it")
-    if no_deps:
-        parsed.pins()  # a line that pins no version is a usage error now, not in the middle of the run
-    options: list[tuple[BinaryOption, str]] = [
-        *parsed.binary_options, *(("--no-binary", value) for value in no_binary),
-        *(("--only-binary", value) for value in only_binary)]
-    # click keeps each option's values in order but not the order between the two: :all: and :none: go first,
-    # so that names, which beat them, are never cleared by them.
-    options.sort(key=lambda pair: pair[1] not in (":all:", ":none:"))
-    binary = BinaryPolicy.from_options(
-        options, prefer_binary=prefer_binary or parsed.prefer_binary,
-        packages={name: override.binary for name, override in overrides.items() if override.binary})
-    return Requirements(files=paths, parsed=replace(parsed, require_hashes=parsed.require_hashes or require_hashes),
-                        constraints=constraints, binary=binary, no_deps=no_deps)
-
-
 @main.command()
 @click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
 @option("--wheelhouse", "-w", type=click.Path(file_okay=False, path_type=Path), default=Path("wheelhouse"),
@@ -332,7 +309,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     limits = _admission_limits(max_builds, memory_limit, min_free_memory, per_build, max_load, max_cpu)
     config = config or find_config(Path.cwd())
     overrides = load_package_config(config) if config else {}
-    wanted = _requirements(requirements, verb="build", require_hashes=require_hashes, constraints=constraints,
+    wanted = read_requirements(requirements, verb="build", require_hashes=require_hashes, constraints=constraints,
                            no_deps=no_deps, no_binary=no_binary, only_binary=only_binary,
                            prefer_binary=prefer_binary, overrides=overrides)
     collected = collect_sources(sources)
@@ -428,7 +405,7 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
              prefer_binary: bool, report_json: Path | None, state_dir: Path | None) -> None:
     """Download the sdists that -r requirements files pin, checking hashes."""
     config = find_config(Path.cwd())
-    wanted = _requirements(requirements, verb="download", require_hashes=require_hashes, constraints=constraints,
+    wanted = read_requirements(requirements, verb="download", require_hashes=require_hashes, constraints=constraints,
                            no_deps=no_deps, no_binary=no_binary, only_binary=only_binary,
                            prefer_binary=prefer_binary, overrides=load_package_config(config) if config else {})
     assert wanted is not None

@@ -29,21 +29,15 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.build.envcache import run_env_cache
 from orchestrator.build.sources import Source, compiles, sdist_source, tree_source
-from orchestrator.download.binary import BinaryPolicy
 from orchestrator.download.fetch import (
     Downloader,
     DownloadResult,
     DownloadSettings,
     DownloadStatus,
 )
-from orchestrator.download.requirements import PinnedRequirement, RequirementsFile
-from orchestrator.download.resolve import (
-    ArtifactKind,
-    Resolution,
-    ResolvedDistribution,
-    resolve,
-)
-from orchestrator.errors import SourceError, UsageError, WheelError
+from orchestrator.download.requirements import PinnedRequirement
+from orchestrator.download.wanted import Requirements, resolve_pins
+from orchestrator.errors import SourceError, WheelError
 from orchestrator.install import InstallResult, WheelInstaller
 from orchestrator.jobs import BuildJob, BuildResult, Status, nested_jobs_environ
 from orchestrator.packageconfig import PackageOverrides
@@ -107,19 +101,6 @@ class BuildSettings:
     """Where prepared build environments live (``envcache``); ``None`` gives each build a virtualenv from scratch."""
     keep_build_envs: bool = False
     """Keep the prepared build environments for later runs instead of removing them when the run ends."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Requirements:
-    """The ``-r`` files of a run and how to turn them into files to fetch."""
-
-    files: tuple[Path, ...]
-    parsed: RequirementsFile
-    constraints: tuple[Path, ...] = ()
-    """``-c`` files of the command line (those the files name, pip reads itself)."""
-    binary: BinaryPolicy = field(default_factory=BinaryPolicy)
-    no_deps: bool = False
-    """Fetch exactly the pins as written, instead of resolving their dependencies."""
 
 
 class BuildRun:
@@ -373,37 +354,6 @@ class BuildRun:
                     finished_at=result.finished_at,
                 )
             )
-
-
-def resolve_pins(requirements: Requirements, index: IndexSettings, report: RunReport,
-                 event: Callable[[str], None]) -> tuple[tuple[PinnedRequirement, ...], Resolution | None]:
-    """What to fetch: the pins as written (``--no-deps``), else pip's resolution of the files, said in events."""
-    for line in requirements.parsed.skipped:
-        event(f"skipped {line} (its marker is false here)")
-    if requirements.no_deps:
-        return requirements.parsed.pins(), None
-    started = time.monotonic()
-    resolution = resolve(requirements.files, constraint_files=requirements.constraints, binary=requirements.binary,
-                         index=index, require_hashes=requirements.parsed.require_hashes)
-    seconds = time.monotonic() - started
-    wheels = sum(distribution.kind is ArtifactKind.WHEEL for distribution in resolution.distributions)
-    count = len(resolution.distributions)
-    event(f"resolved {count} distributions with pip {resolution.pip_version} in {seconds:.1f} s: "
-          f"{wheels} wheels to download, {count - wheels} to build")
-    report.resolution = {"pip": resolution.pip_version, "distributions": count, "seconds": round(seconds, 3)}
-    return tuple(_pin(distribution, requirements.files) for distribution in resolution.distributions), resolution
-
-
-def _pin(distribution: ResolvedDistribution, files: Sequence[Path]) -> PinnedRequirement:
-    """The file the resolver chose for ``distribution``, as a pin the download stage fetches and checks."""
-    origin = f"{', '.join(map(str, files))} ({'requested' if distribution.requested else 'a dependency'})"
-    if distribution.kind is ArtifactKind.VCS:
-        raise UsageError(f"{distribution.name} resolves to a version-control checkout ({distribution.url}), which "
-                         "orchestrate does not build; pin a released sdist or wheel")
-    return PinnedRequirement(
-        name=distribution.name, version=distribution.version, origin=origin,
-        url=None if distribution.path is not None else distribution.url, path=distribution.path,
-        hashes=frozenset({distribution.sha256}) if distribution.sha256 else frozenset())
 
 
 def _wheel_tag(filename: str) -> str:

@@ -34,12 +34,31 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from orchestrator.buildstate import Queued, Running, StopReason, WorkersAhead, build_result
-from orchestrator.executors import Executor, Exited, OutcomeReported, PhaseStarted, WorkerEvent
+from orchestrator.buildstate import (
+    Queued,
+    Running,
+    StopReason,
+    WorkersAhead,
+    build_result,
+)
+from orchestrator.executors import (
+    Executor,
+    Exited,
+    OutcomeReported,
+    PhaseStarted,
+    WorkerEvent,
+)
 from orchestrator.executors.local import LocalExecutor
 from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
 from orchestrator.policy import admission, planning
-from orchestrator.policy.admission import Candidate, Decision, Limits, Probe, Readings, RunningBuild
+from orchestrator.policy.admission import (
+    Candidate,
+    Decision,
+    Limits,
+    Probe,
+    Readings,
+    RunningBuild,
+)
 from orchestrator.units import format_size
 
 logger = logging.getLogger(__name__)

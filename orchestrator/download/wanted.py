@@ -1,0 +1,108 @@
+"""What the ``-r`` files ask for: read and checked before the run, then turned into files to fetch.
+
+With dependencies (the default) pip's resolver chooses one file per distribution
+(:mod:`~orchestrator.download.resolve`); with ``--no-deps`` the pins are taken as written and the
+finder chooses each file (:mod:`~orchestrator.download.index`). Either way the result is a list of
+:class:`PinnedRequirement` for the download stage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from packaging.utils import NormalizedName
+
+from orchestrator.download.binary import BinaryOption, BinaryPolicy
+from orchestrator.download.requirements import (
+    PinnedRequirement,
+    RequirementsFile,
+    parse_requirements,
+)
+from orchestrator.download.resolve import (
+    ArtifactKind,
+    Resolution,
+    ResolvedDistribution,
+    resolve,
+)
+from orchestrator.errors import UsageError
+from orchestrator.packageconfig import PackageOverrides
+from orchestrator.report import RunReport
+from orchestrator.settings import IndexSettings
+
+__all__ = ["Requirements", "read_requirements", "resolve_pins"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Requirements:
+    """The ``-r`` files of a run and how to turn them into files to fetch."""
+
+    files: tuple[Path, ...]
+    parsed: RequirementsFile
+    constraints: tuple[Path, ...] = ()
+    """``-c`` files of the command line (those the files name, pip reads itself)."""
+    binary: BinaryPolicy = field(default_factory=BinaryPolicy)
+    no_deps: bool = False
+    """Fetch exactly the pins as written, instead of resolving their dependencies."""
+
+
+def read_requirements(paths: tuple[Path, ...], *, verb: str, require_hashes: bool, constraints: tuple[Path, ...],
+                  no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...], prefer_binary: bool,
+                  overrides: Mapping[NormalizedName, PackageOverrides]) -> Requirements | None:
+    """The -r files, read and checked before anything runs: an empty input is a usage error.
+
+    ``verb`` names what the run does with them (``build``, ``download``), for the message.
+    """
+    if not paths:
+        return None
+    parsed = parse_requirements(list(paths))
+    if parsed.empty:
+        why = (f"a marker excludes every line here ({len(parsed.skipped)} skipped)" if parsed.skipped
+               else "they list no requirement")
+        raise UsageError(f"{', '.join(map(str, paths))}: nothing to {verb}: {why}; check the file and what wrote it")
+    if no_deps:
+        parsed.pins()  # a line that pins no version is a usage error now, not in the middle of the run
+    options: list[tuple[BinaryOption, str]] = [
+        *parsed.binary_options, *(("--no-binary", value) for value in no_binary),
+        *(("--only-binary", value) for value in only_binary)]
+    # click keeps each option's values in order but not the order between the two: :all: and :none: go first,
+    # so that names, which beat them, are never cleared by them.
+    options.sort(key=lambda pair: pair[1] not in (":all:", ":none:"))
+    binary = BinaryPolicy.from_options(
+        options, prefer_binary=prefer_binary or parsed.prefer_binary,
+        packages={name: override.binary for name, override in overrides.items() if override.binary})
+    return Requirements(files=paths, parsed=replace(parsed, require_hashes=parsed.require_hashes or require_hashes),
+                        constraints=constraints, binary=binary, no_deps=no_deps)
+
+
+def resolve_pins(requirements: Requirements, index: IndexSettings, report: RunReport,
+                 event: Callable[[str], None]) -> tuple[tuple[PinnedRequirement, ...], Resolution | None]:
+    """What to fetch: the pins as written (``--no-deps``), else pip's resolution of the files, said in events."""
+    for line in requirements.parsed.skipped:
+        event(f"skipped {line} (its marker is false here)")
+    if requirements.no_deps:
+        return requirements.parsed.pins(), None
+    started = time.monotonic()
+    resolution = resolve(requirements.files, constraint_files=requirements.constraints, binary=requirements.binary,
+                         index=index, require_hashes=requirements.parsed.require_hashes)
+    seconds = time.monotonic() - started
+    wheels = sum(distribution.kind is ArtifactKind.WHEEL for distribution in resolution.distributions)
+    count = len(resolution.distributions)
+    event(f"resolved {count} distributions with pip {resolution.pip_version} in {seconds:.1f} s: "
+          f"{wheels} wheels to download, {count - wheels} to build")
+    report.resolution = {"pip": resolution.pip_version, "distributions": count, "seconds": round(seconds, 3)}
+    return tuple(_pin(distribution, requirements.files) for distribution in resolution.distributions), resolution
+
+
+def _pin(distribution: ResolvedDistribution, files: Sequence[Path]) -> PinnedRequirement:
+    """The file the resolver chose for ``distribution``, as a pin the download stage fetches and checks."""
+    origin = f"{', '.join(map(str, files))} ({'requested' if distribution.requested else 'a dependency'})"
+    if distribution.kind is ArtifactKind.VCS:
+        raise UsageError(f"{distribution.name} resolves to a version-control checkout ({distribution.url}), which "
+                         "orchestrate does not build; pin a released sdist or wheel")
+    return PinnedRequirement(
+        name=distribution.name, version=distribution.version, origin=origin,
+        url=None if distribution.path is not None else distribution.url, path=distribution.path,
+        hashes=frozenset({distribution.sha256}) if distribution.sha256 else frozenset())
