@@ -61,8 +61,8 @@ class BuildJob:
     index: IndexSettings
     installer: str
     """``pip`` or ``uv``: what installs build requirements."""
-    env_cache: Path | None = None
-    """Folder of prepared build environments shared between builds; ``None`` to build each from scratch."""
+    env_cache: Path
+    """The run's folder of prepared build environments, shared between its builds (``build/envcache.py``)."""
     environ: dict[str, str] = field(default_factory=dict)
     """Extra environment for the backend (nested-parallelism caps)."""
 
@@ -71,7 +71,7 @@ class BuildJob:
         data["source"] = str(self.source)
         data["wheelhouse"] = str(self.wheelhouse)
         data["log_path"] = str(self.log_path)
-        data["env_cache"] = str(self.env_cache) if self.env_cache else None
+        data["env_cache"] = str(self.env_cache)
         return data
 
     @classmethod
@@ -80,7 +80,7 @@ class BuildJob:
         data["source"] = Path(data["source"])
         data["wheelhouse"] = Path(data["wheelhouse"])
         data["log_path"] = Path(data["log_path"])
-        data["env_cache"] = Path(data["env_cache"]) if data["env_cache"] else None
+        data["env_cache"] = Path(data["env_cache"])
         data["index"] = IndexSettings.from_json(data["index"])
         return cls(**data)
 

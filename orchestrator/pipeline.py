@@ -97,8 +97,8 @@ class BuildSettings:
     max_installs: int = 4
     install_after_build: bool = False
     """Install once every build has ended, instead of each wheel as soon as it is built."""
-    build_env_dir: Path | None = None
-    """Where prepared build environments live (``envcache``); ``None`` gives each build a virtualenv from scratch."""
+    build_env_dir: Path
+    """Where prepared build environments live (``build/envcache.py``)."""
     keep_build_envs: bool = False
     """Keep the prepared build environments for later runs instead of removing them when the run ends."""
 
@@ -121,7 +121,7 @@ class BuildRun:
         self._installs: Stage[Path, InstallResult] | None = None
         self._install_later: list[Path] = []
         self._estimates: Stage[Source, None]
-        self._env_cache: Path | None = None
+        self._env_cache: Path  # the run's folder, set by run() before any source is added
         self._environment: Mapping[str, str] | None = None
         """The marker environment the resolver resolved for; ``None``: this interpreter's."""
         self._extras: dict[str, list[str]] = {}
@@ -160,9 +160,8 @@ class BuildRun:
                 self._estimates = Stage(ESTIMATES, self._estimate, max_workers=1, errors=self.report.errors,
                                         on_event=self._observer.event)
                 stack.callback(self._estimates.close, cancel=True)
-                if settings.build_env_dir is not None:
-                    self._env_cache = stack.enter_context(
-                        run_env_cache(settings.build_env_dir, keep=settings.keep_build_envs))
+                self._env_cache = stack.enter_context(
+                    run_env_cache(settings.build_env_dir, keep=settings.keep_build_envs))
                 for source in sources:
                     self.add(source)
                 if requirements is not None:

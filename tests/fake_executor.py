@@ -173,4 +173,4 @@ def job(key: str) -> BuildJob:
     root = Path("/nonexistent")
     return BuildJob(key=key, source=root / f"{key}.tar.gz", kind="sdist", name=key.split("-")[0],
                     version="1.0", sha256=None, wheelhouse=root / "wh", log_path=root / f"{key}.log",
-                    index=IndexSettings(), installer="pip")
+                    index=IndexSettings(), installer="pip", env_cache=root / "envs")

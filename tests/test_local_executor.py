@@ -30,9 +30,12 @@ def temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def sdist_job(tmp_path: Path, name: str, **behaviour: object) -> BuildJob:
     sdist = make_sdist(tmp_path / "sdists", name, **behaviour)  # type: ignore[arg-type]
     (tmp_path / "wh").mkdir(exist_ok=True)
+    run = tmp_path / "build-envs"  # a run's folder of prepared environments, as run_env_cache makes it
+    for folder in ("envs", "resolutions"):
+        (run / folder).mkdir(parents=True, exist_ok=True)
     return BuildJob(key=f"{name}-1.0", source=sdist, kind="sdist", name=name, version="1.0", sha256=None,
                     wheelhouse=tmp_path / "wh", log_path=tmp_path / "logs" / f"{name}.log",
-                    index=IndexSettings(), installer="pip")
+                    index=IndexSettings(), installer="pip", env_cache=run)
 
 
 def events_until_exit(events: queue.Queue[WorkerEvent]) -> list[WorkerEvent]:

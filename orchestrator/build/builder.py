@@ -24,7 +24,7 @@ from packaging.utils import (
 )
 
 from orchestrator.build.envcache import EnvCache, EnvView, SubprocessInstaller
-from orchestrator.build.envs import BuildEnv, choose_installer
+from orchestrator.build.envs import choose_installer
 from orchestrator.build.extract import extract_sdist
 from orchestrator.errors import BuildError, BuildKilledError, SourceError, WheelError
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
@@ -127,11 +127,9 @@ def _build(builder: build.ProjectBuilder, job: BuildJob, tmp: Path, timer: _Time
         return Path(builder.build("wheel", tmp / "dist"))
 
 
-def _environment(job: BuildJob, path: Path, log: IO[str]) -> BuildEnv | EnvView:
-    """The build's isolated environment: a view of the run's prepared envs, else a virtualenv of its own."""
+def _environment(job: BuildJob, path: Path, log: IO[str]) -> EnvView:
+    """The build's isolated environment: an empty virtualenv that sees the run's prepared environments."""
     installer = choose_installer(job.installer)
-    if job.env_cache is None:
-        return BuildEnv(path, installer=installer, index=job.index, log=log)
     cache = EnvCache(job.env_cache, SubprocessInstaller(installer, job.index, log), index=job.index, log=log)
     return cache.view(path)
 

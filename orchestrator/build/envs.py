@@ -1,4 +1,4 @@
-"""Isolated build environments: create a virtualenv, install build requirements into it."""
+"""The tools behind build environments: choosing the installer, creating a bare virtualenv, running the installer."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
@@ -129,40 +128,3 @@ def run_installer(cmd: list[str], env: Mapping[str, str], log: IO[str], what: st
         raise BuildKilledError(f"{what} was killed by {name}", name)
     if completed.returncode:
         raise BuildError(f"{what} failed; check --index-url/--find-links or the package's build-system.requires")
-
-
-class BuildEnv:
-    """A virtualenv for one build, created from scratch; satisfies ``build.env.IsolatedEnv``."""
-
-    def __init__(self, path: Path, *, installer: InstallerName, index: IndexSettings, log: IO[str]) -> None:
-        self.path = path
-        self._installer = installer
-        self._index = index
-        self._log = log
-        venv = create_venv(path, seed_pip=installer == "pip" and not outer_pip_usable())
-        self._python = str(venv.python)
-        self.scripts = str(venv.scripts)
-        self.purelib = venv.purelib
-
-    @property
-    def python_executable(self) -> str:
-        return self._python
-
-    def make_extra_environ(self) -> Mapping[str, str]:
-        path = os.environ.get("PATH")
-        return {"PATH": os.pathsep.join([self.scripts, path]) if path else self.scripts}
-
-    def install(self, requirements: Collection[str]) -> None:
-        """Install ``requirements`` into the environment; a failure is a :class:`BuildError`."""
-        if not requirements:
-            return
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="build-requirements-", delete=False) as file:
-            file.write("\n".join(sorted(requirements)))
-        listed = ", ".join(sorted(requirements))
-        try:
-            self._log.write(f"# {listed}\n")
-            run_installer(install_command(self._installer, self._python, Path(file.name), self._index),
-                          installer_environ(self.path), self._log,
-                          f"installing build requirements ({listed}) with {self._installer}")
-        finally:
-            os.unlink(file.name)
