@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 import psutil
@@ -294,6 +294,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           requirements: tuple[Path, ...], max_downloads: int, cache_dir: Path | None, no_cache: bool,
           download_timeout: float, download_retries: int, require_hashes: bool, constraints: tuple[Path, ...],
           no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...], prefer_binary: bool,
+          resolver: Literal["auto", "pip", "uv"],
           sdist_dir: Path | None, installer: str, keep_build_envs: bool, install_into: Path | None, install_after_build: bool,
           max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool,
           force: bool, timeout: float | None, retries: int, log_dir: Path | None, report_json: Path | None,
@@ -311,7 +312,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     overrides = load_package_config(config) if config else {}
     wanted = read_requirements(requirements, verb="build", require_hashes=require_hashes, constraints=constraints,
                            no_deps=no_deps, no_binary=no_binary, only_binary=only_binary,
-                           prefer_binary=prefer_binary, overrides=overrides)
+                           prefer_binary=prefer_binary, resolver=resolver, overrides=overrides)
     collected = collect_sources(sources)
     state = _state_dir(state_dir)
     index = _index(index_url, extra_index_url, find_links, no_index, wanted.parsed.index if wanted else None)
@@ -402,12 +403,14 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
              extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool, cache_dir: Path | None,
              no_cache: bool, download_timeout: float, download_retries: int, require_hashes: bool,
              constraints: tuple[Path, ...], no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...],
-             prefer_binary: bool, report_json: Path | None, state_dir: Path | None) -> None:
+             prefer_binary: bool, resolver: Literal["auto", "pip", "uv"], report_json: Path | None,
+             state_dir: Path | None) -> None:
     """Download the sdists that -r requirements files pin, checking hashes."""
     config = find_config(Path.cwd())
     wanted = read_requirements(requirements, verb="download", require_hashes=require_hashes, constraints=constraints,
                            no_deps=no_deps, no_binary=no_binary, only_binary=only_binary,
-                           prefer_binary=prefer_binary, overrides=load_package_config(config) if config else {})
+                           prefer_binary=prefer_binary, resolver=resolver,
+                           overrides=load_package_config(config) if config else {})
     assert wanted is not None
     index = _index(index_url, extra_index_url, find_links, no_index, wanted.parsed.index)
     settings = _download_settings(index, _state_dir(state_dir), cache_dir, no_cache, download_timeout,

@@ -63,6 +63,9 @@ resolve_options = _group([
     option("--only-binary", multiple=True, metavar=":all:|:none:|NAMES",
            help="Take only wheels of these from the index, never build them, as in pip."),
     option("--prefer-binary", is_flag=True, help="Prefer an older version with a wheel to a newer one to build."),
+    option("--resolver", type=click.Choice(["auto", "pip", "uv"]), default="auto", show_default=True,
+           help="Whose resolver pins the dependencies; auto takes uv's when uv is installed, pip's for "
+           "--prefer-binary and --require-hashes."),
 ])
 
 install_options = _group([

@@ -186,11 +186,8 @@ class BuildRun:
             self._installs.submit(self._wheelhouse.path / wheel)
 
     def _pins(self, requirements: Requirements) -> tuple[PinnedRequirement, ...]:
-        pins, resolution = resolve_pins(requirements, self._settings.index, self.report, self._observer.event)
-        if resolution is not None:
-            self._environment = resolution.environment
-            self._extras = {distribution.name: sorted(distribution.extras)
-                            for distribution in resolution.distributions}
+        pins, self._environment = resolve_pins(requirements, self._settings.index, self.report, self._observer.event)
+        self._extras = {pin.name: sorted(pin.extras) for pin in pins if pin.extras}
         return pins
 
     def _start_downloads(self, requirements: Sequence[PinnedRequirement], stack: contextlib.ExitStack) -> None:
