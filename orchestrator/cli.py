@@ -294,8 +294,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           requirements: tuple[Path, ...], max_downloads: int, cache_dir: Path | None, no_cache: bool,
           download_timeout: float, download_retries: int, require_hashes: bool, constraints: tuple[Path, ...],
           no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...], prefer_binary: bool,
-          resolver: Literal["auto", "pip", "uv"],
-          sdist_dir: Path | None, installer: str, keep_build_envs: bool, install_into: Path | None, install_after_build: bool,
+          resolver: Literal["auto", "pip", "uv"], sdist_dir: Path | None, installer: str, keep_build_envs: bool,
+          install_into: Path | None, install_after_build: bool,
           max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool,
           force: bool, timeout: float | None, retries: int, log_dir: Path | None, report_json: Path | None,
           state_dir: Path | None, no_history: bool, config: Path | None, wait_lock: float) -> None:

@@ -44,7 +44,10 @@ def uv_version() -> str | None:
 
 def resolve_with_uv(requirement_files: Sequence[Path], *, constraint_files: Sequence[Path] = (),
                     binary: BinaryPolicy, index: IndexSettings, python: Path) -> tuple[PinnedRequirement, ...]:
-    """Pins for ``requirement_files`` and their dependencies, for ``python``; a failure is a :class:`ResolutionError`."""
+    """Pins for ``requirement_files`` and their dependencies, for ``python``.
+
+    A failure is a :class:`ResolutionError` whose message is uv's in one line.
+    """
     uv = find_uv()
     assert uv is not None, "checked by the caller"
     files = ", ".join(map(str, requirement_files))
