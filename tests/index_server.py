@@ -285,6 +285,17 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b"not found", "text/plain")
 
+    def do_HEAD(self) -> None:
+        """What a GET of a file would answer, without the body (uv asks before it fetches); not counted."""
+        parts = [part for part in self.path.split("?", 1)[0].split("/") if part]
+        index = self.server.index
+        with index._lock:
+            file = index._files.get(parts[1]) if len(parts) == 2 and parts[0] == "files" else None
+        self.send_response(200 if file is not None else 404)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(file.content) if file is not None else 0))
+        self.end_headers()
+
     def _send(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)

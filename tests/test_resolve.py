@@ -1,5 +1,5 @@
-"""The binary policy (pure logic, checked against pip's own FormatControl) and the resolver
-(real pip, a real index on 127.0.0.1 serving wheels and sdists that declare dependencies)."""
+"""The binary policy (pure logic, checked against pip's own FormatControl) and the resolvers
+(real pip, real uv, a real index on 127.0.0.1 serving wheels and sdists that declare dependencies)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from index_server import IndexServer
 from sdists import make_sdist, make_tree
 from wheels import write_wheel
 
+from orchestrator.build.envs import find_uv
 from orchestrator.download.binary import BinaryOption, BinaryPolicy
 from orchestrator.download.resolve import (
     ArtifactKind,
@@ -27,6 +28,8 @@ from orchestrator.download.resolve import (
     ResolvedDistribution,
     resolve,
 )
+from orchestrator.download.uv_resolve import _binary_args as uv_binary_args
+from orchestrator.download.uv_resolve import resolve_with_uv
 from orchestrator.errors import ResolutionError, UsageError
 from orchestrator.settings import IndexSettings
 
@@ -485,3 +488,58 @@ def test_a_missing_pip_says_what_to_install(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(ResolutionError) as caught:
         resolve([_requirements(tmp_path, "wonly\n")], index=IndexSettings(no_index=True))
     assert f"pip is not installed for {sys.executable}" in caught.value.message
+
+
+# --- uv's resolver ------------------------------------------------------------------------
+
+needs_uv = pytest.mark.skipif(find_uv() is None, reason="uv is not installed")
+
+
+@needs_uv
+def test_uv_pins_the_dependencies_and_keeps_what_the_files_say(index: Index, tmp_path: Path) -> None:
+    sha = "a" * 64
+    requirements = _requirements(tmp_path, f"top[cli]\nboth==1.0 --hash=sha256:{sha}\n")
+    pins = {pin.name: pin for pin in resolve_with_uv([requirements], binary=BinaryPolicy(), index=index.settings,
+                                                         python=Path(sys.executable))}
+    assert {name: pin.version for name, pin in pins.items()} == {
+        "top": "1.0", "wonly": "1.0", "sonly": "1.0", "both": "1.0"}
+    assert pins["top"].origin == f"{requirements}:1" and pins["top"].extras == frozenset({"cli"})
+    assert pins["both"].origin == f"{requirements}:2" and pins["both"].hashes == frozenset({sha})
+    assert pins["wonly"].origin == f"{requirements} (a dependency)" and pins["wonly"].hashes == frozenset()
+    assert all(pin.url is None and pin.path is None for pin in pins.values())  # the finder chooses each file
+
+
+@needs_uv
+@pytest.mark.parametrize(
+    ("text", "options", "named"),
+    [
+        ("top\n", [("--no-binary", ":all:")], "wonly"),
+        ("top\n", [("--only-binary", ":all:")], "sonly"),
+        ("a==1.0\nb==1.0\n", [], "c"),
+    ],
+    ids=["no-binary-all", "only-binary-all", "conflict"],
+)
+def test_uv_failures_are_one_line_naming_the_requirement(
+    index: Index, tmp_path: Path, text: str, options: list[tuple[BinaryOption, str]], named: str
+) -> None:
+    with pytest.raises(ResolutionError) as caught:
+        resolve_with_uv([_requirements(tmp_path, text)], binary=BinaryPolicy.from_options(options),
+                        index=index.settings, python=Path(sys.executable))
+    message = caught.value.message
+    assert message.startswith(f"cannot resolve {tmp_path / 'requirements.txt'}: ")
+    assert "\n" not in message and named in message, message
+    assert "×" not in message and "╰" not in message
+
+
+@pytest.mark.parametrize(
+    ("options", "args"),
+    [
+        ([], []),
+        ([("--no-binary", ":all:"), ("--only-binary", "foo,bar")],
+         ["--no-binary", ":all:", "--only-binary", "bar", "--only-binary", "foo"]),
+        ([("--no-binary", "x,y")], ["--no-binary", "x", "--no-binary", "y"]),
+        ([("--only-binary", ":all:")], ["--only-binary", ":all:"]),
+    ],
+)
+def test_uv_binary_arguments(options: list[tuple[BinaryOption, str]], args: list[str]) -> None:
+    assert uv_binary_args(BinaryPolicy.from_options(options)) == args
