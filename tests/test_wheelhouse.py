@@ -179,15 +179,13 @@ def test_an_incompatible_wheel_leaves_the_sdist_to_build(index: Index, tmp_path:
     assert index.server.downloads("oldtag-1.0-cp27-none-any.whl") == 0
 
 
-@pytest.mark.parametrize("tag", [f"cp{sys.version_info.major}{sys.version_info.minor}-none-any",
-                                 f"py{sys.version_info.major}{sys.version_info.minor}-none-any"])
 @pytest.mark.parametrize(("requirements", "args"), [("ranked\n", ()), ("ranked==1.0\n", ("--no-deps",))],
                          ids=["resolved", "no-deps"])
-def test_the_wheel_this_interpreter_ranks_highest_is_taken(index: Index, tmp_path: Path, tag: str,
-                                                          requirements: str, args: tuple[str, ...]) -> None:
-    # Both tags rank above py3-none-any for this interpreter, as pip ranks them.
+def test_the_wheel_this_interpreter_ranks_highest_is_taken(index: Index, tmp_path: Path, requirements: str,
+                                                          args: tuple[str, ...]) -> None:
     index.wheel("ranked")
-    best = index.wheel("ranked", tag=tag)
+    # cpXY-none-any ranks above py3-none-any for CPython X.Y, as pip ranks them
+    best = index.wheel("ranked", tag=f"cp{sys.version_info.major}{sys.version_info.minor}-none-any")
     result, _ = build(index, tmp_path, requirements, *args)
     assert result.returncode == 0, result.stderr
     assert wheels_in(tmp_path / "wh") == [best]
@@ -343,5 +341,61 @@ def test_a_second_run_builds_and_fetches_nothing_again(index: Index, tmp_path: P
     assert index.builds("sonly") == 1
     assert report is not None
     assert statuses(report)["sonly"] == "skipped"
+    for record in report["builds"]:  # the skipped one included: the report describes the whole set
+        assert record["wheel_sha256"] == hashlib.sha256(before[record["wheel"]]).hexdigest()
+        assert record["wheel_tag"] == "py3-none-any"
     assert {download["name"]: download["status"] for download in report["downloads"]} == {
         "top": "cached", "wonly": "cached", "sonly": "cached"}
+
+
+def test_no_deps_refuses_an_unpinned_line(index: Index, tmp_path: Path) -> None:
+    result, _ = build(index, tmp_path, "wonly==1.0\ntop\n", "--no-deps")
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {tmp_path / 'requirements.txt'}:2") and "--no-deps" in line
+
+
+@pytest.mark.parametrize("args", [(), ("--no-deps",)], ids=["resolved", "no-deps"])
+@pytest.mark.parametrize("named", [True, False], ids=["name-at-url", "url"])
+def test_a_url_to_a_wheel_is_taken_as_it_is(index: Index, tmp_path: Path, args: tuple[str, ...],
+                                            named: bool) -> None:
+    wheel = "wonly-1.0-py3-none-any.whl"
+    url = index.server.file_url(wheel)
+    result, report = build(index, tmp_path, f"wonly @ {url}\n" if named else f"{url}\n", *args)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "wh" / wheel).read_bytes() == index.bytes_of(wheel)
+    assert statuses(report) == {"wonly": "downloaded wheel"}
+
+
+@pytest.mark.parametrize(("requirements", "args"), [("linked\n", ()), ("linked==1.0\n", ("--no-deps",))],
+                         ids=["resolved", "no-deps"])
+def test_a_find_links_wheel_is_taken_as_it_is(index: Index, tmp_path: Path, requirements: str,
+                                              args: tuple[str, ...]) -> None:
+    links = tmp_path / "links"
+    links.mkdir()
+    wheel = write_wheel(links, "linked")
+    result, report = build(index, tmp_path, requirements, "--find-links", links, *args)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "wh" / wheel.name).read_bytes() == wheel.read_bytes()
+    assert statuses(report) == {"linked": "downloaded wheel"}
+
+
+def test_a_corrupt_wheel_from_the_index_is_refused(index: Index, tmp_path: Path) -> None:
+    index.wheel("broken", corrupt="hash")
+    result, report = build(index, tmp_path, "broken\n")
+    assert result.returncode == 1
+    assert statuses(report) == {"broken": "failed"}
+    failure = [line for line in result.stderr.splitlines() if line.startswith("FAILED broken")]
+    assert len(failure) == 1 and "broken-1.0-py3-none-any.whl is corrupt" in failure[0], result.stderr
+    assert wheels_in(tmp_path / "wh") == []
+
+
+def test_a_constraints_file_and_prefer_binary_reach_the_resolver(index: Index, tmp_path: Path) -> None:
+    index.wheel("pref", "1.0")
+    index.sdist("pref", "2.0")
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("c<2\n")
+    result, report = build(index, tmp_path, "c\npref\n", "-c", constraints, "--prefer-binary")
+    assert result.returncode == 0, result.stderr
+    assert wheels_in(tmp_path / "wh") == ["c-1.0-py3-none-any.whl", "pref-1.0-py3-none-any.whl"]
+    assert statuses(report) == {"c": "downloaded wheel", "pref": "downloaded wheel"}
