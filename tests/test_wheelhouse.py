@@ -116,7 +116,9 @@ def wheels_in(folder: Path) -> list[str]:
 
 def statuses(report: dict[str, Any] | None) -> dict[str, str]:
     assert report is not None
-    return {record["name"]: record["status"] for record in report["builds"]}
+    found = {record["name"]: record["status"] for record in report["builds"]}
+    assert len(found) == len(report["builds"]), report["builds"]
+    return found
 
 
 def error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -228,8 +230,16 @@ def test_a_dependency_on_no_index_fails_the_resolution(index: Index, tmp_path: P
     assert wheels_in(tmp_path / "wh") == []
 
 
-@pytest.mark.parametrize("in_wheelhouse", [False, True], ids=["missing", "already-in-wheelhouse"])
-def test_an_incomplete_set_fails_the_run(tmp_path: Path, in_wheelhouse: bool) -> None:
+@pytest.mark.parametrize(("requirement", "requires", "in_wheelhouse", "unmet"), [
+    ("liar", "hidden", False, "liar 1.0 requires hidden (missing)"),
+    # the extras the requirements ask are checked too
+    ("liar[x]", "hidden; extra == 'x'", False, "liar[x] 1.0 requires hidden; extra == 'x' (missing)"),
+    ("liar", "hidden; extra == 'x'", False, None),
+    # a wheel already in the wheelhouse completes the set
+    ("liar", "hidden", True, None),
+], ids=["missing", "missing-for-an-extra", "extra-not-asked", "already-in-wheelhouse"])
+def test_an_incomplete_set_fails_the_run(tmp_path: Path, requirement: str, requires: str, in_wheelhouse: bool,
+                                         unmet: str | None) -> None:
     """pip resolves complete sets; an index whose metadata files hide a dependency makes one it is not."""
     made = tmp_path / "made"
     made.mkdir()
@@ -238,23 +248,23 @@ def test_an_incomplete_set_fails_the_run(tmp_path: Path, in_wheelhouse: bool) ->
     if in_wheelhouse:
         write_wheel(wheelhouse, "hidden")
     with IndexServer(core_metadata=True) as server:
-        liar = write_wheel(made, "liar", requires_dist=["hidden"])
+        liar = write_wheel(made, "liar", requires_dist=[requires])
         # The metadata pip reads says liar needs nothing; the wheel says it needs hidden.
         server.add(liar.name, liar.read_bytes(), metadata=b"Metadata-Version: 2.1\nName: liar\nVersion: 1.0\n")
         hidden = write_wheel(made, "hidden")
         server.add(hidden.name, hidden.read_bytes())
-        result, report = build(Index(server, made), tmp_path, "liar\n", wheelhouse=wheelhouse)
+        result, report = build(Index(server, made), tmp_path, f"{requirement}\n", wheelhouse=wheelhouse)
     assert report is not None and statuses(report) == {"liar": "downloaded wheel"}
     assert "liar-1.0-py3-none-any.whl" in wheels_in(wheelhouse)
-    if in_wheelhouse:
+    if unmet is None:
         assert result.returncode == 0, result.stderr
         assert report["unmet"] == []
         return
     assert result.returncode == 1
-    assert report["unmet"] == ["liar 1.0 requires hidden (missing)"]
+    assert report["unmet"] == [unmet]
     lines = result.stderr.splitlines()
     assert any(line.startswith("the set is incomplete: 1 requirement(s)") for line in lines), result.stderr
-    assert "  liar 1.0 requires hidden (missing)" in lines
+    assert f"  {unmet}" in lines
 
 
 def test_a_conflict_names_both_requirements(index: Index, tmp_path: Path) -> None:
