@@ -185,9 +185,10 @@ def test_an_incompatible_wheel_leaves_the_sdist_to_build(index: Index, tmp_path:
                          ids=["resolved", "no-deps"])
 def test_the_wheel_this_interpreter_ranks_highest_is_taken(index: Index, tmp_path: Path, requirements: str,
                                                           args: tuple[str, ...]) -> None:
+    # For CPython X.Y, as pip ranks them: cpXY-none-any, then pyXY-none-any, then py3-none-any
     index.wheel("ranked")
-    # cpXY-none-any ranks above py3-none-any for CPython X.Y, as pip ranks them
     best = index.wheel("ranked", tag=f"cp{sys.version_info.major}{sys.version_info.minor}-none-any")
+    index.wheel("ranked", tag=f"py{sys.version_info.major}{sys.version_info.minor}-none-any")
     result, _ = build(index, tmp_path, requirements, *args)
     assert result.returncode == 0, result.stderr
     assert wheels_in(tmp_path / "wh") == [best]
@@ -409,3 +410,13 @@ def test_a_constraints_file_and_prefer_binary_reach_the_resolver(index: Index, t
     assert result.returncode == 0, result.stderr
     assert wheels_in(tmp_path / "wh") == ["c-1.0-py3-none-any.whl", "pref-1.0-py3-none-any.whl"]
     assert statuses(report) == {"c": "downloaded wheel", "pref": "downloaded wheel"}
+
+
+def test_sources_alone_only_warn_of_an_incomplete_set(tmp_path: Path) -> None:
+    sdist = make_sdist(tmp_path / "src", "local", requires_dist=["elsewhere>=2"])
+    result = orchestrate("build", sdist, "-w", tmp_path / "wh", "--no-index")
+    assert result.returncode == 0, result.stderr
+    assert wheels_in(tmp_path / "wh") == ["local-1.0-py3-none-any.whl"]
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("warning: the set is incomplete: 1 requirement(s)") for line in lines), result.stderr
+    assert "  local 1.0 requires elsewhere>=2 (missing)" in lines
