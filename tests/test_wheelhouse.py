@@ -420,3 +420,18 @@ def test_sources_alone_only_warn_of_an_incomplete_set(tmp_path: Path) -> None:
     lines = result.stderr.splitlines()
     assert any(line.startswith("warning: the set is incomplete: 1 requirement(s)") for line in lines), result.stderr
     assert "  local 1.0 requires elsewhere>=2 (missing)" in lines
+
+
+@pytest.mark.parametrize(("requirements", "args"), [("top\n", ()), ("sonly==1.0\n", ("--no-deps",))],
+                         ids=["resolved", "no-deps"])
+def test_a_package_setting_that_forbids_the_only_file_is_named(index: Index, tmp_path: Path, requirements: str,
+                                                               args: tuple[str, ...]) -> None:
+    config = tmp_path / "orchestrate.toml"
+    config.write_text('[packages.sonly]\nbinary = "binary"\n')
+    result, _ = build(index, tmp_path, requirements, "--config", config, *args)
+    assert result.returncode == 1
+    failures = [line for line in result.stderr.splitlines() if line.startswith(("error:", "FAILED"))]
+    assert len(failures) == 1, result.stderr
+    # the user wrote no --only-binary: the message names what they did write
+    assert 'package setting binary = "binary" allows only wheels of sonly' in failures[0]
+    assert "--only-binary" not in failures[0]
