@@ -281,11 +281,10 @@ def test_a_conflict_names_both_requirements(index: Index, tmp_path: Path) -> Non
     ("# only a comment\n", "they list no requirement"),
     ('foo; sys_platform == "nowhere"\n', "a marker excludes every line here (1 skipped)"),
 ], ids=["empty", "comment", "marker"])
-@pytest.mark.parametrize("args", [(), ("--no-deps",)], ids=["resolved", "no-deps"])
-def test_nothing_to_build_is_a_usage_error(tmp_path: Path, text: str, why: str, args: tuple[str, ...]) -> None:
+def test_nothing_to_build_is_a_usage_error(tmp_path: Path, text: str, why: str) -> None:
     requirements = tmp_path / "requirements.txt"
     requirements.write_text(text)
-    result = orchestrate("build", "-r", requirements, "-w", tmp_path / "wh", "--no-index", *args)
+    result = orchestrate("build", "-r", requirements, "-w", tmp_path / "wh", "--no-index")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"error: {requirements}: nothing to build: {why}; check the file and what wrote it"]
@@ -332,10 +331,12 @@ def test_require_hashes(index: Index, tmp_path: Path, args: tuple[str, ...]) -> 
     assert wheels_in(tmp_path / "other") == []
 
 
-def test_a_lock_hashing_only_the_sdist_builds_it_as_pip_does(index: Index, tmp_path: Path) -> None:
+@pytest.mark.parametrize("args", [(), ("--no-deps",)], ids=["resolved", "no-deps"])
+def test_a_lock_hashing_only_the_sdist_builds_it_as_pip_does(index: Index, tmp_path: Path,
+                                                             args: tuple[str, ...]) -> None:
     """A wheel uploaded after the lock was made: pip takes the file whose hash the lock gives."""
     sdist = hashlib.sha256(index.bytes_of("both-1.0.tar.gz")).hexdigest()
-    result, report = build(index, tmp_path, f"both==1.0 --hash=sha256:{sdist}\n", "--no-deps")
+    result, report = build(index, tmp_path, f"both==1.0 --hash=sha256:{sdist}\n", *args)
     assert result.returncode == 0, result.stderr
     assert statuses(report) == {"both": "built"}
     assert index.builds("both") == 1
