@@ -313,6 +313,7 @@ class BuildRun:
         try:
             check_wheel(wheel, name=result.name, version=result.version)
             publish_wheel(wheel, self._wheelhouse.path)
+            self._wheelhouse.forget(wheel.name)
         except WheelError as exc:
             status, error = Status.FAILED, exc.message
         placed = BuildResult(

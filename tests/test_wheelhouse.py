@@ -436,3 +436,16 @@ def test_a_package_setting_that_forbids_the_only_file_is_named(index: Index, tmp
     # the user wrote no --only-binary: the message names what they did write
     assert 'package setting binary = "binary" allows only wheels of sonly' in failures[0]
     assert "--only-binary" not in failures[0]
+
+
+def test_a_wheel_from_the_index_is_not_taken_for_a_build_of_the_same_name(index: Index, tmp_path: Path) -> None:
+    """A pure-Python sdist builds a wheel of the very name the index's wheel has: placing one replaces the other."""
+    config = tmp_path / "orchestrate.toml"
+    config.write_text('[packages.both]\nbinary = "source"\n')
+    wheel = tmp_path / "wh" / "both-1.0-py3-none-any.whl"
+    for args, status in [(("--config", config), "built"), ((), "downloaded wheel"), (("--config", config), "built")]:
+        result, report = build(index, tmp_path, "both==1.0\n", "--no-deps", *args)
+        assert result.returncode == 0, result.stderr
+        assert statuses(report) == {"both": status}
+        assert (wheel.read_bytes() == index.bytes_of(wheel.name)) is (status == "downloaded wheel")
+    assert index.builds("both") == 2
