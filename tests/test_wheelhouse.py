@@ -342,7 +342,7 @@ def test_a_lock_hashing_only_the_sdist_builds_it_as_pip_does(index: Index, tmp_p
     assert index.builds("both") == 1
 
 
-def test_a_second_run_builds_and_fetches_nothing_again(index: Index, tmp_path: Path) -> None:
+def test_a_second_run_builds_nothing_again_and_takes_files_from_the_cache(index: Index, tmp_path: Path) -> None:
     first, _ = build(index, tmp_path, "top\n")
     assert first.returncode == 0, first.stderr
     wheelhouse = tmp_path / "wh"
