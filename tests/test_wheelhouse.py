@@ -367,8 +367,8 @@ def test_no_deps_refuses_an_unpinned_line(index: Index, tmp_path: Path) -> None:
     assert line.startswith(f"error: {tmp_path / 'requirements.txt'}:2") and "--no-deps" in line
 
 
-@pytest.mark.parametrize("args", [(), ("--no-deps",)], ids=["resolved", "no-deps"])
-@pytest.mark.parametrize("named", [True, False], ids=["name-at-url", "url"])
+@pytest.mark.parametrize(("named", "args"), [(True, ()), (False, ("--no-deps",))],
+                         ids=["name-at-url-resolved", "url-no-deps"])
 def test_a_url_to_a_wheel_is_taken_as_it_is(index: Index, tmp_path: Path, args: tuple[str, ...],
                                             named: bool) -> None:
     wheel = "wonly-1.0-py3-none-any.whl"
