@@ -238,7 +238,8 @@ class BuildRun:
             self.report.builds.append(
                 BuildResult(name=source.name, version=source.version, source=str(source.path), status=Status.SKIPPED,
                             wheel=existing, started_at=now, finished_at=now, phases={}, peak_rss_bytes=0, cpu_s=0.0,
-                            log=None, error=None)
+                            log=None, error=None, wheel_sha256=_file_sha256(self._wheelhouse.path / existing),
+                            wheel_tag=_wheel_tag(existing))
             )
             self._observer.event(f"{source.key}: skipped, {existing} is already in the wheelhouse (--force rebuilds)")
             self._wheel_ready(existing)
@@ -284,6 +285,7 @@ class BuildRun:
         try:
             check_wheel(wheel, name=result.name, version=result.version)
             publish_wheel(wheel, self._wheelhouse.path)
+            self._wheelhouse.forget(wheel.name)
         except WheelError as exc:
             status, error = Status.FAILED, exc.message
         placed = BuildResult(
@@ -324,10 +326,8 @@ class BuildRun:
 
     def _built(self, result: BuildResult) -> None:
         if result.wheel:
-            wheel = self._wheelhouse.path / result.wheel
-            with contextlib.suppress(OSError):
-                with wheel.open("rb") as file:
-                    digest = hashlib.file_digest(file, "sha256").hexdigest()
+            digest = _file_sha256(self._wheelhouse.path / result.wheel)
+            if digest is not None:
                 result = replace(result, wheel_sha256=digest, wheel_tag=_wheel_tag(result.wheel))
         self.report.builds.append(result)
         source = self._sources.get(result.source)
@@ -350,6 +350,15 @@ class BuildRun:
                     finished_at=result.finished_at,
                 )
             )
+
+
+def _file_sha256(path: Path) -> str | None:
+    """The sha256 of a wheel in the wheelhouse, for the report; ``None`` if it cannot be read."""
+    try:
+        with path.open("rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def _wheel_tag(filename: str) -> str:

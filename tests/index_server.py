@@ -85,18 +85,19 @@ class IndexServer:
         return f"{self.url}/files/{filename}"
 
     def add(
-        self, filename: str, content: bytes, *, advertised_sha256: str | None = None
+        self, filename: str, content: bytes, *, advertised_sha256: str | None = None, metadata: bytes | None = None
     ) -> str:
         """Serve ``content`` as ``filename``; return its sha256.
 
-        ``advertised_sha256`` overrides the hash the simple page lists.
+        ``advertised_sha256`` overrides the hash the simple page lists; ``metadata``, with
+        ``core_metadata``, is served as the wheel's METADATA instead of its own (an index that lies).
         """
         if filename.endswith(".whl"):
             project = parse_wheel_filename(filename)[0]
         else:
             project = parse_sdist_filename(filename)[0]
         sha256 = hashlib.sha256(content).hexdigest()
-        metadata = _wheel_metadata(filename, content) if self.core_metadata else None
+        metadata = (metadata or _wheel_metadata(filename, content)) if self.core_metadata else None
         with self._lock:
             self._files[filename] = _File(
                 project=project, content=content, advertised=advertised_sha256 or sha256, metadata=metadata

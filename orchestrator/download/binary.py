@@ -48,6 +48,8 @@ class BinaryPolicy:
     """Packages that must come as wheels, whatever ``default`` says."""
     prefer_binary: bool = False
     """Prefer an older version with a wheel over a newer one with only an sdist."""
+    from_settings: frozenset[NormalizedName] = frozenset()
+    """Packages of ``no_binary`` or ``only_binary`` because of their per-package setting, not an option."""
 
     @classmethod
     def from_options(
@@ -81,6 +83,7 @@ class BinaryPolicy:
                     other.discard(name)
                     own.add(name)
         named = lists["--no-binary"] | lists["--only-binary"]
+        from_settings: set[NormalizedName] = set()
         for raw_name, setting in (packages or {}).items():
             name = _package_name(raw_name)
             if setting not in ("binary", "source"):
@@ -90,11 +93,13 @@ class BinaryPolicy:
             if name in named:
                 continue  # the command line named it: that wins over the config file
             lists["--only-binary" if setting == "binary" else "--no-binary"].add(name)
+            from_settings.add(name)
         return cls(
             default=default,
             no_binary=frozenset(lists["--no-binary"]),
             only_binary=frozenset(lists["--only-binary"]),
             prefer_binary=prefer_binary,
+            from_settings=frozenset(from_settings),
         )
 
     def allows_wheel(self, name: str) -> bool:
@@ -135,9 +140,11 @@ class BinaryPolicy:
         """Why ``name`` is restricted to one format, as the options that say so; ``None`` if it is not."""
         key = canonicalize_name(name)
         if key in self.only_binary:
-            return f"--only-binary {key} allows only wheels of {key}"
+            said = 'the package setting binary = "binary"' if key in self.from_settings else f"--only-binary {key}"
+            return f"{said} allows only wheels of {key}"
         if key in self.no_binary:
-            return f"--no-binary {key} allows only sdists of {key}"
+            said = 'the package setting binary = "source"' if key in self.from_settings else f"--no-binary {key}"
+            return f"{said} allows only sdists of {key}"
         if self.default == "binary":
             return f"--only-binary :all: allows only wheels of {key}"
         if self.default == "source":

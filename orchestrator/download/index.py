@@ -91,10 +91,10 @@ class Finder:
         version = requirement.version
         assert version is not None
         operator = "==" if _is_pep440(version) else "==="
-        links = [
+        links = _allowed_by_hashes([
             package.link
             for package in self._finder.find_matches(f"{requirement.name}{operator}{version}", allow_yanked=True)
-        ]
+        ], requirement.hashes)
         wheels = [link for link in links if link.is_wheel]
         sdists = [link for link in links if not link.is_wheel]
         readable = [link for link in sdists if link.filename.endswith(SDIST_SUFFIXES)]
@@ -121,6 +121,21 @@ class Finder:
                 f"only {_some(sdists)}; pin a URL to one it reads"
             )
         raise DownloadError(f"{label}: {why}, and {self.where} has only {_some(links)}")
+
+
+def _allowed_by_hashes(links: list[Link], hashes: frozenset[str]) -> list[Link]:
+    """As pip does: once the index lists a file with a hash the pin gives, files it lists with other hashes go.
+
+    A lock that hashes only the sdist (its wheel was uploaded later) builds the sdist, as with
+    ``pip wheel``, instead of failing on the wheel's hash.
+    """
+    def advertised(link: Link) -> str | None:
+        digest = (link.hash_option or {}).get("sha256", [None])[0]
+        return digest.lower() if digest else None
+
+    if not any(advertised(link) in hashes for link in links):
+        return links
+    return [link for link in links if advertised(link) is None or advertised(link) in hashes]
 
 
 def _best_wheel(wheels: list[Link]) -> Link | None:

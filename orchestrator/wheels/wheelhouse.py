@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,8 @@ class Wheelhouse:
         except OSError as exc:
             raise UsageError(f"{path}: cannot create the wheelhouse folder: {exc.strerror}") from None
         self._manifest = self._load()
+        self._manifest_lock = threading.Lock()
+        """Builds are recorded from the scheduler's thread, wheels from the index placed from download threads."""
 
     @contextlib.contextmanager
     def locked(self, *, wait: float = 0.0) -> Iterator[None]:
@@ -78,7 +81,20 @@ class Wheelhouse:
         """Remember which sdist a wheel came from; written atomically."""
         if sha256 is None:
             return
-        self._manifest[sha256] = {"wheel": wheel, "source": source}
+        with self._manifest_lock:
+            self._manifest[sha256] = {"wheel": wheel, "source": source}
+            self._write()
+
+    def forget(self, wheel: str) -> None:
+        """Forget the sdist ``wheel`` was built from: another file (the index's wheel) now has its name."""
+        with self._manifest_lock:
+            stale = [sha256 for sha256, entry in self._manifest.items() if entry.get("wheel") == wheel]
+            for sha256 in stale:
+                del self._manifest[sha256]
+            if stale:
+                self._write()
+
+    def _write(self) -> None:
         with atomic_write(self.path / MANIFEST) as out:
             out.write(json.dumps(self._manifest, indent=1, sort_keys=True).encode())
 
