@@ -98,14 +98,19 @@ def index(tmp_path: Path) -> Iterator[Index]:
 
 
 def build(index: Index, tmp_path: Path, requirements: str, *args: str | os.PathLike[str],
-          wheelhouse: Path | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
-    """Run ``orchestrate build -r`` on ``requirements`` against the index; the process and its JSON report."""
+          wheelhouse: Path | None = None, resolver: str = "pip",
+          ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
+    """Run ``orchestrate build -r`` on ``requirements`` against the index; the process and its JSON report.
+
+    pip's resolver unless ``resolver`` says otherwise: its semantics are pip wheel's, which these tests
+    hold orchestrate to; the ``uv`` cases check what uv's resolver changes (only how a failure reads).
+    """
     path = tmp_path / "requirements.txt"
     path.write_text(requirements)
     report = tmp_path / "report.json"
     report.unlink(missing_ok=True)
     result = orchestrate("build", "-r", path, "-w", wheelhouse or tmp_path / "wh", "--index-url",
-                         index.server.simple_url, "--report-json", report, *args)
+                         index.server.simple_url, "--report-json", report, "--resolver", resolver, *args)
     assert "Traceback" not in result.stderr, result.stderr
     return result, json.loads(report.read_text()) if report.exists() else None
 
@@ -128,8 +133,9 @@ def error_line(result: subprocess.CompletedProcess[str]) -> str:
     return errors[0]
 
 
-def test_dependencies_come_as_index_wheels_and_built_sdists(index: Index, tmp_path: Path) -> None:
-    result, report = build(index, tmp_path, "top\n")
+@pytest.mark.parametrize("resolver", ["pip", "uv"])
+def test_dependencies_come_as_index_wheels_and_built_sdists(index: Index, tmp_path: Path, resolver: str) -> None:
+    result, report = build(index, tmp_path, "top\n", resolver=resolver)
     assert result.returncode == 0, result.stderr
     wheelhouse = tmp_path / "wh"
     assert wheels_in(wheelhouse) == ["sonly-1.0-py3-none-any.whl", "top-1.0-py3-none-any.whl",
@@ -151,7 +157,7 @@ def test_dependencies_come_as_index_wheels_and_built_sdists(index: Index, tmp_pa
     assert report["interpreter"].startswith(sys.executable)
     assert platform.python_version() in report["interpreter"]
     assert report["platform"] == platform.platform()
-    assert report["resolution"]["pip"] == installed_version("pip")
+    assert report["resolution"]["resolver"] == f"{resolver} {installed_version(resolver)}"
     assert report["resolution"]["distributions"] == 3
     assert report["unmet"] == []
 
@@ -266,6 +272,22 @@ def test_an_incomplete_set_fails_the_run(tmp_path: Path, requirement: str, requi
     lines = result.stderr.splitlines()
     assert any(line.startswith("the set is incomplete: 1 requirement(s)") for line in lines), result.stderr
     assert f"  {unmet}" in lines
+
+
+@pytest.mark.parametrize(("requirements", "args", "named"), [
+    ("top\n", ("--no-binary", ":all:"), ["wonly"]),
+    ("top\n", ("--only-binary", ":all:"), ["sonly"]),
+    ("needsabsent\n", (), ["absent"]),
+    ("a==1.0\nb==1.0\n", (), ["a", "b", "c<2", "c>=2"]),
+], ids=["no-binary-all", "only-binary-all", "absent", "conflict"])
+def test_uv_resolution_failures_are_one_line(index: Index, tmp_path: Path, requirements: str, args: tuple[str, ...],
+                                             named: list[str]) -> None:
+    result, _ = build(index, tmp_path, requirements, *args, resolver="uv")
+    assert result.returncode == 1
+    line = error_line(result)
+    assert line.startswith(f"error: cannot resolve {tmp_path / 'requirements.txt'}: "), line
+    assert all(name in line for name in named), line
+    assert wheels_in(tmp_path / "wh") == []
 
 
 def test_a_conflict_names_both_requirements(index: Index, tmp_path: Path) -> None:
