@@ -16,7 +16,6 @@ from packaging.tags import sys_tags
 from orchestrator.download.binary import BinaryOption, BinaryPolicy
 from orchestrator.download.fetch import (
     Downloader,
-    DownloadProgress,
     DownloadResult,
     DownloadSettings,
     DownloadStatus,
@@ -27,6 +26,7 @@ from orchestrator.download.fetch import (
 from orchestrator.download.requirements import PinnedRequirement, parse_requirements
 from orchestrator.errors import UsageError
 from orchestrator.settings import IndexSettings
+from orchestrator.stages import StageProgress
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -127,7 +127,7 @@ def test_progress_counts_files_and_bytes(tmp_path: Path, dest: Path) -> None:
         sizes = [len(sdist(f"pkg{i}", "1.0")) for i in range(5)]
         for i in range(5):
             server.add(f"pkg{i}-1.0.tar.gz", sdist(f"pkg{i}", "1.0"))
-        seen: list[DownloadProgress] = []
+        seen: list[StageProgress] = []
         results = download_all(
             [pin(f"pkg{i}") for i in range(5)] + [pin("absent")],
             settings_for(server, tmp_path),
@@ -136,8 +136,8 @@ def test_progress_counts_files_and_bytes(tmp_path: Path, dest: Path) -> None:
             on_progress=seen.append,
         )
     assert [r.status for r in results].count(DownloadStatus.FAILED) == 1
-    assert seen[0] == DownloadProgress(total=6, in_flight=0, done=0, failed=0, bytes_done=0)
-    assert seen[-1] == DownloadProgress(total=6, in_flight=0, done=5, failed=1, bytes_done=sum(sizes))
+    assert seen[0] == StageProgress(total=6, in_flight=0, done=0, failed=0, bytes_done=0)
+    assert seen[-1] == StageProgress(total=6, in_flight=0, done=5, failed=1, bytes_done=sum(sizes))
     assert max(progress.in_flight for progress in seen) == 2  # never more than max_downloads
     assert len(seen) == 1 + 6 + 6  # the start, then each fetch's start and end
 
