@@ -155,6 +155,30 @@ def test_on_result_is_called_in_the_calling_thread(index_server: IndexServer, tm
     assert threads == [threading.current_thread()]
 
 
+def test_an_interrupt_starts_no_more_fetches_and_closing_the_client_ends_those_in_flight(
+    index_server: IndexServer, tmp_path: Path, dest: Path
+) -> None:
+    index_server.add("fast-1.0.tar.gz", sdist("fast", "1.0"))
+    for name in ("trickles", "slow", "queued"):
+        index_server.add(f"{name}-1.0.tar.gz", sdist(name, "1.0") * 100)  # about 4 KB: minutes at 10 B/s
+        index_server.trickle(f"{name}-1.0.tar.gz", 10)
+
+    def interrupt(result: DownloadResult) -> None:
+        deadline = time.monotonic() + 30
+        while not index_server.downloads("trickles-1.0.tar.gz") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise KeyboardInterrupt  # as Ctrl-C would, in the calling thread, with "trickles" under way
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        download_all([pin("trickles"), pin("fast"), pin("slow"), pin("queued")],
+                     settings_for(index_server, tmp_path, retries=0), dest, max_downloads=2, on_result=interrupt)
+    assert time.monotonic() - started < 4  # not the 5 s the stall rule would take
+    assert index_server.downloads("trickles-1.0.tar.gz") == 1
+    assert index_server.downloads("queued-1.0.tar.gz") == 0  # both threads were busy until the interrupt
+    assert files_in(dest) == ["fast-1.0.tar.gz"]
+
+
 def test_max_downloads_must_be_positive(tmp_path: Path, dest: Path) -> None:
     settings = DownloadSettings(index=IndexSettings(no_index=True), cache_dir=None)
     with pytest.raises(UsageError, match="max_downloads must be at least 1, not 0"):
