@@ -27,6 +27,7 @@ from orchestrator.build.sources import collect_sources
 from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
 from orchestrator.download.binary import BinaryPolicy
 from orchestrator.download.fetch import Downloader, DownloadSettings
+from orchestrator.download.results import DOWNLOADS
 from orchestrator.download.wanted import read_requirements, resolve_pins
 from orchestrator.errors import (
     InstallError,
@@ -35,7 +36,7 @@ from orchestrator.errors import (
     UsageError,
     WheelError,
 )
-from orchestrator.install import Target, WheelInstaller
+from orchestrator.install import INSTALLS, Target, WheelInstaller
 from orchestrator.install.conflicts import refuse_conflicts
 from orchestrator.install.select import select_wheels, wheel_files
 from orchestrator.options import (
@@ -57,7 +58,7 @@ from orchestrator.policy.history import default_state_dir
 from orchestrator.report import RunReport
 from orchestrator.resources import usable_cpu_count
 from orchestrator.settings import IndexSettings
-from orchestrator.stages import DOWNLOADS, INSTALLS, Stage
+from orchestrator.stages import Stage
 from orchestrator.units import format_size, parse_size
 from orchestrator.wheels.distributions import check_installed, target_environment
 

@@ -36,9 +36,10 @@ from orchestrator.download.fetch import (
     DownloadStatus,
 )
 from orchestrator.download.requirements import PinnedRequirement
+from orchestrator.download.results import DOWNLOADS
 from orchestrator.download.wanted import Requirements, resolve_pins
 from orchestrator.errors import SourceError, WheelError
-from orchestrator.install import InstallResult, WheelInstaller
+from orchestrator.install import INSTALLS, InstallResult, WheelInstaller
 from orchestrator.jobs import BuildJob, BuildResult, Status, nested_jobs_environ
 from orchestrator.packageconfig import PackageOverrides
 from orchestrator.policy.admission import Limits, jobs_per_build
@@ -48,8 +49,6 @@ from orchestrator.resources import SystemProbe
 from orchestrator.scheduler import BuildScheduler, Observer, SchedulerSettings
 from orchestrator.settings import IndexSettings
 from orchestrator.stages import (
-    DOWNLOADS,
-    INSTALLS,
     Outcome,
     Stage,
     StageKind,

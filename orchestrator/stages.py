@@ -3,7 +3,8 @@
 Downloads and installs are stages, and so are the estimates that look into sdists
 beside the builds; the builds themselves go through the scheduler, which owns
 processes rather than threads. ``build`` runs its stages around the scheduler; the
-``download`` and ``install`` commands run one stage each::
+``download`` and ``install`` commands run one stage each, and the library calls
+``download_all`` and ``install_all`` one each through :func:`run_all`::
 
     submit(item) ─► pool thread: work(item) ─► result ─► results, tally, event line ─► on_result(result)
                                     │                                                        │
@@ -11,7 +12,9 @@ processes rather than threads. ``build`` runs its stages around the scheduler; t
 
 No exception disappears with its future: one raised by the work or by the hand-off of
 its result (``on_result``: queue a build, install a wheel) becomes a :class:`StageError`
-naming the item, an event line, and a failed run.
+naming the item, an event line, and a failed run. Each stage's kind (how it names
+items and reads results) lives with its stage: ``download.results.DOWNLOADS``,
+``install.installer.INSTALLS``; this module imports neither, so both can use it.
 """
 
 from __future__ import annotations
@@ -20,18 +23,13 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar
 
-from orchestrator.download.fetch import DownloadResult, DownloadStatus
-from orchestrator.download.requirements import PinnedRequirement
 from orchestrator.errors import OrchestratorError
-from orchestrator.install import InstallResult, InstallStatus
-from orchestrator.units import format_size
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +91,10 @@ class StageError:
         return {"stage": self.stage, "item": self.item, "error": self.error, "at": self.at}
 
 
+class StageFailed(OrchestratorError):
+    """What :func:`run_all` raises when the work on an item raised: the :class:`StageError`'s event line."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageKind(Generic[ItemT, ResultT]):
     """How a stage names its items and reads its results."""
@@ -116,10 +118,11 @@ class Stage(Generic[ItemT, ResultT]):
 
     Each result is appended to ``results`` (when given), counted, shown through
     ``on_event``, then handed to ``on_result``, all in the thread that produced it, so
-    "in flight" never exceeds ``max_workers``. ``on_progress`` gets the counts as each
-    item starts and ends. ``stop`` (e.g. closing a download client) ends work in
-    flight at once when the stage is cancelled. Use it as a context manager: leaving
-    waits for the items; leaving by an exception first drops the queued ones.
+    "in flight" never exceeds ``max_workers``. ``on_progress`` gets the counts as items
+    are submitted, start and end, in the order the counts moved (the last call has the
+    final counts). ``stop`` (e.g. closing a download client) ends work in flight at
+    once when the stage is cancelled. Use it as a context manager: leaving waits for
+    the items; leaving by an exception first drops the queued ones.
     """
 
     def __init__(
@@ -147,7 +150,12 @@ class Stage(Generic[ItemT, ResultT]):
         self._stop = stop
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=kind.name)
         self._lock = threading.Lock()
-        self._futures: list[Future[None]] = []
+        # Held from moving the counts until they are reported, so reports leave in order;
+        # apart from _lock, so that on_progress may read progress().
+        self._reporting = threading.Lock()
+        # Only those not ended: an ended future refers back to the stage (its callback), and
+        # that cycle would keep the work (an installer and its compilers) alive past the call.
+        self._futures: set[Future[ResultT]] = set()
         self._progress = StageProgress(total=0, in_flight=0, done=0, failed=0)
 
     def __enter__(self) -> Stage[ItemT, ResultT]:
@@ -157,10 +165,13 @@ class Stage(Generic[ItemT, ResultT]):
                  traceback: TracebackType | None) -> None:
         self.close(cancel=exc_type is not None)
 
-    def submit(self, *items: ItemT) -> None:
-        """Queue ``items``; they count in the total before any of them starts."""
-        with self._lock:
-            self._progress = self._count(total=len(items))
+    def submit(self, *items: ItemT) -> list[Future[ResultT]]:
+        """Queue ``items``, counted in the total (and reported) before any of them starts; their futures.
+
+        A future's result is its item's result; an item whose work raised ends with :class:`StageFailed`.
+        """
+        self._move(total=len(items))
+        futures = []
         for item in items:
             if self._holds is not None:
                 self._holds.hold()
@@ -171,9 +182,10 @@ class Stage(Generic[ItemT, ResultT]):
                     self._holds.release()
                 raise
             with self._lock:
-                self._futures.append(future)
+                self._futures.add(future)
             future.add_done_callback(functools.partial(self._ended, item))
-        self._on_progress(self.progress())
+            futures.append(future)
+        return futures
 
     def join(self) -> None:
         """Wait until every item submitted so far has ended."""
@@ -193,80 +205,96 @@ class Stage(Generic[ItemT, ResultT]):
         with self._lock:
             return self._progress
 
-    def _count(self, *, total: int = 0, in_flight: int = 0, done: int = 0, failed: int = 0,
-               bytes_done: int = 0) -> StageProgress:
-        """Move the counts (under the lock); the new snapshot."""
-        now = self._progress
-        return StageProgress(total=now.total + total, in_flight=now.in_flight + in_flight, done=now.done + done,
-                             failed=now.failed + failed, bytes_done=now.bytes_done + bytes_done)
+    def _move(self, *, total: int = 0, in_flight: int = 0, done: int = 0, failed: int = 0, bytes_done: int = 0,
+              line: str | None = None) -> None:
+        """Move the counts, show ``line`` (when given), then report the counts."""
+        with self._reporting:
+            with self._lock:
+                now = self._progress
+                self._progress = moved = StageProgress(
+                    total=now.total + total, in_flight=now.in_flight + in_flight, done=now.done + done,
+                    failed=now.failed + failed, bytes_done=now.bytes_done + bytes_done)
+            if line is not None:
+                self._on_event(line)
+            self._on_progress(moved)
 
-    def _run(self, item: ItemT) -> None:
-        with self._lock:
-            self._progress = started = self._count(in_flight=1)
-        self._on_progress(started)
+    def _run(self, item: ItemT) -> ResultT:
+        self._move(in_flight=1)
         try:
             result = self._work(item)
             outcome = self._kind.outcome(result)
         except Exception as exc:
-            with self._lock:
-                self._progress = ended = self._count(in_flight=-1, failed=1)
-            self._fail(item, exc)
-            self._on_progress(ended)
-            return
+            error = self._error(item, exc)
+            self._move(in_flight=-1, failed=1, line=error.event)
+            raise StageFailed(error.event) from exc
         if self._results is not None:
             self._results.append(result)
-        with self._lock:
-            self._progress = ended = (self._count(in_flight=-1, failed=1) if outcome.failed
-                                      else self._count(in_flight=-1, done=1, bytes_done=outcome.bytes))
-        if outcome.line is not None:
-            self._on_event(outcome.line)
-        self._on_progress(ended)
+        if outcome.failed:
+            self._move(in_flight=-1, failed=1, line=outcome.line)
+        else:
+            self._move(in_flight=-1, done=1, bytes_done=outcome.bytes, line=outcome.line)
         if self._on_result is not None:
             try:
                 self._on_result(result)
             except Exception as exc:
-                self._fail(item, exc)
+                self._on_event(self._error(item, exc).event)
+        return result
 
-    def _fail(self, item: ItemT, exc: BaseException) -> None:
+    def _error(self, item: ItemT, exc: BaseException) -> StageError:
+        """Record ``exc``, raised while working on ``item``, as an error of the run; the caller shows its event."""
         logger.debug("%s of %s raised", self._kind.name, self._kind.label(item), exc_info=exc)
         message = exc.message if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
         error = StageError(stage=self._kind.name, item=self._kind.label(item), error=" ".join(message.split()),
                            at=time.time())
         self._errors.append(error)
-        self._on_event(error.event)
+        return error
 
-    def _ended(self, item: ItemT, future: Future[None]) -> None:
+    def _ended(self, item: ItemT, future: Future[ResultT]) -> None:
         """Runs when an item's future ends or is cancelled: release its hold, keep what ``_run`` let through."""
+        with self._lock:
+            self._futures.discard(future)
         if self._holds is not None:
             self._holds.release()
         exc = None if future.cancelled() else future.exception()
-        if exc is not None:
-            self._fail(item, exc)
+        if exc is not None and not isinstance(exc, StageFailed):
+            self._on_event(self._error(item, exc).event)
 
 
-def _download_label(requirement: PinnedRequirement) -> str:
-    return f"{requirement.name}-{requirement.version}" if requirement.version else requirement.name
+def run_all(
+    kind: StageKind[ItemT, ResultT],
+    work: Callable[[ItemT], ResultT],
+    items: Sequence[ItemT],
+    *,
+    max_workers: int,
+    on_result: Callable[[ResultT], None] | None = None,
+    on_progress: Callable[[StageProgress], None] | None = None,
+    stop: Callable[[], None] | None = None,
+) -> list[ResultT]:
+    """Run ``work`` on every item in a :class:`Stage` of ``max_workers`` threads; the results in the order of ``items``.
 
-
-def _download_outcome(result: DownloadResult) -> Outcome:
-    label = f"{result.name}-{result.version}" if result.version else result.name
-    if result.status is DownloadStatus.FAILED or result.path is None:
-        return Outcome(line=f"{label}: download FAILED: {result.error}", failed=True)
-    size = f" ({format_size(result.bytes)})" if result.path.is_file() else ""
-    return Outcome(line=f"{label}: {result.status.value} {result.path}{size}", bytes=result.bytes)
-
-
-def _install_outcome(result: InstallResult) -> Outcome:
-    label = f"{result.name}-{result.version}"
-    if result.status is InstallStatus.FAILED:
-        return Outcome(line=f"{label}: install FAILED: {result.error}", failed=True)
-    return Outcome(line=f"{label}: {result.status.value} {result.reason or ''}".rstrip())
-
-
-DOWNLOADS: StageKind[PinnedRequirement, DownloadResult] = StageKind(
-    name="download", label=_download_label, outcome=_download_outcome)
-"""Requirements fetched into sdists."""
-
-INSTALLS: StageKind[Path, InstallResult] = StageKind(
-    name="install", label=lambda wheel: wheel.name, outcome=_install_outcome)
-"""Wheel files installed into a target environment."""
+    The stage of a library call (``download_all``, ``install_all``): ``on_result`` is
+    called in this thread as each item ends, the event lines go to the debug log, and
+    an item whose work raised raises :class:`StageFailed` here. That, an exception of
+    ``on_result`` or an interrupt starts no more items, calls ``stop`` (to end those in
+    flight) and waits for those under way, handing each that ends with a result to
+    ``on_result``, before it propagates.
+    """
+    stage = Stage(kind, work, max_workers=max_workers, errors=[], on_event=logger.debug, on_progress=on_progress,
+                  stop=stop)
+    futures: list[Future[ResultT]] = []
+    handed: set[Future[ResultT]] = set()
+    try:
+        futures = stage.submit(*items)
+        for future in as_completed(futures):
+            result = future.result()
+            handed.add(future)
+            if on_result is not None:
+                on_result(result)
+    except BaseException:
+        stage.close(cancel=True)
+        for future in futures:
+            if on_result is not None and future not in handed and not future.cancelled() and not future.exception():
+                on_result(future.result())
+        raise
+    stage.close(cancel=False)
+    return [future.result() for future in futures]

@@ -16,7 +16,6 @@ from packaging.tags import sys_tags
 from orchestrator.download.binary import BinaryOption, BinaryPolicy
 from orchestrator.download.fetch import (
     Downloader,
-    DownloadProgress,
     DownloadResult,
     DownloadSettings,
     DownloadStatus,
@@ -27,6 +26,7 @@ from orchestrator.download.fetch import (
 from orchestrator.download.requirements import PinnedRequirement, parse_requirements
 from orchestrator.errors import UsageError
 from orchestrator.settings import IndexSettings
+from orchestrator.stages import StageProgress
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -127,7 +127,7 @@ def test_progress_counts_files_and_bytes(tmp_path: Path, dest: Path) -> None:
         sizes = [len(sdist(f"pkg{i}", "1.0")) for i in range(5)]
         for i in range(5):
             server.add(f"pkg{i}-1.0.tar.gz", sdist(f"pkg{i}", "1.0"))
-        seen: list[DownloadProgress] = []
+        seen: list[StageProgress] = []
         results = download_all(
             [pin(f"pkg{i}") for i in range(5)] + [pin("absent")],
             settings_for(server, tmp_path),
@@ -136,8 +136,8 @@ def test_progress_counts_files_and_bytes(tmp_path: Path, dest: Path) -> None:
             on_progress=seen.append,
         )
     assert [r.status for r in results].count(DownloadStatus.FAILED) == 1
-    assert seen[0] == DownloadProgress(total=6, in_flight=0, done=0, failed=0, bytes_done=0)
-    assert seen[-1] == DownloadProgress(total=6, in_flight=0, done=5, failed=1, bytes_done=sum(sizes))
+    assert seen[0] == StageProgress(total=6, in_flight=0, done=0, failed=0, bytes_done=0)
+    assert seen[-1] == StageProgress(total=6, in_flight=0, done=5, failed=1, bytes_done=sum(sizes))
     assert max(progress.in_flight for progress in seen) == 2  # never more than max_downloads
     assert len(seen) == 1 + 6 + 6  # the start, then each fetch's start and end
 
@@ -153,6 +153,30 @@ def test_on_result_is_called_in_the_calling_thread(index_server: IndexServer, tm
         on_result=lambda result: threads.append(threading.current_thread()),
     )
     assert threads == [threading.current_thread()]
+
+
+def test_an_interrupt_starts_no_more_fetches_and_closing_the_client_ends_those_in_flight(
+    index_server: IndexServer, tmp_path: Path, dest: Path
+) -> None:
+    index_server.add("fast-1.0.tar.gz", sdist("fast", "1.0"))
+    for name in ("trickles", "slow", "queued"):
+        index_server.add(f"{name}-1.0.tar.gz", sdist(name, "1.0") * 100)  # about 4 KB: minutes at 10 B/s
+        index_server.trickle(f"{name}-1.0.tar.gz", 10)
+
+    def interrupt(result: DownloadResult) -> None:
+        deadline = time.monotonic() + 30
+        while not index_server.downloads("trickles-1.0.tar.gz") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise KeyboardInterrupt  # as Ctrl-C would, in the calling thread, with "trickles" under way
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        download_all([pin("trickles"), pin("fast"), pin("slow"), pin("queued")],
+                     settings_for(index_server, tmp_path, retries=0), dest, max_downloads=2, on_result=interrupt)
+    assert time.monotonic() - started < 4  # not the 5 s the stall rule would take
+    assert index_server.downloads("trickles-1.0.tar.gz") == 1
+    assert index_server.downloads("queued-1.0.tar.gz") == 0  # both threads were busy until the interrupt
+    assert files_in(dest) == ["fast-1.0.tar.gz"]
 
 
 def test_max_downloads_must_be_positive(tmp_path: Path, dest: Path) -> None:

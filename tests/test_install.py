@@ -27,7 +27,7 @@ from install_helpers import (
 from wheels import write_wheel
 
 from orchestrator.errors import UsageError
-from orchestrator.install import InstallStatus, Target, WheelInstaller, install_all
+from orchestrator.install import InstallResult, InstallStatus, Target, WheelInstaller, install_all
 from orchestrator.install import installer as installer_module
 
 
@@ -141,6 +141,32 @@ def test_max_installs_is_a_cap_that_is_reached(
     counts = journals_seen(log)
     assert len(counts) == 6
     assert max(counts) == 2
+
+
+def test_an_interrupt_lets_the_installs_under_way_finish_and_starts_no_more(
+    target: Target, wheelhouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_writes(monkeypatch, 0.1)  # both first installs are under way when the first ends
+    wheels = [write_wheel(wheelhouse, f"pkg{index}") for index in range(6)]
+    handed: list[InstallResult] = []
+
+    def interrupt(result: InstallResult) -> None:
+        handed.append(result)
+        if len(handed) == 1:
+            raise KeyboardInterrupt  # as Ctrl-C would, in the calling thread
+
+    with pytest.raises(KeyboardInterrupt):
+        install_all(wheels, WheelInstaller(target, compile_bytecode=False), max_installs=2, on_result=interrupt)
+    # The other install under way, and the next one the freed thread may have taken; not the rest.
+    assert 2 <= len(handed) <= 3
+    assert {result.status for result in handed} == {InstallStatus.INSTALLED}
+    # Every install that started finished whole and was handed over.
+    site = site_packages(target)
+    assert sorted(path.name for path in site.glob("*.dist-info")) == sorted(
+        f"{result.name}-1.0.dist-info" for result in handed)
+    for result in handed:
+        assert (site / result.name / "__init__.py").is_file()
+        assert all(path.is_file() for path in recorded(target, f"{result.name}-1.0.dist-info"))
 
 
 def test_max_installs_below_one_is_a_usage_error(target: Target) -> None:

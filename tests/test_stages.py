@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from orchestrator.stages import Outcome, Stage, StageError, StageKind, StageProgress
+from orchestrator.stages import Outcome, Stage, StageError, StageFailed, StageKind, StageProgress, run_all
 
 KIND: StageKind[str, str] = StageKind(
     name="fake", label=lambda item: f"item {item}",
@@ -133,3 +133,103 @@ def test_cancelling_drops_the_queued_items_stops_those_in_flight_and_releases_ev
     assert recorder.results == ["a"]
     assert recorder.holds == 0
     assert recorder.errors == []
+
+
+def test_the_first_report_is_the_total_before_any_item_starts() -> None:
+    started = threading.Event()
+
+    class HoldsUntilTheFirstStarts(Recorder):
+        def hold(self) -> None:
+            super().hold()
+            if self.holds == 2:  # the first item has been queued: let it start before the second is
+                assert started.wait(30)
+
+    def work(item: str) -> str:
+        started.set()
+        return item
+
+    recorder = HoldsUntilTheFirstStarts()
+    with recorder.stage(work, max_workers=1) as stage:
+        stage.submit("a", "b")
+    assert recorder.progress[0] == StageProgress(total=2, in_flight=0, done=0, failed=0)
+    assert len(recorder.progress) == 1 + 2 + 2  # the submit, then each item's start and end
+
+
+def test_progress_is_reported_in_the_order_the_counts_moved() -> None:
+    both_running = threading.Barrier(2)
+    slowed = threading.Event()
+    seen: list[StageProgress] = []
+
+    def on_progress(progress: StageProgress) -> None:
+        if progress.done == 1 and not slowed.is_set():
+            slowed.set()
+            time.sleep(0.3)  # the other item ends meanwhile; its counts must not be reported before these
+        seen.append(progress)
+
+    def work(item: str) -> str:
+        both_running.wait(30)
+        return item
+
+    with Stage(KIND, work, max_workers=2, errors=[], on_event=lambda line: None, on_progress=on_progress) as stage:
+        stage.submit("a", "b")
+    assert [snapshot.done for snapshot in seen] == [0, 0, 0, 1, 2]
+    assert seen[-1] == stage.progress() == StageProgress(total=2, in_flight=0, done=2, failed=0, bytes_done=2)
+
+
+def test_run_all_hands_each_result_to_the_calling_thread_as_it_ends_and_returns_them_in_order() -> None:
+    b_handed = threading.Event()
+    handed: list[tuple[str, threading.Thread]] = []
+
+    def work(item: str) -> str:
+        if item == "a":
+            assert b_handed.wait(30)
+        return item.upper()
+
+    def on_result(result: str) -> None:
+        handed.append((result, threading.current_thread()))
+        if result == "B":
+            b_handed.set()
+
+    assert run_all(KIND, work, ["a", "b"], max_workers=2, on_result=on_result) == ["A", "B"]
+    assert handed == [("B", threading.current_thread()), ("A", threading.current_thread())]
+
+
+def test_run_all_raises_what_the_work_raised_naming_the_item_and_starts_no_more() -> None:
+    stopped = threading.Event()
+    started: list[str] = []
+
+    def work(item: str) -> str:
+        started.append(item)
+        if item == "b":
+            raise OSError(28, "No space left on device")
+        if item != "a":
+            assert stopped.wait(30)  # in flight until stopped
+        return item
+
+    with pytest.raises(StageFailed, match=r"^item b: fake FAILED: OSError: \[Errno 28\] No space left on device$"):
+        run_all(KIND, work, ["a", "b", "c", "d"], max_workers=1, stop=stopped.set)
+    assert stopped.is_set()
+    assert "d" not in started
+
+
+def test_run_all_interrupted_starts_no_more_stops_those_in_flight_and_hands_over_those_that_end() -> None:
+    stopped = threading.Event()
+    started: list[str] = []
+    handed: list[str] = []
+
+    def work(item: str) -> str:
+        started.append(item)
+        if item != "a":
+            assert stopped.wait(30)  # in flight until stopped
+        return item
+
+    def on_result(result: str) -> None:
+        handed.append(result)
+        if result == "a":
+            wait_for(lambda: len(started) == 3)  # the thread "a" freed has taken "c"
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_all(KIND, work, ["a", "b", "c", "d"], max_workers=2, on_result=on_result, stop=stopped.set)
+    assert started == ["a", "b", "c"]
+    assert handed == ["a", "b", "c"]

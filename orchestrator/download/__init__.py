@@ -1,8 +1,8 @@
 """The download stage: requirements files read, sdists fetched from an index, hash-checked and cached.
 
 Modules: ``requirements`` (pip-style lock files), ``index`` (finding a file through unearth),
-``cache`` (the content-addressed cache), ``fetch`` (streaming, hashes, retries, the pool),
-``results`` (what the stage reports).
+``cache`` (the content-addressed cache), ``fetch`` (streaming, hashes, retries, and
+:func:`download_all`), ``results`` (what the stage reports).
 """
 
 from orchestrator.download.fetch import Downloader, DownloadSettings, download_all
@@ -11,19 +11,12 @@ from orchestrator.download.requirements import (
     RequirementsFile,
     parse_requirements,
 )
-from orchestrator.download.results import (
-    DownloadProgress,
-    DownloadResult,
-    DownloadStatus,
-    DownloadTally,
-)
+from orchestrator.download.results import DownloadResult, DownloadStatus
 
 __all__ = [
-    "DownloadProgress",
     "DownloadResult",
     "DownloadSettings",
     "DownloadStatus",
-    "DownloadTally",
     "Downloader",
     "PinnedRequirement",
     "RequirementsFile",

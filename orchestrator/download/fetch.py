@@ -2,9 +2,9 @@
 
 A file is a wheel the index already has or an sdist to build, as the binary policy
 allows. Finding the file is :mod:`~orchestrator.download.index`'s job, keeping it :mod:`~orchestrator.download.cache`'s,
-and the results and counts are :mod:`~orchestrator.download.results`'s data; this module
-owns streaming, hash checks, retries and stalls, and the pool of
-:func:`download_all`. One :meth:`Downloader.fetch`::
+and the results and their event lines are :mod:`~orchestrator.download.results`'s; this module
+owns streaming, hash checks, retries and stalls, and :func:`download_all` (the stage of
+:mod:`orchestrator.stages` as a library call). One :meth:`Downloader.fetch`::
 
     requirement ── path set ──────────────────────────▶ checked in place    "local"
         │
@@ -37,7 +37,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -51,12 +50,7 @@ from orchestrator.download.binary import BinaryPolicy
 from orchestrator.download.cache import CHUNK_SIZE, Cache, saving
 from orchestrator.download.index import Finder, IndexClient, index_urls
 from orchestrator.download.requirements import PinnedRequirement
-from orchestrator.download.results import (
-    DownloadProgress,
-    DownloadResult,
-    DownloadStatus,
-    DownloadTally,
-)
+from orchestrator.download.results import DOWNLOADS, DownloadResult, DownloadStatus
 from orchestrator.errors import (
     DownloadError,
     HashMismatchError,
@@ -64,17 +58,10 @@ from orchestrator.errors import (
     UsageError,
 )
 from orchestrator.settings import IndexSettings
+from orchestrator.stages import StageProgress, run_all
 from orchestrator.units import format_size
 
-__all__ = [
-    "DownloadProgress",
-    "DownloadResult",
-    "DownloadSettings",
-    "DownloadStatus",
-    "DownloadTally",
-    "Downloader",
-    "download_all",
-]
+__all__ = ["DownloadResult", "DownloadSettings", "DownloadStatus", "Downloader", "download_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -390,51 +377,19 @@ def download_all(
     *,
     max_downloads: int,
     on_result: Callable[[DownloadResult], None] | None = None,
-    on_progress: Callable[[DownloadProgress], None] | None = None,
+    on_progress: Callable[[StageProgress], None] | None = None,
 ) -> list[DownloadResult]:
     """Fetch every requirement, at most ``max_downloads`` at once; results in input order.
 
-    ``on_result`` is called in the calling thread as each fetch finishes, then
-    ``on_progress`` with the counts that include it. ``on_progress`` is also called,
-    from the download threads, as each fetch starts.
+    ``on_result`` is called in the calling thread as each fetch finishes. ``on_progress``
+    gets the counts, from the download threads, as the fetches are queued, start and end.
+    Interrupted, it starts no more fetches and closes the client to end those in flight.
     """
     if max_downloads < 1:
         raise UsageError(f"max_downloads must be at least 1, not {max_downloads}")
-    requirements = list(requirements)
-    results: list[DownloadResult | None] = [None] * len(requirements)
-    tally = DownloadTally(len(requirements))
-    report = on_progress or (lambda progress: None)
-    report(tally.snapshot())
-
-    def fetch(downloader: Downloader, requirement: PinnedRequirement) -> DownloadResult:
-        report(tally.started())
-        result = downloader.fetch(requirement)
-        # Counted here, before this thread can start the next fetch, so that
-        # "in flight" never exceeds max_downloads; reported from the calling thread.
-        tally.finished(result)
-        return result
-
     with Downloader(settings, dest_dir) as downloader:
-        pool = ThreadPoolExecutor(max_workers=max_downloads, thread_name_prefix="download")
-        try:
-            futures = {
-                pool.submit(fetch, downloader, requirement): position
-                for position, requirement in enumerate(requirements)
-            }
-            for future in as_completed(futures):
-                result = future.result()
-                results[futures[future]] = result
-                if on_result is not None:
-                    on_result(result)
-                report(tally.snapshot())
-        except BaseException:
-            # Interrupted: queued fetches never start, and closing the client ends those in flight.
-            pool.shutdown(wait=False, cancel_futures=True)
-            downloader.close()
-            pool.shutdown(wait=True)
-            raise
-        pool.shutdown(wait=True)
-    return [result for result in results if result is not None]
+        return run_all(DOWNLOADS, downloader.fetch, list(requirements), max_workers=max_downloads,
+                       on_result=on_result, on_progress=on_progress, stop=downloader.close)
 
 
 def _raise_for_server_error(response: httpx2.Response) -> None:

@@ -1,17 +1,20 @@
-"""What the download stage reports: each fetch's result, and the running counts for progress lines.
+"""What the download stage reports: each fetch's result, and the event line it makes (:data:`DOWNLOADS`).
 
 Plain data shared by the downloader, the pipeline, the display and the report; nothing here
-does I/O.
+does I/O but the event line's look at whether a result's path is a file.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-__all__ = ["DownloadProgress", "DownloadResult", "DownloadStatus", "DownloadTally"]
+from orchestrator.download.requirements import PinnedRequirement
+from orchestrator.stages import Outcome, StageKind
+from orchestrator.units import format_size
+
+__all__ = ["DOWNLOADS", "DownloadResult", "DownloadStatus"]
 
 
 class DownloadStatus(Enum):
@@ -68,60 +71,17 @@ class DownloadResult:
         }
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DownloadProgress:
-    """A snapshot of a download stage, for the live display and progress lines."""
-
-    total: int
-    """Requirements the stage was given."""
-    in_flight: int
-    """Fetches running now."""
-    done: int
-    """Requirements whose file is on disk (downloaded, cached or local)."""
-    failed: int
-    """Requirements that failed."""
-    bytes_done: int
-    """Size of the files on disk so far."""
-
-    @property
-    def finished(self) -> bool:
-        """Every requirement has a result."""
-        return self.done + self.failed >= self.total
+def _label(requirement: PinnedRequirement) -> str:
+    return f"{requirement.name}-{requirement.version}" if requirement.version else requirement.name
 
 
-class DownloadTally:
-    """Counts a download stage's fetches as they start and end; safe to call from many threads."""
+def _outcome(result: DownloadResult) -> Outcome:
+    label = f"{result.name}-{result.version}" if result.version else result.name
+    if result.status is DownloadStatus.FAILED or result.path is None:
+        return Outcome(line=f"{label}: download FAILED: {result.error}", failed=True)
+    size = f" ({format_size(result.bytes)})" if result.path.is_file() else ""
+    return Outcome(line=f"{label}: {result.status.value} {result.path}{size}", bytes=result.bytes)
 
-    def __init__(self, total: int) -> None:
-        self._lock = threading.Lock()
-        self._total = total
-        self._in_flight = 0
-        self._done = 0
-        self._failed = 0
-        self._bytes_done = 0
 
-    def started(self) -> DownloadProgress:
-        """One fetch began; the new snapshot."""
-        with self._lock:
-            self._in_flight += 1
-            return self._snapshot()
-
-    def finished(self, result: DownloadResult) -> DownloadProgress:
-        """One fetch ended with ``result``; the new snapshot."""
-        with self._lock:
-            self._in_flight -= 1
-            if result.status is DownloadStatus.FAILED:
-                self._failed += 1
-            else:
-                self._done += 1
-                self._bytes_done += result.bytes
-            return self._snapshot()
-
-    def snapshot(self) -> DownloadProgress:
-        """The counts now."""
-        with self._lock:
-            return self._snapshot()
-
-    def _snapshot(self) -> DownloadProgress:
-        return DownloadProgress(total=self._total, in_flight=self._in_flight, done=self._done,
-                                failed=self._failed, bytes_done=self._bytes_done)
+DOWNLOADS: StageKind[PinnedRequirement, DownloadResult] = StageKind(name="download", label=_label, outcome=_outcome)
+"""Requirements fetched into sdists (or wheels, or local sources)."""

@@ -7,7 +7,8 @@ A reader finds each job in its own module:
 - ``select``: which wheel files an install takes: those given, and one per pin of its -r locks.
 - ``conflicts``: two distributions of one run that would write the same file.
 - ``wheel``: a wheel read and checked against RECORD, and the files installing it creates.
-- ``installer``: the algorithm of one wheel (:class:`WheelInstaller`) and of a batch (:func:`install_all`).
+- ``installer``: the algorithm of one wheel (:class:`WheelInstaller`), and of a batch (:func:`install_all`) as
+  a stage (:data:`INSTALLS`).
 - ``rollback``: the files an install writes and the old ones it moves aside, so it can be undone.
 - ``journal``: the crash journal that lets the next run undo an install killed part-way.
 - ``bytecode``: the pool of compiler processes of the target's interpreter (``_compile_server.py``).
@@ -15,6 +16,7 @@ A reader finds each job in its own module:
 """
 
 from orchestrator.install.installer import (
+    INSTALLS,
     InstallResult,
     InstallStatus,
     WheelInstaller,
@@ -22,4 +24,4 @@ from orchestrator.install.installer import (
 )
 from orchestrator.install.target import Target
 
-__all__ = ["InstallResult", "InstallStatus", "Target", "WheelInstaller", "install_all"]
+__all__ = ["INSTALLS", "InstallResult", "InstallStatus", "Target", "WheelInstaller", "install_all"]

@@ -1,4 +1,4 @@
-"""Installing wheels into a target: :class:`WheelInstaller` (one wheel, atomic) and :func:`install_all` (a batch).
+"""Installing wheels into a target: :class:`WheelInstaller` (one wheel, atomic), :func:`install_all` (a batch).
 
 The algorithm of one wheel is here, in :meth:`WheelInstaller.install`; its
 I/O sits behind objects of the other modules: the target's paths
@@ -48,8 +48,8 @@ What ``pip install ./pkg.whl`` users expect, and what this module does:
 - Dependencies are not looked at (``--no-deps``), nor are wheel tags checked
   against the target.
 
-What runs at once: :func:`install_all` (or the build pipeline) runs at most
-``max_installs`` installs at once, each in its own thread. Of those, one at a
+What runs at once: :func:`install_all` (or a command) runs at most
+``max_installs`` installs at once, each in a thread of an :data:`INSTALLS` stage. Of those, one at a
 time writes files (``_MAX_WRITERS``); the others meanwhile lock their journal,
 check for conflicts, plan, move an old version aside or wait for their
 bytecode, which one compiler process per usable CPU writes for all installs
@@ -67,7 +67,6 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import Distribution
@@ -99,8 +98,9 @@ from orchestrator.install.rollback import Aside, RollbackDestination
 from orchestrator.install.target import Target
 from orchestrator.install.wheel import CheckedWheelFile, created_paths, planned_paths
 from orchestrator.resources import usable_cpu_count
+from orchestrator.stages import Outcome, StageKind, run_all
 
-__all__ = ["InstallResult", "InstallStatus", "WheelInstaller", "install_all"]
+__all__ = ["INSTALLS", "InstallResult", "InstallStatus", "WheelInstaller", "install_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +156,17 @@ class InstallResult:
             "reason": self.reason,
             "error": self.error,
         }
+
+
+def _outcome(result: InstallResult) -> Outcome:
+    label = f"{result.name}-{result.version}"
+    if result.status is InstallStatus.FAILED:
+        return Outcome(line=f"{label}: install FAILED: {result.error}", failed=True)
+    return Outcome(line=f"{label}: {result.status.value} {result.reason or ''}".rstrip())
+
+
+INSTALLS: StageKind[Path, InstallResult] = StageKind(name="install", label=lambda wheel: wheel.name, outcome=_outcome)
+"""Wheel files installed into a target environment."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -434,30 +445,10 @@ def install_all(
 
     Raises :class:`InstallError`, before anything is written, if two wheels
     would write the same file. ``on_result`` is called in the calling thread as
-    each wheel finishes.
+    each wheel finishes. Interrupted, it starts no more installs and lets those
+    under way finish (each is atomic), handing them to ``on_result``.
     """
     if max_installs < 1:
         raise UsageError(f"--max-installs must be at least 1, not {max_installs}")
     refuse_conflicts(wheels)
-    results: dict[int, InstallResult] = {}
-    futures: dict[Future[InstallResult], int] = {}
-
-    def finished(future: Future[InstallResult]) -> None:
-        results[futures[future]] = result = future.result()
-        if on_result is not None:
-            on_result(result)
-
-    pool = ThreadPoolExecutor(max_workers=max_installs, thread_name_prefix="install")
-    try:
-        futures.update((pool.submit(wheel_installer.install, wheel), index) for index, wheel in enumerate(wheels))
-        for future in as_completed(futures):
-            finished(future)
-    except BaseException:
-        # Interrupted: installs under way finish (each is atomic) and are reported; queued ones never start.
-        pool.shutdown(wait=True, cancel_futures=True)
-        for future, index in futures.items():
-            if index not in results and not future.cancelled() and future.exception() is None:
-                finished(future)
-        raise
-    pool.shutdown(wait=True)
-    return [results[index] for index in range(len(wheels))]
+    return run_all(INSTALLS, wheel_installer.install, wheels, max_workers=max_installs, on_result=on_result)
