@@ -31,9 +31,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shlex
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -52,6 +51,12 @@ from packaging.version import InvalidVersion, Version
 
 from orchestrator.build.sources import SDIST_SUFFIXES, parse_sdist_name
 from orchestrator.download.binary import BinaryOption
+from orchestrator.download.reqlines import (
+    SHA256,
+    hashes_from_options,
+    logical_lines,
+    split_options,
+)
 from orchestrator.errors import UsageError
 from orchestrator.settings import IndexSettings
 
@@ -65,10 +70,8 @@ _NOT_A_LOCK = (
 )
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _NAMED_URL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*@")
-_COMMENT = re.compile(r"(^|\s+)#.*$")
 # Options start at the first whitespace-separated token beginning with "-", as in pip.
 _OPTIONS_START = re.compile(r"\s-")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,7 +195,7 @@ class _Parser:
             raise UsageError(
                 f"{where}cannot read requirements file {path}: {_one_line(exc)}"
             ) from exc
-        for lineno, line in _logical_lines(text):
+        for lineno, line in logical_lines(text):
             self.read_line(line, path=path, origin=f"{path}:{lineno}")
 
     def read_line(self, line: str, *, path: Path, origin: str) -> None:
@@ -201,7 +204,7 @@ class _Parser:
             return
         match = _OPTIONS_START.search(line)
         spec, options = (line[: match.start()], line[match.start() :]) if match else (line, "")
-        hashes = _hashes_from_options(options, origin)
+        hashes = hashes_from_options(options, origin)
         requirement = _parse_requirement(spec.strip(), path=path, origin=origin)
         if requirement is None:
             self.skipped.append(f"{origin}: {spec.strip()}")
@@ -216,7 +219,7 @@ class _Parser:
         self.add(requirement)
 
     def read_options(self, line: str, *, path: Path, origin: str) -> None:
-        for option, value in _options(line, origin):
+        for option, value in split_options(line, origin):
             if option == "--requirement":
                 self.read_file(path.parent / value, included_from=origin)
             elif option == "--index-url":
@@ -231,8 +234,10 @@ class _Parser:
                 self.require_hashes = True
             elif option == "--constraint":
                 self.constraints.append(path.parent / value)
-            elif option in ("--no-binary", "--only-binary"):
-                self.binary_options.append((option, value))  # type: ignore[arg-type]
+            elif option == "--no-binary":
+                self.binary_options.append(("--no-binary", value))
+            elif option == "--only-binary":
+                self.binary_options.append(("--only-binary", value))
             elif option == "--prefer-binary":
                 self.prefer_binary = True
             elif option == "--trusted-host":
@@ -253,108 +258,6 @@ class _Parser:
         self.requirements[requirement.name] = replace(
             earlier, hashes=earlier.hashes | requirement.hashes, extras=earlier.extras | requirement.extras
         )
-
-
-def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Yield ``(first line number, text)`` with continuations joined, comments removed."""
-    pending: list[str] = []
-    start = 0
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        if not pending:
-            start = lineno
-        if raw.endswith("\\"):
-            pending.append(raw[:-1])
-            continue
-        pending.append(raw)
-        line = _COMMENT.sub("", " ".join(pending)).strip()
-        pending = []
-        if line:
-            yield start, line
-    if pending:
-        line = _COMMENT.sub("", " ".join(pending)).strip()
-        if line:
-            yield start, line
-
-
-# Option spellings -> (canonical name, takes a value).
-_OPTIONS: dict[str, tuple[str, bool]] = {
-    "-r": ("--requirement", True),
-    "--requirement": ("--requirement", True),
-    "-i": ("--index-url", True),
-    "--index-url": ("--index-url", True),
-    "--extra-index-url": ("--extra-index-url", True),
-    "-f": ("--find-links", True),
-    "--find-links": ("--find-links", True),
-    "--no-index": ("--no-index", False),
-    "--require-hashes": ("--require-hashes", False),
-    "--trusted-host": ("--trusted-host", True),
-    "--hash": ("--hash", True),
-    "-c": ("--constraint", True),
-    "--constraint": ("--constraint", True),
-    "--no-binary": ("--no-binary", True),
-    "--only-binary": ("--only-binary", True),
-    "--prefer-binary": ("--prefer-binary", False),
-}
-_REFUSED_OPTIONS = {
-    "-e": "editable requirements are not built; name the folder without -e",
-    "--editable": "editable requirements are not built; name the folder without -e",
-}
-
-
-def _options(text: str, origin: str) -> Iterator[tuple[str, str]]:
-    """Yield ``(canonical option, value)`` pairs; ``value`` is ``""`` for flags."""
-    try:
-        tokens = shlex.split(text)
-    except ValueError as exc:
-        raise UsageError(f"{origin}: cannot split options {text!r}: {exc}") from exc
-    position = 0
-    while position < len(tokens):
-        token = tokens[position]
-        position += 1
-        spelling, has_equals, value = token.partition("=")
-        if not spelling.startswith("--") and len(spelling) > 2 and spelling[:2] in _OPTIONS:
-            # Short option glued to its value: "-rother.txt".
-            spelling, has_equals, value = spelling[:2], "=", token[2:]
-        if spelling in _REFUSED_OPTIONS:
-            raise UsageError(f"{origin}: {_REFUSED_OPTIONS[spelling]}")
-        if spelling not in _OPTIONS:
-            raise UsageError(
-                f"{origin}: unsupported option {spelling}; this tool reads -r, -c, --index-url, "
-                "--extra-index-url, --find-links, --no-index, --no-binary, --only-binary, "
-                "--prefer-binary, --require-hashes and --hash"
-            )
-        name, takes_value = _OPTIONS[spelling]
-        if not takes_value:
-            if has_equals:
-                raise UsageError(f"{origin}: {spelling} takes no value")
-            yield name, ""
-            continue
-        if not has_equals:
-            if position == len(tokens):
-                raise UsageError(f"{origin}: {spelling} needs a value")
-            value = tokens[position]
-            position += 1
-        yield name, value
-
-
-def _hashes_from_options(text: str, origin: str) -> frozenset[str]:
-    hashes = set()
-    for option, value in _options(text, origin):
-        if option != "--hash":
-            raise UsageError(
-                f"{origin}: {option} must be on a line of its own, not after a requirement"
-            )
-        algorithm, _, digest = value.partition(":")
-        if algorithm != "sha256":
-            raise UsageError(
-                f"{origin}: unsupported hash {value!r}; use --hash=sha256:<64 hex digits>"
-            )
-        if not _SHA256.match(digest.lower()):
-            raise UsageError(
-                f"{origin}: {value!r} is not a sha256 digest; use --hash=sha256:<64 hex digits>"
-            )
-        hashes.add(digest.lower())
-    return frozenset(hashes)
 
 
 def _find_link(value: str, path: Path) -> str:
@@ -430,7 +333,7 @@ def _from_url(name: NormalizedName | None, url: str, *, origin: str) -> PinnedRe
         raise UsageError(f"{origin}: unsupported URL scheme {parts.scheme!r} in {url}")
     hashes: frozenset[str] = frozenset()
     algorithm, _, digest = parts.fragment.partition("=")
-    if algorithm == "sha256" and _SHA256.match(digest.lower()):
+    if algorithm == "sha256" and SHA256.match(digest.lower()):
         hashes = frozenset({digest.lower()})
     filename = unquote(parts.path.rsplit("/", 1)[-1])
     name, version = _name_and_version(name, filename, origin=origin, what=url)

@@ -1,0 +1,121 @@
+"""The lexical layer of a requirements file: logical lines, and the options on them, as pip spells them.
+
+Hand-written because pip's own parser (``pip._internal.req.req_file``) is not a public API;
+it reads only what :mod:`~orchestrator.download.requirements` then interprets.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator
+
+from orchestrator.errors import UsageError
+
+__all__ = ["SHA256", "hashes_from_options", "logical_lines", "split_options"]
+
+_COMMENT = re.compile(r"(^|\s+)#.*$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+"""A sha256 digest in hex, as ``--hash=sha256:`` and ``#sha256=`` give it."""
+
+
+def logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """Yield ``(first line number, text)`` with continuations joined, comments removed."""
+    pending: list[str] = []
+    start = 0
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        if not pending:
+            start = lineno
+        if raw.endswith("\\"):
+            pending.append(raw[:-1])
+            continue
+        pending.append(raw)
+        line = _COMMENT.sub("", " ".join(pending)).strip()
+        pending = []
+        if line:
+            yield start, line
+    if pending:
+        line = _COMMENT.sub("", " ".join(pending)).strip()
+        if line:
+            yield start, line
+
+
+# Option spellings -> (canonical name, takes a value).
+_OPTIONS: dict[str, tuple[str, bool]] = {
+    "-r": ("--requirement", True),
+    "--requirement": ("--requirement", True),
+    "-i": ("--index-url", True),
+    "--index-url": ("--index-url", True),
+    "--extra-index-url": ("--extra-index-url", True),
+    "-f": ("--find-links", True),
+    "--find-links": ("--find-links", True),
+    "--no-index": ("--no-index", False),
+    "--require-hashes": ("--require-hashes", False),
+    "--trusted-host": ("--trusted-host", True),
+    "--hash": ("--hash", True),
+    "-c": ("--constraint", True),
+    "--constraint": ("--constraint", True),
+    "--no-binary": ("--no-binary", True),
+    "--only-binary": ("--only-binary", True),
+    "--prefer-binary": ("--prefer-binary", False),
+}
+_REFUSED_OPTIONS = {
+    "-e": "editable requirements are not built; name the folder without -e",
+    "--editable": "editable requirements are not built; name the folder without -e",
+}
+
+
+def split_options(text: str, origin: str) -> Iterator[tuple[str, str]]:
+    """Yield ``(canonical option, value)`` pairs; ``value`` is ``""`` for flags."""
+    try:
+        tokens = shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"{origin}: cannot split options {text!r}: {exc}") from exc
+    position = 0
+    while position < len(tokens):
+        token = tokens[position]
+        position += 1
+        spelling, has_equals, value = token.partition("=")
+        if not spelling.startswith("--") and len(spelling) > 2 and spelling[:2] in _OPTIONS:
+            # Short option glued to its value: "-rother.txt".
+            spelling, has_equals, value = spelling[:2], "=", token[2:]
+        if spelling in _REFUSED_OPTIONS:
+            raise UsageError(f"{origin}: {_REFUSED_OPTIONS[spelling]}")
+        if spelling not in _OPTIONS:
+            raise UsageError(
+                f"{origin}: unsupported option {spelling}; this tool reads -r, -c, --index-url, "
+                "--extra-index-url, --find-links, --no-index, --no-binary, --only-binary, "
+                "--prefer-binary, --require-hashes and --hash"
+            )
+        name, takes_value = _OPTIONS[spelling]
+        if not takes_value:
+            if has_equals:
+                raise UsageError(f"{origin}: {spelling} takes no value")
+            yield name, ""
+            continue
+        if not has_equals:
+            if position == len(tokens):
+                raise UsageError(f"{origin}: {spelling} needs a value")
+            value = tokens[position]
+            position += 1
+        yield name, value
+
+
+def hashes_from_options(text: str, origin: str) -> frozenset[str]:
+    hashes = set()
+    for option, value in split_options(text, origin):
+        if option != "--hash":
+            raise UsageError(
+                f"{origin}: {option} must be on a line of its own, not after a requirement"
+            )
+        algorithm, _, digest = value.partition(":")
+        if algorithm != "sha256":
+            raise UsageError(
+                f"{origin}: unsupported hash {value!r}; use --hash=sha256:<64 hex digits>"
+            )
+        if not SHA256.match(digest.lower()):
+            raise UsageError(
+                f"{origin}: {value!r} is not a sha256 digest; use --hash=sha256:<64 hex digits>"
+            )
+        hashes.add(digest.lower())
+    return frozenset(hashes)
