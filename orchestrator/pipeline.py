@@ -20,6 +20,7 @@ import hashlib
 import logging
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,7 @@ from orchestrator.download.fetch import (
     DownloadStatus,
 )
 from orchestrator.download.requirements import PinnedRequirement
+from orchestrator.download.resolve import stop_resolvers
 from orchestrator.download.results import DOWNLOADS
 from orchestrator.download.wanted import Requirements, resolve_pins
 from orchestrator.errors import SourceError, WheelError
@@ -124,6 +126,8 @@ class BuildRun:
         self._environment: Mapping[str, str] | None = None
         """The marker environment the resolver resolved for; ``None``: this interpreter's."""
         self._extras: dict[str, list[str]] = {}
+        self._resolution_failed: Exception | None = None
+        """What the resolver raised, in its thread: the run fails with it."""
         """The extras the requirements ask of each distribution."""
         self._environ = nested_jobs_environ(jobs_per_build(SystemProbe().read().cpu_count, settings.limits.max_builds))
         self.report = RunReport(started_at=time.time())
@@ -164,8 +168,10 @@ class BuildRun:
                 for source in sources:
                     self.add(source)
                 if requirements is not None:
-                    self._start_downloads(self._pins(requirements), stack)
+                    self._start_downloads(requirements, stack)
                 self._scheduler.run()
+                if self._resolution_failed is not None:
+                    raise self._resolution_failed
                 self._check_set(strict=requirements is not None and not requirements.no_deps)
                 if self._installs is not None:
                     self._installs.submit(*self._install_later)
@@ -189,8 +195,13 @@ class BuildRun:
         self._extras = {pin.name: sorted(pin.extras) for pin in pins if pin.extras}
         return pins
 
-    def _start_downloads(self, requirements: Sequence[PinnedRequirement], stack: contextlib.ExitStack) -> None:
-        """Fetch in a pool of ``max_downloads`` threads; each sdist joins the build queue as it lands."""
+    def _start_downloads(self, requirements: Requirements, stack: contextlib.ExitStack) -> None:
+        """Fetch in a pool of ``max_downloads`` threads; each sdist joins the build queue as it lands.
+
+        With dependencies, the lines that pin one version are fetched (and built) at once,
+        while the resolver pins the rest in a thread of its own; a resolution that fails
+        stops the run and fails it with the resolver's message.
+        """
         settings = self._settings
         assert settings.download is not None
         sdist_dir = settings.sdist_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orchestrate-")))
@@ -201,7 +212,26 @@ class BuildRun:
                           on_event=self._observer.event, results=self.report.downloads, on_result=self._downloaded,
                           on_progress=self._on_download_progress, holds=self._scheduler, stop=downloader.close)
         stack.callback(downloads.close, cancel=True)
-        downloads.submit(*requirements)
+        if requirements.no_deps:
+            downloads.submit(*self._pins(requirements))
+            return
+        # With hashes, pip's resolver checks every file itself: fetching the pins first would say a mismatch twice.
+        pinned = () if requirements.parsed.require_hashes else requirements.parsed.requirements
+        downloads.submit(*pinned)
+        self._scheduler.hold()
+        stack.callback(stop_resolvers)  # a run that ends first leaves no resolver behind
+        threading.Thread(target=self._resolve_the_rest, args=(requirements, downloads, {pin.name for pin in pinned}),
+                         name="resolve", daemon=True).start()
+
+    def _resolve_the_rest(self, requirements: Requirements, downloads: Stage[PinnedRequirement, DownloadResult],
+                          taken: set[NormalizedName]) -> None:
+        try:
+            downloads.submit(*(pin for pin in self._pins(requirements) if pin.name not in taken))
+        except Exception as exc:  # raised by run() once the scheduler has stopped
+            self._resolution_failed = exc
+            self._scheduler.cancel("stopped: the requirements cannot be resolved")
+        finally:
+            self._scheduler.release()
 
     def reject(self, path: Path, error: str) -> None:
         """Record a source that cannot be built at all as a failure of its own."""

@@ -125,7 +125,12 @@ class _Released:
     """A producer is done: the loop may be able to end."""
 
 
-_Event = WorkerEvent | _Added | _Compiles | _Released
+@dataclass(frozen=True, slots=True)
+class _Cancelled:
+    reason: str
+
+
+_Event = WorkerEvent | _Added | _Compiles | _Released | _Cancelled
 
 
 class BuildScheduler:
@@ -204,6 +209,10 @@ class BuildScheduler:
             self._producers -= 1
         self._events.put(_Released())
 
+    def cancel(self, reason: str) -> None:
+        """Stop the run from any thread, as :meth:`stop_all` does: ``reason`` ends "the run was ..."."""
+        self._events.put(_Cancelled(reason))
+
     # -- the loop --------------------------------------------------------------------
     def run(self) -> list[BuildResult]:
         """Run until every queued build has a result; stop everything on an exception."""
@@ -246,6 +255,8 @@ class BuildScheduler:
         match event:
             case _Added(item):
                 self._enqueue(item)
+            case _Cancelled(reason):
+                self.stop_all(reason)
             case _Compiles(key):
                 for item in self._pending:
                     if item.job.key == key:

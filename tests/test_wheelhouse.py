@@ -14,13 +14,16 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from conftest import orchestrate
 from index_server import IndexServer
@@ -287,7 +290,8 @@ def test_uv_resolution_failures_are_one_line(index: Index, tmp_path: Path, requi
     line = error_line(result)
     assert line.startswith(f"error: cannot resolve {tmp_path / 'requirements.txt'}: "), line
     assert all(name in line for name in named), line
-    assert wheels_in(tmp_path / "wh") == []
+    # Lines that pin one version are fetched while the resolver runs: those may stay, nothing else.
+    assert set(wheels_in(tmp_path / "wh")) <= {"a-1.0-py3-none-any.whl", "b-1.0-py3-none-any.whl"}
 
 
 def test_a_conflict_names_both_requirements(index: Index, tmp_path: Path) -> None:
@@ -295,7 +299,22 @@ def test_a_conflict_names_both_requirements(index: Index, tmp_path: Path) -> Non
     assert result.returncode == 1
     line = error_line(result)
     assert "a 1.0 depends on c<2" in line and "b 1.0 depends on c>=2" in line
-    assert wheels_in(tmp_path / "wh") == []
+    assert set(wheels_in(tmp_path / "wh")) <= {"a-1.0-py3-none-any.whl", "b-1.0-py3-none-any.whl"}
+
+
+@pytest.mark.parametrize("resolver", ["pip", "uv"])
+def test_pinned_lines_are_fetched_and_built_while_the_resolver_runs(index: Index, tmp_path: Path,
+                                                                    resolver: str) -> None:
+    # slowmeta's PKG-INFO (2.1) is not static metadata: pip and uv run its backend (2 s) to learn it.
+    index.sdist("slowmeta", sleep=2.0)
+    result, report = build(index, tmp_path, "sonly==1.0\nboth==1.0\nslowmeta\n", resolver=resolver)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    resolved = next(number for number, line in enumerate(lines) if "resolved 3 distributions" in line)
+    placed = next(number for number, line in enumerate(lines) if "both-1.0: downloaded wheel" in line)
+    started = next(number for number, line in enumerate(lines) if "sonly-1.0: started" in line)
+    assert placed < resolved and started < resolved, result.stderr
+    assert statuses(report) == {"both": "downloaded wheel", "sonly": "built", "slowmeta": "built"}
 
 
 @pytest.mark.parametrize(("text", "why"), [
@@ -471,3 +490,24 @@ def test_a_wheel_from_the_index_is_not_taken_for_a_build_of_the_same_name(index:
         assert statuses(report) == {"both": status}
         assert (wheel.read_bytes() == index.bytes_of(wheel.name)) is (status == "downloaded wheel")
     assert index.builds("both") == 2
+
+
+@pytest.mark.parametrize("resolver", ["pip", "uv"])
+def test_a_run_stopped_while_resolving_leaves_no_resolver_behind(index: Index, tmp_path: Path, resolver: str) -> None:
+    index.sdist("slowmeta", sleep=30.0)  # its metadata takes the resolver 30 s to learn
+    (tmp_path / "requirements.txt").write_text("slowmeta\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "build", "-r", str(tmp_path / "requirements.txt"), "-w",
+         str(tmp_path / "wh"), "--index-url", index.server.simple_url, "--resolver", resolver],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    resolving: list[psutil.Process] = []
+    while time.monotonic() < deadline and not any(event["event"] == "start" for event in read_events(index.events)):
+        time.sleep(0.05)  # until the resolver runs slowmeta's backend
+    resolving = psutil.Process(process.pid).children(recursive=True)
+    assert resolving, "the resolver is running"
+    process.send_signal(signal.SIGTERM)  # to orchestrate alone, as a service manager sends it
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    gone, alive = psutil.wait_procs(resolving, timeout=10)
+    assert not alive, [proc.cmdline() for proc in alive]

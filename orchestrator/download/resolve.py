@@ -23,12 +23,16 @@ project's backend in an isolated environment, which can take seconds per sdist.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -143,14 +147,7 @@ def resolve(
             python=python,
         )
         logger.debug("resolving: %s", " ".join(command))
-        completed = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,  # one stream keeps pip's messages in order
-            text=True,
-            errors="replace",
-        )
+        completed = run_resolver(command, merge_stderr=True)  # one stream keeps pip's messages in order
         output = completed.stdout
         if completed.returncode != 0 and "No module named pip" in output:
             raise ResolutionError(
@@ -171,6 +168,40 @@ def resolve(
             "(the files are empty or every line's marker is false)"
         )
     return resolution
+
+
+_RUNNING: set[subprocess.Popen[str]] = set()
+"""Resolver processes under way, for :func:`stop_resolvers`."""
+_RUNNING_LOCK = threading.Lock()
+
+
+def run_resolver(command: list[str], *, merge_stderr: bool) -> subprocess.CompletedProcess[str]:
+    """Run a resolver's command to its end, its output captured; :func:`stop_resolvers` may end it first.
+
+    The pipeline resolves in a thread of its own while the first builds run, so an
+    interrupt of the run does not reach this call: the run ends it through the registry.
+    """
+    # A session of its own: the backends it runs for metadata go with it when it is stopped.
+    with subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+                          text=True, errors="replace", start_new_session=True) as process:
+        with _RUNNING_LOCK:
+            _RUNNING.add(process)
+        try:
+            stdout, stderr = process.communicate()
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(process)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr or "")
+
+
+def stop_resolvers() -> None:
+    """Kill the resolver processes under way and what they started (the run is ending), so that none outlives it."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for process in running:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def _pip_command(

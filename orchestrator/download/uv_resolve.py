@@ -25,6 +25,7 @@ from packaging.utils import canonicalize_name
 from orchestrator.build.envs import find_uv
 from orchestrator.download.binary import BinaryPolicy
 from orchestrator.download.requirements import PinnedRequirement, parse_requirements
+from orchestrator.download.resolve import run_resolver
 from orchestrator.errors import ResolutionError
 from orchestrator.settings import IndexSettings
 
@@ -59,8 +60,7 @@ def resolve_with_uv(requirement_files: Sequence[Path], *, constraint_files: Sequ
             command += ["--constraint", str(path)]
         command += _binary_args(binary) + index.pip_args()
         logger.debug("resolving: %s", " ".join(command))
-        completed = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                   errors="replace")
+        completed = run_resolver(command, merge_stderr=False)
         if completed.returncode != 0:
             raise ResolutionError(f"cannot resolve {files}: {_reason(completed.stderr)}", completed.stderr)
         pins = parse_requirements([output]).pins()
