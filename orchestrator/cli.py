@@ -380,9 +380,9 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
 
 @main.command()
 @option("--requirement", "-r", "requirements", multiple=True, required=True, metavar="FILE",
-        type=click.Path(dir_okay=False, path_type=Path), help="Pinned requirements file.")
+        type=click.Path(dir_okay=False, path_type=Path), help="Requirements file, as pip reads it.")
 @option("--dest", "-d", type=click.Path(file_okay=False, path_type=Path), default=Path("sdists"),
-        show_default=True, help="Folder the sdists go to.")
+        show_default=True, help="Folder the files go to.")
 @option("--max-downloads", type=click.IntRange(min=1), default=8, show_default=True, help="Downloads at once.")
 @index_options
 @option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -406,7 +406,7 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
              constraints: tuple[Path, ...], no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...],
              prefer_binary: bool, resolver: Literal["auto", "pip", "uv"], report_json: Path | None,
              state_dir: Path | None) -> None:
-    """Download the sdists that -r requirements files pin, checking hashes."""
+    """Download what -r requirements files need, dependencies included (wheels the index has, else sdists), checking hashes."""
     config = find_config(Path.cwd())
     wanted = read_requirements(requirements, verb="download", require_hashes=require_hashes, constraints=constraints,
                            no_deps=no_deps, no_binary=no_binary, only_binary=only_binary,

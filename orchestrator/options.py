@@ -39,7 +39,7 @@ index_options = _group([
 download_options = _group([
     option("--requirement", "-r", "requirements", multiple=True, metavar="FILE",
            type=click.Path(dir_okay=False, path_type=Path),
-           help="Pinned requirements file (name==version, --hash=sha256:..., URLs, paths)."),
+           help="Requirements file, as pip reads it (names, pins, --hash, URLs, paths, -r, -c, index options)."),
     option("--max-downloads", type=click.IntRange(min=1), default=8, show_default=True, help="Downloads at once."),
     option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
            help="Download cache (default: under --state-dir)."),
