@@ -406,7 +406,10 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
              constraints: tuple[Path, ...], no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...],
              prefer_binary: bool, resolver: Literal["auto", "pip", "uv"], report_json: Path | None,
              state_dir: Path | None) -> None:
-    """Download what -r requirements files need, dependencies included (wheels the index has, else sdists), checking hashes."""
+    """Download what -r requirements files need, dependencies included, checking hashes.
+
+    Each file is the wheel the index has for this interpreter, else the sdist, as for ``build``.
+    """
     config = find_config(Path.cwd())
     wanted = read_requirements(requirements, verb="download", require_hashes=require_hashes, constraints=constraints,
                            no_deps=no_deps, no_binary=no_binary, only_binary=only_binary,
