@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import venv
 from pathlib import Path
 
 import psutil
@@ -20,6 +21,26 @@ from wheels import write_wheel
 from orchestrator.install import InstallStatus, Target, WheelInstaller
 from orchestrator.install import bytecode as bytecode_module
 from orchestrator.install import rollback as rollback_module
+
+
+@pytest.fixture(name="venv_dir")
+def venv_dir_fixture(tmp_path: Path) -> Path:
+    """A bare virtualenv to install into."""
+    path = tmp_path / "venv"
+    venv.create(path, with_pip=False, symlinks=os.name != "nt")
+    return path
+
+
+@pytest.fixture(name="target")
+def target_fixture(venv_dir: Path) -> Target:
+    return Target.from_path(venv_dir)
+
+
+@pytest.fixture(name="wheelhouse")
+def wheelhouse_fixture(tmp_path: Path) -> Path:
+    path = tmp_path / "wheelhouse"
+    path.mkdir()
+    return path
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:

@@ -6,11 +6,10 @@ import errno
 import json
 import os
 import subprocess
-import venv
 from pathlib import Path
 
 import pytest
-from install_helpers import (
+from install_helpers import (  # noqa: F401 (fixtures)
     compilers_count_journals,
     fail_on_write,
     install_old_version,
@@ -22,33 +21,22 @@ from install_helpers import (
     site_packages,
     slow_writes,
     snapshot,
+    target_fixture,
+    venv_dir_fixture,
+    wheelhouse_fixture,
     write_versioned,
 )
 from wheels import write_wheel
 
 from orchestrator.errors import UsageError
-from orchestrator.install import InstallResult, InstallStatus, Target, WheelInstaller, install_all
+from orchestrator.install import (
+    InstallResult,
+    InstallStatus,
+    Target,
+    WheelInstaller,
+    install_all,
+)
 from orchestrator.install import installer as installer_module
-
-
-@pytest.fixture
-def venv_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "venv"
-    venv.create(path, with_pip=False, symlinks=os.name != "nt")
-    return path
-
-
-@pytest.fixture
-def target(venv_dir: Path) -> Target:
-    return Target.from_path(venv_dir)
-
-
-@pytest.fixture
-def wheelhouse(tmp_path: Path) -> Path:
-    path = tmp_path / "wheelhouse"
-    path.mkdir()
-    return path
-
 
 # --- installing -------------------------------------------------------------
 

@@ -6,11 +6,10 @@ import os
 import subprocess
 import sys
 import time
-import venv
 from pathlib import Path
 
 import pytest
-from install_helpers import (
+from install_helpers import (  # noqa: F401 (fixtures)
     compile_server,
     compile_server_that,
     compiler_processes,
@@ -21,30 +20,14 @@ from install_helpers import (
     run_python,
     site_packages,
     snapshot,
+    target_fixture,
+    venv_dir_fixture,
+    wheelhouse_fixture,
 )
 from wheels import write_wheel
 
 from orchestrator.install import InstallStatus, Target, WheelInstaller, install_all
 from orchestrator.install import installer as installer_module
-
-
-@pytest.fixture
-def venv_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "venv"
-    venv.create(path, with_pip=False, symlinks=os.name != "nt")
-    return path
-
-
-@pytest.fixture
-def target(venv_dir: Path) -> Target:
-    return Target.from_path(venv_dir)
-
-
-@pytest.fixture
-def wheelhouse(tmp_path: Path) -> Path:
-    path = tmp_path / "wheelhouse"
-    path.mkdir()
-    return path
 
 
 def test_bytecode_is_the_target_pythons_and_is_recorded(target: Target, wheelhouse: Path) -> None:

@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import venv
 from pathlib import Path
 
 import pytest
-from install_helpers import site_packages, snapshot
+from install_helpers import (  # noqa: F401 (fixtures)
+    site_packages,
+    snapshot,
+    target_fixture,
+    venv_dir_fixture,
+    wheelhouse_fixture,
+)
 from wheels import write_wheel
 
 from orchestrator.errors import InstallError
 from orchestrator.install import InstallStatus, Target, WheelInstaller, install_all
 from orchestrator.install.conflicts import find_conflicts
-
-
-@pytest.fixture
-def venv_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "venv"
-    venv.create(path, with_pip=False, symlinks=os.name != "nt")
-    return path
-
-
-@pytest.fixture
-def target(venv_dir: Path) -> Target:
-    return Target.from_path(venv_dir)
-
-
-@pytest.fixture
-def wheelhouse(tmp_path: Path) -> Path:
-    path = tmp_path / "wheelhouse"
-    path.mkdir()
-    return path
 
 
 @pytest.mark.parametrize(

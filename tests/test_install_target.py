@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import venv
 from pathlib import Path
 
 import pytest
-from install_helpers import site_packages
+from install_helpers import (
+    site_packages,
+    venv_dir_fixture,  # noqa: F401 (fixtures)
+)
 
 from orchestrator.errors import InstallError
 from orchestrator.install import Target
-
-
-@pytest.fixture
-def venv_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "venv"
-    venv.create(path, with_pip=False, symlinks=os.name != "nt")
-    return path
 
 
 @pytest.mark.parametrize("given", ["folder", "interpreter"])
