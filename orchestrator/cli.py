@@ -468,9 +468,10 @@ def install(wheels: tuple[Path, ...], requirements: tuple[Path, ...], find_links
     report = RunReport(started_at=time.time(), settings={"max_installs": max_installs})
     for recovery in installer.recover():  # first: what the target holds is read next
         display.event(str(recovery))
-    chosen = select_wheels(given=wheel_files(wheels), requirements=requirements, find_links=find_links,
-                           python=target.python, site_packages=site_packages, reinstall=reinstall)
     environment = target_environment(target.python)  # asked now: a Python that cannot answer is refused unwritten
+    chosen = select_wheels(given=wheel_files(wheels), requirements=requirements, find_links=find_links,
+                           python=target.python, site_packages=site_packages, reinstall=reinstall,
+                           environment=environment)
     for note in chosen.notes:
         display.event(note)
     refuse_conflicts(chosen.wheels)

@@ -333,6 +333,18 @@ def test_a_py312_wheel_is_taken_for_312_and_refused_for_this_python(tmp_path: Pa
         assert installed_tag(target, "bar") == tag
 
 
+@pytest.mark.skipif(not PYTHON_312.is_file(), reason=f"needs {PYTHON_312}")
+def test_the_locks_markers_are_read_for_the_target(tmp_path: Path, wheelhouse: Path) -> None:
+    if sys.version_info[:2] >= (3, 12):
+        pytest.skip("this interpreter is 3.12 or newer itself")
+    write_wheel(wheelhouse, "new", "1.0")
+    write_wheel(wheelhouse, "old", "1.0")
+    requirements = lock(tmp_path, 'new==1.0; python_version >= "3.12"\nold==1.0; python_version < "3.12"')
+    result = orchestrate("install", "-r", requirements, "-f", wheelhouse, "--into", make_venv(tmp_path / "v", PYTHON_312))
+    assert result.returncode == 0, result.stderr
+    assert installed(tmp_path / "v") == {"new": "1.0"}
+
+
 @pytest.mark.skipif(not PYTHON_36.is_file(), reason=f"needs {PYTHON_36}")
 def test_a_target_too_old_for_our_packaging_is_refused_clearly(tmp_path: Path, wheelhouse: Path) -> None:
     write_wheel(wheelhouse, "foo", "1.0")

@@ -32,7 +32,7 @@ import logging
 import os
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -140,12 +140,12 @@ class RequirementsFile:
         return self.requirements
 
 
-def parse_requirements(paths: Sequence[Path]) -> RequirementsFile:
+def parse_requirements(paths: Sequence[Path], *, environment: Mapping[str, str] | None = None) -> RequirementsFile:
     """Parse requirements files and the files they include.
 
     :raises UsageError: a line cannot be parsed, or two lines pin one package differently.
     """
-    parser = _Parser()
+    parser = _Parser(environment=environment)
     for path in paths:
         parser.read_file(Path(path), included_from=None)
     return RequirementsFile(
@@ -181,6 +181,8 @@ class _Parser:
     no_index: bool = False
     require_hashes: bool = False
     seen_files: set[Path] = field(default_factory=set)
+    environment: Mapping[str, str] | None = None
+    """The marker environment lines are read for (another interpreter's); ``None``: this one's."""
 
     def read_file(self, path: Path, *, included_from: str | None) -> None:
         resolved = path.resolve()
@@ -205,7 +207,7 @@ class _Parser:
         match = _OPTIONS_START.search(line)
         spec, options = (line[: match.start()], line[match.start() :]) if match else (line, "")
         hashes = hashes_from_options(options, origin)
-        requirement = _parse_requirement(spec.strip(), path=path, origin=origin)
+        requirement = _parse_requirement(spec.strip(), path=path, origin=origin, environment=self.environment)
         if requirement is None:
             self.skipped.append(f"{origin}: {spec.strip()}")
             return
@@ -268,12 +270,12 @@ def _find_link(value: str, path: Path) -> str:
 
 
 def _parse_requirement(
-    text: str, *, path: Path, origin: str
+    text: str, *, path: Path, origin: str, environment: Mapping[str, str] | None
 ) -> PinnedRequirement | LooseRequirement | None:
-    """One requirement, or ``None`` when its marker is false here."""
+    """One requirement, or ``None`` when its marker is false in ``environment`` (default: this interpreter)."""
     if _URL.match(text) or (not _NAMED_URL.match(text) and _looks_like_path(text)):
         location, _, marker_text = _split_marker(text)
-        if marker_text and not _marker_holds(marker_text, origin):
+        if marker_text and not _marker_holds(marker_text, origin, environment):
             return None
         if _URL.match(location):
             return _from_url(None, location, origin=origin)
@@ -282,7 +284,7 @@ def _parse_requirement(
         requirement = Requirement(text)
     except InvalidRequirement as exc:
         raise UsageError(f"{origin}: cannot parse {text!r}: {_one_line(exc)}") from exc
-    if requirement.marker is not None and not requirement.marker.evaluate():
+    if requirement.marker is not None and not requirement.marker.evaluate(dict(environment or {})):
         logger.debug("%s: skipping %s: marker is false here", origin, text)
         return None
     name = canonicalize_name(requirement.name)
@@ -305,9 +307,9 @@ def _split_marker(text: str) -> tuple[str, str, str]:
     return text[: match.start()].strip(), ";", text[match.end() :].strip()
 
 
-def _marker_holds(text: str, origin: str) -> bool:
+def _marker_holds(text: str, origin: str, environment: Mapping[str, str] | None) -> bool:
     try:
-        return Marker(text).evaluate()
+        return Marker(text).evaluate(dict(environment or {}))
     except InvalidMarker as exc:
         raise UsageError(f"{origin}: cannot parse marker {text!r}: {_one_line(exc)}") from exc
 

@@ -107,18 +107,20 @@ def choose(name: NormalizedName, version: str, wheels: Sequence[WheelFile],
 def select_wheels(
     *, given: Sequence[Path], requirements: Sequence[Path], find_links: Sequence[str], python: Path,
     site_packages: Sequence[Path], reinstall: bool, tags: Callable[[Path], Sequence[str]] = supported_tags,
+    environment: Mapping[str, str] | None = None,
 ) -> InstallSet:
     """The wheels to install: ``given`` ones, and those the pins of ``requirements`` take; nothing is written.
 
     ``find_links`` are the command line's (local folders or wheel files);
     ``site_packages`` the target's folders, read for what it has installed,
     and ``tags(python)`` its supported tags, best first: each only when a
-    pin needs it.
+    pin needs it. The locks' markers are evaluated in ``environment``, the
+    target's (default: this interpreter's).
 
     :raises UsageError: a lock line that is not a pin of a wheel, a --find-links URL or missing folder.
     :raises InstallError: a pin no wheel meets (every such pin named).
     """
-    pins, lock_links, notes = _read_locks(requirements)
+    pins, lock_links, notes = _read_locks(requirements, environment)
     folders = [*(_folder(link, where="--find-links") for link in find_links), *lock_links]
     by_path = [pin for pin in pins if pin.path is not None]
     by_name = _unless_given(given, [pin for pin in pins if pin.path is None])
@@ -148,11 +150,12 @@ def select_wheels(
                       notes=tuple(notes))
 
 
-def _read_locks(paths: Sequence[Path]) -> tuple[list[PinnedRequirement], list[Path], list[str]]:
+def _read_locks(paths: Sequence[Path], environment: Mapping[str, str] | None,
+                ) -> tuple[list[PinnedRequirement], list[Path], list[str]]:
     """The pins of the lock files, the local folders they name, and notes on the rest."""
     if not paths:
         return [], [], []
-    parsed = parse_requirements(list(paths))
+    parsed = parse_requirements(list(paths), environment=environment)
     if parsed.empty:
         why = (f"a marker excludes every line here ({len(parsed.skipped)} skipped)" if parsed.skipped
                else "they list no requirement")
