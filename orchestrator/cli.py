@@ -34,7 +34,6 @@ from orchestrator.errors import (
     OrchestratorError,
     ResolutionError,
     UsageError,
-    WheelError,
 )
 from orchestrator.install import INSTALLS, Target, WheelInstaller
 from orchestrator.install.conflicts import refuse_conflicts
@@ -52,7 +51,7 @@ from orchestrator.packageconfig import (
     find_config,
     load_package_config,
 )
-from orchestrator.pipeline import BuildRun, BuildSettings
+from orchestrator.pipeline import BuildRun, BuildSettings, check_target
 from orchestrator.policy.admission import Limits
 from orchestrator.policy.history import default_state_dir
 from orchestrator.report import RunReport
@@ -60,7 +59,7 @@ from orchestrator.resources import usable_cpu_count
 from orchestrator.settings import IndexSettings
 from orchestrator.stages import Stage
 from orchestrator.units import format_size, parse_size
-from orchestrator.wheels.distributions import check_installed, target_environment
+from orchestrator.wheels.distributions import target_environment
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
@@ -481,14 +480,6 @@ def install(wheels: tuple[Path, ...], requirements: tuple[Path, ...], find_links
                    on_event=display.event, results=report.installs) as installs:
             installs.submit(*chosen.wheels)
             installs.join()
-        # As pip check does, on everything installed there; the installs stay whatever it finds.
-        try:
-            unmet = [str(requirement) for requirement in
-                     check_installed(site_packages, environment, extras=chosen.extras)]
-        except WheelError as exc:
-            unmet = [f"cannot check the environment: {exc.message}"]
-        report.unmet, report.unmet_fails = unmet, True
-        for line in unmet:
-            display.event(f"the environment is incomplete: {line}")
+        check_target(target, environment, report, display.event, extras=chosen.extras)
 
     _run_and_report(work, report, display, console, report_json)

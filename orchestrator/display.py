@@ -186,15 +186,17 @@ def print_summary(console: Console, report: RunReport) -> None:
     for error in report.errors:
         console.print(Text(f"FAILED {error.stage} of {error.item}: {error.error}", style="bold red"))
     if report.unmet:
-        installed = bool(report.installs) and not report.builds  # `orchestrate install` checks its target
-        what = "the environment is incomplete" if installed else "the set is incomplete"
-        what = what if report.unmet_fails else f"warning: {what}"
-        whose = ("of what is installed there met by nothing installed there" if installed
-                 else "of its wheels met by no wheel of the run or of the wheelhouse")
-        console.print(Text(f"{what}: {len(report.unmet)} requirement(s) {whose}:",
-                           style="bold red" if report.unmet_fails else "yellow"))
+        what = "the set is incomplete" if report.unmet_fails else "warning: the set is incomplete"
+        style = "red" if report.unmet_fails else "yellow"
+        console.print(Text(f"{what}: {len(report.unmet)} requirement(s) of its wheels met by no wheel of the run "
+                           "or of the wheelhouse:", style=f"bold {style}" if report.unmet_fails else style))
         for line in report.unmet:
-            console.print(Text(f"  {line}", style="red" if report.unmet_fails else "yellow"))
+            console.print(Text(f"  {line}", style=style))
+    if report.target_unmet:
+        console.print(Text(f"the environment is incomplete: {len(report.target_unmet)} requirement(s) of what is "
+                           "installed there met by nothing installed there:", style="bold red"))
+        for line in report.target_unmet:
+            console.print(Text(f"  {line}", style="red"))
     wall = (report.finished_at or time.time()) - report.started_at
     console.print(f"{'; '.join(_counts(report))} in {wall:.1f} s", markup=False, highlight=False)
 
@@ -221,6 +223,7 @@ def _counts(report: RunReport) -> list[str]:
                      f"{installs[InstallStatus.FAILED]} failed")
     if report.errors:
         parts.append(f"{len(report.errors)} stage error{'s' if len(report.errors) > 1 else ''}")
-    if report.unmet:
-        parts.append(f"{len(report.unmet)} unmet requirement{'s' if len(report.unmet) > 1 else ''}")
+    unmet = len(report.unmet) + len(report.target_unmet)
+    if unmet:
+        parts.append(f"{unmet} unmet requirement{'s' if unmet > 1 else ''}")
     return parts

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from orchestrator.download.resolve import stop_resolvers
 from orchestrator.download.results import DOWNLOADS
 from orchestrator.download.wanted import Requirements, resolve_pins
 from orchestrator.errors import SourceError, WheelError
-from orchestrator.install import INSTALLS, InstallResult, WheelInstaller
+from orchestrator.install import INSTALLS, InstallResult, Target, WheelInstaller
 from orchestrator.jobs import BuildJob, BuildResult, Status, nested_jobs_environ
 from orchestrator.packageconfig import PackageOverrides
 from orchestrator.policy.admission import Limits, jobs_per_build
@@ -56,7 +56,11 @@ from orchestrator.stages import (
     StageKind,
     StageProgress,
 )
-from orchestrator.wheels.distributions import check_wheels, target_environment
+from orchestrator.wheels.distributions import (
+    check_installed,
+    check_wheels,
+    target_environment,
+)
 from orchestrator.wheels.wheelfile import check_wheel
 from orchestrator.wheels.wheelhouse import Wheelhouse, publish_wheel
 
@@ -175,6 +179,9 @@ class BuildRun:
                 self._check_set(strict=requirements is not None and not requirements.no_deps)
                 if self._installs is not None:
                     self._installs.submit(*self._install_later)
+            if settings.installer_into is not None:  # the installs have ended
+                target = settings.installer_into.target
+                check_target(target, target_environment(target.python), self.report, self._observer.event)
         finally:
             self.report.finished_at = time.time()
             if self._history is not None:
@@ -379,6 +386,19 @@ class BuildRun:
                     finished_at=result.finished_at,
                 )
             )
+
+
+def check_target(target: Target, environment: Mapping[str, str], report: RunReport, event: Callable[[str], None],
+                 *, extras: Mapping[str, Iterable[str]] | None = None) -> None:
+    """Check what ``target`` holds as ``pip check`` does, after installing; the installs stay whatever it finds."""
+    site_packages = [Path(target.scheme["purelib"]), Path(target.scheme["platlib"])]
+    try:
+        unmet = [str(requirement) for requirement in check_installed(site_packages, environment, extras=extras)]
+    except WheelError as exc:
+        unmet = [f"cannot check the environment: {exc.message}"]
+    report.target_unmet = unmet
+    for line in unmet:
+        event(f"the environment is incomplete: {line}")
 
 
 def _file_sha256(path: Path) -> str | None:

@@ -101,6 +101,8 @@ class RunReport:
     """Requirements of the run's wheels that no wheel of the set meets, one line each."""
     unmet_fails: bool = False
     """The set was asked complete (``-r`` without ``--no-deps``): ``unmet`` fails the run."""
+    target_unmet: list[str] = field(default_factory=list)
+    """Requirements of what the install target holds, met by nothing it holds (as ``pip check``): each fails the run."""
 
     @property
     def failed(self) -> Sequence[BuildResult]:
@@ -110,7 +112,7 @@ class RunReport:
     def ok(self) -> bool:
         """Nothing failed: no build, download or install, no stage raised, no requirement of the set unmet."""
         items: list[Any] = [*self.builds, *self.downloads, *self.installs]
-        unmet = bool(self.unmet) and self.unmet_fails
+        unmet = (bool(self.unmet) and self.unmet_fails) or bool(self.target_unmet)
         return not self.errors and not unmet and not any(item.status.value == "failed" for item in items)
 
     def stages(self) -> dict[str, StageTime]:
@@ -135,6 +137,7 @@ class RunReport:
             "installs": [result.to_json() for result in self.installs],
             "errors": [error.to_json() for error in self.errors],
             "unmet": self.unmet,
+            "target_unmet": self.target_unmet,
         }
 
     def write(self, path: Path) -> None:

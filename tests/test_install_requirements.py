@@ -264,7 +264,7 @@ def test_an_unmet_requirement_fails_the_install_which_stays(tmp_path: Path, targ
     assert "the environment is incomplete: app 1.0 requires dep>=1 (missing)" in result.stderr
     assert "other" not in result.stderr  # its marker is false for the target
     assert installed(target) == {"app": "1.0"}  # as pip does, the install stays
-    assert json.loads(report.read_text())["unmet"] == ["app 1.0 requires dep>=1 (missing)"]
+    assert json.loads(report.read_text())["target_unmet"] == ["app 1.0 requires dep>=1 (missing)"]
 
 
 def test_wheels_given_without_a_lock_are_checked_too(target: Path, wheelhouse: Path) -> None:

@@ -263,3 +263,19 @@ def test_install_timeout_option_and_its_environment_variable(tmp_path: Path, tar
     assert install["status"] == "failed"
     assert "failed: timed out after 1e-06 s writing files; rolled back" in install["error"]
     assert sorted(site.iterdir()) == before
+
+
+def test_build_install_into_checks_the_target_as_pip_check_does(tmp_path: Path, target: Path) -> None:
+    make_sdist(tmp_path / "sdists", "app", requires_dist=["dep>=1"])
+    make_sdist(tmp_path / "sdists", "lib")
+    report = tmp_path / "report.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--install-into", target,
+                         "--report-json", report)
+    assert result.returncode == 1, result.stderr
+    assert "the environment is incomplete: app 1.0 requires dep>=1 (missing)" in result.stderr
+    data = json.loads(report.read_text())
+    assert data["target_unmet"] == ["app 1.0 requires dep>=1 (missing)"]
+    assert sorted(item["status"] for item in data["installs"]) == ["installed", "installed"]  # the installs stay
+    # Sources alone ask for no complete set: that part is only a warning.
+    assert data["unmet"] == ["app 1.0 requires dep>=1 (missing)"]
+    assert "warning: the set is incomplete" in result.stderr
