@@ -318,12 +318,16 @@ class BuildRun:
         """Check a wheel the index had and publish it as it is, byte for byte; it is the build's result."""
         started = time.time()
         status, error = Status.DOWNLOADED, None
-        try:
-            check_wheel(wheel, name=result.name, version=result.version)
-            publish_wheel(wheel, self._wheelhouse.path)
-            self._wheelhouse.forget(wheel.name)
-        except WheelError as exc:
-            status, error = Status.FAILED, exc.message
+        present = self._wheelhouse.path / wheel.name
+        if not self._settings.force and result.sha256 and present.is_file() and _file_sha256(present) == result.sha256:
+            status = Status.SKIPPED  # these very bytes, checked when they were placed
+        else:
+            try:
+                check_wheel(wheel, name=result.name, version=result.version)
+                publish_wheel(wheel, self._wheelhouse.path)
+                self._wheelhouse.forget(wheel.name)
+            except WheelError as exc:
+                status, error = Status.FAILED, exc.message
         placed = BuildResult(
             name=result.name, version=result.version, source=result.url or str(wheel), status=status,
             wheel=wheel.name if error is None else None, started_at=started, finished_at=time.time(),
@@ -335,7 +339,10 @@ class BuildRun:
         if error is not None:
             self._observer.event(f"{label}: FAILED: {error}")
             return
-        self._observer.event(f"{label}: downloaded wheel {wheel.name}, placed as it is")
+        if status is Status.SKIPPED:
+            self._observer.event(f"{label}: skipped, {wheel.name} is already in the wheelhouse, the same bytes")
+        else:
+            self._observer.event(f"{label}: downloaded wheel {wheel.name}, placed as it is")
         self._wheel_ready(wheel.name)
 
     def _check_set(self, *, strict: bool) -> None:
