@@ -130,9 +130,9 @@ class BuildRun:
         self._environment: Mapping[str, str] | None = None
         """The marker environment the resolver resolved for; ``None``: this interpreter's."""
         self._extras: dict[str, list[str]] = {}
+        """The extras the requirements ask of each distribution."""
         self._resolution_failed: Exception | None = None
         """What the resolver raised, in its thread: the run fails with it."""
-        """The extras the requirements ask of each distribution."""
         self._environ = nested_jobs_environ(jobs_per_build(SystemProbe().read().cpu_count, settings.limits.max_builds))
         self.report = RunReport(started_at=time.time())
         self._scheduler = BuildScheduler(
