@@ -92,6 +92,18 @@ def _probe(path: str) -> Probe:
     return Probe(Sandbox(tool="bwrap", executable=executable))
 
 
+def for_run(wanted: bool, *, network: bool) -> tuple[Sandbox, str | None]:
+    """The sandbox of a run's builds (``--sandbox``, ``--build-network``), and the one line saying
+    when they are not sandboxed and why."""
+    if not wanted:
+        return Sandbox(), None
+    found = probe()
+    if found.reason is None:
+        return dataclasses.replace(found.sandbox, network=network), None
+    cut = "" if network else "; --no-build-network cannot be enforced"
+    return Sandbox(), f"builds are not sandboxed: {found.reason}{cut} (--no-sandbox silences this note)"
+
+
 def is_secret(name: str) -> bool:
     """Whether the environment variable ``name`` carries a secret by :data:`SECRET_NAMES`."""
     upper = name.upper()
@@ -122,8 +134,12 @@ def wrap(cmd: Sequence[str], *, sandbox: Sandbox, build_dir: Path, tmp_dir: Path
     for path in dict.fromkeys(path.resolve() for path in [*interpreter, *readable]):
         if path.exists() and any(path.is_relative_to(folder) for folder in hidden):
             args += ["--ro-bind", str(path), str(path)]
+    bound: list[Path] = []
     for path in dict.fromkeys(path.resolve() for path in [build_dir, tmp_dir, out_dir, *writable]):
-        args += ["--bind", str(path), str(path)]
+        path.mkdir(parents=True, exist_ok=True)
+        if not any(path.is_relative_to(folder) for folder in bound):
+            bound.append(path)
+            args += ["--bind", str(path), str(path)]
     args += ["--unshare-pid", "--die-with-parent", "--new-session"]
     if not sandbox.network:
         args += ["--unshare-net"]
