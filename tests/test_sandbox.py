@@ -21,6 +21,8 @@ from sdists import make_sdist
 
 from orchestrator.build.sandbox import Sandbox, for_run, is_secret, probe
 
+pytestmark = pytest.mark.usefixtures("sandboxed")
+
 BWRAP = probe()
 needs_bwrap = pytest.mark.skipif(BWRAP.reason is not None, reason=f"no working bwrap here: {BWRAP.reason}")
 
