@@ -139,6 +139,7 @@ def build_result(item: Queued, run: Running | None, *, status: Status, error: st
         memory_requeues=item.memory_requeues,
         waits={held_by: seconds for held_by, seconds in item.waits.items() if seconds > 0},
         wait_reason=item.wait_reason,
+        sandbox=job.sandbox.describe() if run else None,
     )
 
 

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from orchestrator import __version__
 from orchestrator.build.envs import choose_installer
+from orchestrator.build.sandbox import for_run
 from orchestrator.build.sources import collect_sources
 from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
 from orchestrator.download.binary import BinaryPolicy
@@ -266,6 +267,12 @@ def _state_dir(state_dir: Path | None) -> Path:
         help="What installs build requirements; auto takes uv when installed.")
 @option("--keep-build-envs", is_flag=True, help="Keep prepared build environments under --state-dir for later "
         "runs (default: removed when the run ends).")
+@option("--sandbox/--no-sandbox", default=True, show_default=True,
+        help="Run the build hooks in a bubblewrap sandbox (read-only host, empty home, no secrets in the "
+        "environment, no process outlives its build) where bwrap works; a note says when it does not.")
+@option("--build-network/--no-build-network", default=True, show_default=True,
+        help="Let sandboxed build hooks reach the network (off: loopback only); per package: build_network "
+        "in orchestrate.toml.")
 @option("--install-into", type=click.Path(path_type=Path), metavar="VENV|PYTHON",
         help="Install each wheel into this environment as soon as it is built.")
 @option("--install-after-build", is_flag=True, help="With --install-into: install once all builds have ended.")
@@ -295,7 +302,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           download_timeout: float, download_retries: int, require_hashes: bool, constraints: tuple[Path, ...],
           no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...], prefer_binary: bool,
           resolver: Literal["auto", "pip", "uv"], sdist_dir: Path | None, installer: str, keep_build_envs: bool,
-          install_into: Path | None, install_after_build: bool,
+          sandbox: bool, build_network: bool, install_into: Path | None, install_after_build: bool,
           max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool,
           force: bool, timeout: float | None, retries: int, log_dir: Path | None, report_json: Path | None,
           state_dir: Path | None, no_history: bool, config: Path | None, wait_lock: float) -> None:
@@ -314,6 +321,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            no_deps=no_deps, no_binary=no_binary, only_binary=only_binary,
                            prefer_binary=prefer_binary, resolver=resolver, overrides=overrides)
     collected = collect_sources(sources)
+    contained, sandbox_note = for_run(sandbox, network=build_network)
     state = _state_dir(state_dir)
     index = _index(index_url, extra_index_url, find_links, no_index, wanted.parsed.index if wanted else None)
     settings = BuildSettings(
@@ -341,9 +349,12 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         install_after_build=install_after_build,
         build_env_dir=state / "build-envs",
         keep_build_envs=keep_build_envs,
+        sandbox=contained,
     )
     console = _console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
+    if sandbox_note:
+        display.event(sandbox_note)
     for note in collected.notes:
         display.event(note)
     run = BuildRun(settings, display, on_download_progress=display.downloads)
@@ -352,7 +363,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     run.report.settings = {"max_builds": limits.max_builds, "max_downloads": max_downloads,
                            "max_installs": max_installs, "memory_limit": limits.memory_limit,
                            "min_free_memory": limits.min_free_memory, "memory_per_build": settings.memory_per_build,
-                           "max_load": limits.max_load, "max_cpu": limits.max_cpu, "installer": settings.installer}
+                           "max_load": limits.max_load, "max_cpu": limits.max_cpu, "installer": settings.installer,
+                           "sandbox": contained.describe()}
     _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, report_json)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.build.sandbox import Sandbox
 from orchestrator.settings import IndexSettings
 
 PHASES = ("extract", "create_env", "install_requires", "get_requires", "backend", "publish")
@@ -65,6 +66,8 @@ class BuildJob:
     """The run's folder of prepared build environments, shared between its builds (``build/envcache.py``)."""
     environ: dict[str, str] = field(default_factory=dict)
     """Extra environment for the backend (nested-parallelism caps)."""
+    sandbox: Sandbox = field(default_factory=Sandbox)
+    """The containment the backend's hooks run in (``build/sandbox.py``); the default is none."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -72,6 +75,7 @@ class BuildJob:
         data["wheelhouse"] = str(self.wheelhouse)
         data["log_path"] = str(self.log_path)
         data["env_cache"] = str(self.env_cache)
+        data["sandbox"] = self.sandbox.to_json()
         return data
 
     @classmethod
@@ -82,6 +86,7 @@ class BuildJob:
         data["log_path"] = Path(data["log_path"])
         data["env_cache"] = Path(data["env_cache"])
         data["index"] = IndexSettings.from_json(data["index"])
+        data["sandbox"] = Sandbox.from_json(data.get("sandbox", {}))
         return cls(**data)
 
 
@@ -145,6 +150,8 @@ class BuildResult:
     """The sha256 of the wheel in the wheelhouse."""
     wheel_tag: str | None = None
     """The wheel's compatibility tag, as its file name says it (``cp311-cp311-manylinux_2_17_x86_64``)."""
+    sandbox: str | None = None
+    """The protections the build's hooks ran under (``bwrap: read-only host, ..., no network``, or ``none``)."""
 
     @property
     def waited_s(self) -> float:

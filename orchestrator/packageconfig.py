@@ -8,6 +8,7 @@ the same keys::
     memory = "6G"     # reserve this much, whatever history says
     timeout = 3600    # seconds before the build is stopped
     binary = "source" # always build the sdist ("binary": only a wheel from the index)
+    build_network = false  # its build hooks see only loopback (true: the network, despite --no-build-network)
 
 An ``orchestrate.toml`` is ours alone, so anything else at its top level is a
 mistake and an error; a ``pyproject.toml`` belongs to its project and other tools.
@@ -42,6 +43,8 @@ class PackageOverrides:
     """Seconds the build may run before it is stopped."""
     binary: Literal["binary", "source"] | None = None
     """``binary``: take only a wheel from the index; ``source``: always build the sdist."""
+    build_network: bool | None = None
+    """Whether the sandboxed build hooks may reach the network, whatever ``--build-network`` says."""
 
 
 def find_config(start: Path) -> Path | None:
@@ -105,10 +108,10 @@ def _check_top_level(document: Mapping[str, Any], path: Path) -> None:
 
 
 def _overrides(settings: Mapping[str, Any], path: Path, where: str) -> PackageOverrides:
-    unknown = sorted(set(settings) - {"memory", "timeout", "binary"})
+    unknown = sorted(set(settings) - {"memory", "timeout", "binary", "build_network"})
     if unknown:
         raise UsageError(
-            f"{path}: unknown key {unknown[0]!r} in {where}; the keys are memory, timeout and binary"
+            f"{path}: unknown key {unknown[0]!r} in {where}; the keys are memory, timeout, binary and build_network"
         )
     memory = settings.get("memory")
     if memory is not None:
@@ -126,7 +129,10 @@ def _overrides(settings: Mapping[str, Any], path: Path, where: str) -> PackageOv
     binary = settings.get("binary")
     if binary not in (None, "binary", "source"):
         raise UsageError(f'{path}: {where} binary must be "binary" (a wheel only) or "source" (build the sdist)')
-    return PackageOverrides(memory=memory, timeout=timeout, binary=binary)
+    build_network = settings.get("build_network")
+    if build_network is not None and not isinstance(build_network, bool):
+        raise UsageError(f"{path}: {where} build_network must be true or false")
+    return PackageOverrides(memory=memory, timeout=timeout, binary=binary, build_network=build_network)
 
 
 def _table(value: object, path: Path, key: str) -> Mapping[str, Any]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.build.envcache import run_env_cache
+from orchestrator.build.sandbox import Sandbox
 from orchestrator.build.sources import Source, compiles, sdist_source, tree_source
 from orchestrator.download.fetch import (
     Downloader,
@@ -106,6 +107,8 @@ class BuildSettings:
     """Where prepared build environments live (``build/envcache.py``)."""
     keep_build_envs: bool = False
     """Keep the prepared build environments for later runs instead of removing them when the run ends."""
+    sandbox: Sandbox = field(default_factory=Sandbox)
+    """The sandbox of every build's hooks; a package's ``build_network`` overrides its ``network``."""
 
 
 class BuildRun:
@@ -297,8 +300,11 @@ class BuildRun:
             installer=settings.installer,
             env_cache=self._env_cache,
             environ=self._environ,
+            sandbox=settings.sandbox,
         )
         override = settings.overrides.get(canonicalize_name(source.name))
+        if override is not None and override.build_network is not None:
+            job = replace(job, sandbox=replace(settings.sandbox, network=override.build_network))
         history = self._history
         peaks = history.recent_peaks(source.name, python=PYTHON_TAG, version=source.version) if history else []
         need = predict_need(peaks, settings.memory_per_build, override=override.memory if override else None)

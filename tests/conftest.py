@@ -23,6 +23,15 @@ def _hermetic_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         if name.startswith("ORCHESTRATE_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("ORCHESTRATE_STATE_DIR", str(tmp_path / "state"))
+    # The fake backend reports to the test through files outside its build (events): a sandbox would stop it.
+    # Tests of the sandbox itself, and of real backends, use the default (sandboxed) with the `sandboxed` fixture.
+    monkeypatch.setenv("ORCHESTRATE_SANDBOX", "0")
+
+
+@pytest.fixture
+def sandboxed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Builds run with the default ``--sandbox``: sandboxed where bwrap works."""
+    monkeypatch.delenv("ORCHESTRATE_SANDBOX")
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,10 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``write_site``: write a marker module into the build environment's site-packages
 - ``check_site``: fail if that marker module is importable
 - ``build_requires``: ``build-system.requires`` of the project (default none)
+- ``escape``: in ``build_wheel``, try each way out of a sandbox and record what happened in the wheel as
+  ``NAME/escape.json``: ``{"secret_path": FILE, "outside": FILE, "port": N, "env": NAME, "daemon": TOKEN}``
+  reads ``$HOME/.ssh/id_rsa`` and ``secret_path``, writes ``outside``, connects to 127.0.0.1:``port``, reads
+  ``env``, and leaves a double-forked ``setsid`` daemon sleeping 60 s with ``TOKEN`` on its command line
 - ``requires_dist``: ``Requires-Dist`` lines of the wheel's METADATA and the sdist's PKG-INFO
   (pip's resolver reads them by building the wheel, as the backend has no metadata hook)
 
@@ -55,6 +59,59 @@ def _event(kind, **extra):
 def get_requires_for_build_wheel(config_settings=None):
     _event("requires")
     return list(CONFIG.get("requires", []))
+
+
+def _attempt(action):
+    try:
+        return {"ok": True, "got": action()}
+    except Exception as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def _write(path):
+    with open(path, "w") as f:
+        f.write("escaped\n")
+    return path
+
+
+def _connect(port):
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"escaped\n")
+    return port
+
+
+def _env(name):
+    if name not in os.environ:
+        raise KeyError(name)
+    return os.environ[name]
+
+
+def _daemon(token):
+    first = os.fork()
+    if first == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(60)", token])
+        os._exit(0)
+    os.waitpid(first, 0)
+    return token
+
+
+def _escape(plan):
+    return {
+        "home_secret": _attempt(lambda: _read(os.path.join(os.environ.get("HOME", "/"), ".ssh", "id_rsa"))),
+        "secret_path": _attempt(lambda: _read(plan["secret_path"])),
+        "outside": _attempt(lambda: _write(plan["outside"])),
+        "connect": _attempt(lambda: _connect(plan["port"])),
+        "env": _attempt(lambda: _env(plan["env"])),
+        "daemon": _attempt(lambda: _daemon(plan["daemon"])),
+    }
 
 
 def _record_line(name, data):
@@ -109,6 +166,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         ).encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: fakebackend\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
+    if CONFIG.get("escape"):
+        files[f"{name}/escape.json"] = json.dumps(_escape(CONFIG["escape"])).encode()
     if CONFIG.get("pad_kb"):
         files[f"{name}/blob.bin"] = os.urandom(CONFIG["pad_kb"] * 1024)
     record = [_record_line(path, data) for path, data in files.items()] + [f"{dist_info}/RECORD,,"]

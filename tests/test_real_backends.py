@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from conftest import backend_index_args, orchestrate
 
+from orchestrator.build.sandbox import probe
+
 EXAMPLES = Path(__file__).parent.parent / "examples" / "sdists"
 
-pytestmark = pytest.mark.real_backend
+pytestmark = [pytest.mark.real_backend, pytest.mark.usefixtures("sandboxed")]
 
 
 @pytest.mark.parametrize("installer", ["pip", "uv"])
@@ -27,6 +29,9 @@ def test_examples_build_with_real_backends(tmp_path: Path, installer: str) -> No
     with zipfile.ZipFile(wheels["hello_ext"]) as wheel:
         assert any(name.startswith("hello_ext/_speedups") and name.endswith(".so") for name in wheel.namelist())
     records = {record["name"]: record for record in json.loads(report.read_text())["builds"]}
+    # They built unchanged in the sandbox where bwrap works (the default), and the report says so.
+    expected = "none" if probe().reason else "bwrap: read-only host, private home and /tmp, no secrets, pid namespace"
+    assert {record["sandbox"] for record in records.values()} == {expected}
     ext = records["hello-ext"]
     assert ext["phases"]["install_requires"] > 0 and ext["phases"]["backend"] > 0
     assert ext["cpu_s"] > 0 and ext["peak_rss_bytes"] > 10 * 1024 * 1024

@@ -26,6 +26,7 @@ from packaging.utils import (
 from orchestrator.build.envcache import EnvCache, EnvView, SubprocessInstaller
 from orchestrator.build.envs import choose_installer
 from orchestrator.build.extract import extract_sdist
+from orchestrator.build.sandbox import wrap
 from orchestrator.errors import BuildError, BuildKilledError, SourceError, WheelError
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
 from orchestrator.wheels.wheelfile import check_wheel
@@ -56,9 +57,15 @@ class _Timer:
             self.phases[name] = round(self.phases.get(name, 0.0) + time.perf_counter() - start, 4)
 
 
-def _runner(log: IO[str], environ: Mapping[str, str]) -> pyproject_hooks.SubprocessRunner:
+def _runner(log: IO[str], job: BuildJob, work_dir: Path) -> pyproject_hooks.SubprocessRunner:
+    """Runs each hook, inside the job's sandbox (``build/sandbox.py``) when it has one."""
+
     def run(cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None) -> None:
-        env = {**os.environ, **environ, **(extra_environ or {})}
+        env: Mapping[str, str] = {**os.environ, **job.environ, **(extra_environ or {})}
+        # A source tree is built in place (setuptools writes build/ there): it is the build's own folder too.
+        cmd, env = wrap(cmd, sandbox=job.sandbox, build_dir=work_dir, tmp_dir=work_dir / "tmp",
+                        out_dir=work_dir / "dist", env=env, cwd=cwd, readable=[job.env_cache],
+                        writable=[job.source] if job.kind == "tree" else [])
         log.flush()
         subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=True)
 
@@ -108,7 +115,7 @@ def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> build.Pro
     with timer.phase("create_env"):
         env = _environment(job, tmp / "env", log)
         try:
-            builder = build.ProjectBuilder.from_isolated_env(env, source_dir, runner=_runner(log, job.environ))
+            builder = build.ProjectBuilder.from_isolated_env(env, source_dir, runner=_runner(log, job, tmp))
         except build.BuildException as exc:
             raise BuildError(f"{job.source}: {exc}") from None
     with timer.phase("install_requires"):
@@ -148,10 +155,19 @@ def _backend_errors(job: BuildJob, builder: build.ProjectBuilder) -> Iterator[No
             name = signal.Signals(-cause.returncode).name
             raise BuildKilledError(f"the build backend was killed by {name}", name) from None
         if isinstance(cause, subprocess.CalledProcessError):
-            raise BuildError(f"the build backend failed (exit status {cause.returncode}); see the log") from None
-        raise BuildError(f"the build backend failed: {cause}") from None
+            raise BuildError(f"the build backend failed (exit status {cause.returncode}); see the log"
+                             + _network_note(job)) from None
+        raise BuildError(f"the build backend failed: {cause}{_network_note(job)}") from None
     except build.BuildException as exc:
         raise BuildError(str(exc)) from None
+
+
+def _network_note(job: BuildJob) -> str:
+    """What a failed build with the network off adds to its error: that it was off, and how to allow it."""
+    if job.sandbox.tool == "none" or job.sandbox.network:
+        return ""
+    return (f"; the build network was off: if {job.name} needs it, set build_network = true "
+            f"in [packages.{job.name}] of orchestrate.toml")
 
 
 def _check_wheel(job: BuildJob, wheel: Path) -> tuple[str, str]:

@@ -1,0 +1,150 @@
+"""The sandbox the PEP 517 hooks run in: what the system gives (probed once) and the command that enters it.
+
+With bubblewrap (``bwrap``, Debian's ``bubblewrap``; unprivileged, no helper of
+ours) a hook sees the host read-only, an empty home and ``/tmp``, its own build
+folder writable, no secret in its environment, a PID namespace that dies with it
+(daemons included) and, with the build network off, only loopback. Without
+``bwrap`` builds run as before and the run says so once. (A fallback on
+``unshare`` with user namespaces is left for later.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+SECRET_NAMES = (
+    "*TOKEN*", "*SECRET*", "*PASSWORD*", "*PASSWD*", "*API_KEY*", "*ACCESS_KEY*", "*PRIVATE_KEY*", "*CREDENTIAL*",
+    "*AUTH*", "AWS_*", "AZURE_*", "GOOGLE_APPLICATION_CREDENTIALS", "GH_*", "GITHUB_TOKEN", "PYPI_*", "TWINE_*",
+    "NETRC", "SSH_AUTH_SOCK",
+)
+"""Environment variables never passed into a sandboxed build (``fnmatch`` patterns on the upper-cased name):
+tokens, passwords, keys and credentials by their usual words, the cloud providers' and publishing tools'
+prefixes, and the ssh agent. A build that needs one has to run with ``--no-sandbox``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sandbox:
+    """The containment in force for a build's hooks."""
+
+    tool: Literal["bwrap", "none"] = "none"
+    executable: str | None = None
+    """The absolute path of ``bwrap``, as probed."""
+    network: bool = True
+    """``False``: only loopback inside (``--no-build-network``, or ``build_network = false`` for the package)."""
+
+    @property
+    def protections(self) -> tuple[str, ...]:
+        """What the sandbox protects, in words, for the report."""
+        if self.tool == "none":
+            return ()
+        return ("read-only host", "private home and /tmp", "no secrets", "pid namespace",
+                *(() if self.network else ("no network",)))
+
+    def describe(self) -> str:
+        """One line for the report: ``bwrap: read-only host, ..., no network`` or ``none``."""
+        return f"{self.tool}: {', '.join(self.protections)}" if self.protections else "none"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Sandbox:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What the system gives: the sandbox to use, or why there is none."""
+
+    sandbox: Sandbox
+    reason: str | None = None
+    """One line saying why builds are not sandboxed; ``None`` when they are."""
+
+
+def probe() -> Probe:
+    """Find ``bwrap`` on PATH and check once that it can make a sandbox here (cached per PATH)."""
+    return _probe(os.environ.get("PATH", os.defpath))
+
+
+@functools.cache
+def _probe(path: str) -> Probe:
+    executable = shutil.which("bwrap", path=path)
+    if executable is None:
+        return Probe(Sandbox(), "bwrap is not on PATH (install bubblewrap)")
+    try:
+        subprocess.run([executable, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "true"],
+                       stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=30)
+    except subprocess.CalledProcessError as exc:
+        said = exc.stderr.decode(errors="replace").strip().splitlines()
+        return Probe(Sandbox(), f"{executable} cannot make a sandbox here: {said[-1] if said else exc}")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Probe(Sandbox(), f"{executable} cannot make a sandbox here: {exc}")
+    return Probe(Sandbox(tool="bwrap", executable=executable))
+
+
+def for_run(wanted: bool, *, network: bool) -> tuple[Sandbox, str | None]:
+    """The sandbox of a run's builds (``--sandbox``, ``--build-network``), and the one line saying
+    when they are not sandboxed and why."""
+    if not wanted:
+        return Sandbox(), None
+    found = probe()
+    if found.reason is None:
+        return dataclasses.replace(found.sandbox, network=network), None
+    cut = "" if network else "; --no-build-network cannot be enforced"
+    return Sandbox(), f"builds are not sandboxed: {found.reason}{cut} (--no-sandbox silences this note)"
+
+
+def is_secret(name: str) -> bool:
+    """Whether the environment variable ``name`` carries a secret by :data:`SECRET_NAMES`."""
+    upper = name.upper()
+    return any(fnmatch.fnmatchcase(upper, pattern) for pattern in SECRET_NAMES)
+
+
+def wrap(cmd: Sequence[str], *, sandbox: Sandbox, build_dir: Path, tmp_dir: Path, out_dir: Path,
+         env: Mapping[str, str], cwd: str | None = None, readable: Sequence[Path] = (),
+         writable: Sequence[Path] = ()) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run ``cmd`` inside ``sandbox``.
+
+    ``build_dir`` (the build's own folder), ``tmp_dir`` and ``out_dir`` and the ``writable`` paths (a source
+    tree built in place) stay writable; ``readable`` paths (the prepared build environments), the interpreter
+    and the writable ones are bound back in where the private home or ``/tmp`` would hide them.
+    """
+    if sandbox.tool == "none" or sandbox.executable is None:
+        return list(cmd), dict(env)
+    home = build_dir / "home"
+    home.mkdir(exist_ok=True)
+    hidden = [Path("/tmp"), *(Path(value).resolve() for value in {env.get("HOME"), os.path.expanduser("~")}
+                              if value and Path(value).resolve() != Path("/"))]
+    args = [sandbox.executable, "--ro-bind", "/", "/", "--dev", "/dev", "--tmpfs", "/dev/shm", "--proc", "/proc"]
+    for path in dict.fromkeys(hidden):
+        if path.is_dir():
+            args += ["--tmpfs", str(path)]
+    # Back in, read-only, what lies under a hidden folder and the build needs: the interpreter, its environments.
+    interpreter = {Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).resolve().parent.parent}
+    for path in dict.fromkeys(path.resolve() for path in [*interpreter, *readable]):
+        if path.exists() and any(path.is_relative_to(folder) for folder in hidden):
+            args += ["--ro-bind", str(path), str(path)]
+    bound: list[Path] = []
+    for path in dict.fromkeys(path.resolve() for path in [build_dir, tmp_dir, out_dir, *writable]):
+        path.mkdir(parents=True, exist_ok=True)
+        if not any(path.is_relative_to(folder) for folder in bound):
+            bound.append(path)
+            args += ["--bind", str(path), str(path)]
+    args += ["--unshare-pid", "--die-with-parent", "--new-session"]
+    if not sandbox.network:
+        args += ["--unshare-net"]
+    if cwd is not None:
+        args += ["--chdir", cwd]
+    clean = {name: value for name, value in env.items() if not is_secret(name)}
+    clean.update(HOME=str(home), TMPDIR=str(tmp_dir))
+    return [*args, "--", *cmd], clean
