@@ -107,7 +107,16 @@ def test_interrupted_install_starts_no_more_wheels(tmp_path: Path, target: Path)
     wheelhouse.mkdir()
     for i in range(300):
         write_wheel(wheelhouse, f"pkg{i}", files={f"pkg{i}/__init__.py": "X = 1\n" * 2000})
-    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "install", str(wheelhouse), "--into", str(target),
+    # Each install takes at least 50 ms, so that the signal finds most of them still queued however
+    # slowly this test's own process is scheduled on a busy machine.
+    slow_installs = (
+        "import time\n"
+        "from orchestrator.install.installer import WheelInstaller\n"
+        "install = WheelInstaller.install\n"
+        "WheelInstaller.install = lambda self, wheel: (time.sleep(0.05), install(self, wheel))[1]\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", f"{slow_installs}from orchestrator.cli import main\nmain()",
+                                "install", str(wheelhouse), "--into", str(target),
                                 "--max-installs", "1", "--report-json", str(tmp_path / "r.json")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     site = next(target.glob("lib/python*/site-packages"))
