@@ -34,6 +34,16 @@ def sandboxed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ORCHESTRATE_SANDBOX")
 
 
+@pytest.fixture
+def hermetic_pip(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pip setting of this machine (PIP_FIND_LINKS, a config file, the cache) reaches pip or the runs."""
+    for name in list(os.environ):
+        if name.startswith("PIP_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover_processes() -> Iterator[None]:
     """Fail a test that leaves any process of ours running."""

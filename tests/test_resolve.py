@@ -161,14 +161,7 @@ def test_binary_policy_agrees_with_pip(options: list[tuple[BinaryOption, str]]) 
 # --- the resolver ---------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _hermetic_pip(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No pip setting of this machine (PIP_FIND_LINKS, a config file, the cache) reaches the tests."""
-    for name in list(os.environ):
-        if name.startswith("PIP_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+pytestmark = pytest.mark.usefixtures("hermetic_pip")
 
 
 class Index:

@@ -33,14 +33,11 @@ from wheels import write_wheel
 TOP_REQUIRES = ["wonly", "sonly>=1"]
 
 
+pytestmark = pytest.mark.usefixtures("hermetic_pip")
+
+
 @pytest.fixture(autouse=True)
-def _hermetic_pip(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No pip setting of this machine (PIP_FIND_LINKS, a config file, the cache) reaches the runs."""
-    for name in list(os.environ):
-        if name.startswith("PIP_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
-    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+def _no_max_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MAX_JOBS", raising=False)  # set by orchestrate for its builds: how they are told apart
 
 
