@@ -28,7 +28,6 @@ from orchestrator.download.resolve import (
     ResolvedDistribution,
     resolve,
 )
-from orchestrator.download.uv_resolve import _binary_args as uv_binary_args
 from orchestrator.download.uv_resolve import resolve_with_uv
 from orchestrator.errors import ResolutionError, UsageError
 from orchestrator.settings import IndexSettings
@@ -535,4 +534,4 @@ def test_uv_failures_are_one_line_naming_the_requirement(
     ],
 )
 def test_uv_binary_arguments(options: list[tuple[BinaryOption, str]], args: list[str]) -> None:
-    assert uv_binary_args(BinaryPolicy.from_options(options)) == args
+    assert BinaryPolicy.from_options(options).uv_args() == args

@@ -136,6 +136,18 @@ class BinaryPolicy:
             args.append("--prefer-binary")
         return args
 
+    def uv_args(self) -> list[str]:
+        """The policy as uv reads it: ``:all:`` first, then one package a flag (uv splits no comma lists).
+
+        No ``--prefer-binary``: uv has none, so that policy is resolved by pip.
+        """
+        args = {"source": ["--no-binary", _ALL], "binary": ["--only-binary", _ALL], "any": []}[self.default]
+        for name in sorted(self.no_binary):
+            args += ["--no-binary", name]
+        for name in sorted(self.only_binary):
+            args += ["--only-binary", name]
+        return args
+
     def describe(self, name: str) -> str | None:
         """Why ``name`` is restricted to one format, as the options that say so; ``None`` if it is not."""
         key = canonicalize_name(name)

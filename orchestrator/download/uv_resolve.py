@@ -58,7 +58,7 @@ def resolve_with_uv(requirement_files: Sequence[Path], *, constraint_files: Sequ
                    "--output-file", str(output), *map(str, requirement_files)]
         for path in constraint_files:
             command += ["--constraint", str(path)]
-        command += _binary_args(binary) + index.pip_args()
+        command += binary.uv_args() + index.pip_args()
         logger.debug("resolving: %s", " ".join(command))
         completed = run_resolver(command, merge_stderr=False)
         if completed.returncode != 0:
@@ -78,16 +78,6 @@ def _with_origin(pin: PinnedRequirement, given: PinnedRequirement | None, files:
     if given is None:
         return replace(pin, origin=f"{files} (a dependency)")
     return replace(pin, hashes=given.hashes, extras=given.extras, origin=given.origin)
-
-
-def _binary_args(binary: BinaryPolicy) -> list[str]:
-    """The policy as uv reads it: ``:all:`` first, then one package a flag (uv splits no comma lists)."""
-    args = {"source": ["--no-binary", ":all:"], "binary": ["--only-binary", ":all:"], "any": []}[binary.default]
-    for name in sorted(binary.no_binary):
-        args += ["--no-binary", name]
-    for name in sorted(binary.only_binary):
-        args += ["--only-binary", name]
-    return args
 
 
 def _reason(stderr: str) -> str:
