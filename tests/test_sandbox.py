@@ -186,12 +186,17 @@ def test_without_bwrap_the_build_runs_unsandboxed_with_one_note(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("name", ["MY_API_TOKEN", "AWS_REGION", "GITHUB_TOKEN", "TWINE_USERNAME", "db_password",
-                                  "SSH_AUTH_SOCK", "NETRC", "GOOGLE_APPLICATION_CREDENTIALS", "GH_HOST"])
+                                  "SSH_AUTH_SOCK", "NETRC", "GOOGLE_APPLICATION_CREDENTIALS", "GH_HOST",
+                                  # the auth words, without catching "author"
+                                  "PROXY_AUTH", "NPM_AUTH_KEY", "AUTH_HEADER", "HF_AUTHTOKEN", "HTTP_AUTHORIZATION",
+                                  "GITLAB_OAUTH_APP"])
 def test_secret_names(name: str) -> None:
     assert is_secret(name)
 
 
-@pytest.mark.parametrize("name", ["PATH", "HOME", "LANG", "CC", "MAKEFLAGS", "PYTHONPATH", "TMPDIR"])
+@pytest.mark.parametrize("name", ["PATH", "HOME", "LANG", "CC", "MAKEFLAGS", "PYTHONPATH", "TMPDIR",
+                                  # git's identity, which setuptools-scm and friends read; an author is no secret
+                                  "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_AUTHOR_DATE", "AUTHOR", "PKG_AUTHORS"])
 def test_ordinary_names_are_passed(name: str) -> None:
     assert not is_secret(name)
 

@@ -24,12 +24,13 @@ from typing import Any, Literal
 
 SECRET_NAMES = (
     "*TOKEN*", "*SECRET*", "*PASSWORD*", "*PASSWD*", "*API_KEY*", "*ACCESS_KEY*", "*PRIVATE_KEY*", "*CREDENTIAL*",
-    "*AUTH*", "AWS_*", "AZURE_*", "GOOGLE_APPLICATION_CREDENTIALS", "GH_*", "GITHUB_TOKEN", "PYPI_*", "TWINE_*",
-    "NETRC", "SSH_AUTH_SOCK",
+    "*_AUTH", "*_AUTH_*", "AUTH_*", "*AUTHTOKEN*", "*AUTHORIZATION*", "*OAUTH*", "AWS_*", "AZURE_*",
+    "GOOGLE_APPLICATION_CREDENTIALS", "GH_*", "GITHUB_TOKEN", "PYPI_*", "TWINE_*", "NETRC", "SSH_AUTH_SOCK",
 )
 """Environment variables never passed into a sandboxed build (``fnmatch`` patterns on the upper-cased name):
-tokens, passwords, keys and credentials by their usual words, the cloud providers' and publishing tools'
-prefixes, and the ssh agent. A build that needs one has to run with ``--no-sandbox``."""
+tokens, passwords, keys and credentials by their usual words (``AUTH`` only as a word of its own, so that
+``GIT_AUTHOR_NAME`` passes), the cloud providers' and publishing tools' prefixes,
+and the ssh agent. A build that needs one has to run with ``--no-sandbox``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
