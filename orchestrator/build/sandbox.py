@@ -13,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import functools
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,23 +35,35 @@ tokens, passwords, keys and credentials by their usual words (``AUTH`` only as a
 and the ssh agent. A build that needs one has to run with ``--no-sandbox``."""
 
 
+UNSHARE = ("--user", "--map-root-user", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc")
+"""The namespaces of an ``unshare`` sandbox (``--net`` is added with the build network off)."""
+SANDBOX_INIT = Path(__file__).with_name("sandbox_init.py")
+"""The script that shapes an ``unshare`` sandbox and runs the hook as its init."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sandbox:
     """The containment in force for a build's hooks."""
 
-    tool: Literal["bwrap", "none"] = "none"
+    tool: Literal["bwrap", "unshare", "none"] = "none"
     executable: str | None = None
-    """The absolute path of ``bwrap``, as probed."""
+    """The absolute path of ``bwrap`` or ``unshare``, as probed."""
     network: bool = True
     """``False``: only loopback inside (``--no-build-network``, or ``build_network = false`` for the package)."""
+    steps: tuple[str, ...] = ()
+    """With ``unshare``: the steps of ``sandbox_init.py`` the probe saw work here (``read-only host``, ...)."""
 
     @property
     def protections(self) -> tuple[str, ...]:
         """What the sandbox protects, in words, for the report."""
         if self.tool == "none":
             return ()
-        return ("read-only host", "private home and /tmp", "no secrets", "pid namespace",
-                *(() if self.network else ("no network",)))
+        if self.tool == "bwrap":
+            shaped: tuple[str, ...] = ("read-only host", "private home and /tmp")
+        else:  # mounts hold only when the build cannot undo them, without capabilities
+            shaped = tuple(step for step in ("read-only host", "private home and /tmp")
+                           if step in self.steps and "no capabilities" in self.steps)
+        return (*shaped, "no secrets", "pid namespace", *(() if self.network else ("no network",)))
 
     def describe(self) -> str:
         """One line for the report: ``bwrap: read-only host, ..., no network`` or ``none``."""
@@ -60,7 +74,7 @@ class Sandbox:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Sandbox:
-        return cls(**data)
+        return cls(**{**data, "steps": tuple(data.get("steps", ()))})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,24 +87,48 @@ class Probe:
 
 
 def probe() -> Probe:
-    """Find ``bwrap`` on PATH and check once that it can make a sandbox here (cached per PATH)."""
+    """The first of ``bwrap`` and ``unshare`` on PATH that can make a sandbox here, each tried once
+    (cached per PATH)."""
     return _probe(os.environ.get("PATH", os.defpath))
 
 
 @functools.cache
 def _probe(path: str) -> Probe:
-    executable = shutil.which("bwrap", path=path)
+    bwrap = _try("bwrap", path, ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "true"],
+                 missing="bwrap is not on PATH (install bubblewrap)")
+    if isinstance(bwrap, tuple):
+        return Probe(Sandbox(tool="bwrap", executable=bwrap[0]))
+    with tempfile.TemporaryDirectory(prefix="orchestrate-probe-") as folder:
+        hidden = Path(folder, "hidden")
+        (hidden / "kept").mkdir(parents=True)
+        spec = {"hidden": [str(hidden)], "readable": [], "writable": [str(hidden / "kept")]}
+        unshare = _try("unshare", path, [*UNSHARE, "--net", *_init("--probe", spec)],
+                       missing="unshare is not on PATH (util-linux)")
+    if isinstance(unshare, str):
+        return Probe(Sandbox(), f"{bwrap}; {unshare}")
+    return Probe(Sandbox(tool="unshare", executable=unshare[0], steps=tuple(json.loads(unshare[1]))))
+
+
+def _try(tool: str, path: str, args: list[str], *, missing: str) -> tuple[str, str] | str:
+    """Run ``tool`` from ``path`` once with ``args``: its absolute path and what it printed, or why it cannot."""
+    executable = shutil.which(tool, path=path)
     if executable is None:
-        return Probe(Sandbox(), "bwrap is not on PATH (install bubblewrap)")
+        return missing
     try:
-        subprocess.run([executable, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "true"],
-                       stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=30)
+        done = subprocess.run([executable, *args], stdin=subprocess.DEVNULL, capture_output=True, check=True,
+                              timeout=30)
     except subprocess.CalledProcessError as exc:
         said = exc.stderr.decode(errors="replace").strip().splitlines()
-        return Probe(Sandbox(), f"{executable} cannot make a sandbox here: {said[-1] if said else exc}")
+        return f"{executable} cannot make a sandbox here: {said[-1] if said else exc}"
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return Probe(Sandbox(), f"{executable} cannot make a sandbox here: {exc}")
-    return Probe(Sandbox(tool="bwrap", executable=executable))
+        return f"{executable} cannot make a sandbox here: {exc}"
+    return executable, done.stdout.decode()
+
+
+def _init(*args: str | dict[str, Any]) -> list[str]:
+    """The command that runs :data:`SANDBOX_INIT` with ``args`` (a dict as JSON), isolated from the environment."""
+    return [sys.executable, "-I", "-S", str(SANDBOX_INIT),
+            *(json.dumps(arg) if isinstance(arg, dict) else arg for arg in args)]
 
 
 def for_run(wanted: bool, *, network: bool) -> tuple[Sandbox, str | None]:
@@ -124,28 +162,38 @@ def wrap(cmd: Sequence[str], *, sandbox: Sandbox, build_dir: Path, tmp_dir: Path
         return list(cmd), dict(env)
     home = build_dir / "home"
     home.mkdir(exist_ok=True)
-    hidden = [Path("/tmp"), *(Path(value).resolve() for value in {env.get("HOME"), os.path.expanduser("~")}
-                              if value and Path(value).resolve() != Path("/"))]
-    args = [sandbox.executable, "--ro-bind", "/", "/", "--dev", "/dev", "--tmpfs", "/dev/shm", "--proc", "/proc"]
-    for path in dict.fromkeys(hidden):
-        if path.is_dir():
-            args += ["--tmpfs", str(path)]
+    hidden = list(dict.fromkeys(
+        [Path("/tmp"), *(Path(value).resolve() for value in {env.get("HOME"), os.path.expanduser("~")}
+                         if value and Path(value).resolve() != Path("/"))]))
     # Back in, read-only, what lies under a hidden folder and the build needs: the interpreter, its environments.
     interpreter = {Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).resolve().parent.parent}
-    for path in dict.fromkeys(path.resolve() for path in [*interpreter, *readable]):
-        if path.exists() and any(path.is_relative_to(folder) for folder in hidden):
-            args += ["--ro-bind", str(path), str(path)]
+    kept = [path for path in dict.fromkeys(path.resolve() for path in [*interpreter, *readable])
+            if path.exists() and any(path.is_relative_to(folder) for folder in hidden)]
     bound: list[Path] = []
     for path in dict.fromkeys(path.resolve() for path in [build_dir, tmp_dir, out_dir, *writable]):
         path.mkdir(parents=True, exist_ok=True)
         if not any(path.is_relative_to(folder) for folder in bound):
             bound.append(path)
-            args += ["--bind", str(path), str(path)]
-    args += ["--unshare-pid", "--die-with-parent", "--new-session"]
+    clean = {name: value for name, value in env.items() if not is_secret(name)}
+    clean.update(HOME=str(home), TMPDIR=str(tmp_dir))
+    if sandbox.tool == "unshare":
+        spec = {"hidden": [str(path) for path in [*hidden, Path("/dev/shm")]], "readable": [str(path) for path in kept],
+                "writable": [str(path) for path in bound], "cwd": cwd,
+                "steps": [step for step in sandbox.steps if step != "loopback" or not sandbox.network]}
+        net = [] if sandbox.network else ["--net"]
+        return [sandbox.executable, *UNSHARE, *net, *_init(spec, "--", *cmd)], clean
+    args = [sandbox.executable, "--ro-bind", "/", "/", "--dev", "/dev", "--tmpfs", "/dev/shm", "--proc", "/proc"]
+    for path in hidden:
+        if path.is_dir():
+            args += ["--tmpfs", str(path)]
+    for path in kept:
+        args += ["--ro-bind", str(path), str(path)]
+    for path in bound:
+        args += ["--bind", str(path), str(path)]
+    # Run as root, bwrap keeps every capability unless told: the hook could remount the host writable.
+    args += ["--unshare-pid", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if not sandbox.network:
         args += ["--unshare-net"]
     if cwd is not None:
         args += ["--chdir", cwd]
-    clean = {name: value for name, value in env.items() if not is_secret(name)}
-    clean.update(HOME=str(home), TMPDIR=str(tmp_dir))
     return [*args, "--", *cmd], clean
