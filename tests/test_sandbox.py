@@ -40,9 +40,10 @@ class Tool:
 
 
 @pytest.fixture(scope="session")
-def no_bwrap_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+def no_bwrap_path() -> Iterator[str]:
     """A PATH on which ``unshare`` is found and ``bwrap`` is not, as on a machine without bubblewrap."""
-    return path_without("bwrap", tmp_path_factory.mktemp("no-bwrap"))
+    with path_without("bwrap") as path:
+        yield path
 
 
 @pytest.fixture(params=["bwrap", "unshare"])
