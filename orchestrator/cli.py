@@ -22,6 +22,7 @@ import psutil
 from rich.console import Console
 
 from orchestrator import __version__
+from orchestrator.build import ceiling
 from orchestrator.build.envs import choose_installer
 from orchestrator.build.sandbox import for_run
 from orchestrator.build.sources import collect_sources
@@ -322,6 +323,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            prefer_binary=prefer_binary, resolver=resolver, overrides=overrides)
     collected = collect_sources(sources)
     contained, sandbox_note = for_run(sandbox, network=build_network)
+    cgroup, ceiling_note = ceiling.for_run() if sandbox else (None, None)
     state = _state_dir(state_dir)
     index = _index(index_url, extra_index_url, find_links, no_index, wanted.parsed.index if wanted else None)
     settings = BuildSettings(
@@ -350,11 +352,13 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         build_env_dir=state / "build-envs",
         keep_build_envs=keep_build_envs,
         sandbox=contained,
+        cgroup=cgroup,
     )
     console = _console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
-    if sandbox_note:
-        display.event(sandbox_note)
+    for note in (sandbox_note, ceiling_note):
+        if note:
+            display.event(note)
     for note in collected.notes:
         display.event(note)
     run = BuildRun(settings, display, on_download_progress=display.downloads)
@@ -364,8 +368,12 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            "max_installs": max_installs, "memory_limit": limits.memory_limit,
                            "min_free_memory": limits.min_free_memory, "memory_per_build": settings.memory_per_build,
                            "max_load": limits.max_load, "max_cpu": limits.max_cpu, "installer": settings.installer,
-                           "sandbox": contained.describe()}
-    _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, report_json)
+                           "sandbox": contained.describe(), "memory_ceiling": ceiling_note or "memory.max per build"}
+    try:
+        _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, report_json)
+    finally:
+        if cgroup is not None:
+            cgroup.remove()
 
 
 def _run_and_report(work: Callable[[], object], report: RunReport, display: PlainDisplay, console: Console,
