@@ -2,10 +2,12 @@
 
 With bubblewrap (``bwrap``, Debian's ``bubblewrap``; unprivileged, no helper of
 ours) a hook sees the host read-only, an empty home and ``/tmp``, its own build
-folder writable, no secret in its environment, a PID namespace that dies with it
-(daemons included) and, with the build network off, only loopback. Without
-``bwrap`` builds run as before and the run says so once. (A fallback on
-``unshare`` with user namespaces is left for later.)
+folder writable, no secret in its environment, no capability, a PID namespace
+that dies with it (daemons included) and, with the build network off, only
+loopback. Where ``bwrap`` is missing or cannot work, util-linux ``unshare`` with
+user namespaces makes the namespaces and ``sandbox_init.py``, run inside them,
+shapes the same sandbox; its probe runs each step once and the report lists only
+those that held. With neither, builds run as before and the run says so once.
 """
 
 from __future__ import annotations
