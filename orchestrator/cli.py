@@ -269,8 +269,9 @@ def _state_dir(state_dir: Path | None) -> Path:
 @option("--keep-build-envs", is_flag=True, help="Keep prepared build environments under --state-dir for later "
         "runs (default: removed when the run ends).")
 @option("--sandbox/--no-sandbox", default=True, show_default=True,
-        help="Run the build hooks in a bubblewrap sandbox (read-only host, empty home, no secrets in the "
-        "environment, no process outlives its build) where bwrap works; a note says when it does not.")
+        help="Run the build hooks in a sandbox (read-only host, empty home, no secrets in the environment, no "
+        "process outlives its build) with bwrap, else unshare, and each build under a memory ceiling where "
+        "cgroup v2 is delegated; a note says what is missing and why.")
 @option("--build-network/--no-build-network", default=True, show_default=True,
         help="Let sandboxed build hooks reach the network (off: loopback only); per package: build_network "
         "in orchestrate.toml.")
