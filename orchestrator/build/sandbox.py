@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import functools
-import json
 import os
 import shutil
 import subprocess
@@ -41,6 +40,9 @@ UNSHARE = ("--user", "--map-root-user", "--pid", "--fork", "--kill-child", "--mo
 """The namespaces of an ``unshare`` sandbox (``--net`` is added with the build network off)."""
 SANDBOX_INIT = Path(__file__).with_name("sandbox_init.py")
 """The script that shapes an ``unshare`` sandbox and runs the hook as its init."""
+_RUN_INIT = (f"import sys; sys.path.append({str(SANDBOX_INIT.parent)!r}); import sandbox_init; "
+             "sys.exit(sandbox_init.main())")
+"""Imported, not run as a script: its bytecode is then cached, where a script is compiled at every start."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,12 +105,11 @@ def _probe(path: str) -> Probe:
     with tempfile.TemporaryDirectory(prefix="orchestrate-probe-") as folder:
         hidden = Path(folder, "hidden")
         (hidden / "kept").mkdir(parents=True)
-        spec = {"hidden": [str(hidden)], "readable": [], "writable": [str(hidden / "kept")]}
-        unshare = _try("unshare", path, [*UNSHARE, "--net", *_init("--probe", spec)],
+        unshare = _try("unshare", path, [*UNSHARE, "--net", *_init(["--probe"], hide=[hidden], rw=[hidden / "kept"])],
                        missing="unshare is not on PATH (util-linux)")
     if isinstance(unshare, str):
         return Probe(Sandbox(), f"{bwrap}; {unshare}")
-    return Probe(Sandbox(tool="unshare", executable=unshare[0], steps=tuple(json.loads(unshare[1]))))
+    return Probe(Sandbox(tool="unshare", executable=unshare[0], steps=tuple(unshare[1].split("\n")[:-1])))
 
 
 def _try(tool: str, path: str, args: list[str], *, missing: str) -> tuple[str, str] | str:
@@ -127,10 +128,11 @@ def _try(tool: str, path: str, args: list[str], *, missing: str) -> tuple[str, s
     return executable, done.stdout.decode()
 
 
-def _init(*args: str | dict[str, Any]) -> list[str]:
-    """The command that runs :data:`SANDBOX_INIT` with ``args`` (a dict as JSON), isolated from the environment."""
-    return [sys.executable, "-I", "-S", str(SANDBOX_INIT),
-            *(json.dumps(arg) if isinstance(arg, dict) else arg for arg in args)]
+def _init(args: list[str], **options: Sequence[Path | str]) -> list[str]:
+    """The command that runs :data:`SANDBOX_INIT` with ``args`` and ``--NAME VALUE`` for each of ``options``,
+    isolated from the environment (``-I -S``)."""
+    given = [item for name, values in options.items() for value in values for item in (f"--{name}", str(value))]
+    return [sys.executable, "-I", "-S", "-c", _RUN_INIT, *args, *given]
 
 
 def for_run(wanted: bool, *, network: bool) -> tuple[Sandbox, str | None]:
@@ -179,11 +181,10 @@ def wrap(cmd: Sequence[str], *, sandbox: Sandbox, build_dir: Path, tmp_dir: Path
     clean = {name: value for name, value in env.items() if not is_secret(name)}
     clean.update(HOME=str(home), TMPDIR=str(tmp_dir))
     if sandbox.tool == "unshare":
-        spec = {"hidden": [str(path) for path in [*hidden, Path("/dev/shm")]], "readable": [str(path) for path in kept],
-                "writable": [str(path) for path in bound], "cwd": cwd,
-                "steps": [step for step in sandbox.steps if step != "loopback" or not sandbox.network]}
+        steps = [step for step in sandbox.steps if step != "loopback" or not sandbox.network]
+        init = _init([], hide=[*hidden, Path("/dev/shm")], ro=kept, rw=bound, step=steps, cwd=[cwd] if cwd else [])
         net = [] if sandbox.network else ["--net"]
-        return [sandbox.executable, *UNSHARE, *net, *_init(spec, "--", *cmd)], clean
+        return [sandbox.executable, *UNSHARE, *net, *init, "--", *cmd], clean
     args = [sandbox.executable, "--ro-bind", "/", "/", "--dev", "/dev", "--tmpfs", "/dev/shm", "--proc", "/proc"]
     for path in hidden:
         if path.is_dir():

@@ -11,33 +11,38 @@ new namespaces and nothing else; this script, run there as PID 1, does what bubb
 6. drops every capability (the bounding set, then its own), since a root of the user namespace
    could otherwise remount the host writable, and forks the hook in a session of its own.
 
-As PID 1 it forwards SIGTERM, SIGINT and SIGHUP to the hook, reaps orphans, and exits with the
-hook's status (128 + N for signal N, as bwrap does) once the hook has ended; its exit takes every
-other process of the namespace with it, so a daemon the build left dies here.
+As PID 1 it reaps orphans and exits with the hook's status (128 + N for signal N, as bwrap does)
+once the hook has ended; its exit takes every other process of the namespace with it, so a daemon
+the build left dies here. It needs no signal handler: stopping a build signals every process of
+its tree, the hook included, and the kernel keeps other signals from a namespace's PID 1.
 
-It is a script of the standard library only (run with ``-I -S``: nothing of the build's
-environment is imported), and it calls libc through ``ctypes`` because Python has no ``mount``.
-``--probe`` runs each step it can and prints the names of those that worked, as JSON.
+It is a script of the standard library only, run with ``-I -S`` before every hook, so it imports
+little (no ``json``, ``socket`` or ``signal``: they would double its start-up) and takes its
+arguments as plain options::
+
+    sandbox_init.py [--probe] [--hide DIR]... [--ro PATH]... [--rw DIR]... [--step NAME]... [--cwd DIR] -- CMD...
+
+It calls libc through ``ctypes`` because Python has no ``mount``. ``--probe`` tries every step
+and prints the names of those that worked, one per line; otherwise only the ``--step`` ones are
+taken, and the first that fails stops the hook (status 125).
 """
 
 from __future__ import annotations
 
 import ctypes
 import fcntl
-import json
 import os
-import signal
-import socket
 import struct
 import sys
-from typing import Any
+from collections.abc import Callable
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC = 1, 2, 4, 4096, 16384
 SYS_MOUNT_SETATTR = 442  # one number on every architecture since Linux 5.1's unified table
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 MOUNT_ATTR_RDONLY = 1
 PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 24, 38
-SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 1
+AF_INET, SOCK_DGRAM, SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 2, 2, 0x8913, 0x8914, 1
+STEPS = ("read-only host", "private home and /tmp", "loopback", "no capabilities")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -78,10 +83,15 @@ def _bind(fd: int, path: str, *, writable: bool) -> None:
 
 
 def _loopback_up() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack("16sH", b"lo", 0)
-        flags = struct.unpack("16sH", fcntl.ioctl(sock, SIOCGIFFLAGS, request + b"\0" * 22)[:18])[1]
-        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP) + b"\0" * 22)
+    sock = _libc.socket(AF_INET, SOCK_DGRAM, 0)
+    if sock < 0:
+        _check(sock, "socket")
+    try:
+        request = struct.pack("16sH", b"lo", 0) + bytes(22)  # struct ifreq: a name, then the flags
+        flags = struct.unpack("16sH", fcntl.ioctl(sock, SIOCGIFFLAGS, request)[:18])[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH", b"lo", flags | IFF_UP) + bytes(22))
+    finally:
+        os.close(sock)
 
 
 def _drop_capabilities() -> None:
@@ -93,15 +103,15 @@ def _drop_capabilities() -> None:
     _check(_libc.capset(header, bytes(24)), "capset")
 
 
-def shape(spec: dict[str, Any], *, strict: bool) -> list[str]:
-    """Apply ``spec`` (folders to hide, to keep read-only and writable; the steps to take, all when not given)
-    to this process's namespaces; return the steps that worked. ``strict``: the first step that fails raises."""
+def shape(spec: dict[str, list[str]], *, strict: bool) -> list[str]:
+    """Apply ``spec`` (``hide``: folders to cover, ``ro`` and ``rw``: paths to keep, ``step``: the steps to
+    take) to this process's namespaces; return the steps that worked. ``strict``: the first that fails raises."""
     done: list[str] = []
-    keep = [(path, False) for path in spec["readable"]] + [(path, True) for path in spec["writable"]]
+    keep = [(path, False) for path in spec["ro"]] + [(path, True) for path in spec["rw"]]
     fds = [(os.open(path, os.O_PATH | os.O_CLOEXEC), path, writable) for path, writable in keep if os.path.exists(path)]
 
-    def step(name: str, action: Any) -> None:
-        if spec.get("steps") is not None and name not in spec["steps"]:
+    def step(name: str, action: Callable[[], None]) -> None:
+        if name not in spec["step"]:
             return
         try:
             action()
@@ -118,11 +128,11 @@ def shape(spec: dict[str, Any], *, strict: bool) -> list[str]:
                 _bind(fd, path, writable=True)
 
     def private_folders() -> None:
-        for path in spec["hidden"]:
+        for path in spec["hide"]:
             if os.path.isdir(path):
                 _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
         for fd, path, writable in fds:  # back in, what lies under a hidden folder
-            if any(path == hidden or path.startswith(hidden.rstrip("/") + "/") for hidden in spec["hidden"]):
+            if any(path == hidden or path.startswith(hidden.rstrip("/") + "/") for hidden in spec["hide"]):
                 _bind(fd, path, writable=writable)
 
     step("read-only host", read_only_host)
@@ -144,8 +154,6 @@ def _init(cmd: list[str]) -> int:
         except OSError as exc:
             print(f"orchestrate sandbox: cannot run {cmd[0]}: {exc.strerror}", file=sys.stderr)
         os._exit(127)
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda signum, _: os.kill(child, signum))
     while True:
         try:
             pid, status = os.wait()
@@ -156,15 +164,28 @@ def _init(cmd: list[str]) -> int:
             return 128 - code if code < 0 else code
 
 
-def main(argv: list[str]) -> int:
-    if argv[:1] == ["--probe"]:
-        print(json.dumps(shape(json.loads(argv[1]), strict=False)))
+def parse(argv: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """The spec (each option's values, in order) and the command after ``--``."""
+    spec: dict[str, list[str]] = {"hide": [], "ro": [], "rw": [], "step": [], "cwd": [], "probe": []}
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            break
+        if arg == "--probe":
+            spec["probe"], spec["step"] = ["yes"], list(STEPS)
+        else:
+            spec[arg.removeprefix("--")].append(next(args))
+    return spec, list(args)
+
+
+def main() -> int:
+    spec, cmd = parse(sys.argv[1:])
+    if spec["probe"]:
+        print("\n".join(shape(spec, strict=False)))
         return 0
-    spec, separator, cmd = json.loads(argv[0]), argv[1], argv[2:]
-    assert separator == "--", "usage: sandbox_init.py SPEC -- CMD..."
     try:
         shape(spec, strict=True)
-        os.chdir(spec.get("cwd") or os.getcwd())  # the folder as the new mounts show it
+        os.chdir(spec["cwd"][0] if spec["cwd"] else os.getcwd())  # the folder as the new mounts show it
     except OSError as exc:
         print(f"orchestrate sandbox: {exc.strerror}", file=sys.stderr)
         return 125
@@ -172,4 +193,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
