@@ -23,7 +23,7 @@ from conftest import orchestrate
 from sdists import make_sdist
 from toolpaths import path_without
 
-from orchestrator.build.sandbox import Sandbox, for_run, is_secret, probe, wrap
+from orchestrator.build.sandbox import Probe, Sandbox, for_run, is_secret, probe, settle, wrap
 
 pytestmark = pytest.mark.usefixtures("sandboxed")
 
@@ -308,3 +308,17 @@ def test_a_sandboxed_hook_cannot_undo_its_sandbox(tmp_path: Path, tool: Tool, mo
     assert remount == mount == "Operation not permitted"
     assert (inside, host, null, shm, low_pid) == ("ok", "Read-only file system", "ok", "ok", "True")
     assert (build / "out").read_text() == "x"
+
+
+@pytest.mark.parametrize(("steps", "note"), [
+    (("read-only host", "private home and /tmp", "loopback", "no capabilities"), None),
+    (("private home and /tmp", "loopback", "no capabilities"),
+     "builds are sandboxed with /usr/bin/unshare without read-only host: this kernel refused the mounts "
+     "(install bubblewrap)"),
+    (("loopback",), "builds are sandboxed with /usr/bin/unshare without read-only host or private home and /tmp: "
+                    "this kernel refused the mounts (install bubblewrap)"),
+])
+def test_a_partial_unshare_sandbox_says_what_it_lacks(steps: tuple[str, ...], note: str | None) -> None:
+    found = Probe(Sandbox(tool="unshare", executable="/usr/bin/unshare", steps=steps))
+    sandbox, said = settle(found, wanted=True, network=False)
+    assert said == note and sandbox.tool == "unshare" and not sandbox.network

@@ -137,14 +137,23 @@ def _init(args: list[str], **options: Sequence[Path | str]) -> list[str]:
 
 def for_run(wanted: bool, *, network: bool) -> tuple[Sandbox, str | None]:
     """The sandbox of a run's builds (``--sandbox``, ``--build-network``), and the one line saying
-    when they are not sandboxed and why."""
+    when they are not sandboxed, or only in part, and why."""
+    return settle(probe(), wanted=wanted, network=network) if wanted else (Sandbox(), None)
+
+
+def settle(found: Probe, *, wanted: bool, network: bool) -> tuple[Sandbox, str | None]:
+    """:func:`for_run` for what the probe ``found``."""
     if not wanted:
         return Sandbox(), None
-    found = probe()
-    if found.reason is None:
-        return dataclasses.replace(found.sandbox, network=network), None
-    cut = "" if network else "; --no-build-network cannot be enforced"
-    return Sandbox(), f"builds are not sandboxed: {found.reason}{cut} (--no-sandbox silences this note)"
+    if found.reason is not None:
+        cut = "" if network else "; --no-build-network cannot be enforced"
+        return Sandbox(), f"builds are not sandboxed: {found.reason}{cut} (--no-sandbox silences this note)"
+    sandbox = dataclasses.replace(found.sandbox, network=network)
+    missing = [word for word in ("read-only host", "private home and /tmp") if word not in sandbox.protections]
+    if missing:
+        return sandbox, (f"builds are sandboxed with {sandbox.executable} without {' or '.join(missing)}: "
+                         "this kernel refused the mounts (install bubblewrap)")
+    return sandbox, None
 
 
 def is_secret(name: str) -> bool:
