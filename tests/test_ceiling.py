@@ -94,8 +94,9 @@ def test_without_a_memory_controller_the_run_says_so_once_and_builds(tmp_path: P
     assert data["settings"]["memory_ceiling"] == f"no memory ceiling: {reason}"
     assert not any("memory ceiling" in record["sandbox"] for record in data["builds"])
     quiet = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh2", "--no-sandbox", "--installer", "pip",
-                        cwd=tmp_path)
+                        "--report-json", report, cwd=tmp_path)
     assert quiet.returncode == 0 and "memory ceiling" not in quiet.stderr
+    assert json.loads(report.read_text())["settings"]["memory_ceiling"] == "off (--no-sandbox)"
 
 
 def _delegated() -> list[str]:
