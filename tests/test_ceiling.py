@@ -208,3 +208,29 @@ def test_the_report_names_the_ceiling_in_force(tmp_path: Path, sandbox: Sandbox,
 def test_the_job_carries_its_ceiling_across_json(tmp_path: Path) -> None:
     job = _job(tmp_path, Sandbox())
     assert BuildJob.from_json(json.loads(json.dumps(job.to_json()))) == job
+
+
+def test_a_worker_that_cannot_enter_its_cgroup_builds_without_a_ceiling_and_logs_why(tmp_path: Path) -> None:
+    """The real worker, given a ceiling in a real cgroup v2 folder without the memory controller: the build
+    goes on, its log says why it had no ceiling, and its outcome claims none."""
+    try:
+        own = own_cgroup()
+    except OSError as exc:
+        pytest.skip(str(exc))
+    if not os.access(own, os.W_OK) or "memory" in (own / "cgroup.subtree_control").read_text().split():
+        pytest.skip(f"{own} is not writable here, or hands the memory controller down")
+    sdist = make_sdist(tmp_path / "sdists", "plain")
+    (tmp_path / "wh").mkdir()
+    (tmp_path / "work" / "tmp").mkdir(parents=True)
+    job = BuildJob(key="plain-1.0", source=sdist, kind="sdist", name="plain", version="1.0", sha256=None,
+                   wheelhouse=tmp_path / "wh", log_path=tmp_path / "plain.log", index=IndexSettings(), installer="pip",
+                   env_cache=tmp_path / "envs",
+                   memory_ceiling=MemoryCeiling(parent=str(own), home=str(own), limit=GIB))
+    request = json.dumps({"job": job.to_json(), "work_dir": str(tmp_path / "work")})
+    done = subprocess.run([sys.executable, "-m", "orchestrator.build.worker"], input=f"{request}\ngo\n",
+                          capture_output=True, text=True, timeout=120)
+    (line,) = [line for line in done.stdout.splitlines() if '"outcome"' in line]
+    outcome = json.loads(line.split(" ", 1)[1])["outcome"]
+    assert outcome["status"] == "built" and outcome["memory_ceiling"] is None, outcome
+    assert "no memory ceiling for this build: " in (tmp_path / "plain.log").read_text()
+    assert not [path for path in own.glob("plain-1.0-*")]
