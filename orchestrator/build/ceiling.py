@@ -72,6 +72,8 @@ class RunCgroup:
 
     def remove(self) -> None:
         """Kill what is left in the builds' cgroups (a build's daemon, without a sandbox) and remove them all."""
+        if not self.path.is_dir():
+            return
         for child in [path for path in self.path.iterdir() if path.is_dir()] + [self.path]:
             _remove(child)
 
