@@ -94,7 +94,8 @@ def for_run() -> tuple[RunCgroup | None, str | None]:
     try:
         return prepare(own_cgroup(), pid=os.getpid()), None
     except OSError as exc:
-        return None, f"no memory ceiling: {exc.strerror or exc}"
+        where = f" ({exc.filename})" if exc.filename else ""
+        return None, f"no memory ceiling: {exc.strerror or exc}{where}"
 
 
 def prepare(own: Path, *, pid: int) -> RunCgroup:
@@ -213,9 +214,12 @@ def _words(path: Path) -> list[str]:
 
 
 def _write(path: Path, value: str) -> None:
-    """Write a cgroup file in one ``write``, as the kernel reads each write as one command."""
-    fd = os.open(path, os.O_WRONLY)
+    """Write a cgroup file in one ``write``, as the kernel reads each write as one command; an error names both."""
     try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {value!r} to {path}: {exc.strerror}") from None
