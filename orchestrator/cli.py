@@ -325,6 +325,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     collected = collect_sources(sources)
     contained, sandbox_note = for_run(sandbox, network=build_network)
     cgroup, ceiling_note = ceiling.for_run() if sandbox else (None, None)
+    if cgroup is not None:  # however the command ends
+        click.get_current_context().call_on_close(cgroup.remove)
     state = _state_dir(state_dir)
     index = _index(index_url, extra_index_url, find_links, no_index, wanted.parsed.index if wanted else None)
     settings = BuildSettings(
@@ -369,14 +371,10 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            "max_installs": max_installs, "memory_limit": limits.memory_limit,
                            "min_free_memory": limits.min_free_memory, "memory_per_build": settings.memory_per_build,
                            "max_load": limits.max_load, "max_cpu": limits.max_cpu, "installer": settings.installer,
-                           "sandbox": contained.describe(),
-                           "memory_ceiling": ("memory.max per build whose need is learned" if cgroup
-                                              else ceiling_note or "off (--no-sandbox)")}
-    try:
-        _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, report_json)
-    finally:
-        if cgroup is not None:
-            cgroup.remove()
+                           "sandbox": contained.describe()}
+    run.report.settings["memory_ceiling"] = ("memory.max per build whose need is learned" if cgroup
+                                             else ceiling_note or "off (--no-sandbox)")
+    _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, report_json)
 
 
 def _run_and_report(work: Callable[[], object], report: RunReport, display: PlainDisplay, console: Console,

@@ -235,3 +235,21 @@ def test_a_worker_that_cannot_enter_its_cgroup_builds_without_a_ceiling_and_logs
     assert f"no memory ceiling for this build: [Errno 2] cannot write {str(GIB)!r} to {own}/plain-1.0-" in (
         tmp_path / "plain.log").read_text()
     assert not [path for path in own.glob("plain-1.0-*")]
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_run_removes_its_cgroup_however_it_ends(tmp_path: Path, fail: bool) -> None:
+    # The run's cgroup at the seam (this machine may have none): its removal is what is checked.
+    marker = tmp_path / "removed"
+    prelude = f"""
+import pathlib
+import orchestrator.build.ceiling as ceiling
+class Removed:
+    def remove(self):
+        pathlib.Path({str(marker)!r}).write_text("removed")
+ceiling.for_run = lambda: (Removed(), None)
+"""
+    make_sdist(tmp_path / "sdists", "plain", fail=fail)
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--installer", "pip", prelude=prelude)
+    assert result.returncode == (1 if fail else 0), result.stderr
+    assert marker.read_text() == "removed"
