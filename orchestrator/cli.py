@@ -371,9 +371,9 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            "max_installs": max_installs, "memory_limit": limits.memory_limit,
                            "min_free_memory": limits.min_free_memory, "memory_per_build": settings.memory_per_build,
                            "max_load": limits.max_load, "max_cpu": limits.max_cpu, "installer": settings.installer,
+                           "memory_ceiling": ("memory.max per build whose need is learned" if cgroup
+                                              else ceiling_note or "off (--no-sandbox)"),
                            "sandbox": contained.describe()}
-    run.report.settings["memory_ceiling"] = ("memory.max per build whose need is learned" if cgroup
-                                             else ceiling_note or "off (--no-sandbox)")
     _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, report_json)
 
 
