@@ -154,7 +154,8 @@ def _bar(bar: Bar, axis: Axis, y: float) -> str:
     x0, x1 = axis.x(bar.start), axis.x(bar.end)
     width = max(x1 - x0, 1.0)
     status_class = "failed" if bar.failed else "stopped" if bar.status in ("stopped", "not started") else "ok"
-    parts = [f'<g class="bar {status_class}" data-name="{esc(bar.name)}" data-status="{esc(bar.status)}">'
+    parts = [f'<g class="bar {status_class}" data-group="{bar.group}" data-name="{esc(bar.name)}"'
+             f' data-status="{esc(bar.status)}">'
              f"<title>{esc(_bar_title(bar))}</title>",
              f'<rect class="track" x="{_n(x0)}" y="{_n(y)}" width="{_n(width)}" height="{BAR}"/>']
     for segment in bar.segments:
