@@ -26,6 +26,8 @@ class Sample:
     """Workers started ahead, preparing (or holding prepared) a queued build."""
     rss: int
     """The running builds' process trees' resident memory, summed, in bytes."""
+    reserved: int
+    """What the running builds hold against the memory limit: each the larger of its need and its RSS, summed."""
     available_memory: int
     """The machine's available memory, in bytes."""
     cpu_busy: float | None
@@ -38,12 +40,14 @@ class Sample:
         busy = [value for value in (self.cpu_busy, other.cpu_busy) if value is not None]
         return Sample(at=min(self.at, other.at), running=max(self.running, other.running),
                       waiting=max(self.waiting, other.waiting), preparing=max(self.preparing, other.preparing),
-                      rss=max(self.rss, other.rss), available_memory=min(self.available_memory, other.available_memory),
+                      rss=max(self.rss, other.rss), reserved=max(self.reserved, other.reserved),
+                      available_memory=min(self.available_memory, other.available_memory),
                       cpu_busy=max(busy) if busy else None, cpu_count=min(self.cpu_count, other.cpu_count))
 
     def to_json(self) -> dict[str, Any]:
         return {"at": round(self.at, 3), "running": self.running, "waiting": self.waiting,
-                "preparing": self.preparing, "rss": self.rss, "available_memory": self.available_memory,
+                "preparing": self.preparing, "rss": self.rss, "reserved": self.reserved,
+                "available_memory": self.available_memory,
                 "cpu_busy": None if self.cpu_busy is None else round(self.cpu_busy, 2), "cpu_count": self.cpu_count}
 
 

@@ -384,6 +384,7 @@ class BuildScheduler:
             self.samples.add(Sample(
                 at=self._epoch + self._clock(), running=len(self._running), waiting=len(self._pending),
                 preparing=self._ahead.preparing, rss=sum(run.rss for run in self._running.values()),
+                reserved=sum(max(run.item.need, run.rss) for run in self._running.values()),
                 available_memory=readings.available_memory, cpu_busy=readings.cpu_busy, cpu_count=readings.cpu_count))
 
     def _sample_running(self) -> None:

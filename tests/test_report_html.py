@@ -82,6 +82,7 @@ def test_the_run_failed_as_its_builds_did(run: Run) -> None:
     # Two builds of 400M fit the 1G limit, four the build cap: some waited for memory.
     assert any(build["waits"].get("memory_limit") for build in run.json["builds"])
     assert max(sample["running"] for sample in run.json["samples"]) == 2
+    assert max(sample["reserved"] for sample in run.json["samples"]) == 2 * 400 * MiB  # their needs, above their RSS
 
 
 def test_the_run_folder_keeps_both_reports_and_the_summary_ends_saying_where(run: Run) -> None:
@@ -142,7 +143,7 @@ def test_the_browser_draws_the_timeline_and_the_charts(run: Run) -> None:
         series = chart.find_all("path", "series")
         assert series and all(float(path.attrs["data-bw"]) > 100 for path in series), chart.attrs["aria-label"]
     memory = charts[1]
-    assert {path.attrs["data-series"] for path in memory.find_all("path", "series")} == {"rss", "limit"}
+    assert {path.attrs["data-series"] for path in memory.find_all("path", "series")} == {"rss", "reserved", "limit"}
     # The builds' memory rose above zero: the RSS path is more than a flat line.
     rss = next(path for path in memory.find_all("path", "series") if path.attrs["data-series"] == "rss")
     assert float(rss.attrs["data-bh"]) > 1
@@ -184,7 +185,8 @@ def synthetic_report(count: int, name: str = "pkg{index}") -> RunReport:
             wait_reason="waiting: 15.0 GiB of the 16.0 GiB memory limit reserved, needs 1.0 GiB", spans=tuple(spans)))
     for point in range(4000):
         report.samples.add(Sample(at=1_000_000.0 + point * 0.9, running=point % 8, waiting=count // 2,
-                                  preparing=2, rss=(point % 50) * 200 * MiB, available_memory=20_000 * MiB,
+                                  preparing=2, rss=(point % 50) * 200 * MiB, reserved=16_000 * MiB,
+                                  available_memory=20_000 * MiB,
                                   cpu_busy=6.5, cpu_count=8))
     return report
 

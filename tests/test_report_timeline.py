@@ -126,8 +126,8 @@ def test_trace_never_overlaps_on_a_lane_and_names_every_lane(builds: list[Any]) 
 
 
 def sample(at: float, **values: Any) -> Sample:
-    fields = {"running": 0, "waiting": 0, "preparing": 0, "rss": 0, "available_memory": 8 * G, "cpu_busy": 1.0,
-              "cpu_count": 4}
+    fields = {"running": 0, "waiting": 0, "preparing": 0, "rss": 0, "reserved": 0, "available_memory": 8 * G,
+              "cpu_busy": 1.0, "cpu_count": 4}
     return Sample(at=at, **{**fields, **values})
 
 
@@ -169,4 +169,5 @@ def test_the_scheduler_records_the_run_as_it_samples() -> None:
     assert max(point.running for point in points) == 1  # one build at a time: max_builds=1
     assert max(point.waiting for point in points) == 1  # the other one waited
     assert max(point.rss for point in points) == 300 * M  # "a", the larger, was sampled as it ran
+    assert max(point.reserved for point in points) == G  # its need, above its RSS
     assert all(point.cpu_count == 4 for point in points)

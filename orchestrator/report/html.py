@@ -43,7 +43,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]|\x1b\[[0-9;]*[A-Za-z]")
 STYLE = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:18px 24px;color:#1a202c;max-width:1240px}
 h1{font-size:20px;margin:0 0 6px}h2{font-size:16px;margin:22px 0 6px}h3{font-size:14px;margin:14px 0 4px}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:6px 0}dt{color:#4a5568}dd{margin:0}
+dl{display:grid;grid-template-columns:max-content 1fr max-content 1fr;gap:2px 14px;margin:8px 0}
+dt{color:#4a5568}dd{margin:0}dd.wide{grid-column:span 3}
 code{font-size:12px}.chips span{display:inline-block;padding:1px 9px;border-radius:10px;margin-right:6px;
 font-weight:600;background:#edf2f7}.chips .failed{background:#fed7d7;color:#9b2c2c}.chips .built{background:#c6f6d5}
 .legend-row{margin:4px 0 2px;font-size:12px}.legend-row span{margin-right:14px;white-space:nowrap}
@@ -91,28 +92,31 @@ def _header(report: RunReport, makespan: float) -> str:
               f"{settings['max_downloads']} downloads" if settings.get("max_downloads") else None,
               f"{settings['max_installs']} installs" if settings.get("max_installs") else None]
     rows = [("Command", f"<code>{esc(context.get('command_line', ''))}</code>"),
-            ("Tool", esc(f"orchestrate {context.get('tool_version', '?')}")),
-            ("Interpreter", esc(context.get("interpreter", ""))),
-            ("Platform", esc(context.get("platform", ""))),
-            ("Machine", esc(f"{machine.get('cpus', '?')} CPUs ({machine.get('usable_cpus', '?')} usable), "
-                            f"{format_size(machine.get('total_memory', 0))} memory")),
             ("Limits", esc(", ".join(limit for limit in limits if limit) or "none")),
+            ("Interpreter", esc(context.get("interpreter", ""))),
             ("Started", esc(_utc(report.started_at))),
             ("Makespan", esc(f"{makespan:.1f} s" + (f", interrupted ({report.interrupted})"
-                                                    if report.interrupted else "")))]
+                                                    if report.interrupted else ""))),
+            ("Machine", esc(f"{machine.get('cpus', '?')} CPUs ({machine.get('usable_cpus', '?')} usable), "
+                            f"{format_size(machine.get('total_memory', 0))} memory")),
+            ("Platform", esc(context.get("platform", ""))),
+            ("Tool", esc(f"orchestrate {context.get('tool_version', '?')}"))]
     counts = Counter(result.status.value for result in report.builds)
     chips = "".join(f'<span class="{esc(status.split()[0])}">{count} {esc(status)}</span>'
                     for status, count in sorted(counts.items(), key=lambda item: -item[1]))
     extra = [f"{len(items)} {noun}" for items, noun in ((report.downloads, "downloads"), (report.installs, "installs"))
              if items]
     verdict = "succeeded" if report.ok else "FAILED"
+    wide = {"Command", "Limits", "Interpreter"}
     return (f"<h1>orchestrate run {esc(verdict)}</h1>"
             f'<div class="chips">{chips}{esc(", ".join(extra))}</div>'
-            "<dl>" + "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in rows) + "</dl>")
+            "<dl>" + "".join(f"<dt>{name}</dt><dd{' class=wide' if name in wide else ''}>{value}</dd>"
+                             for name, value in rows) + "</dl>")
 
 
 def _legend() -> str:
     items = [f'<span><i style="background:{colour}"></i>{esc(category)}</span>' for category, colour in COLOURS.items()]
+    items.append('<span><i style="background:#e2e8f0"></i>worker starting or ending</span>')
     items.append(f'<span><i style="border:2px solid {FAILED};box-sizing:border-box"></i>failed ✕</span>')
     items.append(f'<span><i style="border:2px dashed {STOPPED};box-sizing:border-box"></i>stopped</span>')
     return f'<div class="legend-row">{"".join(items)}</div>'
@@ -126,14 +130,15 @@ def _charts(report: RunReport, axis: Axis) -> str:
     builds = [Line("running", "running", lambda s: s.running, fill=True),
               Line("preparing", "preparing ahead", lambda s: s.preparing),
               Line("waiting", "waiting", lambda s: s.waiting)]
-    used = [Line("rss", "builds' RSS, summed", lambda s: s.rss, fill=True)]
+    used = [Line("rss", "builds' RSS, summed", lambda s: s.rss, fill=True),
+            Line("reserved", "reserved (need or RSS)", lambda s: s.reserved)]
     if isinstance(limit, int) and limit:
-        used.append(Line("limit", "memory limit", lambda s: limit, dashed=True))
+        used.append(Line("limit", "memory limit", lambda s: limit, limit=True))
     free = [Line("free", "free memory", lambda s: s.available_memory, fill=True)]
     if isinstance(floor, int) and floor:
-        free.append(Line("floor", "free-memory floor", lambda s: floor, dashed=True))
+        free.append(Line("floor", "free-memory floor", lambda s: floor, limit=True))
     cpus = [Line("busy", "CPUs busy", lambda s: s.cpu_busy, fill=True),
-            Line("usable", "usable CPUs", lambda s: s.cpu_count, dashed=True)]
+            Line("usable", "usable CPUs", lambda s: s.cpu_count, limit=True)]
     return "".join((
         chart("Builds", samples, report.started_at, axis, builds, lambda value: f"{value:.0f}", integer=True),
         chart("Builds' memory", samples, report.started_at, axis, used, lambda value: format_size(int(value))),

@@ -21,10 +21,10 @@ WIDTH = 1200
 GUTTER = 118
 """Room left of the plots for lane and axis labels."""
 RIGHT = 16
-ROW = 18
+ROW = 24
 """Height of a lane."""
-BAR = 14
-CHART = 96
+BAR = 18
+CHART = 72
 """Height of a chart's plot."""
 
 COLOURS: dict[Category, str] = {
@@ -37,7 +37,7 @@ COLOURS: dict[Category, str] = {
 }
 FAILED = "#d62728"
 STOPPED = "#555"
-SERIES = {"running": "#2b6cb0", "preparing": "#7fa7d3", "waiting": "#e0a100", "rss": "#2b6cb0",
+SERIES = {"running": "#2b6cb0", "preparing": "#7fa7d3", "waiting": "#e0a100", "rss": "#2b6cb0", "reserved": "#9f7aea",
           "limit": FAILED, "free": "#38a169", "floor": "#dd6b20", "busy": "#805ad5", "usable": "#222"}
 GROUP_TITLES = {"build": "builds", "download": "downloads", "install": "installs"}
 
@@ -139,11 +139,11 @@ def timeline(placed: Sequence[Bar], axis: Axis) -> str:
         parts.append(f'<text class="group" x="4" y="{_n(base - 4)}">{esc(GROUP_TITLES[group])}</text>')
         for lane in range(lanes):
             row = base + lane * ROW
-            parts.append(f'<text class="lane" x="{GUTTER - 6}" y="{_n(row + BAR - 3)}" text-anchor="end">'
+            parts.append(f'<text class="lane" x="{GUTTER - 6}" y="{_n(row + BAR - 5)}" text-anchor="end">'
                          f'{esc(group)} {lane + 1}</text>')
             if lane % 2 == 0:
-                parts.append(f'<rect class="stripe" x="{GUTTER}" y="{_n(row - 2)}" width="{WIDTH - GUTTER - RIGHT}"'
-                             f' height="{ROW}"/>')
+                parts.append(f'<rect class="stripe" x="{GUTTER}" y="{_n(row - (ROW - BAR) / 2)}"'
+                             f' width="{WIDTH - GUTTER - RIGHT}" height="{ROW}"/>')
     for bar in placed:
         parts.append(_bar(bar, axis, offsets[bar.group] + bar.lane * ROW))
     parts.append("</svg>")
@@ -170,9 +170,9 @@ def _bar(bar: Bar, axis: Axis, y: float) -> str:
         parts.append(f'<rect x="{_n(x0)}" y="{_n(y)}" width="{_n(width)}" height="{BAR}" fill="none"'
                      f' stroke="{colour}" stroke-width="2"{dash}/>')
         if bar.failed:
-            parts.append(f'<text class="mark" x="{_n(x0 + width + 2)}" y="{_n(y + BAR - 2)}">✕</text>')
+            parts.append(f'<text class="mark" x="{_n(x0 + width + 2)}" y="{_n(y + BAR - 4)}">✕</text>')
     if width > 7 * len(bar.label) + 8:
-        parts.append(f'<text class="label" x="{_n(x0 + 4)}" y="{_n(y + BAR - 3)}">{esc(bar.label)}</text>')
+        parts.append(f'<text class="label" x="{_n(x0 + 4)}" y="{_n(y + BAR - 5)}">{esc(bar.label)}</text>')
     parts.append("</g>")
     return "".join(parts)
 
@@ -185,7 +185,9 @@ class Line:
     label: str
     value: Callable[[Sample], float | None]
     fill: bool = False
-    dashed: bool = False
+    limit: bool = False
+    """A limit, not a measure: dashed, and only named in the legend when far above every measure
+    (drawn, it would flatten them into the floor of the chart)."""
 
 
 def chart(title: str, samples: Sequence[Sample], origin: float, axis: Axis, lines: Sequence[Line],
@@ -195,8 +197,14 @@ def chart(title: str, samples: Sequence[Sample], origin: float, axis: Axis, line
     ``integer``: the values are counts, and so are the marks on the value axis.
     """
     top, height = 8, CHART + 8 + 18
-    values = [value for line in lines for sample in samples if (value := line.value(sample)) is not None]
-    most = max(values, default=0.0)
+
+    def values(line: Line) -> list[float]:
+        return [value for sample in samples if (value := line.value(sample)) is not None]
+
+    most = max((value for line in lines if not line.limit for value in values(line)), default=0.0)
+    # A limit far above what was measured is named, not drawn.
+    off_scale = {line.key for line in lines if line.limit and most and max(values(line), default=0) > 4 * most}
+    most = max([most, *(value for line in lines if line.limit and line.key not in off_scale for value in values(line))])
     if integer:
         most = max(math.ceil(most), 1)
     peak = most * 1.08 or 1.0
@@ -210,15 +218,14 @@ def chart(title: str, samples: Sequence[Sample], origin: float, axis: Axis, line
              f' xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{esc(title)}">',
              f'<rect class="plot" x="{GUTTER}" y="{top}" width="{WIDTH - GUTTER - RIGHT}" height="{CHART}"/>']
     parts += _grid(axis, top, bottom, labels=False)
-    for value in marks:
-        if not value:
-            continue
-        parts.append(f'<text class="tick" x="{GUTTER - 6}" y="{_n(y(value) + 4)}" text-anchor="end">'
-                     f"{esc(fmt(value))}</text>")
+    for mark in marks:
+        if mark:
+            parts.append(f'<text class="tick" x="{GUTTER - 6}" y="{_n(y(mark) + 4)}" text-anchor="end">'
+                         f"{esc(fmt(mark))}</text>")
     for line in lines:
         points = [(axis.x(sample.at - origin), value) for sample in samples
                   if (value := line.value(sample)) is not None]
-        if not points:
+        if not points or line.key in off_scale:
             continue
         steps = [f"{_n(points[0][0])} {_n(y(points[0][1]))}"]
         last = points[0][1]
@@ -232,15 +239,18 @@ def chart(title: str, samples: Sequence[Sample], origin: float, axis: Axis, line
         if line.fill:
             area = f"M{_n(points[0][0])} {_n(bottom)}L" + "".join(steps) + f"V{_n(bottom)}Z"
             parts.append(f'<path class="area" d="{area}" fill="{colour}" fill-opacity="0.22"/>')
-        dash = ' stroke-dasharray="6 4"' if line.dashed else ""
+        dash = ' stroke-dasharray="6 4"' if line.limit else ""
         parts.append(f'<path class="series" data-series="{esc(line.key)}" d="{path}" fill="none" stroke="{colour}"'
                      f' stroke-width="1.6"{dash}><title>{esc(line.label)}</title></path>')
     parts.append(f'<text class="ctitle" x="{GUTTER - 6}" y="{bottom + 14}" text-anchor="end">{esc(title)}</text>')
     x = GUTTER + 4
     for line in lines:
         colour = SERIES[line.key]
+        label = line.label
+        if line.key in off_scale:
+            label += f" {fmt(max(values(line)))}, off the chart"
         parts.append(f'<rect x="{x}" y="{bottom + 8}" width="12" height="4" fill="{colour}"/>'
-                     f'<text class="legend" x="{x + 16}" y="{bottom + 14}">{esc(line.label)}</text>')
-        x += 24 + 7 * len(line.label)
+                     f'<text class="legend" x="{x + 16}" y="{bottom + 14}">{esc(label)}</text>')
+        x += 24 + 6 * len(label)
     parts.append("</svg>")
     return "".join(parts)

@@ -74,6 +74,7 @@ def trace_events(report: RunReport) -> list[dict[str, Any]]:
                        "args": {"running": sample.running, "waiting": sample.waiting, "preparing": sample.preparing}})
         events.append({"ph": "C", "name": "memory (MiB)", "pid": pid, "ts": ts,
                        "args": {"builds RSS": round(sample.rss / MiB, 1),
+                                "reserved": round(sample.reserved / MiB, 1),
                                 "free": round(sample.available_memory / MiB, 1)}})
         if sample.cpu_busy is not None:
             events.append({"ph": "C", "name": "CPUs", "pid": pid, "ts": ts,
