@@ -216,3 +216,23 @@ def test_untrusted_names_and_errors_stay_text(tmp_path: Path) -> None:
     assert names == {f"<script>window.pwned=1</script>{index}" for index in range(3)}
     (failure,) = dom.find_all("div", "failure")
     assert '<img src=x onerror="window.pwned=2">' in failure.text()
+
+
+def test_download_keeps_its_reports_too(tmp_path: Path) -> None:
+    with IndexServer() as index:
+        lines = []
+        for name in ("one", "two"):
+            sdist = make_sdist(tmp_path / "made", name)
+            lines.append(f"{name}==1.0 --hash=sha256:{index.add(sdist.name, sdist.read_bytes())}")
+        (tmp_path / "req.txt").write_text("\n".join(lines) + "\n")
+        result = orchestrate("download", "-r", tmp_path / "req.txt", "--no-deps", "-d", tmp_path / "sdists",
+                             "-i", index.simple_url, "--state-dir", tmp_path / "state",
+                             "--report-html", tmp_path / "dl.html", "--trace", tmp_path / "dl.trace.json")
+    assert result.returncode == 0, result.stderr
+    (folder,) = (tmp_path / "state" / "runs").iterdir()
+    assert sorted(path.name for path in folder.iterdir()) == ["report.html", "report.json"]
+    page = Dom((tmp_path / "dl.html").read_text())
+    assert {(bar.attrs["data-group"], bar.attrs["data-name"]) for bar in page.find_all("g", "bar")} == {
+        ("download", "one"), ("download", "two")}
+    trace = json.loads((tmp_path / "dl.trace.json").read_text())["traceEvents"]
+    assert {event["args"]["name"] for event in trace if event["ph"] == "X"} == {"one", "two"}
