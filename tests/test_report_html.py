@@ -83,6 +83,14 @@ def test_the_run_failed_as_its_builds_did(run: Run) -> None:
     assert any(build["waits"].get("memory_limit") for build in run.json["builds"])
     assert max(sample["running"] for sample in run.json["samples"]) == 2
     assert max(sample["reserved"] for sample in run.json["samples"]) == 2 * 400 * MiB  # their needs, above their RSS
+    for build in run.json["builds"]:
+        assert run.json["started_at"] <= build["queued_at"] <= build["started_at"]
+        phases = [span["phase"] for span in build["spans"]]
+        if build["status"] == "built":  # the worker's own account, in order, the wait for admission included
+            assert phases == ["extract", "create_env", "install_requires", "get_requires", "admission", "backend",
+                              "publish"]
+            starts = [span["start"] for span in build["spans"]]
+            assert starts == sorted(starts)
 
 
 def test_the_run_folder_keeps_both_reports_and_the_summary_ends_saying_where(run: Run) -> None:
