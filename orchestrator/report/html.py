@@ -94,6 +94,7 @@ def _header(report: RunReport, makespan: float) -> str:
     rows = [("Command", f"<code>{esc(context.get('command_line', ''))}</code>"),
             ("Limits", esc(", ".join(limit for limit in limits if limit) or "none")),
             ("Interpreter", esc(context.get("interpreter", ""))),
+            *([("Sandbox", esc(settings["sandbox"]))] if settings.get("sandbox") else []),
             ("Started", esc(_utc(report.started_at))),
             ("Makespan", esc(f"{makespan:.1f} s" + (f", interrupted ({report.interrupted})"
                                                     if report.interrupted else ""))),
@@ -107,7 +108,7 @@ def _header(report: RunReport, makespan: float) -> str:
     extra = [f"{len(items)} {noun}" for items, noun in ((report.downloads, "downloads"), (report.installs, "installs"))
              if items]
     verdict = "succeeded" if report.ok else "FAILED"
-    wide = {"Command", "Limits", "Interpreter"}
+    wide = {"Command", "Limits", "Interpreter", "Sandbox"}
     return (f"<h1>orchestrate run {esc(verdict)}</h1>"
             f'<div class="chips">{chips}{esc(", ".join(extra))}</div>'
             "<dl>" + "".join(f"<dt>{name}</dt><dd{' class=wide' if name in wide else ''}>{value}</dd>"
