@@ -33,10 +33,12 @@ def chromium(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
                           capture_output=True, text=True, timeout=timeout)
 
 
-def rendered(page: Path) -> Dom:
-    """The DOM of ``page`` as the browser laid it out (sizes in ``data-w``/``data-h``/``data-bw``/``data-bh``)."""
+def rendered(page: Path, script: str = "") -> Dom:
+    """The DOM of ``page`` as the browser laid it out (sizes in ``data-w``/``data-h``/``data-bw``/``data-bh``),
+    after ``script`` (JavaScript) ran in it."""
     probed = page.with_name(page.stem + ".probed.html")
-    probed.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    probe = PROBE.replace("</script>", script + "</script>")
+    probed.write_text(page.read_text().replace("</body>", probe + "</body>"))
     result = chromium("--virtual-time-budget=5000", "--dump-dom", probed.as_uri())
     assert result.returncode == 0 and "<html" in result.stdout, result.stderr[-2000:]
     return Dom(result.stdout)

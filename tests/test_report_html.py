@@ -158,6 +158,27 @@ def test_the_browser_draws_the_timeline_and_the_charts(run: Run) -> None:
 
 
 @needs_browser
+def test_clicking_a_column_sorts_the_table(run: Run) -> None:
+    # Click "peak" once (largest first), and record the order; then "waited" twice (smallest first).
+    script = """
+    const heads = [...document.querySelectorAll("table.builds th")];
+    const order = () => [...document.querySelectorAll("table.builds tbody tr")].map(r => r.dataset.name).join(",");
+    heads.find(th => th.textContent === "peak").click();
+    document.body.dataset.bypeak = order();
+    const waited = heads.find(th => th.textContent === "waited");
+    waited.click(); waited.click();
+    document.body.dataset.bywaited = order();
+    """
+    body = rendered(run.html, script).root.find_all("body")[0]
+    builds = run.json["builds"]
+    by_peak = sorted(builds, key=lambda build: -build["peak_rss_bytes"])
+    assert body.attrs["data-bypeak"].split(",") == [build["name"] for build in by_peak]
+    waited_s = {build["name"]: build["waited_s"] for build in builds}
+    waited = [waited_s[name] for name in body.attrs["data-bywaited"].split(",")]
+    assert waited == sorted(waited) and len(waited) == len(builds)
+
+
+@needs_browser
 def test_a_screenshot_of_the_report(run: Run) -> None:
     shot = run.folder / "report.png"
     result = chromium("--window-size=1280,1400", f"--screenshot={shot}", run.html.as_uri())
