@@ -391,12 +391,14 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
     finally:
         report.finished_at = report.finished_at or time.time()
         display.close()
-        kept = write_reports(report, files)
+        kept, unwritten = write_reports(report, files)
         if report.builds or report.downloads or report.installs or report.errors:
             print_summary(console, report)
+        for problem in unwritten:
+            _print_error(problem)
         if kept is not None:
             console.print(f"report: {kept} (and report.json beside it)", markup=False, highlight=False)
-    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+    sys.exit(EXIT_OK if report.ok and not unwritten else EXIT_FAILED)
 
 
 @main.command()

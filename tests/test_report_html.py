@@ -265,3 +265,16 @@ def test_download_keeps_its_reports_too(tmp_path: Path) -> None:
         ("download", "one"), ("download", "two")}
     trace = json.loads((tmp_path / "dl.trace.json").read_text())["traceEvents"]
     assert {event["args"]["name"] for event in trace if event["ph"] == "X"} == {"one", "two"}
+
+
+@pytest.mark.parametrize("option", ["--report-json", "--report-html", "--trace"])
+def test_a_report_that_cannot_be_written_is_one_line_and_a_failed_run(tmp_path: Path, option: str) -> None:
+    make_sdist(tmp_path / "sdists", "one")
+    (tmp_path / "afile").write_text("not a folder")
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--state-dir", tmp_path / "state",
+                         option, tmp_path / "afile" / "report")
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 1
+    assert f"error: {option} {tmp_path / 'afile' / 'report'}: cannot write it" in result.stderr
+    assert list((tmp_path / "wh").glob("one-1.0-*.whl"))  # the build itself went on, and its run folder is kept
+    assert list((tmp_path / "state" / "runs").glob("*/report.html"))

@@ -12,6 +12,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from orchestrator.report import RunReport
@@ -58,24 +59,30 @@ class ReportFiles:
     run_folder: Path | None = None
 
 
-def write_reports(report: RunReport, files: ReportFiles) -> Path | None:
-    """Write every report asked for, and the run folder's JSON and HTML; return the run folder's HTML report.
+def write_reports(report: RunReport, files: ReportFiles) -> tuple[Path | None, list[str]]:
+    """Write every report asked for, and the run folder's JSON and HTML.
 
-    A run folder that cannot be written is a warning, never a failure: the run's outcome stands.
+    Returns the run folder's HTML report (``None`` without one) and a line for each file the user
+    named that could not be written. A run folder that cannot be written is a warning only.
     """
-    if files.json is not None:
-        report.write(files.json)
-    if files.html is not None:
-        write_html(report, files.html)
-    if files.trace is not None:
-        write_trace(report, files.trace)
+    problems = []
+    asked = (("--report-json", files.json, report.write), ("--report-html", files.html, partial(write_html, report)),
+             ("--trace", files.trace, partial(write_trace, report)))
+    for option, path, write in asked:
+        if path is None:
+            continue
+        try:
+            write(path)
+        except OSError as exc:
+            problems.append(f"{option} {path}: cannot write it ({exc.strerror or exc}); give a path in a writable"
+                            " folder")
     if files.run_folder is None:
-        return None
+        return None, problems
     try:
         report.write(files.run_folder / "report.json")
         write_html(report, files.run_folder / "report.html")
     except OSError as exc:
         logger.warning("cannot keep the run's report in %s: %s", files.run_folder, exc.strerror or exc)
-        return None
+        return None, problems
     prune_runs(files.run_folder.parent)
-    return files.run_folder / "report.html"
+    return files.run_folder / "report.html", problems
