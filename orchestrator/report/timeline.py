@@ -11,6 +11,7 @@ lanes so that no two overlap on one lane, with as few lanes as the busiest momen
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -126,32 +127,30 @@ def _ran(result: BuildResult) -> bool:
 def bars(builds: Iterable[BuildResult], downloads: Iterable[Any], installs: Iterable[Any],
          origin: float) -> list[Bar]:
     """Every bar of the run, each on a lane of its group; times in seconds from ``origin``."""
-    drafts: list[tuple[Group, Any, str, str | None, str, tuple[Segment, ...]]] = []
+    drafts: list[Bar] = []
     for result in builds:
-        if _ran(result):
-            drafts.append(("build", result, result.name, result.version, result.status.value,
-                           build_segments(result, origin)))
-    for group, records in (("download", downloads), ("install", installs)):
+        segments = build_segments(result, origin) if _ran(result) else ()
+        if segments:
+            drafts.append(_draft("build", result, result.version, segments, origin))
+    others: tuple[tuple[Group, Category, Iterable[Any]], ...] = (
+        ("download", "download", downloads), ("install", "install", installs))
+    for group, category, records in others:
         for record in records:
-            if record.started_at is None or record.finished_at is None:
-                continue
-            segment = Segment(category=group, phase=group, start=record.started_at - origin,  # type: ignore[arg-type]
-                              end=max(record.finished_at, record.started_at) - origin)
-            drafts.append((group, record, record.name, record.version or None,  # type: ignore[arg-type]
-                           record.status.value, (segment,)))
+            if record.started_at is not None and record.finished_at is not None:
+                segment = Segment(category=category, phase=category, start=record.started_at - origin,
+                                  end=max(record.finished_at, record.started_at) - origin)
+                drafts.append(_draft(group, record, record.version or None, (segment,), origin))
     placed: list[Bar] = []
     for group in GROUPS:
-        mine = [draft for draft in drafts if draft[0] == group and draft[5]]
-        extents = [(_extent(draft[1], draft[5], origin)) for draft in mine]
-        for (_, record, name, version, status, segments), (start, end), lane in zip(
-                mine, extents, assign_lanes(extents), strict=True):
-            placed.append(Bar(group=group, lane=lane, name=name, version=version, status=status, start=start,
-                              end=end, segments=segments, record=record))
+        mine = [bar for bar in drafts if bar.group == group]
+        lanes = assign_lanes([(bar.start, bar.end) for bar in mine])
+        placed += [dataclasses.replace(bar, lane=lane) for bar, lane in zip(mine, lanes, strict=True)]
     return placed
 
 
-def _extent(record: Any, segments: tuple[Segment, ...], origin: float) -> tuple[float, float]:
-    """From the first segment (or the admission) to the last segment (or the end), whichever is wider."""
+def _draft(group: Group, record: Any, version: str | None, segments: tuple[Segment, ...], origin: float) -> Bar:
+    """A bar not yet on a lane: from the first segment (or the admission) to the last (or the end), the wider."""
     start = min(segments[0].start, *([record.started_at - origin] if record.started_at is not None else []))
     end = max(segments[-1].end, *([record.finished_at - origin] if record.finished_at is not None else []))
-    return start, max(end, start)
+    return Bar(group=group, lane=0, name=record.name, version=version, status=record.status.value, start=start,
+               end=max(end, start), segments=segments, record=record)
