@@ -20,7 +20,7 @@ import sqlite3
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -208,6 +208,13 @@ class History:
         """The ``last`` runs, the most recent first."""
         found = self._read(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs ORDER BY id DESC LIMIT ?", (last,))
         return [RunRecord(**dict(zip(_RUN_COLUMNS, row, strict=True))) for row in found]
+
+    def names(self, run_ids: Iterable[int]) -> list[str]:
+        """The projects the runs ``run_ids`` built (or tried to)."""
+        ids = sorted(set(run_ids))
+        found = self._read(f"SELECT DISTINCT name FROM builds WHERE run_id IN ({', '.join('?' * len(ids))})",
+                           tuple(ids))
+        return sorted(name for (name,) in found)
 
     def builds(self, names: Sequence[str]) -> list[BuildRecord]:
         """Every recorded build of the projects ``names``, in the order they finished."""
