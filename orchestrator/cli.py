@@ -56,6 +56,7 @@ from orchestrator.pipeline import BuildRun, BuildSettings, check_target
 from orchestrator.policy.admission import Limits
 from orchestrator.policy.history import default_state_dir
 from orchestrator.report import RunReport
+from orchestrator.report.show import show
 from orchestrator.resources import usable_cpu_count
 from orchestrator.settings import IndexSettings
 from orchestrator.stages import Stage
@@ -63,6 +64,8 @@ from orchestrator.units import format_size, parse_size
 from orchestrator.wheels.distributions import target_environment
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+HISTORY_FILE = "history.sqlite3"
+"""The build history's file under --state-dir."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -331,7 +334,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         index=index,
         installer=choose_installer(installer),
         log_dir=(log_dir or state / "runs" / time.strftime("%Y%m%d-%H%M%S") / "logs").resolve(),
-        history_path=None if no_history else state / "history.sqlite3",
+        history_path=None if no_history else state / HISTORY_FILE,
         overrides=overrides,
         fail_fast=fail_fast,
         force=force,
@@ -495,3 +498,25 @@ def install(wheels: tuple[Path, ...], requirements: tuple[Path, ...], find_links
         check_target(target, environment, report, display.event, extras=chosen.extras)
 
     _run_and_report(work, report, display, console, report_json)
+
+
+@main.command()
+@option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+        help="Where `orchestrate build` kept its history (default: the user cache folder).")
+@option("--last", type=click.IntRange(min=1, max=1000), default=10, show_default=True, metavar="N",
+        help="Show the N most recent runs.")
+@option("--package", metavar="NAME", help="Only this package.")
+@option("--html", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+        help="Also write the report as one self-contained HTML page.")
+@option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
+@handle_errors
+def report(state_dir: Path | None, last: int, package: str | None, html: Path | None, as_json: bool) -> None:
+    """Show the build history: the last runs, each package's duration and memory over them, regressions,
+    packages newly failing, fixed or flipping, predicted memory against the peak, the tail of the last run.
+
+    An empty or missing history is one error line and exit 1.
+    """
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 160
+    show(_state_dir(state_dir) / HISTORY_FILE, console, last=last, package=package, html=html, as_json=as_json)
