@@ -56,6 +56,7 @@ from orchestrator.pipeline import BuildRun, BuildSettings, check_target
 from orchestrator.policy.admission import Limits
 from orchestrator.policy.history import default_state_dir
 from orchestrator.report import RunReport
+from orchestrator.report.junit import write_junit
 from orchestrator.report.show import show
 from orchestrator.resources import usable_cpu_count
 from orchestrator.settings import IndexSettings
@@ -289,6 +290,8 @@ def _state_dir(state_dir: Path | None) -> Path:
 @option("--log-dir", type=click.Path(file_okay=False, path_type=Path), help="Per-build logs "
         "(default: a run folder under --state-dir).")
 @option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
+@option("--junit", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+        help="Write the run as JUnit XML for CI: a test case per package, failures with their log's last lines.")
 @option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="History, caches and run folders "
         "(default: the user cache folder).")
 @option("--no-history", is_flag=True, help="Neither read nor write the build history.")
@@ -308,7 +311,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           sandbox: bool, build_network: bool, install_into: Path | None, install_after_build: bool,
           max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool,
           force: bool, timeout: float | None, retries: int, log_dir: Path | None, report_json: Path | None,
-          state_dir: Path | None, no_history: bool, config: Path | None, wait_lock: float) -> None:
+          junit: Path | None, state_dir: Path | None, no_history: bool, config: Path | None, wait_lock: float) -> None:
     """Build wheels from SOURCES (sdist files, folders of sdists, source trees) and -r requirements."""
     if not sources and not requirements:
         raise UsageError("nothing to build: name sdists, folders of sdists, source trees or -r requirements files")
@@ -368,12 +371,13 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            "min_free_memory": limits.min_free_memory, "memory_per_build": settings.memory_per_build,
                            "max_load": limits.max_load, "max_cpu": limits.max_cpu, "installer": settings.installer,
                            "sandbox": contained.describe()}
-    _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, report_json)
+    _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, report_json,
+                    junit=junit)
 
 
 def _run_and_report(work: Callable[[], object], report: RunReport, display: PlainDisplay, console: Console,
-                    report_json: Path | None) -> None:
-    """Run ``work``; whatever happens, write the (partial) report and the summary; exit by the outcome."""
+                    report_json: Path | None, *, junit: Path | None = None) -> None:
+    """Run ``work``; whatever happens, write the (partial) reports and the summary; exit by the outcome."""
     try:
         work()
     except KeyboardInterrupt:
@@ -387,6 +391,8 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
         display.close()
         if report_json:
             report.write(report_json)
+        if junit:
+            write_junit(report, junit)
         if report.builds or report.downloads or report.installs or report.errors:
             print_summary(console, report)
     sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
