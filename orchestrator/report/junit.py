@@ -105,4 +105,5 @@ def _log_tail(log: str | None) -> str:
             data = file.read()
     except OSError:
         return ""
-    return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-LOG_LINES:])
+    # Split on newlines only: str.splitlines also breaks at form feeds and other separators a log may hold.
+    return "\n".join(data.decode("utf-8", errors="replace").rstrip("\n").split("\n")[-LOG_LINES:])
