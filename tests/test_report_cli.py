@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import orchestrate
+from sdists import make_sdist, read_events
+
 from orchestrator.cli import main
 from orchestrator.policy.history import BuildRecord, History
-from sdists import make_sdist, read_events
 
 RUNS = 4
 ENV = {"ORCHESTRATE_SANDBOX": "0", "PIP_CONFIG_FILE": os.devnull}
@@ -46,7 +46,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The state folder after the four runs; the last run's JUnit file is ``junit.xml`` beside it."""
     root = tmp_path_factory.mktemp("history")
     for run in range(1, RUNS + 1):
-        junit = ["--junit", root / "junit.xml"] if run == RUNS else []
+        junit: list[str | Path] = ["--junit", root / "junit.xml"] if run == RUNS else []
         result = orchestrate("build", sdists(root / f"run{run}", run), "-w", root / "wh", "--state-dir",
                              root / "state", "--force", "-j", "2" if run == RUNS else "4", *junit, env=ENV)
         assert result.returncode == (0 if run < 3 else 1), result.stderr
@@ -104,7 +104,7 @@ def test_junit_of_a_run_with_one_failure(history: Path) -> None:
     assert set(cases) == {"steady 1.0", "slow 1.0", "flaky 1.0", "breaks 1.0"}
     assert {case.get("classname") for case in cases.values()} == {"orchestrate.build"}
     assert float(cases["slow 1.0"].get("time") or 0) > 3.5
-    [failure] = [case.find("failure") for case in cases.values() if case.find("failure") is not None]
+    [failure] = [found for case in cases.values() if (found := case.find("failure")) is not None]
     assert failure is cases["breaks 1.0"].find("failure")
     assert failure.get("message") == "the build backend failed (exit status 1); see the log"
     assert "red breaks here" in (failure.text or "") and "fake backend asked to fail" in (failure.text or "")
