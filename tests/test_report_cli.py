@@ -186,7 +186,9 @@ def test_the_html_escapes_what_the_history_holds(tmp_path: Path) -> None:
     assert text.count("<script>document-title='pwned'</script>") >= 2  # its trend and its status change
 
 
-def test_an_interrupted_run_is_recorded_and_its_stopped_build_skipped_in_junit(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_is_recorded_and_its_stopped_build_skipped_in_junit(tmp_path: Path, signum: signal.Signals,
+                                                                               code: int) -> None:
     events = tmp_path / "events.jsonl"
     # The larger sdist goes first (nothing is known of either); one build at a time: "later" never starts.
     make_sdist(tmp_path / "src", "hangs", hang=True, events=str(events), extra_files={"pad": os.urandom(200_000)})
@@ -200,16 +202,16 @@ def test_an_interrupted_run_is_recorded_and_its_stopped_build_skipped_in_junit(t
         while not any(event["event"] == "start" for event in read_events(events)):
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert process.returncode == 130, stderr
+    assert process.returncode == code, stderr
     data = json.loads(report("--state-dir", tmp_path / "state", "--json").stdout)
     [run] = data["runs"]
-    assert (run["interrupted"], run["stopped"], run["built"]) == ("SIGINT", 2, 0) and run["finished_at"] is not None
+    assert (run["interrupted"], run["stopped"], run["built"]) == (signum.name, 2, 0) and run["finished_at"] is not None
     # Only builds that started are in the history.
     assert [(trend["name"], trend["outcomes"]) for trend in data["trends"]] == [("hangs", ["stopped"])]
     suite = ET.parse(tmp_path / "j.xml").getroot().find("testsuite")
