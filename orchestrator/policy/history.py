@@ -171,6 +171,12 @@ class History:
         self._lock = threading.Lock()
         self._connection = self._open_or_recover(path)
 
+    @property
+    def persistent(self) -> bool:
+        """The history is the file at ``path``, not the in-memory stand-in for one that could not be opened."""
+        with self._lock:
+            return bool(self._connection.execute("PRAGMA database_list").fetchone()[2])
+
     def record(self, rec: BuildRecord) -> None:
         """Store one finished build, in its own transaction."""
         values = {name: getattr(rec, name) for name in _BUILD_COLUMNS}

@@ -25,6 +25,8 @@ def load(path: Path, *, last: int, package: str | None = None) -> HistoryReport:
                            "it used")
     wanted = canonicalize_name(package) if package else None
     with History(path) as history:
+        if not history.persistent:
+            raise HistoryError(f"cannot read the build history {path}: see the warning above")
         runs = history.runs(last)
         if not runs:
             raise HistoryError(f"the build history {path} holds no run yet: runs are recorded by `orchestrate build` "
