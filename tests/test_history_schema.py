@@ -128,3 +128,22 @@ def test_runs_are_listed_most_recent_first(tmp_path: Path) -> None:
         assert all(run is not None for run in started)
         assert [run.command_line for run in history.runs(3)] == ["run 3", "run 2", "run 1"]
         assert history.runs(1)[0].finished_at is None and history.runs(1)[0].makespan_s is None
+
+
+def test_builds_since_a_moment_with_the_last_successes_before_it(tmp_path: Path) -> None:
+    def build(name: str, finished: float, *, ok: bool = True, python: str = PY) -> BuildRecord:
+        return BuildRecord(name=name, version="1", sdist_sha256=None, python=python, peak_rss_bytes=1, wall_s=1.0,
+                           cpu_s=None, status=SUCCESS if ok else "boom", started_at=finished - 1, finished_at=finished)
+
+    with History(tmp_path / "h.sqlite3") as history:
+        for finished in range(1, 8):
+            history.record(build("a", finished, ok=finished != 6))
+        history.record(build("a", 5.5, python="cpython-3.12"))
+        history.record(build("b", 3))
+        history.record(build("c", 9))  # not asked for
+        found = history.builds(["A", "b"], since=7, earlier_successes=2)
+        everything = history.builds(["a"])
+    # Since 7: a's build at 7; before it, per interpreter, the two last successes (6 failed).
+    assert [(b.name, b.finished_at, b.python) for b in found] == [
+        ("b", 3, PY), ("a", 4, PY), ("a", 5, PY), ("a", 5.5, "cpython-3.12"), ("a", 7, PY)]
+    assert [b.finished_at for b in everything] == [1, 2, 3, 4, 5, 5.5, 6, 7]

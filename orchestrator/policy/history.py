@@ -222,15 +222,28 @@ class History:
                            tuple(ids))
         return sorted(name for (name,) in found)
 
-    def builds(self, names: Sequence[str]) -> list[BuildRecord]:
-        """Every recorded build of the projects ``names``, in the order they finished."""
+    def builds(self, names: Sequence[str], *, since: float | None = None, earlier_successes: int = 0
+               ) -> list[BuildRecord]:
+        """The recorded builds of the projects ``names``, in the order they finished.
+
+        With ``since``: those that finished then or later, and the last ``earlier_successes``
+        successful builds before it of each project and interpreter (what a comparison needs).
+        """
+        columns = ", ".join(_BUILD_COLUMNS)
         canonical = sorted({canonicalize_name(name) for name in names})
         found: list[tuple[Any, ...]] = []
         for start in range(0, len(canonical), 500):  # under SQLite's limit of parameters per statement
-            chunk = canonical[start:start + 500]
+            chunk = tuple(canonical[start:start + 500])
+            among = f"name IN ({', '.join('?' * len(chunk))})"
+            if since is None:
+                found += self._read(f"SELECT {columns} FROM builds WHERE {among}", chunk)
+                continue
+            found += self._read(f"SELECT {columns} FROM builds WHERE {among} AND finished_at >= ?", (*chunk, since))
             found += self._read(
-                f"SELECT {', '.join(_BUILD_COLUMNS)} FROM builds WHERE name IN ({', '.join('?' * len(chunk))})",
-                tuple(chunk),
+                f"SELECT {columns} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY name, python"
+                f" ORDER BY finished_at DESC, id DESC) AS newest FROM builds"
+                f" WHERE {among} AND finished_at < ? AND status = ?) WHERE newest <= ?",
+                (*chunk, since, SUCCESS, earlier_successes),
             )
         records = [BuildRecord(**dict(zip(_BUILD_COLUMNS, row, strict=True))) for row in found]
         return sorted(records, key=lambda record: record.finished_at)

@@ -11,7 +11,7 @@ from rich.console import Console
 from orchestrator.atomic import atomic_write
 from orchestrator.errors import HistoryError
 from orchestrator.policy.history import History
-from orchestrator.report.history import HistoryReport, analyse
+from orchestrator.report.history import BASELINE_BUILDS, HistoryReport, analyse
 from orchestrator.report.history_html import render_html
 from orchestrator.report.history_text import print_history
 
@@ -32,7 +32,9 @@ def load(path: Path, *, last: int, package: str | None = None) -> HistoryReport:
             raise HistoryError(f"the build history {path} holds no run yet: runs are recorded by `orchestrate build` "
                                "from this version on")
         names = [wanted] if wanted else history.names(run.id for run in runs)
-        report = analyse(runs, history.builds(names), package=wanted)
+        oldest = min(run.started_at for run in runs)
+        report = analyse(runs, history.builds(names, since=oldest, earlier_successes=BASELINE_BUILDS),
+                         package=wanted)
     if wanted and not report.trends:
         raise HistoryError(f"no build of {package} in the last {len(runs)} runs of {path}: check the name, or "
                            "widen --last")
