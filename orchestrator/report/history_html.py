@@ -28,55 +28,64 @@ th{font-weight:600;color:#5a6270;font-size:12.5px;border-bottom:1px solid #dde1e
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.regression td{background:#fff1f0}.badge{display:inline-block;padding:0 6px;border-radius:9px;font-size:11.5px;
 font-weight:600;color:#fff;background:#c62828;margin-left:6px}.badge.flip{background:#b26a00}
-.outcomes span{display:inline-block;width:11px;height:11px;margin-right:2px;border-radius:2px;background:#e3e6eb}
-.outcomes .built{background:#2e7d32}.outcomes .failed{background:#c62828}.outcomes .stopped,
-.outcomes .not-started{background:#f9a825}.bad{color:#c62828;font-weight:600}.good{color:#2e7d32}
+.outcomes{font-size:15px;letter-spacing:1px;white-space:nowrap}.outcomes b{font-weight:normal;color:#d5d9e0}
+.outcomes .built{color:#2e7d32}.outcomes .failed{color:#c62828}.outcomes .stopped,.outcomes .not-started{color:#f9a825}
+.bad{color:#c62828;font-weight:600}.good{color:#2e7d32}
 .err{color:#5a6270;font-size:12.5px;max-width:520px;overflow-wrap:anywhere}svg{vertical-align:middle}
-.none{color:#5a6270}
+.none{color:#5a6270}svg.spark{width:126px;height:26px;fill:none;stroke-width:1.6}svg.spark circle{stroke:none}
+svg.wall{stroke:#1565c0;fill:#1565c0}svg.peak{stroke:#6a1b9a;fill:#6a1b9a}svg.spark polyline{fill:none}
+svg.spark circle.flagged{fill:#c62828}
 """
 _SPARK_W, _SPARK_H = 120, 26
+_MAX_PREDICTIONS = 50
+_MAX_TAIL = 50
+"""Rows of the tables of predictions (the furthest off first) and of the tail (the last to end first);
+``--json`` has them all."""
 
 
-def sparkline_svg(values: Sequence[float | None], *, title: str, color: str = "#1565c0",
-                  flagged: bool = False) -> str:
-    """A polyline of ``values`` (oldest left, from zero to the largest), broken where a value is missing."""
+def sparkline_svg(values: Sequence[float | None], *, title: str, kind: str = "wall", flagged: bool = False) -> str:
+    """A polyline of ``values`` (oldest left, from zero to the largest), broken where a value is missing.
+
+    ``kind`` (``wall``, ``peak``) picks the colour. Whole pixels, and the style in the page's
+    CSS: a page of a thousand packages stays small.
+    """
     known = [value for value in values if value is not None]
     if not known:
         return '<span class="none">-</span>'
     largest = max(known) or 1.0
     step = _SPARK_W / max(len(values) - 1, 1)
 
-    def point(index: int, value: float) -> tuple[float, float]:
-        return round(index * step if len(values) > 1 else _SPARK_W / 2, 1), round(
-            _SPARK_H - 3 - value / largest * (_SPARK_H - 6), 1)
+    def point(index: int, value: float) -> tuple[int, int]:
+        x = round(index * step) if len(values) > 1 else _SPARK_W // 2
+        return x + 3, round(_SPARK_H - 3 - value / largest * (_SPARK_H - 6))
 
-    lines: list[list[tuple[float, float]]] = []
-    current: list[tuple[float, float]] = []
+    lines: list[list[tuple[int, int]]] = [[]]
     for index, value in enumerate(values):
         if value is None:
-            if current:
-                lines.append(current)
-            current = []
+            lines.append([])
         else:
-            current.append(point(index, value))
-    if current:
-        lines.append(current)
-    shapes = [f'<polyline fill="none" stroke="{color}" stroke-width="1.6" points="'
-              + " ".join(f"{x},{y}" for x, y in line) + '"/>' for line in lines if len(line) > 1]
-    last_index = max(index for index, value in enumerate(values) if value is not None)
-    x, y = point(last_index, values[last_index] or 0.0)
-    shapes.append(f'<circle cx="{x}" cy="{y}" r="2.6" fill="{"#c62828" if flagged else color}"/>')
-    data = ",".join("" if value is None else f"{value:g}" for value in values)
-    return (f'<svg class="spark" width="{_SPARK_W + 4}" height="{_SPARK_H}" viewBox="-2 0 {_SPARK_W + 4} {_SPARK_H}"'
-            f' data-values="{data}" role="img"><title>{html.escape(title)}</title>{"".join(shapes)}</svg>')
+            lines[-1].append(point(index, value))
+    shapes = [f'<polyline points="{" ".join(f"{x},{y}" for x, y in line)}"/>' for line in lines if len(line) > 1]
+    last = max(index for index, value in enumerate(values) if value is not None)
+    x, y = point(last, values[last] or 0.0)
+    mark = ' class="flagged"' if flagged else ""
+    shapes.append(f'<circle cx="{x}" cy="{y}" r="2.6"{mark}/>')
+    return f'<svg class="spark {kind}"><title>{html.escape(title)}</title>{"".join(shapes)}</svg>'
 
 
 def _outcomes(outcomes: Sequence[str | None], runs: Sequence[RunRecord]) -> str:
-    marks = "".join(
-        f'<span class="{html.escape((outcome or "absent").replace(" ", "-"))}" '
-        f'title="run {run.id}: {html.escape(outcome or "not built")}"></span>'
-        for outcome, run in zip(outcomes, runs))
-    return f'<span class="outcomes">{marks}</span>'
+    """A square per run, the oldest first, coloured by outcome; equal neighbours share one element."""
+    groups: list[tuple[str, int]] = []
+    for outcome in outcomes:
+        kind = (outcome or "absent").replace(" ", "-")
+        if groups and groups[-1][0] == kind:
+            groups[-1] = (kind, groups[-1][1] + 1)
+        else:
+            groups.append((kind, 1))
+    failed = [str(run.id) for outcome, run in zip(outcomes, runs) if outcome == "failed"]
+    title = f"runs {runs[0].id} to {runs[-1].id}" + (f"; failed in run {', '.join(failed)}" if failed else "")
+    squares = "".join(f'<b class="{html.escape(kind)}">{"■" * count}</b>' for kind, count in groups)
+    return f'<span class="outcomes" title="{html.escape(title)}">{squares}</span>'
 
 
 def _runs(report: HistoryReport) -> str:
@@ -137,7 +146,7 @@ def _trends(report: HistoryReport) -> str:
             f'<td class="num">{seconds(trend.last_wall)}</td>'
             f'<td>{sparkline_svg(trend.walls, title=f"{trend.name}: wall time per run", flagged=bool(badges))}</td>'
             f'<td class="num">{format_size(peak) if peak is not None else "-"}</td>'
-            f'<td>{sparkline_svg(peaks, title=f"{trend.name}: peak memory per run", color="#6a1b9a")}</td></tr>')
+            f'<td>{sparkline_svg(peaks, title=f"{trend.name}: peak memory per run", kind="peak")}</td></tr>')
     return ('<table id="packages"><tr><th>package</th><th>runs</th><th class="num">last wall</th><th>wall</th>'
             f'<th class="num">last peak</th><th>peak memory</th></tr>{"".join(rows)}</table>')
 
@@ -150,9 +159,11 @@ def _predictions(report: HistoryReport) -> str:
         f'<tr class="prediction" data-package="{html.escape(miss.name)}"><td>{html.escape(miss.name)}</td>'
         f'<td class="num">{format_size(miss.predicted)}</td><td class="num">{format_size(miss.peak)}</td>'
         f'<td class="num{" bad" if miss.error > 0 else ""}">{miss.error:+.0%}</td></tr>'
-        for miss in report.predictions)
+        for miss in report.predictions[:_MAX_PREDICTIONS])
+    more = len(report.predictions) - _MAX_PREDICTIONS
     return (f'<p class="meta">Run {report.prediction_run}: {above} of {len(report.predictions)} builds went above '
-            f'the memory they were admitted with.</p><table id="predictions"><tr><th>package</th>'
+            f'the memory they were admitted with{f"; the {_MAX_PREDICTIONS} furthest off" if more > 0 else ""}.</p>'
+            f'<table id="predictions"><tr><th>package</th>'
             f'<th class="num">predicted</th><th class="num">peak</th><th class="num">peak vs predicted</th></tr>'
             f'{rows}</table>')
 
@@ -165,7 +176,7 @@ def _tail(tail: Tail | None) -> str:
     width, span = 420, tail.span_s or 1.0
     left = round((tail.starts_at - tail.first_start) / span * width, 1)
     rows = []
-    for build in tail.builds:
+    for build in tail.builds[:_MAX_TAIL]:
         x = round((build.started_at - tail.first_start) / span * width, 1)
         bar_width = max(round((build.finished_at - build.started_at) / span * width, 1), 1)
         svg = (f'<svg width="{width}" height="14"><rect x="{left}" width="{width - left}" height="14" '
@@ -175,7 +186,8 @@ def _tail(tail: Tail | None) -> str:
                     f'<td class="num">{seconds(build.in_tail_s)}</td>'
                     f'<td class="num">{seconds(build.finished_at - build.started_at)}</td><td>{svg}</td></tr>')
     return (f'<p class="meta">Run {tail.run_id}: for {seconds(tail.length_s)} of {seconds(tail.span_s)} of builds, '
-            f'fewer than {tail.peak_concurrency} builds ran at once (shaded). Still running then:</p>'
+            f'fewer than {tail.peak_concurrency} builds ran at once (shaded). Still running then'
+            f'{f", the {_MAX_TAIL} that ended last" if len(tail.builds) > _MAX_TAIL else ""}:</p>'
             f'<table id="tail"><tr><th>package</th><th class="num">in the tail</th><th class="num">wall</th>'
             f'<th>from the first build start to the last end</th></tr>{"".join(rows)}</table>')
 
