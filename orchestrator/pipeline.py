@@ -161,12 +161,13 @@ class BuildRun:
         once all builds have ended). The run's wheels are then checked as a set.
         """
         settings = self._settings
-        self._run = self._history.start_run(
-            started_at=self.report.started_at, command_line=self.report.context["command_line"],
-            tool_version=self.report.context["tool_version"], python=PYTHON_TAG) if self._history else None
         interrupted: str | None = None
         try:
             with self._wheelhouse.locked(wait=settings.wait_lock), contextlib.ExitStack() as stack:
+                if self._history is not None:  # a run that never had the wheelhouse did nothing to record
+                    self._run = self._history.start_run(
+                        started_at=self.report.started_at, command_line=self.report.context["command_line"],
+                        tool_version=self.report.context["tool_version"], python=PYTHON_TAG)
                 if settings.installer_into is not None:
                     for recovery in settings.installer_into.recover():
                         self._observer.event(str(recovery))

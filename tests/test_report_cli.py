@@ -20,11 +20,13 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
+import filelock
 import pytest
 from conftest import orchestrate
 from sdists import make_sdist, read_events
 
 from orchestrator.policy.history import BuildRecord, History
+from orchestrator.wheels.wheelhouse import LOCK
 
 RUNS = 4
 ENV = {"ORCHESTRATE_SANDBOX": "0", "PIP_CONFIG_FILE": os.devnull}
@@ -246,3 +248,13 @@ def test_an_unknown_package_is_one_line_and_exit_1(history: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == (f"error: no build of nope in the last {RUNS} runs of "
                                      f"{history / 'history.sqlite3'}: check the name, or widen --last")
+
+
+def test_a_run_that_never_had_the_wheelhouse_is_not_a_run(tmp_path: Path) -> None:
+    make_sdist(tmp_path / "src", "one")
+    (tmp_path / "wh").mkdir()
+    with filelock.FileLock(str(tmp_path / "wh" / LOCK)):  # another run holds the wheelhouse
+        result = orchestrate("build", tmp_path / "src", "-w", tmp_path / "wh", "--state-dir", tmp_path / "state",
+                             env=ENV)
+    assert result.returncode == 1 and "another orchestrate run is writing this wheelhouse" in result.stderr
+    assert "holds no run yet" in report("--state-dir", tmp_path / "state").stderr
