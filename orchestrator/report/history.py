@@ -21,6 +21,7 @@ The rules, as the report states them:
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -171,8 +172,7 @@ class HistoryReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "runs": [{**{name: getattr(run, name) for name in run.__slots__}, "makespan_s": run.makespan_s}
-                     for run in self.runs],
+            "runs": [{**dataclasses.asdict(run), "makespan_s": run.makespan_s} for run in self.runs],
             "trends": [{"name": t.name, "walls": t.walls, "peaks": t.peaks, "outcomes": t.outcomes}
                        for t in self.trends],
             "regressions": [{"name": r.name, "run_id": r.run_id, "metric": r.metric, "value": r.value,

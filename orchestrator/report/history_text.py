@@ -85,8 +85,9 @@ def print_history(console: Console, report: HistoryReport, *, source: str) -> No
     if report.changes:
         console.print(Text("\nstatus changes (oldest run first):", style="bold"))
         for change in report.changes:
-            line = Text(f"  {change.state.upper() if change.state != 'ok' else 'ok'} ",
-                        style="bold red" if "failing" in change.state else "green")
+            label, style = {"ok": ("FLIPPING", "yellow"), "fixed": ("FIXED", "green")}.get(
+                change.state, (change.state.upper(), "bold red"))
+            line = Text(f"  {label} ", style=style)
             line.append(change.name, style="bold")
             line.append("  ")
             line.append_text(outcome_strip(change.outcomes))
@@ -96,7 +97,8 @@ def print_history(console: Console, report: HistoryReport, *, source: str) -> No
                 line.append(f"  {change.error}", style="dim")
             console.print(line)
 
-    trends = Table(title="\npackages, slowest first (oldest run left)", title_justify="left", title_style="bold",
+    trends = Table(title="\npackages, slowest first (oldest run left; ✓ built, ✗ failed, ■ stopped, · not built)",
+                   title_justify="left", title_style="bold",
                    box=None, pad_edge=False)
     for column in ("package", "runs", "wall", "wall trend", "peak", "peak trend"):
         trends.add_column(column, justify="right" if column in ("wall", "peak") else "left", overflow="fold")
