@@ -6,6 +6,8 @@ import pytest
 
 from orchestrator.policy.history import SUCCESS, BuildRecord, RunRecord
 from orchestrator.report.history import analyse, tail
+from orchestrator.report.history_html import sparkline_svg
+from orchestrator.report.history_text import sparkline
 
 M = 1024**2
 PY = "cpython-3.11"
@@ -172,3 +174,23 @@ def test_the_report_is_json_ready() -> None:
     assert data["changes"] == [{"name": "a", "state": "ok", "flips": 2, "flipping": True,
                                 "outcomes": ["built", "built", "failed", "built", "built"], "error": None}]
     assert data["tail"]["run_id"] == 5 and "1.25x" in data["regression_rule"]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([1, 2, 4, 8], "▁▂▄█"),  # heights from zero: 8 is eight times 1
+        ([None, 0, 5, None], " ▁█ "),  # a run without a value stays blank
+        ([0, 0], "▁▁"),
+        ([None], " "),
+    ],
+)
+def test_sparkline(values: list[float | None], expected: str) -> None:
+    assert sparkline(values) == expected
+
+
+def test_svg_sparklines_break_at_gaps_and_keep_lone_points() -> None:
+    svg = sparkline_svg([1.0, None, 2.0, None, 4.0, 4.0], title="a <b>")
+    assert svg.count("<polyline") == 1 and svg.count("<circle") == 3  # 1 and 2 alone; the last point marked
+    assert "<title>a &lt;b&gt;</title>" in svg
+    assert sparkline_svg([None, None], title="x") == '<span class="none">-</span>'

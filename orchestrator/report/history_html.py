@@ -65,7 +65,8 @@ def sparkline_svg(values: Sequence[float | None], *, title: str, kind: str = "wa
             lines.append([])
         else:
             lines[-1].append(point(index, value))
-    shapes = [f'<polyline points="{" ".join(f"{x},{y}" for x, y in line)}"/>' for line in lines if len(line) > 1]
+    shapes = [f'<polyline points="{" ".join(f"{x},{y}" for x, y in line)}"/>' if len(line) > 1
+              else f'<circle cx="{line[0][0]}" cy="{line[0][1]}" r="1.6"/>' for line in lines if line]
     last = max(index for index, value in enumerate(values) if value is not None)
     x, y = point(last, values[last] or 0.0)
     mark = ' class="flagged"' if flagged else ""
