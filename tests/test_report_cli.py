@@ -258,3 +258,13 @@ def test_a_run_that_never_had_the_wheelhouse_is_not_a_run(tmp_path: Path) -> Non
                              env=ENV)
     assert result.returncode == 1 and "another orchestrate run is writing this wheelhouse" in result.stderr
     assert "holds no run yet" in report("--state-dir", tmp_path / "state").stderr
+
+
+def test_an_html_file_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    with History(tmp_path / "state" / "history.sqlite3") as history:
+        assert history.start_run(started_at=1.0, command_line="x", tool_version="1", python="cpython-3.11")
+    (tmp_path / "file").write_text("")
+    result = report("--state-dir", tmp_path / "state", "--html", tmp_path / "file" / "report.html")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: cannot write the HTML report {tmp_path / 'file' / 'report.html'} "
+                                     f"(File exists: {tmp_path / 'file'}); choose another --html file")

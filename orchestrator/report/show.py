@@ -45,9 +45,13 @@ def show(path: Path, console: Console, *, last: int, package: str | None, html: 
     """Print the report (tables, or JSON with ``as_json``) and write the HTML page to ``html``."""
     report = load(path, last=last, package=package)
     if html is not None:
-        html.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(html) as out:
-            out.write(render_html(report, source=str(path)).encode())
+        try:
+            html.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(html) as out:
+                out.write(render_html(report, source=str(path)).encode())
+        except OSError as exc:
+            reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+            raise HistoryError(f"cannot write the HTML report {html} ({reason}); choose another --html file") from None
     if as_json:
         console.print_json(json.dumps(report.to_json()))
     else:
