@@ -378,6 +378,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
 def _run_and_report(work: Callable[[], object], report: RunReport, display: PlainDisplay, console: Console,
                     report_json: Path | None, *, junit: Path | None = None) -> None:
     """Run ``work``; whatever happens, write the (partial) reports and the summary; exit by the outcome."""
+    unwritten = None
     try:
         work()
     except KeyboardInterrupt:
@@ -392,10 +393,16 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
         if report_json:
             report.write(report_json)
         if junit:
-            write_junit(report, junit)
+            try:
+                write_junit(report, junit)
+            except OSError as exc:  # said after the summary, and the run fails: CI would miss the file
+                reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+                unwritten = f"cannot write the JUnit file {junit} ({reason}); choose another --junit file"
         if report.builds or report.downloads or report.installs or report.errors:
             print_summary(console, report)
-    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+        if unwritten:
+            _print_error(unwritten)
+    sys.exit(EXIT_OK if report.ok and not unwritten else EXIT_FAILED)
 
 
 @main.command()
