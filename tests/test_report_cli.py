@@ -268,3 +268,14 @@ def test_an_html_file_that_cannot_be_written_is_one_line(tmp_path: Path) -> None
     assert result.returncode == 1
     assert result.stderr.strip() == (f"error: cannot write the HTML report {tmp_path / 'file' / 'report.html'} "
                                      f"(File exists: {tmp_path / 'file'}); choose another --html file")
+
+
+def test_a_junit_file_that_cannot_be_written_fails_the_run_in_one_line(tmp_path: Path) -> None:
+    make_sdist(tmp_path / "src", "one")
+    (tmp_path / "file").write_text("")
+    junit = tmp_path / "file" / "junit.xml"
+    result = orchestrate("build", tmp_path / "src", "-w", tmp_path / "wh", "--junit", junit, env=ENV)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (f"error: cannot write the JUnit file {junit} (File exists: "
+                                              f"{tmp_path / 'file'}); choose another --junit file")
+    assert "1 built" in result.stderr and "Traceback" not in result.stderr
