@@ -187,7 +187,7 @@ def test_the_html_escapes_what_the_history_holds(tmp_path: Path) -> None:
     assert text.count("<script>document-title='pwned'</script>") >= 2  # its trend and its status change
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_run_is_recorded_and_its_stopped_build_skipped_in_junit(tmp_path: Path, signum: signal.Signals,
                                                                                code: int) -> None:
     events = tmp_path / "events.jsonl"
