@@ -56,7 +56,9 @@ from orchestrator.pipeline import BuildRun, BuildSettings, check_target
 from orchestrator.policy.admission import Limits
 from orchestrator.policy.history import default_state_dir
 from orchestrator.report import RunReport
+from orchestrator.report.junit import write_junit
 from orchestrator.report.runs import ReportFiles, run_folder, write_reports
+from orchestrator.report.show import show
 from orchestrator.resources import usable_cpu_count
 from orchestrator.settings import IndexSettings
 from orchestrator.stages import Stage
@@ -64,6 +66,8 @@ from orchestrator.units import format_size, parse_size
 from orchestrator.wheels.distributions import target_environment
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+HISTORY_FILE = "history.sqlite3"
+"""The build history's file under --state-dir."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -291,6 +295,8 @@ def _state_dir(state_dir: Path | None) -> Path:
         help="Write the run report as one self-contained HTML page (timeline, memory, CPU) here.")
 @option("--trace", type=click.Path(dir_okay=False, path_type=Path),
         help="Write the run as Chrome trace events here (Perfetto, chrome://tracing).")
+@option("--junit", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+        help="Write the run as JUnit XML for CI: a test case per package, failures with their log's last lines.")
 @option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="History, caches and run folders "
         "(default: the user cache folder).")
 @option("--no-history", is_flag=True, help="Neither read nor write the build history.")
@@ -310,8 +316,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           sandbox: bool, build_network: bool, install_into: Path | None, install_after_build: bool,
           max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool,
           force: bool, timeout: float | None, retries: int, log_dir: Path | None, report_json: Path | None,
-          report_html: Path | None, trace: Path | None, state_dir: Path | None, no_history: bool,
-          config: Path | None, wait_lock: float) -> None:
+          report_html: Path | None, trace: Path | None, junit: Path | None, state_dir: Path | None,
+          no_history: bool, config: Path | None, wait_lock: float) -> None:
     """Build wheels from SOURCES (sdist files, folders of sdists, source trees) and -r requirements."""
     if not sources and not requirements:
         raise UsageError("nothing to build: name sdists, folders of sdists, source trees or -r requirements files")
@@ -338,7 +344,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         index=index,
         installer=choose_installer(installer),
         log_dir=(log_dir or folder / "logs").resolve(),
-        history_path=None if no_history else state / "history.sqlite3",
+        history_path=None if no_history else state / HISTORY_FILE,
         overrides=overrides,
         fail_fast=fail_fast,
         force=force,
@@ -373,13 +379,15 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            "max_load": limits.max_load, "max_cpu": limits.max_cpu, "installer": settings.installer,
                            "sandbox": contained.describe()}
     files = ReportFiles(json=report_json, html=report_html, trace=trace, run_folder=folder)
-    _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, files)
+    _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, files, junit=junit)
 
 
 def _run_and_report(work: Callable[[], object], report: RunReport, display: PlainDisplay, console: Console,
-                    files: ReportFiles) -> None:
-    """Run ``work``; whatever happens, write the (partial) reports and the summary, its last line saying where
-    the run folder's report is; exit by the outcome."""
+                    files: ReportFiles, *, junit: Path | None = None) -> None:
+    """Run ``work``; whatever happens, write the (partial) reports and the summary, whose last line says where
+    the run folder's report is, then a line for each report that could not be written (which fails the run);
+    exit by the outcome."""
+    unwritten: list[str] = []
     try:
         work()
     except KeyboardInterrupt:
@@ -392,12 +400,18 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
         report.finished_at = report.finished_at or time.time()
         display.close()
         kept, unwritten = write_reports(report, files)
+        if junit:
+            try:
+                write_junit(report, junit)
+            except OSError as exc:  # said after the summary, and the run fails: CI would miss the file
+                reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+                unwritten.append(f"cannot write the JUnit file {junit} ({reason}); choose another --junit file")
         if report.builds or report.downloads or report.installs or report.errors:
             print_summary(console, report)
-        for problem in unwritten:
-            _print_error(problem)
         if kept is not None:
             console.print(f"report: {kept} (and report.json beside it)", markup=False, highlight=False)
+        for problem in unwritten:
+            _print_error(problem)
     sys.exit(EXIT_OK if report.ok and not unwritten else EXIT_FAILED)
 
 
@@ -518,3 +532,25 @@ def install(wheels: tuple[Path, ...], requirements: tuple[Path, ...], find_links
         check_target(target, environment, report, display.event, extras=chosen.extras)
 
     _run_and_report(work, report, display, console, ReportFiles(json=report_json, html=report_html, trace=trace))
+
+
+@main.command()
+@option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+        help="Where `orchestrate build` kept its history (default: the user cache folder).")
+@option("--last", type=click.IntRange(min=1, max=1000), default=10, show_default=True, metavar="N",
+        help="Show the N most recent runs.")
+@option("--package", metavar="NAME", help="Only this package.")
+@option("--html", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+        help="Also write the report as one self-contained HTML page.")
+@option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
+@handle_errors
+def report(state_dir: Path | None, last: int, package: str | None, html: Path | None, as_json: bool) -> None:
+    """Show the build history: the last runs, each package's duration and memory over them, regressions,
+    packages newly failing, fixed or flipping, predicted memory against the peak, the tail of the last run.
+
+    An empty or missing history is one error line and exit 1.
+    """
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 160
+    show(_state_dir(state_dir) / HISTORY_FILE, console, last=last, package=package, html=html, as_json=as_json)
