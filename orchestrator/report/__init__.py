@@ -1,7 +1,8 @@
 """Where a run's time went: the JSON report and the per-stage accounting behind the summary.
 
-Its renderings live beside it: ``timeline`` (the run as bars on lanes), ``html`` (the run report
-as one self-contained HTML file), ``trace`` (Chrome trace events), ``runs`` (the run folders).
+The run's renderings live beside it: ``timeline`` (the run as bars on lanes), ``html`` and ``svg``
+(one self-contained HTML page), ``trace`` (Chrome trace events), ``junit`` (JUnit XML), ``runs``
+(the run folders); and the history's report: ``history``, ``history_text``, ``history_html``, ``show``.
 """
 
 from __future__ import annotations
