@@ -122,6 +122,12 @@ def test_every_build_is_in_the_html_and_the_failed_ones_are_marked(run: Run) -> 
     bars = {bar.attrs["data-name"]: bar for bar in page.find_all("g", "bar") if bar.attrs["data-group"] == "build"}
     assert set(bars) == {*GOOD, *BAD}
     assert {name for name, bar in bars.items() if "failed" in bar.classes} == set(BAD)
+    # Hovering a bar says what it was, when, its memory, and why it waited.
+    tips = {name: bar.find_all("title")[0].text() for name, bar in bars.items()}
+    assert tips["broken"].startswith("broken 1.0: failed\n") and "the build backend failed" in tips["broken"]
+    assert all(re.search(r"peak \d.* predicted 400\.0 MiB", tip) for tip in tips.values())
+    held = [build["name"] for build in run.json["builds"] if build["waits"].get("memory_limit")]
+    assert held and all("memory limit reserved" in tips[name] for name in held)
     rows = {row.attrs["data-name"]: row for row in page.find_all("tr") if "data-name" in row.attrs}
     assert set(rows) == {*GOOD, *BAD}
     assert {name for name, row in rows.items() if "failed" in row.classes} == set(BAD)
