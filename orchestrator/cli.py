@@ -57,6 +57,7 @@ from orchestrator.policy.admission import Limits
 from orchestrator.policy.history import default_state_dir
 from orchestrator.report import RunReport
 from orchestrator.report.junit import write_junit
+from orchestrator.report.runs import ReportFiles, run_folder, write_reports
 from orchestrator.report.show import show
 from orchestrator.resources import usable_cpu_count
 from orchestrator.settings import IndexSettings
@@ -290,6 +291,10 @@ def _state_dir(state_dir: Path | None) -> Path:
 @option("--log-dir", type=click.Path(file_okay=False, path_type=Path), help="Per-build logs "
         "(default: a run folder under --state-dir).")
 @option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
+@option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the run report as one self-contained HTML page (timeline, memory, CPU) here.")
+@option("--trace", type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the run as Chrome trace events here (Perfetto, chrome://tracing).")
 @option("--junit", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
         help="Write the run as JUnit XML for CI: a test case per package, failures with their log's last lines.")
 @option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="History, caches and run folders "
@@ -311,7 +316,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           sandbox: bool, build_network: bool, install_into: Path | None, install_after_build: bool,
           max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool,
           force: bool, timeout: float | None, retries: int, log_dir: Path | None, report_json: Path | None,
-          junit: Path | None, state_dir: Path | None, no_history: bool, config: Path | None, wait_lock: float) -> None:
+          report_html: Path | None, trace: Path | None, junit: Path | None, state_dir: Path | None,
+          no_history: bool, config: Path | None, wait_lock: float) -> None:
     """Build wheels from SOURCES (sdist files, folders of sdists, source trees) and -r requirements."""
     if not sources and not requirements:
         raise UsageError("nothing to build: name sdists, folders of sdists, source trees or -r requirements files")
@@ -329,6 +335,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     collected = collect_sources(sources)
     contained, sandbox_note = for_run(sandbox, network=build_network)
     state = _state_dir(state_dir)
+    folder = run_folder(state, time.time())
     index = _index(index_url, extra_index_url, find_links, no_index, wanted.parsed.index if wanted else None)
     settings = BuildSettings(
         wheelhouse=wheelhouse,
@@ -336,7 +343,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         memory_per_build=per_build,
         index=index,
         installer=choose_installer(installer),
-        log_dir=(log_dir or state / "runs" / time.strftime("%Y%m%d-%H%M%S") / "logs").resolve(),
+        log_dir=(log_dir or folder / "logs").resolve(),
         history_path=None if no_history else state / HISTORY_FILE,
         overrides=overrides,
         fail_fast=fail_fast,
@@ -371,14 +378,16 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            "min_free_memory": limits.min_free_memory, "memory_per_build": settings.memory_per_build,
                            "max_load": limits.max_load, "max_cpu": limits.max_cpu, "installer": settings.installer,
                            "sandbox": contained.describe()}
-    _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, report_json,
-                    junit=junit)
+    files = ReportFiles(json=report_json, html=report_html, trace=trace, run_folder=folder)
+    _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, files, junit=junit)
 
 
 def _run_and_report(work: Callable[[], object], report: RunReport, display: PlainDisplay, console: Console,
-                    report_json: Path | None, *, junit: Path | None = None) -> None:
-    """Run ``work``; whatever happens, write the (partial) reports and the summary; exit by the outcome."""
-    unwritten = None
+                    files: ReportFiles, *, junit: Path | None = None) -> None:
+    """Run ``work``; whatever happens, write the (partial) reports and the summary, whose last line says where
+    the run folder's report is, then a line for each report that could not be written (which fails the run);
+    exit by the outcome."""
+    unwritten: list[str] = []
     try:
         work()
     except KeyboardInterrupt:
@@ -390,18 +399,19 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
     finally:
         report.finished_at = report.finished_at or time.time()
         display.close()
-        if report_json:
-            report.write(report_json)
+        kept, unwritten = write_reports(report, files)
         if junit:
             try:
                 write_junit(report, junit)
             except OSError as exc:  # said after the summary, and the run fails: CI would miss the file
                 reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
-                unwritten = f"cannot write the JUnit file {junit} ({reason}); choose another --junit file"
+                unwritten.append(f"cannot write the JUnit file {junit} ({reason}); choose another --junit file")
         if report.builds or report.downloads or report.installs or report.errors:
             print_summary(console, report)
-        if unwritten:
-            _print_error(unwritten)
+        if kept is not None:
+            console.print(f"report: {kept} (and report.json beside it)", markup=False, highlight=False)
+        for problem in unwritten:
+            _print_error(problem)
     sys.exit(EXIT_OK if report.ok and not unwritten else EXIT_FAILED)
 
 
@@ -424,6 +434,10 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
 @option("--require-hashes", is_flag=True, help="Refuse requirements without --hash.")
 @resolve_options
 @option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
+@option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the run report as one self-contained HTML page (timeline, memory, CPU) here.")
+@option("--trace", type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the run as Chrome trace events here (Perfetto, chrome://tracing).")
 @option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
         help="Caches (default: the user cache folder).")
 @handle_errors
@@ -432,7 +446,7 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
              no_cache: bool, download_timeout: float, download_retries: int, require_hashes: bool,
              constraints: tuple[Path, ...], no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...],
              prefer_binary: bool, resolver: Literal["auto", "pip", "uv"], report_json: Path | None,
-             state_dir: Path | None) -> None:
+             report_html: Path | None, trace: Path | None, state_dir: Path | None) -> None:
     """Download what -r requirements files need, dependencies included, checking hashes.
 
     Each file is the wheel the index has for this interpreter, else the sdist, as for ``build``.
@@ -444,7 +458,8 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
                            overrides=load_package_config(config) if config else {})
     assert wanted is not None
     index = _index(index_url, extra_index_url, find_links, no_index, wanted.parsed.index)
-    settings = _download_settings(index, _state_dir(state_dir), cache_dir, no_cache, download_timeout,
+    state = _state_dir(state_dir)
+    settings = _download_settings(index, state, cache_dir, no_cache, download_timeout,
                                   download_retries, wanted.parsed.require_hashes, wanted.binary)
     console = _console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
@@ -458,7 +473,9 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
             downloads.submit(*resolve_pins(wanted, index, report, display.event)[0])
             downloads.join()
 
-    _run_and_report(work, report, display, console, report_json)
+    files = ReportFiles(json=report_json, html=report_html, trace=trace,
+                        run_folder=run_folder(state, report.started_at))
+    _run_and_report(work, report, display, console, files)
 
 
 @main.command()
@@ -472,10 +489,14 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
         help="The virtualenv folder or Python interpreter to install into.")
 @install_options
 @option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
+@option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the run report as one self-contained HTML page (timeline, memory, CPU) here.")
+@option("--trace", type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the run as Chrome trace events here (Perfetto, chrome://tracing).")
 @handle_errors
 def install(wheels: tuple[Path, ...], requirements: tuple[Path, ...], find_links: tuple[str, ...], into: Path,
             max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool,
-            report_json: Path | None) -> None:
+            report_json: Path | None, report_html: Path | None, trace: Path | None) -> None:
     """Install WHEELS (files, or folders of wheels) and the pins of -r locks into an environment, several at once.
 
     Each pin takes, from the --find-links folders, the wheel of that version the
@@ -510,7 +531,7 @@ def install(wheels: tuple[Path, ...], requirements: tuple[Path, ...], find_links
             installs.join()
         check_target(target, environment, report, display.event, extras=chosen.extras)
 
-    _run_and_report(work, report, display, console, report_json)
+    _run_and_report(work, report, display, console, ReportFiles(json=report_json, html=report_html, trace=trace))
 
 
 @main.command()

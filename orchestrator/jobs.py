@@ -22,6 +22,23 @@ PHASES = ("extract", "create_env", "install_requires", "get_requires", "backend"
 before admission when a worker prepared the build ahead."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhaseSpan:
+    """When one phase of a build ran, in epoch seconds, as the worker's clock saw it."""
+
+    phase: str
+    """One of :data:`PHASES`, or ``admission``: prepared, waiting for the build's admission."""
+    start: float
+    end: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"phase": self.phase, "start": round(self.start, 3), "end": round(self.end, 3)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PhaseSpan:
+        return cls(phase=str(data["phase"]), start=float(data["start"]), end=float(data["end"]))
+
+
 class Status(str, enum.Enum):
     BUILT = "built"
     DOWNLOADED = "downloaded wheel"
@@ -104,6 +121,8 @@ class WorkerOutcome:
     killed_by: str | None = None
     """The signal that killed a process of the build (``SIGKILL``), if that is why it failed."""
     phases: dict[str, float] = field(default_factory=dict)
+    spans: tuple[PhaseSpan, ...] = ()
+    """Each phase as it ran, in order (a phase that ran twice, twice), and the wait for admission."""
     cpu_s: float = 0.0
     """CPU seconds of the worker and every process it waited for."""
     max_rss_bytes: int = 0
@@ -112,11 +131,13 @@ class WorkerOutcome:
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["status"] = self.status.value
+        data["spans"] = [span.to_json() for span in self.spans]
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WorkerOutcome:
-        return cls(**{**data, "status": Status(data["status"])})
+        spans = tuple(PhaseSpan.from_json(span) for span in data.get("spans", ()))
+        return cls(**{**data, "status": Status(data["status"]), "spans": spans})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +173,10 @@ class BuildResult:
     """The wheel's compatibility tag, as its file name says it (``cp311-cp311-manylinux_2_17_x86_64``)."""
     sandbox: str | None = None
     """The protections the build's hooks ran under (``bwrap: read-only host, ..., no network``, or ``none``)."""
+    queued_at: float | None = None
+    """When it was first queued for a build (epoch seconds); ``None`` if it never was."""
+    spans: tuple[PhaseSpan, ...] = ()
+    """The worker's account of its last attempt's phases (see :attr:`WorkerOutcome.spans`); empty without one."""
 
     @property
     def waited_s(self) -> float:
@@ -178,4 +203,5 @@ class BuildResult:
         data["overhead_s"] = round(self.overhead_s, 3)
         data["waits"] = {held_by: round(seconds, 3) for held_by, seconds in self.waits.items() if round(seconds, 3)}
         data["waited_s"] = round(self.waited_s, 3)
+        data["spans"] = [span.to_json() for span in self.spans]
         return data

@@ -152,6 +152,7 @@ class BuildRun:
             observer=observer,
             on_result=self._built,
         )
+        self.report.samples = self._scheduler.samples
 
     def run(self, sources: Sequence[Source], requirements: Requirements | None = None) -> RunReport:
         """Resolve the requirements, then place each wheel the index has and build every sdist and source.

@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import build
 import pyproject_hooks
@@ -28,7 +28,7 @@ from orchestrator.build.envs import choose_installer
 from orchestrator.build.extract import extract_sdist
 from orchestrator.build.sandbox import wrap
 from orchestrator.errors import BuildError, BuildKilledError, SourceError, WheelError
-from orchestrator.jobs import BuildJob, Status, WorkerOutcome
+from orchestrator.jobs import BuildJob, PhaseSpan, Status, WorkerOutcome
 from orchestrator.wheels.wheelfile import check_wheel
 from orchestrator.wheels.wheelhouse import publish_wheel
 
@@ -42,6 +42,7 @@ class _Timer:
 
     def __init__(self, log: IO[str], on_phase: PhaseCallback) -> None:
         self.phases: dict[str, float] = {}
+        self.spans: list[PhaseSpan] = []
         self._log = log
         self._on_phase = on_phase
 
@@ -50,11 +51,24 @@ class _Timer:
         self._on_phase(name)
         self._log.write(f"\n=== orchestrate: {name} ===\n")
         self._log.flush()
-        start = time.perf_counter()
+        start, began = time.perf_counter(), time.time()
         try:
             yield
         finally:
             self.phases[name] = round(self.phases.get(name, 0.0) + time.perf_counter() - start, 4)
+            self.spans.append(PhaseSpan(phase=name, start=began, end=time.time()))
+
+    def admission(self, admitted: Callable[[], None]) -> None:
+        """Wait for ``admitted`` to return, keeping the wait as a span (it is no phase of the build's own)."""
+        began = time.time()
+        try:
+            admitted()
+        finally:
+            self.spans.append(PhaseSpan(phase="admission", start=began, end=time.time()))
+
+    def outcome(self, status: Status, **fields: Any) -> WorkerOutcome:
+        """The build's outcome, with the phases timed so far."""
+        return WorkerOutcome(status=status, phases=self.phases, spans=tuple(self.spans), **fields)
 
 
 def _runner(log: IO[str], job: BuildJob, work_dir: Path) -> pyproject_hooks.SubprocessRunner:
@@ -85,20 +99,20 @@ def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCal
         try:
             builder = _prepare(job, work_dir, log, timer)
         finally:
-            admitted()  # a failure to prepare is reported once the build is admitted
+            timer.admission(admitted)  # a failure to prepare is reported once the build is admitted
         wheel = _build(builder, job, work_dir, timer)
         with timer.phase("publish"):
             name, version = _check_wheel(job, wheel)
             published = publish_wheel(wheel, job.wheelhouse)
     except BuildKilledError as exc:
-        return WorkerOutcome(status=Status.FAILED, error=exc.message, killed_by=exc.signal_name, phases=timer.phases)
+        return timer.outcome(Status.FAILED, error=exc.message, killed_by=exc.signal_name)
     except (BuildError, SourceError, WheelError) as exc:
-        return WorkerOutcome(status=Status.FAILED, error=exc.message, phases=timer.phases)
+        return timer.outcome(Status.FAILED, error=exc.message)
     except OSError as exc:
         # Disk full, permissions: name the file and the reason, nothing else.
         where = f" ({exc.filename})" if exc.filename else ""
-        return WorkerOutcome(status=Status.FAILED, error=f"{exc.strerror or exc}{where}", phases=timer.phases)
-    return WorkerOutcome(status=Status.BUILT, wheel=published.name, name=name, version=version, phases=timer.phases)
+        return timer.outcome(Status.FAILED, error=f"{exc.strerror or exc}{where}")
+    return timer.outcome(Status.BUILT, wheel=published.name, name=name, version=version)
 
 
 def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> build.ProjectBuilder:
