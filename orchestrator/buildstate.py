@@ -140,6 +140,9 @@ def build_result(item: Queued, run: Running | None, *, status: Status, error: st
         waits={held_by: seconds for held_by, seconds in item.waits.items() if seconds > 0},
         wait_reason=item.wait_reason,
         sandbox=job.sandbox.describe() if run else None,
+        compiler_calls=outcome.compiler_calls if outcome else None,
+        compiler_hits=outcome.compiler_hits if outcome else None,
+        compiler_misses=outcome.compiler_misses if outcome else None,
     )
 
 

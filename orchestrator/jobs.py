@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.build.compilercache import CompilerCache
 from orchestrator.build.sandbox import Sandbox
 from orchestrator.settings import IndexSettings
 
@@ -68,6 +69,10 @@ class BuildJob:
     """Extra environment for the backend (nested-parallelism caps)."""
     sandbox: Sandbox = field(default_factory=Sandbox)
     """The containment the backend's hooks run in (``build/sandbox.py``); the default is none."""
+    compiler_cache: CompilerCache | None = None
+    """The compiler cache the hooks' compilers go through (``build/compilercache.py``); ``None``: none."""
+    nice: bool = False
+    """Run every process of the build at a lower CPU and I/O priority (``--nice``)."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -76,6 +81,7 @@ class BuildJob:
         data["log_path"] = str(self.log_path)
         data["env_cache"] = str(self.env_cache)
         data["sandbox"] = self.sandbox.to_json()
+        data["compiler_cache"] = self.compiler_cache.to_json() if self.compiler_cache else None
         return data
 
     @classmethod
@@ -87,6 +93,7 @@ class BuildJob:
         data["env_cache"] = Path(data["env_cache"])
         data["index"] = IndexSettings.from_json(data["index"])
         data["sandbox"] = Sandbox.from_json(data.get("sandbox", {}))
+        data["compiler_cache"] = CompilerCache.from_json(data["compiler_cache"]) if data.get("compiler_cache") else None
         return cls(**data)
 
 
@@ -108,6 +115,12 @@ class WorkerOutcome:
     """CPU seconds of the worker and every process it waited for."""
     max_rss_bytes: int = 0
     """The largest single process of the build, from ``getrusage``."""
+    compiler_calls: int | None = None
+    """Calls of the compiler cache (compilations, links, calls it cannot cache); ``None``: no cache ran."""
+    compiler_hits: int | None = None
+    """Compilations answered from the compiler cache."""
+    compiler_misses: int | None = None
+    """Compilations the compiler cache could keep but had to run."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -152,6 +165,12 @@ class BuildResult:
     """The wheel's compatibility tag, as its file name says it (``cp311-cp311-manylinux_2_17_x86_64``)."""
     sandbox: str | None = None
     """The protections the build's hooks ran under (``bwrap: read-only host, ..., no network``, or ``none``)."""
+    compiler_calls: int | None = None
+    """Calls of the compiler cache during the build; ``None`` when no compiler cache ran."""
+    compiler_hits: int | None = None
+    """Compilations answered from the compiler cache."""
+    compiler_misses: int | None = None
+    """Compilations the compiler cache had to run."""
 
     @property
     def waited_s(self) -> float:

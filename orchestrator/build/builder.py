@@ -8,6 +8,7 @@ report it as a status rather than a traceback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ from packaging.utils import (
     canonicalize_name,
 )
 
+from orchestrator.build.compilercache import CompilerStats, read_stats
 from orchestrator.build.envcache import EnvCache, EnvView, SubprocessInstaller
 from orchestrator.build.envs import choose_installer
 from orchestrator.build.extract import extract_sdist
@@ -61,11 +63,15 @@ def _runner(log: IO[str], job: BuildJob, work_dir: Path) -> pyproject_hooks.Subp
     """Runs each hook, inside the job's sandbox (``build/sandbox.py``) when it has one."""
 
     def run(cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None) -> None:
-        env: Mapping[str, str] = {**os.environ, **job.environ, **(extra_environ or {})}
+        env: dict[str, str] = {**os.environ, **job.environ, **(extra_environ or {})}
+        readable, writable = [job.env_cache], [job.source] if job.kind == "tree" else []
+        if job.compiler_cache is not None:
+            env.update(job.compiler_cache.environ(env, build_dir=work_dir))
+            readable.append(job.compiler_cache.wrapper_dir)
+            writable.append(job.compiler_cache.cache_dir)
         # A source tree is built in place (setuptools writes build/ there): it is the build's own folder too.
         cmd, env = wrap(cmd, sandbox=job.sandbox, build_dir=work_dir, tmp_dir=work_dir / "tmp",
-                        out_dir=work_dir / "dist", env=env, cwd=cwd, readable=[job.env_cache],
-                        writable=[job.source] if job.kind == "tree" else [])
+                        out_dir=work_dir / "dist", env=env, cwd=cwd, readable=readable, writable=writable)
         log.flush()
         subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=True)
 
@@ -91,14 +97,27 @@ def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCal
             name, version = _check_wheel(job, wheel)
             published = publish_wheel(wheel, job.wheelhouse)
     except BuildKilledError as exc:
-        return WorkerOutcome(status=Status.FAILED, error=exc.message, killed_by=exc.signal_name, phases=timer.phases)
+        outcome = WorkerOutcome(status=Status.FAILED, error=exc.message, killed_by=exc.signal_name,
+                                phases=timer.phases)
     except (BuildError, SourceError, WheelError) as exc:
-        return WorkerOutcome(status=Status.FAILED, error=exc.message, phases=timer.phases)
+        outcome = WorkerOutcome(status=Status.FAILED, error=exc.message, phases=timer.phases)
     except OSError as exc:
         # Disk full, permissions: name the file and the reason, nothing else.
         where = f" ({exc.filename})" if exc.filename else ""
-        return WorkerOutcome(status=Status.FAILED, error=f"{exc.strerror or exc}{where}", phases=timer.phases)
-    return WorkerOutcome(status=Status.BUILT, wheel=published.name, name=name, version=version, phases=timer.phases)
+        outcome = WorkerOutcome(status=Status.FAILED, error=f"{exc.strerror or exc}{where}", phases=timer.phases)
+    else:
+        outcome = WorkerOutcome(status=Status.BUILT, wheel=published.name, name=name, version=version,
+                                phases=timer.phases)
+    return _with_compiler_stats(outcome, job, work_dir)
+
+
+def _with_compiler_stats(outcome: WorkerOutcome, job: BuildJob, work_dir: Path) -> WorkerOutcome:
+    """``outcome`` with what the build's compiler calls did, when they went through a compiler cache."""
+    if job.compiler_cache is None:
+        return outcome
+    stats = read_stats(work_dir) or CompilerStats(calls=0, hits=0, misses=0)
+    return dataclasses.replace(outcome, compiler_calls=stats.calls, compiler_hits=stats.hits,
+                               compiler_misses=stats.misses)
 
 
 def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> build.ProjectBuilder:
