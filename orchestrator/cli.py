@@ -245,9 +245,7 @@ def _compiler_cache(choice: Literal["auto", "ccache", "off"], size: str,
                     state: Path) -> tuple[CompilerCache | None, str | None]:
     """The run's compiler cache, and the note saying why there is none; ``--compiler-cache ccache``
     without a working ccache is a usage error."""
-    max_size = parse_size(size)
-    if max_size < 1024 * 1024:
-        raise UsageError(f"--compiler-cache-size {size} is too small for any object file; give a size such as 5G")
+    max_size = parse_size(size)  # 0 (or too small for an object) is a cache that keeps nothing: valid, useless
     if choice == "off":
         return None, None
     cache, why_none = compilercache.for_run(state_dir=state, max_size_bytes=max_size)
