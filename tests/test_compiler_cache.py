@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from conftest import backend_index_args, orchestrate
 
+from orchestrator.build.compilercache import CompilerCache, CompilerStats, read_stats
+
 pytestmark = [pytest.mark.real_backend]
 
 SETUP_PY = """\
@@ -181,3 +183,50 @@ def test_off_and_not_installed(tmp_path: Path) -> None:
     assert missing.returncode == 0, missing.stderr
     assert "no compiler cache: ccache is not installed" in missing.stderr
     assert json.loads(report.read_text())["settings"]["compiler_cache"] == "none"
+
+
+STATS_LOG = """\
+# /tmp/b/src/a.c
+direct_cache_hit
+local_storage_hit
+local_storage_read_hit
+# /tmp/b/src/b.c
+preprocessed_cache_hit
+direct_cache_miss
+# src/c.c
+cache_miss
+direct_cache_miss
+preprocessed_cache_miss
+local_storage_write
+# /tmp/b/build/a.o
+called_for_link
+# conftest.c
+compile_failed
+# d.c
+direct_cache_hit
+remote_storage_hit
+remote_storage_read_hit
+"""
+
+
+@pytest.mark.parametrize(("log", "expected"), [
+    (STATS_LOG, CompilerStats(calls=6, hits=3, misses=1)),  # a link and a failed compile: calls, neither;
+    # a remote hit counts once
+    ("", CompilerStats(calls=0, hits=0, misses=0)),  # ccache ran for nothing
+    (None, None),  # no file: ccache never ran
+])
+def test_read_stats(tmp_path: Path, log: str | None, expected: CompilerStats | None) -> None:
+    if log is not None:
+        (tmp_path / "compiler-cache.log").write_text(log)
+    assert read_stats(tmp_path) == expected
+
+
+@pytest.mark.parametrize(("size", "expected"), [(5 * 1024**3, "5242880Ki"), (1024, "1Ki"), (0, "1Ki")])
+def test_the_hooks_environment(tmp_path: Path, size: int, expected: str) -> None:
+    cache = CompilerCache(executable="/usr/bin/ccache", cache_dir=tmp_path / "c", wrapper_dir=tmp_path / "bin",
+                          max_size_bytes=size)
+    env = cache.environ({"PATH": "/usr/bin:/bin"}, build_dir=tmp_path / "build")
+    assert env == {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "CCACHE_DIR": str(tmp_path / "c"),
+                   "CCACHE_BASEDIR": str(tmp_path / "build"), "CCACHE_NOHASHDIR": "1",
+                   "CCACHE_STATSLOG": str(tmp_path / "build" / "compiler-cache.log"), "CCACHE_MAXSIZE": expected}
+    assert CompilerCache.from_json(json.loads(json.dumps(cache.to_json()))) == cache

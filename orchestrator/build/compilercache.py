@@ -123,14 +123,16 @@ def read_stats(build_dir: Path) -> CompilerStats | None:
         lines = (build_dir / STATS_LOG).read_text(errors="replace").splitlines()
     except OSError:
         return None
-    calls = hits = misses = 0
+    entries: list[set[str]] = []
     for line in lines:
         if line.startswith("#"):
-            calls += 1
-        elif line.strip() in _HITS:
-            hits += 1
-        elif line.strip() == _MISS:
-            misses += 1
+            entries.append(set())
+        elif entries:
+            entries[-1].add(line.strip())
+    # One call is one entry, however many of its counters say "hit" (a remote hit says it twice).
+    calls = len(entries)
+    hits = sum(1 for counters in entries if counters & _HITS)
+    misses = sum(1 for counters in entries if _MISS in counters and not counters & _HITS)
     return CompilerStats(calls=calls, hits=hits, misses=misses)
 
 
