@@ -64,7 +64,9 @@ def _runner(log: IO[str], job: BuildJob, work_dir: Path) -> pyproject_hooks.Subp
 
     def run(cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None) -> None:
         env: dict[str, str] = {**os.environ, **job.environ, **(extra_environ or {})}
-        readable, writable = [job.env_cache], [job.source] if job.kind == "tree" else []
+        # With --keep-build-envs the run's store is a symlink to the shared one: its target is read too.
+        readable = [job.env_cache, (job.env_cache / "envs").resolve()]
+        writable = [job.source] if job.kind == "tree" else []
         if job.compiler_cache is not None:
             env.update(job.compiler_cache.environ(env, build_dir=work_dir))
             readable.append(job.compiler_cache.wrapper_dir)
