@@ -4,7 +4,8 @@ time the second. Every tool keeps its own caches from the first build; the tools
     python benchmarks/upgrade.py --corpus ../shared/corpus/public --rounds 3
 
 The previous releases are pinned with their sha256 in ``benchmarks/corpus-previous.txt`` and
-downloaded once, hash-checked, by ``orchestrate download`` into ``--state-dir`` (never committed);
+downloaded once, hash-checked, by ``orchestrate download`` into ``--state-dir`` (never committed;
+each round's folder, with every tool's logs and caches, is left there too);
 the current ones are the corpus's sdists of the same names. Build requirements come from the
 corpus's ``backends/`` folder, offline, for every tool. A round runs, each with fresh caches of its
 own: orchestrate (its compiler cache, prepared build environments and history), orchestrate with
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -41,12 +43,14 @@ def pinned_names(requirements: Path) -> list[str]:
             if "==" in line and not line.lstrip().startswith("#")]
 
 
-def download_previous(requirements: Path, state: Path, backends: Path) -> list[Path]:
+def download_previous(requirements: Path, state: Path) -> list[Path]:
     """The previous releases' sdists, fetched once into ``state`` (hash-checked, cached)."""
     dest = state / "previous-sdists"
     cmd = [sys.executable, "-m", "orchestrator", "download", "-r", str(requirements), "--no-deps",
            "--no-binary", ":all:", "-d", str(dest), "--state-dir", str(state / "download-state")]
-    subprocess.run(cmd, env=clean_environ(), check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, env=clean_environ(), capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"cannot download the previous releases:\n{done.stderr}")
     return sorted(dest.glob("*.tar.gz"))
 
 
@@ -120,12 +124,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-pip", action="store_true")
     parser.add_argument("--state-dir", type=Path, default=Path(tempfile.gettempdir()) / "orchestrate-bench-upgrade",
-                        help="where the previous releases are downloaded to (kept between runs)")
+                        help="the previous releases' download (kept between runs) and each round's work folder")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "upgrade.json")
     args = parser.parse_args()
     backends = (args.backends or args.corpus.parent / "backends").resolve()
     names = args.only.split(",") if args.only else pinned_names(args.previous)
-    previous = [path for path in download_previous(args.previous.resolve(), args.state_dir.resolve(), backends)
+    previous = [path for path in download_previous(args.previous.resolve(), args.state_dir.resolve())
                 if _project(path) in names]
     current = [path for path in sorted((args.corpus / "sdists").resolve().glob("*.tar.gz")) if _project(path) in names]
     if sorted(map(_project, previous)) != sorted(map(_project, current)):
@@ -142,8 +146,10 @@ def main() -> None:
     for number in range(args.rounds):
         order = list(tools)[number % len(tools):] + list(tools)[:number % len(tools)]
         print(f"round {number + 1}: {len(current)} packages, K={k}, order: {', '.join(order)}", flush=True)
-        with tempfile.TemporaryDirectory(prefix="orchestrate-bench-upgrade-") as tmp:
-            rounds.append({name: upgrade_night(name, tools[name], previous, current, Path(tmp)) for name in order})
+        work = args.state_dir.resolve() / f"round-{number + 1}"  # kept afterwards: its logs say what happened
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        rounds.append({name: upgrade_night(name, tools[name], previous, current, work) for name in order})
     summary = _summary(rounds)
     _print(summary, [_project(path) for path in current], k)
     args.output.parent.mkdir(parents=True, exist_ok=True)
