@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -26,6 +27,7 @@ pytestmark = [pytest.mark.real_backend]
 
 SETUP_PY = """\
 import os
+import shutil
 from setuptools import Extension, setup
 
 where = {where}  # CMake and meson name every source and include folder by its absolute path
@@ -230,3 +232,27 @@ def test_the_hooks_environment(tmp_path: Path, size: int, expected: str) -> None
                    "CCACHE_BASEDIR": str(tmp_path / "build"), "CCACHE_NOHASHDIR": "1",
                    "CCACHE_STATSLOG": str(tmp_path / "build" / "compiler-cache.log"), "CCACHE_MAXSIZE": expected}
     assert CompilerCache.from_json(json.loads(json.dumps(cache.to_json()))) == cache
+
+
+@pytest.mark.usefixtures("sandboxed")
+def test_a_ccache_on_path_wins_and_is_seen_in_the_sandbox(tmp_path: Path) -> None:
+    """A ccache installed under a folder the sandbox hides (/tmp here, as a home folder would be) is bound in;
+    else the compilers' symlinks dangle there and every build compiles without a cache, silently."""
+    from orchestrator.build.compilercache import find_ccache
+
+    packaged = find_ccache()
+    if packaged is None:
+        pytest.skip("no ccache to copy")
+    own = tmp_path / "own-bin"
+    own.mkdir()
+    shutil.copy2(packaged, own / "ccache")
+    report = tmp_path / "report.json"
+    result = orchestrate("build", c_extension_sdist(tmp_path / "sdists", base=6), "-w", tmp_path / "wh",
+                         "--report-json", report, *backend_index_args(),
+                         env={"PATH": f"{own}{os.pathsep}{os.environ['PATH']}"})
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    (record,) = data["builds"]
+    assert data["settings"]["compiler_cache"].startswith(f"ccache {own / 'ccache'},")
+    assert record["compiler_misses"] >= 1
+    assert extension_value(tmp_path, "wh") == 6

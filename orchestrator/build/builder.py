@@ -69,7 +69,7 @@ def _runner(log: IO[str], job: BuildJob, work_dir: Path) -> pyproject_hooks.Subp
         writable = [job.source] if job.kind == "tree" else []
         if job.compiler_cache is not None:
             env.update(job.compiler_cache.environ(env, build_dir=work_dir))
-            readable.append(job.compiler_cache.wrapper_dir)
+            readable += [job.compiler_cache.wrapper_dir, Path(job.compiler_cache.executable)]
             writable.append(job.compiler_cache.cache_dir)
         # A source tree is built in place (setuptools writes build/ there): it is the build's own folder too.
         cmd, env = wrap(cmd, sandbox=job.sandbox, build_dir=work_dir, tmp_dir=work_dir / "tmp",
