@@ -176,7 +176,7 @@ def test_a_broken_ccache_on_path_is_left_out_with_a_note(tmp_path: Path) -> None
 
 def test_off_and_not_installed(tmp_path: Path) -> None:
     sdist = c_extension_sdist(tmp_path / "sdists")
-    record, result = build(tmp_path, sdist, "off", "--compiler-cache", "off")
+    record, result = build(tmp_path, sdist, "off", env={"ORCHESTRATE_COMPILER_CACHE": "off"})
     assert record["compiler_calls"] is None and "compiler cache" not in result.stderr
     assert not (tmp_path / "state" / "compiler-cache").exists()
     report = tmp_path / "missing.json"
