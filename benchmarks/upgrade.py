@@ -11,30 +11,50 @@ corpus's ``backends/`` folder, offline, for every tool. A round runs, each with 
 own: orchestrate (its compiler cache, prepared build environments and history), orchestrate with
 ``--compiler-cache off`` (what the cache gives), ``uv pip install --no-deps`` with
 ``UV_CONCURRENT_BUILDS=K`` into one virtualenv (the upgrade), and ``pip wheel --no-deps`` (serial);
-the order of the tools rotates from round to round. Ratios are taken within a round, then their
-median is reported. Results go to ``benchmarks/results/upgrade.json``.
+the order of the tools rotates from round to round. Each step records its wall seconds, the CPU
+seconds of every process it waited for (steadier than the wall clock on a busy machine) and the
+load average as it ended. Ratios are taken within a round, then their median is reported.
+Results go to ``benchmarks/results/upgrade.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from corpus import clean_environ, timed
+from corpus import clean_environ
 
 HERE = Path(__file__).parent
 PREVIOUS = HERE / "corpus-previous.txt"
 
 Tool = Callable[[list[Path], Path, str], dict[str, Any]]
 """Builds the given sdists in its work folder (``label`` names the step); returns the step's figures."""
+
+
+def timed(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
+    """Run ``cmd`` to its end; its wall seconds, the CPU seconds of it and every process it waited for (less
+    noisy than the wall clock on a shared machine), and the 1-minute load average as it ended."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with log.open("w") as out:
+        completed = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if completed.returncode:
+        sys.exit(f"{cmd[:4]} failed with status {completed.returncode}; see {log}")
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"makespan_s": round(wall, 2), "cpu_s": round(cpu, 2), "load_1min": round(os.getloadavg()[0], 2)}
 
 
 def pinned_names(requirements: Path) -> list[str]:
@@ -62,14 +82,14 @@ def orchestrate(k: int, backends: Path, work: Path, *extra: str) -> Tool:
         cmd = [sys.executable, "-m", "orchestrator", "build", *map(str, sdists), "-w", str(folder / f"{label}-wh"),
                "-j", str(k), "--state-dir", str(state), "--keep-build-envs", "--no-index", "--find-links",
                str(backends), "--report-json", str(report), *extra]
-        makespan = timed(cmd, clean_environ(UV_CACHE_DIR=str(state / "uv-cache")), folder / f"{label}.log")
+        measured = timed(cmd, clean_environ(UV_CACHE_DIR=str(state / "uv-cache")), folder / f"{label}.log")
         builds = json.loads(report.read_text())["builds"]
         failed = [build["name"] for build in builds if build["status"] != "built"]
         if failed:
             sys.exit(f"orchestrate {label}: not built: {failed}; see {folder / label}.log")
         hits = sum(build.get("compiler_hits") or 0 for build in builds)
         misses = sum(build.get("compiler_misses") or 0 for build in builds)
-        return {"makespan_s": round(makespan, 2), "compiler_hits": hits, "compiler_misses": misses,
+        return {**measured, "compiler_hits": hits, "compiler_misses": misses,
                 "backend_sum_s": round(sum(build["phases"].get("backend", 0.0) for build in builds), 2)}
 
     return run
@@ -85,7 +105,7 @@ def uv(k: int, backends: Path, work: Path) -> Tool:
     def run(sdists: list[Path], folder: Path, label: str) -> dict[str, Any]:
         cmd = [binary, "pip", "install", "--no-deps", "--offline", "--no-index", "--find-links", str(backends),
                "--python", str(work / "venv" / "bin" / "python"), *map(str, sdists)]
-        return {"makespan_s": round(timed(cmd, env, folder / f"{label}.log"), 2)}
+        return timed(cmd, env, folder / f"{label}.log")
 
     return run
 
@@ -96,7 +116,7 @@ def pip(backends: Path, work: Path) -> Tool:
     def run(sdists: list[Path], folder: Path, label: str) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index", "--find-links", str(backends),
                "-w", str(folder / f"{label}-wh"), *map(str, sdists)]
-        return {"makespan_s": round(timed(cmd, env, folder / f"{label}.log"), 2)}
+        return timed(cmd, env, folder / f"{label}.log")
 
     return run
 
@@ -109,7 +129,8 @@ def upgrade_night(name: str, make: Callable[[Path], Tool], previous: list[Path],
     tool = make(work)
     first = tool(previous, work, "previous")
     second = tool(current, work, "current")
-    print(f"  {name:28} previous {first['makespan_s']:7.1f} s, current {second['makespan_s']:7.1f} s", flush=True)
+    print(f"  {name:31} previous {first['makespan_s']:6.1f} s ({first['cpu_s']:6.1f} CPU s), current "
+          f"{second['makespan_s']:6.1f} s ({second['cpu_s']:6.1f} CPU s), load {second['load_1min']}", flush=True)
     return {"previous": first, "current": second}
 
 
@@ -166,17 +187,20 @@ def _project(sdist: Path) -> str:
 def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The timed (current) makespans of every round, and per-round ratios to uv and pip with their medians."""
     makespans = {name: [result[name]["current"]["makespan_s"] for result in rounds] for name in rounds[0]}
+    cpu = {name: [result[name]["current"]["cpu_s"] for result in rounds] for name in rounds[0]}
     ratios: dict[str, list[float]] = {}
     for result in rounds:
         for name in ("orchestrate", "orchestrate, no compiler cache"):
-            ours = result[name]["current"]["makespan_s"]
             for peer in ("uv", "pip wheel (serial)"):
-                if peer in result:
-                    theirs = result[peer]["current"]["makespan_s"]
-                    ratios.setdefault(f"{name} / {peer}", []).append(round(ours / theirs, 3))
+                if peer not in result:
+                    continue
+                for measure, word in (("makespan_s", "makespan"), ("cpu_s", "CPU s")):
+                    ours, theirs = result[name]["current"][measure], result[peer]["current"][measure]
+                    ratios.setdefault(f"{name} / {peer}, {word}", []).append(round(ours / theirs, 3))
     cached = [result["orchestrate"]["current"] for result in rounds]
     return {"makespan_s": makespans, "median_makespan_s": {name: statistics.median(values)
                                                            for name, values in makespans.items()},
+            "cpu_s": cpu, "median_cpu_s": {name: statistics.median(values) for name, values in cpu.items()},
             "ratios": ratios, "median_ratios": {name: statistics.median(values) for name, values in ratios.items()},
             "compiler_hits": [entry["compiler_hits"] for entry in cached],
             "compiler_misses": [entry["compiler_misses"] for entry in cached]}
@@ -185,9 +209,11 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 def _print(summary: dict[str, Any], packages: list[str], k: int) -> None:
     print(f"\nupgrade night: {len(packages)} compiled packages ({', '.join(packages)}), K={k}; the current "
           "releases' build, after the previous ones'")
-    print("| tool | makespan s, each round | median |\n|---|---|---|")
+    print("| tool | makespan s, each round | median | CPU s, each round | median |\n|---|---|---|---|---|")
     for name, values in summary["makespan_s"].items():
-        print(f"| {name} | {', '.join(f'{v:.1f}' for v in values)} | {summary['median_makespan_s'][name]:.1f} |")
+        cpu = summary["cpu_s"][name]
+        print(f"| {name} | {', '.join(f'{v:.1f}' for v in values)} | {summary['median_makespan_s'][name]:.1f} "
+              f"| {', '.join(f'{v:.1f}' for v in cpu)} | {summary['median_cpu_s'][name]:.1f} |")
     print("\n| ratio | each round | median |\n|---|---|---|")
     for name, values in summary["ratios"].items():
         print(f"| {name} | {', '.join(f'{v:.3f}' for v in values)} | {summary['median_ratios'][name]:.3f} |")
