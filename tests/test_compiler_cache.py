@@ -256,3 +256,23 @@ def test_a_ccache_on_path_wins_and_is_seen_in_the_sandbox(tmp_path: Path) -> Non
     assert data["settings"]["compiler_cache"].startswith(f"ccache {own / 'ccache'},")
     assert record["compiler_misses"] >= 1
     assert extension_value(tmp_path, "wh") == 6
+
+
+@pytest.mark.usefixtures("sandboxed")
+def test_a_ccache_that_fails_during_the_run_only_slows_the_build(tmp_path: Path) -> None:
+    """A ccache that passes the run's test compile, then fails every compilation of the build (as it does
+    when its cache turns unusable): the backend runs once more without it, and the wheel is right."""
+    own = tmp_path / "own-bin"
+    own.mkdir()
+    script = own / "ccache"
+    # Called as a compiler through the wrappers: the test file compiles (with the next compiler on PATH)...
+    script.write_text('#!/bin/sh\ncase "$*" in *probe.c*) PATH="${PATH#*:}" exec "$(basename "$0")" "$@";; esac\n'
+                      # ...every other compilation fails, as ccache does with an unusable cache
+                      'echo "ccache: error: failing on purpose" >&2\nexit 1\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    record, result = build(tmp_path, c_extension_sdist(tmp_path / "sdists", base=8), "wh",
+                           env={"PATH": f"{own}{os.pathsep}{os.environ['PATH']}"})
+    assert "no compiler cache" not in result.stderr  # it passed the test compile
+    log = Path(record["log"]).read_text()
+    assert "ccache: error: failing on purpose" in log and "building again without the compiler cache" in log
+    assert extension_value(tmp_path, "wh") == 8

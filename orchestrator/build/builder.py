@@ -59,25 +59,31 @@ class _Timer:
             self.phases[name] = round(self.phases.get(name, 0.0) + time.perf_counter() - start, 4)
 
 
-def _runner(log: IO[str], job: BuildJob, work_dir: Path) -> pyproject_hooks.SubprocessRunner:
-    """Runs each hook, inside the job's sandbox (``build/sandbox.py``) when it has one."""
+class _HookRunner:
+    """Runs each hook, inside the job's sandbox (``build/sandbox.py``) when it has one, and through the
+    job's compiler cache while :attr:`use_cache` (``pyproject_hooks``' runner protocol)."""
 
-    def run(cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None) -> None:
+    def __init__(self, log: IO[str], job: BuildJob, work_dir: Path) -> None:
+        self._log, self._job, self._work_dir = log, job, work_dir
+        self.use_cache = job.compiler_cache is not None
+
+    def __call__(self, cmd: Sequence[str], cwd: str | None = None,
+                 extra_environ: Mapping[str, str] | None = None) -> None:
+        job, work_dir = self._job, self._work_dir
         env: dict[str, str] = {**os.environ, **job.environ, **(extra_environ or {})}
         # With --keep-build-envs the run's store is a symlink to the shared one: its target is read too.
         readable = [job.env_cache, (job.env_cache / "envs").resolve()]
         writable = [job.source] if job.kind == "tree" else []
-        if job.compiler_cache is not None:
+        if job.compiler_cache is not None and self.use_cache:
             env.update(job.compiler_cache.environ(env, build_dir=work_dir))
             readable += [job.compiler_cache.wrapper_dir, Path(job.compiler_cache.executable)]
             writable.append(job.compiler_cache.cache_dir)
         # A source tree is built in place (setuptools writes build/ there): it is the build's own folder too.
         cmd, env = wrap(cmd, sandbox=job.sandbox, build_dir=work_dir, tmp_dir=work_dir / "tmp",
                         out_dir=work_dir / "dist", env=env, cwd=cwd, readable=readable, writable=writable)
-        log.flush()
-        subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=True)
-
-    return run
+        self._log.flush()
+        subprocess.run(cmd, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                       check=True)
 
 
 def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCallback, *,
@@ -91,10 +97,10 @@ def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCal
     timer = _Timer(log, on_phase)
     try:
         try:
-            builder = _prepare(job, work_dir, log, timer)
+            builder, runner = _prepare(job, work_dir, log, timer)
         finally:
             admitted()  # a failure to prepare is reported once the build is admitted
-        wheel = _build(builder, job, work_dir, timer)
+        wheel = _build(builder, runner, job, work_dir, log, timer)
         with timer.phase("publish"):
             name, version = _check_wheel(job, wheel)
             published = publish_wheel(wheel, job.wheelhouse)
@@ -122,7 +128,7 @@ def _with_compiler_stats(outcome: WorkerOutcome, job: BuildJob, work_dir: Path) 
                                compiler_misses=stats.misses)
 
 
-def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> build.ProjectBuilder:
+def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> tuple[build.ProjectBuilder, _HookRunner]:
     """Extract the source, create its environment and install what it needs to build: its
     ``build-system.requires``, then what the backend's ``get_requires_for_build_wheel`` asks for."""
     with timer.phase("extract"):
@@ -135,8 +141,9 @@ def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> build.Pro
             raise SourceError(f"{job.source}: does not appear to be a Python project: no pyproject.toml or setup.py")
     with timer.phase("create_env"):
         env = _environment(job, tmp / "env", log)
+        runner = _HookRunner(log, job, tmp)
         try:
-            builder = build.ProjectBuilder.from_isolated_env(env, source_dir, runner=_runner(log, job, tmp))
+            builder = build.ProjectBuilder.from_isolated_env(env, source_dir, runner=runner)
         except build.BuildException as exc:
             raise BuildError(f"{job.source}: {exc}") from None
     with timer.phase("install_requires"):
@@ -146,13 +153,37 @@ def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> build.Pro
     if extra:
         with timer.phase("install_requires"):
             env.install(extra)
-    return builder
+    return builder, runner
 
 
-def _build(builder: build.ProjectBuilder, job: BuildJob, tmp: Path, timer: _Timer) -> Path:
-    """Run the backend's ``build_wheel``."""
+def _build(builder: build.ProjectBuilder, runner: _HookRunner, job: BuildJob, tmp: Path, log: IO[str],
+           timer: _Timer) -> Path:
+    """Run the backend's ``build_wheel``; when it failed because ccache itself did (it fails compilations
+    rather than run the compiler when its cache turned unusable during the run), once more without it."""
+    log.flush()
+    start = job.log_path.stat().st_size
+    try:
+        with timer.phase("backend"), _backend_errors(job, builder):
+            return Path(builder.build("wheel", tmp / "dist"))
+    except BuildKilledError:
+        raise
+    except BuildError:
+        if not runner.use_cache or not _ccache_failed(job.log_path, start):
+            raise
+    runner.use_cache = False
+    log.write("\n=== orchestrate: ccache failed (above); building again without the compiler cache ===\n")
     with timer.phase("backend"), _backend_errors(job, builder):
         return Path(builder.build("wheel", tmp / "dist"))
+
+
+def _ccache_failed(log_path: Path, start: int) -> bool:
+    """Whether ccache reported an error of its own in the build log after byte ``start``."""
+    try:
+        with log_path.open("rb") as log:
+            log.seek(start)
+            return b"ccache: error:" in log.read()
+    except OSError:
+        return False
 
 
 def _environment(job: BuildJob, path: Path, log: IO[str]) -> EnvView:

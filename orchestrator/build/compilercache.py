@@ -33,7 +33,9 @@ Never a wrong wheel, never a failed build. ccache keys on what the compiler read
 a full cache only evicts its oldest entries. But a ccache that is broken, or whose folder it
 cannot use (a file in the way, no permission), fails every compilation rather than running
 the compiler: so the run first compiles a one-line file through the wrappers, as a build
-would, and leaves out a cache that cannot, saying so in one line.
+would, and leaves out a cache that cannot, saying so in one line; and a build whose backend
+failed while ccache reported an error of its own runs the backend once more without it
+(``build/builder.py``).
 """
 
 from __future__ import annotations
