@@ -144,6 +144,9 @@ def build_result(item: Queued, run: Running | None, *, status: Status, error: st
         sandbox=job.sandbox.describe() if run else None,
         queued_at=item.queued_at,
         spans=outcome.spans if outcome else (),
+        compiler_calls=outcome.compiler_calls if outcome else None,
+        compiler_hits=outcome.compiler_hits if outcome else None,
+        compiler_misses=outcome.compiler_misses if outcome else None,
     )
 
 

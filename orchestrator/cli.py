@@ -22,6 +22,8 @@ import psutil
 from rich.console import Console
 
 from orchestrator import __version__
+from orchestrator.build import compilercache
+from orchestrator.build.compilercache import CompilerCache
 from orchestrator.build.envs import choose_installer
 from orchestrator.build.sandbox import for_run
 from orchestrator.build.sources import collect_sources
@@ -244,6 +246,21 @@ def _admission_limits(
                   min_free_memory=min_free, max_load=max_load, max_cpu=max_cpu / 100 if max_cpu else None)
 
 
+def _compiler_cache(choice: Literal["auto", "ccache", "off"], size: str,
+                    state: Path) -> tuple[CompilerCache | None, str | None]:
+    """The run's compiler cache, and the note saying why there is none; ``--compiler-cache ccache``
+    without a working ccache is a usage error."""
+    max_size = parse_size(size)  # 0 (or too small for an object) is a cache that keeps nothing: valid, useless
+    if choice == "off":
+        return None, None
+    cache, why_none = compilercache.for_run(state_dir=state, max_size_bytes=max_size)
+    if why_none is None:
+        return cache, None
+    if choice == "ccache":
+        raise UsageError(f"--compiler-cache ccache: {why_none}; install ccache or use --compiler-cache auto")
+    return None, f"no compiler cache: {why_none}; --compiler-cache off silences this note"
+
+
 def _state_dir(state_dir: Path | None) -> Path:
     return (state_dir or default_state_dir()).resolve()
 
@@ -278,6 +295,13 @@ def _state_dir(state_dir: Path | None) -> Path:
 @option("--build-network/--no-build-network", default=True, show_default=True,
         help="Let sandboxed build hooks reach the network (off: loopback only); per package: build_network "
         "in orchestrate.toml.")
+@option("--compiler-cache", type=click.Choice(["auto", "ccache", "off"]), default="auto", show_default=True,
+        help="Compile C and C++ through ccache, its cache under --state-dir; auto: where ccache is installed "
+        "and works (a note says when not); ccache: the same, required.")
+@option("--compiler-cache-size", metavar="SIZE", default="5G", show_default=True,
+        help="Largest size of the compiler cache; ccache drops the oldest entries past it.")
+@option("--nice", is_flag=True, help="Run every build process at niceness 10 and the idle I/O class, "
+        "for a machine doing other work.")
 @option("--install-into", type=click.Path(path_type=Path), metavar="VENV|PYTHON",
         help="Install each wheel into this environment as soon as it is built.")
 @option("--install-after-build", is_flag=True, help="With --install-into: install once all builds have ended.")
@@ -313,7 +337,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           download_timeout: float, download_retries: int, require_hashes: bool, constraints: tuple[Path, ...],
           no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...], prefer_binary: bool,
           resolver: Literal["auto", "pip", "uv"], sdist_dir: Path | None, installer: str, keep_build_envs: bool,
-          sandbox: bool, build_network: bool, install_into: Path | None, install_after_build: bool,
+          sandbox: bool, build_network: bool, compiler_cache: Literal["auto", "ccache", "off"],
+          compiler_cache_size: str, nice: bool, install_into: Path | None, install_after_build: bool,
           max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool,
           force: bool, timeout: float | None, retries: int, log_dir: Path | None, report_json: Path | None,
           report_html: Path | None, trace: Path | None, junit: Path | None, state_dir: Path | None,
@@ -336,6 +361,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     contained, sandbox_note = for_run(sandbox, network=build_network)
     state = _state_dir(state_dir)
     folder = run_folder(state, time.time())
+    cache, cache_note = _compiler_cache(compiler_cache, compiler_cache_size, state)
     index = _index(index_url, extra_index_url, find_links, no_index, wanted.parsed.index if wanted else None)
     settings = BuildSettings(
         wheelhouse=wheelhouse,
@@ -363,11 +389,14 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         build_env_dir=state / "build-envs",
         keep_build_envs=keep_build_envs,
         sandbox=contained,
+        compiler_cache=cache,
+        nice=nice,
     )
     console = _console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
-    if sandbox_note:
-        display.event(sandbox_note)
+    for note in (sandbox_note, cache_note):
+        if note:
+            display.event(note)
     for note in collected.notes:
         display.event(note)
     run = BuildRun(settings, display, on_download_progress=display.downloads)
@@ -377,7 +406,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            "max_installs": max_installs, "memory_limit": limits.memory_limit,
                            "min_free_memory": limits.min_free_memory, "memory_per_build": settings.memory_per_build,
                            "max_load": limits.max_load, "max_cpu": limits.max_cpu, "installer": settings.installer,
-                           "sandbox": contained.describe()}
+                           "sandbox": contained.describe(),
+                           "compiler_cache": cache.describe() if cache else "none", "nice": nice}
     files = ReportFiles(json=report_json, html=report_html, trace=trace, run_folder=folder)
     _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, files, junit=junit)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.build.compilercache import CompilerCache
 from orchestrator.build.sandbox import Sandbox
 from orchestrator.settings import IndexSettings
 
@@ -85,6 +86,10 @@ class BuildJob:
     """Extra environment for the backend (nested-parallelism caps)."""
     sandbox: Sandbox = field(default_factory=Sandbox)
     """The containment the backend's hooks run in (``build/sandbox.py``); the default is none."""
+    compiler_cache: CompilerCache | None = None
+    """The compiler cache the hooks' compilers go through (``build/compilercache.py``); ``None``: none."""
+    nice: bool = False
+    """Run every process of the build at a lower CPU and I/O priority (``--nice``)."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -93,6 +98,7 @@ class BuildJob:
         data["log_path"] = str(self.log_path)
         data["env_cache"] = str(self.env_cache)
         data["sandbox"] = self.sandbox.to_json()
+        data["compiler_cache"] = self.compiler_cache.to_json() if self.compiler_cache else None
         return data
 
     @classmethod
@@ -104,6 +110,7 @@ class BuildJob:
         data["env_cache"] = Path(data["env_cache"])
         data["index"] = IndexSettings.from_json(data["index"])
         data["sandbox"] = Sandbox.from_json(data.get("sandbox", {}))
+        data["compiler_cache"] = CompilerCache.from_json(data["compiler_cache"]) if data.get("compiler_cache") else None
         return cls(**data)
 
 
@@ -127,6 +134,12 @@ class WorkerOutcome:
     """CPU seconds of the worker and every process it waited for."""
     max_rss_bytes: int = 0
     """The largest single process of the build, from ``getrusage``."""
+    compiler_calls: int | None = None
+    """Calls of the compiler cache (compilations, links, calls it cannot cache); ``None``: no cache ran."""
+    compiler_hits: int | None = None
+    """Compilations answered from the compiler cache."""
+    compiler_misses: int | None = None
+    """Compilations the compiler cache could keep but had to run."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -177,6 +190,12 @@ class BuildResult:
     """When it was first queued for a build (epoch seconds); ``None`` if it never was."""
     spans: tuple[PhaseSpan, ...] = ()
     """The worker's account of its last attempt's phases (see :attr:`WorkerOutcome.spans`); empty without one."""
+    compiler_calls: int | None = None
+    """Calls of the compiler cache during the build; ``None`` when no compiler cache ran."""
+    compiler_hits: int | None = None
+    """Compilations answered from the compiler cache."""
+    compiler_misses: int | None = None
+    """Compilations the compiler cache had to run."""
 
     @property
     def waited_s(self) -> float:

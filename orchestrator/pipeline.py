@@ -29,6 +29,7 @@ from pathlib import Path
 
 from packaging.utils import NormalizedName, canonicalize_name
 
+from orchestrator.build.compilercache import CompilerCache
 from orchestrator.build.envcache import run_env_cache
 from orchestrator.build.sandbox import Sandbox
 from orchestrator.build.sources import Source, compiles, sdist_source, tree_source
@@ -110,6 +111,10 @@ class BuildSettings:
     """Keep the prepared build environments for later runs instead of removing them when the run ends."""
     sandbox: Sandbox = field(default_factory=Sandbox)
     """The sandbox of every build's hooks; a package's ``build_network`` overrides its ``network``."""
+    compiler_cache: CompilerCache | None = None
+    """The compiler cache every build compiles through (``--compiler-cache``); ``None``: none."""
+    nice: bool = False
+    """Every build process at a lower CPU and I/O priority (``--nice``)."""
 
 
 class BuildRun:
@@ -319,6 +324,8 @@ class BuildRun:
             env_cache=self._env_cache,
             environ=self._environ,
             sandbox=settings.sandbox,
+            compiler_cache=settings.compiler_cache,
+            nice=settings.nice,
         )
         override = settings.overrides.get(canonicalize_name(source.name))
         if override is not None and override.build_network is not None:

@@ -35,3 +35,13 @@ def test_examples_build_with_real_backends(tmp_path: Path, installer: str) -> No
     ext = records["hello-ext"]
     assert ext["phases"]["install_requires"] > 0 and ext["phases"]["backend"] > 0
     assert ext["cpu_s"] > 0 and ext["peak_rss_bytes"] > 10 * 1024 * 1024
+
+
+def test_kept_build_environments_are_seen_in_the_sandbox(tmp_path: Path) -> None:
+    """With --keep-build-envs a run's store is a symlink to the shared one: under /tmp (the state folder here)
+    or the home folder, both hidden in the sandbox, its target must be bound back in too."""
+    for run in ("first", "second"):  # the second reuses what the first kept
+        result = orchestrate("build", EXAMPLES / "hello_ext-1.0.tar.gz", "-w", tmp_path / run, "--keep-build-envs",
+                             "--state-dir", tmp_path / "state", *backend_index_args())
+        assert result.returncode == 0, result.stderr
+        assert len(list((tmp_path / run).glob("hello_ext-*.whl"))) == 1
