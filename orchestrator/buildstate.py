@@ -47,6 +47,8 @@ class Queued:
     """What holds it back now: the rule the policy named, or ``queue`` (other builds are ahead)."""
     held_since: float = 0.0
     """When ``held_by`` was last accounted for (clock)."""
+    queued_at: float | None = None
+    """When it was first queued (epoch seconds)."""
 
     @property
     def key(self) -> str:
@@ -140,6 +142,11 @@ def build_result(item: Queued, run: Running | None, *, status: Status, error: st
         waits={held_by: seconds for held_by, seconds in item.waits.items() if seconds > 0},
         wait_reason=item.wait_reason,
         sandbox=containment(job, outcome) if run else None,
+        queued_at=item.queued_at,
+        spans=outcome.spans if outcome else (),
+        compiler_calls=outcome.compiler_calls if outcome else None,
+        compiler_hits=outcome.compiler_hits if outcome else None,
+        compiler_misses=outcome.compiler_misses if outcome else None,
     )
 
 
@@ -165,6 +172,11 @@ class WorkersAhead:
         """By the key of the build each prepares."""
         self._idle: WorkerHandle | None = None
         """Started with no build yet, for one still to come."""
+
+    @property
+    def preparing(self) -> int:
+        """Workers preparing (or holding prepared) a queued build."""
+        return len(self._prepared)
 
     def take(self, job: BuildJob) -> WorkerHandle:
         """A worker holding ``job``: the one that prepared it, if it lives, else the idle one or a new one."""

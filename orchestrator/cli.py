@@ -22,7 +22,8 @@ import psutil
 from rich.console import Console
 
 from orchestrator import __version__
-from orchestrator.build import ceiling
+from orchestrator.build import ceiling, compilercache
+from orchestrator.build.compilercache import CompilerCache
 from orchestrator.build.envs import choose_installer
 from orchestrator.build.sandbox import for_run
 from orchestrator.build.sources import collect_sources
@@ -57,6 +58,9 @@ from orchestrator.pipeline import BuildRun, BuildSettings, check_target
 from orchestrator.policy.admission import Limits
 from orchestrator.policy.history import default_state_dir
 from orchestrator.report import RunReport
+from orchestrator.report.junit import write_junit
+from orchestrator.report.runs import ReportFiles, run_folder, write_reports
+from orchestrator.report.show import show
 from orchestrator.resources import usable_cpu_count
 from orchestrator.settings import IndexSettings
 from orchestrator.stages import Stage
@@ -64,6 +68,8 @@ from orchestrator.units import format_size, parse_size
 from orchestrator.wheels.distributions import target_environment
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+HISTORY_FILE = "history.sqlite3"
+"""The build history's file under --state-dir."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -240,6 +246,21 @@ def _admission_limits(
                   min_free_memory=min_free, max_load=max_load, max_cpu=max_cpu / 100 if max_cpu else None)
 
 
+def _compiler_cache(choice: Literal["auto", "ccache", "off"], size: str,
+                    state: Path) -> tuple[CompilerCache | None, str | None]:
+    """The run's compiler cache, and the note saying why there is none; ``--compiler-cache ccache``
+    without a working ccache is a usage error."""
+    max_size = parse_size(size)  # 0 (or too small for an object) is a cache that keeps nothing: valid, useless
+    if choice == "off":
+        return None, None
+    cache, why_none = compilercache.for_run(state_dir=state, max_size_bytes=max_size)
+    if why_none is None:
+        return cache, None
+    if choice == "ccache":
+        raise UsageError(f"--compiler-cache ccache: {why_none}; install ccache or use --compiler-cache auto")
+    return None, f"no compiler cache: {why_none}; --compiler-cache off silences this note"
+
+
 def _state_dir(state_dir: Path | None) -> Path:
     return (state_dir or default_state_dir()).resolve()
 
@@ -275,6 +296,13 @@ def _state_dir(state_dir: Path | None) -> Path:
 @option("--build-network/--no-build-network", default=True, show_default=True,
         help="Let sandboxed build hooks reach the network (off: loopback only); per package: build_network "
         "in orchestrate.toml.")
+@option("--compiler-cache", type=click.Choice(["auto", "ccache", "off"]), default="auto", show_default=True,
+        help="Compile C and C++ through ccache, its cache under --state-dir; auto: where ccache is installed "
+        "and works (a note says when not); ccache: the same, required.")
+@option("--compiler-cache-size", metavar="SIZE", default="5G", show_default=True,
+        help="Largest size of the compiler cache; ccache drops the oldest entries past it.")
+@option("--nice", is_flag=True, help="Run every build process at niceness 10 and the idle I/O class, "
+        "for a machine doing other work.")
 @option("--install-into", type=click.Path(path_type=Path), metavar="VENV|PYTHON",
         help="Install each wheel into this environment as soon as it is built.")
 @option("--install-after-build", is_flag=True, help="With --install-into: install once all builds have ended.")
@@ -288,6 +316,12 @@ def _state_dir(state_dir: Path | None) -> Path:
 @option("--log-dir", type=click.Path(file_okay=False, path_type=Path), help="Per-build logs "
         "(default: a run folder under --state-dir).")
 @option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
+@option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the run report as one self-contained HTML page (timeline, memory, CPU) here.")
+@option("--trace", type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the run as Chrome trace events here (Perfetto, chrome://tracing).")
+@option("--junit", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+        help="Write the run as JUnit XML for CI: a test case per package, failures with their log's last lines.")
 @option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="History, caches and run folders "
         "(default: the user cache folder).")
 @option("--no-history", is_flag=True, help="Neither read nor write the build history.")
@@ -304,10 +338,12 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           download_timeout: float, download_retries: int, require_hashes: bool, constraints: tuple[Path, ...],
           no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...], prefer_binary: bool,
           resolver: Literal["auto", "pip", "uv"], sdist_dir: Path | None, installer: str, keep_build_envs: bool,
-          sandbox: bool, build_network: bool, install_into: Path | None, install_after_build: bool,
+          sandbox: bool, build_network: bool, compiler_cache: Literal["auto", "ccache", "off"],
+          compiler_cache_size: str, nice: bool, install_into: Path | None, install_after_build: bool,
           max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool,
           force: bool, timeout: float | None, retries: int, log_dir: Path | None, report_json: Path | None,
-          state_dir: Path | None, no_history: bool, config: Path | None, wait_lock: float) -> None:
+          report_html: Path | None, trace: Path | None, junit: Path | None, state_dir: Path | None,
+          no_history: bool, config: Path | None, wait_lock: float) -> None:
     """Build wheels from SOURCES (sdist files, folders of sdists, source trees) and -r requirements."""
     if not sources and not requirements:
         raise UsageError("nothing to build: name sdists, folders of sdists, source trees or -r requirements files")
@@ -328,6 +364,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     if cgroup is not None:  # however the command ends
         click.get_current_context().call_on_close(cgroup.remove)
     state = _state_dir(state_dir)
+    folder = run_folder(state, time.time())
+    cache, cache_note = _compiler_cache(compiler_cache, compiler_cache_size, state)
     index = _index(index_url, extra_index_url, find_links, no_index, wanted.parsed.index if wanted else None)
     settings = BuildSettings(
         wheelhouse=wheelhouse,
@@ -335,8 +373,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         memory_per_build=per_build,
         index=index,
         installer=choose_installer(installer),
-        log_dir=(log_dir or state / "runs" / time.strftime("%Y%m%d-%H%M%S") / "logs").resolve(),
-        history_path=None if no_history else state / "history.sqlite3",
+        log_dir=(log_dir or folder / "logs").resolve(),
+        history_path=None if no_history else state / HISTORY_FILE,
         overrides=overrides,
         fail_fast=fail_fast,
         force=force,
@@ -356,10 +394,12 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         keep_build_envs=keep_build_envs,
         sandbox=contained,
         cgroup=cgroup,
+        compiler_cache=cache,
+        nice=nice,
     )
     console = _console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
-    for note in (sandbox_note, ceiling_note):
+    for note in (sandbox_note, ceiling_note, cache_note):
         if note:
             display.event(note)
     for note in collected.notes:
@@ -373,13 +413,18 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            "max_load": limits.max_load, "max_cpu": limits.max_cpu, "installer": settings.installer,
                            "memory_ceiling": ("memory.max per build whose need is learned" if cgroup
                                               else ceiling_note or "off (--no-sandbox)"),
-                           "sandbox": contained.describe()}
-    _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, report_json)
+                           "sandbox": contained.describe(),
+                           "compiler_cache": cache.describe() if cache else "none", "nice": nice}
+    files = ReportFiles(json=report_json, html=report_html, trace=trace, run_folder=folder)
+    _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, files, junit=junit)
 
 
 def _run_and_report(work: Callable[[], object], report: RunReport, display: PlainDisplay, console: Console,
-                    report_json: Path | None) -> None:
-    """Run ``work``; whatever happens, write the (partial) report and the summary; exit by the outcome."""
+                    files: ReportFiles, *, junit: Path | None = None) -> None:
+    """Run ``work``; whatever happens, write the (partial) reports and the summary, whose last line says where
+    the run folder's report is, then a line for each report that could not be written (which fails the run);
+    exit by the outcome."""
+    unwritten: list[str] = []
     try:
         work()
     except KeyboardInterrupt:
@@ -391,11 +436,20 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
     finally:
         report.finished_at = report.finished_at or time.time()
         display.close()
-        if report_json:
-            report.write(report_json)
+        kept, unwritten = write_reports(report, files)
+        if junit:
+            try:
+                write_junit(report, junit)
+            except OSError as exc:  # said after the summary, and the run fails: CI would miss the file
+                reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+                unwritten.append(f"cannot write the JUnit file {junit} ({reason}); choose another --junit file")
         if report.builds or report.downloads or report.installs or report.errors:
             print_summary(console, report)
-    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+        if kept is not None:
+            console.print(f"report: {kept} (and report.json beside it)", markup=False, highlight=False)
+        for problem in unwritten:
+            _print_error(problem)
+    sys.exit(EXIT_OK if report.ok and not unwritten else EXIT_FAILED)
 
 
 @main.command()
@@ -417,6 +471,10 @@ def _run_and_report(work: Callable[[], object], report: RunReport, display: Plai
 @option("--require-hashes", is_flag=True, help="Refuse requirements without --hash.")
 @resolve_options
 @option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
+@option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the run report as one self-contained HTML page (timeline, memory, CPU) here.")
+@option("--trace", type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the run as Chrome trace events here (Perfetto, chrome://tracing).")
 @option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
         help="Caches (default: the user cache folder).")
 @handle_errors
@@ -425,7 +483,7 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
              no_cache: bool, download_timeout: float, download_retries: int, require_hashes: bool,
              constraints: tuple[Path, ...], no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...],
              prefer_binary: bool, resolver: Literal["auto", "pip", "uv"], report_json: Path | None,
-             state_dir: Path | None) -> None:
+             report_html: Path | None, trace: Path | None, state_dir: Path | None) -> None:
     """Download what -r requirements files need, dependencies included, checking hashes.
 
     Each file is the wheel the index has for this interpreter, else the sdist, as for ``build``.
@@ -437,7 +495,8 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
                            overrides=load_package_config(config) if config else {})
     assert wanted is not None
     index = _index(index_url, extra_index_url, find_links, no_index, wanted.parsed.index)
-    settings = _download_settings(index, _state_dir(state_dir), cache_dir, no_cache, download_timeout,
+    state = _state_dir(state_dir)
+    settings = _download_settings(index, state, cache_dir, no_cache, download_timeout,
                                   download_retries, wanted.parsed.require_hashes, wanted.binary)
     console = _console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
@@ -451,7 +510,9 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
             downloads.submit(*resolve_pins(wanted, index, report, display.event)[0])
             downloads.join()
 
-    _run_and_report(work, report, display, console, report_json)
+    files = ReportFiles(json=report_json, html=report_html, trace=trace,
+                        run_folder=run_folder(state, report.started_at))
+    _run_and_report(work, report, display, console, files)
 
 
 @main.command()
@@ -465,10 +526,14 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
         help="The virtualenv folder or Python interpreter to install into.")
 @install_options
 @option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here.")
+@option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the run report as one self-contained HTML page (timeline, memory, CPU) here.")
+@option("--trace", type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the run as Chrome trace events here (Perfetto, chrome://tracing).")
 @handle_errors
 def install(wheels: tuple[Path, ...], requirements: tuple[Path, ...], find_links: tuple[str, ...], into: Path,
             max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool,
-            report_json: Path | None) -> None:
+            report_json: Path | None, report_html: Path | None, trace: Path | None) -> None:
     """Install WHEELS (files, or folders of wheels) and the pins of -r locks into an environment, several at once.
 
     Each pin takes, from the --find-links folders, the wheel of that version the
@@ -503,4 +568,26 @@ def install(wheels: tuple[Path, ...], requirements: tuple[Path, ...], find_links
             installs.join()
         check_target(target, environment, report, display.event, extras=chosen.extras)
 
-    _run_and_report(work, report, display, console, report_json)
+    _run_and_report(work, report, display, console, ReportFiles(json=report_json, html=report_html, trace=trace))
+
+
+@main.command()
+@option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+        help="Where `orchestrate build` kept its history (default: the user cache folder).")
+@option("--last", type=click.IntRange(min=1, max=1000), default=10, show_default=True, metavar="N",
+        help="Show the N most recent runs.")
+@option("--package", metavar="NAME", help="Only this package.")
+@option("--html", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+        help="Also write the report as one self-contained HTML page.")
+@option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
+@handle_errors
+def report(state_dir: Path | None, last: int, package: str | None, html: Path | None, as_json: bool) -> None:
+    """Show the build history: the last runs, each package's duration and memory over them, regressions,
+    packages newly failing, fixed or flipping, predicted memory against the peak, the tail of the last run.
+
+    An empty or missing history is one error line and exit 1.
+    """
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 160
+    show(_state_dir(state_dir) / HISTORY_FILE, console, last=last, package=package, html=html, as_json=as_json)

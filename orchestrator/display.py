@@ -141,6 +141,22 @@ STATUS_STYLES = {Status.BUILT: "green", Status.DOWNLOADED: "cyan", Status.FAILED
                  Status.NOT_STARTED: "yellow", Status.STOPPED: "yellow"}
 
 
+def _cache_hits(result: BuildResult) -> str:
+    """``hits/cacheable compilations`` of one build, ``-`` when it compiled nothing cacheable."""
+    cacheable = (result.compiler_hits or 0) + (result.compiler_misses or 0)
+    return f"{result.compiler_hits or 0}/{cacheable}" if cacheable else "-"
+
+
+def _cache_line(builds: Sequence[BuildResult]) -> str:
+    """The compiler cache over the run's builds, in one line."""
+    calls = sum(result.compiler_calls or 0 for result in builds)
+    hits = sum(result.compiler_hits or 0 for result in builds)
+    misses = sum(result.compiler_misses or 0 for result in builds)
+    share = f" ({100 * hits / (hits + misses):.0f}%)" if hits + misses else ""
+    return (f"compiler cache: {hits} of {hits + misses} cacheable compilations hit{share}; "
+            f"{calls} compiler calls in all")
+
+
 def print_summary(console: Console, report: RunReport) -> None:
     """The end-of-run table: per package and per stage, then every failure with its log tail."""
     builds: Sequence[BuildResult] = sorted(report.builds, key=lambda result: -result.wall_s)
@@ -149,7 +165,9 @@ def print_summary(console: Console, report: RunReport) -> None:
         # Folded, never cut: a long name (or version) keeps every character, over several lines if need be.
         table.add_column("package", overflow="fold")
         table.add_column("status")
-        for column in ("waited s", *PHASES, "wall s", "cpu s", "peak RSS", "predicted"):
+        compiled = any(result.compiler_calls for result in builds)
+        for column in ("waited s", *PHASES, "wall s", "cpu s", "peak RSS", "predicted",
+                       *(("cache hits",) if compiled else ())):
             table.add_column(column, justify="right")
         for result in builds:
             style = STATUS_STYLES[result.status]
@@ -162,8 +180,11 @@ def print_summary(console: Console, report: RunReport) -> None:
                 _seconds(result.cpu_s),
                 format_size(result.peak_rss_bytes) if result.peak_rss_bytes else "-",
                 format_size(result.predicted_rss_bytes) if result.predicted_rss_bytes else "-",
+                *((_cache_hits(result),) if compiled else ()),
             )
         console.print(table)
+        if compiled:
+            console.print(_cache_line(builds), markup=False, highlight=False)
     stages = Table(title="stages", title_justify="left")
     for column in ("stage", "items", "span s", "busy s", "sum of items s"):
         stages.add_column(column, justify="left" if column == "stage" else "right")

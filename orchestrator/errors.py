@@ -68,6 +68,10 @@ class LockError(OrchestratorError):
     """Another run holds the wheelhouse lock."""
 
 
+class HistoryError(OrchestratorError):
+    """The build history has nothing to report: no file, no run, or no build of the package asked for."""
+
+
 class ResolutionError(OrchestratorError):
     """The requirements cannot be resolved: a conflict, or no distribution allowed for a requirement.
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.build.ceiling import MemoryCeiling
+from orchestrator.build.compilercache import CompilerCache
 from orchestrator.build.sandbox import Sandbox
 from orchestrator.settings import IndexSettings
 
@@ -21,6 +22,23 @@ PHASES = ("extract", "create_env", "install_requires", "get_requires", "backend"
 """The phases of a build, in order; each gets a timing in the report. ``get_requires`` is the backend's
 ``get_requires_for_build_wheel``, ``backend`` its ``build_wheel``; everything before ``backend`` runs
 before admission when a worker prepared the build ahead."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhaseSpan:
+    """When one phase of a build ran, in epoch seconds, as the worker's clock saw it."""
+
+    phase: str
+    """One of :data:`PHASES`, or ``admission``: prepared, waiting for the build's admission."""
+    start: float
+    end: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"phase": self.phase, "start": round(self.start, 3), "end": round(self.end, 3)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PhaseSpan:
+        return cls(phase=str(data["phase"]), start=float(data["start"]), end=float(data["end"]))
 
 
 class Status(str, enum.Enum):
@@ -71,6 +89,10 @@ class BuildJob:
     """The containment the backend's hooks run in (``build/sandbox.py``); the default is none."""
     memory_ceiling: MemoryCeiling | None = None
     """The build's cgroup ``memory.max`` (``build/ceiling.py``), where the run has one and the need was learned."""
+    compiler_cache: CompilerCache | None = None
+    """The compiler cache the hooks' compilers go through (``build/compilercache.py``); ``None``: none."""
+    nice: bool = False
+    """Run every process of the build at a lower CPU and I/O priority (``--nice``)."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -79,6 +101,7 @@ class BuildJob:
         data["log_path"] = str(self.log_path)
         data["env_cache"] = str(self.env_cache)
         data["sandbox"] = self.sandbox.to_json()
+        data["compiler_cache"] = self.compiler_cache.to_json() if self.compiler_cache else None
         return data
 
     @classmethod
@@ -92,6 +115,7 @@ class BuildJob:
         data["sandbox"] = Sandbox.from_json(data.get("sandbox", {}))
         if data.get("memory_ceiling") is not None:
             data["memory_ceiling"] = MemoryCeiling(**data["memory_ceiling"])
+        data["compiler_cache"] = CompilerCache.from_json(data["compiler_cache"]) if data.get("compiler_cache") else None
         return cls(**data)
 
 
@@ -109,21 +133,31 @@ class WorkerOutcome:
     killed_by: str | None = None
     """The signal that killed a process of the build (``SIGKILL``), if that is why it failed."""
     phases: dict[str, float] = field(default_factory=dict)
+    spans: tuple[PhaseSpan, ...] = ()
+    """Each phase as it ran, in order (a phase that ran twice, twice), and the wait for admission."""
     cpu_s: float = 0.0
     """CPU seconds of the worker and every process it waited for."""
     max_rss_bytes: int = 0
     """The largest single process of the build, from ``getrusage``."""
     memory_ceiling: int | None = None
     """The ``memory.max`` the build ran under, in bytes; ``None`` without one."""
+    compiler_calls: int | None = None
+    """Calls of the compiler cache (compilations, links, calls it cannot cache); ``None``: no cache ran."""
+    compiler_hits: int | None = None
+    """Compilations answered from the compiler cache."""
+    compiler_misses: int | None = None
+    """Compilations the compiler cache could keep but had to run."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["status"] = self.status.value
+        data["spans"] = [span.to_json() for span in self.spans]
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WorkerOutcome:
-        return cls(**{**data, "status": Status(data["status"])})
+        spans = tuple(PhaseSpan.from_json(span) for span in data.get("spans", ()))
+        return cls(**{**data, "status": Status(data["status"]), "spans": spans})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +194,16 @@ class BuildResult:
     sandbox: str | None = None
     """The protections the build's hooks ran under (``bwrap: read-only host, ..., no network``, or ``none``),
     and its memory ceiling if it had one (``..., memory ceiling 1.5 GiB``)."""
+    queued_at: float | None = None
+    """When it was first queued for a build (epoch seconds); ``None`` if it never was."""
+    spans: tuple[PhaseSpan, ...] = ()
+    """The worker's account of its last attempt's phases (see :attr:`WorkerOutcome.spans`); empty without one."""
+    compiler_calls: int | None = None
+    """Calls of the compiler cache during the build; ``None`` when no compiler cache ran."""
+    compiler_hits: int | None = None
+    """Compilations answered from the compiler cache."""
+    compiler_misses: int | None = None
+    """Compilations the compiler cache had to run."""
 
     @property
     def waited_s(self) -> float:
@@ -186,4 +230,5 @@ class BuildResult:
         data["overhead_s"] = round(self.overhead_s, 3)
         data["waits"] = {held_by: round(seconds, 3) for held_by, seconds in self.waits.items() if round(seconds, 3)}
         data["waited_s"] = round(self.waited_s, 3)
+        data["spans"] = [span.to_json() for span in self.spans]
         return data

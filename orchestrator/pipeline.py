@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.build.ceiling import RunCgroup
+from orchestrator.build.compilercache import CompilerCache
 from orchestrator.build.envcache import run_env_cache
 from orchestrator.build.sandbox import Sandbox
 from orchestrator.build.sources import Source, compiles, sdist_source, tree_source
@@ -47,7 +49,7 @@ from orchestrator.install import INSTALLS, InstallResult, Target, WheelInstaller
 from orchestrator.jobs import BuildJob, BuildResult, Status, nested_jobs_environ
 from orchestrator.packageconfig import PackageOverrides
 from orchestrator.policy.admission import Limits, jobs_per_build
-from orchestrator.policy.history import SUCCESS, BuildRecord, History, predict_need
+from orchestrator.policy.history import SUCCESS, BuildRecord, History, RunRecord, predict_need
 from orchestrator.report import RunReport
 from orchestrator.resources import SystemProbe
 from orchestrator.scheduler import BuildScheduler, Observer, SchedulerSettings
@@ -112,6 +114,10 @@ class BuildSettings:
     """The sandbox of every build's hooks; a package's ``build_network`` overrides its ``network``."""
     cgroup: RunCgroup | None = None
     """The run's cgroup, where builds whose need is learned get a memory ceiling (``build/ceiling.py``)."""
+    compiler_cache: CompilerCache | None = None
+    """The compiler cache every build compiles through (``--compiler-cache``); ``None``: none."""
+    nice: bool = False
+    """Every build process at a lower CPU and I/O priority (``--nice``)."""
 
 
 class BuildRun:
@@ -141,6 +147,8 @@ class BuildRun:
         """What the resolver raised, in its thread: the run fails with it."""
         self._environ = nested_jobs_environ(jobs_per_build(SystemProbe().read().cpu_count, settings.limits.max_builds))
         self.report = RunReport(started_at=time.time())
+        self._run: RunRecord | None = None
+        """This run in the history, once started there."""
         self._scheduler = BuildScheduler(
             SchedulerSettings(
                 limits=settings.limits,
@@ -152,6 +160,7 @@ class BuildRun:
             observer=observer,
             on_result=self._built,
         )
+        self.report.samples = self._scheduler.samples
 
     def run(self, sources: Sequence[Source], requirements: Requirements | None = None) -> RunReport:
         """Resolve the requirements, then place each wheel the index has and build every sdist and source.
@@ -161,8 +170,13 @@ class BuildRun:
         once all builds have ended). The run's wheels are then checked as a set.
         """
         settings = self._settings
+        interrupted: str | None = None
         try:
             with self._wheelhouse.locked(wait=settings.wait_lock), contextlib.ExitStack() as stack:
+                if self._history is not None:  # a run that never had the wheelhouse did nothing to record
+                    self._run = self._history.start_run(
+                        started_at=self.report.started_at, command_line=self.report.context["command_line"],
+                        tool_version=self.report.context["tool_version"], python=PYTHON_TAG)
                 if settings.installer_into is not None:
                     for recovery in settings.installer_into.recover():
                         self._observer.event(str(recovery))
@@ -188,9 +202,18 @@ class BuildRun:
             if settings.installer_into is not None:  # the installs have ended
                 target = settings.installer_into.target
                 check_target(target, target_environment(target.python), self.report, self._observer.event)
+        except KeyboardInterrupt:
+            interrupted = "SIGINT"
+            raise
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # the command's SIGTERM exception
+                interrupted = "SIGTERM"
+            raise
         finally:
             self.report.finished_at = time.time()
             if self._history is not None:
+                if self._run is not None:
+                    self._history.finish_run(finished_run(self._run, self.report, interrupted))
                 self._history.close()
         return self.report
 
@@ -304,6 +327,8 @@ class BuildRun:
             env_cache=self._env_cache,
             environ=self._environ,
             sandbox=settings.sandbox,
+            compiler_cache=settings.compiler_cache,
+            nice=settings.nice,
         )
         override = settings.overrides.get(canonicalize_name(source.name))
         if override is not None and override.build_network is not None:
@@ -402,6 +427,9 @@ class BuildRun:
                     status=SUCCESS if result.status is Status.BUILT else (result.error or "failed")[:200],
                     started_at=result.started_at,
                     finished_at=result.finished_at,
+                    outcome=result.status.value,
+                    run_id=self._run.id if self._run else None,
+                    predicted_rss_bytes=result.predicted_rss_bytes,
                 )
             )
 
@@ -417,6 +445,16 @@ def check_target(target: Target, environment: Mapping[str, str], report: RunRepo
     report.target_unmet = unmet
     for line in unmet:
         event(f"the environment is incomplete: {line}")
+
+
+def finished_run(run: RunRecord, report: RunReport, interrupted: str | None) -> RunRecord:
+    """``run`` as it ended: its end and the count of each outcome of ``report`` (a failed download is a failure)."""
+    counts = Counter(result.status for result in report.builds)
+    failed_downloads = sum(1 for result in report.downloads if result.status is DownloadStatus.FAILED)
+    return replace(run, finished_at=report.finished_at, built=counts[Status.BUILT],
+                   failed=counts[Status.FAILED] + failed_downloads,
+                   downloaded=counts[Status.DOWNLOADED], skipped=counts[Status.SKIPPED],
+                   stopped=counts[Status.STOPPED] + counts[Status.NOT_STARTED], interrupted=interrupted)
 
 
 def _file_sha256(path: Path) -> str | None:

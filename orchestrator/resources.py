@@ -256,3 +256,19 @@ def kill_tree(pid: int, *, grace: float = 3.0) -> None:
 
 def pid_alive(pid: int) -> bool:
     return bool(psutil.pid_exists(pid))
+
+
+NICE_LEVEL: Final = 10
+"""The niceness of every process of a build under ``--nice``."""
+
+
+def lower_priority() -> None:
+    """Lower this process's priority for ``--nice``: niceness :data:`NICE_LEVEL` (never less nice than it
+    was) and the idle I/O class where the system has one; every process it starts afterwards inherits both."""
+    process = psutil.Process()
+    with contextlib.suppress(psutil.Error, OSError):
+        process.nice(max(process.nice(), NICE_LEVEL))
+    idle = getattr(psutil, "IOPRIO_CLASS_IDLE", None)
+    if idle is not None:
+        with contextlib.suppress(psutil.Error, OSError):
+            process.ionice(idle)

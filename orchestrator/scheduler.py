@@ -59,6 +59,7 @@ from orchestrator.policy.admission import (
     Readings,
     RunningBuild,
 )
+from orchestrator.samples import Sample, Samples
 from orchestrator.units import format_size
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,8 @@ class BuildScheduler:
         """The queue or the running builds changed since the queue was last ordered."""
         self._producers = 0
         self._lock = threading.Lock()
+        self.samples = Samples()
+        """The run's time series, for the report: a point per sample, thinned (``samples.py``)."""
 
     # -- feeding -------------------------------------------------------------------
     def add(
@@ -272,6 +275,8 @@ class BuildScheduler:
 
     def _enqueue(self, item: Queued) -> None:
         item.held_by, item.held_since = "queue", self._clock()
+        if item.queued_at is None:
+            item.queued_at = self._epoch + item.held_since
         if self._stopping:
             self._record(item, None, status=Status.NOT_STARTED, error="the run was stopped")
             return
@@ -372,8 +377,18 @@ class BuildScheduler:
 
     # -- sampling: memory pressure and timeouts ----------------------------------------
     def _sample(self) -> None:
-        if not self._running:
-            return
+        if self._running:
+            self._sample_running()
+        if self._readings is not None:
+            readings = self._readings
+            self.samples.add(Sample(
+                at=self._epoch + self._clock(), running=len(self._running), waiting=len(self._pending),
+                preparing=self._ahead.preparing, rss=sum(run.rss for run in self._running.values()),
+                reserved=sum(max(run.item.need, run.rss) for run in self._running.values()),
+                available_memory=readings.available_memory, cpu_busy=readings.cpu_busy, cpu_count=readings.cpu_count))
+
+    def _sample_running(self) -> None:
+        """Measure each running build; stop those past their deadline, and one under memory pressure."""
         usages = [(run, run.handle.sample()) for run in self._running.values()]
         now = self._clock()
         for run, usage in usages:

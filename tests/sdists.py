@@ -9,6 +9,9 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
   ``get_requires_for_build_wheel``, ``start`` and ``end`` from ``build_wheel``
 - ``record_env``: names of environment variables whose values (``None`` if unset) the
   ``start`` event carries as ``"env"``
+- ``record_priority``: the ``requires`` and ``start`` events carry ``"priority"``: the hook's niceness
+  (``/proc/self/stat``) and I/O class (``ionice -p``), and ``child``, what ``nice`` and ``ionice`` say of
+  themselves when the hook starts them
 - ``fail``: raise in ``build_wheel``;  ``crash``: SIGKILL itself;  ``hang``: sleep forever
 - ``print``: text to print to stdout
 - ``wheel_name``: report and write a wheel of this filename instead
@@ -56,8 +59,20 @@ def _event(kind, **extra):
         os.close(fd)
 
 
+def _priority():
+    with open("/proc/self/stat") as f:
+        nice = int(f.read().rsplit(")", 1)[1].split()[16])  # field 19, counting from the pid
+    ioclass = subprocess.run(["ionice", "-p", str(os.getpid())], capture_output=True, text=True).stdout.strip()
+    child = subprocess.run(["sh", "-c", "nice; ionice"], capture_output=True, text=True).stdout.split()
+    return {"nice": nice, "ioclass": ioclass, "child": child}
+
+
+def _priority_extra():
+    return {"priority": _priority()} if CONFIG.get("record_priority") else {}
+
+
 def get_requires_for_build_wheel(config_settings=None):
-    _event("requires")
+    _event("requires", **_priority_extra())
     return list(CONFIG.get("requires", []))
 
 
@@ -121,7 +136,7 @@ def _record_line(name, data):
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     _event("start", **({"env": {name: os.environ.get(name) for name in CONFIG["record_env"]}}
-                       if CONFIG.get("record_env") else {}))
+                       if CONFIG.get("record_env") else {}), **_priority_extra())
     if CONFIG.get("print"):
         print(CONFIG["print"], flush=True)
     if CONFIG.get("ignore_sigterm"):

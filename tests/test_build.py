@@ -122,7 +122,9 @@ def test_fail_fast_stops_admitting(tmp_path: Path) -> None:
     assert statuses.count("failed") == 1 and statuses.count("built") < 3
     never = [r for r in records if r["status"] == "not started"]
     assert never and all(r["error"] == "--fail-fast after a failure" and r["started_at"] is None for r in never)
-    assert f"{len(never)} not started" in result.stderr.splitlines()[-1]
+    *_, counts, where = result.stderr.splitlines()  # the summary's counts, then where the run's report is
+    assert f"{len(never)} not started" in counts
+    assert where.startswith("report: ") and where.endswith("report.html (and report.json beside it)")
 
 
 def test_report_has_phases_memory_and_timestamps(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import threading
@@ -138,3 +139,18 @@ def test_the_last_progress_line_printed_is_the_newest(monkeypatch: pytest.Monkey
     display.downloads(progress(3, total=3))
     older.join()
     assert lines(out)[-1] == "downloads: 3/3 files done, 0 in flight, 0 failed, 6.0 KiB"
+
+
+def test_summary_shows_compiler_cache_hits_when_a_build_compiled() -> None:
+    compiled = dataclasses.replace(built("ext"), compiler_calls=5, compiler_hits=3, compiler_misses=1)
+    uncached = dataclasses.replace(built("pure"), compiler_calls=0, compiler_hits=0, compiler_misses=0)
+    report = RunReport(started_at=0.0, finished_at=20.0, builds=[compiled, uncached, built("no-cache")])
+    out = io.StringIO()
+    print_summary(Console(file=out, width=250), report)
+    header, *rows = table_cells(out.getvalue().split("stages")[0])
+    column = header.index("cache hits")
+    assert {row[0]: row[column] for row in rows} == {"ext 1.0": "3/4", "pure 1.0": "-", "no-cache 1.0": "-"}
+    assert "compiler cache: 3 of 4 cacheable compilations hit (75%); 5 compiler calls in all" in out.getvalue()
+    plain = io.StringIO()
+    print_summary(Console(file=plain, width=250), RunReport(started_at=0.0, finished_at=20.0, builds=[uncached]))
+    assert "cache hits" not in plain.getvalue() and "compiler cache" not in plain.getvalue()

@@ -190,7 +190,9 @@ def test_download_command_summary_counts_downloads(tmp_path: Path, index_server:
         result = orchestrate(*args, "-d", tmp_path / dest)
         assert result.returncode == 1
         lines = result.stderr.splitlines()
-        assert re.fullmatch(re.escape(counts) + r" in \d+\.\d s", lines[-1]), lines[-1]
+        # The counts, then where the run folder's report is.
+        assert re.fullmatch(re.escape(counts) + r" in \d+\.\d s", lines[-2]), lines[-2]
+        assert re.fullmatch(r"report: .*/runs/\d{8}T\d{6}Z-\d+/report\.html \(and report\.json beside it\)", lines[-1])
         assert "built" not in result.stderr
         assert [line for line in lines if "absent" in line][1:] == [f"FAILED download of absent 2.0: {message}"]
         assert downloads_lines(result.stderr)[-1].startswith("downloads: 2/3 files done, 0 in flight, 1 failed, ")

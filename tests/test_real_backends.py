@@ -55,3 +55,13 @@ def test_real_backends_build_in_the_unshare_sandbox(tmp_path: Path, monkeypatch:
         assert any(name.startswith("hello_ext/_speedups") and name.endswith(".so") for name in wheel.namelist())
     sandboxes = {record["sandbox"] for record in json.loads(report.read_text())["builds"]}
     assert sandboxes == {"unshare: read-only host, private home and /tmp, no secrets, pid namespace, no network"}
+
+
+def test_kept_build_environments_are_seen_in_the_sandbox(tmp_path: Path) -> None:
+    """With --keep-build-envs a run's store is a symlink to the shared one: under /tmp (the state folder here)
+    or the home folder, both hidden in the sandbox, its target must be bound back in too."""
+    for run in ("first", "second"):  # the second reuses what the first kept
+        result = orchestrate("build", EXAMPLES / "hello_ext-1.0.tar.gz", "-w", tmp_path / run, "--keep-build-envs",
+                             "--state-dir", tmp_path / "state", *backend_index_args())
+        assert result.returncode == 0, result.stderr
+        assert len(list((tmp_path / run).glob("hello_ext-*.whl"))) == 1

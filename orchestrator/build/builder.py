@@ -8,6 +8,7 @@ report it as a status rather than a traceback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import build
 import pyproject_hooks
@@ -23,12 +24,13 @@ from packaging.utils import (
     canonicalize_name,
 )
 
+from orchestrator.build.compilercache import CompilerStats, read_stats
 from orchestrator.build.envcache import EnvCache, EnvView, SubprocessInstaller
 from orchestrator.build.envs import choose_installer
 from orchestrator.build.extract import extract_sdist
 from orchestrator.build.sandbox import wrap
 from orchestrator.errors import BuildError, BuildKilledError, SourceError, WheelError
-from orchestrator.jobs import BuildJob, Status, WorkerOutcome
+from orchestrator.jobs import BuildJob, PhaseSpan, Status, WorkerOutcome
 from orchestrator.wheels.wheelfile import check_wheel
 from orchestrator.wheels.wheelhouse import publish_wheel
 
@@ -42,6 +44,7 @@ class _Timer:
 
     def __init__(self, log: IO[str], on_phase: PhaseCallback) -> None:
         self.phases: dict[str, float] = {}
+        self.spans: list[PhaseSpan] = []
         self._log = log
         self._on_phase = on_phase
 
@@ -50,26 +53,51 @@ class _Timer:
         self._on_phase(name)
         self._log.write(f"\n=== orchestrate: {name} ===\n")
         self._log.flush()
-        start = time.perf_counter()
+        start, began = time.perf_counter(), time.time()
         try:
             yield
         finally:
             self.phases[name] = round(self.phases.get(name, 0.0) + time.perf_counter() - start, 4)
+            self.spans.append(PhaseSpan(phase=name, start=began, end=time.time()))
+
+    def admission(self, admitted: Callable[[], None]) -> None:
+        """Wait for ``admitted`` to return, keeping the wait as a span (it is no phase of the build's own)."""
+        began = time.time()
+        try:
+            admitted()
+        finally:
+            self.spans.append(PhaseSpan(phase="admission", start=began, end=time.time()))
+
+    def outcome(self, status: Status, **fields: Any) -> WorkerOutcome:
+        """The build's outcome, with the phases timed so far."""
+        return WorkerOutcome(status=status, phases=self.phases, spans=tuple(self.spans), **fields)
 
 
-def _runner(log: IO[str], job: BuildJob, work_dir: Path) -> pyproject_hooks.SubprocessRunner:
-    """Runs each hook, inside the job's sandbox (``build/sandbox.py``) when it has one."""
+class _HookRunner:
+    """Runs each hook, inside the job's sandbox (``build/sandbox.py``) when it has one, and through the
+    job's compiler cache while :attr:`use_cache` (``pyproject_hooks``' runner protocol)."""
 
-    def run(cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None) -> None:
-        env: Mapping[str, str] = {**os.environ, **job.environ, **(extra_environ or {})}
+    def __init__(self, log: IO[str], job: BuildJob, work_dir: Path) -> None:
+        self._log, self._job, self._work_dir = log, job, work_dir
+        self.use_cache = job.compiler_cache is not None
+
+    def __call__(self, cmd: Sequence[str], cwd: str | None = None,
+                 extra_environ: Mapping[str, str] | None = None) -> None:
+        job, work_dir = self._job, self._work_dir
+        env: dict[str, str] = {**os.environ, **job.environ, **(extra_environ or {})}
+        # With --keep-build-envs the run's store is a symlink to the shared one: its target is read too.
+        readable = [job.env_cache, (job.env_cache / "envs").resolve()]
+        writable = [job.source] if job.kind == "tree" else []
+        if job.compiler_cache is not None and self.use_cache:
+            env.update(job.compiler_cache.environ(env, build_dir=work_dir))
+            readable += [job.compiler_cache.wrapper_dir, Path(job.compiler_cache.executable)]
+            writable.append(job.compiler_cache.cache_dir)
         # A source tree is built in place (setuptools writes build/ there): it is the build's own folder too.
         cmd, env = wrap(cmd, sandbox=job.sandbox, build_dir=work_dir, tmp_dir=work_dir / "tmp",
-                        out_dir=work_dir / "dist", env=env, cwd=cwd, readable=[job.env_cache],
-                        writable=[job.source] if job.kind == "tree" else [])
-        log.flush()
-        subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=True)
-
-    return run
+                        out_dir=work_dir / "dist", env=env, cwd=cwd, readable=readable, writable=writable)
+        self._log.flush()
+        subprocess.run(cmd, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                       check=True)
 
 
 def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCallback, *,
@@ -83,25 +111,36 @@ def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCal
     timer = _Timer(log, on_phase)
     try:
         try:
-            builder = _prepare(job, work_dir, log, timer)
+            builder, runner = _prepare(job, work_dir, log, timer)
         finally:
-            admitted()  # a failure to prepare is reported once the build is admitted
-        wheel = _build(builder, job, work_dir, timer)
+            timer.admission(admitted)  # a failure to prepare is reported once the build is admitted
+        wheel = _build(builder, runner, job, work_dir, log, timer)
         with timer.phase("publish"):
             name, version = _check_wheel(job, wheel)
             published = publish_wheel(wheel, job.wheelhouse)
     except BuildKilledError as exc:
-        return WorkerOutcome(status=Status.FAILED, error=exc.message, killed_by=exc.signal_name, phases=timer.phases)
+        outcome = timer.outcome(Status.FAILED, error=exc.message, killed_by=exc.signal_name)
     except (BuildError, SourceError, WheelError) as exc:
-        return WorkerOutcome(status=Status.FAILED, error=exc.message, phases=timer.phases)
+        outcome = timer.outcome(Status.FAILED, error=exc.message)
     except OSError as exc:
         # Disk full, permissions: name the file and the reason, nothing else.
         where = f" ({exc.filename})" if exc.filename else ""
-        return WorkerOutcome(status=Status.FAILED, error=f"{exc.strerror or exc}{where}", phases=timer.phases)
-    return WorkerOutcome(status=Status.BUILT, wheel=published.name, name=name, version=version, phases=timer.phases)
+        outcome = timer.outcome(Status.FAILED, error=f"{exc.strerror or exc}{where}")
+    else:
+        outcome = timer.outcome(Status.BUILT, wheel=published.name, name=name, version=version)
+    return _with_compiler_stats(outcome, job, work_dir)
 
 
-def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> build.ProjectBuilder:
+def _with_compiler_stats(outcome: WorkerOutcome, job: BuildJob, work_dir: Path) -> WorkerOutcome:
+    """``outcome`` with what the build's compiler calls did, when they went through a compiler cache."""
+    if job.compiler_cache is None:
+        return outcome
+    stats = read_stats(work_dir) or CompilerStats(calls=0, hits=0, misses=0)
+    return dataclasses.replace(outcome, compiler_calls=stats.calls, compiler_hits=stats.hits,
+                               compiler_misses=stats.misses)
+
+
+def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> tuple[build.ProjectBuilder, _HookRunner]:
     """Extract the source, create its environment and install what it needs to build: its
     ``build-system.requires``, then what the backend's ``get_requires_for_build_wheel`` asks for."""
     with timer.phase("extract"):
@@ -114,8 +153,9 @@ def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> build.Pro
             raise SourceError(f"{job.source}: does not appear to be a Python project: no pyproject.toml or setup.py")
     with timer.phase("create_env"):
         env = _environment(job, tmp / "env", log)
+        runner = _HookRunner(log, job, tmp)
         try:
-            builder = build.ProjectBuilder.from_isolated_env(env, source_dir, runner=_runner(log, job, tmp))
+            builder = build.ProjectBuilder.from_isolated_env(env, source_dir, runner=runner)
         except build.BuildException as exc:
             raise BuildError(f"{job.source}: {exc}") from None
     with timer.phase("install_requires"):
@@ -125,13 +165,37 @@ def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> build.Pro
     if extra:
         with timer.phase("install_requires"):
             env.install(extra)
-    return builder
+    return builder, runner
 
 
-def _build(builder: build.ProjectBuilder, job: BuildJob, tmp: Path, timer: _Timer) -> Path:
-    """Run the backend's ``build_wheel``."""
+def _build(builder: build.ProjectBuilder, runner: _HookRunner, job: BuildJob, tmp: Path, log: IO[str],
+           timer: _Timer) -> Path:
+    """Run the backend's ``build_wheel``; when it failed because ccache itself did (it fails compilations
+    rather than run the compiler when its cache turned unusable during the run), once more without it."""
+    log.flush()
+    start = job.log_path.stat().st_size
+    try:
+        with timer.phase("backend"), _backend_errors(job, builder):
+            return Path(builder.build("wheel", tmp / "dist"))
+    except BuildKilledError:
+        raise
+    except BuildError:
+        if not runner.use_cache or not _ccache_failed(job.log_path, start):
+            raise
+    runner.use_cache = False
+    log.write("\n=== orchestrate: ccache failed (above); building again without the compiler cache ===\n")
     with timer.phase("backend"), _backend_errors(job, builder):
         return Path(builder.build("wheel", tmp / "dist"))
+
+
+def _ccache_failed(log_path: Path, start: int) -> bool:
+    """Whether ccache reported an error of its own in the build log after byte ``start``."""
+    try:
+        with log_path.open("rb") as log:
+            log.seek(start)
+            return b"ccache: error:" in log.read()
+    except OSError:
+        return False
 
 
 def _environment(job: BuildJob, path: Path, log: IO[str]) -> EnvView:

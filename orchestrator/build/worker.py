@@ -113,6 +113,10 @@ def main() -> int:
     request = json.loads(message)
     job = BuildJob.from_json(request["job"])
     work_dir = Path(request["work_dir"])
+    if job.nice:  # before anything of the build starts: every process of it inherits the priority
+        from orchestrator.resources import lower_priority
+
+        lower_priority()
     # The build's tools put their temporary files in the work folder, which goes with the build.
     os.environ["TMPDIR"] = str(work_dir / "tmp")
     tempfile.tempdir = None

@@ -1,7 +1,8 @@
-"""What past builds cost: peak memory and duration per package, kept in SQLite.
+"""What past builds cost (peak memory and duration per package) and the runs they were part of, kept in SQLite.
 
 The history is advisory: it feeds predictions (:func:`predict_need`, queue order)
-and never stops a run. A corrupt database is moved aside and replaced; one that
+and never stops a run; ``orchestrate report`` reads it back (``report/history.py``). The
+schema and its migrations are in ``history_schema.py``. A corrupt database is moved aside and replaced; one that
 cannot be opened at all is replaced by an in-memory one for this run; a failed
 read or write is logged and treated as "no history".
 
@@ -19,19 +20,22 @@ import sqlite3
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import platformdirs
 from packaging.utils import canonicalize_name
+
+from orchestrator.policy.history_schema import NewerSchema, prepare
 
 __all__ = [
     "SUCCESS",
     "BuildRecord",
     "History",
+    "RunRecord",
     "default_state_dir",
     "predict_need",
 ]
@@ -41,25 +45,6 @@ logger = logging.getLogger(__name__)
 SUCCESS: Final = "success"
 """The status of a build that produced a wheel; only these feed predictions."""
 
-_SCHEMA_VERSION: Final = 1
-_SCHEMA: Final = (
-    """
-    CREATE TABLE builds (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        version TEXT NOT NULL,
-        sdist_sha256 TEXT,
-        python TEXT NOT NULL,
-        peak_rss_bytes INTEGER,
-        wall_s REAL NOT NULL,
-        cpu_s REAL,
-        status TEXT NOT NULL,
-        started_at REAL NOT NULL,
-        finished_at REAL NOT NULL
-    )
-    """,
-    "CREATE INDEX builds_by_name ON builds (name, status, finished_at)",
-)
 _BUSY_TIMEOUT_S: Final = 30.0
 # SQLite's primary result codes for a damaged file; extended codes keep these in the low byte.
 _SQLITE_CORRUPT: Final = 11
@@ -95,6 +80,59 @@ class BuildRecord:
     """Seconds since the epoch."""
     finished_at: float
     """Seconds since the epoch."""
+    outcome: str | None = None
+    """The build's status as the run report names it (``built``, ``failed``, ``stopped``); ``None``
+    stores ``built`` for :data:`SUCCESS` and ``failed`` for anything else."""
+    run_id: int | None = None
+    """The run (:class:`RunRecord`) the build was part of; ``None`` before runs were recorded."""
+    predicted_rss_bytes: int | None = None
+    """The memory need the build was admitted with."""
+    host: str | None = None
+    """The machine that built it, where builds run on several."""
+    compiler_calls: int | None = None
+    """Compiler invocations seen by a compiler cache, and how many it answered (hits) or not (misses)."""
+    compiler_hits: int | None = None
+    compiler_misses: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunRecord:
+    """One ``orchestrate build`` run; its counts and end are written when it ends."""
+
+    id: int
+    started_at: float
+    """Seconds since the epoch."""
+    finished_at: float | None
+    """``None`` while the run goes on, or if it was killed before it could say it ended."""
+    command_line: str
+    tool_version: str
+    python: str
+    """The interpreter built for, such as ``cpython-3.11``."""
+    built: int = 0
+    failed: int = 0
+    downloaded: int = 0
+    """Wheels the index had, placed as they were."""
+    skipped: int = 0
+    """Sources whose wheel the wheelhouse already had."""
+    stopped: int = 0
+    """Builds stopped, or never started, because the run was stopped."""
+    interrupted: str | None = None
+    """``SIGINT``/``SIGTERM`` when the run was stopped before its end."""
+
+    @property
+    def makespan_s(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.started_at
+
+
+_BUILD_COLUMNS: Final = (
+    "name", "version", "sdist_sha256", "python", "peak_rss_bytes", "wall_s", "cpu_s", "status", "started_at",
+    "finished_at", "outcome", "run_id", "predicted_rss_bytes", "host", "compiler_calls", "compiler_hits",
+    "compiler_misses",
+)
+_RUN_COLUMNS: Final = (
+    "id", "started_at", "finished_at", "command_line", "tool_version", "python", "built", "failed", "downloaded",
+    "skipped", "stopped", "interrupted",
+)
 
 
 HEADROOMS: Final = (0.2, 0.1, 0.05)
@@ -133,43 +171,82 @@ class History:
         self._lock = threading.Lock()
         self._connection = self._open_or_recover(path)
 
+    @property
+    def persistent(self) -> bool:
+        """The history is the file at ``path``, not the in-memory stand-in for one that could not be opened."""
+        with self._lock:
+            return bool(self._connection.execute("PRAGMA database_list").fetchone()[2])
+
     def record(self, rec: BuildRecord) -> None:
         """Store one finished build, in its own transaction."""
-        row = (
-            canonicalize_name(rec.name),
-            rec.version,
-            rec.sdist_sha256,
-            rec.python,
-            rec.peak_rss_bytes,
-            rec.wall_s,
-            rec.cpu_s,
-            rec.status,
-            rec.started_at,
-            rec.finished_at,
+        values = {name: getattr(rec, name) for name in _BUILD_COLUMNS}
+        values["name"] = canonicalize_name(rec.name)
+        if rec.outcome is None:
+            values["outcome"] = "built" if rec.status == SUCCESS else "failed"
+        self._write(
+            f"INSERT INTO builds ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+            tuple(values.values()),
+            what=f"the build of {rec.name} {rec.version}",
         )
-        with self._lock:
-            try:
-                self._connection.execute("BEGIN IMMEDIATE")
-                try:
-                    self._connection.execute(
-                        "INSERT INTO builds (name, version, sdist_sha256, python,"
-                        " peak_rss_bytes, wall_s, cpu_s, status, started_at, finished_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        row,
-                    )
-                    self._connection.execute("COMMIT")
-                except BaseException:
-                    if self._connection.in_transaction:
-                        self._connection.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                logger.warning(
-                    "could not record the build of %s %s in %s: %s",
-                    rec.name,
-                    rec.version,
-                    self.path,
-                    exc,
-                )
+
+    def start_run(self, *, started_at: float, command_line: str, tool_version: str, python: str) -> RunRecord | None:
+        """Record that a run started; ``None`` if it could not be recorded (the builds are then kept without it)."""
+        run_id = self._write(
+            "INSERT INTO runs (started_at, command_line, tool_version, python) VALUES (?, ?, ?, ?)",
+            (started_at, command_line, tool_version, python),
+            what="the start of this run",
+        )
+        if run_id is None:
+            return None
+        return RunRecord(id=run_id, started_at=started_at, finished_at=None, command_line=command_line,
+                         tool_version=tool_version, python=python)
+
+    def finish_run(self, run: RunRecord) -> None:
+        """Store a run's end, counts and interruption (``run.id`` from :meth:`start_run`)."""
+        names = _RUN_COLUMNS[2:]
+        self._write(
+            f"UPDATE runs SET {', '.join(f'{name} = ?' for name in names)} WHERE id = ?",
+            (*(getattr(run, name) for name in names), run.id),
+            what="the end of this run",
+        )
+
+    def runs(self, last: int) -> list[RunRecord]:
+        """The ``last`` runs, the most recent first."""
+        found = self._read(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs ORDER BY id DESC LIMIT ?", (last,))
+        return [RunRecord(**dict(zip(_RUN_COLUMNS, row, strict=True))) for row in found]
+
+    def names(self, run_ids: Iterable[int]) -> list[str]:
+        """The projects the runs ``run_ids`` built (or tried to)."""
+        ids = sorted(set(run_ids))
+        found = self._read(f"SELECT DISTINCT name FROM builds WHERE run_id IN ({', '.join('?' * len(ids))})",
+                           tuple(ids))
+        return sorted(name for (name,) in found)
+
+    def builds(self, names: Sequence[str], *, since: float | None = None, earlier_successes: int = 0
+               ) -> list[BuildRecord]:
+        """The recorded builds of the projects ``names``, in the order they finished.
+
+        With ``since``: those that finished then or later, and the last ``earlier_successes``
+        successful builds before it of each project and interpreter (what a comparison needs).
+        """
+        columns = ", ".join(_BUILD_COLUMNS)
+        canonical = sorted({canonicalize_name(name) for name in names})
+        found: list[tuple[Any, ...]] = []
+        for start in range(0, len(canonical), 500):  # under SQLite's limit of parameters per statement
+            chunk = tuple(canonical[start:start + 500])
+            among = f"name IN ({', '.join('?' * len(chunk))})"
+            if since is None:
+                found += self._read(f"SELECT {columns} FROM builds WHERE {among}", chunk)
+                continue
+            found += self._read(f"SELECT {columns} FROM builds WHERE {among} AND finished_at >= ?", (*chunk, since))
+            found += self._read(
+                f"SELECT {columns} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY name, python"
+                f" ORDER BY finished_at DESC, id DESC) AS newest FROM builds"
+                f" WHERE {among} AND finished_at < ? AND status = ?) WHERE newest <= ?",
+                (*chunk, since, SUCCESS, earlier_successes),
+            )
+        records = [BuildRecord(**dict(zip(_BUILD_COLUMNS, row, strict=True))) for row in found]
+        return sorted(records, key=lambda record: record.finished_at)
 
     def recent_peaks(self, name: str, *, python: str, version: str | None = None) -> list[int]:
         """Peak memory of the :data:`RECENT_BUILDS` most recent successful builds of ``name``
@@ -209,23 +286,40 @@ class History:
             f" WHERE name = ? AND python = ? AND status = ? AND {column} IS NOT NULL"
             " ORDER BY version = ? DESC, finished_at DESC, id DESC LIMIT ?"
         )
+        found = self._read(query, (canonicalize_name(name), python, SUCCESS, version, count), what=name)
+        return [value for (value,) in found]
+
+    def _read(self, query: str, parameters: tuple[object, ...], *, what: str = "builds") -> list[tuple[Any, ...]]:
+        """The rows ``query`` finds; none (and a warning) if the file cannot be read."""
         with self._lock:
             try:
-                found = self._connection.execute(
-                    query, (canonicalize_name(name), python, SUCCESS, version, count)
-                ).fetchall()
+                return self._connection.execute(query, parameters).fetchall()
             except sqlite3.Error as exc:
-                logger.warning(
-                    "could not read the history of %s from %s: %s", name, self.path, exc
-                )
+                logger.warning("could not read the history of %s from %s: %s", what, self.path, exc)
                 return []
-        return [value for (value,) in found]
+
+    def _write(self, statement: str, parameters: tuple[object, ...], *, what: str) -> int | None:
+        """Run one statement in its own transaction; the row id it wrote, or ``None`` (and a warning)."""
+        with self._lock:
+            try:
+                self._connection.execute("BEGIN IMMEDIATE")
+                try:
+                    row_id = self._connection.execute(statement, parameters).lastrowid
+                    self._connection.execute("COMMIT")
+                except BaseException:
+                    if self._connection.in_transaction:
+                        self._connection.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                logger.warning("could not record %s in %s: %s", what, self.path, exc)
+                return None
+        return row_id
 
     @staticmethod
     def _open_or_recover(path: Path) -> sqlite3.Connection:
         try:
             return _open(path)
-        except _NewerSchema as exc:
+        except NewerSchema as exc:
             logger.warning(
                 "the build history %s was written by a newer orchestrator (%s); leaving it"
                 " alone and keeping history in memory for this run",
@@ -265,10 +359,6 @@ class History:
 
 class _Damaged(Exception):
     """The file opens but fails SQLite's quick check."""
-
-
-class _NewerSchema(Exception):
-    """The file holds a schema version this orchestrator does not know."""
 
 
 def _is_damage(exc: BaseException) -> bool:
@@ -320,17 +410,4 @@ def _prepare(connection: sqlite3.Connection) -> None:
     (check,) = connection.execute("PRAGMA quick_check").fetchone()
     if check != "ok":
         raise _Damaged(f"quick check: {check}")
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        (version,) = connection.execute("PRAGMA user_version").fetchone()
-        if version == 0:
-            for statement in _SCHEMA:
-                connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-        elif version != _SCHEMA_VERSION:
-            raise _NewerSchema(f"schema version {version}")
-        connection.execute("COMMIT")
-    except BaseException:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise
+    prepare(connection)

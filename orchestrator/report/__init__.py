@@ -1,8 +1,14 @@
-"""Where a run's time went: the JSON report and the per-stage accounting behind the summary."""
+"""Where a run's time went: the JSON report and the per-stage accounting behind the summary.
+
+The run's renderings live beside it: ``timeline`` (the run as bars on lanes), ``html`` and ``svg``
+(one self-contained HTML page), ``trace`` (Chrome trace events), ``junit`` (JUnit XML), ``runs``
+(the run folders); and the history's report: ``history``, ``history_text``, ``history_html``, ``show``.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shlex
 import sys
@@ -11,9 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
+
 from orchestrator import __version__
 from orchestrator.atomic import atomic_write
 from orchestrator.jobs import BuildResult
+from orchestrator.resources import usable_cpu_count
+from orchestrator.samples import Samples
 from orchestrator.stages import StageError
 
 
@@ -50,6 +60,12 @@ def run_context(argv: Sequence[str]) -> dict[str, str]:
         "interpreter": f"{sys.executable} ({platform.python_implementation()} {platform.python_version()})",
         "platform": platform.platform(),
     }
+
+
+def machine() -> dict[str, int]:
+    """The machine this run ran on: its CPUs, those this run may use, its memory."""
+    return {"cpus": os.cpu_count() or 1, "usable_cpus": usable_cpu_count(),
+            "total_memory": psutil.virtual_memory().total}
 
 
 def stage_time(items: Iterable[StageItem]) -> StageTime:
@@ -95,6 +111,10 @@ class RunReport:
     settings: dict[str, Any] = field(default_factory=dict)
     context: dict[str, str] = field(default_factory=lambda: run_context(sys.argv))
     """What ran: tool version, command line, interpreter, platform."""
+    machine: dict[str, int] = field(default_factory=machine)
+    """Where it ran: CPUs, usable CPUs, total memory."""
+    samples: Samples = field(default_factory=Samples)
+    """The run's time series, as the build scheduler sampled it."""
     resolution: dict[str, Any] | None = None
     """How the requirements were resolved (``pip``, distributions, seconds); ``None`` without resolution."""
     unmet: list[str] = field(default_factory=list)
@@ -129,6 +149,7 @@ class RunReport:
             "wall_s": round((self.finished_at or self.started_at) - self.started_at, 3),
             "interrupted": self.interrupted,
             **self.context,
+            "machine": self.machine,
             "settings": self.settings,
             "resolution": self.resolution,
             "stages": {name: stage.to_json() for name, stage in self.stages().items()},
@@ -138,6 +159,7 @@ class RunReport:
             "errors": [error.to_json() for error in self.errors],
             "unmet": self.unmet,
             "target_unmet": self.target_unmet,
+            "samples": [sample.to_json() for sample in self.samples.points],
         }
 
     def write(self, path: Path) -> None:

