@@ -425,6 +425,9 @@ class BuildRun:
                     outcome=result.status.value,
                     run_id=self._run.id if self._run else None,
                     predicted_rss_bytes=result.predicted_rss_bytes,
+                    compiler_calls=result.compiler_calls,
+                    compiler_hits=result.compiler_hits,
+                    compiler_misses=result.compiler_misses,
                 )
             )
 
