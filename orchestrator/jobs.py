@@ -108,6 +108,10 @@ class WorkerOutcome:
     """CPU seconds of the worker and every process it waited for."""
     max_rss_bytes: int = 0
     """The largest single process of the build, from ``getrusage``."""
+    host: str | None = None
+    """The machine that built it, on a farm; ``None``: this one."""
+    attempts: int = 1
+    """Runs it took on a farm: more than one when a worker running it was lost and it ran again elsewhere."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -152,6 +156,8 @@ class BuildResult:
     """The wheel's compatibility tag, as its file name says it (``cp311-cp311-manylinux_2_17_x86_64``)."""
     sandbox: str | None = None
     """The protections the build's hooks ran under (``bwrap: read-only host, ..., no network``, or ``none``)."""
+    host: str | None = None
+    """The farm machine that built it (its host name); ``None``: this machine."""
 
     @property
     def waited_s(self) -> float:

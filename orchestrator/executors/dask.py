@@ -1,0 +1,415 @@
+"""The build farm: builds run on the workers of a Dask distributed cluster (``--cluster ADDRESS``).
+
+We do not write a farm protocol of our own: Dask places tasks, moves bytes, notices lost
+workers and runs their tasks again. This module is the client's side; ``remote.py`` is
+what runs on each worker::
+
+    Farm.connect(ADDRESS) ─► client.run(remote.probe) on every worker: our package, the same
+        │                    Python and platform? one line per worker that is refused
+        ▼
+    scheduler ─► DaskWorker.stage(job): the sdist's bytes scattered to the cluster
+               ─► admit(need): client.submit(remote.run_build, restricted to the workers whose
+                  machine can hold ``need``; none can: the build fails with that reason)
+                        │ phases, RSS/CPU samples, the host of each attempt: worker.log_event
+                        │ ─► client.subscribe_topic ─► PhaseStarted, sample()
+                        ▼
+               the task's result: outcome, wheel bytes, log ─► check_wheel ─► publish_wheel
+               (the same check and the same atomic publishing as a local build) ─► Exited
+
+Slots: a worker started with ``--nthreads N`` runs N tasks at once, so N builds at once;
+the scheduler's own count cap is the accepted workers' slots together. Memory, CPU and
+load are admitted on each machine by the same policy (``remote._admitted``): the client's
+machine says nothing about the farm's. Faults: a worker that dies mid-build has its task
+run again by Dask elsewhere (each start is an attempt in the report); after Dask's
+``distributed.scheduler.allowed-failures`` deaths the task ends as ``KilledWorker``, the
+build failing with that reason. Stopping a build (Ctrl-C, --timeout) kills its process
+tree on whichever worker runs it (``client.run(remote.kill_builds)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import shutil
+import signal
+import sys
+import sysconfig
+import tempfile
+import threading
+import uuid
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import distributed
+
+import orchestrator
+from orchestrator.errors import ClusterError, WheelError
+from orchestrator.executors import EventSink, Exited, OutcomeReported, PhaseStarted, remote
+from orchestrator.executors.remote import MachineLimits
+from orchestrator.jobs import BuildJob, Status, WorkerOutcome
+from orchestrator.policy.admission import Limits, Readings
+from orchestrator.resources import TreeUsage
+from orchestrator.units import format_size
+from orchestrator.wheels.wheelfile import check_wheel
+from orchestrator.wheels.wheelhouse import publish_wheel
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds to reach the Dask scheduler before the run fails."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FarmWorker:
+    """A Dask worker that passed the check at start."""
+
+    address: str
+    host: str
+    slots: int
+    """Its ``--nthreads``: builds it runs at once."""
+    total_memory: int
+    available_memory: int
+    cpu_count: int
+
+
+def refusal(info: dict[str, Any] | BaseException) -> str | None:
+    """Why a worker whose probe answered ``info`` cannot build for this run, or ``None`` if it can."""
+    if isinstance(info, BaseException):
+        missing = isinstance(info, ModuleNotFoundError) or "No module named 'orchestrator" in str(info)
+        if missing:
+            return "orchestrator is not installed there; pip install 'orchestrator[dask]' in the worker's environment"
+        return f"the check failed there: {info!r}"
+    here = {"implementation": sys.implementation.name, "python": "%d.%d" % sys.version_info[:2],
+            "platform": sysconfig.get_platform(), "orchestrator": orchestrator.__version__}
+    for field, wanted in here.items():
+        if info.get(field) != wanted:
+            return f"{field} {info.get(field)}, this run needs {wanted}: its wheels would not be this run's"
+    return None
+
+
+class Farm:
+    """A connection to a Dask cluster and the workers it builds on; :meth:`connect` makes one."""
+
+    def __init__(self, client: distributed.Client, address: str) -> None:
+        self.client = client
+        self.address = address
+        self.workers: dict[str, FarmWorker] = {}
+        self.refused: dict[str, str] = {}
+        """Worker address: why it is not used."""
+        self._lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, address: str, *, timeout: float = CONNECT_TIMEOUT) -> Farm:
+        """Connect to the scheduler at ``address`` and check its workers; :class:`ClusterError` if unreachable."""
+        try:
+            client = distributed.Client(address, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ClusterError(f"cannot reach the Dask scheduler at {address} ({exc}); start it with "
+                               "`dask scheduler` or check --cluster / ORCHESTRATE_CLUSTER") from None
+        farm = cls(client, address)
+        try:
+            farm.check_workers()
+        except BaseException:
+            farm.close()
+            raise
+        return farm
+
+    @property
+    def slots(self) -> int:
+        """Builds the accepted workers run at once, together."""
+        with self._lock:
+            return sum(worker.slots for worker in self.workers.values())
+
+    def check_workers(self) -> list[str]:
+        """Probe the workers not checked yet; one line for each refused. :class:`ClusterError` if none is usable."""
+        info = self.client.scheduler_info(n_workers=-1)["workers"]
+        with self._lock:
+            new = [address for address in info if address not in self.workers and address not in self.refused]
+        if not new:
+            return []
+        answers = self.client.run(remote.probe, workers=new, on_error="return")
+        lines = []
+        with self._lock:
+            for address, answer in answers.items():
+                reason = refusal(answer)
+                if reason is not None:
+                    self.refused[address] = reason
+                    lines.append(f"farm worker {address} refused: {reason}")
+                    continue
+                self.workers[address] = FarmWorker(
+                    address=address, host=answer["host"], slots=int(info[address]["nthreads"]),
+                    total_memory=answer["total_memory"], available_memory=answer["available_memory"],
+                    cpu_count=answer["cpu_count"])
+            if not self.workers:
+                detail = "; ".join(lines) if lines else "it has no workers"
+                raise ClusterError(f"the Dask cluster at {self.address} has no worker that can build: {detail}")
+        return lines
+
+    def eligible(self, need: int, limits: MachineLimits) -> list[str]:
+        """The workers (alive) whose machine can ever hold a build needing ``need`` bytes."""
+        alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
+        with self._lock:
+            return [address for address, worker in self.workers.items()
+                    if address in alive and worker.total_memory - limits.kept_free(worker.total_memory) >= need]
+
+    def largest_machine(self) -> FarmWorker | None:
+        with self._lock:
+            return max(self.workers.values(), key=lambda worker: worker.total_memory, default=None)
+
+    def read(self) -> Readings:
+        """The farm's machines together, as sampled when their workers were checked (a ``Probe``)."""
+        with self._lock:
+            hosts = {worker.host: worker for worker in self.workers.values()}.values()
+            return Readings(total_memory=sum(worker.total_memory for worker in hosts),
+                            available_memory=sum(worker.available_memory for worker in hosts),
+                            load_1m=None, cpu_count=sum(worker.cpu_count for worker in hosts))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+
+class DaskExecutor:
+    """Spawns :class:`DaskWorker` handles for one run on ``farm``.
+
+    ``machine_limits`` are the run's admission limits, applied by each machine to the
+    builds it runs (its count cap being its worker's ``--nthreads``).
+    """
+
+    def __init__(self, farm: Farm, machine_limits: MachineLimits) -> None:
+        self.farm = farm
+        self.machine_limits = machine_limits
+        self.run_id = uuid.uuid4().hex[:12]
+        self.topic = f"orchestrate-{self.run_id}"
+        self._sink: EventSink | None = None
+        self._incoming: Path | None = None
+        self._handles: dict[str, DaskWorker] = {}
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def start(self, sink: EventSink) -> None:
+        self._sink = sink
+        self._incoming = Path(tempfile.mkdtemp(prefix="orchestrate-farm-incoming-"))
+        self.farm.client.subscribe_topic(self.topic, self._on_event)
+
+    def spawn(self) -> DaskWorker:
+        assert self._sink is not None, "start() first"
+        return DaskWorker(self, self._sink)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.farm.client.unsubscribe_topic(self.topic)
+        with contextlib.suppress(Exception):
+            self.farm.client.run(remote.end_run, self.run_id, workers=list(self.farm.workers), on_error="ignore")
+        if self._incoming is not None:
+            shutil.rmtree(self._incoming, ignore_errors=True)
+        self._sink = self._incoming = None
+
+    def task_key(self, job: BuildJob) -> str:
+        return f"orchestrate-{self.run_id}-{job.key}-{next(self._counter)}"
+
+    def register(self, task: str, handle: DaskWorker) -> None:
+        with self._lock:
+            self._handles[task] = handle
+
+    def forget(self, task: str) -> None:
+        with self._lock:
+            self._handles.pop(task, None)
+
+    def incoming(self) -> Path:
+        assert self._incoming is not None, "start() first"
+        return Path(tempfile.mkdtemp(dir=self._incoming))
+
+    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        """A worker's event (on the client's event loop): hand it to the build's handle."""
+        message = event[1]
+        with self._lock:
+            handle = self._handles.get(message.get("key", ""))
+        if handle is not None:
+            handle.on_event(message)
+
+
+class DaskWorker:
+    """A build on the farm, as a :class:`~orchestrator.executors.WorkerHandle`."""
+
+    def __init__(self, executor: DaskExecutor, sink: EventSink) -> None:
+        self._executor = executor
+        self._client = executor.farm.client
+        self._sink = sink
+        self._job: BuildJob | None = None
+        self._source: distributed.Future[Any] | None = None
+        self._future: distributed.Future[Any] | None = None
+        self._task = ""
+        self._usage = TreeUsage(rss=0, cpu_s=0.0)
+        self._hosts: list[str] = []
+        """The host of each attempt, in order."""
+        self._stopping = False
+        self._ended = threading.Event()
+
+    def stage(self, job: BuildJob) -> None:
+        self._job = job
+        try:
+            data = job.source.read_bytes() if job.kind == "sdist" else None
+        except OSError:
+            data = None  # reported at admission, as a build failure
+        if data is not None:  # sent ahead, while the running builds go on
+            self._source = self._client.scatter(data, hash=False)
+
+    def admit(self, need: int = 0) -> None:
+        job = self._job
+        assert job is not None, "stage() first"
+        limits = self._executor.machine_limits
+        if job.kind != "sdist" or self._source is None:
+            why = (f"{job.source}: a source tree is built on this machine only; make an sdist for the farm"
+                   if job.kind != "sdist" else f"{job.source}: cannot be read")
+            return self._fail(why)
+        for line in self._executor.farm.check_workers():  # workers that joined since (a lost one's replacement)
+            logger.warning("%s", line)
+        workers = self._executor.farm.eligible(need, limits)
+        if not workers:
+            largest = self._executor.farm.largest_machine()
+            room = "no worker is left" if largest is None else (
+                f"the largest, {largest.host}, has {format_size(largest.total_memory)} with "
+                f"{format_size(limits.kept_free(largest.total_memory))} kept free")
+            return self._fail(f"needs about {format_size(need)} and no farm machine can ever hold it ({room})")
+        self._task = self._executor.task_key(job)
+        self._executor.register(self._task, self)
+        request = {"job": job.to_json(), "task": self._task, "run": self._executor.run_id,
+                   "topic": self._executor.topic, "need": need,
+                   "limits": asdict(limits)}
+        self._future = self._client.submit(remote.run_build, request, self._source, key=self._task, pure=False,
+                                           workers=workers, allow_other_workers=False)
+        self._future.add_done_callback(self._done)
+
+    def alive(self) -> bool:
+        return True  # nothing runs before admission: a farm worker cannot die while preparing
+
+    def sample(self) -> TreeUsage:
+        return self._usage
+
+    def stop(self, grace: float) -> None:
+        self._stopping = True
+        threading.Thread(target=self._kill, args=(grace,), daemon=True, name=f"stop-{self._task}").start()
+
+    def kill(self) -> None:
+        self._stopping = True
+        self._kill(0.0)
+
+    def close(self) -> None:
+        self._executor.forget(self._task)
+        for future in (self._future, self._source):
+            if future is not None and not self._ended.is_set():
+                with contextlib.suppress(Exception):
+                    future.cancel()
+        self._future = self._source = None
+
+    # -- from the cluster ---------------------------------------------------------
+    def on_event(self, message: dict[str, Any]) -> None:
+        key = self._job.key if self._job is not None else ""
+        where = f" on {self._hosts[-1]}" if self._hosts else ""
+        if "host" in message:
+            self._hosts.append(message["host"])
+            again = f", attempt {len(self._hosts)}" if len(self._hosts) > 1 else ""
+            self._sink(PhaseStarted(key, f"sent to {message['host']}{again}"))
+        elif "phase" in message:
+            self._sink(PhaseStarted(key, f"{message['phase']}{where}"))
+        elif "waiting" in message:
+            self._sink(PhaseStarted(key, f"{message['waiting']}{where}"))
+        elif "rss" in message:
+            self._usage = TreeUsage(rss=int(message["rss"]), cpu_s=float(message["cpu_s"]))
+
+    def _done(self, future: distributed.Future[Any]) -> None:
+        """The task ended (on a thread of the client): the wheel checked and published, then the events."""
+        if self._ended.is_set():
+            return
+        job = self._job
+        assert job is not None
+        returncode = 0
+        if future.cancelled():
+            outcome = WorkerOutcome(status=Status.STOPPED, error="stopped before it started")
+            returncode = -signal.SIGTERM
+        else:
+            try:
+                result = future.result()
+            except distributed.KilledWorker:
+                outcome = WorkerOutcome(status=Status.FAILED, error=(
+                    f"its workers died {len(self._hosts)} times while building it (last on "
+                    f"{self._hosts[-1] if self._hosts else 'an unknown host'}); not tried again"))
+            except Exception as exc:  # noqa: BLE001 - the task's own failures are outcomes; this is Dask's
+                outcome = WorkerOutcome(status=Status.FAILED, error=f"the farm failed to run it: {exc!r}")
+            else:
+                outcome, returncode = self._arrived(job, result)
+        attempts = max(len(self._hosts), 1)
+        host = self._hosts[-1] if self._hosts else None
+        self._sink(OutcomeReported(job.key, replace(outcome, host=host, attempts=attempts)))
+        self._ended.set()
+        self._sink(Exited(job.key, returncode, _signal_name(returncode)))
+
+    def _arrived(self, job: BuildJob, result: dict[str, Any]) -> tuple[WorkerOutcome, int]:
+        """The task's result on this machine: its log appended to the job's, its wheel checked and published."""
+        outcome = WorkerOutcome.from_json(result["outcome"])
+        with contextlib.suppress(OSError):
+            job.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with job.log_path.open("a", encoding="utf-8") as log:
+                log.write(f"=== orchestrate: built on {result['host']} ({result['worker']}) ===\n")
+                log.write(result.get("log", ""))
+        wheel_bytes = result.get("wheel_bytes")
+        if outcome.status is Status.BUILT and outcome.wheel and wheel_bytes is not None:
+            folder = self._executor.incoming()
+            wheel = folder / outcome.wheel
+            try:
+                wheel.write_bytes(wheel_bytes)
+                check_wheel(wheel, name=outcome.name or job.name, version=outcome.version)
+                published = publish_wheel(wheel, job.wheelhouse)
+            except WheelError as exc:
+                outcome = replace(outcome, status=Status.FAILED, wheel=None,
+                                  error=f"the wheel from {result['host']} was refused on arrival: {exc.message}")
+            except OSError as exc:
+                outcome = replace(outcome, status=Status.FAILED, wheel=None,
+                                  error=f"cannot keep the wheel from {result['host']}: {exc.strerror or exc}")
+            else:
+                outcome = replace(outcome, wheel=published.name)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+        return outcome, int(result.get("returncode", 0))
+
+    def _kill(self, grace: float) -> None:
+        """Kill the build's process tree wherever it runs; a task not started yet is cancelled."""
+        with contextlib.suppress(Exception):
+            self._client.run(remote.kill_builds, [self._task], grace, on_error="ignore")
+        if not self._hosts and self._future is not None:  # not on a worker yet (Dask's queue, or admission)
+            with contextlib.suppress(Exception):
+                self._future.cancel()
+
+    def _fail(self, error: str) -> None:
+        assert self._job is not None
+        self._ended.set()
+        self._sink(OutcomeReported(self._job.key, WorkerOutcome(status=Status.FAILED, error=error)))
+        self._sink(Exited(self._job.key, 0))
+
+
+def _signal_name(returncode: int) -> str | None:
+    if returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+
+def for_run(address: str, *, max_builds: int | None, memory_limit: int | None, min_free_memory: int | None,
+            max_load: float | None, max_cpu: float | None) -> tuple[Farm, Limits, DaskExecutor]:
+    """Connect to the farm at ``address``: the farm, the scheduler's limits there, and the executor.
+
+    The scheduler keeps only the count cap (``max_builds``, else every slot of the accepted
+    workers); memory, load and CPU are each machine's to admit (:class:`MachineLimits`).
+    """
+    farm = Farm.connect(address)
+    limits = Limits(max_builds=max_builds or farm.slots, memory_limit=None, min_free_memory=0, max_load=None,
+                    max_cpu=None)
+    machine = MachineLimits(memory_limit=memory_limit, min_free_memory=min_free_memory, max_load=max_load,
+                            max_cpu=max_cpu)
+    return farm, limits, DaskExecutor(farm, machine)
