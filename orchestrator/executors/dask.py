@@ -42,7 +42,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import dask.config
 import distributed
+from dask.utils import parse_timedelta
 
 import orchestrator
 from orchestrator.errors import ClusterError, WheelError
@@ -57,8 +59,13 @@ from orchestrator.wheels.wheelhouse import publish_wheel
 
 logger = logging.getLogger(__name__)
 
+RESUBMITS = 3
+"""Times a build is sent again after its source was lost with a worker, as Dask's default
+``allowed-failures`` lets a task be run again after its worker died."""
+
 CONNECT_TIMEOUT = 10.0
-"""Seconds to reach the Dask scheduler before the run fails."""
+"""Seconds to reach the Dask scheduler before the run fails, at most (less if Dask's
+``distributed.comm.timeouts.connect`` says less)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +111,7 @@ class Farm:
     def connect(cls, address: str, *, timeout: float = CONNECT_TIMEOUT) -> Farm:
         """Connect to the scheduler at ``address`` and check its workers; :class:`ClusterError` if unreachable."""
         try:
+            timeout = min(timeout, parse_timedelta(dask.config.get("distributed.comm.timeouts.connect")))
             client = distributed.Client(address, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(f"cannot reach the Dask scheduler at {address} ({exc}); start it with "
@@ -147,12 +155,19 @@ class Farm:
                 raise ClusterError(f"the Dask cluster at {self.address} has no worker that can build: {detail}")
         return lines
 
-    def eligible(self, need: int, limits: MachineLimits) -> list[str]:
-        """The workers (alive) whose machine can ever hold a build needing ``need`` bytes."""
+    def alive(self) -> list[str]:
+        """The accepted workers the scheduler still has (a lost worker is gone; its replacement is new)."""
         alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
         with self._lock:
-            return [address for address, worker in self.workers.items()
-                    if address in alive and worker.total_memory - limits.kept_free(worker.total_memory) >= need]
+            return [address for address in self.workers if address in alive]
+
+    def eligible(self, need: int, limits: MachineLimits) -> list[str]:
+        """The workers (alive) whose machine can ever hold a build needing ``need`` bytes."""
+        alive = self.alive()
+        with self._lock:
+            machines = [self.workers[address] for address in alive]
+        return [machine.address for machine in machines
+                if machine.total_memory - limits.kept_free(machine.total_memory) >= need]
 
     def largest_machine(self) -> FarmWorker | None:
         with self._lock:
@@ -202,7 +217,7 @@ class DaskExecutor:
         with contextlib.suppress(Exception):
             self.farm.client.unsubscribe_topic(self.topic)
         with contextlib.suppress(Exception):
-            self.farm.client.run(remote.end_run, self.run_id, workers=list(self.farm.workers), on_error="ignore")
+            self.farm.client.run(remote.end_run, self.run_id, workers=self.farm.alive(), on_error="ignore")
         if self._incoming is not None:
             shutil.rmtree(self._incoming, ignore_errors=True)
         self._sink = self._incoming = None
@@ -245,26 +260,40 @@ class DaskWorker:
         self._usage = TreeUsage(rss=0, cpu_s=0.0)
         self._hosts: list[str] = []
         """The host of each attempt, in order."""
+        self._need = 0
         self._stopping = False
+        self._resubmits = 0
+        """Times the task was sent again because the worker holding its source was lost."""
         self._ended = threading.Event()
 
     def stage(self, job: BuildJob) -> None:
         self._job = job
-        try:
-            data = job.source.read_bytes() if job.kind == "sdist" else None
-        except OSError:
-            data = None  # reported at admission, as a build failure
-        if data is not None:  # sent ahead, while the running builds go on
-            self._source = self._client.scatter(data, hash=False)
+        if job.kind == "sdist":
+            self._scatter()  # sent ahead, while the running builds go on
 
     def admit(self, need: int = 0) -> None:
         job = self._job
         assert job is not None, "stage() first"
-        limits = self._executor.machine_limits
         if job.kind != "sdist" or self._source is None:
             why = (f"{job.source}: a source tree is built on this machine only; make an sdist for the farm"
                    if job.kind != "sdist" else f"{job.source}: cannot be read")
             return self._fail(why)
+        self._need = need
+        self._submit()
+
+    def _scatter(self) -> None:
+        assert self._job is not None
+        try:
+            data = self._job.source.read_bytes()
+        except OSError:
+            self._source = None  # reported at admission, as a build failure
+        else:
+            self._source = self._client.scatter(data, hash=False)
+
+    def _submit(self) -> None:
+        """Send the build to a worker whose machine can hold it (none: it fails, saying so)."""
+        job, need, limits = self._job, self._need, self._executor.machine_limits
+        assert job is not None
         for line in self._executor.farm.check_workers():  # workers that joined since (a lost one's replacement)
             logger.warning("%s", line)
         workers = self._executor.farm.eligible(need, limits)
@@ -279,9 +308,10 @@ class DaskWorker:
         request = {"job": job.to_json(), "task": self._task, "run": self._executor.run_id,
                    "topic": self._executor.topic, "need": need,
                    "limits": asdict(limits)}
-        self._future = self._client.submit(remote.run_build, request, self._source, key=self._task, pure=False,
-                                           workers=workers, allow_other_workers=False)
-        self._future.add_done_callback(self._done)
+        future = self._client.submit(remote.run_build, request, self._source, key=self._task, pure=False,
+                                     workers=workers, allow_other_workers=False)
+        self._future = future
+        future.add_done_callback(self._done)
 
     def alive(self) -> bool:
         return True  # nothing runs before admission: a farm worker cannot die while preparing
@@ -322,12 +352,22 @@ class DaskWorker:
 
     def _done(self, future: distributed.Future[Any]) -> None:
         """The task ended (on a thread of the client): the wheel checked and published, then the events."""
-        if self._ended.is_set():
+        if self._ended.is_set() or future is not self._future:
             return
         job = self._job
         assert job is not None
         returncode = 0
-        if future.cancelled():
+        if future.cancelled() and not self._stopping and self._resubmits < RESUBMITS:
+            # Dask cancels a task whose scattered source was lost with its worker: send both again.
+            self._resubmits += 1
+            self._executor.forget(self._task)
+            self._scatter()
+            self._submit()
+            return
+        if future.cancelled() and not self._stopping:
+            outcome = WorkerOutcome(status=Status.FAILED, error=(
+                f"the workers holding it were lost {self._resubmits + 1} times; not tried again"))
+        elif future.cancelled():
             outcome = WorkerOutcome(status=Status.STOPPED, error="stopped before it started")
             returncode = -signal.SIGTERM
         else:
@@ -378,7 +418,8 @@ class DaskWorker:
     def _kill(self, grace: float) -> None:
         """Kill the build's process tree wherever it runs; a task not started yet is cancelled."""
         with contextlib.suppress(Exception):
-            self._client.run(remote.kill_builds, [self._task], grace, on_error="ignore")
+            self._client.run(remote.kill_builds, [self._task], grace, workers=self._executor.farm.alive(),
+                             on_error="ignore")
         if not self._hosts and self._future is not None:  # not on a worker yet (Dask's queue, or admission)
             with contextlib.suppress(Exception):
                 self._future.cancel()
