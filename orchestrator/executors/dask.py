@@ -132,7 +132,7 @@ class Farm:
 
     def check_workers(self) -> list[str]:
         """Probe the workers not checked yet; one line for each refused. :class:`ClusterError` if none is usable."""
-        info = self.client.scheduler_info(n_workers=-1)["workers"]
+        info = self._scheduler_workers()
         with self._lock:
             new = [address for address in info if address not in self.workers and address not in self.refused]
         if not new:
@@ -155,9 +155,20 @@ class Farm:
                 raise ClusterError(f"the Dask cluster at {self.address} has no worker that can build: {detail}")
         return lines
 
+    def slots_of(self, workers: list[str]) -> dict[str, int]:
+        with self._lock:
+            return {address: self.workers[address].slots for address in workers}
+
+    def _scheduler_workers(self) -> dict[str, Any]:
+        """The workers the scheduler has now, asked of it (the client's cached copy may lack them)."""
+        scheduler = self.client.scheduler
+        assert scheduler is not None, "connected"
+        identity: dict[str, Any] = self.client.sync(scheduler.identity, n_workers=-1)
+        return dict(identity["workers"])
+
     def alive(self) -> list[str]:
         """The accepted workers the scheduler still has (a lost worker is gone; its replacement is new)."""
-        alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
+        alive = set(self._scheduler_workers())
         with self._lock:
             return [address for address in self.workers if address in alive]
 
@@ -201,6 +212,8 @@ class DaskExecutor:
         self._sink: EventSink | None = None
         self._incoming: Path | None = None
         self._handles: dict[str, DaskWorker] = {}
+        self._held: dict[str, int] = {}
+        """Slots this run's builds hold, by worker."""
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -233,6 +246,25 @@ class DaskExecutor:
         with self._lock:
             self._handles.pop(task, None)
 
+    def place(self, workers: list[str]) -> str:
+        """The one of ``workers`` to send a build to: the one with the most free slots (and hold one there).
+
+        Dask places a task beside its data and does not know that a build holds a thread
+        for minutes: a build could wait behind a busy worker while another has a slot free.
+        The client knows every slot its builds hold, so it chooses.
+        """
+        slots = self.farm.slots_of(workers)
+        with self._lock:
+            chosen = max(workers, key=lambda address: slots[address] - self._held.get(address, 0))
+            self._held[chosen] = self._held.get(chosen, 0) + 1
+        return chosen
+
+    def vacate(self, worker: str | None) -> None:
+        """A build sent to ``worker`` has ended: its slot is free."""
+        with self._lock:
+            if worker in self._held:
+                self._held[worker] -= 1
+
     def incoming(self) -> Path:
         assert self._incoming is not None, "start() first"
         return Path(tempfile.mkdtemp(dir=self._incoming))
@@ -260,6 +292,10 @@ class DaskWorker:
         self._usage = TreeUsage(rss=0, cpu_s=0.0)
         self._hosts: list[str] = []
         """The host of each attempt, in order."""
+        self._data: bytes | None = None
+        """The sdist, read ahead."""
+        self._worker: str | None = None
+        """The worker the build was last sent to."""
         self._need = 0
         self._stopping = False
         self._resubmits = 0
@@ -269,31 +305,23 @@ class DaskWorker:
     def stage(self, job: BuildJob) -> None:
         self._job = job
         if job.kind == "sdist":
-            self._scatter()  # sent ahead, while the running builds go on
+            with contextlib.suppress(OSError):  # unreadable: reported at admission, as a build failure
+                self._data = job.source.read_bytes()
 
     def admit(self, need: int = 0) -> None:
         job = self._job
         assert job is not None, "stage() first"
-        if job.kind != "sdist" or self._source is None:
+        if job.kind != "sdist" or self._data is None:
             why = (f"{job.source}: a source tree is built on this machine only; make an sdist for the farm"
                    if job.kind != "sdist" else f"{job.source}: cannot be read")
             return self._fail(why)
         self._need = need
         self._submit()
 
-    def _scatter(self) -> None:
-        assert self._job is not None
-        try:
-            data = self._job.source.read_bytes()
-        except OSError:
-            self._source = None  # reported at admission, as a build failure
-        else:
-            self._source = self._client.scatter(data, hash=False)
-
     def _submit(self) -> None:
-        """Send the build to a worker whose machine can hold it (none: it fails, saying so)."""
+        """Send the source and the build to a worker whose machine can hold it (none: it fails, saying so)."""
         job, need, limits = self._job, self._need, self._executor.machine_limits
-        assert job is not None
+        assert job is not None and self._data is not None
         for line in self._executor.farm.check_workers():  # workers that joined since (a lost one's replacement)
             logger.warning("%s", line)
         workers = self._executor.farm.eligible(need, limits)
@@ -305,11 +333,13 @@ class DaskWorker:
             return self._fail(f"needs about {format_size(need)} and no farm machine can ever hold it ({room})")
         self._task = self._executor.task_key(job)
         self._executor.register(self._task, self)
+        self._worker = self._executor.place(workers)
         request = {"job": job.to_json(), "task": self._task, "run": self._executor.run_id,
-                   "topic": self._executor.topic, "need": need,
-                   "limits": asdict(limits)}
+                   "topic": self._executor.topic, "need": need, "limits": asdict(limits)}
+        # The source goes to the chosen worker only: lost with it, the task is cancelled and sent again.
+        self._source = self._client.scatter(self._data, workers=[self._worker], hash=False)
         future = self._client.submit(remote.run_build, request, self._source, key=self._task, pure=False,
-                                     workers=workers, allow_other_workers=False)
+                                     workers=[self._worker], allow_other_workers=False)
         self._future = future
         future.add_done_callback(self._done)
 
@@ -356,12 +386,12 @@ class DaskWorker:
             return
         job = self._job
         assert job is not None
+        self._executor.vacate(self._worker)
         returncode = 0
         if future.cancelled() and not self._stopping and self._resubmits < RESUBMITS:
             # Dask cancels a task whose scattered source was lost with its worker: send both again.
             self._resubmits += 1
             self._executor.forget(self._task)
-            self._scatter()
             self._submit()
             return
         if future.cancelled() and not self._stopping:

@@ -53,7 +53,7 @@ from orchestrator.build.envcache import run_env_cache
 from orchestrator.build.worker import ADMIT, decode_message
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome, nested_jobs_environ
 from orchestrator.policy.admission import Candidate, Limits, RunningBuild, decide, jobs_per_build
-from orchestrator.resources import SystemProbe, kill_tree, tree_usages
+from orchestrator.resources import CpuRate, SystemProbe, kill_tree, tree_usages
 
 SAMPLE_INTERVAL = 0.5
 """Seconds between samples of the builds' process trees, and between admission checks."""
@@ -104,6 +104,7 @@ class _Build:
         self.topic = topic
         self.pid: int | None = None
         self.rss = 0
+        self.cpu = CpuRate()
         self.started_at = time.monotonic()
 
 
@@ -129,7 +130,8 @@ class _Machine:
 
     def running(self) -> list[RunningBuild]:
         with self.lock:
-            return [RunningBuild(key=build.key, need=build.need, rss=build.rss, started_at=build.started_at)
+            return [RunningBuild(key=build.key, need=build.need, rss=build.rss, started_at=build.started_at,
+                                 cpu=build.cpu.rate())
                     for build in self.builds.values() if build.pid is not None]
 
     def start_sampler(self, worker: Any) -> None:
@@ -148,8 +150,10 @@ class _Machine:
                 if not self.builds:
                     self._sampler = None
                     return
+            now = time.monotonic()
             for pid, usage in tree_usages(list(builds)).items():
                 builds[pid].rss = usage.rss
+                builds[pid].cpu.add(now, usage.cpu_s)
                 worker.log_event(builds[pid].topic, {"key": builds[pid].key, "rss": usage.rss, "cpu_s": usage.cpu_s})
 
 
@@ -191,7 +195,7 @@ def run_build(request: dict[str, Any], source: bytes) -> dict[str, Any]:
         outcome, returncode = _run_worker(remote_job, work, build, machine, worker, topic)
         result = _ended(outcome, host, worker, returncode)
         if outcome.status is Status.BUILT and outcome.wheel:
-            result["wheel_bytes"] = (remote_job.wheelhouse / outcome.wheel).read_bytes()
+            result["wheel_bytes"] = wheel_bytes(remote_job.wheelhouse / outcome.wheel)
         with contextlib.suppress(OSError):
             result["log"] = remote_job.log_path.read_text(encoding="utf-8", errors="replace")
         return result
@@ -202,6 +206,11 @@ def run_build(request: dict[str, Any], source: bytes) -> dict[str, Any]:
         with machine.lock:
             machine.builds.pop(task, None)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def wheel_bytes(path: Path) -> bytes:
+    """The built wheel, as it is sent back (the client checks it again on arrival)."""
+    return path.read_bytes()
 
 
 def _ended(outcome: WorkerOutcome, host: str, worker: Any, returncode: int = 0) -> dict[str, Any]:
