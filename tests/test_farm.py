@@ -168,6 +168,7 @@ def test_a_real_c_extension_builds_on_a_worker(farm: Cluster, tmp_path: Path) ->
     assert record["status"] == "built" and record["host"] == socket.gethostname()
     assert record["phases"]["backend"] > 0 and record["peak_rss_bytes"] > 10 * 1024 * 1024
     assert "built on" in Path(record["log"]).read_text()  # the worker's log came back
+    assert f"in {record['wall_s']:.1f} s on {socket.gethostname()}" in result.stdout + result.stderr  # where it ran
 
 
 def test_ctrl_c_leaves_no_build_process_on_any_worker(farm: Cluster, tmp_path: Path) -> None:
