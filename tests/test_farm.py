@@ -315,3 +315,39 @@ def test_a_worker_killed_mid_build_loses_no_wheel(local_cluster: distributed.Loc
     records = json.loads(report.read_text())["builds"]
     assert all(record["status"] == "built" for record in records)
     assert max(record["attempts"] for record in records) == 2, records  # the lost attempt counted
+
+
+def test_a_timeout_stops_the_remote_build_tree(farm: Cluster, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    make_sdist(tmp_path / "sdists", "stuck", hang=True, spawn_child=True, events=str(events))
+    report = tmp_path / "report.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--cluster", farm.address,
+                         "--timeout", "3", "--report-json", report, "--no-history", env=FAST_CONNECT)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (record,) = json.loads(report.read_text())["builds"]
+    assert record["status"] == "failed" and record["error"] == "timed out after 3 s", record
+    pids = [event["pid"] for event in read_events(events)] + [e["child"] for e in read_events(events) if "child" in e]
+    assert pids and not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+
+def test_each_machine_admits_by_memory(farm: Cluster, tmp_path: Path) -> None:
+    """Under --memory-limit 500M, a build that needs 300M runs alone on its worker, whatever its slots."""
+    events = tmp_path / "events.jsonl"
+    for index in range(4):
+        make_sdist(tmp_path / "sdists", f"fat{index}", alloc_mb=100, sleep=1.5, events=str(events))
+    report = tmp_path / "report.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--cluster", farm.address,
+                         "--memory-per-build", "300M", "--memory-limit", "500M", "--max-cpu", "0",
+                         "--report-json", report, "--no-history", env=FAST_CONNECT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = json.loads(report.read_text())["builds"]
+    with client_of(farm.address) as client:
+        slots = workers_of(client)
+    by_worker: dict[str, list[str]] = {}
+    for record in records:
+        by_worker.setdefault(built_on(record), []).append(record["name"])
+    wide = next(address for address, count in slots.items() if count == 2)
+    assert len(by_worker[wide]) >= 2, by_worker  # the client sent it two at once: it has two slots
+    own = [event for event in read_events(events) if event["name"] in by_worker[wide]]
+    assert max_concurrency(own) == 1, own  # and the machine ran them one at a time
+    assert all(record["peak_rss_bytes"] >= 100 * 1024 * 1024 for record in records)  # samples came back

@@ -388,6 +388,7 @@ class DaskWorker:
         assert job is not None
         self._executor.vacate(self._worker)
         returncode = 0
+        outcome: WorkerOutcome | None
         if future.cancelled() and not self._stopping and self._resubmits < RESUBMITS:
             # Dask cancels a task whose scattered source was lost with its worker: send both again.
             self._resubmits += 1
@@ -397,9 +398,8 @@ class DaskWorker:
         if future.cancelled() and not self._stopping:
             outcome = WorkerOutcome(status=Status.FAILED, error=(
                 f"the workers holding it were lost {self._resubmits + 1} times; not tried again"))
-        elif future.cancelled():
-            outcome = WorkerOutcome(status=Status.STOPPED, error="stopped before it started")
-            returncode = -signal.SIGTERM
+        elif future.cancelled():  # stopped before it reached a worker: as a worker that was stopped
+            outcome, returncode = None, -signal.SIGTERM
         else:
             try:
                 result = future.result()
@@ -411,22 +411,22 @@ class DaskWorker:
                 outcome = WorkerOutcome(status=Status.FAILED, error=f"the farm failed to run it: {exc!r}")
             else:
                 outcome, returncode = self._arrived(job, result)
-        attempts = max(len(self._hosts), 1)
-        host = self._hosts[-1] if self._hosts else None
-        self._sink(OutcomeReported(job.key, replace(outcome, host=host, attempts=attempts)))
+        if outcome is not None:
+            host = self._hosts[-1] if self._hosts else None
+            self._sink(OutcomeReported(job.key, replace(outcome, host=host, attempts=max(len(self._hosts), 1))))
         self._ended.set()
         self._sink(Exited(job.key, returncode, _signal_name(returncode)))
 
-    def _arrived(self, job: BuildJob, result: dict[str, Any]) -> tuple[WorkerOutcome, int]:
+    def _arrived(self, job: BuildJob, result: dict[str, Any]) -> tuple[WorkerOutcome | None, int]:
         """The task's result on this machine: its log appended to the job's, its wheel checked and published."""
-        outcome = WorkerOutcome.from_json(result["outcome"])
+        outcome = WorkerOutcome.from_json(result["outcome"]) if result["outcome"] is not None else None
         with contextlib.suppress(OSError):
             job.log_path.parent.mkdir(parents=True, exist_ok=True)
             with job.log_path.open("a", encoding="utf-8") as log:
                 log.write(f"=== orchestrate: built on {result['host']} ({result['worker']}) ===\n")
                 log.write(result.get("log", ""))
         wheel_bytes = result.get("wheel_bytes")
-        if outcome.status is Status.BUILT and outcome.wheel and wheel_bytes is not None:
+        if outcome is not None and outcome.status is Status.BUILT and outcome.wheel and wheel_bytes is not None:
             folder = self._executor.incoming()
             wheel = folder / outcome.wheel
             try:

@@ -10,7 +10,8 @@ through Dask (``client.submit`` for a build, ``client.run`` for the rest)::
         │ stdout: phases ─► worker.log_event(topic) ─► the client's handle ─► the scheduler
         │ every 0.5 s: each build's process tree (RSS, CPU) ─► log_event, for the client's samples
         ▼
-    returns {outcome, wheel bytes, log text, host}; the client checks the wheel and publishes it
+    returns {outcome (none if the build worker died without one), exit status, wheel bytes, log text,
+    host}; the client checks the wheel and publishes it
 
     client.run(probe)        what this worker is: host, Python, platform, memory, CPUs
     client.run(kill_builds)  Ctrl-C, --timeout: the builds' process trees, by task key
@@ -170,7 +171,7 @@ def _machine() -> _Machine:
 
 
 def run_build(request: dict[str, Any], source: bytes) -> dict[str, Any]:
-    """Build one source on this worker; never raises (every failure is an outcome).
+    """Build one source on this worker; never raises (a failure is an outcome, or a build worker's exit status).
 
     ``request``: ``job`` (the client's :class:`BuildJob` as JSON), ``task`` (this task's
     key), ``run`` (the run's id), ``topic`` (for events), ``need`` (bytes), ``limits``
@@ -190,11 +191,11 @@ def run_build(request: dict[str, Any], source: bytes) -> dict[str, Any]:
         limits = MachineLimits(**request["limits"]).for_machine(machine.probe.read().total_memory,
                                                                  worker.state.nthreads)
         if not _admitted(machine, build, limits, worker, topic):
-            return _ended(WorkerOutcome(status=Status.STOPPED, error="stopped before it started"), host, worker)
+            return _ended(None, host, worker, -signal.SIGTERM)  # stopped while it waited: as if killed
         remote_job = _place(job, work, source, machine.env_cache(request["run"]), worker.state.nthreads)
         outcome, returncode = _run_worker(remote_job, work, build, machine, worker, topic)
         result = _ended(outcome, host, worker, returncode)
-        if outcome.status is Status.BUILT and outcome.wheel:
+        if outcome is not None and outcome.status is Status.BUILT and outcome.wheel:
             result["wheel_bytes"] = wheel_bytes(remote_job.wheelhouse / outcome.wheel)
         with contextlib.suppress(OSError):
             result["log"] = remote_job.log_path.read_text(encoding="utf-8", errors="replace")
@@ -213,8 +214,9 @@ def wheel_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _ended(outcome: WorkerOutcome, host: str, worker: Any, returncode: int = 0) -> dict[str, Any]:
-    return {"outcome": outcome.to_json(), "returncode": returncode, "host": host, "worker": worker.address}
+def _ended(outcome: WorkerOutcome | None, host: str, worker: Any, returncode: int = 0) -> dict[str, Any]:
+    return {"outcome": outcome.to_json() if outcome else None, "returncode": returncode, "host": host,
+            "worker": worker.address}
 
 
 def _admitted(machine: _Machine, build: _Build, limits: Limits, worker: Any, topic: str) -> bool:
@@ -251,8 +253,11 @@ def _place(job: BuildJob, work: Path, source: bytes, env_cache: Path, slots: int
 
 
 def _run_worker(job: BuildJob, work: Path, build: _Build, machine: _Machine, worker: Any,
-                topic: str) -> tuple[WorkerOutcome, int]:
-    """Run ``python -m orchestrator.build.worker`` on the job, admitted at once; forward its phases."""
+                topic: str) -> tuple[WorkerOutcome | None, int]:
+    """Run ``python -m orchestrator.build.worker`` on the job, admitted at once; forward its phases.
+
+    A worker that died without an outcome is its exit status alone, as with local workers: the
+    scheduler knows why (a timeout, a stop) and says so."""
     process = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.build.worker"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -280,11 +285,6 @@ def _run_worker(job: BuildJob, work: Path, build: _Build, machine: _Machine, wor
     returncode = process.wait()
     with contextlib.suppress(OSError):  # whatever the build left behind goes with it
         os.killpg(process.pid, signal.SIGKILL)
-    if outcome is None:
-        name = signal.Signals(-returncode).name if returncode < 0 else None
-        error = (f"the build worker was killed by {name}" if name
-                 else f"the build worker exited with status {returncode} without a result")
-        outcome = WorkerOutcome(status=Status.FAILED, error=error, killed_by=name)
     return outcome, returncode
 
 
