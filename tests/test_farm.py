@@ -24,7 +24,9 @@ import pytest
 from conftest import backend_index_args, orchestrate
 from sdists import make_sdist, max_concurrency, read_events
 
+import orchestrator
 from orchestrator.executors import remote
+from orchestrator.executors.dask import refusal
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "sdists"
 FAST_CONNECT = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"}
@@ -351,3 +353,25 @@ def test_each_machine_admits_by_memory(farm: Cluster, tmp_path: Path) -> None:
     own = [event for event in read_events(events) if event["name"] in by_worker[wide]]
     assert max_concurrency(own) == 1, own  # and the machine ran them one at a time
     assert all(record["peak_rss_bytes"] >= 100 * 1024 * 1024 for record in records)  # samples came back
+
+
+HERE = {"implementation": sys.implementation.name, "python": "%d.%d" % sys.version_info[:2],
+        "platform": sysconfig.get_platform(), "orchestrator": orchestrator.__version__}
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    (HERE, None),
+    # Another Python: its wheels would be for another interpreter, and its history is another's.
+    ({**HERE, "python": "3.99"}, "python 3.99, this run needs"),
+    ({**HERE, "implementation": "pypy"}, "implementation pypy, this run needs"),
+    # Another platform: its platform wheels would not install here.
+    ({**HERE, "platform": "macosx-14.0-arm64"}, "platform macosx-14.0-arm64, this run needs"),
+    # Another orchestrator: the two sides of the farm could disagree on their messages.
+    ({**HERE, "orchestrator": "0.0.1"}, "orchestrator 0.0.1, this run needs"),
+    # The probe could not even be unpickled there.
+    (ModuleNotFoundError("No module named 'orchestrator'"), "orchestrator is not installed there"),
+    (RuntimeError("disk on fire"), "the check failed there: RuntimeError('disk on fire')"),
+])
+def test_which_workers_are_refused(answer: dict[str, Any] | BaseException, reason: str | None) -> None:
+    refused = refusal(answer)
+    assert refused == reason if reason is None else refused is not None and refused.startswith(reason)
