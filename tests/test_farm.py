@@ -231,7 +231,7 @@ def _corrupt_wheels(on: bool) -> None:
         data[len(data) // 2] ^= 0xFF
         return bytes(data)
 
-    remote.wheel_bytes = corrupted if on else original  # type: ignore[assignment]
+    remote.wheel_bytes = corrupted if on else original
 
 
 def test_a_build_no_machine_can_hold_fails_at_once(farm: Cluster, tmp_path: Path) -> None:
@@ -375,3 +375,23 @@ HERE = {"implementation": sys.implementation.name, "python": "%d.%d" % sys.versi
 def test_which_workers_are_refused(answer: dict[str, Any] | BaseException, reason: str | None) -> None:
     refused = refusal(answer)
     assert refused == reason if reason is None else refused is not None and refused.startswith(reason)
+
+
+def test_a_build_that_keeps_killing_its_workers_fails_saying_so(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start_scheduler()
+        for _ in range(4):  # one for each attempt: a worker killed without a nanny does not come back
+            cluster.start_worker(1)
+        with client_of(cluster.address) as client:
+            client.wait_for_workers(4, timeout=60)
+        make_sdist(tmp_path / "sdists", "killer", kill_farm_worker=True)
+        report = tmp_path / "report.json"
+        result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--cluster", cluster.address,
+                             "--report-json", report, "--no-history", env=FAST_CONNECT)
+    finally:
+        cluster.stop()
+    assert result.returncode == 1, result.stdout + result.stderr
+    (killer,) = json.loads(report.read_text())["builds"]
+    assert killer["status"] == "failed" and killer["attempts"] == 4, killer
+    assert killer["error"] == "the workers holding it were lost 4 times; not tried again"

@@ -37,6 +37,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -59,6 +60,8 @@ from orchestrator.wheels.wheelhouse import publish_wheel
 
 logger = logging.getLogger(__name__)
 
+WORKER_WAIT = 60.0
+"""Seconds a build waits for a worker that can hold it to come back, when all such were lost."""
 RESUBMITS = 3
 """Times a build is sent again after its source was lost with a worker, as Dask's default
 ``allowed-failures`` lets a task be run again after its worker died."""
@@ -172,9 +175,9 @@ class Farm:
         with self._lock:
             return [address for address in self.workers if address in alive]
 
-    def eligible(self, need: int, limits: MachineLimits) -> list[str]:
-        """The workers (alive) whose machine can ever hold a build needing ``need`` bytes."""
-        alive = self.alive()
+    def eligible(self, need: int, limits: MachineLimits, *, alive_only: bool = True) -> list[str]:
+        """The workers (alive, unless not ``alive_only``) whose machine can ever hold a build needing ``need``."""
+        alive = self.alive() if alive_only else list(self.workers)
         with self._lock:
             machines = [self.workers[address] for address in alive]
         return [machine.address for machine in machines
@@ -301,6 +304,7 @@ class DaskWorker:
         self._resubmits = 0
         """Times the task was sent again because the worker holding its source was lost."""
         self._ended = threading.Event()
+        self._end_lock = threading.Lock()
 
     def stage(self, job: BuildJob) -> None:
         self._job = job
@@ -325,6 +329,10 @@ class DaskWorker:
         for line in self._executor.farm.check_workers():  # workers that joined since (a lost one's replacement)
             logger.warning("%s", line)
         workers = self._executor.farm.eligible(need, limits)
+        if not workers and self._executor.farm.eligible(need, limits, alive_only=False):
+            # The workers that could hold it are lost for now (a nanny restarts them): wait, off this thread.
+            threading.Thread(target=self._submit_when_back, daemon=True, name=f"wait-{job.key}").start()
+            return
         if not workers:
             largest = self._executor.farm.largest_machine()
             room = "no worker is left" if largest is None else (
@@ -342,6 +350,19 @@ class DaskWorker:
                                      workers=[self._worker], allow_other_workers=False)
         self._future = future
         future.add_done_callback(self._done)
+
+    def _submit_when_back(self) -> None:
+        """Send the build once a worker that can hold it is back; fail after :data:`WORKER_WAIT` seconds."""
+        deadline = time.monotonic() + WORKER_WAIT
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if self._stopping:
+                return self._end(None, -signal.SIGTERM)
+            for line in self._executor.farm.check_workers():
+                logger.warning("%s", line)
+            if self._executor.farm.eligible(self._need, self._executor.machine_limits):
+                return self._submit()
+        self._fail(f"no farm worker that can hold it came back within {WORKER_WAIT:g} s")
 
     def alive(self) -> bool:
         return True  # nothing runs before admission: a farm worker cannot die while preparing
@@ -411,11 +432,19 @@ class DaskWorker:
                 outcome = WorkerOutcome(status=Status.FAILED, error=f"the farm failed to run it: {exc!r}")
             else:
                 outcome, returncode = self._arrived(job, result)
+        self._end(outcome, returncode)
+
+    def _end(self, outcome: WorkerOutcome | None, returncode: int) -> None:
+        """Report how the build ended, once: its outcome (with where it ran, and its attempts), then its exit."""
+        assert self._job is not None
+        with self._end_lock:
+            if self._ended.is_set():
+                return
+            self._ended.set()
         if outcome is not None:
             host = self._hosts[-1] if self._hosts else None
-            self._sink(OutcomeReported(job.key, replace(outcome, host=host, attempts=max(len(self._hosts), 1))))
-        self._ended.set()
-        self._sink(Exited(job.key, returncode, _signal_name(returncode)))
+            self._sink(OutcomeReported(self._job.key, replace(outcome, host=host, attempts=max(len(self._hosts), 1))))
+        self._sink(Exited(self._job.key, returncode, _signal_name(returncode)))
 
     def _arrived(self, job: BuildJob, result: dict[str, Any]) -> tuple[WorkerOutcome | None, int]:
         """The task's result on this machine: its log appended to the job's, its wheel checked and published."""
@@ -455,10 +484,7 @@ class DaskWorker:
                 self._future.cancel()
 
     def _fail(self, error: str) -> None:
-        assert self._job is not None
-        self._ended.set()
-        self._sink(OutcomeReported(self._job.key, WorkerOutcome(status=Status.FAILED, error=error)))
-        self._sink(Exited(self._job.key, 0))
+        self._end(WorkerOutcome(status=Status.FAILED, error=error), 0)
 
 
 def _signal_name(returncode: int) -> str | None:
