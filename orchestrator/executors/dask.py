@@ -1,29 +1,33 @@
 """The build farm: builds run on the workers of a Dask distributed cluster (``--cluster ADDRESS``).
 
-We do not write a farm protocol of our own: Dask places tasks, moves bytes, notices lost
-workers and runs their tasks again. This module is the client's side; ``remote.py`` is
-what runs on each worker::
+We do not write a farm protocol of our own: Dask connects, moves bytes, runs tasks and
+notices lost workers. This module is the client's side; ``remote.py`` is what runs on
+each worker::
 
     Farm.connect(ADDRESS) ─► client.run(remote.probe) on every worker: our package, the same
-        │                    Python and platform? one line per worker that is refused
+        │                    Python, platform and version? one line per worker that is refused
         ▼
-    scheduler ─► DaskWorker.stage(job): the sdist's bytes scattered to the cluster
-               ─► admit(need): client.submit(remote.run_build, restricted to the workers whose
-                  machine can hold ``need``; none can: the build fails with that reason)
-                        │ phases, RSS/CPU samples, the host of each attempt: worker.log_event
+    scheduler ─► DaskWorker.stage(job): the sdist read
+               ─► admit(need): the workers whose machine can hold ``need`` (none: the build fails,
+                  saying so); of those, the one with the most free slots (DaskExecutor.place)
+               ─► the sdist's bytes scattered to it, client.submit(remote.run_build) pinned to it
+                        │ the host of each start, phases, RSS/CPU samples: worker.log_event
                         │ ─► client.subscribe_topic ─► PhaseStarted, sample()
                         ▼
                the task's result: outcome, wheel bytes, log ─► check_wheel ─► publish_wheel
                (the same check and the same atomic publishing as a local build) ─► Exited
 
-Slots: a worker started with ``--nthreads N`` runs N tasks at once, so N builds at once;
-the scheduler's own count cap is the accepted workers' slots together. Memory, CPU and
-load are admitted on each machine by the same policy (``remote._admitted``): the client's
-machine says nothing about the farm's. Faults: a worker that dies mid-build has its task
-run again by Dask elsewhere (each start is an attempt in the report); after Dask's
-``distributed.scheduler.allowed-failures`` deaths the task ends as ``KilledWorker``, the
-build failing with that reason. Stopping a build (Ctrl-C, --timeout) kills its process
-tree on whichever worker runs it (``client.run(remote.kill_builds)``).
+Slots: a worker started with ``--nthreads N`` runs N tasks at once, so N builds; the
+scheduler's count cap is the accepted workers' slots together. The client picks the worker
+itself because Dask places a task beside its data and does not know that a build holds a
+thread for minutes. Memory, CPU and load are admitted on each machine by the same policy
+(``remote._admitted``): the client's machine says nothing about the farm's.
+
+Faults: a worker lost mid-build takes the scattered source with it, and Dask cancels the
+task; the client sends both again to another worker (waiting up to :data:`WORKER_WAIT` for
+one, if none is left), each start an attempt in the report, and fails the build after
+:data:`RESUBMITS` resends. Stopping a build (Ctrl-C, --timeout) kills its process tree on
+whichever worker runs it (``client.run(remote.kill_builds)``); one not started is cancelled.
 """
 
 from __future__ import annotations
@@ -63,8 +67,8 @@ logger = logging.getLogger(__name__)
 WORKER_WAIT = 60.0
 """Seconds a build waits for a worker that can hold it to come back, when all such were lost."""
 RESUBMITS = 3
-"""Times a build is sent again after its source was lost with a worker, as Dask's default
-``allowed-failures`` lets a task be run again after its worker died."""
+"""Times a build is sent again after its worker was lost (four attempts, as many as Dask's default
+``allowed-failures`` gives a task whose workers die)."""
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to reach the Dask scheduler before the run fails, at most (less if Dask's
@@ -424,10 +428,6 @@ class DaskWorker:
         else:
             try:
                 result = future.result()
-            except distributed.KilledWorker:
-                outcome = WorkerOutcome(status=Status.FAILED, error=(
-                    f"its workers died {len(self._hosts)} times while building it (last on "
-                    f"{self._hosts[-1] if self._hosts else 'an unknown host'}); not tried again"))
             except Exception as exc:  # noqa: BLE001 - the task's own failures are outcomes; this is Dask's
                 outcome = WorkerOutcome(status=Status.FAILED, error=f"the farm failed to run it: {exc!r}")
             else:

@@ -21,7 +21,12 @@ Why a subprocess and not the build in the task thread: the builder is the same c
 on one machine, a build's whole tree can be signalled through its process group, and a
 crash of a backend cannot take the Dask worker down. If the Dask worker dies (kill -9,
 machine lost), the build worker notices its parent is gone and kills its own group
-(``build/worker._watch_parent``); Dask runs the task again elsewhere.
+(``build/worker._watch_parent``); the client sends the build again elsewhere.
+
+Machine admission counts the builds of this worker process against the machine's readings:
+run one ``dask worker`` per machine (``--nthreads`` builds), as the README says, for the
+reservations of all the machine's builds to be counted together. The job's sandbox and
+index options are the client's decisions, applied here as they are.
 
 Prepared build environments (``build/envcache.py``) live per run in each worker
 process's temporary folder, shared by the builds that worker runs, so each is prepared
