@@ -67,7 +67,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
-    from orchestrator.executors.dask import DaskExecutor, Farm
+    from orchestrator.executors.cluster import Farm
+    from orchestrator.executors.dask import DaskExecutor
 
 
 class Terminated(BaseException):

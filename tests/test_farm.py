@@ -26,7 +26,7 @@ from sdists import make_sdist, max_concurrency, read_events
 
 import orchestrator
 from orchestrator.executors import remote
-from orchestrator.executors.dask import refusal
+from orchestrator.executors.cluster import refusal
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "sdists"
 FAST_CONNECT = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"}

@@ -58,7 +58,7 @@ import orchestrator
 from orchestrator.build.envcache import run_env_cache
 from orchestrator.build.worker import ADMIT, decode_message
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome, nested_jobs_environ
-from orchestrator.policy.admission import Candidate, Limits, RunningBuild, decide, jobs_per_build
+from orchestrator.policy.admission import Candidate, Limits, Readings, RunningBuild, decide, jobs_per_build
 from orchestrator.resources import CpuRate, SystemProbe, kill_tree, tree_usages
 
 SAMPLE_INTERVAL = 0.5
@@ -87,7 +87,7 @@ class MachineLimits:
 
 def probe() -> dict[str, Any]:
     """What this worker is, for the client's check at start and its routing by memory."""
-    readings = _machine().probe.read()
+    readings = _machine().read()
     return {
         "host": socket.gethostname(),
         "python": "%d.%d" % sys.version_info[:2],
@@ -108,6 +108,7 @@ class _Build:
         self.key = key
         self.need = need
         self.topic = topic
+        self.admitted = False
         self.pid: int | None = None
         self.rss = 0
         self.cpu = CpuRate()
@@ -120,6 +121,8 @@ class _Machine:
     def __init__(self) -> None:
         self.probe = SystemProbe()
         self.lock = threading.Lock()
+        self.admitting = threading.RLock()
+        """Held by one admission decision at a time, and by each reading of the probe."""
         self.builds: dict[str, _Build] = {}
         self.cancelled: set[str] = set()
         self.env_caches: dict[str, tuple[contextlib.ExitStack, Path]] = {}
@@ -134,11 +137,15 @@ class _Machine:
                 self.env_caches[run_id] = (stack, stack.enter_context(run_env_cache(root, keep=False)))
             return self.env_caches[run_id][1]
 
+    def read(self) -> Readings:
+        with self.admitting:  # the probe keeps a window of CPU samples: one reader at a time
+            return self.probe.read()
+
     def running(self) -> list[RunningBuild]:
         with self.lock:
             return [RunningBuild(key=build.key, need=build.need, rss=build.rss, started_at=build.started_at,
                                  cpu=build.cpu.rate())
-                    for build in self.builds.values() if build.pid is not None]
+                    for build in self.builds.values() if build.admitted]
 
     def start_sampler(self, worker: Any) -> None:
         with self.lock:
@@ -193,7 +200,7 @@ def run_build(request: dict[str, Any], source: bytes) -> dict[str, Any]:
         machine.builds[task] = build
     work = Path(tempfile.mkdtemp(prefix=f"orchestrate-farm-{job.key}-"))
     try:
-        limits = MachineLimits(**request["limits"]).for_machine(machine.probe.read().total_memory,
+        limits = MachineLimits(**request["limits"]).for_machine(machine.read().total_memory,
                                                                  worker.state.nthreads)
         if not _admitted(machine, build, limits, worker, topic):
             return _ended(None, host, worker, -signal.SIGTERM)  # stopped while it waited: as if killed
@@ -232,10 +239,13 @@ def _admitted(machine: _Machine, build: _Build, limits: Limits, worker: Any, top
         with machine.lock:
             if build.key in machine.cancelled:
                 return False
-        decision = decide(Candidate(key=build.key, need=build.need), machine.probe.read(), machine.running(), limits)
-        if decision.admit:
-            build.started_at = time.monotonic()
-            return True
+        with machine.admitting:  # one decision at a time: two builds admitted at once would not see each other
+            decision = decide(Candidate(key=build.key, need=build.need), machine.read(), machine.running(),
+                              limits)
+            if decision.admit:
+                build.started_at = time.monotonic()
+                build.admitted = True
+                return True
         if decision.blocked_by not in said:  # once per rule, as the scheduler says its own waits
             said.add(decision.blocked_by)
             worker.log_event(topic, {"key": build.key, "waiting": decision.reason})
@@ -251,7 +261,7 @@ def _place(job: BuildJob, work: Path, source: bytes, env_cache: Path, slots: int
     (work / "build" / "tmp").mkdir(parents=True)
     # This machine's CPUs shared by its slots, not the client's (unless the user set them there).
     environ = {**job.environ, **{name: value for name, value in
-                                 nested_jobs_environ(jobs_per_build(_machine().probe.read().cpu_count, slots)).items()
+                                 nested_jobs_environ(jobs_per_build(_machine().read().cpu_count, slots)).items()
                                  if name in job.environ}}
     return replace(job, source=sdist, kind="sdist", wheelhouse=work / "out", log_path=work / "build.log",
                    env_cache=env_cache, environ=environ)
