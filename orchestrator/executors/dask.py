@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -50,6 +51,7 @@ import distributed
 from orchestrator.errors import WheelError
 from orchestrator.executors import EventSink, Exited, OutcomeReported, PhaseStarted, remote
 from orchestrator.executors.cluster import Farm
+from orchestrator.executors.local import WORK_PREFIX, sweep_stale_work_dirs
 from orchestrator.executors.remote import MachineLimits
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
 from orchestrator.policy.admission import Limits
@@ -89,7 +91,10 @@ class DaskExecutor:
 
     def start(self, sink: EventSink) -> None:
         self._sink = sink
-        self._incoming = Path(tempfile.mkdtemp(prefix="orchestrate-farm-incoming-"))
+        # Named as local work folders are, so that a run killed before it could remove it is swept by the next.
+        temp = Path(tempfile.gettempdir())
+        sweep_stale_work_dirs(temp)
+        self._incoming = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-incoming-", dir=temp))
         self.farm.client.subscribe_topic(self.topic, self._on_event)
 
     def spawn(self) -> DaskWorker:

@@ -57,6 +57,7 @@ from distributed import get_worker
 import orchestrator
 from orchestrator.build.envcache import run_env_cache
 from orchestrator.build.worker import ADMIT, decode_message
+from orchestrator.executors.local import WORK_PREFIX, sweep_stale_work_dirs
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome, nested_jobs_environ
 from orchestrator.policy.admission import Candidate, Limits, Readings, RunningBuild, decide, jobs_per_build
 from orchestrator.resources import CpuRate, SystemProbe, kill_tree, tree_usages
@@ -119,6 +120,7 @@ class _Machine:
     """This worker process's builds, their samples and the runs' environments; one per process."""
 
     def __init__(self) -> None:
+        sweep_stale_work_dirs(Path(tempfile.gettempdir()))  # those of a worker killed mid-build
         self.probe = SystemProbe()
         self.lock = threading.Lock()
         self.admitting = threading.RLock()
@@ -198,7 +200,7 @@ def run_build(request: dict[str, Any], source: bytes) -> dict[str, Any]:
     build = _Build(task, int(request["need"]), topic)
     with machine.lock:
         machine.builds[task] = build
-    work = Path(tempfile.mkdtemp(prefix=f"orchestrate-farm-{job.key}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-{job.key}-"))
     try:
         limits = MachineLimits(**request["limits"]).for_machine(machine.read().total_memory,
                                                                  worker.state.nthreads)
