@@ -137,7 +137,8 @@ def build_result(item: Queued, run: Running | None, *, status: Status, error: st
         log=str(job.log_path) if run else None,
         error=error,
         predicted_rss_bytes=item.need,
-        attempts=max(item.attempts, 1),
+        # A farm runs a build again when its worker is lost: each run is an attempt too.
+        attempts=max(item.attempts, 1) + (outcome.attempts - 1 if outcome else 0),
         memory_requeues=item.memory_requeues,
         waits={held_by: seconds for held_by, seconds in item.waits.items() if seconds > 0},
         wait_reason=item.wait_reason,
@@ -147,6 +148,7 @@ def build_result(item: Queued, run: Running | None, *, status: Status, error: st
         compiler_calls=outcome.compiler_calls if outcome else None,
         compiler_hits=outcome.compiler_hits if outcome else None,
         compiler_misses=outcome.compiler_misses if outcome else None,
+        host=outcome.host if outcome else None,
     )
 
 

@@ -365,7 +365,7 @@ class BuildScheduler:
         item.attempts += 1
         job = item.job
         handle = self._ahead.take(job)
-        handle.admit()
+        handle.admit(item.need)
         deadline = now + item.timeout if item.timeout else None
         self._running[job.key] = Running(item=item, handle=handle, started_at=now, deadline=deadline)
         self._observer.event(f"{job.key}: started (needs about {format_size(item.need)})")
@@ -501,6 +501,7 @@ class BuildScheduler:
         verb = "FAILED" if status is Status.FAILED else status.value
         detail = f" {result.wheel}" if result.wheel else f": {error}" if error else ""
         took = f" in {result.wall_s:.1f} s" if run is not None else ""
+        took += f" on {result.host}" if result.host else ""
         self._observer.event(f"{job.key}: {verb}{detail}{took}")
         if status is Status.FAILED and self._settings.fail_fast and not self._stopping:
             self._observer.event("--fail-fast: stopping after the first failure")

@@ -18,6 +18,7 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``no_wheel``: report a filename but write nothing
 - ``requires``: extra requirements from ``get_requires_for_build_wheel``
 - ``spawn_child``: start a grandchild process that sleeps (to test tree killing); its pid goes to ``events``
+- ``kill_farm_worker``: SIGKILL the process that started the build worker (on a farm, the Dask worker), then hang
 - ``ignore_sigterm``: ignore SIGTERM (the backend and its grandchild), so only SIGKILL stops it
 - ``pad_kb``: add this many kilobytes of random bytes to the wheel
 - ``write_site``: write a marker module into the build environment's site-packages
@@ -129,6 +130,18 @@ def _escape(plan):
     }
 
 
+def _parent_of_build_worker():
+    pid = os.getpid()
+    while pid > 1:
+        with open(f"/proc/{pid}/stat") as f:
+            parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"orchestrator.build.worker" in f.read():
+                return parent
+        pid = parent
+    raise RuntimeError("no build worker above this process")
+
+
 def _record_line(name, data):
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
     return f"{name},sha256={digest},{len(data)}"
@@ -159,6 +172,10 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         hold = b"\x01" * (CONFIG["alloc_mb"] * 1024 * 1024)
     if CONFIG.get("crash"):
         os.kill(os.getpid(), signal.SIGKILL)
+    if CONFIG.get("kill_farm_worker"):
+        os.kill(_parent_of_build_worker(), signal.SIGKILL)
+        while True:  # until the build worker, its parent gone, takes its group down
+            time.sleep(1)
     if CONFIG.get("hang"):
         while True:
             time.sleep(1)

@@ -109,7 +109,7 @@ class LocalWorker:
         (self._work_dir / "tmp").mkdir()
         self._tell(json.dumps({"job": job.to_json(), "work_dir": str(self._work_dir)}) + "\n")
 
-    def admit(self) -> None:
+    def admit(self, need: int = 0) -> None:
         self._tell(ADMIT + "\n", last=True)
         self._reader = threading.Thread(target=self._read, name=f"read-{self._key}", daemon=True)
         self._reader.start()
