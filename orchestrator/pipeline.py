@@ -439,6 +439,7 @@ class BuildRun:
                     compiler_calls=result.compiler_calls,
                     compiler_hits=result.compiler_hits,
                     compiler_misses=result.compiler_misses,
+                    host=result.host,
                 )
             )
 

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import sysconfig
@@ -161,7 +162,7 @@ def test_builds_spread_over_the_workers_each_holding_its_slots(farm: Cluster, tm
 def test_a_real_c_extension_builds_on_a_worker(farm: Cluster, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     result = orchestrate("build", EXAMPLES / "hello_ext-1.0.tar.gz", "-w", tmp_path / "wh", "--report-json", report,
-                         "--no-history", *backend_index_args(),
+                         "--state-dir", tmp_path / "state", *backend_index_args(),
                          env={**FAST_CONNECT, "ORCHESTRATE_CLUSTER": farm.address})
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = (tmp_path / "wh").glob("hello_ext-*.whl")
@@ -171,6 +172,8 @@ def test_a_real_c_extension_builds_on_a_worker(farm: Cluster, tmp_path: Path) ->
     assert record["phases"]["backend"] > 0 and record["peak_rss_bytes"] > 10 * 1024 * 1024
     assert "built on" in Path(record["log"]).read_text()  # the worker's log came back
     assert f"in {record['wall_s']:.1f} s on {socket.gethostname()}" in result.stdout + result.stderr  # where it ran
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "history.sqlite3")) as history:
+        assert history.execute("SELECT host FROM builds").fetchall() == [(socket.gethostname(),)]  # and the history
 
 
 def test_ctrl_c_leaves_no_build_process_on_any_worker(farm: Cluster, tmp_path: Path) -> None:
