@@ -69,11 +69,13 @@ def _hwm(pid: int) -> int:
 
 
 def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
-    """Run ``cmd``; its makespan, the CPU seconds of its whole waited-for tree, and its own peak RSS."""
+    """Run ``cmd`` in the folder of ``log`` (so that ``python -m`` finds no checkout there); its makespan,
+    the CPU seconds of its whole waited-for tree, and its own peak RSS."""
     peak = 0
     with log.open("w") as out:
         start = time.perf_counter()
-        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   cwd=log.parent)
         done = threading.Event()
 
         def sample() -> None:
