@@ -14,12 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+import pytest
 from sdists import read_events
 from test_local_executor import events_until_exit, sdist_job, temp  # noqa: F401 - the temp fixture
 
 from orchestrator.executors import Exited, OutcomeReported, WorkerEvent
 from orchestrator.executors.local import LocalExecutor, LocalWorker
 from orchestrator.jobs import Status
+
+pytestmark = pytest.mark.usefixtures("temp")  # the executor's work folders in the test's own folder
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
@@ -50,7 +53,7 @@ def outcome_of(received: list[WorkerEvent]) -> Status | None:
     return next((event.outcome.status for event in received if isinstance(event, OutcomeReported)), None)
 
 
-def test_builds_in_turn_are_forks_of_one_server_each_hook_a_process_of_its_own(tmp_path: Path, temp: Path) -> None:
+def test_builds_in_turn_are_forks_of_one_server_each_hook_a_process_of_its_own(tmp_path: Path) -> None:
     log = tmp_path / "events.log"
     events: queue.Queue[WorkerEvent] = queue.Queue()
     executor = LocalExecutor()
@@ -78,7 +81,7 @@ def test_builds_in_turn_are_forks_of_one_server_each_hook_a_process_of_its_own(t
     assert gone(server)  # and it ends with the run
 
 
-def test_a_killed_build_takes_only_its_own_tree_and_the_next_build_runs(tmp_path: Path, temp: Path) -> None:
+def test_a_killed_build_takes_only_its_own_tree_and_the_next_build_runs(tmp_path: Path) -> None:
     log = tmp_path / "events.log"
     events: queue.Queue[WorkerEvent] = queue.Queue()
     executor = LocalExecutor()
@@ -103,8 +106,7 @@ def test_a_killed_build_takes_only_its_own_tree_and_the_next_build_runs(tmp_path
         executor.close()
 
 
-def test_a_dead_server_fails_its_running_build_as_killed_and_a_new_one_serves_the_next(tmp_path: Path,
-                                                                                        temp: Path) -> None:
+def test_a_dead_server_fails_its_running_build_as_killed_and_a_new_one_serves_the_next(tmp_path: Path) -> None:
     log = tmp_path / "events.log"
     events: queue.Queue[WorkerEvent] = queue.Queue()
     executor = LocalExecutor()
