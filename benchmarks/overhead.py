@@ -1,7 +1,8 @@
 """The cost of a build that does nothing: N no-op sdists with orchestrate, uv and pip wheel; wall and CPU.
 
     python benchmarks/overhead.py --count 300 [--count 3000] [--rounds 3] [--max-builds 2]
-        [--variant before=/path/to/other/checkout] [--skip pip] [--json benchmarks/results/overhead.json]
+        [--variant before=/path/to/other/checkout] [--variant-arg NAME=ARG] [--skip pip]
+        [--json benchmarks/results/overhead.json]
 
 Each sdist is a fake project (``tests/sdists.py``) whose in-tree backend writes a tiny wheel
 at once and needs nothing installed: what a tool spends on it is the tool's own overhead per
@@ -21,8 +22,10 @@ it exits), which must stay flat in N. The table gives the median of the rounds a
 round; ratios are taken within a round (tools side by side) and their median reported.
 
 ``--variant NAME=DIR`` runs orchestrate from another checkout too (``PYTHONPATH=DIR``, same
-interpreter), so two versions of the code are compared in the same rounds; the default
-variant, ``this``, is the checkout this script sits in.
+interpreter, run from a folder holding no checkout), so two versions of the code are compared
+in the same rounds; the default variant, ``this``, is the checkout this script sits in.
+``--variant-arg NAME=ARG`` gives variant NAME one more argument (``--variant nocpu=. --variant-arg
+nocpu=--max-cpu=0``: this checkout again, without the CPU rule).
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
 
 def run_orchestrate(sdists: list[Path], src: Path, work: Path, state: Path, k: int, label: str,
                     extra: list[str]) -> dict[str, Any]:
+    """One ``orchestrate build`` of every sdist into a fresh wheelhouse, on ``state``."""
     wheelhouse = work / f"{label}-wh"
     report = work / f"{label}.json"
     empty = work / "no-links"
@@ -113,6 +117,8 @@ def run_orchestrate(sdists: list[Path], src: Path, work: Path, state: Path, k: i
     result["phase_sums_s"] = {phase: round(sum(build["phases"].get(phase, 0.0) for build in builds), 2)
                               for phase in ("extract", "create_env", "install_requires", "get_requires", "backend",
                                             "publish")}
+    result["waits_s"] = {rule: round(sum(build["waits"].get(rule, 0.0) for build in builds), 2)
+                         for rule in sorted({rule for build in builds for rule in build["waits"]})}
     shutil.rmtree(wheelhouse, ignore_errors=True)
     return result
 
@@ -144,7 +150,8 @@ def run_pip(sdists: list[Path], work: Path) -> dict[str, Any]:
 
 
 def one_round(sdists: list[Path], variants: dict[str, Path], work: Path, k: int, skip: set[str],
-              extra: list[str]) -> dict[str, Any]:
+              extra: dict[str, list[str]]) -> dict[str, Any]:
+    """Every tool in turn: each variant cold then warm, uv, pip."""
     result: dict[str, Any] = {}
     for name, src in variants.items():
         state = work / f"state-{name}"
@@ -153,7 +160,7 @@ def one_round(sdists: list[Path], variants: dict[str, Path], work: Path, k: int,
             label = f"orchestrate[{name}] {phase}"
             if phase in skip:
                 continue
-            result[label] = run_orchestrate(sdists, src, work, state, k, f"{name}-{phase}", extra)
+            result[label] = run_orchestrate(sdists, src, work, state, k, f"{name}-{phase}", extra.get(name, []))
             _say(label, result[label])
         shutil.rmtree(state, ignore_errors=True)
     if "uv" not in skip:
@@ -217,16 +224,21 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
                         help="also run orchestrate from the checkout DIR, named NAME")
     parser.add_argument("--skip", action="append", default=[], choices=["cold", "warm", "uv", "pip"])
-    parser.add_argument("--orchestrate-arg", action="append", default=[], metavar="ARG",
-                        help="an extra argument for every orchestrate run (--no-sandbox)")
+    parser.add_argument("--variant-arg", action="append", default=[], metavar="NAME=ARG",
+                        help="an extra argument for variant NAME's runs (this=--no-sandbox)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "overhead.json")
     args = parser.parse_args()
     variants = {"this": ROOT}
     for spec in args.variant:
         name, _, folder = spec.partition("=")
         variants[name] = Path(folder).resolve()
+    extra: dict[str, list[str]] = {}
+    for spec in args.variant_arg:
+        name, _, arg = spec.partition("=")
+        extra.setdefault(name, []).append(arg)
     output: dict[str, Any] = {
-        "command": sys.argv, "max_builds": args.max_builds, "variants": {n: str(p) for n, p in variants.items()},
+        "command": sys.argv, "max_builds": args.max_builds,
+        "variants": {n: [str(p), *extra.get(n, [])] for n, p in variants.items()},
         "python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(), "runs": {},
     }
     for count in args.count or [300]:
@@ -236,7 +248,7 @@ def main() -> None:
             rounds = []
             for number in range(args.rounds):
                 print(f"N={count}, round {number + 1} of {args.rounds}", flush=True)
-                rounds.append(one_round(sdists, variants, work, args.max_builds, set(args.skip), args.orchestrate_arg))
+                rounds.append(one_round(sdists, variants, work, args.max_builds, set(args.skip), extra))
             summary = summarise(rounds)
             print_table(count, args.max_builds, summary)
             output["runs"][str(count)] = {"summary": summary, "rounds": rounds}
