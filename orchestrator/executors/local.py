@@ -58,7 +58,10 @@ def sweep_stale_work_dirs(parent: Path) -> None:
 class WorkerProcess(Protocol):
     """What :class:`LocalWorker` uses of its process (``subprocess.Popen`` has it, as has a forked worker)."""
 
-    pid: int
+    @property
+    def pid(self) -> int | None:
+        """``None``: the process never started."""
+
     stdin: TextIO | None
     stdout: TextIO | None
 
@@ -83,6 +86,7 @@ class LocalExecutor:
         self._root = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=temp))
         self._cleaner = ThreadPoolExecutor(1, thread_name_prefix="cleanup")
         self._forks = ForkServer()
+        self._forks.start()  # it imports the build machinery while the run downloads and resolves
 
     def spawn(self) -> LocalWorker:
         assert self._sink is not None and self._root is not None and self._cleaner is not None, "start() first"
@@ -128,16 +132,19 @@ class LocalWorker:
         return self._process.poll() is None
 
     def sample(self) -> TreeUsage:
-        return tree_usages([self._process.pid])[self._process.pid]
+        pid = self._process.pid
+        return tree_usages([pid])[pid] if pid is not None else TreeUsage(rss=0, cpu_s=0.0)
 
     def stop(self, grace: float) -> None:
         # Stopping waits up to the grace period: not on the caller's thread.
-        stopper = threading.Thread(target=kill_tree, args=(self._process.pid,), kwargs={"grace": grace}, daemon=True)
-        stopper.start()
-        self._stoppers.append(stopper)
+        if (pid := self._process.pid) is not None:
+            stopper = threading.Thread(target=kill_tree, args=(pid,), kwargs={"grace": grace}, daemon=True)
+            stopper.start()
+            self._stoppers.append(stopper)
 
     def kill(self) -> None:
-        kill_tree(self._process.pid, grace=0)
+        if (pid := self._process.pid) is not None:
+            kill_tree(pid, grace=0)
 
     def close(self) -> None:
         if self._reader is None:  # never admitted: it is told so, and goes (see _retire)
@@ -145,8 +152,9 @@ class LocalWorker:
             self._cleaner.submit(self._retire)
             return
         # The worker leads its process group: whatever it left behind goes with it.
-        with contextlib.suppress(OSError):
-            os.killpg(self._process.pid, signal.SIGKILL)
+        if (pid := self._process.pid) is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             assert self._process.stdout is not None
             self._process.stdout.close()  # read to its end: Exited came after it
@@ -157,7 +165,7 @@ class LocalWorker:
         try:
             self._process.wait(timeout=UNADMITTED_GRACE)
         except subprocess.TimeoutExpired:
-            kill_tree(self._process.pid, grace=0)
+            self.kill()
             self._process.wait()
         with contextlib.suppress(OSError):
             assert self._process.stdout is not None
