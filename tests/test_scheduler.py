@@ -10,6 +10,7 @@ import _thread
 import itertools
 import signal
 import threading
+from typing import Any
 
 import pytest
 from fake_executor import FakeClock, FakeMachine, G, M, Script, job
@@ -396,7 +397,12 @@ def test_the_queue_is_planned_again_as_builds_end_only_when_memory_may_hold_one_
     """Planning after each of thousands of small builds cost more than the builds themselves."""
     made: list[int] = []
     plan_order = planning.plan_order
-    monkeypatch.setattr(planning, "plan_order", lambda *args, **kwargs: made.append(1) or plan_order(*args, **kwargs))
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        made.append(1)
+        return plan_order(*args, **kwargs)
+
+    monkeypatch.setattr(planning, "plan_order", counted)
     machine, script = FakeMachine(), Script()
     keys = [f"b{i}-1.0" for i in range(8)]
     finish_on_start(machine, script, *keys)
