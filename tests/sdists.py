@@ -12,6 +12,8 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``record_priority``: the ``requires`` and ``start`` events carry ``"priority"``: the hook's niceness
   (``/proc/self/stat``) and I/O class (``ionice -p``), and ``child``, what ``nice`` and ``ionice`` say of
   themselves when the hook starts them
+- ``record_parents``: every event carries ``"parents"``: the pids of the hook's parent and grandparent
+  (Linux: read from ``/proc``)
 - ``fail``: raise in ``build_wheel``;  ``crash``: SIGKILL itself;  ``hang``: sleep forever
 - ``print``: text to print to stdout
 - ``wheel_name``: report and write a wheel of this filename instead
@@ -51,9 +53,20 @@ with open(os.path.join(HERE, "fake.json")) as f:
     CONFIG = json.load(f)
 
 
+def _parents():
+    chain, pid = [], os.getpid()
+    for _ in range(2):
+        with open(f"/proc/{pid}/stat") as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        chain.append(pid)
+    return chain
+
+
 def _event(kind, **extra):
     path = CONFIG.get("events")
     if path:
+        if CONFIG.get("record_parents"):
+            extra["parents"] = _parents()
         line = json.dumps({"name": CONFIG["name"], "event": kind, "t": time.time(), "pid": os.getpid(), **extra})
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(fd, (line + "\n").encode())

@@ -117,4 +117,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--fork-server"]:  # the run's fork server (build/forkserver.py), on this socket
+        from orchestrator.build import forkserver
+
+        sys.exit(forkserver.serve(int(sys.argv[2])))
     sys.exit(main())
