@@ -14,6 +14,7 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
   themselves when the hook starts them
 - ``record_parents``: every event carries ``"parents"``: the pids of the hook's parent and grandparent
   (Linux: read from ``/proc``)
+- ``burn_s``: a child of ``build_wheel`` spends this many CPU seconds, as a compiler would
 - ``fail``: raise in ``build_wheel``;  ``crash``: SIGKILL itself;  ``hang``: sleep forever
 - ``print``: text to print to stdout
 - ``wheel_name``: report and write a wheel of this filename instead
@@ -192,6 +193,9 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     if CONFIG.get("hang"):
         while True:
             time.sleep(1)
+    if CONFIG.get("burn_s"):  # CPU spent by a child, as a compiler's would be
+        subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + %r\n"
+                        "while time.process_time() < end: pass" % CONFIG["burn_s"]], check=True)
     time.sleep(CONFIG.get("sleep", 0))
     del hold
     if CONFIG.get("fail"):
