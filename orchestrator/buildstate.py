@@ -13,7 +13,7 @@ from typing import Literal
 from orchestrator.executors import Executor, Exited, WorkerHandle
 from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
 from orchestrator.policy.admission import QueuedBuild, RunningBuild
-from orchestrator.resources import CpuRate
+from orchestrator.resources import CPU_WINDOW, CpuRate
 from orchestrator.units import format_size
 
 MEMORY_REQUEUE_LIMIT = 3
@@ -97,9 +97,11 @@ class Running:
     def as_policy(self) -> RunningBuild:
         """As the policy sees it, marked if it is being stopped."""
         expected = self.item.expected_duration
+        rate = self.cpu.rate()
         return RunningBuild(key=self.item.key, need=self.item.need, rss=self.rss, started_at=self.started_at,
                             expected_end=self.started_at + expected if expected is not None else None,
-                            stopping=self.stop_reason is not None, cpu=self.cpu.rate())
+                            stopping=self.stop_reason is not None, cpu=rate,
+                            cpu_seen=self.cpu.seen() / CPU_WINDOW if rate is None else 0.0)
 
     def death_reason(self, exited: Exited, *, memory_short: bool) -> str:
         """Why its worker ended without a result of its own, in words."""
@@ -137,7 +139,8 @@ def build_result(item: Queued, run: Running | None, *, status: Status, error: st
         log=str(job.log_path) if run else None,
         error=error,
         predicted_rss_bytes=item.need,
-        attempts=max(item.attempts, 1),
+        # A farm runs a build again when its worker is lost: each run is an attempt too.
+        attempts=max(item.attempts, 1) + (outcome.attempts - 1 if outcome else 0),
         memory_requeues=item.memory_requeues,
         waits={held_by: seconds for held_by, seconds in item.waits.items() if seconds > 0},
         wait_reason=item.wait_reason,
@@ -147,6 +150,7 @@ def build_result(item: Queued, run: Running | None, *, status: Status, error: st
         compiler_calls=outcome.compiler_calls if outcome else None,
         compiler_hits=outcome.compiler_hits if outcome else None,
         compiler_misses=outcome.compiler_misses if outcome else None,
+        host=outcome.host if outcome else None,
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 import psutil
@@ -72,6 +72,10 @@ HISTORY_FILE = "history.sqlite3"
 """The build history's file under --state-dir."""
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+if TYPE_CHECKING:
+    from orchestrator.executors.cluster import Farm
+    from orchestrator.executors.dask import DaskExecutor
 
 
 class Terminated(BaseException):
@@ -308,6 +312,8 @@ def _state_dir(state_dir: Path | None) -> Path:
 @option("--install-after-build", is_flag=True, help="With --install-into: install once all builds have ended.")
 @install_options
 @option("--fail-fast", is_flag=True, help="Stop starting builds after the first failure.")
+@option("--cluster", metavar="ADDRESS", help="Build on the workers of this Dask scheduler (tcp://HOST:8786); "
+        "--max-builds then caps the whole farm, the memory and CPU options apply on each machine.")
 @option("--force", is_flag=True, help="Rebuild even when the wheelhouse has a wheel of the same sdist.")
 @option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
         help="Stop a build that runs longer.")
@@ -341,9 +347,9 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           sandbox: bool, build_network: bool, compiler_cache: Literal["auto", "ccache", "off"],
           compiler_cache_size: str, nice: bool, install_into: Path | None, install_after_build: bool,
           max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool,
-          force: bool, timeout: float | None, retries: int, log_dir: Path | None, report_json: Path | None,
-          report_html: Path | None, trace: Path | None, junit: Path | None, state_dir: Path | None,
-          no_history: bool, config: Path | None, wait_lock: float) -> None:
+          cluster: str | None, force: bool, timeout: float | None, retries: int, log_dir: Path | None,
+          report_json: Path | None, report_html: Path | None, trace: Path | None, junit: Path | None,
+          state_dir: Path | None, no_history: bool, config: Path | None, wait_lock: float) -> None:
     """Build wheels from SOURCES (sdist files, folders of sdists, source trees) and -r requirements."""
     if not sources and not requirements:
         raise UsageError("nothing to build: name sdists, folders of sdists, source trees or -r requirements files")
@@ -352,7 +358,9 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         raise UsageError(f"{', '.join(idle)} {'needs' if len(idle) == 1 else 'need'} --install-into: "
                          "add --install-into VENV|PYTHON or drop " + ("it" if len(idle) == 1 else "them"))
     per_build = parse_size(memory_per_build)
-    limits = _admission_limits(max_builds, memory_limit, min_free_memory, per_build, max_load, max_cpu)
+    farm = _connect_farm(cluster, max_builds, memory_limit, min_free_memory, max_load, max_cpu) if cluster else None
+    limits = farm[1] if farm else _admission_limits(max_builds, memory_limit, min_free_memory, per_build, max_load,
+                                                    max_cpu)
     config = config or find_config(Path.cwd())
     overrides = load_package_config(config) if config else {}
     wanted = read_requirements(requirements, verb="build", require_hashes=require_hashes, constraints=constraints,
@@ -404,7 +412,11 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
             display.event(note)
     for note in collected.notes:
         display.event(note)
-    run = BuildRun(settings, display, on_download_progress=display.downloads)
+    if farm is not None:
+        for address, reason in farm[0].refused.items():
+            display.event(f"farm worker {address} refused: {reason}")
+    run = BuildRun(settings, display, on_download_progress=display.downloads,
+                   executor=farm[2] if farm else None, probe=farm[0] if farm else None)
     for path, error in collected.rejected:
         run.reject(path, error)
     run.report.settings = {"max_builds": limits.max_builds, "max_downloads": max_downloads,
@@ -416,7 +428,23 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            "sandbox": contained.describe(),
                            "compiler_cache": cache.describe() if cache else "none", "nice": nice}
     files = ReportFiles(json=report_json, html=report_html, trace=trace, run_folder=folder)
-    _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, files, junit=junit)
+    try:
+        _run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, files, junit=junit)
+    finally:
+        if farm is not None:
+            farm[0].close()
+
+
+def _connect_farm(address: str, max_builds: int | None, memory_limit: str | None, min_free_memory: str | None,
+                  max_load: float | None, max_cpu: float) -> tuple[Farm, Limits, DaskExecutor]:
+    """The build farm at ``address`` (``--cluster``): the farm, the scheduler's limits there, its executor."""
+    try:
+        from orchestrator.executors import dask
+    except ImportError:
+        raise UsageError("--cluster needs Dask distributed: pip install 'orchestrator[dask]'") from None
+    return dask.for_run(address, max_builds=max_builds, max_load=max_load, max_cpu=max_cpu / 100 if max_cpu else None,
+                        memory_limit=parse_size(memory_limit) if memory_limit else None,
+                        min_free_memory=parse_size(min_free_memory) if min_free_memory else None)
 
 
 def _run_and_report(work: Callable[[], object], report: RunReport, display: PlainDisplay, console: Console,

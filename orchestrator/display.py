@@ -165,6 +165,9 @@ def print_summary(console: Console, report: RunReport) -> None:
         # Folded, never cut: a long name (or version) keeps every character, over several lines if need be.
         table.add_column("package", overflow="fold")
         table.add_column("status")
+        farm = any(result.host for result in builds)  # where each ran, when not all on this machine
+        if farm:
+            table.add_column("host", overflow="fold")
         compiled = any(result.compiler_calls for result in builds)
         for column in ("waited s", *PHASES, "wall s", "cpu s", "peak RSS", "predicted",
                        *(("cache hits",) if compiled else ())):
@@ -174,6 +177,7 @@ def print_summary(console: Console, report: RunReport) -> None:
             table.add_row(
                 f"{result.name} {result.version or ''}",
                 Text(result.status.value, style=style),
+                *([result.host or "-"] if farm else []),
                 _seconds(result.waited_s),
                 *(_seconds(result.phases.get(phase)) for phase in PHASES),
                 _seconds(result.wall_s),

@@ -64,6 +64,10 @@ class InstallError(OrchestratorError):
     """A wheel could not be installed into the target environment."""
 
 
+class ClusterError(OrchestratorError):
+    """The build farm cannot be used: its Dask scheduler is unreachable, or no worker can build."""
+
+
 class LockError(OrchestratorError):
     """Another run holds the wheelhouse lock."""
 

@@ -147,6 +147,10 @@ class WorkerOutcome:
     """Compilations answered from the compiler cache."""
     compiler_misses: int | None = None
     """Compilations the compiler cache could keep but had to run."""
+    host: str | None = None
+    """The machine that built it, on a farm; ``None``: this one."""
+    attempts: int = 1
+    """Runs it took on a farm: more than one when a worker running it was lost and it ran again elsewhere."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -204,6 +208,8 @@ class BuildResult:
     """Compilations answered from the compiler cache."""
     compiler_misses: int | None = None
     """Compilations the compiler cache had to run."""
+    host: str | None = None
+    """The farm machine that built it (its host name); ``None``: this machine."""
 
     @property
     def waited_s(self) -> float:

@@ -45,11 +45,18 @@ from orchestrator.download.resolve import stop_resolvers
 from orchestrator.download.results import DOWNLOADS
 from orchestrator.download.wanted import Requirements, resolve_pins
 from orchestrator.errors import SourceError, WheelError
+from orchestrator.executors import Executor
 from orchestrator.install import INSTALLS, InstallResult, Target, WheelInstaller
 from orchestrator.jobs import BuildJob, BuildResult, Status, nested_jobs_environ
 from orchestrator.packageconfig import PackageOverrides
-from orchestrator.policy.admission import Limits, jobs_per_build
-from orchestrator.policy.history import SUCCESS, BuildRecord, History, RunRecord, predict_need
+from orchestrator.policy.admission import Limits, Probe, jobs_per_build
+from orchestrator.policy.history import (
+    SUCCESS,
+    BuildRecord,
+    History,
+    RunRecord,
+    predict_need,
+)
 from orchestrator.report import RunReport
 from orchestrator.resources import SystemProbe
 from orchestrator.scheduler import BuildScheduler, Observer, SchedulerSettings
@@ -125,10 +132,13 @@ class BuildRun:
 
     ``on_download_progress`` receives the download stage's counts as each fetch starts
     and ends (from the download threads); the scheduler's ``observer`` knows only builds.
+    ``executor`` and ``probe`` are where builds run and what admission reads (default:
+    worker processes on this machine, and this machine; a farm passes its own).
     """
 
     def __init__(self, settings: BuildSettings, observer: Observer, *,
-                 on_download_progress: Callable[[StageProgress], None] | None = None) -> None:
+                 on_download_progress: Callable[[StageProgress], None] | None = None,
+                 executor: Executor | None = None, probe: Probe | None = None) -> None:
         self._settings = settings
         self._observer = observer
         self._on_download_progress = on_download_progress or (lambda progress: None)
@@ -156,9 +166,10 @@ class BuildRun:
                 retries=settings.retries,
                 fail_fast=settings.fail_fast,
             ),
-            probe=SystemProbe(),
+            probe=probe or SystemProbe(),
             observer=observer,
             on_result=self._built,
+            executor=executor,
         )
         self.report.samples = self._scheduler.samples
 
@@ -430,6 +441,10 @@ class BuildRun:
                     outcome=result.status.value,
                     run_id=self._run.id if self._run else None,
                     predicted_rss_bytes=result.predicted_rss_bytes,
+                    compiler_calls=result.compiler_calls,
+                    compiler_hits=result.compiler_hits,
+                    compiler_misses=result.compiler_misses,
+                    host=result.host,
                 )
             )
 

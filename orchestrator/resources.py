@@ -114,6 +114,12 @@ class CpuRate:
             return None
         return max(0.0, cpu_now - cpu_then) / (now - then)
 
+    def seen(self) -> float:
+        """CPU seconds counted from the oldest sample kept to the newest."""
+        if not self._samples:
+            return 0.0
+        return max(0.0, self._samples[-1][1] - self._samples[0][1])
+
     def __len__(self) -> int:
         return len(self._samples)
 

@@ -26,6 +26,7 @@ of each and spawn nothing.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -174,6 +175,12 @@ class BuildScheduler:
         """Why the run is being stopped (:meth:`stop_all`), once it is."""
         self._plan_stale = False
         """The queue or the running builds changed since the queue was last ordered."""
+        self._plan_follows_ends = False
+        """The last plan depends on when running builds end (``planning.ends_matter``): plan again as each ends."""
+        self._held: Queued | None = None
+        """The build a rule of the policy held back at the last turn; the others wait for the ``queue``."""
+        self._counts: collections.Counter[Status] = collections.Counter()
+        """Results so far, by status."""
         self._producers = 0
         self._lock = threading.Lock()
         self.samples = Samples()
@@ -271,7 +278,8 @@ class BuildScheduler:
                 self._running[key].outcome = outcome
             case Exited(key) if key in self._running:
                 self._finish(self._running.pop(key), event)
-                self._plan_stale = True  # the builds left running may end sooner or later than planned
+                # The builds left running may end sooner or later than planned.
+                self._plan_stale = self._plan_stale or self._plan_follows_ends
 
     def _enqueue(self, item: Queued) -> None:
         item.held_by, item.held_since = "queue", self._clock()
@@ -289,12 +297,9 @@ class BuildScheduler:
         Once per loop turn at most, however many builds were queued or ended in it.
         """
         self._plan_stale = False
-        order = planning.plan_order(
-            [queued.as_policy() for queued in self._pending],
-            self._running_builds(),
-            self._settings.limits,
-            now=self._clock(),
-        )
+        queued, running = [item.as_policy() for item in self._pending], self._running_builds()
+        order = planning.plan_order(queued, running, self._settings.limits, now=self._clock())
+        self._plan_follows_ends = planning.ends_matter(queued, running, self._settings.limits)
         rank = {build.key: index for index, build in enumerate(order)}
         self._pending.sort(key=lambda queued: rank[queued.job.key])
         logger.debug("queue order: %s", " ".join(queued.job.key for queued in self._pending))
@@ -307,9 +312,9 @@ class BuildScheduler:
         if self._plan_stale:
             self._sort_pending()
         now = self._clock()
-        for item in self._pending:
-            item.account_wait(now)
-            item.held_by = "queue"
+        if self._held is not None:  # its wait so far goes to the rule; from now on, to the queue unless held again
+            self._held.account_wait(now)
+            self._held.held_by, self._held = "queue", None
         while self._pending:
             self._readings = self._probe.read()
             decision = self._decide(self._pending[0])
@@ -332,7 +337,9 @@ class BuildScheduler:
                     self._observer.event(f"{wait[0]}: {decision.reason}")
                 self._waiting_reason = decision.reason
                 head = self._pending[0]
+                head.account_wait(now)  # its wait until now went to the queue
                 head.held_by, head.wait_reason = decision.blocked_by or "queue", decision.reason
+                self._held = head
                 return
             self._waiting_reason = None
             if decision.warning:
@@ -362,10 +369,12 @@ class BuildScheduler:
     def _start(self, item: Queued) -> None:
         now = self._clock()
         item.account_wait(now)
+        if item is self._held:
+            self._held = None
         item.attempts += 1
         job = item.job
         handle = self._ahead.take(job)
-        handle.admit()
+        handle.admit(item.need)
         deadline = now + item.timeout if item.timeout else None
         self._running[job.key] = Running(item=item, handle=handle, started_at=now, deadline=deadline)
         self._observer.event(f"{job.key}: started (needs about {format_size(item.need)})")
@@ -498,9 +507,11 @@ class BuildScheduler:
                               started_at=self._epoch + run.started_at if run else None,
                               finished_at=self._epoch + now if run else None)
         self._results.append(result)
+        self._counts[status] += 1
         verb = "FAILED" if status is Status.FAILED else status.value
         detail = f" {result.wheel}" if result.wheel else f": {error}" if error else ""
         took = f" in {result.wall_s:.1f} s" if run is not None else ""
+        took += f" on {result.host}" if result.host else ""
         self._observer.event(f"{job.key}: {verb}{detail}{took}")
         if status is Status.FAILED and self._settings.fail_fast and not self._stopping:
             self._observer.event("--fail-fast: stopping after the first failure")
@@ -519,8 +530,8 @@ class BuildScheduler:
         return RunState(
             running=running,
             pending=len(self._pending),
-            built=sum(result.status is Status.BUILT for result in self._results),
-            failed=sum(result.status is Status.FAILED for result in self._results),
+            built=self._counts[Status.BUILT],
+            failed=self._counts[Status.FAILED],
             waiting_reason=self._waiting_reason,
             readings=self._readings,
         )

@@ -47,7 +47,7 @@ class FakeWorker:
         self.job = job
         self._machine.staged.append(job.key)
 
-    def admit(self) -> None:
+    def admit(self, need: int = 0) -> None:
         assert self.job is not None and not self.admitted and not self.closed
         self.admitted = True
 

@@ -12,12 +12,16 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``record_priority``: the ``requires`` and ``start`` events carry ``"priority"``: the hook's niceness
   (``/proc/self/stat``) and I/O class (``ionice -p``), and ``child``, what ``nice`` and ``ionice`` say of
   themselves when the hook starts them
+- ``record_parents``: every event carries ``"parents"``: the pids of the hook's parent and grandparent
+  (Linux: read from ``/proc``)
+- ``burn_s``: a child of ``build_wheel`` spends this many CPU seconds, as a compiler would
 - ``fail``: raise in ``build_wheel``;  ``crash``: SIGKILL itself;  ``hang``: sleep forever
 - ``print``: text to print to stdout
 - ``wheel_name``: report and write a wheel of this filename instead
 - ``no_wheel``: report a filename but write nothing
 - ``requires``: extra requirements from ``get_requires_for_build_wheel``
 - ``spawn_child``: start a grandchild process that sleeps (to test tree killing); its pid goes to ``events``
+- ``kill_farm_worker``: SIGKILL the process that started the build worker (on a farm, the Dask worker), then hang
 - ``ignore_sigterm``: ignore SIGTERM (the backend and its grandchild), so only SIGKILL stops it
 - ``pad_kb``: add this many kilobytes of random bytes to the wheel
 - ``write_site``: write a marker module into the build environment's site-packages
@@ -50,9 +54,20 @@ with open(os.path.join(HERE, "fake.json")) as f:
     CONFIG = json.load(f)
 
 
+def _parents():
+    chain, pid = [], os.getpid()
+    for _ in range(2):
+        with open(f"/proc/{pid}/stat") as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        chain.append(pid)
+    return chain
+
+
 def _event(kind, **extra):
     path = CONFIG.get("events")
     if path:
+        if CONFIG.get("record_parents"):
+            extra["parents"] = _parents()
         line = json.dumps({"name": CONFIG["name"], "event": kind, "t": time.time(), "pid": os.getpid(), **extra})
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(fd, (line + "\n").encode())
@@ -129,6 +144,18 @@ def _escape(plan):
     }
 
 
+def _parent_of_build_worker():
+    pid = os.getpid()
+    while pid > 1:
+        with open(f"/proc/{pid}/stat") as f:
+            parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"orchestrator.build.worker" in f.read():
+                return parent
+        pid = parent
+    raise RuntimeError("no build worker above this process")
+
+
 def _record_line(name, data):
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
     return f"{name},sha256={digest},{len(data)}"
@@ -159,9 +186,16 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         hold = b"\x01" * (CONFIG["alloc_mb"] * 1024 * 1024)
     if CONFIG.get("crash"):
         os.kill(os.getpid(), signal.SIGKILL)
+    if CONFIG.get("kill_farm_worker"):
+        os.kill(_parent_of_build_worker(), signal.SIGKILL)
+        while True:  # until the build worker, its parent gone, takes its group down
+            time.sleep(1)
     if CONFIG.get("hang"):
         while True:
             time.sleep(1)
+    if CONFIG.get("burn_s"):  # CPU spent by a child, as a compiler's would be
+        subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + %r\n"
+                        "while time.process_time() < end: pass" % CONFIG["burn_s"]], check=True)
     time.sleep(CONFIG.get("sleep", 0))
     del hold
     if CONFIG.get("fail"):

@@ -62,8 +62,10 @@ def build(
     started_at: float = 0.0,
     stopping: bool = False,
     cpu: float | None = 0.0,
+    cpu_seen: float = 0.0,
 ) -> RunningBuild:
-    return RunningBuild(key=key, need=need, rss=rss, started_at=started_at, stopping=stopping, cpu=cpu)
+    return RunningBuild(key=key, need=need, rss=rss, started_at=started_at, stopping=stopping, cpu=cpu,
+                        cpu_seen=cpu_seen)
 
 
 def want(need: int) -> Candidate:
@@ -149,6 +151,16 @@ def want(need: int) -> Candidate:
         # Counted in full, a build just started can put the estimate above the CPUs: it reads against the limit.
         (
             want(G), readings(cpus=2, cpu_busy=1.1), [build("a", cpu=1.0), build("b", cpu=None)], limits(max_cpu=1.0),
+            False,
+            "waiting: CPUs busy 2.10, limit 2.00 (100% of 2 usable CPUs); 1 just started, counted as one busy CPU each",
+        ),
+        # What the machine's figure saw of a build just started is not counted twice: it counts as one CPU instead
+        # (1.2 - 0.9 + 1). Short builds all end before they are measured: the second slot stayed idle.
+        (want(G), readings(cpus=2, cpu_busy=1.2), [build("a", cpu=None, cpu_seen=0.9)], limits(max_cpu=1.0), True,
+         None),
+        # Seen using little so far, it still counts as one: 1.2 - 0.1 + 1.
+        (
+            want(G), readings(cpus=2, cpu_busy=1.2), [build("a", cpu=None, cpu_seen=0.1)], limits(max_cpu=1.0),
             False,
             "waiting: CPUs busy 2.10, limit 2.00 (100% of 2 usable CPUs); 1 just started, counted as one busy CPU each",
         ),

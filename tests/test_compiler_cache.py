@@ -6,10 +6,12 @@ called in a fresh interpreter, so a wrong object taken from the cache would show
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shutil
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -114,6 +116,9 @@ def test_a_second_build_from_a_fresh_extraction_hits(tmp_path: Path, absolute: b
     assert extension_value(tmp_path, "first") == extension_value(tmp_path, "second") == 1
     assert f"compiler cache: {misses} of {misses} cacheable compilations hit (100%)" in result.stderr
     assert (tmp_path / "state" / "compiler-cache" / "ccache").is_dir()  # under --state-dir
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "history.sqlite3")) as history:
+        rows = history.execute("SELECT compiler_calls, compiler_hits, compiler_misses FROM builds ORDER BY finished_at")
+        assert rows.fetchall() == [stats(first), stats(second)]  # the history keeps them too
 
 
 @pytest.mark.parametrize(("changed", "expected"), [({"base": 2}, 2), ({"offset": 10}, 11)], ids=["header", "define"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -17,7 +18,7 @@ from orchestrator.policy.admission import (
     may_backfill,
     order_queue,
 )
-from orchestrator.policy.planning import GAIN, plan_order, simulate
+from orchestrator.policy.planning import GAIN, ends_matter, plan_order, simulate
 
 G = 1024**3
 PLENTY = Readings(total_memory=1 << 50, available_memory=1 << 50, load_1m=None, cpu_count=64)
@@ -116,3 +117,27 @@ def test_unknown_durations_come_last_and_no_limit_means_longest_first() -> None:
     assert plan[-1].key == "new"
     assert [build.key for build in plan_order(queue, [], limits(memory_limit=None), now=0.0)] == [
         "long", "mid", "short", "new"]
+
+
+def running(key: str, gib: float) -> RunningBuild:
+    return RunningBuild(key=key, need=int(gib * G), rss=0, started_at=0.0, expected_end=10.0)
+
+
+@pytest.mark.parametrize(("queue", "now_running", "policy", "expected"), [
+    # 4 builds at once, 8 GiB: the four largest needs (2+2+2+1) fit, so memory never holds one back.
+    ([queued("a", 2, 5.0), queued("b", 2, 5.0), queued("c", 2, 5.0), queued("d", 1, 5.0)], [], limits(), False),
+    # 3+2+2+2 > 8: the order decides how they pack.
+    ([queued("a", 3, 5.0), queued("b", 2, 5.0), queued("c", 2, 5.0), queued("d", 2, 5.0)], [], limits(), True),
+    # A running build's reservation counts with the queue's needs.
+    ([queued("a", 2, 5.0), queued("b", 2, 5.0)], [running("r", 5)], limits(), True),
+    # Fewer than two durations known: nothing is simulated.
+    ([queued("a", 6, 5.0), queued("b", 6, None)], [], limits(), False),
+    # No memory limit: nothing to pack.
+    ([queued("a", 6, 5.0), queued("b", 6, 5.0)], [], limits(memory_limit=None), False),
+    # Only max_builds run at once: two of 5 GiB never run beside each other with one slot.
+    ([queued("a", 5, 5.0), queued("b", 5, 5.0)], [], limits(max_builds=1), False),
+])
+def test_ends_matter_only_when_the_memory_limit_may_hold_a_build_back(
+    queue: list[QueuedBuild], now_running: list[RunningBuild], policy: Limits, expected: bool
+) -> None:
+    assert ends_matter(queue, now_running, policy) is expected

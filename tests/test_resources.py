@@ -122,6 +122,14 @@ def test_cpu_rate_spans_the_window_however_often_it_is_sampled() -> None:
     assert rate.rate() == 0.0
 
 
+def test_cpu_rate_says_what_it_saw_before_it_spans_the_window() -> None:
+    rate = CpuRate()
+    assert rate.seen() == 0.0
+    rate.add(100.0, 5.0)
+    rate.add(100.2, 5.15)
+    assert rate.rate() is None and rate.seen() == pytest.approx(0.15)
+
+
 def test_probe_sees_a_busy_cpu() -> None:
     if cgroup_cpu_quota() is not None:
         pytest.skip("under a cgroup CPU quota the probe leaves the machine's CPUs unmeasured")

@@ -156,6 +156,19 @@ def test_sandbox_stops_every_escape_and_the_wheel_is_still_built(tmp_path: Path,
     assert "sandboxed" not in result.stderr
 
 
+@needs_bwrap
+@pytest.mark.parametrize("sandbox", ["--sandbox", "--no-sandbox"])
+def test_the_cpu_of_what_a_hook_starts_is_counted(tmp_path: Path, sandbox: str) -> None:
+    # The hook's child burns 1.5 CPU seconds, as a compiler would; in the sandbox it runs in a PID
+    # namespace whose init bubblewrap does not wait for.
+    make_sdist(tmp_path / "sdists", "burner", burn_s=1.5)
+    report = tmp_path / "r.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", sandbox, "--report-json", report)
+    assert result.returncode == 0, result.stderr
+    (record,) = json.loads(report.read_text())["builds"]
+    assert record["cpu_s"] >= 1.5, record
+
+
 def test_without_the_sandbox_every_escape_succeeds(tmp_path: Path, escapes: Escapes) -> None:
     make_sdist(tmp_path / "sdists", "sneaky", escape=escapes.plan())
     report = tmp_path / "r.json"

@@ -10,12 +10,14 @@ import _thread
 import itertools
 import signal
 import threading
+from typing import Any
 
 import pytest
 from fake_executor import FakeClock, FakeMachine, G, M, Script, job
 
 from orchestrator.buildstate import MAX_PREPARED, MEMORY_REQUEUE_LIMIT
 from orchestrator.jobs import BuildResult, Status, WorkerOutcome
+from orchestrator.policy import planning
 from orchestrator.policy.admission import Limits
 from orchestrator.scheduler import BuildScheduler, RunState, SchedulerSettings
 
@@ -386,3 +388,32 @@ def test_each_wait_is_announced_once_per_build_and_rule() -> None:
     assert script.index("c-1.0: starting ahead of b-1.0")
     waits = [event for event in script.events if event.startswith("b-1.0: waiting")]
     assert waits == [memory_wait, "b-1.0: waiting: 2 of 2 builds running"]
+
+
+@pytest.mark.parametrize(("memory_limit", "replans"), [(64 * G, False), (3 * G, True)])
+def test_the_queue_is_planned_again_as_builds_end_only_when_memory_may_hold_one_back(
+    monkeypatch: pytest.MonkeyPatch, memory_limit: int, replans: bool
+) -> None:
+    """Planning after each of thousands of small builds cost more than the builds themselves."""
+    made: list[int] = []
+    plan_order = planning.plan_order
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        made.append(1)
+        return plan_order(*args, **kwargs)
+
+    monkeypatch.setattr(planning, "plan_order", counted)
+    machine, script = FakeMachine(), Script()
+    keys = [f"b{i}-1.0" for i in range(8)]
+    finish_on_start(machine, script, *keys)
+    builds = scheduler(machine, script, Limits(max_builds=2, memory_limit=memory_limit, min_free_memory=0,
+                                                max_load=None))
+    for key in keys:
+        builds.add(job(key), need=2 * G, expected_duration=5.0)
+
+    results = builds.run()
+
+    assert [result.status for result in results] == [Status.BUILT] * 8
+    # Queued at once: one plan. Under a limit two builds reach (2 + 2 > 3 GiB), a plan as each ends as well,
+    # while two of known duration are left to order.
+    assert len(made) > 5 if replans else len(made) == 1

@@ -8,7 +8,15 @@ from collections.abc import Callable
 
 import pytest
 
-from orchestrator.stages import Outcome, Stage, StageError, StageFailed, StageKind, StageProgress, run_all
+from orchestrator.stages import (
+    Outcome,
+    Stage,
+    StageError,
+    StageFailed,
+    StageKind,
+    StageProgress,
+    run_all,
+)
 
 KIND: StageKind[str, str] = StageKind(
     name="fake", label=lambda item: f"item {item}",

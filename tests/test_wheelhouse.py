@@ -30,6 +30,8 @@ from index_server import IndexServer
 from sdists import make_sdist, read_events
 from wheels import write_wheel
 
+from orchestrator.wheels.wheelhouse import MANIFEST, Wheelhouse
+
 TOP_REQUIRES = ["wonly", "sonly>=1"]
 
 
@@ -509,3 +511,17 @@ def test_a_run_stopped_while_resolving_leaves_no_resolver_behind(index: Index, t
     assert process.returncode == 143, stderr
     gone, alive = psutil.wait_procs(resolving, timeout=10)
     assert not alive, [proc.cmdline() for proc in alive]
+
+
+def test_records_are_written_together_and_all_of_them_by_the_time_the_lock_is_released(tmp_path: Path) -> None:
+    """Rewriting the whole manifest after each build cost O(builds^2) over a run of thousands."""
+    wheelhouse = Wheelhouse(tmp_path / "wh")
+    wheels = {f"{i:064x}": f"p{i}-1.0-py3-none-any.whl" for i in range(50)}
+    with wheelhouse.locked():
+        for sha256, wheel in wheels.items():
+            (wheelhouse.path / wheel).write_bytes(b"wheel")
+            wheelhouse.record(sha256, wheel=wheel, source=f"{wheel}.tar.gz")
+        on_disk = json.loads((wheelhouse.path / MANIFEST).read_text())
+        assert 1 <= len(on_disk) < len(wheels)  # the first at once, the rest batched
+    again = Wheelhouse(tmp_path / "wh")
+    assert {sha256: again.built_wheel(sha256) for sha256 in wheels} == wheels

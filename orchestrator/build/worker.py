@@ -16,6 +16,7 @@ file instead. The worker never raises: any failure is an outcome with status
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -57,6 +58,35 @@ def decode_message(line: str) -> dict[str, Any] | None:
 def _send(message: dict[str, Any]) -> None:
     sys.stdout.write(encode_message(message))
     sys.stdout.flush()
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _adopt_orphans() -> None:
+    """Become the reaper of the build's orphans (Linux). bubblewrap's outer process exits without
+    waiting for the PID namespace's init, which is then re-parented: only a process that waits for
+    it counts the CPU of the hook and its compilers, which that init waited for."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: nothing is counted short
+
+
+def _reap_orphans(*, wait: float) -> None:
+    """Wait for adopted orphans, up to ``wait`` seconds for those still running: a sandbox's init ends
+    with its hook (and takes the namespace's last processes with it); unsandboxed, a daemon a build
+    left is not waited for (``wait`` 0)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # none left
+        if pid == 0:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.005)
 
 
 def _usage() -> tuple[float, int]:
@@ -101,6 +131,7 @@ def _under_ceiling(outcome: WorkerOutcome, cgroup: BuildCgroup) -> WorkerOutcome
 
 def main() -> int:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    _adopt_orphans()
     try:
         from orchestrator.build import builder
     except Exception:  # reported below, once there is a log to write it to
@@ -136,10 +167,15 @@ def main() -> int:
             outcome = _under_ceiling(outcome, cgroup)
         if outcome.error:
             log.write(f"\n=== orchestrate: failed: {outcome.error} ===\n")
+    _reap_orphans(wait=1.0 if job.sandbox.tool != "none" else 0.0)
     cpu, max_rss = _usage()
     _send({"outcome": {**outcome.to_json(), "cpu_s": round(cpu, 3), "max_rss_bytes": max_rss}})
     return 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--fork-server"]:  # the run's fork server (build/forkserver.py), on this socket
+        from orchestrator.build import forkserver
+
+        sys.exit(forkserver.serve(int(sys.argv[2])))
     sys.exit(main())

@@ -11,8 +11,9 @@ One handle's life::
 From :meth:`WorkerHandle.admit` on, the handle puts on the sink given to
 :meth:`Executor.start`, in order: any number of :class:`PhaseStarted`, at most one
 :class:`OutcomeReported`, then exactly one :class:`Exited`, also when it was stopped.
-``local`` runs each build in a process of this machine; another executor (a farm)
-implements these two protocols and nothing else.
+``local`` runs each build in a process of this machine; ``dask`` on the workers of a
+Dask cluster (``remote`` being its side on each worker); an executor implements these
+two protocols and nothing else.
 """
 
 from __future__ import annotations
@@ -63,8 +64,11 @@ class WorkerHandle(Protocol):
     def stage(self, job: BuildJob) -> None:
         """Hand it ``job`` to prepare (extract, environment, requirements) until :meth:`admit`."""
 
-    def admit(self) -> None:
-        """Let the staged build call its backend; its events follow on the sink."""
+    def admit(self, need: int = 0) -> None:
+        """Let the staged build call its backend; its events follow on the sink.
+
+        ``need`` is the memory it was admitted with: a farm routes it to a machine that can hold it.
+        """
 
     def alive(self) -> bool:
         """Whether the worker can still build (one that died while preparing cannot)."""

@@ -1,9 +1,9 @@
 """The local executor: each build in a worker process of this machine, in a session of its own.
 
-Protocol with a worker (``python -m orchestrator.build.worker``; its docstring has the
-worker's side)::
+Protocol with a worker (``orchestrator.build.worker``; its docstring has the worker's side)::
 
-    spawn   Popen, new session (the worker leads its process group), stdin and stdout piped
+    spawn   forked by the run's fork server (``forks.py``), the build machinery already
+            imported; new session (the worker leads its process group), stdin and stdout piped
     stage   one JSON line on stdin: {"job": ..., "work_dir": ...}; the work folder is new,
             with TMPDIR inside it, so what the build's tools leave goes with it
     admit   the line "go", then stdin closes; a reader thread turns each message line on
@@ -28,14 +28,15 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol, TextIO
 
 from orchestrator.build.worker import ADMIT, decode_message
 from orchestrator.executors import EventSink, Exited, OutcomeReported, PhaseStarted
+from orchestrator.executors.forks import ForkServer
 from orchestrator.jobs import BuildJob, WorkerOutcome
 from orchestrator.resources import TreeUsage, kill_tree, pid_alive, tree_usages
 
@@ -54,13 +55,29 @@ def sweep_stale_work_dirs(parent: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+class WorkerProcess(Protocol):
+    """What :class:`LocalWorker` uses of its process (``subprocess.Popen`` has it, as has a forked worker)."""
+
+    @property
+    def pid(self) -> int | None:
+        """``None``: the process never started."""
+
+    stdin: TextIO | None
+    stdout: TextIO | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
 class LocalExecutor:
-    """Spawns :class:`LocalWorker` processes; one run at a time."""
+    """Spawns :class:`LocalWorker` processes, forked by the run's fork server; one run at a time."""
 
     def __init__(self) -> None:
         self._sink: EventSink | None = None
         self._root: Path | None = None
         self._cleaner: ThreadPoolExecutor | None = None
+        self._forks: ForkServer | None = None
 
     def start(self, sink: EventSink) -> None:
         temp = Path(tempfile.gettempdir())
@@ -68,31 +85,28 @@ class LocalExecutor:
         self._sink = sink
         self._root = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=temp))
         self._cleaner = ThreadPoolExecutor(1, thread_name_prefix="cleanup")
+        self._forks = ForkServer()
+        self._forks.start()  # it imports the build machinery while the run downloads and resolves
 
     def spawn(self) -> LocalWorker:
         assert self._sink is not None and self._root is not None and self._cleaner is not None, "start() first"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.build.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        return LocalWorker(process, root=self._root, sink=self._sink, cleaner=self._cleaner)
+        assert self._forks is not None
+        return LocalWorker(self._forks.fork(), root=self._root, sink=self._sink, cleaner=self._cleaner)
 
     def close(self) -> None:
         if self._cleaner is not None:
             self._cleaner.shutdown(wait=True)
+        if self._forks is not None:
+            self._forks.close()
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
-        self._sink = self._root = self._cleaner = None
+        self._sink = self._root = self._cleaner = self._forks = None
 
 
 class LocalWorker:
     """A worker process as a :class:`~orchestrator.executors.WorkerHandle`."""
 
-    def __init__(self, process: subprocess.Popen[str], *, root: Path, sink: EventSink,
+    def __init__(self, process: WorkerProcess, *, root: Path, sink: EventSink,
                  cleaner: ThreadPoolExecutor) -> None:
         self._process = process
         self._root = root
@@ -109,7 +123,7 @@ class LocalWorker:
         (self._work_dir / "tmp").mkdir()
         self._tell(json.dumps({"job": job.to_json(), "work_dir": str(self._work_dir)}) + "\n")
 
-    def admit(self) -> None:
+    def admit(self, need: int = 0) -> None:
         self._tell(ADMIT + "\n", last=True)
         self._reader = threading.Thread(target=self._read, name=f"read-{self._key}", daemon=True)
         self._reader.start()
@@ -118,16 +132,19 @@ class LocalWorker:
         return self._process.poll() is None
 
     def sample(self) -> TreeUsage:
-        return tree_usages([self._process.pid])[self._process.pid]
+        pid = self._process.pid
+        return tree_usages([pid])[pid] if pid is not None else TreeUsage(rss=0, cpu_s=0.0)
 
     def stop(self, grace: float) -> None:
         # Stopping waits up to the grace period: not on the caller's thread.
-        stopper = threading.Thread(target=kill_tree, args=(self._process.pid,), kwargs={"grace": grace}, daemon=True)
-        stopper.start()
-        self._stoppers.append(stopper)
+        if (pid := self._process.pid) is not None:
+            stopper = threading.Thread(target=kill_tree, args=(pid,), kwargs={"grace": grace}, daemon=True)
+            stopper.start()
+            self._stoppers.append(stopper)
 
     def kill(self) -> None:
-        kill_tree(self._process.pid, grace=0)
+        if (pid := self._process.pid) is not None:
+            kill_tree(pid, grace=0)
 
     def close(self) -> None:
         if self._reader is None:  # never admitted: it is told so, and goes (see _retire)
@@ -135,8 +152,9 @@ class LocalWorker:
             self._cleaner.submit(self._retire)
             return
         # The worker leads its process group: whatever it left behind goes with it.
-        with contextlib.suppress(OSError):
-            os.killpg(self._process.pid, signal.SIGKILL)
+        if (pid := self._process.pid) is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             assert self._process.stdout is not None
             self._process.stdout.close()  # read to its end: Exited came after it
@@ -147,7 +165,7 @@ class LocalWorker:
         try:
             self._process.wait(timeout=UNADMITTED_GRACE)
         except subprocess.TimeoutExpired:
-            kill_tree(self._process.pid, grace=0)
+            self.kill()
             self._process.wait()
         with contextlib.suppress(OSError):
             assert self._process.stdout is not None

@@ -79,6 +79,9 @@ class RunningBuild:
     """Being stopped (its process tree signalled) but not yet gone: its ``rss`` is about to be freed."""
     cpu: float | None = None
     """CPUs its whole process tree kept busy over the last sample; ``None``: not sampled yet."""
+    cpu_seen: float = 0.0
+    """While ``cpu`` is ``None``: what its tree was seen using since its first sample, in CPUs over the
+    machine's CPU window; the machine's ``cpu_busy`` already holds it."""
 
     @property
     def reservation(self) -> int:
@@ -193,8 +196,12 @@ def decide(
         )
     if limits.max_cpu is not None:
         unmeasured = sum(build.cpu is None for build in running)
-        measured = (readings.cpu_busy if readings.cpu_busy is not None
-                    else sum(build.cpu for build in running if build.cpu is not None))
+        if readings.cpu_busy is not None:
+            # A just-started build counts as one busy CPU, in place of what the machine's figure saw of it.
+            measured = max(0.0, readings.cpu_busy - sum(min(1.0, build.cpu_seen) for build in running
+                                                       if build.cpu is None))
+        else:
+            measured = sum(build.cpu for build in running if build.cpu is not None)
         busy = measured + unmeasured
         cap = limits.max_cpu * readings.cpu_count
         if busy >= cap:

@@ -14,6 +14,7 @@ and the time.
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Sequence
 
@@ -25,7 +26,7 @@ from orchestrator.policy.admission import (
     shadow_time,
 )
 
-__all__ = ["plan_order", "simulate"]
+__all__ = ["ends_matter", "plan_order", "simulate"]
 
 PLAN_LIMIT = 24
 """Builds planned at most; the rest follow, longest first. Keeps a plan within tens of milliseconds."""
@@ -65,6 +66,21 @@ def simulate(order: Sequence[QueuedBuild], running: Sequence[RunningBuild], limi
             position += 1
         active.insert(position, (end, need))
     return last - start
+
+
+def ends_matter(queue: Sequence[QueuedBuild], running: Sequence[RunningBuild], limits: Limits) -> bool:
+    """Whether the plan for ``queue`` should be made again as running builds end.
+
+    Only when :func:`plan_order` simulates (a memory limit, two builds of known duration)
+    and the limit may hold a build back: the largest reservations that could run at once
+    exceed it together. Otherwise the count cap alone decides when builds start, and an
+    end leaves the planned order as good as it was (planning again after each of thousands
+    of small builds cost more than the builds).
+    """
+    if limits.memory_limit is None or sum(build.expected_duration is not None for build in queue) < 2:
+        return False
+    needs = [*(build.need for build in queue), *(build.reservation for build in running)]
+    return sum(heapq.nlargest(limits.max_builds, needs)) > limits.memory_limit
 
 
 def _next_start(

@@ -14,7 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.policy.history import RunRecord
-from orchestrator.report.history import REGRESSION_RULE, TAIL_RULE, HistoryReport, Regression
+from orchestrator.report.history import (
+    REGRESSION_RULE,
+    TAIL_RULE,
+    HistoryReport,
+    Regression,
+)
 from orchestrator.units import format_size
 
 __all__ = ["OUTCOME_MARKS", "print_history", "sparkline"]

@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,11 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = ".orchestrate-manifest.json"
 LOCK = ".orchestrate.lock"
+MANIFEST_WRITE_INTERVAL = 1.0
+"""Seconds between writes of the manifest while a run records builds. Each write holds every entry,
+so writing after each of N builds would cost O(N^2); what is recorded meanwhile is written when the
+run releases the lock. A run killed (-9) in between loses at most that second's records: those
+sdists are built again by the next run."""
 
 
 class Wheelhouse:
@@ -33,6 +39,8 @@ class Wheelhouse:
         self._manifest = self._load()
         self._manifest_lock = threading.Lock()
         """Builds are recorded from the scheduler's thread, wheels from the index placed from download threads."""
+        self._unsaved = False
+        self._saved_at = float("-inf")
 
     @contextlib.contextmanager
     def locked(self, *, wait: float = 0.0) -> Iterator[None]:
@@ -49,7 +57,10 @@ class Wheelhouse:
             self._remove_partials()
             yield
         finally:
-            lock.release()
+            try:
+                self.flush()
+            finally:
+                lock.release()
 
     def _remove_partials(self) -> None:
         """Remove temp files a killed run left behind (only ever ours: hidden ``.part`` files)."""
@@ -78,12 +89,21 @@ class Wheelhouse:
         return None
 
     def record(self, sha256: str | None, *, wheel: str, source: str) -> None:
-        """Remember which sdist a wheel came from; written atomically."""
+        """Remember which sdist a wheel came from; written atomically, at once or by :meth:`flush`
+        (see :data:`MANIFEST_WRITE_INTERVAL`)."""
         if sha256 is None:
             return
         with self._manifest_lock:
             self._manifest[sha256] = {"wheel": wheel, "source": source}
-            self._write()
+            self._unsaved = True
+            if time.monotonic() - self._saved_at >= MANIFEST_WRITE_INTERVAL:
+                self._write()
+
+    def flush(self) -> None:
+        """Write what was recorded since the manifest was last written; :meth:`locked` does, as it ends."""
+        with self._manifest_lock:
+            if self._unsaved:
+                self._write()
 
     def forget(self, wheel: str) -> None:
         """Forget the sdist ``wheel`` was built from: another file (the index's wheel) now has its name."""
@@ -97,6 +117,8 @@ class Wheelhouse:
     def _write(self) -> None:
         with atomic_write(self.path / MANIFEST) as out:
             out.write(json.dumps(self._manifest, indent=1, sort_keys=True).encode())
+        self._unsaved = False
+        self._saved_at = time.monotonic()
 
 
 def publish_wheel(wheel: Path, wheelhouse: Path) -> Path:

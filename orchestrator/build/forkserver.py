@@ -1,0 +1,119 @@
+"""The fork server: one process per run that imports the build machinery once and forks a worker per build.
+
+A fresh interpreter per build spent about 0.1 CPU-second importing ``build``, ``packaging``
+and the rest before it could start: most of what a small build costs. The server imports
+them once; each worker is a fork of it, ready at once, and then is exactly the process
+``worker.main`` always was: a session of its own (so stopping a build kills its whole tree
+and group, never the server), its own stdin and stdout pipes, CPU and memory counted from
+zero. A build that crashes or is killed takes only its own fork with it.
+
+Protocol on the control socket (``executors/forks.py`` speaks the other side; the standard
+library's forkserver does not fit, as it runs pickled functions, not a worker speaking on
+pipes of its own, and reports no exit statuses)::
+
+    request   one byte, with two file descriptors attached (SCM_RIGHTS): the worker's stdin
+              (read end) and stdout (write end; its stderr too)
+    replies   "pid PID" once forked; "exited PID RETURNCODE" once reaped (negative: a signal)
+    end       end of file on the socket (the run is over, or gone): the server kills the
+              process group of every worker still running, and exits
+
+A worker watches its parent, the server, as it always watched the run (``worker.main``);
+the server dies with the run's socket, so a killed run still leaves no build behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import sys
+import traceback
+
+
+def preload() -> None:
+    """Import what every build imports, once; a failure is reported by each worker, as before."""
+    import orchestrator.build.worker  # noqa: F401 - what each fork runs
+
+    with contextlib.suppress(Exception):
+        import orchestrator.build.builder  # noqa: F401
+
+
+def serve(control_fd: int) -> int:
+    """Fork a worker per request on the socket ``control_fd`` until it closes; see the module docstring."""
+    preload()
+    control = socket.socket(fileno=control_fd)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # only to wake select() through the fd
+    workers: set[int] = set()
+    try:
+        while True:
+            readable, _, _ = select.select([control.fileno(), wake_read], [], [])
+            if wake_read in readable:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_read, 512):
+                        pass
+                _reap(workers, control)
+            if control.fileno() in readable:
+                data, fds, _, _ = socket.recv_fds(control, 16, 2)
+                if not data:
+                    return 0
+                pid = _fork_worker(fds, close=[control.fileno(), wake_read, wake_write])
+                for fd in fds:
+                    os.close(fd)
+                workers.add(pid)
+                control.sendall(f"pid {pid}\n".encode())
+    except (BrokenPipeError, ConnectionResetError):
+        return 0  # the run is gone
+    finally:
+        for pid in workers:  # each leads its own group
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _reap(workers: set[int], control: socket.socket) -> None:
+    while workers:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        workers.discard(pid)
+        control.sendall(f"exited {pid} {os.waitstatus_to_exitcode(status)}\n".encode())
+
+
+def _fork_worker(fds: list[int], *, close: list[int]) -> int:
+    """Fork a worker on the pipes ``fds`` (stdin, stdout); the child never returns."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in close:
+            os.close(fd)
+        os.setsid()
+        stdin, stdout = fds
+        os.dup2(stdin, 0)
+        os.dup2(stdout, 1)
+        os.dup2(stdout, 2)
+        os.close(stdin)
+        os.close(stdout)
+        from orchestrator.build import worker
+
+        code = worker.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    except BaseException:  # noqa: BLE001 - the exit status and the log tell; nothing may unwind into the server
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
