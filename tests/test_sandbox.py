@@ -28,6 +28,7 @@ from orchestrator.build.sandbox import Probe, Sandbox, for_run, is_secret, probe
 pytestmark = pytest.mark.usefixtures("sandboxed")
 
 BWRAP = probe()
+needs_bwrap = pytest.mark.skipif(BWRAP.sandbox.tool != "bwrap", reason=f"no working bwrap here: {BWRAP.reason}")
 FULL_UNSHARE = {"read-only host", "private home and /tmp", "loopback", "no capabilities"}
 
 
@@ -167,6 +168,21 @@ def test_the_cpu_of_what_a_hook_starts_is_counted(tmp_path: Path, sandbox: str) 
     assert result.returncode == 0, result.stderr
     (record,) = json.loads(report.read_text())["builds"]
     assert record["cpu_s"] >= 1.5, record
+
+
+def test_the_cpu_of_what_a_hook_starts_is_counted_under_unshare(tmp_path: Path, no_bwrap_path: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patch:
+        patch.setenv("PATH", no_bwrap_path)
+        if probe().sandbox.tool != "unshare":
+            pytest.skip(f"unshare makes no sandbox here: {probe().reason}")
+    make_sdist(tmp_path / "sdists", "burner", burn_s=1.5)
+    report = tmp_path / "r.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--report-json", report,
+                         env={"PATH": no_bwrap_path})
+    assert result.returncode == 0, result.stderr
+    (record,) = json.loads(report.read_text())["builds"]
+    assert record["cpu_s"] >= 1.5 and record["sandbox"].startswith("unshare: "), record
 
 
 def test_without_the_sandbox_every_escape_succeeds(tmp_path: Path, escapes: Escapes) -> None:
