@@ -144,7 +144,7 @@ def build_result(item: Queued, run: Running | None, *, status: Status, error: st
         memory_requeues=item.memory_requeues,
         waits={held_by: seconds for held_by, seconds in item.waits.items() if seconds > 0},
         wait_reason=item.wait_reason,
-        sandbox=job.sandbox.describe() if run else None,
+        sandbox=containment(job, outcome) if run else None,
         queued_at=item.queued_at,
         spans=outcome.spans if outcome else (),
         compiler_calls=outcome.compiler_calls if outcome else None,
@@ -152,6 +152,14 @@ def build_result(item: Queued, run: Running | None, *, status: Status, error: st
         compiler_misses=outcome.compiler_misses if outcome else None,
         host=outcome.host if outcome else None,
     )
+
+
+def containment(job: BuildJob, outcome: WorkerOutcome | None) -> str:
+    """The report's line of what contained the build: its sandbox, and the memory ceiling it ran under."""
+    described = job.sandbox.describe()
+    if outcome is None or outcome.memory_ceiling is None:
+        return described
+    return f"{described}{',' if job.sandbox.protections else ':'} memory ceiling {format_size(outcome.memory_ceiling)}"
 
 
 class WorkersAhead:

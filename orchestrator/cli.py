@@ -22,7 +22,7 @@ import psutil
 from rich.console import Console
 
 from orchestrator import __version__
-from orchestrator.build import compilercache
+from orchestrator.build import ceiling, compilercache
 from orchestrator.build.compilercache import CompilerCache
 from orchestrator.build.envs import choose_installer
 from orchestrator.build.sandbox import for_run
@@ -294,8 +294,9 @@ def _state_dir(state_dir: Path | None) -> Path:
 @option("--keep-build-envs", is_flag=True, help="Keep prepared build environments under --state-dir for later "
         "runs (default: removed when the run ends).")
 @option("--sandbox/--no-sandbox", default=True, show_default=True,
-        help="Run the build hooks in a bubblewrap sandbox (read-only host, empty home, no secrets in the "
-        "environment, no process outlives its build) where bwrap works; a note says when it does not.")
+        help="Run the build hooks in a sandbox (read-only host, empty home, no secrets in the environment, no "
+        "process outlives its build) with bwrap, else unshare, and each build under a memory ceiling where "
+        "cgroup v2 is delegated; a note says what is missing and why.")
 @option("--build-network/--no-build-network", default=True, show_default=True,
         help="Let sandboxed build hooks reach the network (off: loopback only); per package: build_network "
         "in orchestrate.toml.")
@@ -367,6 +368,9 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            prefer_binary=prefer_binary, resolver=resolver, overrides=overrides)
     collected = collect_sources(sources)
     contained, sandbox_note = for_run(sandbox, network=build_network)
+    cgroup, ceiling_note = ceiling.for_run() if sandbox else (None, None)
+    if cgroup is not None:  # however the command ends
+        click.get_current_context().call_on_close(cgroup.remove)
     state = _state_dir(state_dir)
     folder = run_folder(state, time.time())
     cache, cache_note = _compiler_cache(compiler_cache, compiler_cache_size, state)
@@ -397,12 +401,13 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         build_env_dir=state / "build-envs",
         keep_build_envs=keep_build_envs,
         sandbox=contained,
+        cgroup=cgroup,
         compiler_cache=cache,
         nice=nice,
     )
     console = _console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
-    for note in (sandbox_note, cache_note):
+    for note in (sandbox_note, ceiling_note, cache_note):
         if note:
             display.event(note)
     for note in collected.notes:
@@ -418,6 +423,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            "max_installs": max_installs, "memory_limit": limits.memory_limit,
                            "min_free_memory": limits.min_free_memory, "memory_per_build": settings.memory_per_build,
                            "max_load": limits.max_load, "max_cpu": limits.max_cpu, "installer": settings.installer,
+                           "memory_ceiling": ("memory.max per build whose need is learned" if cgroup
+                                              else ceiling_note or "off (--no-sandbox)"),
                            "sandbox": contained.describe(),
                            "compiler_cache": cache.describe() if cache else "none", "nice": nice}
     files = ReportFiles(json=report_json, html=report_html, trace=trace, run_folder=folder)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.build.ceiling import MemoryCeiling
 from orchestrator.build.compilercache import CompilerCache
 from orchestrator.build.sandbox import Sandbox
 from orchestrator.settings import IndexSettings
@@ -86,6 +87,8 @@ class BuildJob:
     """Extra environment for the backend (nested-parallelism caps)."""
     sandbox: Sandbox = field(default_factory=Sandbox)
     """The containment the backend's hooks run in (``build/sandbox.py``); the default is none."""
+    memory_ceiling: MemoryCeiling | None = None
+    """The build's cgroup ``memory.max`` (``build/ceiling.py``), where the run has one and the need was learned."""
     compiler_cache: CompilerCache | None = None
     """The compiler cache the hooks' compilers go through (``build/compilercache.py``); ``None``: none."""
     nice: bool = False
@@ -110,6 +113,8 @@ class BuildJob:
         data["env_cache"] = Path(data["env_cache"])
         data["index"] = IndexSettings.from_json(data["index"])
         data["sandbox"] = Sandbox.from_json(data.get("sandbox", {}))
+        if data.get("memory_ceiling") is not None:
+            data["memory_ceiling"] = MemoryCeiling(**data["memory_ceiling"])
         data["compiler_cache"] = CompilerCache.from_json(data["compiler_cache"]) if data.get("compiler_cache") else None
         return cls(**data)
 
@@ -134,6 +139,8 @@ class WorkerOutcome:
     """CPU seconds of the worker and every process it waited for."""
     max_rss_bytes: int = 0
     """The largest single process of the build, from ``getrusage``."""
+    memory_ceiling: int | None = None
+    """The ``memory.max`` the build ran under, in bytes; ``None`` without one."""
     compiler_calls: int | None = None
     """Calls of the compiler cache (compilations, links, calls it cannot cache); ``None``: no cache ran."""
     compiler_hits: int | None = None
@@ -189,7 +196,8 @@ class BuildResult:
     wheel_tag: str | None = None
     """The wheel's compatibility tag, as its file name says it (``cp311-cp311-manylinux_2_17_x86_64``)."""
     sandbox: str | None = None
-    """The protections the build's hooks ran under (``bwrap: read-only host, ..., no network``, or ``none``)."""
+    """The protections the build's hooks ran under (``bwrap: read-only host, ..., no network``, or ``none``),
+    and its memory ceiling if it had one (``..., memory ceiling 1.5 GiB``)."""
     queued_at: float | None = None
     """When it was first queued for a build (epoch seconds); ``None`` if it never was."""
     spans: tuple[PhaseSpan, ...] = ()

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from packaging.utils import NormalizedName, canonicalize_name
 
+from orchestrator.build.ceiling import RunCgroup
 from orchestrator.build.compilercache import CompilerCache
 from orchestrator.build.envcache import run_env_cache
 from orchestrator.build.sandbox import Sandbox
@@ -118,6 +119,8 @@ class BuildSettings:
     """Keep the prepared build environments for later runs instead of removing them when the run ends."""
     sandbox: Sandbox = field(default_factory=Sandbox)
     """The sandbox of every build's hooks; a package's ``build_network`` overrides its ``network``."""
+    cgroup: RunCgroup | None = None
+    """The run's cgroup, where builds whose need is learned get a memory ceiling (``build/ceiling.py``)."""
     compiler_cache: CompilerCache | None = None
     """The compiler cache every build compiles through (``--compiler-cache``); ``None``: none."""
     nice: bool = False
@@ -344,6 +347,8 @@ class BuildRun:
         history = self._history
         peaks = history.recent_peaks(source.name, python=PYTHON_TAG, version=source.version) if history else []
         need = predict_need(peaks, settings.memory_per_build, override=override.memory if override else None)
+        if settings.cgroup is not None and (peaks or (override is not None and override.memory is not None)):
+            job = replace(job, memory_ceiling=settings.cgroup.ceiling(need))
         duration = (history.expected_duration(source.name, python=PYTHON_TAG, version=source.version)
                     if history else None)
         timeout = override.timeout if override else None

@@ -17,6 +17,7 @@ file instead. The worker never raises: any failure is an outcome with status
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import os
 import resource
@@ -27,8 +28,9 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from orchestrator.build.ceiling import BuildCgroup
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
 
 MESSAGE_PREFIX = "@@orchestrate "
@@ -107,6 +109,26 @@ def _wait_for_admission() -> None:
         sys.exit(0)  # not needed: the executor removes the work folder
 
 
+def _enter_cgroup(job: BuildJob, log: IO[str]) -> BuildCgroup | None:
+    """Put this worker, and so its whole build, under the job's memory ceiling, if it has one."""
+    if job.memory_ceiling is None:
+        return None
+    try:
+        return BuildCgroup.enter(job.memory_ceiling, f"{job.key}-{os.getpid()}")
+    except OSError as exc:
+        log.write(f"=== orchestrate: no memory ceiling for this build: {exc} ===\n")
+        return None
+
+
+def _under_ceiling(outcome: WorkerOutcome, cgroup: BuildCgroup) -> WorkerOutcome:
+    """The outcome with the ceiling it ran under, and the kernel's kill as its reason; out of the cgroup."""
+    outcome = dataclasses.replace(outcome, memory_ceiling=cgroup.ceiling.limit)
+    if outcome.status is Status.FAILED and cgroup.oom_killed():
+        outcome = dataclasses.replace(outcome, error=cgroup.reason(), killed_by=None)
+    cgroup.leave()
+    return outcome
+
+
 def main() -> int:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     _adopt_orphans()
@@ -131,6 +153,7 @@ def main() -> int:
     tempfile.tempdir = None
     job.log_path.parent.mkdir(parents=True, exist_ok=True)
     with job.log_path.open("a", encoding="utf-8", errors="replace") as log:
+        cgroup = _enter_cgroup(job, log)
         try:
             if import_error is not None:
                 log.write(import_error)
@@ -140,6 +163,8 @@ def main() -> int:
         except Exception as exc:  # the last line of defence: report, never raise
             log.write(traceback.format_exc())
             outcome = WorkerOutcome(status=Status.FAILED, error=f"internal error: {exc!r}; see the log")
+        if cgroup is not None:
+            outcome = _under_ceiling(outcome, cgroup)
         if outcome.error:
             log.write(f"\n=== orchestrate: failed: {outcome.error} ===\n")
     _reap_orphans(wait=1.0 if job.sandbox.tool != "none" else 0.0)
