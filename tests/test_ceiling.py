@@ -13,7 +13,13 @@ import pytest
 from conftest import orchestrate
 from sdists import make_sdist
 
-from orchestrator.build.ceiling import BuildCgroup, MemoryCeiling, RunCgroup, ceiling_for, own_cgroup
+from orchestrator.build.ceiling import (
+    BuildCgroup,
+    MemoryCeiling,
+    RunCgroup,
+    ceiling_for,
+    own_cgroup,
+)
 from orchestrator.build.sandbox import Sandbox
 from orchestrator.buildstate import containment
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome

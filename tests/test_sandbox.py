@@ -23,7 +23,15 @@ from conftest import orchestrate
 from sdists import make_sdist
 from toolpaths import path_without
 
-from orchestrator.build.sandbox import Probe, Sandbox, for_run, is_secret, probe, settle, wrap
+from orchestrator.build.sandbox import (
+    Probe,
+    Sandbox,
+    for_run,
+    is_secret,
+    probe,
+    settle,
+    wrap,
+)
 
 pytestmark = pytest.mark.usefixtures("sandboxed")
 
