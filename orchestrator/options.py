@@ -82,6 +82,14 @@ install_options = _group([
            help="Compile installed modules to bytecode."),
 ])
 
+report_options = _group([
+    option("--report-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the run report here."),
+    option("--report-html", type=click.Path(dir_okay=False, path_type=Path),
+           help="Write the run report as one self-contained HTML page (timeline, memory, CPU) here."),
+    option("--trace", type=click.Path(dir_okay=False, path_type=Path),
+           help="Write the run as Chrome trace events here (Perfetto, chrome://tracing)."),
+])
+
 INSTALL_ONLY = ("install_after_build", "max_installs", "install_timeout", "reinstall", "compile_bytecode")
 """``build`` options that mean something only with ``--install-into``."""
 

@@ -1,0 +1,6 @@
+"""The ``orchestrate`` command: :mod:`.app` holds what the commands share; each command is a module of its own."""
+
+from orchestrator.cli import build, download, install, report  # noqa: F401 - each adds its command to main
+from orchestrator.cli.app import main
+
+__all__ = ["main"]
