@@ -18,6 +18,7 @@ two protocols and nothing else.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -97,3 +98,13 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """End the run once every handle is closed; wait for the clean-up."""
+
+
+def signal_name(returncode: int) -> str | None:
+    """``SIGKILL`` for a process that signal ended (a negative ``returncode``)."""
+    if returncode >= 0:
+        return None
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"

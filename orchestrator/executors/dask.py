@@ -318,7 +318,7 @@ class DaskWorker:
         if outcome is not None:
             host = self._hosts[-1] if self._hosts else None
             self._sink(OutcomeReported(self._job.key, replace(outcome, host=host, attempts=max(len(self._hosts), 1))))
-        self._sink(Exited(self._job.key, returncode, _signal_name(returncode)))
+        self._sink(Exited(self._job.key, returncode, signal_name(returncode)))
 
     def _arrived(self, job: BuildJob, result: dict[str, Any]) -> tuple[WorkerOutcome | None, int]:
         """The task's result on this machine: its log appended to the job's, its wheel checked and published."""
@@ -361,13 +361,6 @@ class DaskWorker:
         self._end(WorkerOutcome(status=Status.FAILED, error=error), 0)
 
 
-def _signal_name(returncode: int) -> str | None:
-    if returncode >= 0:
-        return None
-    try:
-        return signal.Signals(-returncode).name
-    except ValueError:
-        return f"signal {-returncode}"
 
 
 

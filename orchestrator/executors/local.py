@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 from orchestrator.build.worker import ADMIT, decode_message
-from orchestrator.executors import EventSink, Exited, OutcomeReported, PhaseStarted
+from orchestrator.executors import (
+    EventSink,
+    Exited,
+    OutcomeReported,
+    PhaseStarted,
+    signal_name,
+)
 from orchestrator.executors.forks import ForkServer
 from orchestrator.jobs import BuildJob, WorkerOutcome
 from orchestrator.resources import TreeUsage, kill_tree, pid_alive, tree_usages
@@ -201,14 +207,4 @@ class LocalWorker:
         returncode = self._process.wait()
         for stopper in list(self._stoppers):  # a stopped build has exited once its whole tree has
             stopper.join()
-        self._sink(Exited(self._key, returncode, _signal_name(returncode)))
-
-
-def _signal_name(returncode: int) -> str | None:
-    """``SIGKILL`` for a process that signal ended (a negative ``returncode``)."""
-    if returncode >= 0:
-        return None
-    try:
-        return signal.Signals(-returncode).name
-    except ValueError:
-        return f"signal {-returncode}"
+        self._sink(Exited(self._key, returncode, signal_name(returncode)))
