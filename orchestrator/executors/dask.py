@@ -55,6 +55,7 @@ from orchestrator.executors import (
     OutcomeReported,
     PhaseStarted,
     remote,
+    signal_name,
 )
 from orchestrator.executors.cluster import Farm
 from orchestrator.executors.local import WORK_PREFIX, sweep_stale_work_dirs
