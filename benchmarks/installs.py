@@ -1,4 +1,4 @@
-"""Time the install stage against pip and uv on the same 100 generated wheels.
+"""Time the install stage against pip and uv on the same wheels: 100 generated ones, or a wheelhouse's.
 
 Each run installs every wheel into its own fresh virtualenv (stdlib ``venv``,
 no pip), and every tool runs as its own process, so interpreter start-up and
@@ -17,7 +17,12 @@ removed only at the end: on an ext4 without a journal, creating files right
 after many were deleted costs more (the inode allocator skips recently freed
 inodes), which would charge one tool for the previous one's clean-up.
 
-    python benchmarks/installs.py [--wheels 100] [--repeat 3] [--workdir DIR] [--json PATH]
+``--wheelhouse DIR`` installs the real wheels in DIR instead (e.g. the public corpus's, built, with
+its build backends: one version of each distribution); ``--bytecode yes`` runs only the rows that
+compile.
+
+    python benchmarks/installs.py [--wheels 100 | --wheelhouse DIR] [--bytecode both|yes|no] [--repeat 3]
+        [--workdir DIR] [--json PATH]
 """
 
 from __future__ import annotations
@@ -97,7 +102,10 @@ def generate(folder: Path, count: int, seed: int = 0) -> list[Path]:
             )
             files[f"{rng.choice([module, *subpackages])}/mod{n}.py"] = body
         wheels.append(
-            write_wheel(folder, name, files=files, console_scripts={f"{name}-cli": f"{module}:main"} if index % 10 == 0 else None)
+            write_wheel(
+                folder, name, files=files,
+                console_scripts={f"{name}-cli": f"{module}:main"} if index % 10 == 0 else None,
+            )
         )
     return wheels
 
@@ -125,8 +133,12 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+Command = Callable[[Path], tuple[list[str], dict[str, str]]]
+"""A target virtualenv -> the argv and environment that install into it."""
+
+
 def timed(
-    command: Callable[[Path], tuple[list[str], dict[str, str]]], parent: Path, wheel_count: int, compile_bytecode: bool
+    command: Command, parent: Path, wheel_count: int, compile_bytecode: bool
 ) -> tuple[float, float]:
     """Wall and CPU seconds of one install into a new virtualenv (left in place: see the module docstring)."""
     target = fresh_venv(parent)
@@ -147,17 +159,19 @@ def timed(
     return elapsed, cpu
 
 
-def commands(wheels: Sequence[Path], parent: Path) -> dict[tuple[str, int | None, bool], Callable[[Path], tuple[list[str], dict[str, str]]]]:
+def commands(
+    wheels: Sequence[Path], parent: Path, bytecode: Sequence[bool]
+) -> dict[tuple[str, int | None, bool], Command]:
     paths = [os.fspath(wheel) for wheel in wheels]
     python = sys.executable
 
-    def ours(workers: int, compile_bytecode: bool) -> Callable[[Path], tuple[list[str], dict[str, str]]]:
+    def ours(workers: int, compile_bytecode: bool) -> Command:
         return lambda venv_dir: (
             [python, "-c", _OURS, os.fspath(venv_dir), str(workers), "1" if compile_bytecode else "0", *paths],
             clean_env(),
         )
 
-    def pip(compile_bytecode: bool) -> Callable[[Path], tuple[list[str], dict[str, str]]]:
+    def pip(compile_bytecode: bool) -> Command:
         flags = [] if compile_bytecode else ["--no-compile"]
         return lambda venv_dir: (
             [python, "-m", "pip", "--python", os.fspath(venv_dir / "bin" / "python"), "install", "--no-deps",
@@ -165,19 +179,19 @@ def commands(wheels: Sequence[Path], parent: Path) -> dict[tuple[str, int | None
             clean_env(),
         )
 
-    def uv(compile_bytecode: bool) -> Callable[[Path], tuple[list[str], dict[str, str]]]:
+    def uv(compile_bytecode: bool, uv: str) -> Command:
         flags = ["--compile-bytecode"] if compile_bytecode else []
         return lambda venv_dir: (
-            [os.fspath(UV), "pip", "install", "--no-config", "--no-deps", "--no-index", "-q", *flags,
+            [uv, "pip", "install", "--no-config", "--no-deps", "--no-index", "-q", *flags,
              "--python", os.fspath(venv_dir / "bin" / "python"), *paths],
             clean_env(UV_CACHE_DIR=tempfile.mkdtemp(prefix="uv-cache-", dir=parent)),
         )
 
-    table: dict[tuple[str, int | None, bool], Callable[[Path], tuple[list[str], dict[str, str]]]] = {}
-    for compile_bytecode in (True, False):
+    table: dict[tuple[str, int | None, bool], Command] = {}
+    for compile_bytecode in bytecode:
         table[("pip", None, compile_bytecode)] = pip(compile_bytecode)
         if UV:
-            table[("uv", None, compile_bytecode)] = uv(compile_bytecode)
+            table[("uv", None, compile_bytecode)] = uv(compile_bytecode, UV)
         for workers in (1, 2, 4):
             table[("orchestrate", workers, compile_bytecode)] = ours(workers, compile_bytecode)
     return table
@@ -186,8 +200,11 @@ def commands(wheels: Sequence[Path], parent: Path) -> dict[tuple[str, int | None
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheels", type=int, default=100)
+    parser.add_argument("--wheelhouse", type=Path, default=None, help="install the wheels in this folder instead")
+    parser.add_argument("--bytecode", choices=["both", "yes", "no"], default="both", help="which rows to run")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workdir", type=Path, default=None, help="where wheels and venvs go (default: the temp folder)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where wheels and venvs go (default: the temp folder)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "installs.json")
     parser.add_argument("--seed", type=int, default=0, help="for the order of configurations in each repeat")
     args = parser.parse_args(argv)
@@ -195,9 +212,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-installs-", dir=args.workdir) as tmp:
         parent = Path(tmp)
         (parent / "wheels").mkdir()
-        wheels = generate(parent / "wheels", args.wheels)
+        if args.wheelhouse is not None:
+            wheels = [Path(shutil.copy(wheel, parent / "wheels")) for wheel in sorted(args.wheelhouse.glob("*.whl"))]
+            if not wheels:
+                raise SystemExit(f"{args.wheelhouse} holds no .whl files; pass a folder of wheels")
+        else:
+            wheels = generate(parent / "wheels", args.wheels)
         wheel_bytes = sum(wheel.stat().st_size for wheel in wheels)
-        runs = commands(wheels, parent)
+        bytecode = {"both": (True, False), "yes": (True,), "no": (False,)}[args.bytecode]
+        runs = commands(wheels, parent, bytecode)
         for key, command in runs.items():  # warm-up, not measured
             timed(command, parent, len(wheels), compile_bytecode=key[2])
         timings: dict[tuple[str, int | None, bool], list[tuple[float, float]]] = {key: [] for key in runs}
@@ -232,13 +255,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
 
     where = args.workdir or Path(tempfile.gettempdir())
-    print(f"{len(wheels)} wheels, {wheel_bytes / 1e6:.1f} MB, median of {args.repeat}, {os.cpu_count()} CPUs, in {where}")
-    print(f"{'tool':<12} {'workers':>7} {'flags':<28} {'median s':>9} {'best s':>7} {'cpu s':>6} {'x pip':>6} {'x uv':>6}")
+    print(f"{len(wheels)} wheels, {wheel_bytes / 1e6:.1f} MB, median of {args.repeat}, {os.cpu_count()} CPUs,"
+          f" in {where}")
+    print(f"{'tool':<12} {'workers':>7} {'flags':<28} {'median s':>9} {'best s':>7} {'cpu s':>6} {'x pip':>6}"
+          f" {'x uv':>6}")
     for row in rows:
-        workers = "-" if row.workers is None else str(row.workers)
+        cap = "-" if row.workers is None else str(row.workers)
         vs_uv = "-" if row.vs_uv is None else f"{row.vs_uv:.2f}"
         print(
-            f"{row.tool:<12} {workers:>7} {row.flags:<28} {row.median:>9.2f} {row.best:>7.2f} {row.cpu_median:>6.2f}"
+            f"{row.tool:<12} {cap:>7} {row.flags:<28} {row.median:>9.2f} {row.best:>7.2f} {row.cpu_median:>6.2f}"
             f" {row.vs_pip:>6.2f} {vs_uv:>6}"
         )
 
@@ -250,6 +275,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         json.dumps(
             {
                 "wheels": len(wheels),
+                "wheelhouse": None if args.wheelhouse is None else os.fspath(args.wheelhouse),
                 "wheel_bytes": wheel_bytes,
                 "repeat": args.repeat,
                 "seed": args.seed,
@@ -266,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _version(argv: list[str]) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, env=clean_env(), check=True).stdout.split("\n")[0].strip()
+    completed = subprocess.run(argv, capture_output=True, text=True, env=clean_env(), check=True)
+    return completed.stdout.split("\n")[0].strip()
 
 
 if __name__ == "__main__":

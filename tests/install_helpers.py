@@ -15,7 +15,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from installer.utils import copyfileobj_with_hashing
 from wheels import write_wheel
 
 from orchestrator.install import InstallStatus, Target, WheelInstaller
@@ -151,18 +150,18 @@ def install_old_version(target: Target, tmp_path: Path, version: str) -> None:
 
 def slow_writes(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Make every file write take ``seconds`` longer."""
-    real = copyfileobj_with_hashing
+    real = rollback_module.copy_member
 
     def slow_write(source, dest, hash_algorithm):  # type: ignore[no-untyped-def]
         time.sleep(seconds)
         return real(source, dest, hash_algorithm)
 
-    monkeypatch.setattr(rollback_module, "copyfileobj_with_hashing", slow_write)
+    monkeypatch.setattr(rollback_module, "copy_member", slow_write)
 
 
 def fail_on_write(monkeypatch: pytest.MonkeyPatch, failing_call: int, error: OSError) -> None:
     """Make the ``failing_call``-th file write (1-based) write a little, then raise ``error``."""
-    real = copyfileobj_with_hashing
+    real = rollback_module.copy_member
     calls = 0
 
     def write(source, dest, hash_algorithm):  # type: ignore[no-untyped-def]
@@ -173,7 +172,7 @@ def fail_on_write(monkeypatch: pytest.MonkeyPatch, failing_call: int, error: OSE
             raise error
         return real(source, dest, hash_algorithm)
 
-    monkeypatch.setattr(rollback_module, "copyfileobj_with_hashing", write)
+    monkeypatch.setattr(rollback_module, "copy_member", write)
 
 
 def compilers_count_journals(monkeypatch: pytest.MonkeyPatch, folder: Path, target: Target, *, hold: float) -> Path:

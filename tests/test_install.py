@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import errno
+import hashlib
 import json
 import os
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -112,6 +115,42 @@ def test_concurrent_installs_into_shared_folders_record_every_file(
         if digest:
             assert (digest, size) == (record_hash(path), str(path.stat().st_size)), path
     assert len([path for path in on_disk if path.suffix == ".pyc"]) == 9 * 3
+
+
+def _rehash_record(wheel: Path, algorithm: str) -> None:
+    """Rewrite ``wheel``'s RECORD with ``algorithm`` hashes of the same members."""
+    with zipfile.ZipFile(wheel) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    record = next(name for name in members if name.endswith(".dist-info/RECORD"))
+    lines = []
+    for name, data in members.items():
+        digest = base64.urlsafe_b64encode(hashlib.new(algorithm, data).digest()).decode().rstrip("=")
+        lines.append(f"{name},,\n" if name == record else f"{name},{algorithm}={digest},{len(data)}\n")
+    members[record] = "".join(lines).encode()
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
+def test_record_lists_the_hash_of_each_installed_file(target: Target, wheelhouse: Path, algorithm: str) -> None:
+    # sha256 members keep the hash they were checked against; others, and a script whose
+    # shebang the install rewrites, are hashed as written.
+    wheel = write_wheel(
+        wheelhouse, "hashed", files={"hashed/__init__.py": "X = 1\n", "hashed/data.bin": bytes(range(256)) * 99},
+        data_files={"scripts/tool": "#!python\nprint('hi')\n"},
+    )
+    _rehash_record(wheel, algorithm)
+    result = WheelInstaller(target, compile_bytecode=False).install(wheel)
+
+    assert result.status is InstallStatus.INSTALLED, result.error
+    entries = recorded(target, "hashed-1.0.dist-info")
+    script = Path(target.scheme["scripts"]) / "tool"
+    assert script.read_text().startswith(f"#!{target.python}")
+    assert script in entries
+    for path, (digest, size) in entries.items():
+        if path.name != "RECORD":
+            assert (digest, size) == (record_hash(path), str(path.stat().st_size)), path
 
 
 def test_max_installs_is_a_cap_that_is_reached(

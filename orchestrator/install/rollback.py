@@ -36,9 +36,9 @@ from orchestrator.errors import InstallError
 from orchestrator.install.bytecode import Compiled, Compilers
 from orchestrator.install.deadline import Deadline, Turn
 from orchestrator.install.journal import Journal, prune_empty_folders
-from orchestrator.install.wheel import is_compiled, scheme_folders, target_path
+from orchestrator.install.wheel import VerifiedMember, is_compiled, scheme_folders, target_path
 
-__all__ = ["Aside", "RollbackDestination"]
+__all__ = ["Aside", "RollbackDestination", "copy_member"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,18 @@ _COPY_BUFFER = 256 * 1024
 # enough to spread one wheel over every compiler, big enough that talking to
 # the process costs little.
 _CHUNK_BYTES = 32 * 1024
+
+
+def copy_member(stream: BinaryIO, handle: BinaryIO, hash_algorithm: str) -> tuple[str, int]:
+    """Copy one member into ``handle``; its RECORD hash (urlsafe base64) and size.
+
+    A member already checked against RECORD by the same algorithm is not
+    hashed again: its RECORD hash is reused.
+    """
+    if isinstance(stream, VerifiedMember) and stream.hash_name == hash_algorithm:
+        with stream.getbuffer() as data:
+            return stream.digest, handle.write(data)
+    return copyfileobj_with_hashing(stream, handle, hash_algorithm)
 
 
 @dataclass(kw_only=True)
@@ -94,7 +106,7 @@ class RollbackDestination(SchemeDictionaryDestination):
         handle = self._create(created)
         self.written.append(created)
         with handle:
-            digest, size = copyfileobj_with_hashing(stream, handle, self.hash_algorithm)
+            digest, size = copy_member(stream, handle, self.hash_algorithm)
         if is_executable:
             make_file_executable(Path(created))
         if compiled:

@@ -27,6 +27,7 @@ from installer.utils import (
 
 __all__ = [
     "CheckedWheelFile",
+    "VerifiedMember",
     "bytecode_path",
     "created_paths",
     "is_compiled",
@@ -40,6 +41,17 @@ __all__ = [
 _IN_MEMORY_LIMIT = 16 * 1024 * 1024
 
 
+class VerifiedMember(io.BytesIO):
+    """A wheel member's bytes, already checked against its RECORD hash: the destination need not hash them again."""
+
+    def __init__(self, data: bytes, hash_name: str, digest: str) -> None:
+        super().__init__(data)
+        self.hash_name = hash_name
+        """The RECORD hash's algorithm (``sha256``)."""
+        self.digest = digest
+        """The RECORD hash's value (urlsafe base64, unpadded), which these bytes match."""
+
+
 class CheckedWheelFile(WheelFile):
     """installer's wheel source that checks each member against RECORD as it hands it over.
 
@@ -48,6 +60,8 @@ class CheckedWheelFile(WheelFile):
     once, its size and hash compared with RECORD, and the same bytes handed
     to the destination; a mismatch raises :attr:`WheelFile.validation_error`
     part-way through the install, and the rollback removes what was written.
+    Members checked in memory come as :class:`VerifiedMember`, so the
+    destination reuses their RECORD hash instead of hashing them again.
     Call ``validate_record(validate_contents=False)`` first: it checks that
     every member is listed with a hash and a size.
     """
@@ -71,8 +85,11 @@ class CheckedWheelFile(WheelFile):
                     entry.hash_ is None or entry.hash_.validate(data)
                 )
                 self._check(item, matches)
-                with io.BytesIO(data) as stream:
-                    yield row, stream, is_executable
+                member = io.BytesIO(data) if entry.hash_ is None else VerifiedMember(
+                    data, entry.hash_.name, entry.hash_.value
+                )
+                with member:
+                    yield row, member, is_executable
             else:
                 with self._archive.open(item) as stream:
                     self._check(item, entry.validate_stream(stream))  # type: ignore[arg-type]
