@@ -16,12 +16,20 @@ sys.path.insert(0, str(TESTS))
 CORPUS_BACKENDS = TESTS.parent.parent / "shared" / "corpus" / "backends"
 
 
+@pytest.fixture(scope="session")
+def _uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's own uv cache: nothing uv cached on this machine before (an sdist's metadata, which
+    spares running its backend) changes what a test sees."""
+    return tmp_path_factory.mktemp("uv-cache")
+
+
 @pytest.fixture(autouse=True)
-def _hermetic_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own history and run folders, and no ORCHESTRATE_* from the caller."""
+def _hermetic_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _uv_cache: Path) -> None:
+    """Every test gets its own history and run folders, no ORCHESTRATE_* from the caller, the session's uv cache."""
     for name in list(os.environ):
         if name.startswith("ORCHESTRATE_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("UV_CACHE_DIR", str(_uv_cache))
     monkeypatch.setenv("ORCHESTRATE_STATE_DIR", str(tmp_path / "state"))
     # The fake backend reports to the test through files outside its build (events): a sandbox would stop it.
     # Tests of the sandbox itself, and of real backends, use the default (sandboxed) with the `sandboxed` fixture.
