@@ -100,7 +100,7 @@ def index(tmp_path: Path) -> Iterator[Index]:
 
 
 def build(index: Index, tmp_path: Path, requirements: str, *args: str | os.PathLike[str],
-          wheelhouse: Path | None = None, resolver: str = "pip",
+          wheelhouse: Path | None = None, resolver: str = "pip", env: dict[str, str] | None = None,
           ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
     """Run ``orchestrate build -r`` on ``requirements`` against the index; the process and its JSON report.
 
@@ -112,7 +112,7 @@ def build(index: Index, tmp_path: Path, requirements: str, *args: str | os.PathL
     report = tmp_path / "report.json"
     report.unlink(missing_ok=True)
     result = orchestrate("build", "-r", path, "-w", wheelhouse or tmp_path / "wh", "--index-url",
-                         index.server.simple_url, "--report-json", report, "--resolver", resolver, *args)
+                         index.server.simple_url, "--report-json", report, "--resolver", resolver, *args, env=env)
     assert "Traceback" not in result.stderr, result.stderr
     return result, json.loads(report.read_text()) if report.exists() else None
 
@@ -304,9 +304,11 @@ def test_a_conflict_names_both_requirements(index: Index, tmp_path: Path) -> Non
 @pytest.mark.parametrize("resolver", ["pip", "uv"])
 def test_pinned_lines_are_fetched_and_built_while_the_resolver_runs(index: Index, tmp_path: Path,
                                                                     resolver: str) -> None:
-    # slowmeta's PKG-INFO (2.1) is not static metadata: pip and uv run its backend (2 s) to learn it.
+    # slowmeta's PKG-INFO (2.1) is not static metadata: pip and uv run its backend (2 s) to learn it,
+    # unless uv's cache has it: the test's own cache, empty.
     index.sdist("slowmeta", sleep=2.0)
-    result, report = build(index, tmp_path, "sonly==1.0\nboth==1.0\nslowmeta\n", resolver=resolver)
+    result, report = build(index, tmp_path, "sonly==1.0\nboth==1.0\nslowmeta\n", resolver=resolver,
+                           env={"UV_CACHE_DIR": str(tmp_path / "uv-cache")})
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     resolved = next(number for number, line in enumerate(lines) if "resolved 3 distributions" in line)
