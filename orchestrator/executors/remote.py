@@ -247,7 +247,7 @@ def run_build(request: dict[str, Any], source: bytes) -> dict[str, Any]:
         if not _admitted(machine, build, limits, worker, topic):
             return _ended(None, host, worker, -signal.SIGTERM)  # stopped while it waited: as if killed
         remote_job = _place(job, work, source, machine.env_cache(request["run"]), worker.state.nthreads)
-        outcome, returncode = _run_worker(remote_job, work, build, machine.fork(request["run"]), worker, topic)
+        outcome, returncode = _run_worker(remote_job, work, build, machine, request["run"], worker, topic)
         result = _ended(outcome, host, worker, returncode)
         if outcome is not None and outcome.status is Status.BUILT and outcome.wheel:
             result["wheel_bytes"] = wheel_bytes(remote_job.wheelhouse / outcome.wheel)
@@ -309,14 +309,13 @@ def _place(job: BuildJob, work: Path, source: bytes, env_cache: Path, slots: int
                    env_cache=env_cache, environ=environ)
 
 
-def _run_worker(job: BuildJob, work: Path, build: _Build, process: ForkedWorker, worker: Any,
+def _run_worker(job: BuildJob, work: Path, build: _Build, machine: _Machine, run_id: str, worker: Any,
                 topic: str) -> tuple[WorkerOutcome | None, int]:
-    """Run the build worker ``process`` (forked by the run's fork server here) on the job, admitted at once;
-    forward its phases.
+    """Run a build worker forked by the run's fork server here on the job, admitted at once; forward its phases.
 
     A worker that died without an outcome is its exit status alone, as with local workers: the
     scheduler knows why (a timeout, a stop) and says so."""
-    machine = _machine()
+    process = machine.fork(run_id)
     pid = process.pid
     if pid is None:  # the fork server died before it answered: as a worker killed at once
         return None, process.wait()
