@@ -21,7 +21,8 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``no_wheel``: report a filename but write nothing
 - ``requires``: extra requirements from ``get_requires_for_build_wheel``
 - ``spawn_child``: start a grandchild process that sleeps (to test tree killing); its pid goes to ``events``
-- ``kill_farm_worker``: SIGKILL the process that started the build worker (on a farm, the Dask worker), then hang
+- ``kill_farm_worker``: SIGKILL the process that started the build worker or its fork server (on a farm, the
+  Dask worker), then hang
 - ``ignore_sigterm``: ignore SIGTERM (the backend and its grandchild), so only SIGKILL stops it
 - ``pad_kb``: add this many kilobytes of random bytes to the wheel
 - ``write_site``: write a marker module into the build environment's site-packages
@@ -145,14 +146,15 @@ def _escape(plan):
 
 
 def _parent_of_build_worker():
-    pid = os.getpid()
-    while pid > 1:
+    pid, found = os.getpid(), False
+    while pid > 1:  # the build worker and, above it, the fork server it is a fork of, share a command line
         with open(f"/proc/{pid}/stat") as f:
             parent = int(f.read().rsplit(")", 1)[1].split()[1])
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"orchestrator.build.worker" in f.read():
-                return parent
-        pid = parent
+            ours = b"orchestrator.build.worker" in f.read()
+        if found and not ours:
+            return pid
+        found, pid = found or ours, parent
     raise RuntimeError("no build worker above this process")
 
 

@@ -159,6 +159,51 @@ def test_builds_spread_over_the_workers_each_holding_its_slots(farm: Cluster, tm
     assert max_concurrency(backend_events) >= 2  # the farm built on both machines at once
 
 
+def test_the_builds_of_a_worker_are_forks_of_its_one_fork_server(farm: Cluster, tmp_path: Path) -> None:
+    """As locally, each Dask worker process forks its builds' workers from one server, the run's, gone with it."""
+    events = tmp_path / "events.jsonl"
+    for index in range(4):  # on two usable workers: at least two builds on one of them
+        make_sdist(tmp_path / "sdists", f"forked{index}", sleep=0.2, events=str(events), record_parents=True)
+    report = tmp_path / "report.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--cluster", farm.address,
+                         "--report-json", report, "--no-history", "--max-cpu", "0", env=FAST_CONNECT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    names_by_worker: dict[str, set[str]] = {}
+    for record in json.loads(report.read_text())["builds"]:
+        names_by_worker.setdefault(built_on(record), set()).add(record["name"])
+    hooks = read_events(events)
+    with client_of(farm.address) as client:
+        dask_pids = client.run(os.getpid, workers=list(names_by_worker))
+    servers = set()
+    for worker, names in names_by_worker.items():
+        own = [hook for hook in hooks if hook["name"] in names]
+        build_workers = {hook["name"]: hook["parents"][0] for hook in own}
+        assert len(set(build_workers.values())) == len(names)  # a build worker per build
+        (server,) = {hook["parents"][1] for hook in own}  # all forked by one server
+        assert server != dask_pids[worker]  # not started by the Dask worker itself, a fresh interpreter each
+        assert not psutil.pid_exists(server) or psutil.Process(server).status() == psutil.STATUS_ZOMBIE  # ended
+        servers.add(server)
+    assert len(servers) == len(names_by_worker)
+    assert max(len(names) for names in names_by_worker.values()) >= 2
+
+
+def test_a_runs_fork_server_on_a_worker_lives_from_start_run_to_end_run(farm: Cluster) -> None:
+    with client_of(farm.address) as client:
+        (worker,) = [address for address, slots in workers_of(client).items() if address in _usable(client)
+                     and slots == 1]
+        dask_worker = psutil.Process(client.run(os.getpid, workers=[worker])[worker])
+
+        def servers() -> list[psutil.Process]:
+            return [child for child in dask_worker.children() if "--fork-server" in child.cmdline()]
+
+        assert servers() == []
+        client.run(remote.start_run, "test-run", workers=[worker])
+        (server,) = servers()
+        client.run(remote.end_run, "test-run", workers=[worker])
+        wait_for(lambda: not server.is_running() or server.status() == psutil.STATUS_ZOMBIE, timeout=10)
+        assert servers() == []  # reaped by the worker
+
+
 def test_a_real_c_extension_builds_on_a_worker(farm: Cluster, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     result = orchestrate("build", EXAMPLES / "hello_ext-1.0.tar.gz", "-w", tmp_path / "wh", "--report-json", report,

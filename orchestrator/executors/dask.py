@@ -6,7 +6,7 @@ the check of the workers); ``remote.py`` is what runs on each worker::
 
     Farm.connect(ADDRESS) ─► client.run(remote.probe) on every worker: our package, the same
         │                    Python, platform and version? one line per worker that is refused
-        ▼
+        ▼                    then client.run(remote.start_run): the run's fork server on each
     scheduler ─► DaskWorker.stage(job): the sdist read
                ─► admit(need): the workers whose machine can hold ``need`` (none: the build fails,
                   saying so); of those, the one with the most free slots (DaskExecutor.place)
@@ -103,6 +103,10 @@ class DaskExecutor:
         sweep_stale_work_dirs(temp)
         self._incoming = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-incoming-", dir=temp))
         self.farm.client.subscribe_topic(self.topic, self._on_event)
+        # Each worker's fork server for the run imports the build machinery while the run resolves;
+        # a worker that joins later starts its own at its first build.
+        with contextlib.suppress(Exception):
+            self.farm.client.run(remote.start_run, self.run_id, workers=self.farm.alive(), on_error="ignore")
 
     def spawn(self) -> DaskWorker:
         assert self._sink is not None, "start() first"

@@ -5,8 +5,9 @@ through Dask (``client.submit`` for a build, ``client.run`` for the rest)::
 
     client.submit(run_build) ─► a task thread of the worker (--nthreads N: N at once)
         source bytes ─► work folder ─► machine admission (policy.admission.decide over this
-        machine's readings and the builds this worker runs) ─► python -m orchestrator.build.worker
-        (a session of its own, stdin/stdout protocol of build/worker.py, the same builder)
+        machine's readings and the builds this worker runs) ─► a build worker forked by the run's
+        fork server here (build/forkserver.py; a session of its own, stdin/stdout protocol of
+        build/worker.py, the same builder)
         │ stdout: phases ─► worker.log_event(topic) ─► the client's handle ─► the scheduler
         │ every 0.5 s: each build's process tree (RSS, CPU) ─► log_event, for the client's samples
         ▼
@@ -15,13 +16,18 @@ through Dask (``client.submit`` for a build, ``client.run`` for the rest)::
 
     client.run(probe)        what this worker is: host, Python, platform, memory, CPUs
     client.run(kill_builds)  Ctrl-C, --timeout: the builds' process trees, by task key
-    client.run(end_run)      the run is over: its prepared build environments go
+    client.run(start_run)    a run starts: its fork server on this worker, ready for its builds
+    client.run(end_run)      the run is over: its fork server and prepared build environments go
 
-Why a subprocess and not the build in the task thread: the builder is the same code as
-on one machine, a build's whole tree can be signalled through its process group, and a
-crash of a backend cannot take the Dask worker down. If the Dask worker dies (kill -9,
-machine lost), the build worker notices its parent is gone and kills its own group
-(``build/worker._watch_parent``); the client sends the build again elsewhere.
+Why a process of its own and not the build in the task thread: the builder is the same code
+as on one machine, a build's whole tree can be signalled through its process group, and a
+crash of a backend cannot take the Dask worker down. Each Dask worker process has one fork
+server per run (``executors/forks.py``), started as the run starts and ended with it, so
+that a build starts without a fresh interpreter's imports, as local builds do. If the Dask
+worker dies (kill -9, machine lost), its fork server sees its socket close and kills the
+group of every build worker it forked, and each build worker notices its parent is gone
+and kills its own group (``build/worker._watch_parent``); the client sends the build again
+elsewhere.
 
 Machine admission counts the builds of this worker process against the machine's readings:
 run one ``dask worker`` per machine (``--nthreads`` builds), as the README says, for the
@@ -42,7 +48,6 @@ import platform
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -57,6 +62,7 @@ from distributed import get_worker
 import orchestrator
 from orchestrator.build.envcache import run_env_cache
 from orchestrator.build.worker import ADMIT, decode_message
+from orchestrator.executors.forks import ForkedWorker, ForkServer
 from orchestrator.executors.local import WORK_PREFIX, sweep_stale_work_dirs
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome, nested_jobs_environ
 from orchestrator.policy.admission import (
@@ -136,6 +142,33 @@ class _Machine:
         self.cancelled: set[str] = set()
         self.env_caches: dict[str, tuple[contextlib.ExitStack, Path]] = {}
         self._sampler: threading.Thread | None = None
+        self.fork_servers: dict[str, ForkServer] = {}
+        """Each run's fork server on this worker."""
+        self.ended_runs: set[str] = set()
+        self._forking = threading.Lock()
+        """A fork server takes one caller at a time: the task threads take turns."""
+
+    def start_forks(self, run_id: str) -> None:
+        """Start the run's fork server here, unless it runs; it imports the build machinery meanwhile."""
+        with self._forking:
+            if run_id in self.ended_runs:
+                raise RuntimeError(f"run {run_id} is over")
+            self.fork_servers.setdefault(run_id, ForkServer()).start()
+
+    def fork(self, run_id: str) -> ForkedWorker:
+        """A build worker for the run, forked ready (its fork server started first, or again if it died)."""
+        with self._forking:
+            if run_id in self.ended_runs:  # a task that started late: nothing may outlive end_run
+                raise RuntimeError(f"run {run_id} is over")
+            return self.fork_servers.setdefault(run_id, ForkServer()).fork()
+
+    def end_forks(self, run_id: str) -> None:
+        """The run is over: its fork server goes (with any build worker it still had)."""
+        with self._forking:
+            self.ended_runs.add(run_id)
+            server = self.fork_servers.pop(run_id, None)
+        if server is not None:
+            server.close()
 
     def env_cache(self, run_id: str) -> Path:
         """The run's prepared environments on this worker, made by its first build."""
@@ -214,7 +247,7 @@ def run_build(request: dict[str, Any], source: bytes) -> dict[str, Any]:
         if not _admitted(machine, build, limits, worker, topic):
             return _ended(None, host, worker, -signal.SIGTERM)  # stopped while it waited: as if killed
         remote_job = _place(job, work, source, machine.env_cache(request["run"]), worker.state.nthreads)
-        outcome, returncode = _run_worker(remote_job, work, build, machine, worker, topic)
+        outcome, returncode = _run_worker(remote_job, work, build, machine, request["run"], worker, topic)
         result = _ended(outcome, host, worker, returncode)
         if outcome is not None and outcome.status is Status.BUILT and outcome.wheel:
             result["wheel_bytes"] = wheel_bytes(remote_job.wheelhouse / outcome.wheel)
@@ -276,22 +309,21 @@ def _place(job: BuildJob, work: Path, source: bytes, env_cache: Path, slots: int
                    env_cache=env_cache, environ=environ)
 
 
-def _run_worker(job: BuildJob, work: Path, build: _Build, machine: _Machine, worker: Any,
+def _run_worker(job: BuildJob, work: Path, build: _Build, machine: _Machine, run_id: str, worker: Any,
                 topic: str) -> tuple[WorkerOutcome | None, int]:
-    """Run ``python -m orchestrator.build.worker`` on the job, admitted at once; forward its phases.
+    """Run a build worker forked by the run's fork server here on the job, admitted at once; forward its phases.
 
     A worker that died without an outcome is its exit status alone, as with local workers: the
     scheduler knows why (a timeout, a stop) and says so."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.build.worker"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
+    process = machine.fork(run_id)
+    pid = process.pid
+    if pid is None:  # the fork server died before it answered: as a worker killed at once
+        return None, process.wait()
     with machine.lock:
-        build.pid = process.pid
+        build.pid = pid
         cancelled = build.key in machine.cancelled
     if cancelled:  # stopped between admission and now
-        kill_tree(process.pid, grace=0)
+        kill_tree(pid, grace=0)
     machine.start_sampler(worker)
     assert process.stdin is not None and process.stdout is not None
     with contextlib.suppress(BrokenPipeError):
@@ -308,7 +340,8 @@ def _run_worker(job: BuildJob, work: Path, build: _Build, machine: _Machine, wor
             outcome = WorkerOutcome.from_json(message["outcome"])
     returncode = process.wait()
     with contextlib.suppress(OSError):  # whatever the build left behind goes with it
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
+    process.stdout.close()
     return outcome, returncode
 
 
@@ -337,9 +370,15 @@ def build_pids() -> list[int]:
         return [build.pid for build in machine.builds.values() if build.pid is not None]
 
 
+def start_run(run_id: str) -> None:
+    """A run starts: its fork server here starts importing the build machinery before its first build."""
+    _machine().start_forks(run_id)
+
+
 def end_run(run_id: str) -> None:
-    """The run is over: remove the build environments it prepared on this worker."""
+    """The run is over: its fork server and the build environments it prepared on this worker go."""
     machine = _machine()
+    machine.end_forks(run_id)
     with machine.lock:
         entry = machine.env_caches.pop(run_id, None)
     with machine.lock:
