@@ -1,5 +1,5 @@
 """What the scheduler knows of each build: queued, then running, then the result it ends as;
-and the workers it started ahead of their builds' admission.
+the workers it started ahead of their builds' admission; and what it shows of the run (:class:`RunState`).
 
 Plain bookkeeping with no I/O and no clock of its own: the scheduler passes the
 times in (readings of its monotonic clock) and decides when each step happens.
@@ -8,11 +8,11 @@ times in (readings of its monotonic clock) and decides when each step happens.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from orchestrator.executors import Executor, Exited, WorkerHandle
 from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
-from orchestrator.policy.admission import QueuedBuild, RunningBuild
+from orchestrator.policy.admission import QueuedBuild, Readings, RunningBuild
 from orchestrator.resources import CPU_WINDOW, CpuRate
 from orchestrator.units import format_size
 
@@ -225,3 +225,33 @@ class WorkersAhead:
             idle.close()
             return None
         return idle
+
+
+class Observer(Protocol):
+    """Receives what the run does; the CLI's display implements it."""
+
+    def event(self, message: str) -> None: ...
+
+    def update(self, state: RunState) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunningView:
+    key: str
+    phase: str
+    elapsed: float
+    rss: int
+    need: int
+    peak_rss: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunState:
+    """A snapshot for the live display."""
+
+    running: tuple[RunningView, ...]
+    pending: int
+    built: int
+    failed: int
+    waiting_reason: str | None
+    readings: Readings | None

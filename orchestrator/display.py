@@ -13,11 +13,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.buildstate import RunState
 from orchestrator.download.fetch import DownloadStatus
 from orchestrator.install import InstallStatus
 from orchestrator.jobs import PHASES, BuildResult, Status
 from orchestrator.report import RunReport
-from orchestrator.scheduler import RunState
 from orchestrator.stages import StageProgress
 from orchestrator.units import format_size
 

@@ -34,6 +34,7 @@ from orchestrator.build.compilercache import CompilerCache
 from orchestrator.build.envcache import run_env_cache
 from orchestrator.build.sandbox import Sandbox
 from orchestrator.build.sources import Source, compiles, sdist_source, tree_source
+from orchestrator.buildstate import Observer
 from orchestrator.download.fetch import (
     Downloader,
     DownloadResult,
@@ -59,7 +60,7 @@ from orchestrator.policy.history import (
 )
 from orchestrator.report import RunReport
 from orchestrator.resources import SystemProbe
-from orchestrator.scheduler import BuildScheduler, Observer, SchedulerSettings
+from orchestrator.scheduler import BuildScheduler, SchedulerSettings
 from orchestrator.settings import IndexSettings
 from orchestrator.stages import (
     Outcome,

@@ -33,11 +33,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from orchestrator.buildstate import (
+    Observer,
     Queued,
     Running,
+    RunningView,
+    RunState,
     StopReason,
     WorkersAhead,
     build_result,
@@ -69,14 +71,6 @@ Clock = Callable[[], float]
 """Seconds from any fixed point, never going back: ``time.monotonic``."""
 
 
-class Observer(Protocol):
-    """Receives what the run does; the CLI's display implements it."""
-
-    def event(self, message: str) -> None: ...
-
-    def update(self, state: RunState) -> None: ...
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SchedulerSettings:
     limits: Limits
@@ -88,28 +82,6 @@ class SchedulerSettings:
     sample_interval: float = 0.2
     grace: float = 3.0
     """Seconds between SIGTERM and SIGKILL when stopping a build."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunningView:
-    key: str
-    phase: str
-    elapsed: float
-    rss: int
-    need: int
-    peak_rss: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RunState:
-    """A snapshot for the live display."""
-
-    running: tuple[RunningView, ...]
-    pending: int
-    built: int
-    failed: int
-    waiting_reason: str | None
-    readings: Readings | None
 
 
 @dataclass(frozen=True, slots=True)

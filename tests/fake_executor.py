@@ -12,11 +12,11 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from orchestrator.buildstate import RunState
 from orchestrator.executors import EventSink, Exited, OutcomeReported
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
 from orchestrator.policy.admission import Readings
 from orchestrator.resources import TreeUsage
-from orchestrator.scheduler import RunState
 from orchestrator.settings import IndexSettings
 
 G = 1024**3

@@ -12,10 +12,10 @@ import pytest
 from rich.console import Console
 
 from orchestrator import display as display_module
+from orchestrator.buildstate import RunState
 from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
 from orchestrator.jobs import BuildResult, Status
 from orchestrator.report import RunReport
-from orchestrator.scheduler import RunState
 from orchestrator.stages import StageProgress
 
 

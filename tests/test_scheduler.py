@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from fake_executor import FakeClock, FakeMachine, G, M, Script, job
 
-from orchestrator.buildstate import MAX_PREPARED, MEMORY_REQUEUE_LIMIT
+from orchestrator.buildstate import MAX_PREPARED, MEMORY_REQUEUE_LIMIT, RunState
 from orchestrator.jobs import BuildResult, Status, WorkerOutcome
 from orchestrator.policy import planning
 from orchestrator.policy.admission import Limits
-from orchestrator.scheduler import BuildScheduler, RunState, SchedulerSettings
+from orchestrator.scheduler import BuildScheduler, SchedulerSettings
 
 
 def scheduler(machine: FakeMachine, script: Script, limits: Limits, clock: FakeClock | None = None,

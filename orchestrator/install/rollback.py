@@ -36,7 +36,12 @@ from orchestrator.errors import InstallError
 from orchestrator.install.bytecode import Compiled, Compilers
 from orchestrator.install.deadline import Deadline, Turn
 from orchestrator.install.journal import Journal, prune_empty_folders
-from orchestrator.install.wheel import VerifiedMember, is_compiled, scheme_folders, target_path
+from orchestrator.install.wheel import (
+    VerifiedMember,
+    is_compiled,
+    scheme_folders,
+    target_path,
+)
 
 __all__ = ["Aside", "RollbackDestination", "copy_member"]
 
