@@ -8,7 +8,7 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``events``: a file to append ``{"name", "event", "t", "pid"}`` lines to: ``requires`` from
   ``get_requires_for_build_wheel``, ``start`` and ``end`` from ``build_wheel``
 - ``record_env``: names of environment variables whose values (``None`` if unset) the
-  ``start`` event carries as ``"env"``
+  ``start`` event carries as ``"env"``, and the wheel as ``NAME/env.json`` (readable from a sandbox)
 - ``record_priority``: the ``requires`` and ``start`` events carry ``"priority"``: the hook's niceness
   (``/proc/self/stat``) and I/O class (``ionice -p``), and ``child``, what ``nice`` and ``ionice`` say of
   themselves when the hook starts them
@@ -217,6 +217,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         ).encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: fakebackend\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
+    if CONFIG.get("record_env"):
+        files[f"{name}/env.json"] = json.dumps({n: os.environ.get(n) for n in CONFIG["record_env"]}).encode()
     if CONFIG.get("escape"):
         files[f"{name}/escape.json"] = json.dumps(_escape(CONFIG["escape"])).encode()
     if CONFIG.get("pad_kb"):

@@ -257,6 +257,20 @@ def test_without_bwrap_and_unshare_the_build_runs_unsandboxed_with_one_note(tmp_
     assert quiet.returncode == 0 and "not sandboxed" not in quiet.stderr
 
 
+def test_credentials_in_urls_do_not_reach_a_sandboxed_build(tmp_path: Path, tool: Tool) -> None:
+    names = ["PIP_INDEX_URL", "HTTPS_PROXY", "DOCS_URL"]
+    make_sdist(tmp_path / "sdists", "curious", record_env=names)
+    env = {"PIP_INDEX_URL": "https://alice:s3cret@pypi.example.org/simple",
+           "HTTPS_PROXY": "http://bob@proxy.example.org:3128", "DOCS_URL": "https://example.org/a@b"}
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", env={**tool.env, **env})
+    assert result.returncode == 0, result.stderr
+    (wheel,) = (tmp_path / "wh").glob("curious-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        seen = json.loads(archive.read("curious/env.json"))
+    assert seen == {"PIP_INDEX_URL": "https://pypi.example.org/simple",
+                            "HTTPS_PROXY": "http://proxy.example.org:3128", "DOCS_URL": "https://example.org/a@b"}
+
+
 @pytest.mark.parametrize("name", ["MY_API_TOKEN", "AWS_REGION", "GITHUB_TOKEN", "TWINE_USERNAME", "db_password",
                                   "SSH_AUTH_SOCK", "NETRC", "GOOGLE_APPLICATION_CREDENTIALS", "GH_HOST",
                                   # the auth words, without catching "author"

@@ -16,6 +16,7 @@ import dataclasses
 import fnmatch
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,9 @@ SECRET_NAMES = (
 tokens, passwords, keys and credentials by their usual words (``AUTH`` only as a word of its own, so that
 ``GIT_AUTHOR_NAME`` passes), the cloud providers' and publishing tools' prefixes,
 and the ssh agent. A build that needs one has to run with ``--no-sandbox``."""
+URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
+"""The ``user:password@`` of a URL (``PIP_INDEX_URL=https://user:token@host/simple``, ``HTTPS_PROXY``), taken out of
+every value passed into a sandboxed build, whatever the variable's name."""
 
 
 UNSHARE = ("--user", "--map-root-user", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc")
@@ -187,7 +191,7 @@ def wrap(cmd: Sequence[str], *, sandbox: Sandbox, build_dir: Path, tmp_dir: Path
         path.mkdir(parents=True, exist_ok=True)
         if not any(path.is_relative_to(folder) for folder in bound):
             bound.append(path)
-    clean = {name: value for name, value in env.items() if not is_secret(name)}
+    clean = {name: URL_CREDENTIALS.sub(r"\1", value) for name, value in env.items() if not is_secret(name)}
     clean.update(HOME=str(home), TMPDIR=str(tmp_dir))
     if sandbox.tool == "unshare":
         steps = [step for step in sandbox.steps if step != "loopback" or not sandbox.network]
