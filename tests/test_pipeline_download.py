@@ -220,6 +220,26 @@ def test_interrupted_download_command_starts_no_more(tmp_path: Path, index_serve
     assert not list((tmp_path / "sdists").glob(".*.part"))
 
 
+def test_ctrl_c_ends_a_download_whose_server_never_answers(tmp_path: Path, index_server: IndexServer) -> None:
+    filename, sha = serve(index_server, tmp_path, "mute")
+    index_server.hang(filename)
+    (tmp_path / "req.txt").write_text(f"mute==1.0 --hash=sha256:{sha}\n")
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "download", "-r", str(tmp_path / "req.txt"),
+                                "--no-deps", "-d", str(tmp_path / "sdists"), "-i", index_server.simple_url,
+                                "--no-cache"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not index_server.downloads(filename) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # the reply is awaited
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert time.monotonic() - started < 3  # not the 60 s read timeout
+    assert not (tmp_path / "sdists").exists() or not list((tmp_path / "sdists").iterdir())  # nor a partial file
+    assert "Traceback" not in stderr
+
+
 @pytest.mark.parametrize("command", ["download", "build"])
 def test_trickling_download_is_cut_and_others_succeed(tmp_path: Path, index_server: IndexServer, command: str) -> None:
     trickles, _ = serve(index_server, tmp_path, "trickles")  # about 1.7 KB: minutes at 10 B/s

@@ -175,9 +175,12 @@ class Downloader:
         )
         self._client.auth = MultiDomainBasicAuth(prompting=False, index_urls=urls)
         self._finder = Finder(index, self._client, settings.binary)
+        self._closed = False
 
     def close(self) -> None:
-        """Close the HTTP client's connections."""
+        """Close the HTTP client's connections, ending the fetches in flight (they are not retried)."""
+        self._closed = True
+        self._client.interrupt()
         self._client.close()
 
     def __enter__(self) -> Downloader:
@@ -351,7 +354,7 @@ class Downloader:
             try:
                 return attempt()
             except _TRANSIENT as exc:
-                if number >= retries:
+                if number >= retries or self._closed:
                     if isinstance(exc, _Stalled):
                         raise DownloadError(
                             f"{label}: {what} failed {number + 1} time(s), last {exc}; "

@@ -6,15 +6,26 @@ plain-HTTP origins the user named) and the choice of the one file to fetch, as `
 chooses it: the wheel whose tags this interpreter ranks highest, else the first sdist, in the
 order unearth ranks them, whose format the build stage reads (pip's list of formats); the
 binary policy may forbid either.
+
+Closing the client must also end a request whose server never answers: a thread blocked
+reading a socket is not woken by closing it, only by shutting it down. httpx2 offers no way
+to reach the sockets of requests in flight, so the client sets its direct connection pools'
+network backend (an httpcore2 ``SyncBackend`` that remembers the sockets it opens; the pool's
+attribute is private, httpx2 is pinned below 3 and a test of Ctrl-C against a mute server
+proves it still works); :meth:`IndexClient.interrupt` shuts them down.
 """
 
 from __future__ import annotations
 
 import functools
+import socket
+import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore2
 from packaging.tags import Tag, sys_tags
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
@@ -39,6 +50,30 @@ def index_urls(index: IndexSettings) -> list[str]:
     return [index.index_url or _PYPI_SIMPLE, *index.extra_index_urls]
 
 
+class _Sockets(httpcore2.SyncBackend):
+    """httpcore2's own backend, remembering each socket it opens until it is collected."""
+
+    def __init__(self) -> None:
+        self._open: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore2.NetworkStream:
+        stream = super().connect_tcp(*args, **kwargs)
+        with self._lock:
+            self._open.add(stream.get_extra_info("socket"))
+        return stream
+
+    def shut_down(self) -> None:
+        """Shut every open socket down: a read blocked on one ends at once."""
+        with self._lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # closed meanwhile
+                pass
+
+
 class IndexClient(PyPIClient):
     """unearth's HTTP client, also trusting the plain-HTTP indexes the user named."""
 
@@ -49,6 +84,15 @@ class IndexClient(PyPIClient):
             for parts in map(urlsplit, http_origins)
             if parts.scheme == "http"
         ]
+        self._sockets = _Sockets()
+        for transport in [self._transport, *self._mounts.values()]:
+            pool = getattr(transport, "_pool", None)
+            if isinstance(pool, httpcore2.ConnectionPool):  # the direct pools; a proxy's keeps its own
+                pool._network_backend = self._sockets
+
+    def interrupt(self) -> None:
+        """End the requests in flight: each fails at once with a network error."""
+        self._sockets.shut_down()
 
     def iter_secure_origins(self) -> Iterable[tuple[str, str, str]]:
         yield from super().iter_secure_origins()
