@@ -49,10 +49,11 @@ class Cluster:
         self.scheduler_file = folder / "scheduler.json"
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def _spawn(self, python: str, module: str, *args: str) -> None:
+    def _spawn(self, python: str, module: str, *args: str, env: dict[str, str] | None = None) -> None:
         with (self.folder / f"{module.rsplit('.', 1)[-1]}-{len(self.processes)}.log").open("wb") as log:
             self.processes.append(subprocess.Popen([python, "-m", module, *args], stdout=log,
-                                                   stderr=subprocess.STDOUT, cwd=self.folder))
+                                                   stderr=subprocess.STDOUT, cwd=self.folder,
+                                                   env={**os.environ, **(env or {})}))
 
     def start_scheduler(self) -> None:
         self._spawn(sys.executable, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
@@ -63,9 +64,12 @@ class Cluster:
     def address(self) -> str:
         return str(json.loads(self.scheduler_file.read_text())["address"])
 
-    def start_worker(self, nthreads: int, python: str = sys.executable) -> None:
+    def start_worker(self, nthreads: int, python: str = sys.executable, *, nworkers: int = 1,
+                     env: dict[str, str] | None = None) -> None:
+        """`dask worker`: one process of ``nthreads`` slots, or ``nworkers`` of them under a nanny."""
+        processes = ["--nworkers", str(nworkers)] if nworkers > 1 else ["--no-nanny"]
         self._spawn(python, "distributed.cli.dask_worker", "--scheduler-file", str(self.scheduler_file),
-                    "--nthreads", str(nthreads), "--host", "127.0.0.1", "--no-nanny", "--no-dashboard")
+                    "--nthreads", str(nthreads), "--host", "127.0.0.1", *processes, "--no-dashboard", env=env)
 
     def stop(self) -> None:
         for process in reversed(self.processes):
