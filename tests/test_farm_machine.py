@@ -4,7 +4,9 @@ environment once for all its worker processes."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +14,16 @@ from typing import Any
 
 import pytest
 from conftest import orchestrate
+from fake_executor import FakeClock, FakeMachine, G, Script, job
 from sdists import make_sdist, read_events
 from test_farm import FAST_CONNECT, Cluster, built_on, client_of
 from wheels import write_wheel
+
+from orchestrator.buildstate import RunState
+from orchestrator.executors import StoppedForMemory
+from orchestrator.jobs import Status
+from orchestrator.policy.admission import Limits
+from orchestrator.scheduler import BuildScheduler, SchedulerSettings
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +83,42 @@ def test_a_machine_under_memory_pressure_stops_its_youngest_build_and_it_runs_ag
         assert [event for event in starts if event["parents"][1] == first["parents"][1]
                 and event["name"] not in requeued], starts
     assert all(record["peak_rss_bytes"] >= 200 * 1024 * 1024 for record in records)
+
+
+def test_the_scheduler_requeues_a_build_its_machine_stopped_and_stops_none_itself() -> None:
+    """With a farm's limits (``dask.for_run``: no memory limit, nothing kept free) nothing is stopped by the
+    scheduler, however full the machine reads; a build its machine stopped is requeued as a local one would be."""
+    machine = FakeMachine(rss={"a-1.0": 3 * G, "b-1.0": 3 * G}, available={"b-1.0": 0})
+    script, turns, starts = Script(), itertools.count(), itertools.count(1)
+
+    def machine_stops_b(state: RunState) -> None:
+        if len(state.running) == 2 and next(turns) == 5:  # sampled five times meanwhile, nothing free
+            machine.sink(StoppedForMemory("b-1.0", "builder-2", 3 * G, "builds use 6.0 GiB of the 4.0 GiB limit"))
+            machine.worker("b-1.0").finish(-signal.SIGTERM)
+
+    def b_started() -> None:
+        if next(starts) == 2:
+            machine.worker("b-1.0").finish(0, built=True)
+
+    script.on_update.append(machine_stops_b)
+    script.on_event["b-1.0: started"] = b_started
+    script.on_event["b-1.0: memory requeue 1"] = lambda: machine.worker("a-1.0").finish(0, built=True)
+    farm_limits = Limits(max_builds=2, memory_limit=None, min_free_memory=0, max_load=None)
+    builds = BuildScheduler(SchedulerSettings(limits=farm_limits, sample_interval=0.01, grace=0), probe=machine,
+                            observer=script, executor=machine, clock=FakeClock())
+    builds.add(job("a-1.0"), need=G, expected_duration=600.0)
+    builds.add(job("b-1.0"), need=G)
+
+    results = {result.name: result for result in builds.run()}
+
+    assert all(worker.stops == [] for worker in machine.workers)  # the scheduler stopped none
+    b = results["b"]
+    assert b.status is Status.BUILT and b.memory_requeues == 1 and b.attempts == 1
+    assert b.predicted_rss_bytes == int(3 * G * 1.2)
+    stops = [event for event in script.events if "stopped under memory pressure" in event]
+    assert stops == ["b-1.0: stopped under memory pressure on builder-2 at 3.0 GiB (builds use 6.0 GiB of the"
+                     " 4.0 GiB limit); it will run again"]
+    assert script.index("b-1.0: memory requeue 1, reached 3.0 GiB; now needs about 3.6 GiB")
 
 
 @pytest.fixture
