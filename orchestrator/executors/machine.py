@@ -47,7 +47,8 @@ class MachineLimits:
     max_load: float | None = None
     max_cpu: float | None = None
     grace: float = 3.0
-    """Seconds between SIGTERM and SIGKILL when the machine stops a build under memory pressure."""
+    """Seconds between SIGTERM and SIGKILL when the machine stops a build under memory pressure (the
+    scheduler's own default grace)."""
 
     def kept_free(self, total_memory: int) -> int:
         return self.min_free_memory if self.min_free_memory is not None else min(total_memory // 10, 1024**3)
