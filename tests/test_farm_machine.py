@@ -21,8 +21,8 @@ from wheels import write_wheel
 
 from orchestrator.buildstate import RunState
 from orchestrator.executors import StoppedForMemory
+from orchestrator.executors.dask import scheduler_limits
 from orchestrator.jobs import Status
-from orchestrator.policy.admission import Limits
 from orchestrator.scheduler import BuildScheduler, SchedulerSettings
 
 
@@ -86,8 +86,8 @@ def test_a_machine_under_memory_pressure_stops_its_youngest_build_and_it_runs_ag
 
 
 def test_the_scheduler_requeues_a_build_its_machine_stopped_and_stops_none_itself() -> None:
-    """With a farm's limits (``dask.for_run``: no memory limit, nothing kept free) nothing is stopped by the
-    scheduler, however full the machine reads; a build its machine stopped is requeued as a local one would be."""
+    """Under a farm's limits nothing is stopped by the scheduler, however full the machine reads; a build its
+    machine stopped is requeued as a local one would be."""
     machine = FakeMachine(rss={"a-1.0": 3 * G, "b-1.0": 3 * G}, available={"b-1.0": 0})
     script, turns, starts = Script(), itertools.count(), itertools.count(1)
 
@@ -103,8 +103,7 @@ def test_the_scheduler_requeues_a_build_its_machine_stopped_and_stops_none_itsel
     script.on_update.append(machine_stops_b)
     script.on_event["b-1.0: started"] = b_started
     script.on_event["b-1.0: memory requeue 1"] = lambda: machine.worker("a-1.0").finish(0, built=True)
-    farm_limits = Limits(max_builds=2, memory_limit=None, min_free_memory=0, max_load=None)
-    builds = BuildScheduler(SchedulerSettings(limits=farm_limits, sample_interval=0.01, grace=0), probe=machine,
+    builds = BuildScheduler(SchedulerSettings(limits=scheduler_limits(2), sample_interval=0.01, grace=0), probe=machine,
                             observer=script, executor=machine, clock=FakeClock())
     builds.add(job("a-1.0"), need=G, expected_duration=600.0)
     builds.add(job("b-1.0"), need=G)

@@ -377,7 +377,10 @@ class DaskWorker:
         self._end(WorkerOutcome(status=Status.FAILED, error=error), 0)
 
 
-
+def scheduler_limits(max_builds: int) -> Limits:
+    """The scheduler's limits on a farm: the count cap only; no memory limit and nothing kept free, so that
+    its own ``pick_victim`` never stops a farm build (each machine stops its own, ``machine.py``)."""
+    return Limits(max_builds=max_builds, memory_limit=None, min_free_memory=0, max_load=None, max_cpu=None)
 
 
 def for_run(address: str, *, max_builds: int | None, memory_limit: int | None, min_free_memory: int | None,
@@ -386,13 +389,11 @@ def for_run(address: str, *, max_builds: int | None, memory_limit: int | None, m
     """Connect to the farm at ``address``: the farm, the scheduler's limits there, and the executor.
 
     The scheduler keeps only the count cap (``max_builds``, else every slot of the accepted
-    workers); memory, load and CPU are each machine's to admit (:class:`MachineLimits`), and
-    memory pressure each machine's to relieve: with no memory limit and nothing to keep free,
-    the scheduler's own ``pick_victim`` never stops a farm build.
+    workers, :func:`scheduler_limits`); memory, load and CPU are each machine's to admit, and
+    memory pressure each machine's to relieve (:class:`MachineLimits`).
     """
     farm = Farm.connect(address)
-    limits = Limits(max_builds=max_builds or farm.slots, memory_limit=None, min_free_memory=0, max_load=None,
-                    max_cpu=None)
+    limits = scheduler_limits(max_builds or farm.slots)
     machine = MachineLimits(memory_limit=memory_limit, min_free_memory=min_free_memory, max_load=max_load,
                             max_cpu=max_cpu)
     return farm, limits, DaskExecutor(farm, machine, keep_build_envs=keep_build_envs)
