@@ -317,8 +317,11 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_1(tmp_path: Path) -> None
 
 
 @pytest.fixture
-def local_cluster() -> Iterator[distributed.LocalCluster]:
-    """A LocalCluster of two worker processes (with nannies, which replace a killed worker) of one slot each."""
+def local_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[distributed.LocalCluster]:
+    """A LocalCluster of two worker processes (with nannies, which replace a killed worker) of one slot each,
+    whose temporary folder is the test's ``machine-tmp``."""
+    (tmp_path / "machine-tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "machine-tmp"))
     before = set(psutil.Process().children(recursive=True))
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                        dashboard_address=":0")
@@ -371,6 +374,9 @@ def test_a_worker_killed_mid_build_loses_no_wheel(local_cluster: distributed.Loc
     records = json.loads(report.read_text())["builds"]
     assert all(record["status"] == "built" for record in records)
     assert max(record["attempts"] for record in records) == 2, records  # the lost attempt counted
+    # The run's build environments on the machine went with the run, though a process that shared them was killed.
+    runs = tmp_path / "machine-tmp" / "orchestrate-farm" / "build-envs" / "runs"
+    assert runs.is_dir() and not list(runs.iterdir())
 
 
 def test_a_timeout_stops_the_remote_build_tree(farm: Cluster, tmp_path: Path) -> None:
