@@ -14,9 +14,10 @@ Layout under ``<state>/build-envs`` (``BuildJob.env_cache`` is one run's folder)
     runs/run-farm-<id>/          a farm run's, shared by the worker processes of one machine (sharedrun.py)
 
 A prepared env is keyed by (interpreter, resolved pins, index options). It is made in a
-folder of its own (a copy of the empty env's few files, then the pins installed) and published by renaming a symlink onto ``<key>``, so an env whose
-preparation was killed half way is never seen: only its leftover folder, removed by the
-next preparer of that key (who holds the key's lock, so the owner is gone).
+folder of its own (a copy of the empty env's few files, then the pins installed) and
+published by renaming a symlink onto ``<key>``, so an env whose preparation was killed half
+way is never seen: only its leftover folder, removed by the next preparer of that key (who
+holds the key's lock, so the owner is gone).
 
 Each build gets a *view*: a fresh virtualenv skeleton (``pyvenv.cfg`` and the interpreter
 links, copied in about a millisecond) whose site-packages holds one ``.pth`` file that adds
@@ -319,7 +320,8 @@ class EnvCache:
             return PreparedEnv.load(key, link.resolve())
         with FileLock(self.store / f"{key}.lock"):
             if link.exists():
-                self._log.write(f"# build environment {key}: prepared by another build ({', '.join(pins) or 'empty'})\n")
+                self._log.write(
+                    f"# build environment {key}: prepared by another build ({', '.join(pins) or 'empty'})\n")
                 return PreparedEnv.load(key, link.resolve())
             self._log.write(f"# build environment {key}: preparing ({', '.join(pins) or 'empty'})\n")
             self._log.flush()
