@@ -12,7 +12,7 @@ One :class:`Machine` per Dask worker process (:func:`this_machine`), used by ``r
 
 The policy is the scheduler's own (``policy/admission.py``); only the readings and the
 builds are this machine's: the client's scheduler keeps no memory limit of its own for a farm
-(``dask.for_run``), so a build is never stopped twice.
+(``dask.scheduler_limits``), so a build is never stopped twice.
 """
 
 from __future__ import annotations
