@@ -47,10 +47,11 @@ class SharedRun:
             return  # another process of the run still builds here
         try:
             remove_tree(self.path)
-        finally:
-            last.release()
+            # Unlinked while held: a process joining meanwhile finds its lock file gone, and makes a new one.
             with contextlib.suppress(FileNotFoundError):
                 lock_path.unlink()
+        finally:
+            last.release()
 
 
 def join(root: Path, run_id: str, *, keep: bool) -> SharedRun:
