@@ -6,12 +6,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from orchestrator.build.envcache import run_env_cache
+from orchestrator.executors.machine import Machine, env_root
 
 # Joins the run, says where, leaves when its stdin closes.
 MEMBER = """
@@ -91,3 +93,15 @@ def test_a_kept_store_outlives_the_run(tmp_path: Path, members: list[subprocess.
     assert not path.exists()
     assert (tmp_path / "envs" / "prepared").is_dir()
 
+
+
+def test_a_farm_machine_ending_the_run_removes_it_when_all_that_shared_it_were_killed(
+        tmp_path: Path, members: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this process is the machine's other worker
+    path = join(members, env_root(keep=False), "lost")
+    (only,) = members
+    only.send_signal(signal.SIGKILL)
+    only.wait()
+    assert path.is_dir()
+    Machine().end_run("lost")  # a worker process that never built for the run
+    assert not path.exists()

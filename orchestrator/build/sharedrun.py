@@ -9,7 +9,7 @@ process holds its lock. On a farm machine several worker processes (``dask worke
 Each process holds the run's lock *shared* (``flock(LOCK_SH)``); the store's dead-run sweep
 (``envcache.remove_dead_runs``, an exclusive non-blocking ``FileLock``) sees the run alive while
 any of them lives. The last process to leave removes the folder; a process that was killed
-holds nothing, so the ones left (or the next run's sweep) remove it. Hand-written because
+holds nothing, so the ones left (or any process's sweep) remove it. Hand-written because
 filelock's file lock is exclusive only, and its reader/writer lock keeps its state in SQLite,
 which the sweep's lock cannot test.
 """

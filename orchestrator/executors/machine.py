@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.build import sharedrun
+from orchestrator.build.envcache import remove_dead_runs
 from orchestrator.executors.forks import ForkedWorker, ForkServer
 from orchestrator.executors.local import sweep_stale_work_dirs
 from orchestrator.policy.admission import Limits, Readings, RunningBuild, pick_victim, pressure_reason
@@ -128,7 +129,8 @@ class Machine:
 
     def end_run(self, run_id: str) -> None:
         """The run is over here: its fork server goes (with any build worker it still had), and this
-        process's share of its build environments (the last process of the machine out removes them)."""
+        process's share of its build environments (the last process of the machine out removes them; if
+        those that shared them were all killed, any process of the machine does)."""
         with self._forking:
             self.ended_runs.add(run_id)
             server = self.fork_servers.pop(run_id, None)
@@ -139,18 +141,17 @@ class Machine:
             self.cancelled = {task for task in self.cancelled if run_id not in task}
         if shared is not None:
             shared.leave()
+        for keep in (False, True):  # the run's folder too, if every process that shared it was killed
+            remove_dead_runs(env_root(keep=keep) / "runs")
 
     def env_cache(self, run_id: str, *, keep: bool) -> Path:
         """The run's prepared environments on this machine, shared by its worker processes (see
-        ``build/sharedrun.py``); with ``keep``, in the machine's store under its state folder, as a
-        local run with --keep-build-envs keeps them, else in its temporary folder."""
+        ``build/sharedrun.py``), under :func:`env_root`."""
         with self.lock:
             if run_id in self.ended_runs:
                 raise RuntimeError(f"run {run_id} is over")
             if run_id not in self.env_runs:
-                state = Path(os.environ.get("ORCHESTRATE_STATE_DIR") or default_state_dir()).resolve()
-                root = state / "build-envs" if keep else Path(tempfile.gettempdir()) / "orchestrate-farm" / "build-envs"
-                self.env_runs[run_id] = sharedrun.join(root, run_id, keep=keep)
+                self.env_runs[run_id] = sharedrun.join(env_root(keep=keep), run_id, keep=keep)
             return self.env_runs[run_id].path
 
     def read(self) -> Readings:
@@ -220,6 +221,14 @@ class Machine:
         for victim in victims:
             threading.Thread(target=self.stop, args=([victim], victim.grace), daemon=True,
                              name=f"relieve-{victim.key}").start()
+
+
+def env_root(*, keep: bool) -> Path:
+    """Where this machine keeps the farm runs' prepared environments: with ``keep``, in its state folder
+    (``$ORCHESTRATE_STATE_DIR`` or the default), where a local run keeps them; else in its temporary folder."""
+    if keep:
+        return Path(os.environ.get("ORCHESTRATE_STATE_DIR") or default_state_dir()).resolve() / "build-envs"
+    return Path(tempfile.gettempdir()) / "orchestrate-farm" / "build-envs"
 
 
 _MACHINE: Machine | None = None
