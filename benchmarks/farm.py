@@ -73,7 +73,11 @@ def cluster(folder: Path, workers: int, slots: int) -> Iterator[str]:
         for process in reversed(processes):
             process.terminate()
         for process in processes:
-            process.wait()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:  # a dask worker can hang in asyncio's shutdown when its scheduler
+                process.kill()                 # stops at the same moment: the rounds are measured by then
+                process.wait()
         log.close()
 
 

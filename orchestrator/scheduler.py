@@ -49,6 +49,7 @@ from orchestrator.executors import (
     Exited,
     OutcomeReported,
     PhaseStarted,
+    StoppedForMemory,
     WorkerEvent,
 )
 from orchestrator.executors.local import LocalExecutor
@@ -246,6 +247,12 @@ class BuildScheduler:
                         self._plan_stale = True
             case PhaseStarted(key, phase) if key in self._running:
                 self._running[key].phase = phase
+            case StoppedForMemory(key, host, rss, pressure) if key in self._running:
+                run = self._running[key]
+                run.peak_rss = max(run.peak_rss, rss)
+                if run.stop_reason is None:  # requeued as one stopped here would be
+                    run.stop_reason = "memory"
+                    self._stopped_for_memory(run, rss, pressure, host)
             case OutcomeReported(key, outcome) if key in self._running:
                 self._running[key].outcome = outcome
             case Exited(key) if key in self._running:
@@ -385,17 +392,14 @@ class BuildScheduler:
         victim = admission.pick_victim(readings, running, limits)
         if victim is not None:
             run = self._running[victim]
-            used = sum(build.rss for build in running if not build.stopping)
-            if limits.memory_limit is not None and used > limits.memory_limit:
-                pressure = f"builds use {format_size(used)} of the {format_size(limits.memory_limit)} limit"
-            else:
-                pressure = (f"{format_size(readings.available_memory)} free,"
-                            f" {format_size(limits.min_free_memory)} to keep")
-            self._observer.event(
-                f"{victim}: stopped under memory pressure at {format_size(run.rss)} ({pressure});"
-                " it will run again"
-            )
+            self._stopped_for_memory(run, run.rss, admission.pressure_reason(readings, running, limits))
             self._stop(run, "memory")
+
+    def _stopped_for_memory(self, run: Running, rss: int, pressure: str, host: str | None = None) -> None:
+        """Say a build is stopped under memory pressure (here, or by its farm machine): it will run again."""
+        where = f" on {host}" if host else ""
+        self._observer.event(f"{run.item.key}: stopped under memory pressure{where} at {format_size(rss)}"
+                             f" ({pressure}); it will run again")
 
     def _stop(self, run: Running, reason: StopReason) -> None:
         run.stop_reason = reason

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.buildstate import RunState
-from orchestrator.executors import EventSink, Exited, OutcomeReported
+from orchestrator.executors import EventSink, Exited, OutcomeReported, WorkerEvent
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
 from orchestrator.policy.admission import Readings
 from orchestrator.resources import TreeUsage
@@ -100,7 +100,7 @@ class FakeMachine:
         self.started = self.closed = False
         self._sink: EventSink | None = None
 
-    def sink(self, event: OutcomeReported | Exited) -> None:
+    def sink(self, event: WorkerEvent) -> None:
         assert self._sink is not None
         self._sink(event)
 

@@ -49,10 +49,11 @@ class Cluster:
         self.scheduler_file = folder / "scheduler.json"
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def _spawn(self, python: str, module: str, *args: str) -> None:
+    def _spawn(self, python: str, module: str, *args: str, env: dict[str, str] | None = None) -> None:
         with (self.folder / f"{module.rsplit('.', 1)[-1]}-{len(self.processes)}.log").open("wb") as log:
             self.processes.append(subprocess.Popen([python, "-m", module, *args], stdout=log,
-                                                   stderr=subprocess.STDOUT, cwd=self.folder))
+                                                   stderr=subprocess.STDOUT, cwd=self.folder,
+                                                   env={**os.environ, **(env or {})}))
 
     def start_scheduler(self) -> None:
         self._spawn(sys.executable, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
@@ -63,9 +64,12 @@ class Cluster:
     def address(self) -> str:
         return str(json.loads(self.scheduler_file.read_text())["address"])
 
-    def start_worker(self, nthreads: int, python: str = sys.executable) -> None:
+    def start_worker(self, nthreads: int, python: str = sys.executable, *, nworkers: int = 1,
+                     env: dict[str, str] | None = None) -> None:
+        """`dask worker`: one process of ``nthreads`` slots, or ``nworkers`` of them under a nanny."""
+        processes = ["--nworkers", str(nworkers)] if nworkers > 1 else ["--no-nanny"]
         self._spawn(python, "distributed.cli.dask_worker", "--scheduler-file", str(self.scheduler_file),
-                    "--nthreads", str(nthreads), "--host", "127.0.0.1", "--no-nanny", "--no-dashboard")
+                    "--nthreads", str(nthreads), "--host", "127.0.0.1", *processes, "--no-dashboard", env=env)
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -313,8 +317,11 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_1(tmp_path: Path) -> None
 
 
 @pytest.fixture
-def local_cluster() -> Iterator[distributed.LocalCluster]:
-    """A LocalCluster of two worker processes (with nannies, which replace a killed worker) of one slot each."""
+def local_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[distributed.LocalCluster]:
+    """A LocalCluster of two worker processes (with nannies, which replace a killed worker) of one slot each,
+    whose temporary folder is the test's ``machine-tmp``."""
+    (tmp_path / "machine-tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "machine-tmp"))
     before = set(psutil.Process().children(recursive=True))
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                        dashboard_address=":0")
@@ -367,6 +374,9 @@ def test_a_worker_killed_mid_build_loses_no_wheel(local_cluster: distributed.Loc
     records = json.loads(report.read_text())["builds"]
     assert all(record["status"] == "built" for record in records)
     assert max(record["attempts"] for record in records) == 2, records  # the lost attempt counted
+    # The run's build environments on the machine went with the run, though a process that shared them was killed.
+    runs = tmp_path / "machine-tmp" / "orchestrate-farm" / "build-envs" / "runs"
+    assert runs.is_dir() and not list(runs.iterdir())
 
 
 def test_a_timeout_stops_the_remote_build_tree(farm: Cluster, tmp_path: Path) -> None:

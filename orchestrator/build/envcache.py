@@ -11,11 +11,13 @@ Layout under ``<state>/build-envs`` (``BuildJob.env_cache`` is one run's folder)
       envs                       a symlink to ../../envs (--keep-build-envs), else a store of its own
       resolutions/<rkey>.txt     the pins a requested requirement set resolved to, once per run
     runs/<run>.lock              held by the run while it lives; a free one marks a dead run
+    runs/run-farm-<id>/          a farm run's, shared by the worker processes of one machine (sharedrun.py)
 
 A prepared env is keyed by (interpreter, resolved pins, index options). It is made in a
-folder of its own (a copy of the empty env's few files, then the pins installed) and published by renaming a symlink onto ``<key>``, so an env whose
-preparation was killed half way is never seen: only its leftover folder, removed by the
-next preparer of that key (who holds the key's lock, so the owner is gone).
+folder of its own (a copy of the empty env's few files, then the pins installed) and
+published by renaming a symlink onto ``<key>``, so an env whose preparation was killed half
+way is never seen: only its leftover folder, removed by the next preparer of that key (who
+holds the key's lock, so the owner is gone).
 
 Each build gets a *view*: a fresh virtualenv skeleton (``pyvenv.cfg`` and the interpreter
 links, copied in about a millisecond) whose site-packages holds one ``.pth`` file that adds
@@ -318,7 +320,8 @@ class EnvCache:
             return PreparedEnv.load(key, link.resolve())
         with FileLock(self.store / f"{key}.lock"):
             if link.exists():
-                self._log.write(f"# build environment {key}: prepared by another build ({', '.join(pins) or 'empty'})\n")
+                self._log.write(
+                    f"# build environment {key}: prepared by another build ({', '.join(pins) or 'empty'})\n")
                 return PreparedEnv.load(key, link.resolve())
             self._log.write(f"# build environment {key}: preparing ({', '.join(pins) or 'empty'})\n")
             self._log.flush()
@@ -443,7 +446,7 @@ def run_env_cache(root: Path, *, keep: bool) -> Iterator[Path]:
     """
     runs = root / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    _remove_dead_runs(runs)
+    remove_dead_runs(runs)
     run_dir = Path(tempfile.mkdtemp(dir=runs, prefix="run-"))
     lock = FileLock(f"{run_dir}.lock")
     lock.acquire()
@@ -463,8 +466,12 @@ def run_env_cache(root: Path, *, keep: bool) -> Iterator[Path]:
             os.unlink(f"{run_dir}.lock")
 
 
-def _remove_dead_runs(runs: Path) -> None:
-    """Remove run folders whose run is gone (killed, so it could not clean up)."""
+def remove_dead_runs(runs: Path) -> None:
+    """Remove run folders whose run is gone (killed, so it could not clean up).
+
+    A run is alive while a process holds its lock: exclusively (a run on this machine), or
+    shared (each Dask worker process of a farm run, ``build/sharedrun.py``).
+    """
     for lock_path in runs.glob("run-*.lock"):
         lock = FileLock(lock_path, timeout=0)
         try:

@@ -10,6 +10,7 @@ One handle's life::
 
 From :meth:`WorkerHandle.admit` on, the handle puts on the sink given to
 :meth:`Executor.start`, in order: any number of :class:`PhaseStarted`, at most one
+:class:`StoppedForMemory` (from an executor whose machines stop builds themselves), at most one
 :class:`OutcomeReported`, then exactly one :class:`Exited`, also when it was stopped.
 ``local`` runs each build in a process of this machine; ``dask`` on the workers of a
 Dask cluster (``remote`` being its side on each worker); an executor implements these
@@ -54,7 +55,19 @@ class Exited:
     """The name of the signal that ended it (``SIGKILL``), if one did."""
 
 
-WorkerEvent = PhaseStarted | OutcomeReported | Exited
+@dataclass(frozen=True, slots=True)
+class StoppedForMemory:
+    """A farm machine stopped the build under memory pressure, as the scheduler stops one here; it runs again."""
+
+    key: str
+    host: str
+    rss: int
+    """What its whole process tree used when it was stopped, in bytes."""
+    pressure: str
+    """What the machine saw (``admission.pressure_reason``)."""
+
+
+WorkerEvent = PhaseStarted | StoppedForMemory | OutcomeReported | Exited
 EventSink = Callable[[WorkerEvent], None]
 """Takes events from any thread; the scheduler's queue."""
 

@@ -23,7 +23,7 @@ from dask.utils import parse_timedelta
 import orchestrator
 from orchestrator.errors import ClusterError
 from orchestrator.executors import remote
-from orchestrator.executors.remote import MachineLimits
+from orchestrator.executors.machine import MachineLimits
 from orchestrator.policy.admission import Readings
 
 CONNECT_TIMEOUT = 10.0

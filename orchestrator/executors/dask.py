@@ -23,6 +23,10 @@ itself because Dask places a task beside its data and does not know that a build
 thread for minutes. Memory, CPU and load are admitted on each machine by the same policy
 (``remote._admitted``): the client's machine says nothing about the farm's.
 
+Memory pressure: each machine stops the youngest of the builds it runs, as the scheduler does
+on one machine (``machine.py``); the task's result says so, and this handle tells the scheduler
+(:class:`StoppedForMemory`), which requeues the build with its need raised.
+
 Faults: a worker lost mid-build takes the scattered source with it, and Dask cancels the
 task; the client sends both again to another worker (waiting up to :data:`WORKER_WAIT` for
 one, if none is left), each start an attempt in the report, and fails the build after
@@ -54,12 +58,13 @@ from orchestrator.executors import (
     Exited,
     OutcomeReported,
     PhaseStarted,
+    StoppedForMemory,
     remote,
     signal_name,
 )
 from orchestrator.executors.cluster import Farm
 from orchestrator.executors.local import WORK_PREFIX, sweep_stale_work_dirs
-from orchestrator.executors.remote import MachineLimits
+from orchestrator.executors.machine import MachineLimits
 from orchestrator.jobs import BuildJob, Status, WorkerOutcome
 from orchestrator.policy.admission import Limits
 from orchestrator.resources import TreeUsage
@@ -80,12 +85,14 @@ class DaskExecutor:
     """Spawns :class:`DaskWorker` handles for one run on ``farm``.
 
     ``machine_limits`` are the run's admission limits, applied by each machine to the
-    builds it runs (its count cap being its worker's ``--nthreads``).
+    builds it runs (its count cap being its worker's ``--nthreads``); ``keep_build_envs``
+    keeps each machine's prepared build environments for later runs.
     """
 
-    def __init__(self, farm: Farm, machine_limits: MachineLimits) -> None:
+    def __init__(self, farm: Farm, machine_limits: MachineLimits, *, keep_build_envs: bool = False) -> None:
         self.farm = farm
         self.machine_limits = machine_limits
+        self.keep_build_envs = keep_build_envs
         self.run_id = uuid.uuid4().hex[:12]
         self.topic = f"orchestrate-{self.run_id}"
         self._sink: EventSink | None = None
@@ -226,7 +233,8 @@ class DaskWorker:
         self._executor.register(self._task, self)
         self._worker = self._executor.place(workers)
         request = {"job": job.to_json(), "task": self._task, "run": self._executor.run_id,
-                   "topic": self._executor.topic, "need": need, "limits": asdict(limits)}
+                   "topic": self._executor.topic, "need": need, "limits": asdict(limits),
+                   "keep_envs": self._executor.keep_build_envs}
         # The source goes to the chosen worker only: lost with it, the task is cancelled and sent again.
         self._source = self._client.scatter(self._data, workers=[self._worker], hash=False)
         future = self._client.submit(remote.run_build, request, self._source, key=self._task, pure=False,
@@ -311,6 +319,9 @@ class DaskWorker:
                 outcome = WorkerOutcome(status=Status.FAILED, error=f"the farm failed to run it: {exc!r}")
             else:
                 outcome, returncode = self._arrived(job, result)
+                if result.get("pressure") is not None:  # its machine stopped it: the scheduler requeues it
+                    pressure = result["pressure"]
+                    self._sink(StoppedForMemory(job.key, result["host"], int(pressure["rss"]), pressure["reason"]))
         self._end(outcome, returncode)
 
     def _end(self, outcome: WorkerOutcome | None, returncode: int) -> None:
@@ -366,19 +377,23 @@ class DaskWorker:
         self._end(WorkerOutcome(status=Status.FAILED, error=error), 0)
 
 
-
+def scheduler_limits(max_builds: int) -> Limits:
+    """The scheduler's limits on a farm: the count cap only; no memory limit and nothing kept free, so that
+    its own ``pick_victim`` never stops a farm build (each machine stops its own, ``machine.py``)."""
+    return Limits(max_builds=max_builds, memory_limit=None, min_free_memory=0, max_load=None, max_cpu=None)
 
 
 def for_run(address: str, *, max_builds: int | None, memory_limit: int | None, min_free_memory: int | None,
-            max_load: float | None, max_cpu: float | None) -> tuple[Farm, Limits, DaskExecutor]:
+            max_load: float | None, max_cpu: float | None,
+            keep_build_envs: bool = False) -> tuple[Farm, Limits, DaskExecutor]:
     """Connect to the farm at ``address``: the farm, the scheduler's limits there, and the executor.
 
     The scheduler keeps only the count cap (``max_builds``, else every slot of the accepted
-    workers); memory, load and CPU are each machine's to admit (:class:`MachineLimits`).
+    workers, :func:`scheduler_limits`); memory, load and CPU are each machine's to admit, and
+    memory pressure each machine's to relieve (:class:`MachineLimits`).
     """
     farm = Farm.connect(address)
-    limits = Limits(max_builds=max_builds or farm.slots, memory_limit=None, min_free_memory=0, max_load=None,
-                    max_cpu=None)
+    limits = scheduler_limits(max_builds or farm.slots)
     machine = MachineLimits(memory_limit=memory_limit, min_free_memory=min_free_memory, max_load=max_load,
                             max_cpu=max_cpu)
-    return farm, limits, DaskExecutor(farm, machine)
+    return farm, limits, DaskExecutor(farm, machine, keep_build_envs=keep_build_envs)

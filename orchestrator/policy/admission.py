@@ -33,6 +33,7 @@ __all__ = [
     "may_backfill",
     "order_queue",
     "pick_victim",
+    "pressure_reason",
     "shadow_time",
 ]
 
@@ -286,6 +287,14 @@ def pick_victim(
     if not over_limit and readings.available_memory + freeing >= limits.min_free_memory:
         return None
     return max(staying, key=lambda build: build.started_at).key
+
+
+def pressure_reason(readings: Readings, running: Sequence[RunningBuild], limits: Limits) -> str:
+    """The pressure :func:`pick_victim` found, in words: the builds over the memory limit, or memory free."""
+    used = sum(build.rss for build in running if not build.stopping)
+    if limits.memory_limit is not None and used > limits.memory_limit:
+        return f"builds use {format_size(used)} of the {format_size(limits.memory_limit)} limit"
+    return f"{format_size(readings.available_memory)} free, {format_size(limits.min_free_memory)} to keep"
 
 
 def jobs_per_build(cpu_count: int, max_builds: int) -> int:

@@ -1,0 +1,94 @@
+"""A farm run's folder of prepared build environments, shared by the Dask worker processes of one machine.
+
+On one machine a run's folder comes from ``envcache.run_env_cache``, alive while the run's
+process holds its lock. On a farm machine several worker processes (``dask worker
+--nworkers N``, a LocalCluster) build for one run: each joins the same folder,
+``ROOT/runs/run-farm-<run id>``, so that each requirement set is prepared once per machine
+(``EnvCache`` locks each key and publishes atomically: concurrent preparers are safe).
+
+Each process holds the run's lock *shared* (``flock(LOCK_SH)``); the store's dead-run sweep
+(``envcache.remove_dead_runs``, an exclusive non-blocking ``FileLock``) sees the run alive while
+any of them lives. The last process to leave removes the folder; a process that was killed
+holds nothing, so the ones left (or any process's sweep) remove it. Hand-written because
+filelock's file lock is exclusive only, and its reader/writer lock keeps its state in SQLite,
+which the sweep's lock cannot test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from orchestrator.build.envcache import remove_dead_runs, remove_tree
+
+PREFIX = "run-farm-"
+
+
+class SharedRun:
+    """This process's share of a run's folder: :func:`join` makes one, :meth:`leave` ends it."""
+
+    def __init__(self, path: Path, lock_fd: int) -> None:
+        self.path = path
+        """The run's folder, as ``BuildJob.env_cache``."""
+        self._lock_fd = lock_fd
+
+    def leave(self) -> None:
+        """Release this process's share; the last process out removes the folder (and its envs, unless kept)."""
+        os.close(self._lock_fd)
+        lock_path = Path(f"{self.path}.lock")
+        last = FileLock(lock_path, timeout=0)
+        try:
+            last.acquire()
+        except Timeout:
+            return  # another process of the run still builds here
+        try:
+            remove_tree(self.path)
+            # Unlinked while held: a process joining meanwhile finds its lock file gone, and makes a new one.
+            with contextlib.suppress(FileNotFoundError):
+                lock_path.unlink()
+        finally:
+            last.release()
+
+
+def join(root: Path, run_id: str, *, keep: bool) -> SharedRun:
+    """Join run ``run_id``'s folder under ``root`` (made by the first process to join), as ``run_env_cache``
+    lays it out: with ``keep``, its store is ``root/envs``, which outlives the run."""
+    runs = root / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    remove_dead_runs(runs)
+    path = runs / f"{PREFIX}{run_id}"
+    fd = _lock_shared(Path(f"{path}.lock"))
+    try:
+        path.mkdir(exist_ok=True)
+        envs = path / "envs"
+        if keep:
+            store = root / "envs"
+            store.mkdir(exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # another process of the run made it
+                envs.symlink_to(store.resolve(), target_is_directory=True)
+        else:
+            envs.mkdir(exist_ok=True)
+        (path / "resolutions").mkdir(exist_ok=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return SharedRun(path, fd)
+
+
+def _lock_shared(lock_path: Path) -> int:
+    """A descriptor holding ``lock_path`` shared; the file it locks is the one at that path (a sweep may
+    have removed the one opened first, while waiting for it: then the new one is locked)."""
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            found, held = os.stat(lock_path), os.fstat(fd)
+            if (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
