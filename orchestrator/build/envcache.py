@@ -13,20 +13,26 @@ Layout under ``<state>/build-envs`` (``BuildJob.env_cache`` is one run's folder)
     runs/<run>.lock              held by the run while it lives; a free one marks a dead run
 
 A prepared env is keyed by (interpreter, resolved pins, index options). It is made in a
-folder of its own (a copy of the empty env's few files, then the pins installed) and published by renaming a symlink onto ``<key>``, so an env whose
-preparation was killed half way is never seen: only its leftover folder, removed by the
-next preparer of that key (who holds the key's lock, so the owner is gone).
+folder of its own (a copy of the empty env's few files, then the pins installed) and
+published by renaming a symlink onto ``<key>``, so an env whose preparation was killed half
+way is never seen: only its leftover folder, removed by the next preparer of that key (who
+holds the key's lock, so the owner is gone).
 
 Each build gets a *view*: a fresh virtualenv skeleton (``pyvenv.cfg`` and the interpreter
 links, copied in about a millisecond) whose site-packages holds one ``.pth`` file that adds
-the prepared env's site-packages. Whatever a build installs or writes into its environment
-lands in the view, which goes away with the build; the prepared env's folders are
-read-only, so no build changes what the next one sees. Only their ``__pycache__`` folders
-stay writable: bytecode is compiled when a build first imports a module, not for every
-module at preparation (most of a backend is never imported), unless ``PYTHONDONTWRITEBYTECODE``
-is set, which would make every build compile what it imports again. Requirements that
-``get_requires_for_build_wheel`` adds and the prepared env lacks make a prepared env of
-their own (base plus extras), cached the same way, and the view is pointed at it.
+the prepared env's site-packages through a symlink in the view (``prepared``). A build
+requirement's files then have paths inside the build's own folder (``numpy.get_include()``
+says ``<build>/env/prepared/...``), whatever folder the env was prepared in: the compiler
+cache maps the build's folder away (``CCACHE_BASEDIR``), so a header found there still hits
+in the next run, which prepares its envs in new folders unless ``--keep-build-envs``.
+Whatever a build installs or writes into its environment lands in the view, which goes away
+with the build; the prepared env's folders are read-only, so no build changes what the next
+one sees. Only their ``__pycache__`` folders stay writable: bytecode is compiled when a
+build first imports a module, not for every module at preparation (most of a backend is
+never imported), unless ``PYTHONDONTWRITEBYTECODE`` is set, which would make every build
+compile what it imports again. Requirements that ``get_requires_for_build_wheel`` adds and
+the prepared env lacks make a prepared env of their own (base plus extras), cached the same
+way, and the view is pointed at it.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ logger = logging.getLogger(__name__)
 ENV_INFO = "orchestrate-env.json"
 """Written into a prepared env last before it is published: where its parts are."""
 PTH_NAME = "_orchestrate_build_env.pth"
+PREPARED_LINK = "prepared"
+"""In a view: the symlink to the prepared env it sees, through which its ``.pth`` adds that env's site-packages."""
 
 
 def interpreter_id() -> str:
@@ -318,7 +326,8 @@ class EnvCache:
             return PreparedEnv.load(key, link.resolve())
         with FileLock(self.store / f"{key}.lock"):
             if link.exists():
-                self._log.write(f"# build environment {key}: prepared by another build ({', '.join(pins) or 'empty'})\n")
+                self._log.write(f"# build environment {key}: prepared by another build "
+                                f"({', '.join(pins) or 'empty'})\n")
                 return PreparedEnv.load(key, link.resolve())
             self._log.write(f"# build environment {key}: preparing ({', '.join(pins) or 'empty'})\n")
             self._log.flush()
@@ -389,6 +398,7 @@ class EnvView:
         self.purelib.mkdir(parents=True, exist_ok=True)
         (path / base.platlib).mkdir(parents=True, exist_ok=True)
         (path / base.scripts).mkdir(parents=True, exist_ok=True)
+        os.symlink(base.path, path / PREPARED_LINK, target_is_directory=True)
         self._python = str(path / base.python)
 
     @property
@@ -400,7 +410,7 @@ class EnvView:
         return self._python
 
     def make_extra_environ(self) -> Mapping[str, str]:
-        scripts = [str(self.path / self._prepared.scripts), str(self._prepared.path / self._prepared.scripts)]
+        scripts = [str(self.path / self._prepared.scripts), str(self.path / PREPARED_LINK / self._prepared.scripts)]
         path = os.environ.get("PATH")
         return {"PATH": os.pathsep.join([*scripts, path] if path else scripts)}
 
@@ -427,7 +437,12 @@ class EnvView:
         return version is not None and requirement.specifier.contains(version, prereleases=True)
 
     def _point_at(self, prepared: PreparedEnv) -> None:
-        sites = dict.fromkeys([str(prepared.path / prepared.purelib), str(prepared.path / prepared.platlib)])
+        link, partial = self.path / PREPARED_LINK, self.path / f".{PREPARED_LINK}.link"
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        os.symlink(prepared.path, partial, target_is_directory=True)
+        os.replace(partial, link)
+        sites = dict.fromkeys([str(link / prepared.purelib), str(link / prepared.platlib)])
         lines = "".join(f"import site; site.addsitedir({site!r})\n" for site in sites)
         with atomic_write(self.purelib / PTH_NAME) as out:
             out.write(lines.encode())
