@@ -29,10 +29,12 @@ Whatever a build installs or writes into its environment lands in the view, whic
 with the build; the prepared env's folders are read-only, so no build changes what the next
 one sees. Only their ``__pycache__`` folders stay writable: bytecode is compiled when a
 build first imports a module, not for every module at preparation (most of a backend is
-never imported), unless ``PYTHONDONTWRITEBYTECODE`` is set, which would make every build
-compile what it imports again. Requirements that ``get_requires_for_build_wheel`` adds and
-the prepared env lacks make a prepared env of their own (base plus extras), cached the same
-way, and the view is pointed at it.
+never imported); unless the hooks cannot write it (``PYTHONDONTWRITEBYTECODE``, or a sandbox
+showing them the envs read-only), as every hook would then compile what it imports again
+(0.15 CPU-s for setuptools' ``get_requires_for_build_wheel`` alone): then the installer
+compiles it all at preparation and no folder stays writable. Requirements that
+``get_requires_for_build_wheel`` adds and the prepared env lacks make a prepared env of
+their own (base plus extras), cached the same way, and the view is pointed at it.
 """
 
 from __future__ import annotations
@@ -108,6 +110,12 @@ def remove_tree(path: Path) -> None:
 def bytecode_on_import() -> bool:
     """Whether Python writes bytecode as it imports (``PYTHONDONTWRITEBYTECODE`` is unset)."""
     return not os.environ.get("PYTHONDONTWRITEBYTECODE")
+
+
+def compile_at_preparation(*, sandboxed: bool) -> bool:
+    """Whether prepared envs get their bytecode when they are made: when the hooks cannot write it as they
+    import, because Python is told not to or because a sandbox shows them the envs read-only."""
+    return sandboxed or not bytecode_on_import()
 
 
 def _make_read_only(path: Path, *, bytecode_folders: bool) -> None:
@@ -204,11 +212,13 @@ class EnvInstaller(Protocol):
 class SubprocessInstaller:
     """uv or pip as subprocesses, their output in the build log."""
 
-    def __init__(self, name: InstallerName, index: IndexSettings, log: IO[str]) -> None:
+    def __init__(self, name: InstallerName, index: IndexSettings, log: IO[str], *,
+                 compile_bytecode: bool | None = None) -> None:
         self.name = name
         self.seed_pip = name == "pip" and not outer_pip_usable()
         self._index = index
         self._log = log
+        self._compile = not bytecode_on_import() if compile_bytecode is None else compile_bytecode
 
     def resolve(self, requirements: Sequence[str]) -> list[str]:
         """The complete set of pins (``name==version``) that ``requirements`` resolve to."""
@@ -248,7 +258,7 @@ class SubprocessInstaller:
         pins_file = venv / "orchestrate-pins.txt"
         pins_file.write_text("\n".join(pins) + "\n")
         run_installer(install_command(self.name, str(python), pins_file, self._index, pinned=True,
-                                      compile_bytecode=not bytecode_on_import()),
+                                      compile_bytecode=self._compile),
                       installer_environ(venv), self._log,
                       f"installing build requirements ({', '.join(pins)}) with {self.name}")
 
@@ -288,8 +298,12 @@ class PreparedEnv:
 class EnvCache:
     """The prepared environments of one run; see the module docstring."""
 
-    def __init__(self, run_dir: Path, installer: EnvInstaller, *, index: IndexSettings, log: IO[str]) -> None:
+    def __init__(self, run_dir: Path, installer: EnvInstaller, *, index: IndexSettings, log: IO[str],
+                 compiled: bool | None = None) -> None:
+        """``compiled``: the installer compiles bytecode at preparation (:func:`compile_at_preparation`;
+        default: when ``PYTHONDONTWRITEBYTECODE`` is set); else the envs keep writable ``__pycache__`` folders."""
         self.run_dir = run_dir
+        self._compiled = not bytecode_on_import() if compiled is None else compiled
         self.store = (run_dir / "envs").resolve()
         self._installer = installer
         self._index_args = index.pip_args()
@@ -319,7 +333,7 @@ class EnvCache:
     def prepare(self, requirements: Collection[str]) -> PreparedEnv:
         """The prepared env holding ``requirements``: reused when published, else made under the key's lock."""
         pins = self.pins(requirements)
-        key = _digest("env", interpreter_id(), self._index_args, sorted(pins))
+        key = _digest("env", interpreter_id(), self._index_args, sorted(pins), self._compiled)
         link = self.store / key
         if link.exists():
             self._log.write(f"# build environment {key}: reused ({', '.join(pins) or 'empty'})\n")
@@ -362,7 +376,7 @@ class EnvCache:
             "skeleton": sorted(skeleton),
         }
         (target / ENV_INFO).write_text(json.dumps(info, indent=1))
-        _make_read_only(target, bytecode_folders=bytecode_on_import())
+        _make_read_only(target, bytecode_folders=not self._compiled)
         # Publish: a symlink under a private name, renamed onto the key (atomic on POSIX).
         partial = self.store / f".{key}.{os.getpid()}.link"
         with contextlib.suppress(FileNotFoundError):
