@@ -17,7 +17,7 @@ from conftest import CORPUS_BACKENDS, orchestrate
 from sdists import make_sdist
 from wheels import write_wheel
 
-from orchestrator.build.envcache import ENV_INFO, EnvCache, run_env_cache
+from orchestrator.build.envcache import ENV_INFO, EnvCache, compile_at_preparation, run_env_cache
 from orchestrator.build.sandbox import probe
 from orchestrator.settings import IndexSettings
 
@@ -159,6 +159,21 @@ def test_bytecode_is_written_on_import_into_the_prepared_env_only(
     # Whatever stays writable, a build still cannot add a module beside the prepared ones.
     with pytest.raises(PermissionError) if os.geteuid() else contextlib.nullcontext():
         (prepared.path / prepared.purelib / "added.py").write_text("")
+
+
+@pytest.mark.parametrize(("sandboxed", "dont_write", "compiled"), [
+    (False, False, False),  # the hooks write bytecode as they import: only what they import is compiled
+    (True, False, True),  # the sandbox shows them the envs read-only
+    (False, True, True),  # PYTHONDONTWRITEBYTECODE: they would not write it
+    (True, True, True),
+])
+def test_when_bytecode_is_compiled_at_preparation(monkeypatch: pytest.MonkeyPatch, sandboxed: bool,
+                                                   dont_write: bool, compiled: bool) -> None:
+    if dont_write:
+        monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    else:
+        monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    assert compile_at_preparation(sandboxed=sandboxed) is compiled
 
 
 @pytest.mark.usefixtures("sandboxed")
