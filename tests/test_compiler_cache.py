@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import backend_index_args, orchestrate
+from wheels import write_wheel
 
 from orchestrator.build.compilercache import CompilerCache, CompilerStats, read_stats
 
@@ -48,6 +49,15 @@ PyMODINIT_FUNC PyInit__value(void) {{ return PyModule_Create(&module); }}
 /* {padding} */
 """
 
+NUMBER_C = """\
+#include <Python.h>
+
+static PyObject *number(PyObject *self, PyObject *args) {{ return PyLong_FromLong({number}); }}
+static PyMethodDef methods[] = {{{{"number", number, METH_NOARGS, NULL}}, {{NULL, NULL, 0, NULL}}}};
+static struct PyModuleDef module = {{PyModuleDef_HEAD_INIT, "_{name}", NULL, -1, methods}};
+PyMODINIT_FUNC PyInit__{name}(void) {{ return PyModule_Create(&module); }}
+"""
+
 
 def c_extension_sdist(folder: Path, *, base: int = 1, offset: int = 0, padding: str = "",
                       absolute: bool = False) -> Path:
@@ -63,12 +73,54 @@ def c_extension_sdist(folder: Path, *, base: int = 1, offset: int = 0, padding: 
         "ccprobe/__init__.py": "",
         "PKG-INFO": "Metadata-Version: 2.1\nName: ccprobe\nVersion: 1.0\n",
     }
+    return _write_sdist(folder, "ccprobe-1.0", files)
+
+
+def two_extension_sdist(folder: Path, version: str, *, first: int, second: int) -> Path:
+    """A setuptools sdist ``ccpair-VERSION`` of two extensions, ``_first`` and ``_second``, each returning its
+    number: a release that changes one leaves the other's source as it was."""
+    files = {
+        "pyproject.toml": '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n'
+                          f'\n[project]\nname = "ccpair"\nversion = "{version}"\n',
+        "setup.py": 'from setuptools import Extension, setup\n'
+                    'setup(ext_modules=[Extension(f"ccpair._{name}", [f"src/{name}.c"])\n'
+                    '                   for name in ("first", "second")])\n',
+        "src/first.c": NUMBER_C.format(name="first", number=first),
+        "src/second.c": NUMBER_C.format(name="second", number=second),
+        "ccpair/__init__.py": "",
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: ccpair\nVersion: {version}\n",
+    }
+    return _write_sdist(folder, f"ccpair-{version}", files)
+
+
+def header_requirement_sdist(folder: Path, wheels: Path) -> Path:
+    """An sdist whose extension includes a header shipped by its build requirement ``cchdr`` (found through
+    ``cchdr.get_include()``, as numpy, pybind11 or cppy headers are), and the wheel of ``cchdr`` in ``wheels``."""
+    wheels.mkdir(parents=True, exist_ok=True)
+    write_wheel(wheels, "cchdr", "1.0", files={
+        "cchdr/__init__.py": "import os\n\ndef get_include():\n"
+                             "    return os.path.join(os.path.dirname(__file__), 'include')\n",
+        "cchdr/include/cchdr.h": "#define BASE 9\n"})
+    files = {
+        "pyproject.toml": '[build-system]\nrequires = ["setuptools>=64", "cchdr"]\n'
+                          'build-backend = "setuptools.build_meta"\n\n[project]\nname = "ccprobe"\nversion = "1.0"\n',
+        "setup.py": "import cchdr\nfrom setuptools import Extension, setup\n"
+                    'setup(ext_modules=[Extension("ccprobe._value", ["src/value.c"], define_macros=[("OFFSET", "0")],\n'
+                    '                             include_dirs=[cchdr.get_include()])])\n',
+        "src/value.c": VALUE_C.format(padding="").replace('"value.h"', "<cchdr.h>"),
+        "ccprobe/__init__.py": "",
+        "PKG-INFO": "Metadata-Version: 2.1\nName: ccprobe\nVersion: 1.0\n",
+    }
+    return _write_sdist(folder, "ccprobe-1.0", files)
+
+
+def _write_sdist(folder: Path, base: str, files: dict[str, str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "ccprobe-1.0.tar.gz"
+    path = folder / f"{base}.tar.gz"
     with tarfile.open(path, "w:gz") as archive:
         for member, text in files.items():
             data = text.encode()
-            info = tarfile.TarInfo(f"ccprobe-1.0/{member}")
+            info = tarfile.TarInfo(f"{base}/{member}")
             info.size, info.mode = len(data), 0o644
             archive.addfile(info, io.BytesIO(data))
     return path
@@ -89,13 +141,14 @@ def build(tmp_path: Path, sdist: Path, name: str, *extra: str, env: dict[str, st
     return record, result
 
 
-def extension_value(tmp_path: Path, wheelhouse: str) -> int:
-    """Unpack the wheel of ``wheelhouse`` and call its extension in a fresh interpreter."""
-    (wheel,) = (tmp_path / wheelhouse).glob("ccprobe-*.whl")
+def extension_value(tmp_path: Path, wheelhouse: str, call: str = "ccprobe._value.value") -> int:
+    """Unpack the wheel of ``wheelhouse`` and call the function ``call`` of its extension in a fresh interpreter."""
+    (wheel,) = (tmp_path / wheelhouse).glob("*.whl")
     unpacked = tmp_path / f"{wheelhouse}-unpacked"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(unpacked)
-    done = subprocess.run([sys.executable, "-c", "import ccprobe._value as v; print(v.value())"],
+    module, function = call.rsplit(".", 1)
+    done = subprocess.run([sys.executable, "-c", f"import {module} as m; print(m.{function}())"],
                           cwd=unpacked, capture_output=True, text=True, check=True)
     return int(done.stdout)
 
@@ -119,6 +172,32 @@ def test_a_second_build_from_a_fresh_extraction_hits(tmp_path: Path, absolute: b
     with contextlib.closing(sqlite3.connect(tmp_path / "state" / "history.sqlite3")) as history:
         rows = history.execute("SELECT compiler_calls, compiler_hits, compiler_misses FROM builds ORDER BY finished_at")
         assert rows.fetchall() == [stats(first), stats(second)]  # the history keeps them too
+
+
+@pytest.mark.usefixtures("sandboxed")
+def test_an_upgrade_recompiles_only_the_changed_file(tmp_path: Path) -> None:
+    """Version 1.0, then 2.0 with one of its two sources changed (extracted into another folder, named by
+    the new version): the unchanged source is a hit, the changed one compiles, both wheels are right."""
+    first, _ = build(tmp_path, two_extension_sdist(tmp_path / "sdists", "1.0", first=1, second=2), "v1")
+    second, _ = build(tmp_path, two_extension_sdist(tmp_path / "sdists", "2.0", first=1, second=20), "v2")
+    assert first["compiler_hits"] == 0 and first["compiler_misses"] == 2
+    assert (second["compiler_hits"], second["compiler_misses"]) == (1, 1)
+    assert [extension_value(tmp_path, wheelhouse, f"ccpair._{name}.number")
+            for wheelhouse in ("v1", "v2") for name in ("first", "second")] == [1, 2, 1, 20]
+
+
+@pytest.mark.usefixtures("sandboxed")
+def test_headers_of_a_build_requirement_hit_in_the_next_run(tmp_path: Path) -> None:
+    """Without --keep-build-envs each run prepares its build environments in new folders; a header found
+    through a build requirement (numpy's, pybind11's, cppy's) must not make the next run's compilations miss."""
+    wheels = tmp_path / "wheels"
+    sdist = header_requirement_sdist(tmp_path / "sdists", wheels)
+    first, _ = build(tmp_path, sdist, "first", "--find-links", wheels)
+    second, _ = build(tmp_path, sdist, "second", "--find-links", wheels, "--force")
+    calls, hits, misses = stats(first)
+    assert hits == 0 and misses >= 1
+    assert stats(second) == (calls, misses, 0)
+    assert extension_value(tmp_path, "first") == extension_value(tmp_path, "second") == 9
 
 
 @pytest.mark.parametrize(("changed", "expected"), [({"base": 2}, 2), ({"offset": 10}, 11)], ids=["header", "define"])

@@ -17,7 +17,8 @@ from conftest import CORPUS_BACKENDS, orchestrate
 from sdists import make_sdist
 from wheels import write_wheel
 
-from orchestrator.build.envcache import ENV_INFO, EnvCache, run_env_cache
+from orchestrator.build.envcache import ENV_INFO, EnvCache, compile_at_preparation, run_env_cache
+from orchestrator.build.sandbox import probe
 from orchestrator.settings import IndexSettings
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "sdists"
@@ -108,7 +109,8 @@ def test_views_share_the_prepared_env_but_not_what_a_build_writes(tmp_path: Path
 @pytest.mark.parametrize("installer", ["pip", "uv"])
 def test_one_prepared_env_serves_every_build_in_isolation(tmp_path: Path, find_links: Path, installer: str) -> None:
     # The writer's sdist is the larger, so longest-first (by size) builds it first.
-    make_sdist(tmp_path / "sdists", "writer", build_requires=["tinydep"], write_site=True, filler=os.urandom(3000).hex())
+    make_sdist(tmp_path / "sdists", "writer", build_requires=["tinydep"], write_site=True,
+               filler=os.urandom(3000).hex())
     make_sdist(tmp_path / "sdists", "checker", build_requires=["tinydep"], check_site=True, requires=["tinyextra"])
     state = tmp_path / "state"
     result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "-j", "1", "--installer", installer,
@@ -157,6 +159,42 @@ def test_bytecode_is_written_on_import_into_the_prepared_env_only(
     # Whatever stays writable, a build still cannot add a module beside the prepared ones.
     with pytest.raises(PermissionError) if os.geteuid() else contextlib.nullcontext():
         (prepared.path / prepared.purelib / "added.py").write_text("")
+
+
+@pytest.mark.parametrize(("sandboxed", "dont_write", "compiled"), [
+    (False, False, False),  # the hooks write bytecode as they import: only what they import is compiled
+    (True, False, True),  # the sandbox shows them the envs read-only
+    (False, True, True),  # PYTHONDONTWRITEBYTECODE: they would not write it
+    (True, True, True),
+])
+def test_when_bytecode_is_compiled_at_preparation(monkeypatch: pytest.MonkeyPatch, sandboxed: bool,
+                                                   dont_write: bool, compiled: bool) -> None:
+    if dont_write:
+        monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    else:
+        monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    assert compile_at_preparation(sandboxed=sandboxed) is compiled
+
+
+@pytest.mark.usefixtures("sandboxed")
+@pytest.mark.parametrize("installer", ["pip", "uv"])
+def test_sandboxed_builds_get_bytecode_compiled_at_preparation(
+    tmp_path: Path, find_links: Path, monkeypatch: pytest.MonkeyPatch, installer: str
+) -> None:
+    """A sandboxed hook sees the prepared envs read-only, so it cannot cache the bytecode of what it imports:
+    without bytecode compiled when the env is prepared, every hook compiles its backend's modules again."""
+    if probe().sandbox.tool == "none":
+        pytest.skip(f"no sandbox here: {probe().reason}")
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    make_sdist(tmp_path / "sdists", "needy", build_requires=["tinydep"])
+    state = tmp_path / "state"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--installer", installer,
+                         "--state-dir", state, "--keep-build-envs", "--no-index", "--find-links", find_links)
+    assert result.returncode == 0, result.stderr
+    (module,) = (state / "build-envs" / "envs").glob("*-*/lib/python*/site-packages/tinydep/__init__.py")
+    caches = module.parent / "__pycache__"
+    assert list(caches.glob("__init__.*.pyc"))
+    assert not caches.stat().st_mode & 0o222  # nothing a build could rewrite for the next one
 
 
 def test_concurrent_preparations_of_one_key_prepare_it_once(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from packaging.utils import (
 )
 
 from orchestrator.build.compilercache import CompilerStats, read_stats
-from orchestrator.build.envcache import EnvCache, EnvView, SubprocessInstaller
+from orchestrator.build.envcache import EnvCache, EnvView, SubprocessInstaller, compile_at_preparation
 from orchestrator.build.envs import choose_installer
 from orchestrator.build.extract import extract_sdist
 from orchestrator.build.sandbox import wrap
@@ -201,7 +201,9 @@ def _ccache_failed(log_path: Path, start: int) -> bool:
 def _environment(job: BuildJob, path: Path, log: IO[str]) -> EnvView:
     """The build's isolated environment: an empty virtualenv that sees the run's prepared environments."""
     installer = choose_installer(job.installer)
-    cache = EnvCache(job.env_cache, SubprocessInstaller(installer, job.index, log), index=job.index, log=log)
+    compiled = compile_at_preparation(sandboxed=job.sandbox.tool != "none")
+    cache = EnvCache(job.env_cache, SubprocessInstaller(installer, job.index, log, compile_bytecode=compiled),
+                     index=job.index, log=log, compiled=compiled)
     return cache.view(path)
 
 
@@ -214,7 +216,8 @@ def _backend_errors(job: BuildJob, builder: build.ProjectBuilder) -> Iterator[No
         cause = exc.exception
         if isinstance(cause, pyproject_hooks.BackendUnavailable):
             backend = builder._backend  # noqa: SLF001 - build has no public accessor
-            raise BuildError(f"build backend '{backend}' is not available; check build-system in pyproject.toml") from None
+            raise BuildError(f"build backend '{backend}' is not available; "
+                             "check build-system in pyproject.toml") from None
         if isinstance(cause, subprocess.CalledProcessError) and cause.returncode < 0:
             name = signal.Signals(-cause.returncode).name
             raise BuildKilledError(f"the build backend was killed by {name}", name) from None

@@ -27,7 +27,9 @@ so absolute paths differ from build to build. ``CCACHE_BASEDIR`` set to the buil
 makes ccache hash paths under it as relative ones, and ``CCACHE_NOHASHDIR`` leaves the
 current folder out of the hash of ``-g`` compilations; the debug information of an object
 taken from the cache then names the folder of the build that compiled it, which changes no
-code.
+code. Headers of build requirements (numpy's, pybind11's) lie in prepared environments
+outside that folder, new in each run without ``--keep-build-envs``: the build sees them
+through a symlink inside its own folder (``build/envcache.py``), so they are covered too.
 
 Never a wrong wheel, never a failed build. ccache keys on what the compiler reads and runs;
 a full cache only evicts its oldest entries. But a ccache that is broken, or whose folder it

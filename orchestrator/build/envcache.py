@@ -21,12 +21,19 @@ holds the key's lock, so the owner is gone).
 
 Each build gets a *view*: a fresh virtualenv skeleton (``pyvenv.cfg`` and the interpreter
 links, copied in about a millisecond) whose site-packages holds one ``.pth`` file that adds
-the prepared env's site-packages. Whatever a build installs or writes into its environment
-lands in the view, which goes away with the build; the prepared env's folders are
-read-only, so no build changes what the next one sees. Only their ``__pycache__`` folders
-stay writable: bytecode is compiled when a build first imports a module, not for every
-module at preparation (most of a backend is never imported), unless ``PYTHONDONTWRITEBYTECODE``
-is set, which would make every build compile what it imports again. Requirements that
+the prepared env's site-packages through a symlink in the view (``prepared``). A build
+requirement's files then have paths inside the build's own folder (``numpy.get_include()``
+says ``<build>/env/prepared/...``), whatever folder the env was prepared in: the compiler
+cache maps the build's folder away (``CCACHE_BASEDIR``), so a header found there still hits
+in the next run, which prepares its envs in new folders unless ``--keep-build-envs``.
+Whatever a build installs or writes into its environment lands in the view, which goes away
+with the build; the prepared env's folders are read-only, so no build changes what the next
+one sees. Only their ``__pycache__`` folders stay writable: bytecode is compiled when a
+build first imports a module, not for every module at preparation (most of a backend is
+never imported); unless the hooks cannot write it (``PYTHONDONTWRITEBYTECODE``, or a sandbox
+showing them the envs read-only), as every hook would then compile what it imports again
+(0.15 CPU-s for setuptools' ``get_requires_for_build_wheel`` alone): then the installer
+compiles it all at preparation and no folder stays writable. Requirements that
 ``get_requires_for_build_wheel`` adds and the prepared env lacks make a prepared env of
 their own (base plus extras), cached the same way, and the view is pointed at it.
 """
@@ -72,6 +79,8 @@ logger = logging.getLogger(__name__)
 ENV_INFO = "orchestrate-env.json"
 """Written into a prepared env last before it is published: where its parts are."""
 PTH_NAME = "_orchestrate_build_env.pth"
+PREPARED_LINK = "prepared"
+"""In a view: the symlink to the prepared env it sees, through which its ``.pth`` adds that env's site-packages."""
 
 
 def interpreter_id() -> str:
@@ -102,6 +111,12 @@ def remove_tree(path: Path) -> None:
 def bytecode_on_import() -> bool:
     """Whether Python writes bytecode as it imports (``PYTHONDONTWRITEBYTECODE`` is unset)."""
     return not os.environ.get("PYTHONDONTWRITEBYTECODE")
+
+
+def compile_at_preparation(*, sandboxed: bool) -> bool:
+    """Whether prepared envs get their bytecode when they are made: when the hooks cannot write it as they
+    import, because Python is told not to or because a sandbox shows them the envs read-only."""
+    return sandboxed or not bytecode_on_import()
 
 
 def _make_read_only(path: Path, *, bytecode_folders: bool) -> None:
@@ -198,11 +213,13 @@ class EnvInstaller(Protocol):
 class SubprocessInstaller:
     """uv or pip as subprocesses, their output in the build log."""
 
-    def __init__(self, name: InstallerName, index: IndexSettings, log: IO[str]) -> None:
+    def __init__(self, name: InstallerName, index: IndexSettings, log: IO[str], *,
+                 compile_bytecode: bool | None = None) -> None:
         self.name = name
         self.seed_pip = name == "pip" and not outer_pip_usable()
         self._index = index
         self._log = log
+        self._compile = not bytecode_on_import() if compile_bytecode is None else compile_bytecode
 
     def resolve(self, requirements: Sequence[str]) -> list[str]:
         """The complete set of pins (``name==version``) that ``requirements`` resolve to."""
@@ -242,7 +259,7 @@ class SubprocessInstaller:
         pins_file = venv / "orchestrate-pins.txt"
         pins_file.write_text("\n".join(pins) + "\n")
         run_installer(install_command(self.name, str(python), pins_file, self._index, pinned=True,
-                                      compile_bytecode=not bytecode_on_import()),
+                                      compile_bytecode=self._compile),
                       installer_environ(venv), self._log,
                       f"installing build requirements ({', '.join(pins)}) with {self.name}")
 
@@ -282,8 +299,12 @@ class PreparedEnv:
 class EnvCache:
     """The prepared environments of one run; see the module docstring."""
 
-    def __init__(self, run_dir: Path, installer: EnvInstaller, *, index: IndexSettings, log: IO[str]) -> None:
+    def __init__(self, run_dir: Path, installer: EnvInstaller, *, index: IndexSettings, log: IO[str],
+                 compiled: bool | None = None) -> None:
+        """``compiled``: the installer compiles bytecode at preparation (:func:`compile_at_preparation`;
+        default: when ``PYTHONDONTWRITEBYTECODE`` is set); else the envs keep writable ``__pycache__`` folders."""
         self.run_dir = run_dir
+        self._compiled = not bytecode_on_import() if compiled is None else compiled
         self.store = (run_dir / "envs").resolve()
         self._installer = installer
         self._index_args = index.pip_args()
@@ -313,15 +334,15 @@ class EnvCache:
     def prepare(self, requirements: Collection[str]) -> PreparedEnv:
         """The prepared env holding ``requirements``: reused when published, else made under the key's lock."""
         pins = self.pins(requirements)
-        key = _digest("env", interpreter_id(), self._index_args, sorted(pins))
+        key = _digest("env", interpreter_id(), self._index_args, sorted(pins), self._compiled)
         link = self.store / key
         if link.exists():
             self._log.write(f"# build environment {key}: reused ({', '.join(pins) or 'empty'})\n")
             return PreparedEnv.load(key, link.resolve())
         with FileLock(self.store / f"{key}.lock"):
             if link.exists():
-                self._log.write(
-                    f"# build environment {key}: prepared by another build ({', '.join(pins) or 'empty'})\n")
+                self._log.write(f"# build environment {key}: prepared by another build "
+                                f"({', '.join(pins) or 'empty'})\n")
                 return PreparedEnv.load(key, link.resolve())
             self._log.write(f"# build environment {key}: preparing ({', '.join(pins) or 'empty'})\n")
             self._log.flush()
@@ -356,7 +377,7 @@ class EnvCache:
             "skeleton": sorted(skeleton),
         }
         (target / ENV_INFO).write_text(json.dumps(info, indent=1))
-        _make_read_only(target, bytecode_folders=bytecode_on_import())
+        _make_read_only(target, bytecode_folders=not self._compiled)
         # Publish: a symlink under a private name, renamed onto the key (atomic on POSIX).
         partial = self.store / f".{key}.{os.getpid()}.link"
         with contextlib.suppress(FileNotFoundError):
@@ -392,6 +413,7 @@ class EnvView:
         self.purelib.mkdir(parents=True, exist_ok=True)
         (path / base.platlib).mkdir(parents=True, exist_ok=True)
         (path / base.scripts).mkdir(parents=True, exist_ok=True)
+        os.symlink(base.path, path / PREPARED_LINK, target_is_directory=True)
         self._python = str(path / base.python)
 
     @property
@@ -403,7 +425,7 @@ class EnvView:
         return self._python
 
     def make_extra_environ(self) -> Mapping[str, str]:
-        scripts = [str(self.path / self._prepared.scripts), str(self._prepared.path / self._prepared.scripts)]
+        scripts = [str(self.path / self._prepared.scripts), str(self.path / PREPARED_LINK / self._prepared.scripts)]
         path = os.environ.get("PATH")
         return {"PATH": os.pathsep.join([*scripts, path] if path else scripts)}
 
@@ -430,7 +452,12 @@ class EnvView:
         return version is not None and requirement.specifier.contains(version, prereleases=True)
 
     def _point_at(self, prepared: PreparedEnv) -> None:
-        sites = dict.fromkeys([str(prepared.path / prepared.purelib), str(prepared.path / prepared.platlib)])
+        link, partial = self.path / PREPARED_LINK, self.path / f".{PREPARED_LINK}.link"
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        os.symlink(prepared.path, partial, target_is_directory=True)
+        os.replace(partial, link)
+        sites = dict.fromkeys([str(link / prepared.purelib), str(link / prepared.platlib)])
         lines = "".join(f"import site; site.addsitedir({site!r})\n" for site in sites)
         with atomic_write(self.purelib / PTH_NAME) as out:
             out.write(lines.encode())
