@@ -1,0 +1,83 @@
+"""The schedule arithmetic of benchmarks/memory_pressure.py (benchmarks/_packing.py), on values worked out by hand."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+
+from _packing import memfree_setting, optimal_schedule, packing_bound, safe_cap  # noqa: E402
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize(("limit", "peaks", "cap"), [
+    (8 * GIB, [4 * GIB, 1 * GIB], 2),  # two of the largest fit exactly
+    (8 * GIB, [int(3.9 * GIB), GIB], 2),  # three would be 11.7 GiB
+    (8 * GIB, [int(4.2 * GIB), GIB], 1),  # two of the largest would be 8.4 GiB: one at a time
+    (8 * GIB, [9 * GIB], 1),  # above the limit alone: still one, never none
+    (8 * GIB, [GIB] * 3, 8),  # the cap follows the largest peak, not the number of builds
+])
+def test_safe_cap_is_the_limit_over_the_largest_peak(limit: int, peaks: list[int], cap: int) -> None:
+    assert safe_cap(limit, peaks) == cap
+
+
+@pytest.mark.parametrize(("free", "limit", "largest", "memfree"), [
+    (20 * GIB, 8 * GIB, 4 * GIB, 16 * GIB),  # start while the builds use at most 4 GiB
+    (20 * GIB, 8 * GIB, 1 * GIB, 13 * GIB),  # at most 7 GiB
+    (20 * GIB, 8 * GIB, 8 * GIB, 20 * GIB),  # the largest fills the limit: only while nothing runs
+    (20 * GIB, 8 * GIB, 9 * GIB, 20 * GIB),  # above the limit: the same, never more than is free
+])
+def test_memfree_leaves_room_for_the_largest_build_under_the_limit(free: int, limit: int, largest: int,
+                                                                  memfree: int) -> None:
+    assert memfree_setting(free, limit, largest) == memfree
+
+
+def test_packing_bound_parts() -> None:
+    # longest 4; memory (3*4 + 2*3 + 2*3 + 1*2) / 4 = 6.5; count (4 + 3 + 3 + 2) / 2 = 6
+    assert packing_bound([4, 3, 3, 2], [3 * GIB, 2 * GIB, 2 * GIB, GIB], 4 * GIB, 2) == {
+        "longest": 4, "memory": 6.5, "count": 6}
+
+
+def test_optimal_schedule_when_memory_binds() -> None:
+    """A (3 GiB, 4 s) can run beside D (1 GiB, 2 s) only; B and C (2 GiB, 3 s each) run together before or
+    after it: 4 + 3 = 7 s, above the packing bound's 6.5 s (test_packing_bound_parts)."""
+    pytest.importorskip("ortools", reason="the CP-SAT model needs ortools (pip install ortools)")
+    optimum = optimal_schedule([4, 3, 3, 2], [3 * GIB, 2 * GIB, 2 * GIB, GIB], 4 * GIB, 2, seconds=30)
+    assert optimum is not None
+    assert optimum.makespan_s == 7.0
+    assert optimum.proven
+    a, b, c, d = optimum.starts_s
+    assert b == c  # together, in the 3 s outside A's 4
+    assert a >= b + 3 or b >= a + 4  # never beside A
+    assert a <= d and d + 2 <= a + 4  # beside A: beside B and C it would make three at once
+
+
+def test_optimal_schedule_when_the_count_binds() -> None:
+    """Three 2 s builds of 1 GiB under 10 GiB, two at a time: 4 s."""
+    pytest.importorskip("ortools", reason="the CP-SAT model needs ortools (pip install ortools)")
+    optimum = optimal_schedule([2, 2, 2], [GIB] * 3, 10 * GIB, 2, seconds=30)
+    assert optimum is not None
+    assert (optimum.makespan_s, optimum.proven) == (4.0, True)
+
+
+def test_a_build_above_the_limit_runs_alone_in_the_optimal_schedule() -> None:
+    """6 GiB for 5 s under a 4 GiB limit runs alone, as admission starts it; the 1 GiB build before or after:
+    6 s (the model without the clamp had no solution)."""
+    pytest.importorskip("ortools", reason="the CP-SAT model needs ortools (pip install ortools)")
+    optimum = optimal_schedule([5, 1], [6 * GIB, GIB], 4 * GIB, 2, seconds=30)
+    assert optimum is not None
+    assert (optimum.makespan_s, optimum.proven) == (6.0, True)
+    big, small = optimum.starts_s
+    assert small + 1 <= big or small >= big + 5
+
+
+def test_peaks_round_up_to_a_mebibyte() -> None:
+    """Two builds of 2 GiB and one byte cannot share a 4 GiB limit: 2 x 3 s one after the other."""
+    pytest.importorskip("ortools", reason="the CP-SAT model needs ortools (pip install ortools)")
+    optimum = optimal_schedule([3, 3], [2 * GIB + 1] * 2, 4 * GIB, 2, seconds=30)
+    assert optimum is not None
+    assert optimum.makespan_s == 6.0
