@@ -1,7 +1,9 @@
-"""The schedule arithmetic of benchmarks/memory_pressure.py (benchmarks/_packing.py), on values worked out by hand."""
+"""What benchmarks/memory_pressure.py computes and reads: its schedule arithmetic (benchmarks/_packing.py) on
+values worked out by hand, and how it finds GNU parallel and reads free memory as parallel does (_peers.py)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
 
 from _packing import memfree_setting, optimal_schedule, packing_bound, safe_cap  # noqa: E402
+from _peers import gnu_parallel, parallel_free_bytes  # noqa: E402
 
 GIB = 2**30
 
@@ -81,3 +84,46 @@ def test_peaks_round_up_to_a_mebibyte() -> None:
     optimum = optimal_schedule([3, 3], [2 * GIB + 1] * 2, 4 * GIB, 2, seconds=30)
     assert optimum is not None
     assert optimum.makespan_s == 6.0
+
+
+MEMINFO = """\
+MemTotal:       24000000 kB
+MemFree:         1000000 kB
+MemAvailable:    5000000 kB
+Buffers:          200000 kB
+Cached:           300000 kB
+SwapCached:         4000 kB
+Active:           999999 kB
+Shmem:             77777 kB
+"""
+
+
+def test_free_memory_is_counted_as_gnu_parallel_counts_it(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(MEMINFO)
+    # MemFree + Buffers + Cached + SwapCached, not MemAvailable
+    assert parallel_free_bytes(meminfo) == (1000000 + 200000 + 300000 + 4000) * 1024
+
+
+def _on_path(monkeypatch: pytest.MonkeyPatch, folder: Path, script: str) -> None:
+    folder.mkdir()
+    (folder / "parallel").write_text(f"#!/bin/sh\n{script}\n")
+    (folder / "parallel").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_gnu_parallel_is_told_apart_from_moreutils(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _on_path(monkeypatch, tmp_path / "bin", "echo 'parallel: invalid option -- -'; exit 1")
+    path, why = gnu_parallel()
+    assert path is None
+    assert why == f"{tmp_path / 'bin' / 'parallel'} is not GNU parallel (Debian: apt-get install parallel)"
+
+
+def test_gnu_parallel_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _on_path(monkeypatch, tmp_path / "bin", "echo 'GNU parallel 20221122'; echo 'Copyright'")
+    assert gnu_parallel() == (str(tmp_path / "bin" / "parallel"), "GNU parallel 20221122")
+
+
+def test_gnu_parallel_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert gnu_parallel() == (None, "not installed (Debian: apt-get install parallel)")
