@@ -124,6 +124,11 @@ def measured(label: str, tool: str, cap: int, sampled: Sampled, command: list[st
     }
 
 
+def built(events: list[dict[str, Any]]) -> int:
+    """How many of the fake builds ended well, by their own events."""
+    return len({event["name"] for event in events if event["event"] == "end" and event.get("ok")})
+
+
 class Round:
     """One round's runs: the sdists, its own folder and the settings every run shares."""
 
@@ -175,7 +180,7 @@ class Round:
         sampled, command, events = self._sampled(label, lambda: run_uv(
             label, uv, self.sdists, folder, cap, python=sys.executable, env=clean_environ(),
             interval=self.args.interval, timeout=self.timeout))
-        return {**measured(label, "uv", cap, sampled, command, events), "built": len(self.sdists)}
+        return {**measured(label, "uv", cap, sampled, command, events), "built": built(events)}
 
     def parallel(self, parallel: str, uv: str, largest: int) -> dict[str, Any]:
         folder, free = self.work / "parallel", parallel_free_bytes()
@@ -185,7 +190,7 @@ class Round:
             env=clean_environ(), interval=self.args.interval, timeout=self.timeout))
         return {**measured("parallel", "GNU parallel", self.args.max_builds, sampled, command, events),
                 "free_at_start_bytes": free, "memfree_bytes": memfree,
-                "built": len(list((folder / "wh").glob("*.whl")))}
+                "built": built(events), "wheels": len(list((folder / "wh").glob("*.whl")))}
 
 
 def judge(run: dict[str, Any], solo: dict[str, Any], bound: float, ideal: float | None, intended: float,
@@ -329,7 +334,7 @@ def print_round(one: dict[str, Any], limit: int) -> None:
             print(f"parallel: --memfree {format_size(run['memfree_bytes'])}, with"
                   f" {format_size(run['free_at_start_bytes'])} free (as parallel counts it) at its start")
     header = (f"{'run':<8} {'cap':>3} {'makespan s':>10} {'/ideal':>6} {'/bound':>6} {'peak RSS':>10}"
-              f" {'peak/limit':>10} {'at once':>7} {'starts':>6} {'stops':>5} {'stretch':>7} {'load':>5}")
+              f" {'peak/limit':>10} {'at once':>7} {'starts':>6} {'built':>5} {'stops':>5} {'stretch':>7} {'load':>5}")
     print(header)
     print("-" * len(header))
     for run in [one["solo"], *one["runs"]]:
@@ -337,7 +342,7 @@ def print_round(one: dict[str, Any], limit: int) -> None:
         print(f"{run['run']:<8} {run['cap']:>3} {run['makespan_s']:>10.1f} {over_ideal:>6}"
               f" {run['makespan_ratio']:>6.2f} {format_size(run['peak_tree_rss_bytes']):>10}"
               f" {run['peak_ratio']:>10.2f} {run['max_concurrent']:>7}"
-              f" {run['starts']:>6} {run.get('memory_stops', '-'):>5}"
+              f" {run['starts']:>6} {run['built']:>5} {run.get('memory_stops', '-'):>5}"
               f" {format(run['stretch'], '.2f') if 'stretch' in run else '-':>7}"
               f" {run['load_1m_at_start']:>5.1f}")
     print("  ".join(f"{name} {value:.2f}" for name, value in one["ratios"].items()))
