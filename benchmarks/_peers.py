@@ -91,7 +91,10 @@ def run_sampled(label: str, command: list[str], *, env: dict[str, str], interval
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_tree(process.pid)
-        process.communicate()
+        process.wait()
+        for pipe in (process.stdout, process.stderr):  # not read to the end: an escaped process may hold them
+            if pipe is not None:
+                pipe.close()
         raise SystemExit(f"{label}: still running after {timeout:g} s (--run-timeout); stopped it")
     finally:
         sampler.stop()
