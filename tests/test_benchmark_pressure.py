@@ -162,3 +162,43 @@ def test_a_failed_run_ends_the_benchmark_saying_which(capsys: pytest.CaptureFixt
         run_sampled("uv-safe", [sys.executable, "-c", "print('what it said'); raise SystemExit(3)"],
                     env=dict(os.environ), interval=0.05, timeout=60)
     assert "what it said" in capsys.readouterr().out
+
+
+def _run(label: str, tool: str, makespan: float, peak_ratio: float = 0.9) -> dict[str, object]:
+    return {"run": label, "tool": tool, "makespan_s": makespan, "peak_ratio": peak_ratio}
+
+
+def test_a_round_judges_every_warm_run_against_uv_at_both_caps() -> None:
+    from memory_pressure import round_ratios
+
+    judged = round_ratios([
+        _run("cold", "orchestrate", 30.0, peak_ratio=1.05),  # at the limit + 5%: within
+        _run("warm1", "orchestrate", 13.0),  # 13 / 20 = 0.65: at the target; 13 / 14 below uv-count
+        _run("warm2", "orchestrate", 14.0),  # 14 / 14 = 1.0: not below uv-count
+        _run("uv-safe", "uv", 20.0, peak_ratio=0.8),
+        _run("uv-count", "uv", 14.0, peak_ratio=1.6),  # a peer's peak is no target of ours
+    ])
+    assert judged["ratios"] == {"warm1/uv-safe": 0.65, "warm2/uv-safe": 0.7, "warm1/uv-count": 0.929,
+                                "warm2/uv-count": 1.0}
+    assert judged["met"] == {"peak": True, "uv-safe": False, "uv-count": False}
+
+
+def test_a_round_without_uv_judges_only_the_peaks() -> None:
+    from memory_pressure import round_ratios
+
+    judged = round_ratios([_run("cold", "orchestrate", 30.0, peak_ratio=1.06), _run("warm1", "orchestrate", 20.0)])
+    assert judged == {"ratios": {}, "met": {"peak": False, "uv-safe": None, "uv-count": None}}
+
+
+def test_the_summary_gives_each_round_and_the_median() -> None:
+    from memory_pressure import round_ratios, summarize
+
+    rounds = []
+    for warm, uv in [(10.0, 20.0), (12.0, 16.0), (9.0, 15.0)]:  # 0.5, 0.75, 0.6 of uv at both caps
+        runs = [_run("warm1", "orchestrate", warm), _run("uv-safe", "uv", uv), _run("uv-count", "uv", uv)]
+        rounds.append({"solo": _run("solo", "orchestrate", 40.0), "runs": runs, **round_ratios(runs)})
+    summary = summarize(rounds)
+    assert summary["ratios"]["warm1/uv-safe"] == {"rounds": [0.5, 0.75, 0.6], "median": 0.6}
+    assert summary["runs"]["warm1"]["makespan_s"] == [10.0, 12.0, 9.0]
+    assert summary["runs"]["warm1"]["median_makespan_s"] == 10.0
+    assert summary["met_in_every_round"] == {"peak": True, "uv-safe": False, "uv-count": True}
