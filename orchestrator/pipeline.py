@@ -31,7 +31,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.build.ceiling import RunCgroup
 from orchestrator.build.compilercache import CompilerCache
-from orchestrator.build.envcache import run_env_cache
+from orchestrator.build.envruns import run_env_cache
 from orchestrator.build.sandbox import Sandbox
 from orchestrator.build.sources import Source, compiles, sdist_source, tree_source
 from orchestrator.buildstate import Observer

@@ -17,7 +17,8 @@ from conftest import CORPUS_BACKENDS, orchestrate
 from sdists import make_sdist
 from wheels import write_wheel
 
-from orchestrator.build.envcache import ENV_INFO, EnvCache, compile_at_preparation, run_env_cache
+from orchestrator.build.envcache import ENV_INFO, EnvCache, compile_at_preparation
+from orchestrator.build.envruns import run_env_cache
 from orchestrator.build.sandbox import probe
 from orchestrator.settings import IndexSettings
 

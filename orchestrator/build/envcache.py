@@ -7,11 +7,11 @@ Layout under ``<state>/build-envs`` (``BuildJob.env_cache`` is one run's folder)
       <key>-<random>/            a prepared virtualenv (its folders read-only)
       <key>.lock                 held while <key> is being prepared
       resolutions/<rkey>.txt     resolutions from local --find-links folders only (keyed by their contents)
-    runs/<run>/                  one per run, removed when the run ends
+    runs/<run>/                  one per run, removed when the run ends (envruns.py)
       envs                       a symlink to ../../envs (--keep-build-envs), else a store of its own
       resolutions/<rkey>.txt     the pins a requested requirement set resolved to, once per run
     runs/<run>.lock              held by the run while it lives; a free one marks a dead run
-    runs/run-farm-<id>/          a farm run's, shared by the worker processes of one machine (sharedrun.py)
+    runs/run-farm-<id>/          a farm run's, shared by the worker processes of one machine (envruns.py)
 
 A prepared env is keyed by (interpreter, resolved pins, index options). It is made in a
 folder of its own (a copy of the empty env's few files, then the pins installed) and
@@ -51,12 +51,12 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
@@ -462,53 +462,3 @@ class EnvView:
         with atomic_write(self.purelib / PTH_NAME) as out:
             out.write(lines.encode())
         self._prepared = prepared
-
-
-@contextlib.contextmanager
-def run_env_cache(root: Path, *, keep: bool) -> Iterator[Path]:
-    """A run's folder under ``root`` (see the module docstring), removed when the run ends.
-
-    With ``keep`` the run's store is the shared one under ``root/envs`` and outlives the
-    run; without, every env the run prepared goes with it.
-    """
-    runs = root / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    remove_dead_runs(runs)
-    run_dir = Path(tempfile.mkdtemp(dir=runs, prefix="run-"))
-    lock = FileLock(f"{run_dir}.lock")
-    lock.acquire()
-    try:
-        if keep:
-            store = root / "envs"
-            store.mkdir(exist_ok=True)
-            (run_dir / "envs").symlink_to(store.resolve(), target_is_directory=True)
-        else:
-            (run_dir / "envs").mkdir()
-        (run_dir / "resolutions").mkdir()
-        yield run_dir
-    finally:
-        remove_tree(run_dir)
-        lock.release()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{run_dir}.lock")
-
-
-def remove_dead_runs(runs: Path) -> None:
-    """Remove run folders whose run is gone (killed, so it could not clean up).
-
-    A run is alive while a process holds its lock: exclusively (a run on this machine), or
-    shared (each Dask worker process of a farm run, ``build/sharedrun.py``).
-    """
-    for lock_path in runs.glob("run-*.lock"):
-        lock = FileLock(lock_path, timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            continue  # a live run
-        try:
-            remove_tree(runs / lock_path.stem)
-            logger.debug("removed %s, left by a run that ended without cleaning up", lock_path.stem)
-        finally:
-            lock.release()
-            with contextlib.suppress(FileNotFoundError):
-                lock_path.unlink()

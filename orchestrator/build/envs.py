@@ -119,7 +119,8 @@ def install_command(installer: InstallerName, python: str, requirements_file: Pa
 
 
 def run_installer(cmd: list[str], env: Mapping[str, str], log: IO[str], what: str) -> None:
-    """Run an installer command (``what`` names it: "installing X with uv") with its output in the build log; map its failure to a :class:`BuildError`."""
+    """Run an installer command (``what`` names it: "installing X with uv") with its output in the build log;
+    map its failure to a :class:`BuildError`."""
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
     completed = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.build import sharedrun
-from orchestrator.build.envcache import remove_dead_runs
+from orchestrator.build import envruns
+from orchestrator.build.envruns import remove_dead_runs
 from orchestrator.executors.forks import ForkedWorker, ForkServer
 from orchestrator.executors.local import sweep_stale_work_dirs
 from orchestrator.policy.admission import Limits, Readings, RunningBuild, pick_victim, pressure_reason
@@ -104,7 +104,7 @@ class Machine:
         """Held by one admission decision at a time, and by each reading of the probe."""
         self.builds: dict[str, MachineBuild] = {}
         self.cancelled: set[str] = set()
-        self.env_runs: dict[str, sharedrun.SharedRun] = {}
+        self.env_runs: dict[str, envruns.SharedRun] = {}
         """Each run's share of the machine's prepared build environments."""
         self._sampler: threading.Thread | None = None
         self.fork_servers: dict[str, ForkServer] = {}
@@ -146,12 +146,12 @@ class Machine:
 
     def env_cache(self, run_id: str, *, keep: bool) -> Path:
         """The run's prepared environments on this machine, shared by its worker processes (see
-        ``build/sharedrun.py``), under :func:`env_root`."""
+        ``build/envruns.py``), under :func:`env_root`."""
         with self.lock:
             if run_id in self.ended_runs:
                 raise RuntimeError(f"run {run_id} is over")
             if run_id not in self.env_runs:
-                self.env_runs[run_id] = sharedrun.join(env_root(keep=keep), run_id, keep=keep)
+                self.env_runs[run_id] = envruns.join(env_root(keep=keep), run_id, keep=keep)
             return self.env_runs[run_id].path
 
     def read(self) -> Readings:

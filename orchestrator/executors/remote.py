@@ -38,7 +38,7 @@ the README says, for the reservations of all the machine's builds to be counted 
 job's sandbox and index options are the client's decisions, applied here as they are.
 
 Prepared build environments (``build/envcache.py``) are shared by every worker process of the
-machine for the run (``build/sharedrun.py``), so each is prepared once per machine; with
+machine for the run (``build/envruns.py``), so each is prepared once per machine; with
 --keep-build-envs they stay in the machine's store for later runs.
 """
 

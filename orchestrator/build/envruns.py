@@ -1,13 +1,13 @@
-"""A farm run's folder of prepared build environments, shared by the Dask worker processes of one machine.
+"""A run's folder of prepared build environments (``envcache`` lays it out), and its removal however the run ends.
 
-On one machine a run's folder comes from ``envcache.run_env_cache``, alive while the run's
+On one machine a run's folder comes from :func:`run_env_cache`, alive while the run's
 process holds its lock. On a farm machine several worker processes (``dask worker
 --nworkers N``, a LocalCluster) build for one run: each joins the same folder,
 ``ROOT/runs/run-farm-<run id>``, so that each requirement set is prepared once per machine
 (``EnvCache`` locks each key and publishes atomically: concurrent preparers are safe).
 
 Each process holds the run's lock *shared* (``flock(LOCK_SH)``); the store's dead-run sweep
-(``envcache.remove_dead_runs``, an exclusive non-blocking ``FileLock``) sees the run alive while
+(:func:`remove_dead_runs`, an exclusive non-blocking ``FileLock``) sees the run alive while
 any of them lives. The last process to leave removes the folder; a process that was killed
 holds nothing, so the ones left (or any process's sweep) remove it. Hand-written because
 filelock's file lock is exclusive only, and its reader/writer lock keeps its state in SQLite,
@@ -18,14 +18,69 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from orchestrator.build.envcache import remove_dead_runs, remove_tree
+from orchestrator.build.envcache import remove_tree
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "run-farm-"
+
+
+@contextlib.contextmanager
+def run_env_cache(root: Path, *, keep: bool) -> Iterator[Path]:
+    """A run's folder under ``root`` (see the module docstring), removed when the run ends.
+
+    With ``keep`` the run's store is the shared one under ``root/envs`` and outlives the
+    run; without, every env the run prepared goes with it.
+    """
+    runs = root / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    remove_dead_runs(runs)
+    run_dir = Path(tempfile.mkdtemp(dir=runs, prefix="run-"))
+    lock = FileLock(f"{run_dir}.lock")
+    lock.acquire()
+    try:
+        if keep:
+            store = root / "envs"
+            store.mkdir(exist_ok=True)
+            (run_dir / "envs").symlink_to(store.resolve(), target_is_directory=True)
+        else:
+            (run_dir / "envs").mkdir()
+        (run_dir / "resolutions").mkdir()
+        yield run_dir
+    finally:
+        remove_tree(run_dir)
+        lock.release()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{run_dir}.lock")
+
+
+def remove_dead_runs(runs: Path) -> None:
+    """Remove run folders whose run is gone (killed, so it could not clean up).
+
+    A run is alive while a process holds its lock: exclusively (a run on this machine), or
+    shared (each Dask worker process of a farm run, :class:`SharedRun`).
+    """
+    for lock_path in runs.glob("run-*.lock"):
+        lock = FileLock(lock_path, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            continue  # a live run
+        try:
+            remove_tree(runs / lock_path.stem)
+            logger.debug("removed %s, left by a run that ended without cleaning up", lock_path.stem)
+        finally:
+            lock.release()
+            with contextlib.suppress(FileNotFoundError):
+                lock_path.unlink()
 
 
 class SharedRun:

@@ -1,4 +1,4 @@
-"""A farm run's folder of prepared environments, shared by the processes of one machine (build/sharedrun.py):
+"""A farm run's folder of prepared environments, shared by the processes of one machine (build/envruns.py):
 real processes join it, are killed, leave; the store's dead-run sweep judges it by its lock."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.build.envcache import run_env_cache
+from orchestrator.build.envruns import run_env_cache
 from orchestrator.executors.machine import Machine, env_root
 
 # Joins the run, says where, leaves when its stdin closes.
 MEMBER = """
 import sys
 from pathlib import Path
-from orchestrator.build import sharedrun
-shared = sharedrun.join(Path(sys.argv[1]), sys.argv[2], keep=sys.argv[3] == "keep")
+from orchestrator.build import envruns
+shared = envruns.join(Path(sys.argv[1]), sys.argv[2], keep=sys.argv[3] == "keep")
 print(shared.path, flush=True)
 sys.stdin.read()
 shared.leave()
