@@ -28,6 +28,7 @@ from orchestrator.build.compilercache import CompilerStats, read_stats
 from orchestrator.build.envcache import EnvCache, EnvView, SubprocessInstaller
 from orchestrator.build.envs import choose_installer
 from orchestrator.build.extract import extract_sdist
+from orchestrator.build.jobserver import BIN_NAME, FIFO_NAME, hook_environ
 from orchestrator.build.sandbox import wrap
 from orchestrator.errors import BuildError, BuildKilledError, SourceError, WheelError
 from orchestrator.jobs import BuildJob, PhaseSpan, Status, WorkerOutcome
@@ -92,6 +93,10 @@ class _HookRunner:
             env.update(job.compiler_cache.environ(env, build_dir=work_dir))
             readable += [job.compiler_cache.wrapper_dir, Path(job.compiler_cache.executable)]
             writable.append(job.compiler_cache.cache_dir)
+        fifo = work_dir / FIFO_NAME
+        # Made by the run at admission (so only build_wheel has one); a MAKEFLAGS of the user's own stays.
+        if job.jobserver and "MAKEFLAGS" in job.environ and fifo.exists():
+            env = hook_environ(env, fifo=fifo, bin_dir=work_dir / BIN_NAME)
         # A source tree is built in place (setuptools writes build/ there): it is the build's own folder too.
         cmd, env = wrap(cmd, sandbox=job.sandbox, build_dir=work_dir, tmp_dir=work_dir / "tmp",
                         out_dir=work_dir / "dist", env=env, cwd=cwd, readable=readable, writable=writable)
