@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from conftest import orchestrate, pinned_to
 from sdists import make_sdist
 from toolpaths import path_without
 
-from orchestrator.build.jobserver import jobserver_ninja
+from orchestrator.build.jobserver import hook_environ, jobserver_ninja
 from orchestrator.build.sandbox import probe
 from orchestrator.executors.tokens import TokenPool
 
@@ -203,3 +204,20 @@ def test_a_ninja_too_old_for_the_jobserver_is_shadowed_by_pypis(tmp_path: Path) 
     (old / "ninja").write_text('#!/bin/sh\nif [ "$1" = --version ]; then echo 1.11.1; exit 0; fi\nexit 3\n')
     (old / "ninja").chmod(0o755)
     assert ninja_concurrency(tmp_path, "--max-cpu", "200", path=f"{old}{os.pathsep}{os.environ['PATH']}") >= 3
+
+
+def test_the_make_script_hands_an_old_make_the_split_and_a_sub_make_its_parents_flags(tmp_path: Path) -> None:
+    path = fake_make(tmp_path / "bin", "4.3")["PATH"]
+    env = {"PATH": path, "MAKEFLAGS": "-j3", "CMAKE_BUILD_PARALLEL_LEVEL": "3", "NINJA": "/opt/ninja"}
+    fifo = tmp_path / "jobserver.fifo"
+    hooks = hook_environ(env, fifo=fifo, bin_dir=tmp_path / "jobserver-bin")
+    assert hooks["MAKEFLAGS"] == hooks["CARGO_MAKEFLAGS"] == f"-j3 --jobserver-auth=fifo:{fifo}"
+    assert "CMAKE_BUILD_PARALLEL_LEVEL" not in hooks  # cmake --build would make it an explicit -j
+    assert sorted(path.name for path in (tmp_path / "jobserver-bin").iterdir()) == ["make"]  # NINJA is the user's
+    make = shutil.which("make", path=hooks["PATH"])
+    assert make == str(tmp_path / "jobserver-bin" / "make")
+    said = subprocess.run([make], env=hooks, capture_output=True, text=True, check=True).stdout.strip()
+    assert said == "-j3"
+    nested = {**hooks, "MAKEFLAGS": " -j3 --jobserver-auth=3,4"}  # set by a make 4.3 above: its own pipe
+    said = subprocess.run([make], env=nested, capture_output=True, text=True, check=True).stdout.strip()
+    assert said == "-j3 --jobserver-auth=3,4"
