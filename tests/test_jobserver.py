@@ -221,3 +221,17 @@ def test_the_make_script_hands_an_old_make_the_split_and_a_sub_make_its_parents_
     nested = {**hooks, "MAKEFLAGS": " -j3 --jobserver-auth=3,4"}  # set by a make 4.3 above: its own pipe
     said = subprocess.run([make], env=nested, capture_output=True, text=True, check=True).stdout.strip()
     assert said == "-j3 --jobserver-auth=3,4"
+
+
+def test_a_build_that_runs_an_old_make_by_its_path_builds_again_with_the_split(tmp_path: Path) -> None:
+    strict = tmp_path / "opt" / "make"  # past the make script on PATH: it sees what the hook has
+    strict.parent.mkdir()
+    strict.write_text('#!/bin/sh\ncase "$MAKEFLAGS" in *fifo:*) echo "make: *** internal error: invalid '
+                      "--jobserver-auth string 'fifo:x'.  Stop.\" >&2; exit 2;; esac\necho \"$MAKEFLAGS\"\n")
+    strict.chmod(0o755)
+    sdist = make_sdist(tmp_path / "sdists", "maker", run=[[str(strict)]])
+    result = orchestrate("build", sdist, "-w", tmp_path / "wh", *BASE, "--max-builds", "1",
+                         "--log-dir", tmp_path / "logs")
+    assert result.returncode == 0, result.stderr
+    assert member(tmp_path, "maker", "run.json") == ["-j2\n"]
+    assert "refused the jobserver" in (tmp_path / "logs" / "maker-1.0.log").read_text()

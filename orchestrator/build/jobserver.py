@@ -45,6 +45,9 @@ MAKE_MIN = (4, 4)
 NINJA_MIN = (1, 13)
 """The first ninja that is a jobserver client."""
 
+OLD_MAKE_ERROR = b"invalid --jobserver-auth string 'fifo:"
+"""What GNU make older than 4.4 says as it aborts on the FIFO form (the builder then builds again without it)."""
+
 _SPLIT_ONLY = ("CMAKE_BUILD_PARALLEL_LEVEL",)
 """Parallelism caps a tool turns into an explicit ``-j`` (which overrides the jobserver): not set with it."""
 
