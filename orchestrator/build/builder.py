@@ -98,7 +98,11 @@ class _HookRunner:
             writable.append(job.compiler_cache.cache_dir)
         fifo = work_dir / FIFO_NAME
         if self.use_jobserver and fifo.exists():  # made by the run at admission: for build_wheel only
-            env = hook_environ(env, fifo=fifo, bin_dir=work_dir / BIN_NAME)
+            try:
+                env = hook_environ(env, fifo=fifo, bin_dir=work_dir / BIN_NAME)
+            except OSError as exc:
+                self._log.write(f"=== orchestrate: no jobserver for this build: {exc} ===\n")
+                self.use_jobserver = False
         # A source tree is built in place (setuptools writes build/ there): it is the build's own folder too.
         cmd, env = wrap(cmd, sandbox=job.sandbox, build_dir=work_dir, tmp_dir=work_dir / "tmp",
                         out_dir=work_dir / "dist", env=env, cwd=cwd, readable=readable, writable=writable)

@@ -32,10 +32,12 @@ Balancing, every :data:`TICK` seconds, in a thread of the executor:
 * tokens still in the FIFO of a build that is not using them (above its share) are read back
   for those, and for a build admitted while every token was out.
 
-A token is written only while the tokens lent stay within ``usable - running``; a token taken
-cannot be taken back, so a build admitted while all were out waits for them to come back (the
-next tick after a job ends). Tools notice new tokens at their own pace: make waits on the FIFO,
-ninja tries again when one of its jobs ends.
+A token is written only while the tokens lent stay within ``usable - running``. The protocol
+has no way to take a token back: a build admitted while all were out waits for them to come
+back, and they come back only when they rest in a FIFO at a tick. A ninja that ends a job and
+starts the next keeps its token, so busy builds share the spare first come, first served, and a
+build's share can wait until the one that took the tokens runs out of parallel work. Tools notice
+new tokens at their own pace: make waits on the FIFO, ninja tries again when one of its jobs ends.
 """
 
 from __future__ import annotations
@@ -122,14 +124,14 @@ class TokenPool:
             return
         with self._lock:
             self._leases[key] = _Lease(path=path, fd=fd)
-            self._balance()
+            self._rebalance()
 
     def close(self, key: str) -> None:
         """Build ``key`` ended: its FIFO goes, and every token it was given returns to the pool."""
         with self._lock:
             if key in self._leases:
                 self._drop(key)
-                self._balance()
+                self._rebalance()
 
     def lent(self) -> int:
         """Tokens out in the builds' FIFOs or taken by them."""
@@ -146,10 +148,14 @@ class TokenPool:
     def _loop(self) -> None:
         while not self._stopped.wait(TICK):
             with self._lock:
-                try:
-                    self._balance()
-                except OSError:  # a FIFO removed under us: its build is ending, close() follows
-                    logger.debug("jobserver: balancing failed", exc_info=True)
+                self._rebalance()
+
+    def _rebalance(self) -> None:
+        """:meth:`_balance`, never raising into the scheduler: a FIFO that fails waits for the next tick."""
+        try:
+            self._balance()
+        except OSError:
+            logger.debug("jobserver: balancing failed", exc_info=True)
 
     def _balance(self) -> None:
         """Move tokens between the pool and the builds' FIFOs (see the module's docstring)."""
