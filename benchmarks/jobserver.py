@@ -93,6 +93,8 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=HERE.parent.parent / "shared" / "corpus")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "jobserver.json")
+    parser.add_argument("--orchestrate-only", action="store_true",
+                        help="Only orchestrate with and without the jobserver: more rounds in the same time.")
     args = parser.parse_args()
     adopt_orphans()
     corpus = args.corpus.resolve()
@@ -106,6 +108,8 @@ def main() -> None:
         "uv pip install (UV_CONCURRENT_BUILDS=2)": uv_pip(backends),
         "uv build, two at once": uv_build(backends),
     }
+    if args.orchestrate_only:
+        tools = {name: tool for name, tool in tools.items() if name.startswith("orchestrate")}
     names = list(tools)
     rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-jobserver-") as tmp:
@@ -144,7 +148,8 @@ def _summary(rounds: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
                 "vs_off": round(statistics.median(
                     item[scenario][name]["makespan_s"] / item[scenario][names[1]]["makespan_s"] for item in rounds), 3),
                 "vs_uv_pip": round(statistics.median(
-                    item[scenario][name]["makespan_s"] / item[scenario][names[2]]["makespan_s"] for item in rounds), 3),
+                    item[scenario][name]["makespan_s"] / item[scenario][names[2]]["makespan_s"] for item in rounds), 3)
+                if len(names) > 2 else None,
                 "rounds_s": walls,
             }
     return summary
@@ -156,8 +161,9 @@ def _print(summary: dict[str, Any], names: list[str]) -> None:
     for scenario in SCENARIOS:
         for name in names:
             row = summary[scenario][name]
+            vs_uv = f"{row['vs_uv_pip']:.2f}" if row["vs_uv_pip"] is not None else "-"
             print(f"| {scenario} | {name} | {row['median_s']:.1f} | {row['median_cpu_s']:.1f} | {row['vs_off']:.2f}"
-                  f" | {row['vs_uv_pip']:.2f} | {', '.join(f'{wall:.1f}' for wall in row['rounds_s'])} |")
+                  f" | {vs_uv} | {', '.join(f'{wall:.1f}' for wall in row['rounds_s'])} |")
 
 
 if __name__ == "__main__":

@@ -83,24 +83,19 @@ def hook_environ(env: Mapping[str, str], *, fifo: Path, bin_dir: Path) -> dict[s
     served = f"-j{jobs.group(1) if jobs else 1} --jobserver-auth=fifo:{fifo}"
     result = {name: value for name, value in env.items() if name not in _SPLIT_ONLY}
     result.update(MAKEFLAGS=served, CARGO_MAKEFLAGS=served)
-    tools: dict[str, str] = {}
     make = shutil.which("make", path=path)
-    if make is not None and (tool_version(make) or (0,)) < MAKE_MIN:
-        tools["make"] = _make_script(make, served=served, split=split)
-    ninja = shutil.which("ninja", path=path)
-    ours = jobserver_ninja()
-    if "NINJA" not in env and ours is not None and (ninja is None or (tool_version(ninja) or (0,)) < NINJA_MIN):
-        tools["ninja"] = ours
-    if tools:
+    script = (_make_script(make, served=served, split=split)
+              if make is not None and (tool_version(make) or (0,)) < MAKE_MIN else None)
+    ninja, ours = shutil.which("ninja", path=path), jobserver_ninja()
+    shadow = "NINJA" not in env and ours is not None and (ninja is None or (tool_version(ninja) or (0,)) < NINJA_MIN)
+    if script is not None or shadow:
         bin_dir.mkdir(exist_ok=True)
-        for name, target in tools.items():
-            if os.path.lexists(bin_dir / name):  # made for an earlier hook of the build
-                continue
-            if name == "ninja":
-                (bin_dir / name).symlink_to(target)
-            else:
-                (bin_dir / name).write_text(target)
-                (bin_dir / name).chmod(0o755)
+        # Made for the build's first hook that got here; the next ones find them.
+        if script is not None and not os.path.lexists(bin_dir / "make"):
+            (bin_dir / "make").write_text(script)
+            (bin_dir / "make").chmod(0o755)
+        if shadow and ours is not None and not os.path.lexists(bin_dir / "ninja"):
+            (bin_dir / "ninja").symlink_to(ours)
         result["PATH"] = os.pathsep.join([str(bin_dir), path])
     return result
 
