@@ -234,4 +234,6 @@ def test_a_build_that_runs_an_old_make_by_its_path_builds_again_with_the_split(t
                          "--log-dir", tmp_path / "logs")
     assert result.returncode == 0, result.stderr
     assert member(tmp_path, "maker", "run.json") == ["-j2\n"]
-    assert "refused the jobserver" in (tmp_path / "logs" / "maker-1.0.log").read_text()
+    log = (tmp_path / "logs" / "maker-1.0.log").read_text()
+    assert "=== orchestrate: jobserver: MAKEFLAGS=-j2 --jobserver-auth=fifo:" in log  # the first attempt's
+    assert "refused the jobserver" in log

@@ -100,6 +100,9 @@ class _HookRunner:
         if self.use_jobserver and fifo.exists():  # made by the run at admission: for build_wheel only
             try:
                 env = hook_environ(env, fifo=fifo, bin_dir=work_dir / BIN_NAME)
+                shadowed = sorted(path.name for path in (work_dir / BIN_NAME).glob("*"))
+                self._log.write(f"=== orchestrate: jobserver: MAKEFLAGS={env['MAKEFLAGS']}"
+                                f"{'; first on PATH: ' + ', '.join(shadowed) if shadowed else ''} ===\n")
             except OSError as exc:
                 self._log.write(f"=== orchestrate: no jobserver for this build: {exc} ===\n")
                 self.use_jobserver = False
