@@ -93,6 +93,9 @@ class BuildJob:
     """The compiler cache the hooks' compilers go through (``build/compilercache.py``); ``None``: none."""
     nice: bool = False
     """Run every process of the build at a lower CPU and I/O priority (``--nice``)."""
+    jobserver: bool = False
+    """Offer ``build_wheel``'s tools the run's jobserver, where the executor made the build a FIFO of tokens
+    (``build/jobserver.py``); otherwise they keep the ``-jK`` of :attr:`environ`."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -47,6 +47,8 @@ from orchestrator.download.results import DOWNLOADS
 from orchestrator.download.wanted import Requirements, resolve_pins
 from orchestrator.errors import SourceError, WheelError
 from orchestrator.executors import Executor
+from orchestrator.executors.local import LocalExecutor
+from orchestrator.executors.tokens import TokenPool, usable_cpus
 from orchestrator.install import INSTALLS, InstallResult, Target, WheelInstaller
 from orchestrator.jobs import BuildJob, BuildResult, Status, nested_jobs_environ
 from orchestrator.packageconfig import PackageOverrides
@@ -126,6 +128,8 @@ class BuildSettings:
     """The compiler cache every build compiles through (``--compiler-cache``); ``None``: none."""
     nice: bool = False
     """Every build process at a lower CPU and I/O priority (``--nice``)."""
+    jobserver: bool = False
+    """Be the GNU make jobserver of the run's local builds (``--jobserver``, ``executors/tokens.py``)."""
 
 
 class BuildRun:
@@ -156,7 +160,11 @@ class BuildRun:
         """The extras the requirements ask of each distribution."""
         self._resolution_failed: Exception | None = None
         """What the resolver raised, in its thread: the run fails with it."""
-        self._environ = nested_jobs_environ(jobs_per_build(SystemProbe().read().cpu_count, settings.limits.max_builds))
+        cpu_count = SystemProbe().read().cpu_count
+        jobs = jobs_per_build(cpu_count, settings.limits.max_builds)
+        self._environ = nested_jobs_environ(jobs)
+        if executor is None and settings.jobserver:
+            executor = LocalExecutor(TokenPool(usable=usable_cpus(cpu_count, settings.limits.max_cpu), share=jobs - 1))
         self.report = RunReport(started_at=time.time())
         self._run: RunRecord | None = None
         """This run in the history, once started there."""
@@ -341,6 +349,7 @@ class BuildRun:
             sandbox=settings.sandbox,
             compiler_cache=settings.compiler_cache,
             nice=settings.nice,
+            jobserver=settings.jobserver,
         )
         override = settings.overrides.get(canonicalize_name(source.name))
         if override is not None and override.build_network is not None:

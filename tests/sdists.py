@@ -32,6 +32,15 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
   ``NAME/escape.json``: ``{"secret_path": FILE, "outside": FILE, "port": N, "env": NAME, "daemon": TOKEN}``
   reads ``$HOME/.ssh/id_rsa`` and ``secret_path``, writes ``outside``, connects to 127.0.0.1:``port``, reads
   ``env``, and leaves a double-forked ``setsid`` daemon sleeping 60 s with ``TOKEN`` on its command line
+- ``jobserver``: in ``build_wheel``, be a jobserver client of the FIFO named in ``MAKEFLAGS``
+  (``--jobserver-auth=fifo:PATH``), recording in the wheel, as ``NAME/jobserver.json``, ``makeflags`` and
+  ``log``, a list of ``[t, +n]`` (time just before reading n tokens) and ``[t, -n]`` (just after writing them
+  back). Keys: ``want`` (most tokens held at once), ``window_s`` (how long to keep trying), ``hold_s`` (each
+  take is held this long, then given back), ``barrier`` (first wait until the ``events`` file has this many
+  ``start`` events), ``keep`` (take tokens without giving any back until ``want`` are held), ``crash`` (with
+  ``keep``: SIGKILL itself, holding them)
+- ``run``: commands (argument lists) ``build_wheel`` runs in turn, failing if one fails; their stdout goes to
+  the wheel as ``NAME/run.json``
 - ``requires_dist``: ``Requires-Dist`` lines of the wheel's METADATA and the sdist's PKG-INFO
   (pip's resolver reads them by building the wheel, as the backend has no metadata hook)
 
@@ -158,6 +167,49 @@ def _parent_of_build_worker():
     raise RuntimeError("no build worker above this process")
 
 
+def _starts():
+    with open(CONFIG["events"]) as f:
+        return sum(json.loads(line)["event"] == "start" for line in f if line.strip())
+
+
+def _jobserver(plan):
+    flags = os.environ.get("MAKEFLAGS", "")
+    fifo = [word.split(":", 1)[1] for word in flags.split() if word.startswith("--jobserver-auth=fifo:")]
+    result = {"makeflags": flags, "log": []}
+    if not fifo:
+        return result
+    fd = os.open(fifo[-1], os.O_RDWR | os.O_NONBLOCK)
+    if plan.get("barrier"):
+        deadline = time.time() + 60
+        while _starts() < plan["barrier"] and time.time() < deadline:
+            time.sleep(0.02)
+    held, end = 0, time.time() + plan.get("window_s", 1.0)
+    while time.time() < end and (not plan.get("keep") or held < plan["want"]):
+        stamp = time.time()
+        try:
+            got = len(os.read(fd, plan["want"] - held))
+        except BlockingIOError:
+            got = 0
+        if not got:
+            time.sleep(0.01)
+            continue
+        result["log"].append([stamp, got])
+        held += got
+        if plan.get("keep"):
+            continue
+        time.sleep(plan.get("hold_s", 0.1))
+        os.write(fd, b"+" * held)
+        result["log"].append([time.time(), -held])
+        held = 0
+    if plan.get("crash"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if held:
+        os.write(fd, b"+" * held)
+        result["log"].append([time.time(), -held])
+    os.close(fd)
+    return result
+
+
 def _record_line(name, data):
     digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
     return f"{name},sha256={digest},{len(data)}"
@@ -198,6 +250,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     if CONFIG.get("burn_s"):  # CPU spent by a child, as a compiler's would be
         subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + %r\n"
                         "while time.process_time() < end: pass" % CONFIG["burn_s"]], check=True)
+    ran = [subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout for cmd in CONFIG.get("run", [])]
+    tokens = _jobserver(CONFIG["jobserver"]) if CONFIG.get("jobserver") else None
     time.sleep(CONFIG.get("sleep", 0))
     del hold
     if CONFIG.get("fail"):
@@ -219,6 +273,10 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     }
     if CONFIG.get("record_env"):
         files[f"{name}/env.json"] = json.dumps({n: os.environ.get(n) for n in CONFIG["record_env"]}).encode()
+    if tokens is not None:
+        files[f"{name}/jobserver.json"] = json.dumps(tokens).encode()
+    if CONFIG.get("run"):
+        files[f"{name}/run.json"] = json.dumps(ran).encode()
     if CONFIG.get("escape"):
         files[f"{name}/escape.json"] = json.dumps(_escape(CONFIG["escape"])).encode()
     if CONFIG.get("pad_kb"):

@@ -28,6 +28,7 @@ from orchestrator.build.compilercache import CompilerStats, read_stats
 from orchestrator.build.envcache import EnvCache, EnvView, SubprocessInstaller, compile_at_preparation
 from orchestrator.build.envs import choose_installer
 from orchestrator.build.extract import extract_sdist
+from orchestrator.build.jobserver import BIN_NAME, FIFO_NAME, OLD_MAKE_ERROR, hook_environ
 from orchestrator.build.sandbox import wrap
 from orchestrator.errors import BuildError, BuildKilledError, SourceError, WheelError
 from orchestrator.jobs import BuildJob, PhaseSpan, Status, WorkerOutcome
@@ -74,12 +75,15 @@ class _Timer:
 
 
 class _HookRunner:
-    """Runs each hook, inside the job's sandbox (``build/sandbox.py``) when it has one, and through the
-    job's compiler cache while :attr:`use_cache` (``pyproject_hooks``' runner protocol)."""
+    """Runs each hook, inside the job's sandbox (``build/sandbox.py``) when it has one, through the
+    job's compiler cache while :attr:`use_cache`, and with the run's jobserver while :attr:`use_jobserver`
+    (``pyproject_hooks``' runner protocol)."""
 
     def __init__(self, log: IO[str], job: BuildJob, work_dir: Path) -> None:
         self._log, self._job, self._work_dir = log, job, work_dir
         self.use_cache = job.compiler_cache is not None
+        # A MAKEFLAGS of the user's own stays as it is.
+        self.use_jobserver = job.jobserver and "MAKEFLAGS" in job.environ
 
     def __call__(self, cmd: Sequence[str], cwd: str | None = None,
                  extra_environ: Mapping[str, str] | None = None) -> None:
@@ -92,6 +96,16 @@ class _HookRunner:
             env.update(job.compiler_cache.environ(env, build_dir=work_dir))
             readable += [job.compiler_cache.wrapper_dir, Path(job.compiler_cache.executable)]
             writable.append(job.compiler_cache.cache_dir)
+        fifo = work_dir / FIFO_NAME
+        if self.use_jobserver and fifo.exists():  # made by the run at admission: for build_wheel only
+            try:
+                env = hook_environ(env, fifo=fifo, bin_dir=work_dir / BIN_NAME)
+                shadowed = sorted(path.name for path in (work_dir / BIN_NAME).glob("*"))
+                self._log.write(f"=== orchestrate: jobserver: MAKEFLAGS={env['MAKEFLAGS']}"
+                                f"{'; first on PATH: ' + ', '.join(shadowed) if shadowed else ''} ===\n")
+            except OSError as exc:
+                self._log.write(f"=== orchestrate: no jobserver for this build: {exc} ===\n")
+                self.use_jobserver = False
         # A source tree is built in place (setuptools writes build/ there): it is the build's own folder too.
         cmd, env = wrap(cmd, sandbox=job.sandbox, build_dir=work_dir, tmp_dir=work_dir / "tmp",
                         out_dir=work_dir / "dist", env=env, cwd=cwd, readable=readable, writable=writable)
@@ -170,8 +184,10 @@ def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> tuple[bui
 
 def _build(builder: build.ProjectBuilder, runner: _HookRunner, job: BuildJob, tmp: Path, log: IO[str],
            timer: _Timer) -> Path:
-    """Run the backend's ``build_wheel``; when it failed because ccache itself did (it fails compilations
-    rather than run the compiler when its cache turned unusable during the run), once more without it."""
+    """Run the backend's ``build_wheel``; once more when it failed because of what this tool added: without
+    ccache when ccache itself failed (it fails compilations rather than run the compiler when its cache
+    turned unusable during the run), without the jobserver when a GNU make older than 4.4 met it (one the
+    build runs by its full path, past the ``make`` script on PATH)."""
     log.flush()
     start = job.log_path.stat().st_size
     try:
@@ -180,22 +196,28 @@ def _build(builder: build.ProjectBuilder, runner: _HookRunner, job: BuildJob, tm
     except BuildKilledError:
         raise
     except BuildError:
-        if not runner.use_cache or not _ccache_failed(job.log_path, start):
+        said = _log_since(job.log_path, start)
+        if runner.use_cache and b"ccache: error:" in said:
+            runner.use_cache = False
+            log.write("\n=== orchestrate: ccache failed (above); building again without the compiler cache ===\n")
+        elif runner.use_jobserver and OLD_MAKE_ERROR in said:
+            runner.use_jobserver = False
+            log.write("\n=== orchestrate: a GNU make older than 4.4 refused the jobserver (above); "
+                      "building again with the -jK split ===\n")
+        else:
             raise
-    runner.use_cache = False
-    log.write("\n=== orchestrate: ccache failed (above); building again without the compiler cache ===\n")
     with timer.phase("backend"), _backend_errors(job, builder):
         return Path(builder.build("wheel", tmp / "dist"))
 
 
-def _ccache_failed(log_path: Path, start: int) -> bool:
-    """Whether ccache reported an error of its own in the build log after byte ``start``."""
+def _log_since(log_path: Path, start: int) -> bytes:
+    """What the build log holds after byte ``start``."""
     try:
         with log_path.open("rb") as log:
             log.seek(start)
-            return b"ccache: error:" in log.read()
+            return log.read()
     except OSError:
-        return False
+        return b""
 
 
 def _environment(job: BuildJob, path: Path, log: IO[str]) -> EnvView:

@@ -131,6 +131,9 @@ def _compiler_cache(choice: Literal["auto", "ccache", "off"], size: str,
         "and works (a note says when not); ccache: the same, required.")
 @option("--compiler-cache-size", metavar="SIZE", default="5G", show_default=True,
         help="Largest size of the compiler cache; ccache drops the oldest entries past it.")
+@option("--jobserver", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+        help="Be the GNU make jobserver of the builds: usable CPUs shared as tokens by the make >= 4.4, ninja "
+        ">= 1.13 and cargo they run (an older make keeps the -jK split); off: -jK for every build.")
 @option("--nice", is_flag=True, help="Run every build process at niceness 10 and the idle I/O class, "
         "for a machine doing other work.")
 @option("--install-into", type=click.Path(path_type=Path), metavar="VENV|PYTHON",
@@ -167,7 +170,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...], prefer_binary: bool,
           resolver: Literal["auto", "pip", "uv"], sdist_dir: Path | None, installer: str, keep_build_envs: bool,
           sandbox: bool, build_network: bool, compiler_cache: Literal["auto", "ccache", "off"],
-          compiler_cache_size: str, nice: bool, install_into: Path | None, install_after_build: bool,
+          compiler_cache_size: str, jobserver: Literal["auto", "off"], nice: bool, install_into: Path | None,
+          install_after_build: bool,
           max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool,
           cluster: str | None, force: bool, timeout: float | None, retries: int, log_dir: Path | None,
           report_json: Path | None, report_html: Path | None, trace: Path | None, junit: Path | None,
@@ -227,6 +231,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         cgroup=cgroup,
         compiler_cache=cache,
         nice=nice,
+        jobserver=jobserver == "auto" and farm is None,
     )
     console = make_console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
@@ -249,7 +254,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            "memory_ceiling": ("memory.max per build whose need is learned" if cgroup
                                               else ceiling_note or "off (--no-sandbox)"),
                            "sandbox": contained.describe(),
-                           "compiler_cache": cache.describe() if cache else "none", "nice": nice}
+                           "compiler_cache": cache.describe() if cache else "none", "nice": nice,
+                           "jobserver": "on" if settings.jobserver else "off"}
     files = ReportFiles(json=report_json, html=report_html, trace=trace, run_folder=folder)
     try:
         run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, files, junit=junit)

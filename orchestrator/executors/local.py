@@ -6,14 +6,16 @@ Protocol with a worker (``orchestrator.build.worker``; its docstring has the wor
             imported; new session (the worker leads its process group), stdin and stdout piped
     stage   one JSON line on stdin: {"job": ..., "work_dir": ...}; the work folder is new,
             with TMPDIR inside it, so what the build's tools leave goes with it
-    admit   the line "go", then stdin closes; a reader thread turns each message line on
+    admit   with the run's jobserver (``tokens.py``), the build's FIFO of tokens made in its
+            work folder; the line "go", then stdin closes; a reader thread turns each message line on
             stdout into PhaseStarted / OutcomeReported, and end of file plus the exit
             status into Exited
     stop    SIGTERM to the tree (psutil children, recursive) and the group, SIGKILL after
             the grace period, in a thread; Exited waits for it: the whole tree is gone by
             then. kill: SIGKILL now
     close   stdin closed (a worker never admitted exits), the group killed (whatever the
-            build left behind goes with it), the work folder removed off the caller's thread
+            build left behind goes with it), its tokens back in the pool, the work folder
+            removed off the caller's thread
 
 Work folders live under one temporary folder per run, ``orchestrate-run-PID-*``,
 removed when the run closes, however it ends; :meth:`LocalExecutor.start` first
@@ -34,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from orchestrator.build.jobserver import FIFO_NAME
 from orchestrator.build.worker import ADMIT, decode_message
 from orchestrator.executors import (
     EventSink,
@@ -43,6 +46,7 @@ from orchestrator.executors import (
     signal_name,
 )
 from orchestrator.executors.forks import ForkServer
+from orchestrator.executors.tokens import TokenPool
 from orchestrator.jobs import BuildJob, WorkerOutcome
 from orchestrator.resources import TreeUsage, kill_tree, pid_alive, tree_usages
 
@@ -77,9 +81,13 @@ class WorkerProcess(Protocol):
 
 
 class LocalExecutor:
-    """Spawns :class:`LocalWorker` processes, forked by the run's fork server; one run at a time."""
+    """Spawns :class:`LocalWorker` processes, forked by the run's fork server; one run at a time.
 
-    def __init__(self) -> None:
+    ``tokens``: the run's jobserver, lending each admitted build CPU tokens; ``None``: none.
+    """
+
+    def __init__(self, tokens: TokenPool | None = None) -> None:
+        self._tokens = tokens
         self._sink: EventSink | None = None
         self._root: Path | None = None
         self._cleaner: ThreadPoolExecutor | None = None
@@ -93,13 +101,18 @@ class LocalExecutor:
         self._cleaner = ThreadPoolExecutor(1, thread_name_prefix="cleanup")
         self._forks = ForkServer()
         self._forks.start()  # it imports the build machinery while the run downloads and resolves
+        if self._tokens is not None:
+            self._tokens.start()
 
     def spawn(self) -> LocalWorker:
         assert self._sink is not None and self._root is not None and self._cleaner is not None, "start() first"
         assert self._forks is not None
-        return LocalWorker(self._forks.fork(), root=self._root, sink=self._sink, cleaner=self._cleaner)
+        return LocalWorker(self._forks.fork(), root=self._root, sink=self._sink, cleaner=self._cleaner,
+                           tokens=self._tokens)
 
     def close(self) -> None:
+        if self._tokens is not None:
+            self._tokens.stop()
         if self._cleaner is not None:
             self._cleaner.shutdown(wait=True)
         if self._forks is not None:
@@ -113,8 +126,9 @@ class LocalWorker:
     """A worker process as a :class:`~orchestrator.executors.WorkerHandle`."""
 
     def __init__(self, process: WorkerProcess, *, root: Path, sink: EventSink,
-                 cleaner: ThreadPoolExecutor) -> None:
+                 cleaner: ThreadPoolExecutor, tokens: TokenPool | None = None) -> None:
         self._process = process
+        self._tokens = tokens
         self._root = root
         self._sink = sink
         self._cleaner = cleaner
@@ -130,6 +144,8 @@ class LocalWorker:
         self._tell(json.dumps({"job": job.to_json(), "work_dir": str(self._work_dir)}) + "\n")
 
     def admit(self, need: int = 0) -> None:
+        if self._tokens is not None and self._work_dir is not None:
+            self._tokens.open(self._key, self._work_dir / FIFO_NAME)
         self._tell(ADMIT + "\n", last=True)
         self._reader = threading.Thread(target=self._read, name=f"read-{self._key}", daemon=True)
         self._reader.start()
@@ -161,6 +177,8 @@ class LocalWorker:
         if (pid := self._process.pid) is not None:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
+        if self._tokens is not None:  # whatever its tools took and never gave back
+            self._tokens.close(self._key)
         with contextlib.suppress(OSError):
             assert self._process.stdout is not None
             self._process.stdout.close()  # read to its end: Exited came after it
