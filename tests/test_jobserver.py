@@ -131,6 +131,17 @@ def test_an_old_make_never_sees_the_fifo_form(tmp_path: Path, version: str, make
         assert make_saw == "-j2"  # today's split: 2 CPUs, one build
 
 
+def test_the_tools_are_asked_their_version_once_per_run_not_per_build(tmp_path: Path) -> None:
+    env = fake_make(tmp_path / "bin", "4.3")
+    asked = tmp_path / "asked.log"
+    make = tmp_path / "bin" / "make"
+    make.write_text(make.read_text().replace("#!/bin/sh\n", f"#!/bin/sh\necho \"make $1\" >> {asked}\n", 1))
+    sdists = [make_sdist(tmp_path / "sdists", f"maker{i}", run=[["make"]]) for i in range(4)]
+    build(tmp_path, *sdists, args=("--max-builds", "2"), env=env)
+    calls = asked.read_text().splitlines()
+    assert sorted(calls) == ["make "] * 4 + ["make --version"], calls  # and each build ran make once
+
+
 def test_jobserver_off_keeps_the_split(tmp_path: Path) -> None:
     sdist = make_sdist(tmp_path / "sdists", "maker", run=[["make"], ["sh", "-c", 'echo "$MAKEFLAGS"']])
     build(tmp_path, sdist, args=("--max-builds", "2", "--jobserver", "off"), env=fake_make(tmp_path / "bin", "4.4.1"))

@@ -33,11 +33,15 @@ import traceback
 
 
 def preload() -> None:
-    """Import what every build imports, once; a failure is reported by each worker, as before."""
+    """Import what every build imports, and ask the jobserver's tools their versions, once; a failure is
+    reported by each worker, as before."""
     import orchestrator.build.worker  # noqa: F401 - what each fork runs
 
     with contextlib.suppress(Exception):
         import orchestrator.build.builder  # noqa: F401
+        from orchestrator.build.jobserver import ask_versions
+
+        ask_versions()
 
 
 def serve(control_fd: int) -> int:

@@ -64,6 +64,16 @@ def tool_version(executable: str) -> tuple[int, ...] | None:
     return tuple(int(part) for part in found.groups() if part is not None) if found else None
 
 
+def ask_versions() -> None:
+    """Ask the ``make`` and ``ninja`` on PATH, and ours, their versions now: a fork server does, once per run,
+    so that the builds it forks (whose hooks find the same tools) start with the answers."""
+    for name in ("make", "ninja"):
+        found = shutil.which(name)
+        if found is not None:
+            tool_version(found)
+    jobserver_ninja()
+
+
 def jobserver_ninja() -> str | None:
     """The PyPI ``ninja`` installed beside this interpreter, if it is a jobserver client."""
     found = shutil.which("ninja", path=sysconfig.get_path("scripts"))
