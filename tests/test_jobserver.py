@@ -154,6 +154,18 @@ def test_a_users_makeflags_are_left_alone(tmp_path: Path) -> None:
     assert member(tmp_path, "maker", "run.json") == ["-j7\n"]
 
 
+def test_a_users_cmake_parallel_level_is_left_alone_and_the_runs_own_dropped(tmp_path: Path) -> None:
+    echo = ["sh", "-c", 'echo "${CMAKE_BUILD_PARALLEL_LEVEL-unset} $MAKEFLAGS"']
+    mine = make_sdist(tmp_path / "sdists", "mine", run=[echo])
+    build(tmp_path, mine, args=("--max-builds", "1"), env={"CMAKE_BUILD_PARALLEL_LEVEL": "3"})
+    (seen,) = member(tmp_path, "mine", "run.json")
+    assert seen.startswith("3 -j2 --jobserver-auth=fifo:"), seen
+    shutil.rmtree(tmp_path / "wh")
+    build(tmp_path, mine, args=("--max-builds", "1"))
+    (seen,) = member(tmp_path, "mine", "run.json")
+    assert seen.startswith("unset -j2 --jobserver-auth=fifo:"), seen
+
+
 @pytest.fixture(params=["bwrap", "unshare"])
 def sandbox_path(request: pytest.FixtureRequest, sandboxed: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each sandbox tool in turn, where it works here."""

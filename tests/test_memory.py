@@ -198,9 +198,9 @@ def test_builds_see_nested_parallelism_caps(
         monkeypatch.delenv(name, raising=False)
     events = tmp_path / "events.log"
     make_sdist(tmp_path / "sdists", "nested", events=str(events), record_env=list(NESTED_JOBS))
-    with usable_cpus(cpus):
+    with usable_cpus(cpus):  # the split alone: with the jobserver, tests/test_jobserver.py
         result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(max_builds),
-                             env=user_env)
+                             "--jobserver", "off", env=user_env)
     assert result.returncode == 0, result.stderr
     (start,) = [event for event in read_events(events) if event["event"] == "start"]
     assert start["env"] == seen
