@@ -99,7 +99,8 @@ class _HookRunner:
         fifo = work_dir / FIFO_NAME
         if self.use_jobserver and fifo.exists():  # made by the run at admission: for build_wheel only
             try:
-                env = hook_environ(env, fifo=fifo, bin_dir=work_dir / BIN_NAME, ours=job.environ)
+                env = hook_environ(env, fifo=fifo, bin_dir=work_dir / BIN_NAME,
+                                   set_by_run=job.environ)
                 shadowed = sorted(path.name for path in (work_dir / BIN_NAME).glob("*"))
                 self._log.write(f"=== orchestrate: jobserver: MAKEFLAGS={env['MAKEFLAGS']}"
                                 f"{'; first on PATH: ' + ', '.join(shadowed) if shadowed else ''} ===\n")

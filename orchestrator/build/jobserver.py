@@ -84,17 +84,17 @@ def jobserver_ninja() -> str | None:
 
 
 def hook_environ(env: Mapping[str, str], *, fifo: Path, bin_dir: Path,
-                 ours: Mapping[str, str] | None = None) -> dict[str, str]:
+                 set_by_run: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a hook that may take tokens from ``fifo``: ``env`` (what it gets without the
     jobserver, its ``MAKEFLAGS`` today's ``-jK``) with the jobserver added, and ``bin_dir`` made and put
     first on its PATH when it needs the ``make`` script or ``ninja``. Of the split's caps, only those set
-    by the run (in ``ours``; all, if not given) are dropped: one the user set stays."""
+    by the run (in ``set_by_run``; all, if not given) are dropped: one the user set stays."""
     path = env.get("PATH", os.defpath)
     split = env.get("MAKEFLAGS", "")
     jobs = re.search(r"-j\s*(\d+)", split)
     served = f"-j{jobs.group(1) if jobs else 1} --jobserver-auth=fifo:{fifo}"
     result = {name: value for name, value in env.items()
-              if name not in _SPLIT_ONLY or (ours is not None and name not in ours)}
+              if name not in _SPLIT_ONLY or (set_by_run is not None and name not in set_by_run)}
     result.update(MAKEFLAGS=served, CARGO_MAKEFLAGS=served)
     make = shutil.which("make", path=path)
     script = (_make_script(make, served=served, split=split)
