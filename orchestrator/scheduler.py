@@ -204,7 +204,8 @@ class BuildScheduler:
             while self._active():
                 self._admit()
                 self._observer.update(self._state())
-                self._drain(self._settings.sample_interval)
+                self._drain(admission.sample_interval(self._readings, self._running_builds(), self._settings.limits,
+                                                      self._settings.sample_interval))
                 self._sample()
         except BaseException:
             self.stop_all("interrupted")

@@ -23,6 +23,7 @@ from orchestrator.policy.admission import (
     may_backfill,
     order_queue,
     pick_victim,
+    sample_interval,
 )
 
 G = 1024**3
@@ -319,6 +320,33 @@ def test_pick_victim(
 def test_limits_rejects_nonsense(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         limits(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("sample", "running", "policy", "interval"),
+    [
+        # Far from the limit: every 0.2 s.
+        (readings(), [build("a", rss=2 * G), build("b", rss=2 * G)], limits(memory_limit=8 * G), 0.2),
+        # 7 of 8 GiB used (87.5%): four times as often.
+        (readings(), [build("a", rss=4 * G), build("b", rss=3 * G)], limits(memory_limit=8 * G), 0.05),
+        # 6.5 of 8 GiB (81%): not yet.
+        (readings(), [build("a", rss=4 * G), build("b", rss=5 * G // 2)], limits(memory_limit=8 * G), 0.2),
+        # A build being stopped does not count: 4 of 8 GiB stay.
+        (readings(), [build("a", rss=4 * G), build("b", rss=4 * G, stopping=True)], limits(memory_limit=8 * G),
+         0.2),
+        # One build alone is never stopped: nothing to sample for.
+        (readings(available=0), [build("a", rss=30 * G)], limits(memory_limit=8 * G, min_free=G), 0.2),
+        # No limit, but 1.5 GiB available with a 1 GiB floor: under twice the floor.
+        (readings(available=3 * G // 2), [build("a"), build("b")], limits(min_free=G), 0.05),
+        (readings(available=5 * G // 2), [build("a"), build("b")], limits(min_free=G), 0.2),
+        # Nothing read yet.
+        (None, [build("a", rss=8 * G), build("b", rss=8 * G)], limits(memory_limit=8 * G), 0.2),
+    ],
+)
+def test_samples_come_four_times_as_often_near_memory_pressure(
+    sample: Readings | None, running: list[RunningBuild], policy: Limits, interval: float
+) -> None:
+    assert sample_interval(sample, running, policy, 0.2) == pytest.approx(interval)
 
 
 def test_pick_victim_stops_one_build_at_a_time_under_free_memory_pressure() -> None:

@@ -4,7 +4,7 @@ youngest under memory pressure, the runs' fork servers and prepared build enviro
 One :class:`Machine` per Dask worker process (:func:`this_machine`), used by ``remote.py``'s tasks::
 
     remote.run_build ─► Machine.builds[task] ─► admitted (decide) ─► forked (pid) ─► popped at its end
-    the sampler thread, every 0.5 s while builds run:
+    the sampler thread, every 0.5 s while builds run (0.125 s near memory pressure):
         each build's process tree (RSS, CPU) ─► kept for admission, and worker.log_event for the client
         admission.pick_victim over this machine's readings and the run's builds here, with the run's
         limits ─► the youngest build's tree stopped (the run's grace), its ``pressure`` kept: run_build
@@ -29,7 +29,14 @@ from orchestrator.build import envruns
 from orchestrator.build.envruns import remove_dead_runs
 from orchestrator.executors.forks import ForkedWorker, ForkServer
 from orchestrator.executors.local import sweep_stale_work_dirs
-from orchestrator.policy.admission import Limits, Readings, RunningBuild, pick_victim, pressure_reason
+from orchestrator.policy.admission import (
+    Limits,
+    Readings,
+    RunningBuild,
+    pick_victim,
+    pressure_reason,
+    sample_interval,
+)
 from orchestrator.policy.history import default_state_dir
 from orchestrator.resources import CpuRate, SystemProbe, kill_tree, tree_usages
 
@@ -184,9 +191,11 @@ class Machine:
         return len(stoppers)
 
     def _sample(self, worker: Any) -> None:
-        """Every 0.5 s, while builds run: each build's tree, kept and sent to the client; then the pressure."""
+        """Every 0.5 s (four times as often near memory pressure), while builds run: each build's tree, kept and
+        sent to the client; then the pressure."""
+        interval = SAMPLE_INTERVAL
         while True:
-            time.sleep(SAMPLE_INTERVAL)
+            time.sleep(interval)
             with self.lock:
                 builds = {build.pid: build for build in self.builds.values() if build.pid is not None}
                 if not self.builds:
@@ -197,11 +206,12 @@ class Machine:
                 builds[pid].rss = usage.rss
                 builds[pid].cpu.add(now, usage.cpu_s)
                 worker.log_event(builds[pid].topic, {"key": builds[pid].key, "rss": usage.rss, "cpu_s": usage.cpu_s})
-            self._relieve()
+            interval = self._relieve()
 
-    def _relieve(self) -> None:
+    def _relieve(self) -> float:
         """Stop the youngest build of a run whose builds here are under memory pressure, as the scheduler
-        does on one machine (``admission.pick_victim``); a build alone is never stopped."""
+        does on one machine (``admission.pick_victim``); a build alone is never stopped. Returns the seconds
+        until the next sample (``admission.sample_interval``)."""
         readings = self.read()
         with self.lock:
             runs: dict[str, list[MachineBuild]] = {}
@@ -209,8 +219,10 @@ class Machine:
                 if build.admitted:
                     runs.setdefault(build.run_id, []).append(build)
             victims = []
+            interval = SAMPLE_INTERVAL
             for builds in runs.values():
                 running = [build.as_policy() for build in builds]
+                interval = min(interval, sample_interval(readings, running, builds[0].limits, SAMPLE_INTERVAL))
                 key = pick_victim(readings, running, builds[0].limits)
                 if key is not None:
                     victim = self.builds[key]
@@ -221,6 +233,7 @@ class Machine:
         for victim in victims:
             threading.Thread(target=self.stop, args=([victim], victim.grace), daemon=True,
                              name=f"relieve-{victim.key}").start()
+        return interval
 
 
 def env_root(*, keep: bool) -> Path:

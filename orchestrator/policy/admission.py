@@ -297,6 +297,27 @@ def pressure_reason(readings: Readings, running: Sequence[RunningBuild], limits:
     return f"{format_size(readings.available_memory)} free, {format_size(limits.min_free_memory)} to keep"
 
 
+NEAR_PRESSURE = 0.85
+"""Builds using more than this share of the memory limit are near pressure: they are sampled more often."""
+
+
+def sample_interval(readings: Readings | None, running: Sequence[RunningBuild], limits: Limits, base: float) -> float:
+    """Seconds until the builds are sampled again: ``base``, or a quarter of it near memory pressure.
+
+    A build that takes memory at gigabytes a second passes the limit by what it takes between two
+    samples before :func:`pick_victim` can stop one; near pressure (two builds or more using over
+    :data:`NEAR_PRESSURE` of the memory limit, or less than twice the floor left available) the
+    samples come four times as often, and cost nothing extra the rest of the time.
+    """
+    staying = [build for build in running if not build.stopping]
+    if readings is None or len(staying) <= 1:  # one build alone is never stopped
+        return base
+    used = sum(build.rss for build in staying)
+    near = ((limits.memory_limit is not None and used > NEAR_PRESSURE * limits.memory_limit)
+            or readings.available_memory < 2 * limits.min_free_memory)
+    return base / 4 if near else base
+
+
 def jobs_per_build(cpu_count: int, max_builds: int) -> int:
     """Parallel jobs each build may run itself (``MAKEFLAGS=-jN``, ``CMAKE_BUILD_PARALLEL_LEVEL``,
     ``MAX_JOBS``, ``NPY_NUM_BUILD_JOBS``).
