@@ -56,22 +56,32 @@ class _Sockets(httpcore2.SyncBackend):
     def __init__(self) -> None:
         self._open: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._shut = False
 
     def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore2.NetworkStream:
         stream = super().connect_tcp(*args, **kwargs)
+        sock = stream.get_extra_info("socket")
         with self._lock:
-            self._open.add(stream.get_extra_info("socket"))
+            self._open.add(sock)
+            shut = self._shut
+        if shut:  # connected while the client was being shut down: this one too
+            _shut_down(sock)
         return stream
 
     def shut_down(self) -> None:
-        """Shut every open socket down: a read blocked on one ends at once."""
+        """Shut every open socket down, and each opened from now on: a read blocked on one ends at once."""
         with self._lock:
+            self._shut = True
             sockets = list(self._open)
         for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:  # closed meanwhile
-                pass
+            _shut_down(sock)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # closed meanwhile
+        pass
 
 
 class IndexClient(PyPIClient):
