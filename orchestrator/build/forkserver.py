@@ -33,15 +33,23 @@ import traceback
 
 
 def preload() -> None:
-    """Import what every build imports, and ask the jobserver's tools their versions, once; a failure is
+    """Import what every build imports, find uv, and ask the jobserver's tools their versions, once; a failure is
     reported by each worker, as before."""
     import orchestrator.build.worker  # noqa: F401 - what each fork runs
 
     with contextlib.suppress(Exception):
+        import gzip  # noqa: F401 - what tarfile imports as it opens a .tar.gz sdist
+
+        from pyproject_hooks._in_process import _in_proc_script_path
+
         import orchestrator.build.builder  # noqa: F401
+        from orchestrator.build.envs import find_uv
         from orchestrator.build.jobserver import ask_versions
 
         ask_versions()
+        find_uv()
+        with _in_proc_script_path():  # imports what finding the hook script needs
+            pass
 
 
 def serve(control_fd: int) -> int:
