@@ -39,8 +39,7 @@ def preload() -> None:
 
     with contextlib.suppress(Exception):
         import gzip  # noqa: F401 - what tarfile imports as it opens a .tar.gz sdist
-
-        from pyproject_hooks._in_process import _in_proc_script_path
+        import importlib.resources.readers  # noqa: F401 - what pyproject_hooks imports to find its hook script
 
         import orchestrator.build.builder  # noqa: F401
         from orchestrator.build.envs import find_uv
@@ -48,8 +47,6 @@ def preload() -> None:
 
         ask_versions()
         find_uv()
-        with _in_proc_script_path():  # imports what finding the hook script needs
-            pass
 
 
 def serve(control_fd: int) -> int:
