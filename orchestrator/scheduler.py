@@ -27,6 +27,7 @@ of each and spawn nothing.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -136,6 +137,7 @@ class BuildScheduler:
         self._running: dict[str, Running] = {}
         self._ahead = WorkersAhead(self._executor)
         self._readings: Readings | None = None
+        self._sampled_at = -math.inf
         self._waiting_reason: str | None = None
         self._announced_waits: set[tuple[str, str | None]] = set()
         """The (build, rule) of every wait said so far."""
@@ -201,9 +203,13 @@ class BuildScheduler:
             while self._active():
                 self._admit()
                 self._observer.update(self._state())
-                self._drain(admission.sample_interval(self._readings, self._running_builds(), self._settings.limits,
-                                                      self._settings.sample_interval))
-                self._sample()
+                interval = admission.sample_interval(self._readings, self._running_builds(), self._settings.limits,
+                                                     self._settings.sample_interval)
+                # Events (a build's phases, its end) do not bring the next sample forward: sampling every
+                # running tree at each one cost a no-op build a tenth of the run's own CPU.
+                timed_out = self._drain(max(0.0, self._sampled_at + interval - self._clock()))
+                if timed_out or self._clock() >= self._sampled_at + interval:
+                    self._sample()
         except BaseException:
             self.stop_all("interrupted")
             raise
@@ -219,18 +225,19 @@ class BuildScheduler:
     def _active(self) -> bool:
         return bool(self._pending or self._running or self._producing() or not self._events.empty())
 
-    def _drain(self, timeout: float) -> None:
-        """Handle the next event (waiting up to ``timeout`` seconds for one), then every one already queued."""
+    def _drain(self, timeout: float) -> bool:
+        """Handle the next event (waiting up to ``timeout`` seconds for one), then every one already queued;
+        whether none came in time."""
         try:
             event = self._events.get(timeout=timeout)
         except queue.Empty:
-            return
+            return True
         while True:
             self._handle(event)
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
-                return
+                return False
 
     def _handle(self, event: _Event) -> None:
         match event:
@@ -293,7 +300,8 @@ class BuildScheduler:
             self._held.account_wait(now)
             self._held.held_by, self._held = "queue", None
         while self._pending:
-            self._readings = self._probe.read()
+            if self._readings is None or len(self._running) < self._settings.limits.max_builds:
+                self._readings = self._probe.read()  # at the count cap the readings decide nothing
             decision = self._decide(self._pending[0])
             if not decision.admit and decision.blocked_by == "memory_limit":
                 ahead = self._backfill()
@@ -363,6 +371,7 @@ class BuildScheduler:
 
     # -- sampling: memory pressure and timeouts ----------------------------------------
     def _sample(self) -> None:
+        self._sampled_at = self._clock()
         if self._running:
             self._sample_running()
         if self._readings is not None:
