@@ -261,7 +261,13 @@ def kill_tree(pid: int, *, grace: float = 3.0) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    return bool(psutil.pid_exists(pid))
+    """Whether process ``pid`` runs: a killed process its parent has not reaped yet (a zombie) does not."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
 
 
 NICE_LEVEL: Final = 10

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
 
 from orchestrator.executors.ledger import Entry, Ledger
 
@@ -32,9 +35,18 @@ def test_each_process_sees_the_others_builds_while_they_live(tmp_path: Path) -> 
         assert theirs == Entry(key="theirs", owner=other.pid, need=300, rss=120, started_at=5.0, cpu=0.5,
                                stopping=False)
         assert ledger.others("run-2") == []  # another run's builds are that run's
+        assert other.stdin is not None
+        other.stdin.close()  # it ends; not reaped yet, it is a zombie, as a killed worker its parent never waited for
+        deadline = time.monotonic() + 10
+        while psutil.Process(other.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ledger.others("run-1") == []  # its process is gone: so are its builds
     finally:
-        other.communicate("")
-    assert ledger.others("run-1") == []  # its process is gone: so are its builds
+        other.kill()
+        other.wait()
+        for pipe in (other.stdin, other.stdout):
+            if pipe is not None:
+                pipe.close()
     owners = [path.name.split("-", 1)[0] for path in (tmp_path / "ledger" / "run-1").iterdir()]
     assert owners == [str(os.getpid())]  # the dead process's file went with it
     ledger.withdraw("run-1", "mine")

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from orchestrator.resources import pid_alive
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Entry:
@@ -78,7 +80,7 @@ class Ledger:
                 owner = int(path.name.split("-", 1)[0])
                 if owner == os.getpid():
                     continue
-                if not _alive(owner):
+                if not pid_alive(owner):
                     with contextlib.suppress(FileNotFoundError):
                         path.unlink()
                     continue
@@ -97,13 +99,3 @@ class Ledger:
 
     def _path(self, run_id: str, owner: int, key: str) -> Path:
         return self.root / run_id / f"{owner}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
