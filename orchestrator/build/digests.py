@@ -77,18 +77,23 @@ def _units(files: list[SourceFile]) -> list[SourceFile]:
     those of tests, benchmarks or examples, by their folder (kiwisolver's ``tests/*.cpp``) or name (multidict's
     ``_testcapi.c``)."""
     included = {name for file in files for name in file.includes}
-    generated = {file.path.rsplit(".", 1)[0] for file in files if file.path.lower().endswith((".c", ".cpp"))}
+    compiled_c = {_stem(file.path) for file in files if file.path.lower().endswith((".c", ".cpp"))}
+    cython = {_stem(file.path) for file in files if file.path.lower().endswith(".pyx")}
     result = []
     for file in files:
-        stem, base = file.path.rsplit(".", 1)[0], file.path.rsplit("/", 1)[-1]
+        stem, base = _stem(file.path), file.path.rsplit("/", 1)[-1]
         folders = {folder.lower() for folder in file.path.split("/")[:-1]}
         if file.unit and (base in included or folders & _NOT_BUILT or base.lower().startswith(("test", "_test"))
-                          or file.path.lower().endswith(".pyx") and stem in generated):
+                          or file.path.lower().endswith(".pyx") and stem in compiled_c):
             file = dataclasses.replace(file, unit=False, weight=0)
-        if stem in generated and not file.path.lower().endswith(".pyx") and file.unit:
-            file = dataclasses.replace(file, includes=file.includes | {f"{base.rsplit('.', 1)[0]}.pyx"})
+        elif file.unit and stem in cython and not file.path.lower().endswith(".pyx"):
+            file = dataclasses.replace(file, includes=file.includes | {f"{stem.rsplit('/', 1)[-1]}.pyx"})
         result.append(file)
     return result
+
+
+def _stem(path: str) -> str:
+    return path.rsplit(".", 1)[0]
 
 
 def _archive(path: Path) -> Iterator[SourceFile]:
