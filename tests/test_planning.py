@@ -141,3 +141,15 @@ def test_ends_matter_only_when_the_memory_limit_may_hold_a_build_back(
     queue: list[QueuedBuild], now_running: list[RunningBuild], policy: Limits, expected: bool
 ) -> None:
     assert ends_matter(queue, now_running, policy) is expected
+
+
+def test_an_order_that_only_rounds_lower_does_not_replace_longest_first() -> None:
+    """The expected durations of an upgrade night's ten builds (seconds, as predicted): longest first packs
+    them perfectly on two slots, 26.85 s. An order that puts pyyaml, 11.2 s, last simulates to the same end,
+    26.849999999999998 s by the order of the float additions: it must not win on that, or the longest
+    build starts last and any overrun of its estimate ends the run alone."""
+    expected = {"bitarray": 5.7, "frozenlist": 1.58, "kiwisolver": 2.84, "markupsafe": 0.42, "msgpack": 8.15,
+                "multidict": 6.89, "psutil": 2.59, "pyyaml": 11.2, "regex": 11.25, "simplejson": 3.06}
+    queue = [queued(name, 1, seconds) for name, seconds in expected.items()]
+    plan = plan_order(queue, [], limits(max_builds=2), now=0.0)
+    assert [build.key for build in plan] == [build.key for build in order_queue(queue)]

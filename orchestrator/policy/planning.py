@@ -37,6 +37,9 @@ SIMULATIONS = 6000
 GAIN = 0.01
 """A new order must end this much sooner than the current one to replace it: plans follow estimates, not noise."""
 
+ROUNDING = 1e-9
+"""Below this share, two simulated ends are the same: float sums in another order differ in their last bits."""
+
 
 def simulate(order: Sequence[QueuedBuild], running: Sequence[RunningBuild], limits: Limits, *, now: float) -> float:
     """Seconds from ``now`` until the last build ends if ``order`` is started as the scheduler does, every
@@ -141,7 +144,7 @@ def plan_order(
         shuffler.shuffle(shuffled)
         starts.append(shuffled)
     for order in starts:
-        if (value := cost(order)) < best_cost:
+        if (value := cost(order)) < best_cost * (1 - ROUNDING):
             best, best_cost = order, value
     # Then swap pairs while it helps, within what is left of the budget.
     budget -= len(starts)
@@ -155,6 +158,6 @@ def plan_order(
                 budget -= 1
                 order = best[:]
                 order[i], order[j] = order[j], order[i]
-                if (value := cost(order)) < best_cost:
+                if (value := cost(order)) < best_cost * (1 - ROUNDING):
                     best, best_cost, improved = order, value, True
     return [*best, *rest, *unknown]
