@@ -153,3 +153,14 @@ def test_an_order_that_only_rounds_lower_does_not_replace_longest_first() -> Non
     queue = [queued(name, 1, seconds) for name, seconds in expected.items()]
     plan = plan_order(queue, [], limits(max_builds=2), now=0.0)
     assert [build.key for build in plan] == [build.key for build in order_queue(queue)]
+
+
+def test_of_two_orders_that_end_together_the_one_an_overrun_delays_least_wins() -> None:
+    """Three 2 s builds and one of 4 s on two slots end at 6 s in either order; started last, the 4 s build
+    ends the run alone if it overruns its estimate (the queue's order), started first it does not."""
+    queue = [queued("a", 1, 2.0), queued("b", 1, 2.0), queued("c", 1, 2.0), queued("long", 1, 4.0)]
+    assert simulate(queue, [], limits(max_builds=2), now=0.0) == simulate(order_queue(queue), [], limits(max_builds=2),
+                                                                         now=0.0) == 6.0
+    plan = plan_order(queue, [], limits(max_builds=2), now=0.0)
+    assert plan[0].key == "long"
+    assert plan_order(plan, [], limits(max_builds=2), now=0.0) == plan  # and it stands

@@ -40,6 +40,10 @@ GAIN = 0.01
 ROUNDING = 1e-9
 """Below this share, two simulated ends are the same: float sums in another order differ in their last bits."""
 
+OVERRUN = 0.5
+"""How much longer than expected a build may take (an estimate from a quieter moment): of two orders that end
+together, the plan takes the one whose end such an overrun of any one build delays least."""
+
 
 def simulate(order: Sequence[QueuedBuild], running: Sequence[RunningBuild], limits: Limits, *, now: float) -> float:
     """Seconds from ``now`` until the last build ends if ``order`` is started as the scheduler does, every
@@ -49,7 +53,15 @@ def simulate(order: Sequence[QueuedBuild], running: Sequence[RunningBuild], limi
     builds of unknown duration take none. Only the count cap and the memory limit
     are modelled: free memory, load and CPU change with every sample.
     """
+    return _simulate(order, running, limits, now=now)[0]
+
+
+def _simulate(order: Sequence[QueuedBuild], running: Sequence[RunningBuild], limits: Limits, *, now: float
+              ) -> tuple[float, float]:
+    """:func:`simulate`'s end, and the latest end of a queued build taking :data:`OVERRUN` longer than expected
+    (the others as expected, from ``now``)."""
     limit, start = limits.memory_limit, now
+    exposed = now
     active = sorted((max(build.expected_end or now, now), build.reservation) for build in running)
     pending = [(build.expected_duration or 0.0, build.need) for build in order]
     last = max((end for end, _ in active), default=now)
@@ -63,12 +75,12 @@ def simulate(order: Sequence[QueuedBuild], running: Sequence[RunningBuild], limi
             continue
         duration, need = pending.pop(index)
         end = now + duration
-        last = max(last, end)
+        last, exposed = max(last, end), max(exposed, end + duration * OVERRUN)
         position = 0
         while position < len(active) and active[position][0] <= end:
             position += 1
         active.insert(position, (end, need))
-    return last - start
+    return last - start, max(last, exposed) - start
 
 
 def ends_matter(queue: Sequence[QueuedBuild], running: Sequence[RunningBuild], limits: Limits) -> bool:
@@ -117,8 +129,9 @@ def plan_order(
     Without a memory limit, or with fewer than two builds of known duration, it is
     :func:`~orchestrator.policy.admission.order_queue`'s longest-first order. Builds of
     unknown duration always come last, in that order too. ``queue``'s own order is
-    the first tried, and another replaces it only if it ends :data:`GAIN` sooner,
-    so repeated calls settle rather than churn. Reproducible: the shuffles are seeded.
+    the first tried, and another replaces it only if it ends :data:`GAIN` sooner, or as
+    soon and :data:`GAIN` less delayed by an :data:`OVERRUN`, so repeated calls settle
+    rather than churn. Reproducible: the shuffles are seeded.
     """
     known = order_queue(build for build in queue if build.expected_duration is not None)
     unknown = order_queue(build for build in queue if build.expected_duration is None)
@@ -128,11 +141,17 @@ def plan_order(
     keys = {build.key for build in planned}
     current = [build for build in queue if build.key in keys]
 
-    def cost(order: list[QueuedBuild]) -> float:
-        return simulate(order, running, limits, now=now)
+    def cost(order: list[QueuedBuild]) -> tuple[float, float]:
+        return _simulate(order, running, limits, now=now)
 
     budget = SIMULATIONS // len(planned)
-    best, best_cost = current, cost(current) * (1 - GAIN)
+    best, best_cost, margin = current, cost(current), GAIN
+
+    def better(value: tuple[float, float]) -> bool:
+        """Ends ``margin`` sooner; or as soon, and an overrun delays it ``margin`` less."""
+        (end, exposed), (best_end, best_exposed) = value, best_cost
+        return end < best_end * (1 - margin) or (
+            end <= best_end * (1 + ROUNDING) and exposed < best_exposed * (1 - margin))
     starts = [
         planned,
         sorted(planned, key=lambda build: -(build.expected_duration or 0.0) * build.need),
@@ -144,8 +163,8 @@ def plan_order(
         shuffler.shuffle(shuffled)
         starts.append(shuffled)
     for order in starts:
-        if (value := cost(order)) < best_cost * (1 - ROUNDING):
-            best, best_cost = order, value
+        if better(value := cost(order)):
+            best, best_cost, margin = order, value, ROUNDING
     # Then swap pairs while it helps, within what is left of the budget.
     budget -= len(starts)
     improved = True
@@ -158,6 +177,6 @@ def plan_order(
                 budget -= 1
                 order = best[:]
                 order[i], order[j] = order[j], order[i]
-                if (value := cost(order)) < best_cost * (1 - ROUNDING):
-                    best, best_cost, improved = order, value, True
+                if better(value := cost(order)):
+                    best, best_cost, margin, improved = order, value, ROUNDING, True
     return [*best, *rest, *unknown]
