@@ -7,7 +7,8 @@ package and interpreter, beside the history (``STATE/compiled-sources/PYTHON/NAM
 written whole and renamed into place. When a package with a record is queued again, its sdist's
 compiled sources are read (``build/digests.py``) and the prediction replaces history's median.
 Packages without a record keep history's estimate; a run without a compiler cache (everything
-compiles) or without history predicts nothing and records nothing. Like the history, the records
+compiles), without history, or on a farm (each machine's cache holds what that machine compiled)
+predicts nothing and records nothing. Like the history, the records
 are advisory: one that cannot be read or written is logged and counts as none.
 
 Thread use: :meth:`Predictor.predict` runs where builds are queued (the download threads),
