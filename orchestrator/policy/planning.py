@@ -41,8 +41,11 @@ ROUNDING = 1e-9
 """Below this share, two simulated ends are the same: float sums in another order differ in their last bits."""
 
 OVERRUN = 0.5
-"""How much longer than expected a build may take (an estimate from a quieter moment): of two orders that end
-together, the plan takes the one whose end such an overrun of any one build delays least."""
+"""How much longer than expected a build may take (an estimate from a quieter moment, or a prediction)."""
+
+EXPOSURE = 0.1
+"""What a second of delay by an :data:`OVERRUN` of one build costs in a plan's score, against a second of its end:
+of orders that end about together, the plan takes the one such an overrun delays least (its long builds first)."""
 
 
 def simulate(order: Sequence[QueuedBuild], running: Sequence[RunningBuild], limits: Limits, *, now: float) -> float:
@@ -129,9 +132,11 @@ def plan_order(
     Without a memory limit, or with fewer than two builds of known duration, it is
     :func:`~orchestrator.policy.admission.order_queue`'s longest-first order. Builds of
     unknown duration always come last, in that order too. ``queue``'s own order is
-    the first tried, and another replaces it only if it ends :data:`GAIN` sooner, or as
-    soon and :data:`GAIN` less delayed by an :data:`OVERRUN`, so repeated calls settle
-    rather than churn. Reproducible: the shuffles are seeded.
+    the first tried, and another replaces it only if it ends :data:`GAIN` sooner, or
+    scores :data:`GAIN` better (its end, and :data:`EXPOSURE` of the delay an
+    :data:`OVERRUN` can add) without ending later than ``queue``'s order or than longest
+    first by more than :data:`GAIN`, so repeated calls settle rather than churn.
+    Reproducible: the shuffles are seeded.
     """
     known = order_queue(build for build in queue if build.expected_duration is not None)
     unknown = order_queue(build for build in queue if build.expected_duration is None)
@@ -144,14 +149,18 @@ def plan_order(
     def cost(order: list[QueuedBuild]) -> tuple[float, float]:
         return _simulate(order, running, limits, now=now)
 
+    def score(value: tuple[float, float]) -> float:
+        end, exposed = value
+        return end + EXPOSURE * (exposed - end)
+
     budget = SIMULATIONS // len(planned)
     best, best_cost, margin = current, cost(current), GAIN
+    latest = min(best_cost[0], cost(planned)[0] / (1 - GAIN))  # never later than the queue's order, nor longest first
 
     def better(value: tuple[float, float]) -> bool:
-        """Ends ``margin`` sooner; or as soon, and an overrun delays it ``margin`` less."""
-        (end, exposed), (best_end, best_exposed) = value, best_cost
-        return end < best_end * (1 - margin) or (
-            end <= best_end * (1 + ROUNDING) and exposed < best_exposed * (1 - margin))
+        """Ends :data:`GAIN` sooner than the best so far; or scores ``margin`` better, ending by ``latest``."""
+        return value[0] < best_cost[0] * (1 - GAIN) or (
+            value[0] <= latest and score(value) < score(best_cost) * (1 - margin))
     starts = [
         planned,
         sorted(planned, key=lambda build: -(build.expected_duration or 0.0) * build.need),
