@@ -164,3 +164,16 @@ def test_of_two_orders_that_end_together_the_one_an_overrun_delays_least_wins() 
     plan = plan_order(queue, [], limits(max_builds=2), now=0.0)
     assert plan[0].key == "long"
     assert plan_order(plan, [], limits(max_builds=2), now=0.0) == plan  # and it stands
+
+
+def test_a_plan_barely_sooner_on_paper_does_not_start_the_longest_build_late() -> None:
+    """An upgrade night's predictions (seconds): an order starting kiwisolver, frozenlist, msgpack and
+    markupsafe before regex simulates 0.4% sooner than longest first, and leaves regex, 30.5 s, and
+    multidict later; any overrun of theirs ends the run later. The plan starts regex first."""
+    expected = {"bitarray": 10.4, "frozenlist": 4.4, "kiwisolver": 3.0, "markupsafe": 0.4, "msgpack": 19.9,
+                "multidict": 14.6, "psutil": 1.4, "pyyaml": 14.5, "regex": 30.5, "simplejson": 3.8}
+    queue = [queued(name, 1, seconds) for name, seconds in expected.items()]
+    plan = plan_order(queue, [], limits(max_builds=2), now=0.0)
+    assert [build.key for build in plan[:2]] == ["regex", "msgpack"]
+    assert simulate(plan, [], limits(max_builds=2), now=0.0) <= simulate(order_queue(queue), [], limits(max_builds=2),
+                                                                         now=0.0)
