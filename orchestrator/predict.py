@@ -30,7 +30,7 @@ from orchestrator.atomic import atomic_write
 from orchestrator.build.digests import source_files
 from orchestrator.build.sources import Source
 from orchestrator.jobs import BuildResult, Status
-from orchestrator.policy.changes import CompileRecord, SourceFile, predict_duration, updated_record
+from orchestrator.policy.changes import CompileRecord, predict_duration, seen_in, updated_record
 from orchestrator.policy.history import History
 
 __all__ = ["RECORDS_FOLDER", "Prediction", "Predictor", "read_record"]
@@ -54,22 +54,23 @@ class Prediction:
 
 class Predictor:
     """Predicts durations from the records beside the history file ``history_path`` (``None``: history's
-    estimates only: no history, or no compiler cache) for interpreter ``python``; ``history`` tells which
-    packages compiled before the records existed."""
+    estimates only: no history, no compiler cache, or a farm) for interpreter ``python``; ``history`` tells
+    which packages compiled before the records existed."""
 
     def __init__(self, history_path: Path | None, *, python: str, history: History | None) -> None:
         self._folder = history_path.parent / RECORDS_FOLDER / python if history_path is not None else None
         self._history = history
         self._python = python
-        self._files: dict[str, tuple[NormalizedName, list[SourceFile]]] = {}
-        """The name and compiled sources of each queued source (by its path), read for its record."""
+        self._seen: dict[str, tuple[NormalizedName, frozenset[str]]] = {}
+        """The name and the digests of the compiled sources of each queued source (by its path), for its record
+        (only the digests: a queue of thousands must not hold every identifier of their sources)."""
         self._lock = threading.Lock()
 
     def predict(self, source: Source, duration: float | None) -> Prediction:
         """The duration to queue ``source`` with, given history's ``duration`` for it.
 
         A package with a record has its compiled sources read here, which costs a pass over its sdist
-        (``build/digests.py``: milliseconds for most, about half a second for a 10 MB sdist).
+        (``build/digests.py``: tens of milliseconds for most, a few hundred for an 8 MB one).
         """
         if self._folder is None:
             return Prediction(duration=duration, look=False)
@@ -82,7 +83,7 @@ class Predictor:
         if files is None:
             return Prediction(duration=duration, look=False)
         with self._lock:
-            self._files[str(source.path)] = (source.name, files)
+            self._seen[str(source.path)] = (source.name, seen_in(files))
         predicted = predict_duration(record, files)
         if predicted is not None:
             logger.debug("%s: expected %.1f s (history: %s)", source.key, predicted, duration)
@@ -95,18 +96,18 @@ class Predictor:
         files = source_files(source)
         if files:
             with self._lock:
-                self._files[str(source.path)] = (source.name, files)
+                self._seen[str(source.path)] = (source.name, seen_in(files))
 
     def built(self, result: BuildResult) -> None:
         """Update the record of ``result``'s package when it was built through the compiler cache."""
         with self._lock:
-            name, files = self._files.pop(result.source, (None, None))
-        if (self._folder is None or name is None or not files or result.status is not Status.BUILT
+            name, seen = self._seen.pop(result.source, (None, None))
+        if (self._folder is None or name is None or not seen or result.status is not Status.BUILT
                 or result.compiler_hits is None or result.compiler_misses is None):
             return
         if result.compiler_hits + result.compiler_misses == 0:
             return  # ccache ran, but compiled nothing it could keep: the sources were not its input
-        record = updated_record(read_record(self._folder, name), version=result.version or "", files=files,
+        record = updated_record(read_record(self._folder, name), version=result.version or "", seen=seen,
                                 wall_s=result.wall_s, backend_s=result.phases.get("backend", result.wall_s),
                                 hits=result.compiler_hits, misses=result.compiler_misses)
         path = self._folder / f"{name}.json"

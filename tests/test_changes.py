@@ -10,6 +10,7 @@ from orchestrator.policy.changes import (
     SourceFile,
     missed_share,
     predict_duration,
+    seen_in,
     updated_record,
 )
 
@@ -102,7 +103,7 @@ def test_predict_duration(record: CompileRecord | None, files: list[SourceFile],
 def test_updated_record(wall_s: float, backend_s: float, hits: int, misses: int, other_s: float,
                         compile_s: float) -> None:
     before = CompileRecord(version="0.9", other_s=9.0, compile_s=7.0, seen=(frozenset({"old"}),))
-    after = updated_record(before, version="1.0", files=PREVIOUS, wall_s=wall_s, backend_s=backend_s, hits=hits,
+    after = updated_record(before, version="1.0", seen=seen_in(PREVIOUS), wall_s=wall_s, backend_s=backend_s, hits=hits,
                            misses=misses)
     assert after.version == "1.0"
     assert after.other_s == pytest.approx(other_s) and after.compile_s == pytest.approx(compile_s)
@@ -110,14 +111,14 @@ def test_updated_record(wall_s: float, backend_s: float, hits: int, misses: int,
 
 
 def test_a_first_record_that_missed_nothing_has_no_compile_time() -> None:
-    record = updated_record(None, version="1.0", files=PREVIOUS, wall_s=1.0, backend_s=0.5, hits=4, misses=0)
+    record = updated_record(None, version="1.0", seen=seen_in(PREVIOUS), wall_s=1.0, backend_s=0.5, hits=4, misses=0)
     assert record.compile_s is None and predict_duration(record, PREVIOUS) is None
 
 
 def test_the_record_keeps_the_last_builds_only() -> None:
     record = None
     for number in range(SEEN_BUILDS + 2):
-        record = updated_record(record, version=str(number), files=[unit("a.c", f"a{number}", 1)], wall_s=1.0,
+        record = updated_record(record, version=str(number), seen=seen_in([unit("a.c", f"a{number}", 1)]), wall_s=1.0,
                                 backend_s=1.0, hits=0, misses=1)
     assert record is not None
     assert record.seen == tuple(frozenset({f"a{number}"}) for number in (4, 3, 2))

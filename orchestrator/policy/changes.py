@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["BACKEND_FLOOR_S", "SEEN_BUILDS", "CompileRecord", "SourceFile", "missed_share", "predict_duration",
-           "updated_record"]
+           "seen_in", "updated_record"]
 
 BACKEND_FLOOR_S = 0.4
 """Seconds of ``build_wheel`` that are not compiling when every compilation hits: the median of the
@@ -118,10 +118,16 @@ def predict_duration(record: CompileRecord | None, files: Sequence[SourceFile]) 
     return record.other_s + record.compile_s * missed_share(files, record.seen)
 
 
-def updated_record(record: CompileRecord | None, *, version: str, files: Sequence[SourceFile], wall_s: float,
+def seen_in(files: Iterable[SourceFile]) -> frozenset[str]:
+    """What a build of ``files`` leaves known, for :func:`updated_record`."""
+    return frozenset().union(*(file.digests for file in files))
+
+
+def updated_record(record: CompileRecord | None, *, version: str, seen: frozenset[str], wall_s: float,
                    backend_s: float, hits: int, misses: int) -> CompileRecord:
-    """``record`` after a successful build of ``files`` that took ``wall_s`` (``backend_s`` of it in
-    ``build_wheel``) and whose cacheable compilations hit ``hits`` times and missed ``misses`` times.
+    """``record`` after a successful build whose files left ``seen`` known (:func:`seen_in`), that took
+    ``wall_s`` (``backend_s`` of it in ``build_wheel``), and whose cacheable compilations hit ``hits``
+    times and missed ``misses`` times.
 
     A build that missed spent ``build_wheel`` less :data:`BACKEND_FLOOR_S` compiling its misses; spread
     over every cacheable compilation, that is the full-compile time (each compilation taken as costing
@@ -129,8 +135,8 @@ def updated_record(record: CompileRecord | None, *, version: str, files: Sequenc
     """
     compiling = max(backend_s - min(backend_s, BACKEND_FLOOR_S), 0.0) if misses else 0.0
     compile_s = compiling * (hits + misses) / misses if misses else (record.compile_s if record else None)
-    seen = (frozenset().union(*(file.digests for file in files)), *(record.seen if record else ()))[:SEEN_BUILDS]
-    return CompileRecord(version=version, other_s=max(wall_s - compiling, 0.0), compile_s=compile_s, seen=seen)
+    return CompileRecord(version=version, other_s=max(wall_s - compiling, 0.0), compile_s=compile_s,
+                         seen=(seen, *(record.seen if record else ()))[:SEEN_BUILDS])
 
 
 def _base(path: str) -> str:
