@@ -14,7 +14,7 @@ from sdists import make_sdist
 
 from orchestrator.build.sources import sdist_source
 from orchestrator.pipeline import PYTHON_TAG
-from orchestrator.policy.history import History
+from orchestrator.policy.history import SUCCESS, BuildRecord, History
 from orchestrator.predict import RECORDS_FOLDER, Predictor
 
 SOURCES = {  # weights (build/digests.py): 150 for each unit, one per semicolon
@@ -88,3 +88,19 @@ def test_a_damaged_record_is_no_record(tmp_path: Path, caplog: pytest.LogCapture
         prediction = Predictor(history_path, python=PYTHON_TAG, history=history).predict(source, 7.0)
     assert (prediction.duration, prediction.look) == (7.0, False)  # history's, and it never compiled here
     assert "cannot read the compiled sources recorded in" in caplog.text
+
+
+@pytest.mark.parametrize(("calls", "look"), [(3, True), (0, False), (None, False)],
+                         ids=["compiled-before-the-records", "ccache-ran-but-nothing-compiled", "no-cache-then"])
+def test_a_package_whose_history_shows_compiler_calls_is_read_for_its_first_record(
+        tmp_path: Path, calls: int | None, look: bool) -> None:
+    history_path = tmp_path / "state" / "history.sqlite3"
+    source = sdist_source(fake_c_sdist(tmp_path, "1.0", SOURCES))
+    with History(history_path) as history:
+        history.record(BuildRecord(name="ccfake", version="0.9", sdist_sha256=None, python=PYTHON_TAG,
+                                   peak_rss_bytes=None, wall_s=4.0, cpu_s=None, status=SUCCESS, started_at=1.0,
+                                   finished_at=5.0, compiler_calls=calls, compiler_hits=0, compiler_misses=calls))
+        prediction = Predictor(history_path, python=PYTHON_TAG, history=history).predict(source, 4.0)
+        assert (prediction.duration, prediction.look) == (4.0, look)
+        # Without the compiler cache (no folder), nothing is read or recorded, whatever the history says.
+        assert Predictor(None, python=PYTHON_TAG, history=history).predict(source, 4.0).look is False
