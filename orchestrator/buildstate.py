@@ -7,7 +7,7 @@ times in (readings of its monotonic clock) and decides when each step happens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from orchestrator.executors import Executor, Exited, WorkerHandle
@@ -65,13 +65,16 @@ class Queued:
                            compiles=self.compiles)
 
     def requeue_for_memory(self, peak_rss: int, memory_limit: int | None) -> str:
-        """Raise its need after it was stopped under memory pressure at ``peak_rss``; say how, in words."""
+        """Raise its need after it was stopped under memory pressure at ``peak_rss``, and its memory ceiling
+        with it; say how, in words."""
         self.memory_requeues += 1
         self.need = max(self.need, int(peak_rss * 1.2))
         alone = ""
         if self.memory_requeues >= MEMORY_REQUEUE_LIMIT and memory_limit:
             self.need = max(self.need, memory_limit)  # from now on it runs alone
             alone = ", and runs alone"
+        if self.job.memory_ceiling is not None:  # else the ceiling made from the old need kills the next run
+            self.job = replace(self.job, memory_ceiling=self.job.memory_ceiling.raised_to(self.need))
         self.attempts -= 1  # memory requeues are not failures
         return (f"memory requeue {self.memory_requeues}, reached {format_size(peak_rss)};"
                 f" now needs about {format_size(self.need)}{alone}")

@@ -6,7 +6,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -18,6 +17,7 @@ from orchestrator.download.fetch import DownloadStatus
 from orchestrator.install import InstallStatus
 from orchestrator.jobs import PHASES, BuildResult, Status
 from orchestrator.report import RunReport
+from orchestrator.report.logtail import log_tail
 from orchestrator.stages import StageProgress
 from orchestrator.units import format_size
 
@@ -123,16 +123,6 @@ class LiveDisplay(PlainDisplay):
         self._live.stop()
 
 
-def _log_tail(log: str | None) -> str:
-    if not log:
-        return ""
-    try:
-        lines = Path(log).read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-LOG_TAIL_LINES:])
-
-
 def _seconds(value: float | None) -> str:
     return f"{value:.1f}" if value else "-"
 
@@ -198,7 +188,7 @@ def print_summary(console: Console, report: RunReport) -> None:
     console.print(stages)
     for result in report.failed:
         console.print(Text(f"FAILED {result.name} {result.version or ''}: {result.error}", style="bold red"))
-        tail = _log_tail(result.log)
+        tail = "\n".join(log_tail(result.log, LOG_TAIL_LINES))
         if tail:
             console.print(Text(tail, style="dim"))
         if result.log:

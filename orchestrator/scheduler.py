@@ -13,9 +13,9 @@ Data flow::
          ▲                  (backfill: admission.may_backfill)                          │
          │   after each start, the next head is staged on a worker that prepares it    │ sample(): RSS, CPU,
          │   while it waits (kept for that build until it is admitted)                  │ deadline, memory victim
-         └───────── memory requeue, retry ◄──────────── Exited ◄───────────────────────┘
-                                                          │
-                                                          ▼
+         └──── memory requeue, retry ◄── Endings.finish ◄── Exited ◄───────────────────┘
+                                               │ (endings.py)
+                                               ▼
                                       BuildResult ─► on_result (the pipeline: history, installs)
 
 Two seams are injected: the :class:`~orchestrator.executors.Executor` whose workers
@@ -26,8 +26,8 @@ of each and spawn nothing.
 
 from __future__ import annotations
 
-import collections
 import logging
+import math
 import queue
 import threading
 import time
@@ -42,8 +42,8 @@ from orchestrator.buildstate import (
     RunState,
     StopReason,
     WorkersAhead,
-    build_result,
 )
+from orchestrator.endings import Endings
 from orchestrator.executors import (
     Executor,
     Exited,
@@ -53,7 +53,7 @@ from orchestrator.executors import (
     WorkerEvent,
 )
 from orchestrator.executors.local import LocalExecutor
-from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
+from orchestrator.jobs import BuildJob, BuildResult, Status
 from orchestrator.policy import admission, planning
 from orchestrator.policy.admission import (
     Candidate,
@@ -128,7 +128,6 @@ class BuildScheduler:
         self._settings = settings
         self._probe = probe
         self._observer = observer
-        self._on_result = on_result
         self._executor: Executor = executor if executor is not None else LocalExecutor()
         self._clock = clock
         self._epoch = time.time() - clock()
@@ -137,8 +136,8 @@ class BuildScheduler:
         self._pending: list[Queued] = []
         self._running: dict[str, Running] = {}
         self._ahead = WorkersAhead(self._executor)
-        self._results: list[BuildResult] = []
         self._readings: Readings | None = None
+        self._sampled_at = -math.inf
         self._waiting_reason: str | None = None
         self._announced_waits: set[tuple[str, str | None]] = set()
         """The (build, rule) of every wait said so far."""
@@ -152,10 +151,10 @@ class BuildScheduler:
         """The last plan depends on when running builds end (``planning.ends_matter``): plan again as each ends."""
         self._held: Queued | None = None
         """The build a rule of the policy held back at the last turn; the others wait for the ``queue``."""
-        self._counts: collections.Counter[Status] = collections.Counter()
-        """Results so far, by status."""
         self._producers = 0
         self._lock = threading.Lock()
+        self._ends = Endings(limits=settings.limits, retries=settings.retries, observer=observer,
+                             on_result=on_result, on_failure=self._failed, clock=clock, epoch=self._epoch)
         self.samples = Samples()
         """The run's time series, for the report: a point per sample, thinned (``samples.py``)."""
 
@@ -204,16 +203,20 @@ class BuildScheduler:
             while self._active():
                 self._admit()
                 self._observer.update(self._state())
-                self._drain(admission.sample_interval(self._readings, self._running_builds(), self._settings.limits,
-                                                      self._settings.sample_interval))
-                self._sample()
+                interval = admission.sample_interval(self._readings, self._running_builds(), self._settings.limits,
+                                                     self._settings.sample_interval)
+                # Events (a build's phases, its end) do not bring the next sample forward: sampling every
+                # running tree at each one cost a no-op build a tenth of the run's own CPU.
+                timed_out = self._drain(max(0.0, self._sampled_at + interval - self._clock()))
+                if timed_out or self._clock() >= self._sampled_at + interval:
+                    self._sample()
         except BaseException:
             self.stop_all("interrupted")
             raise
         finally:
             self._ahead.close()
             self._executor.close()
-        return self._results
+        return self._ends.results
 
     def _producing(self) -> bool:
         with self._lock:
@@ -222,18 +225,19 @@ class BuildScheduler:
     def _active(self) -> bool:
         return bool(self._pending or self._running or self._producing() or not self._events.empty())
 
-    def _drain(self, timeout: float) -> None:
-        """Handle the next event (waiting up to ``timeout`` seconds for one), then every one already queued."""
+    def _drain(self, timeout: float) -> bool:
+        """Handle the next event (waiting up to ``timeout`` seconds for one), then every one already queued;
+        whether none came in time."""
         try:
             event = self._events.get(timeout=timeout)
         except queue.Empty:
-            return
+            return True
         while True:
             self._handle(event)
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
-                return
+                return False
 
     def _handle(self, event: _Event) -> None:
         match event:
@@ -266,7 +270,7 @@ class BuildScheduler:
         if item.queued_at is None:
             item.queued_at = self._epoch + item.held_since
         if self._stopping:
-            self._record(item, None, status=Status.NOT_STARTED, error="the run was stopped")
+            self._ends.record(item, None, status=Status.NOT_STARTED, error="the run was stopped")
             return
         self._pending.append(item)
         self._plan_stale = True
@@ -296,7 +300,8 @@ class BuildScheduler:
             self._held.account_wait(now)
             self._held.held_by, self._held = "queue", None
         while self._pending:
-            self._readings = self._probe.read()
+            if self._readings is None or len(self._running) < self._settings.limits.max_builds:
+                self._readings = self._probe.read()  # at the count cap the readings decide nothing
             decision = self._decide(self._pending[0])
             if not decision.admit and decision.blocked_by == "memory_limit":
                 ahead = self._backfill()
@@ -366,6 +371,7 @@ class BuildScheduler:
 
     # -- sampling: memory pressure and timeouts ----------------------------------------
     def _sample(self) -> None:
+        self._sampled_at = self._clock()
         if self._running:
             self._sample_running()
         if self._readings is not None:
@@ -431,71 +437,21 @@ class BuildScheduler:
 
     # -- results -------------------------------------------------------------------------
     def _finish(self, run: Running, exited: Exited) -> None:
-        run.handle.close()
-        item = run.item
-        built_anyway = run.outcome is not None and run.outcome.status is Status.BUILT
-        if run.stop_reason == "memory" and not self._stopping and not built_anyway:
-            change = item.requeue_for_memory(run.peak_rss, self._settings.limits.memory_limit)
-            self._observer.event(f"{item.key}: {change}")
-            self._enqueue(item)
-            return
-        if self._stopped is not None and not built_anyway and run.stop_reason != "timeout":
-            # Its end is the run's, not its own: no failure, whatever the worker said as it went.
-            self._record(item, run, status=Status.STOPPED, error=f"the run was {self._stopped}", outcome=run.outcome)
-            return
-        outcome = run.outcome
-        killed = outcome is None or outcome.killed_by is not None
-        if outcome is not None and (run.stop_reason is not None or not killed):
-            self._record(item, run, status=outcome.status, error=outcome.error, outcome=outcome)
-            return
-        error = run.death_reason(exited, memory_short=self._memory_short())
-        if run.stop_reason is None and item.attempts <= self._settings.retries and not self._stopping:
-            self._observer.event(f"{item.job.key}: {error}; retrying ({item.attempts}/{self._settings.retries})")
-            self._enqueue(item)
-            return
-        self._record(item, run, status=Status.FAILED, error=error, outcome=outcome)
+        if self._ends.finish(run, exited, stopped=self._stopped, stopping=self._stopping, readings=self._readings):
+            self._enqueue(run.item)
 
-    def _memory_short(self) -> bool:
-        readings = self._readings
-        limits = self._settings.limits
-        return readings is not None and readings.available_memory < 2 * max(limits.min_free_memory, 1)
+    def _failed(self) -> None:
+        if self._settings.fail_fast and not self._stopping:
+            self._observer.event("--fail-fast: stopping after the first failure")
+            self._stopping = True
+            self._drop_pending("--fail-fast after a failure")
 
     def _drop_pending(self, error: str) -> None:
         """Record every queued build as never started, and release the workers preparing them."""
         dropped, self._pending = self._pending, []
         for item in dropped:
             self._ahead.drop(item.key)
-            self._record(item, None, status=Status.NOT_STARTED, error=error)
-
-    def _record(
-        self,
-        item: Queued,
-        run: Running | None,
-        *,
-        status: Status,
-        error: str | None,
-        outcome: WorkerOutcome | None = None,
-    ) -> None:
-        job = item.job
-        now = self._clock()
-        if run is None:  # never started: it waited until now
-            item.account_wait(now)
-        result = build_result(item, run, status=status, error=error, outcome=outcome,
-                              started_at=self._epoch + run.started_at if run else None,
-                              finished_at=self._epoch + now if run else None)
-        self._results.append(result)
-        self._counts[status] += 1
-        verb = "FAILED" if status is Status.FAILED else status.value
-        detail = f" {result.wheel}" if result.wheel else f": {error}" if error else ""
-        took = f" in {result.wall_s:.1f} s" if run is not None else ""
-        took += f" on {result.host}" if result.host else ""
-        self._observer.event(f"{job.key}: {verb}{detail}{took}")
-        if status is Status.FAILED and self._settings.fail_fast and not self._stopping:
-            self._observer.event("--fail-fast: stopping after the first failure")
-            self._stopping = True
-            self._drop_pending("--fail-fast after a failure")
-        if self._on_result is not None:
-            self._on_result(result)
+            self._ends.record(item, None, status=Status.NOT_STARTED, error=error)
 
     def _state(self) -> RunState:
         now = self._clock()
@@ -507,8 +463,8 @@ class BuildScheduler:
         return RunState(
             running=running,
             pending=len(self._pending),
-            built=self._counts[Status.BUILT],
-            failed=self._counts[Status.FAILED],
+            built=self._ends.counts[Status.BUILT],
+            failed=self._ends.counts[Status.FAILED],
             waiting_reason=self._waiting_reason,
             readings=self._readings,
         )

@@ -25,6 +25,8 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
   Dask worker), then hang
 - ``ignore_sigterm``: ignore SIGTERM (the backend and its grandchild), so only SIGKILL stops it
 - ``pad_kb``: add this many kilobytes of random bytes to the wheel
+- ``write_files``: paths (``$NAME`` expanded from the hook's environment) ``build_wheel`` tries to write,
+  recording each attempt in the wheel as ``NAME/writes.json`` (path as given -> ``{"ok", "got"|"error"}``)
 - ``write_site``: write a marker module into the build environment's site-packages
 - ``check_site``: fail if that marker module is importable
 - ``build_requires``: ``build-system.requires`` of the project (default none)
@@ -279,6 +281,10 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         files[f"{name}/run.json"] = json.dumps(ran).encode()
     if CONFIG.get("escape"):
         files[f"{name}/escape.json"] = json.dumps(_escape(CONFIG["escape"])).encode()
+    if CONFIG.get("write_files"):
+        files[f"{name}/writes.json"] = json.dumps(
+            {path: _attempt(lambda path=path: _write(os.path.expandvars(path))) for path in CONFIG["write_files"]}
+        ).encode()
     if CONFIG.get("pad_kb"):
         files[f"{name}/blob.bin"] = os.urandom(CONFIG["pad_kb"] * 1024)
     record = [_record_line(path, data) for path, data in files.items()] + [f"{dist_info}/RECORD,,"]

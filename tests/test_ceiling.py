@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -39,6 +40,15 @@ pytestmark = pytest.mark.usefixtures("sandboxed")  # the ceiling comes with --sa
 ])
 def test_a_ceiling_is_a_little_above_the_need(need: int, ceiling: int) -> None:
     assert ceiling_for(need) == ceiling
+
+
+@pytest.mark.parametrize(("limit", "need", "raised"), [
+    (576 * MIB, 1200 * MIB, 1800 * MIB),  # a memory requeue's need: its ceiling follows
+    (3 * GIB, GIB, 3 * GIB),  # never lower than it was (a ceiling declared larger stays)
+])
+def test_a_ceiling_is_raised_with_the_need_never_lowered(limit: int, need: int, raised: int) -> None:
+    ceiling = MemoryCeiling(parent="/sys/fs/cgroup/orchestrate-run-1", home="/sys/fs/cgroup", limit=limit)
+    assert ceiling.raised_to(need) == MemoryCeiling(parent=ceiling.parent, home=ceiling.home, limit=raised)
 
 
 HYBRID = """\
@@ -259,3 +269,31 @@ ceiling.for_run = lambda: (Removed(), None)
     result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--installer", "pip", prelude=prelude)
     assert result.returncode == (1 if fail else 0), result.stderr
     assert marker.read_text() == "removed"
+
+
+def test_a_build_requeued_for_memory_runs_again_under_a_ceiling_raised_with_its_need(tmp_path: Path) -> None:
+    """Real workers under memory pressure, with the run's cgroup at the seam as a plain folder (this machine
+    delegates no cgroup v2): each worker tries to give its build the job's ``memory.max`` and logs the value."""
+    folder = tmp_path / "run-cgroup"
+    folder.mkdir()
+    prelude = f"""
+import pathlib
+import orchestrator.build.ceiling as ceiling
+ceiling.for_run = lambda: (ceiling.RunCgroup(pathlib.Path({str(folder)!r}), pathlib.Path({str(folder)!r})), None)
+"""
+    for name in ("hog1", "hog2"):
+        make_sdist(tmp_path / "sdists", name, alloc_mb=200, sleep=3)
+    (tmp_path / "orchestrate.toml").write_text('[packages.hog1]\nmemory = "64M"\n[packages.hog2]\nmemory = "64M"\n')
+    report = tmp_path / "r.json"
+    # Both start at once (64M each), then hold 200M and more each: 400M is passed, the younger is stopped.
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--installer", "pip",
+                         "--memory-limit", "400M", "--memory-per-build", "64M", "--max-cpu", "0",
+                         "--report-json", report, cwd=tmp_path, prelude=prelude)
+    assert result.returncode == 0, result.stderr
+    (requeued,) = [record for record in json.loads(report.read_text())["builds"] if record["memory_requeues"]]
+    assert requeued["memory_requeues"] == 1 and requeued["status"] == "built"
+    need = requeued["predicted_rss_bytes"]  # 1.2 x the peak it was stopped at
+    assert 200 * MIB < need < GIB  # where a ceiling is the need plus 512 MiB of slack
+    tried = re.findall(r"no memory ceiling for this build: \[Errno 2\] cannot write '(\d+)'",
+                       Path(requeued["log"]).read_text())
+    assert [int(limit) for limit in tried] == [576 * MIB, need + 512 * MIB]

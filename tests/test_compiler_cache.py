@@ -24,7 +24,7 @@ import pytest
 from conftest import backend_index_args, orchestrate
 from wheels import write_wheel
 
-from orchestrator.build.compilercache import CompilerCache, CompilerStats, read_stats
+from orchestrator.build.compilercache import CompilerCache, CompilerStats, read_stats, trim
 
 pytestmark = [pytest.mark.real_backend]
 
@@ -168,7 +168,7 @@ def test_a_second_build_from_a_fresh_extraction_hits(tmp_path: Path, absolute: b
     assert stats(second) == (calls, misses, 0)  # every compilation the first ran is a hit
     assert extension_value(tmp_path, "first") == extension_value(tmp_path, "second") == 1
     assert f"compiler cache: {misses} of {misses} cacheable compilations hit (100%)" in result.stderr
-    assert (tmp_path / "state" / "compiler-cache" / "ccache").is_dir()  # under --state-dir
+    assert (tmp_path / "state" / "compiler-cache" / "packages" / "ccprobe").is_dir()  # under --state-dir
     with contextlib.closing(sqlite3.connect(tmp_path / "state" / "history.sqlite3")) as history:
         rows = history.execute("SELECT compiler_calls, compiler_hits, compiler_misses FROM builds ORDER BY finished_at")
         assert rows.fetchall() == [stats(first), stats(second)]  # the history keeps them too
@@ -231,12 +231,11 @@ def test_a_full_cache_only_slows_builds(tmp_path: Path) -> None:
 
 def test_a_cache_folder_that_cannot_be_written_is_left_out_with_a_note(tmp_path: Path) -> None:
     """ccache fails every compilation when its folder is unusable: the run finds out first, and builds without."""
-    cache_dir = tmp_path / "state" / "compiler-cache" / "ccache"
-    cache_dir.mkdir(parents=True)
-    for name in [*"0123456789abcdef", "tmp", "lock"]:
-        (cache_dir / name).write_text("not a folder\n")
+    cache_dir = tmp_path / "state" / "compiler-cache" / "packages"
+    cache_dir.parent.mkdir(parents=True)
+    cache_dir.write_text("not a folder\n")
     record, result = build(tmp_path, c_extension_sdist(tmp_path / "sdists", base=3), "wh")
-    assert "no compiler cache:" in result.stderr and "Not a directory" in result.stderr
+    assert "no compiler cache:" in result.stderr and "File exists" in result.stderr
     assert record["compiler_calls"] is None
     assert extension_value(tmp_path, "wh") == 3
     _, refused = build(tmp_path, c_extension_sdist(tmp_path / "sdists", base=3), "wh2", "--compiler-cache", "ccache",
@@ -311,8 +310,8 @@ def test_read_stats(tmp_path: Path, log: str | None, expected: CompilerStats | N
 def test_the_hooks_environment(tmp_path: Path, size: int, expected: str) -> None:
     cache = CompilerCache(executable="/usr/bin/ccache", cache_dir=tmp_path / "c", wrapper_dir=tmp_path / "bin",
                           max_size_bytes=size)
-    env = cache.environ({"PATH": "/usr/bin:/bin"}, build_dir=tmp_path / "build")
-    assert env == {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "CCACHE_DIR": str(tmp_path / "c"),
+    env = cache.environ({"PATH": "/usr/bin:/bin"}, build_dir=tmp_path / "build", package="Zope.Interface")
+    assert env == {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "CCACHE_DIR": str(tmp_path / "c" / "zope-interface"),
                    "CCACHE_BASEDIR": str(tmp_path / "build"), "CCACHE_NOHASHDIR": "1",
                    "CCACHE_STATSLOG": str(tmp_path / "build" / "compiler-cache.log"), "CCACHE_MAXSIZE": expected}
     assert CompilerCache.from_json(json.loads(json.dumps(cache.to_json()))) == cache
@@ -360,3 +359,33 @@ def test_a_ccache_that_fails_during_the_run_only_slows_the_build(tmp_path: Path)
     log = Path(record["log"]).read_text()
     assert "ccache: error: failing on purpose" in log and "building again without the compiler cache" in log
     assert extension_value(tmp_path, "wh") == 8
+
+
+def _package_cache(root: Path, name: str, kib: int, written: float) -> None:
+    folder = root / name / "a" / "b"
+    folder.mkdir(parents=True)
+    (folder / "entry").write_bytes(b"x" * kib * 1024)
+    for path in (folder / "entry", folder, folder.parent, root / name):
+        os.utime(path, (written, written))
+
+
+@pytest.mark.parametrize(("ages_h", "cap_kib", "kept"), [
+    ({"a": 3, "b": 5, "c": 4}, 9, {"a", "c"}),  # the least recently written goes first, until the sum fits
+    ({"a": 3, "b": 5, "c": 4}, 12, {"a", "b", "c"}),  # the sum fits already
+    ({"a": 3, "b": 5, "c": 4}, 1, set()),
+    ({"a": 0.5, "b": 5, "c": 0.2}, 1, {"a", "c"}),  # written within the hour: maybe compiling now
+], ids=["oldest-first", "fits", "all-old", "in-use"])
+def test_trim_keeps_the_package_caches_under_the_cap(tmp_path: Path, ages_h: dict[str, float], cap_kib: int,
+                                                     kept: set[str]) -> None:
+    now = 1_000_000_000.0
+    cache = CompilerCache(executable="/usr/bin/ccache", cache_dir=tmp_path / "compiler-cache" / "packages",
+                          wrapper_dir=tmp_path / "compiler-cache" / "bin", max_size_bytes=cap_kib * 1024)
+    for name, hours in ages_h.items():
+        _package_cache(cache.cache_dir, name, 4, now - hours * 3600)
+    legacy = tmp_path / "compiler-cache" / "ccache" / "0"  # the one cache shared by every package, before
+    legacy.mkdir(parents=True)
+    removed = trim(cache, now=now)
+    assert {path.name for path in cache.cache_dir.iterdir()} == kept
+    assert sorted(removed, key=lambda name: -ages_h[name]) == removed  # oldest first
+    assert set(removed) == set(ages_h) - kept
+    assert not legacy.parent.exists()

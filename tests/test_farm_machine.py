@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import orchestrate
 from fake_executor import FakeClock, FakeMachine, G, Script, job
-from sdists import make_sdist, read_events
+from sdists import make_sdist, max_concurrency, read_events
 from test_farm import FAST_CONNECT, Cluster, built_on, client_of
 from wheels import write_wheel
 
@@ -74,15 +74,37 @@ def test_a_machine_under_memory_pressure_stops_its_youngest_build_and_it_runs_ag
     assert all(f"stopped under memory pressure on {host} at " in line and "of the 400.0 MiB limit); it will run again"
                in line for line in stops), stops
     assert output.count("memory requeue 1, reached ") == len(requeued), output
-    # A stopped build ran beside one that was not, in one worker process (forked by its one fork server), then
-    # ran again. Which of the two was the younger is admission.pick_victim's to say (test_admission).
+    # A stopped build ran beside another (on the machine: either worker process), then ran again: never alone.
+    # Which was the younger is admission.pick_victim's to say (test_admission).
     starts = [event for event in read_events(events) if event["event"] == "start"]
+    ends = {event["pid"]: event["t"] for event in read_events(events) if event["event"] == "end"}
+    runs = []  # (name, start, end): a stopped run ended before its build's next start
+    for event in starts:
+        later = [other["t"] for other in starts if other["name"] == event["name"] and other["t"] > event["t"]]
+        runs.append((event["name"], event["t"], ends.get(event["pid"], min(later, default=float("inf")))))
     for name in requeued:
-        first, *again = [event for event in starts if event["name"] == name]
+        (_, start, end), *again = [run for run in runs if run[0] == name]
         assert len(again) == 1, starts
-        assert [event for event in starts if event["parents"][1] == first["parents"][1]
-                and event["name"] not in requeued], starts
+        assert [run for run in runs if run[0] != name and run[1] < end and start < run[2]], runs
     assert all(record["peak_rss_bytes"] >= 200 * 1024 * 1024 for record in records)
+
+
+def test_the_worker_processes_of_a_machine_admit_against_its_memory_together(
+        one_host: tuple[Cluster, Path], tmp_path: Path) -> None:
+    """Each build is expected to need 300M of a 500M limit: however many worker processes the machine runs,
+    one build runs on it at a time (each process judging alone ran one each, promising 600M)."""
+    cluster, _ = one_host
+    events = tmp_path / "events.jsonl"
+    for index in range(4):
+        make_sdist(tmp_path / "sdists", f"big{index}", alloc_mb=20, sleep=1.0, events=str(events))
+    report = tmp_path / "report.json"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--cluster", cluster.address,
+                         "--memory-per-build", "300M", "--memory-limit", "500M", "--max-cpu", "0",
+                         "--report-json", report, "--no-history", env=FAST_CONNECT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = builds_of(report)
+    assert len({built_on(record) for record in records}) == 2, records  # both processes built
+    assert max_concurrency(read_events(events)) == 1, read_events(events)
 
 
 def test_the_scheduler_requeues_a_build_its_machine_stopped_and_stops_none_itself() -> None:

@@ -238,6 +238,14 @@ def test_folder_without_a_static_name(tmp_path: Path) -> None:
         parse_requirements([path])
 
 
+def test_folder_whose_pyproject_cannot_be_parsed(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "pyproject.toml").write_text('[project]\nname = "pkg\n')
+    path = write(tmp_path, "r.txt", "./src\n")
+    with pytest.raises(UsageError, match=rf"^{path}:1: cannot read {tmp_path}/src/pyproject.toml: "):
+        parse_requirements([path])
+
+
 def test_missing_top_level_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"^cannot read requirements file .*nope\.txt"):
         parse_requirements([tmp_path / "nope.txt"])

@@ -373,3 +373,30 @@ def test_a_partial_unshare_sandbox_says_what_it_lacks(steps: tuple[str, ...], no
     found = Probe(Sandbox(tool="unshare", executable="/usr/bin/unshare", steps=steps))
     sandbox, said = settle(found, wanted=True, network=False)
     assert said == note and sandbox.tool == "unshare" and not sandbox.network
+
+
+@needs_bwrap
+def test_a_build_writes_only_its_own_packages_compiler_cache(tmp_path: Path) -> None:
+    """With one cache for every package, an sdist could plant an object under the key of another package's
+    compilation, and that package's next wheel would carry it."""
+    from orchestrator.build.compilercache import find_ccache
+
+    if find_ccache() is None:
+        pytest.skip("no ccache here")
+    make_sdist(tmp_path / "a", "alpha", record_env=["CCACHE_DIR"])
+    first = orchestrate("build", tmp_path / "a", "-w", tmp_path / "wh")
+    assert first.returncode == 0, first.stderr
+    (wheel,) = (tmp_path / "wh").glob("alpha-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        alpha_cache = json.loads(archive.read("alpha/env.json"))["CCACHE_DIR"]
+    planted = Path(alpha_cache, "planted.o")
+    make_sdist(tmp_path / "b", "beta", write_files=["$CCACHE_DIR/beta.o", str(planted)])
+    second = orchestrate("build", tmp_path / "b", "-w", tmp_path / "wh")
+    assert second.returncode == 0, second.stderr
+    (wheel,) = (tmp_path / "wh").glob("beta-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        writes = json.loads(archive.read("beta/writes.json"))
+    assert writes["$CCACHE_DIR/beta.o"]["ok"], writes  # its own cache takes what it compiles
+    assert Path(alpha_cache).is_dir()  # there on the host: hidden or read-only in beta's sandbox
+    assert not writes[str(planted)]["ok"], writes
+    assert not planted.exists()

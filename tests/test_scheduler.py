@@ -10,11 +10,13 @@ import _thread
 import itertools
 import signal
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from fake_executor import FakeClock, FakeMachine, G, M, Script, job
 
+from orchestrator.build.ceiling import MemoryCeiling
 from orchestrator.buildstate import MAX_PREPARED, MEMORY_REQUEUE_LIMIT, RunState
 from orchestrator.jobs import BuildResult, Status, WorkerOutcome
 from orchestrator.policy import planning
@@ -131,6 +133,31 @@ def test_memory_requeues_leave_the_retries_to_real_failures() -> None:
     assert b.memory_requeues == 1
     assert b.attempts == 2  # the kill and the success; the memory stop took none of the one retry
     assert script.index("b-1.0: the worker was killed by SIGKILL; retrying (1/1)")
+
+
+def test_a_memory_requeue_raises_the_memory_ceiling_with_the_need() -> None:
+    # "b" was made with the ceiling of its learned need of 200 MiB (200 MiB + 512 MiB of slack). Stopped
+    # under memory pressure at 1000 MiB, it needs 1200 MiB: its next worker must get 1.5 x 1200 MiB.
+    machine = FakeMachine(rss={"a-1.0": G, "b-1.0": 1000 * M}, available={})
+    starts = itertools.count(1)
+    script, clock = Script(), FakeClock()
+    script.on_event["a-1.0: started"] = lambda: clock.advance(1)  # "b" is the younger: the one to stop
+    script.on_event["b-1.0: memory requeue 1"] = lambda: machine.worker("a-1.0").finish(0, built=True)
+    script.on_event["b-1.0: started"] = lambda: (
+        machine.worker("b-1.0").finish(0, built=True) if next(starts) == 2 else None)
+    limits = Limits(max_builds=2, memory_limit=3 * G // 2, min_free_memory=0, max_load=None)
+    builds = scheduler(machine, script, limits, clock)
+    ceiling = MemoryCeiling(parent="/sys/fs/cgroup/orchestrate-run-1", home="/sys/fs/cgroup", limit=712 * M)
+    builds.add(job("a-1.0"), need=G, expected_duration=600.0)
+    builds.add(replace(job("b-1.0"), memory_ceiling=ceiling), need=200 * M)
+
+    results = {result.name: result for result in builds.run()}
+
+    assert results["b"].status is Status.BUILT and results["b"].memory_requeues == 1
+    assert results["b"].predicted_rss_bytes == 1200 * M
+    staged = [worker.job for worker in machine.workers if worker.job is not None]
+    assert [job.memory_ceiling for job in staged if job.key == "b-1.0"] == [ceiling, replace(ceiling, limit=1800 * M)]
+    assert [job.memory_ceiling for job in staged if job.key == "a-1.0"] == [None]
 
 
 # -- the core rules -----------------------------------------------------------------------

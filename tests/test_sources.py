@@ -20,8 +20,9 @@ from orchestrator.build.sources import (
     compiles,
     parse_sdist_name,
     sdist_source,
+    tree_source,
 )
-from orchestrator.errors import UnsafeArchiveError, UsageError
+from orchestrator.errors import SourceError, UnsafeArchiveError, UsageError
 
 LEGACY_FORMATS = ["tar.bz2", "tbz", "tar.xz", "txz", "tgz", "tar"]
 
@@ -220,3 +221,24 @@ def test_build_a_legacy_sdist_from_find_links(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert [p.name for p in (tmp_path / "wh").glob("*.whl")] == ["oldrelease-0.9-py3-none-any.whl"]
     assert [p.name for p in (tmp_path / "downloaded").iterdir()] == ["oldrelease-0.9.tar.bz2"]
+
+
+@pytest.mark.parametrize(("pyproject", "name", "version"), [
+    ('[project]\nname = "Static_Pkg"\nversion = "2.1"\n', "static-pkg", "2.1"),
+    ('[project]\nname = "dyn"\ndynamic = ["version"]\n', "dyn", None),  # the backend will say
+    ('[build-system]\nrequires = ["setuptools"]\n', "folder", None),  # no [project]: the folder's name
+    (None, "folder", None),  # no pyproject.toml at all (setup.py)
+])
+def test_a_tree_is_named_by_its_static_metadata(tmp_path: Path, pyproject: str | None, name: str,
+                                                version: str | None) -> None:
+    (tmp_path / "folder").mkdir()
+    if pyproject is not None:
+        (tmp_path / "folder" / "pyproject.toml").write_text(pyproject)
+    assert tree_source(tmp_path / "folder") == Source(path=tmp_path / "folder", kind="tree", name=name,
+                                                      version=version)
+
+
+def test_a_tree_whose_pyproject_cannot_be_parsed_names_it(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[project\n")
+    with pytest.raises(SourceError, match=rf"^{tmp_path}/pyproject.toml: cannot be parsed: "):
+        tree_source(tmp_path)

@@ -93,9 +93,9 @@ class _HookRunner:
         readable = [job.env_cache, (job.env_cache / "envs").resolve()]
         writable = [job.source] if job.kind == "tree" else []
         if job.compiler_cache is not None and self.use_cache:
-            env.update(job.compiler_cache.environ(env, build_dir=work_dir))
+            env.update(job.compiler_cache.environ(env, build_dir=work_dir, package=job.name))
             readable += [job.compiler_cache.wrapper_dir, Path(job.compiler_cache.executable)]
-            writable.append(job.compiler_cache.cache_dir)
+            writable.append(job.compiler_cache.package_dir(job.name))
         fifo = work_dir / FIFO_NAME
         if self.use_jobserver and fifo.exists():  # made by the run at admission: for build_wheel only
             try:

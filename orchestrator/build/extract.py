@@ -8,7 +8,7 @@ members) and leaves ``dest`` empty.
 Data flow::
 
     archive --archive.open_archive()--> TarFile | ZipFile (bounded headers)
-            --_tar_members() / _zip_members()--> _Member (format-neutral)
+            --members.tar_members() / zip_members()--> Member (format-neutral)
             --_Extractor.add()--> checks (name, type, link, budget) --> dest
 
 The checks follow tarfile's ``data`` filter (PEP 706) but are stricter and
@@ -41,11 +41,8 @@ import re
 import shutil
 import stat
 import tarfile
-import time
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NoReturn
 
@@ -57,6 +54,7 @@ from orchestrator.build.archive import (
     open_archive,
     too_many_members,
 )
+from orchestrator.build.members import Member, tar_members, zip_members
 from orchestrator.errors import SourceError, UnsafeArchiveError
 
 __all__ = ["extract_sdist"]
@@ -120,9 +118,9 @@ def _extract(archive: Path, dest: Path, *, max_bytes: int, max_members: int) -> 
         with container:
             extractor = _Extractor(archive.name, dest, max_bytes=max_bytes, max_members=max_members)
             if isinstance(container, tarfile.TarFile):
-                members = _tar_members(container)
+                members = tar_members(container)
             else:
-                members = _zip_members(container, extractor)
+                members = zip_members(container, archive.name, extractor.refuse_early)
             for member in members:
                 extractor.add(member)
     except SourceError:
@@ -134,118 +132,6 @@ def _extract(archive: Path, dest: Path, *, max_bytes: int, max_members: int) -> 
     logger.debug(
         "extracted %s: %d members, %d bytes", archive.name, extractor.members, extractor.bytes_written
     )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Member:
-    """One archive entry, whatever the format."""
-
-    name: str
-    """The name as stored in the archive, not yet trusted."""
-    kind: str
-    """``file``, ``dir``, ``symlink`` or ``hardlink``; anything else names a refused type."""
-    mode: int | None = None
-    """Permission bits from the archive; ``None`` when the archive has none."""
-    mtime: float | None = None
-    """Modification time to restore on files, best effort."""
-    size: int = 0
-    """Uncompressed size the header claims; only used for an early refusal."""
-    linkname: str | None = None
-    """Symlink target or hardlink source; ``None`` for a zip symlink (read from the body)."""
-    open: Callable[[], IO[bytes]] | None = None
-    """Open the body for streaming."""
-    tarinfo: tarfile.TarInfo | None = None
-    """The tar header, for the ``data`` filter's second opinion."""
-
-
-def _tar_members(tar: tarfile.TarFile) -> Iterator[_Member]:
-    for info in tar:
-        if info.isreg():
-            kind: str = "file"
-        elif info.isdir():
-            kind = "dir"
-        elif info.issym():
-            kind = "symlink"
-        elif info.islnk():
-            kind = "hardlink"
-        elif info.ischr():
-            kind = "character device"
-        elif info.isblk():
-            kind = "block device"
-        elif info.isfifo():
-            kind = "FIFO"
-        else:
-            kind = f"tar member of type {info.type!r}"
-        yield _Member(
-            name=info.name,
-            kind=kind,
-            mode=info.mode,
-            mtime=info.mtime,
-            size=info.size if kind == "file" else 0,
-            linkname=info.linkname,
-            open=_tar_opener(tar, info),
-            tarinfo=info,
-        )
-
-
-def _tar_opener(tar: tarfile.TarFile, info: tarfile.TarInfo) -> Callable[[], IO[bytes]]:
-    def open_body() -> IO[bytes]:
-        body = tar.extractfile(info)
-        if body is None:  # pragma: no cover - only for non-files, which never get here
-            raise tarfile.ReadError(f"member {info.name!r} has no data")
-        return body
-
-    return open_body
-
-
-def _zip_members(archive: zipfile.ZipFile, extractor: _Extractor) -> Iterator[_Member]:
-    infos = archive.infolist()
-    # The central directory gives an early refusal; the bytes are counted again as they stream.
-    extractor.refuse_early(
-        [info.filename for info in infos], [info.file_size for info in infos]
-    )
-    for info in infos:
-        if info.flag_bits & 0x1:
-            raise SourceError(
-                f"{extractor.archive_name}: member {info.filename!r} is encrypted;"
-                " sdists must not be password-protected"
-            )
-    for info in infos:
-        unix_mode = info.external_attr >> 16 if info.create_system == 3 else 0
-        file_type = stat.S_IFMT(unix_mode)
-        if info.filename.endswith(("/", "\\")) or file_type == stat.S_IFDIR:
-            kind: str = "dir"
-        elif file_type in (0, stat.S_IFREG):
-            kind = "file"
-        elif file_type == stat.S_IFLNK:
-            kind = "symlink"
-        elif file_type == stat.S_IFCHR:
-            kind = "character device"
-        elif file_type == stat.S_IFBLK:
-            kind = "block device"
-        elif file_type == stat.S_IFIFO:
-            kind = "FIFO"
-        else:
-            kind = f"zip member of unix type {file_type:#o}"
-        yield _Member(
-            name=info.filename,
-            kind=kind,
-            mode=stat.S_IMODE(unix_mode) or None,
-            mtime=_zip_mtime(info),
-            size=info.file_size,
-            open=_zip_opener(archive, info),
-        )
-
-
-def _zip_opener(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], IO[bytes]]:
-    return lambda: archive.open(info)
-
-
-def _zip_mtime(info: zipfile.ZipInfo) -> float | None:
-    try:
-        return time.mktime((*info.date_time, 0, 0, -1))
-    except (OverflowError, ValueError):
-        return None
 
 
 class _Extractor:
@@ -297,7 +183,7 @@ class _Extractor:
 
     # -- members -----------------------------------------------------------
 
-    def add(self, member: _Member) -> None:
+    def add(self, member: Member) -> None:
         self._count_member(member.name)
         if member.kind not in ("file", "dir", "symlink", "hardlink"):
             self._unsafe(member.name, f"is a {member.kind}; sdists hold only files, folders and links")
@@ -389,7 +275,7 @@ class _Extractor:
             os.mkdir(target)
         self._folders.add(parts)
 
-    def _check_symlink(self, member: _Member, parts: tuple[str, ...]) -> str:
+    def _check_symlink(self, member: Member, parts: tuple[str, ...]) -> str:
         """Return the normalised target of a symlink that stays inside, or refuse it."""
         link = member.linkname if member.linkname is not None else self._read_zip_link(member)
         if not link or "\x00" in link:
@@ -409,7 +295,7 @@ class _Extractor:
             self._unsafe(member.name, f"is a symlink to {link!r}, which has '..' after a folder name")
         return "/".join(link_parts) or "."
 
-    def _read_zip_link(self, member: _Member) -> str:
+    def _read_zip_link(self, member: Member) -> str:
         assert member.open is not None
         with member.open() as body:
             raw = body.read(_MAX_LINK_TARGET_BYTES + 1)
@@ -418,7 +304,7 @@ class _Extractor:
         self._take(member.name, len(raw))
         return os.fsdecode(raw)
 
-    def _check_hardlink(self, member: _Member) -> Path:
+    def _check_hardlink(self, member: Member) -> Path:
         """Return the earlier extracted file a tar hardlink names, or refuse it."""
         assert member.linkname is not None
         source_parts = self._split(member.name, member.linkname, "is a hardlink to a file")
@@ -430,7 +316,7 @@ class _Extractor:
             )
         return source
 
-    def _write_file(self, member: _Member, parts: tuple[str, ...], target: Path, body: IO[bytes]) -> None:
+    def _write_file(self, member: Member, parts: tuple[str, ...], target: Path, body: IO[bytes]) -> None:
         if member.size > self._max_bytes - self.bytes_written:
             self._too_big(member.name)  # the header already says too much
         self._clear_way(member.name, target, replace_file=True)

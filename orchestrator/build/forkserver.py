@@ -33,15 +33,20 @@ import traceback
 
 
 def preload() -> None:
-    """Import what every build imports, and ask the jobserver's tools their versions, once; a failure is
+    """Import what every build imports, find uv, and ask the jobserver's tools their versions, once; a failure is
     reported by each worker, as before."""
     import orchestrator.build.worker  # noqa: F401 - what each fork runs
 
     with contextlib.suppress(Exception):
+        import gzip  # noqa: F401 - what tarfile imports as it opens a .tar.gz sdist
+        import importlib.resources.readers  # noqa: F401 - what pyproject_hooks imports to find its hook script
+
         import orchestrator.build.builder  # noqa: F401
+        from orchestrator.build.envs import find_uv
         from orchestrator.build.jobserver import ask_versions
 
         ask_versions()
+        find_uv()
 
 
 def serve(control_fd: int) -> int:

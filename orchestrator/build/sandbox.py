@@ -160,10 +160,14 @@ def settle(found: Probe, *, wanted: bool, network: bool) -> tuple[Sandbox, str |
     return sandbox, None
 
 
+_SECRET = re.compile("|".join(fnmatch.translate(pattern) for pattern in SECRET_NAMES))
+""":data:`SECRET_NAMES` as one expression, compiled once (in the fork server): matching each name against
+each pattern with ``fnmatch`` cost a no-op build a tenth of its own CPU."""
+
+
 def is_secret(name: str) -> bool:
     """Whether the environment variable ``name`` carries a secret by :data:`SECRET_NAMES`."""
-    upper = name.upper()
-    return any(fnmatch.fnmatchcase(upper, pattern) for pattern in SECRET_NAMES)
+    return _SECRET.match(name.upper()) is not None
 
 
 def wrap(cmd: Sequence[str], *, sandbox: Sandbox, build_dir: Path, tmp_dir: Path, out_dir: Path,

@@ -112,17 +112,24 @@ def sdist_source(path: Path, *, sha256: str | None = None) -> Source:
 
 def tree_source(path: Path) -> Source:
     """A source for a project folder; name and version come from static ``[project]`` metadata."""
-    name, version = path.resolve().name, None
-    pyproject = path / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise SourceError(f"{pyproject}: cannot be parsed: {exc}") from None
-        name = project.get("name", name)
-        if "version" not in project.get("dynamic", []):
-            version = project.get("version")
-    return Source(path=path.resolve(), kind="tree", name=canonicalize_name(name), version=version)
+    try:
+        name, version = static_project(path)
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"{path / 'pyproject.toml'}: cannot be parsed: {exc}") from None
+    return Source(path=path.resolve(), kind="tree", name=canonicalize_name(name or path.resolve().name),
+                  version=version)
+
+
+def static_project(folder: Path) -> tuple[str | None, str | None]:
+    """The name and version that ``folder``'s ``pyproject.toml`` states in ``[project]``; each ``None`` where it
+    states none (no file, not there, or dynamic). ``OSError`` or ``ValueError`` if it cannot be read or parsed."""
+    pyproject = folder / "pyproject.toml"
+    if not pyproject.is_file():
+        return None, None
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+    name, version = project.get("name"), project.get("version")
+    return (name if isinstance(name, str) else None,
+            version if isinstance(version, str) and "version" not in project.get("dynamic", []) else None)
 
 
 def compiles(source: Source) -> bool:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,7 +48,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from orchestrator.build.sources import SDIST_SUFFIXES, parse_sdist_name
+from orchestrator.build.sources import SDIST_SUFFIXES, parse_sdist_name, static_project
 from orchestrator.download.binary import BinaryOption
 from orchestrator.download.reqlines import (
     SHA256,
@@ -380,30 +379,20 @@ def _name_and_version(
 
 def _from_folder(name: NormalizedName | None, folder: Path, *, origin: str) -> PinnedRequirement:
     """A source folder: name and version from ``pyproject.toml`` when static."""
-    project: dict[str, object] = {}
-    pyproject = folder / "pyproject.toml"
-    if pyproject.is_file():
-        try:
-            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise UsageError(f"{origin}: cannot read {pyproject}: {_one_line(exc)}") from exc
-    static_name = project.get("name")
+    try:
+        static_name, version = static_project(folder)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{origin}: cannot read {folder / 'pyproject.toml'}: {_one_line(exc)}") from exc
     if name is None:
-        if not isinstance(static_name, str):
+        if static_name is None:
             raise UsageError(
                 f"{origin}: cannot tell the project name of {folder} (no [project] name in "
                 f"pyproject.toml); write `name @ {folder.as_uri()}`"
             )
         name = canonicalize_name(static_name)
-    elif isinstance(static_name, str) and canonicalize_name(static_name) != name:
+    elif static_name is not None and canonicalize_name(static_name) != name:
         raise UsageError(f"{origin}: {folder} holds project {static_name}, not {name}")
-    version = project.get("version")
-    return PinnedRequirement(
-        name=name,
-        version=version if isinstance(version, str) else None,
-        path=folder,
-        origin=origin,
-    )
+    return PinnedRequirement(name=name, version=version, path=folder, origin=origin)
 
 
 def _pin(requirement: PinnedRequirement) -> tuple[object, str | None, Path | None]:

@@ -6,8 +6,9 @@ One :class:`Machine` per Dask worker process (:func:`this_machine`), used by ``r
     remote.run_build ─► Machine.builds[task] ─► admitted (decide) ─► forked (pid) ─► popped at its end
     the sampler thread, every 0.5 s while builds run (0.125 s near memory pressure):
         each build's process tree (RSS, CPU) ─► kept for admission, and worker.log_event for the client
-        admission.pick_victim over this machine's readings and the run's builds here, with the run's
-        limits ─► the youngest build's tree stopped (the run's grace), its ``pressure`` kept: run_build
+        admission.pick_victim over this machine's readings and the run's builds here, in every worker
+        process of the machine (``ledger.py``), with the run's limits ─► the youngest build's tree
+        stopped by the process that runs it (the run's grace), its ``pressure`` kept: run_build
         returns it, and the client's scheduler requeues the build with its need raised
 
 The policy is the scheduler's own (``policy/admission.py``); only the readings and the
@@ -28,6 +29,7 @@ from typing import Any
 from orchestrator.build import envruns
 from orchestrator.build.envruns import remove_dead_runs
 from orchestrator.executors.forks import ForkedWorker, ForkServer
+from orchestrator.executors.ledger import Entry, Ledger
 from orchestrator.executors.local import sweep_stale_work_dirs
 from orchestrator.policy.admission import (
     Limits,
@@ -49,7 +51,8 @@ class MachineLimits:
     """The run's admission limits as each farm machine applies them to the builds it runs."""
 
     memory_limit: int | None = None
-    """The most the builds of one worker may reserve; ``None``: no cap (free memory still counts)."""
+    """The most the builds of one machine may reserve, in all its worker processes; ``None``: no cap (free
+    memory still counts)."""
     min_free_memory: int | None = None
     """Memory each machine keeps free; ``None``: 10% of its memory or 1 GiB, the smaller."""
     max_load: float | None = None
@@ -99,6 +102,16 @@ class MachineBuild:
         return RunningBuild(key=self.key, need=self.need, rss=self.rss, started_at=self.started_at,
                             cpu=self.cpu.rate(), stopping=self.stopping)
 
+    def entry(self) -> Entry:
+        """This build as the machine's other worker processes see it (``executors/ledger.py``)."""
+        return Entry(key=self.key, owner=os.getpid(), need=self.need, rss=self.rss, started_at=self.started_at,
+                     cpu=self.cpu.rate(), stopping=self.stopping)
+
+
+def _from_entry(entry: Entry) -> RunningBuild:
+    return RunningBuild(key=entry.key, need=entry.need, rss=entry.rss, started_at=entry.started_at, cpu=entry.cpu,
+                        stopping=entry.stopping)
+
 
 class Machine:
     """This worker process's builds, their samples and the runs' fork servers and environments."""
@@ -106,6 +119,8 @@ class Machine:
     def __init__(self) -> None:
         sweep_stale_work_dirs(Path(tempfile.gettempdir()))  # those of a worker killed mid-build
         self.probe = SystemProbe()
+        self.ledger = Ledger(Path(tempfile.gettempdir()) / "orchestrate-farm" / "ledger")
+        """The builds of the machine's other worker processes, and this one's for them."""
         self.lock = threading.Lock()
         self.admitting = threading.RLock()
         """Held by one admission decision at a time, and by each reading of the probe."""
@@ -148,6 +163,7 @@ class Machine:
             self.cancelled = {task for task in self.cancelled if run_id not in task}
         if shared is not None:
             shared.leave()
+        self.ledger.end_run(run_id)
         for keep in (False, True):  # the run's folder too, if every process that shared it was killed
             remove_dead_runs(env_root(keep=keep) / "runs")
 
@@ -165,9 +181,26 @@ class Machine:
         with self.admitting:  # the probe keeps a window of CPU samples: one reader at a time
             return self.probe.read()
 
-    def running(self) -> list[RunningBuild]:
+    def running(self, run_id: str) -> tuple[list[RunningBuild], int]:
+        """The builds running on the machine: this process's, then the run's in its other processes
+        (how many, the second figure)."""
+        others = [_from_entry(entry) for entry in self.ledger.others(run_id)]
         with self.lock:
-            return [build.as_policy() for build in self.builds.values() if build.admitted]
+            own = [build.as_policy() for build in self.builds.values() if build.admitted]
+        return own + others, len(others)
+
+    def admit(self, build: MachineBuild) -> None:
+        """``build`` runs from now: the machine's other processes count it."""
+        build.started_at = time.monotonic()
+        build.admitted = True
+        self.ledger.publish(build.run_id, build.entry())
+
+    def forget(self, task: str) -> None:
+        """The build ``task`` is over here."""
+        with self.lock:
+            build = self.builds.pop(task, None)
+        if build is not None and build.admitted:
+            self.ledger.withdraw(build.run_id, build.key)
 
     def start_sampler(self, worker: Any) -> None:
         with self.lock:
@@ -203,16 +236,22 @@ class Machine:
                     return
             now = time.monotonic()
             for pid, usage in tree_usages(list(builds)).items():
-                builds[pid].rss = usage.rss
-                builds[pid].cpu.add(now, usage.cpu_s)
-                worker.log_event(builds[pid].topic, {"key": builds[pid].key, "rss": usage.rss, "cpu_s": usage.cpu_s})
+                build = builds[pid]
+                build.rss = usage.rss
+                build.cpu.add(now, usage.cpu_s)
+                worker.log_event(build.topic, {"key": build.key, "rss": usage.rss, "cpu_s": usage.cpu_s})
+                self.ledger.publish(build.run_id, build.entry())
             interval = self._relieve()
 
     def _relieve(self) -> float:
-        """Stop the youngest build of a run whose builds here are under memory pressure, as the scheduler
-        does on one machine (``admission.pick_victim``); a build alone is never stopped. Returns the seconds
-        until the next sample (``admission.sample_interval``)."""
+        """Stop the youngest build of a run whose builds on this machine are under memory pressure, as the
+        scheduler does (``admission.pick_victim``), over the builds of every worker process here: each stops
+        only its own, and the owner of the youngest sees the same pressure. A build alone is never stopped.
+        Returns the seconds until the next sample (``admission.sample_interval``)."""
         readings = self.read()
+        with self.lock:
+            run_ids = {build.run_id for build in self.builds.values()}
+        others = {run_id: [_from_entry(entry) for entry in self.ledger.others(run_id)] for run_id in run_ids}
         with self.lock:
             runs: dict[str, list[MachineBuild]] = {}
             for build in self.builds.values():
@@ -220,11 +259,11 @@ class Machine:
                     runs.setdefault(build.run_id, []).append(build)
             victims = []
             interval = SAMPLE_INTERVAL
-            for builds in runs.values():
-                running = [build.as_policy() for build in builds]
+            for run_id, builds in runs.items():
+                running = [build.as_policy() for build in builds] + others.get(run_id, [])
                 interval = min(interval, sample_interval(readings, running, builds[0].limits, SAMPLE_INTERVAL))
                 key = pick_victim(readings, running, builds[0].limits)
-                if key is not None:
+                if key is not None and key in self.builds:  # another process's: its owner stops it
                     victim = self.builds[key]
                     victim.pressure = Pressure(rss=victim.rss,
                                                reason=pressure_reason(readings, running, victim.limits))

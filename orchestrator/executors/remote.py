@@ -123,8 +123,7 @@ def run_build(request: dict[str, Any], source: bytes) -> dict[str, Any]:
         return _ended(WorkerOutcome(status=Status.FAILED, error=f"farm worker {worker.address}: {exc!r}"),
                       host, worker)
     finally:
-        with machine.lock:
-            machine.builds.pop(task, None)
+        machine.forget(task)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -146,12 +145,14 @@ def _admitted(machine: Machine, build: MachineBuild, limits: Limits, worker: Any
         with machine.lock:
             if build.key in machine.cancelled:
                 return False
-        with machine.admitting:  # one decision at a time: two builds admitted at once would not see each other
-            decision = decide(Candidate(key=build.key, need=build.need), machine.read(), machine.running(),
-                              limits)
+        # One decision at a time on the machine: two builds admitted at once would not see each other.
+        with machine.admitting, machine.ledger.admitting():
+            running, others = machine.running(build.run_id)
+            # Memory is the machine's; the slots are this worker's: the count cap counts its own builds.
+            here = replace(limits, max_builds=limits.max_builds + others)
+            decision = decide(Candidate(key=build.key, need=build.need), machine.read(), running, here)
             if decision.admit:
-                build.started_at = time.monotonic()
-                build.admitted = True
+                machine.admit(build)
                 return True
         if decision.blocked_by not in said:  # once per rule, as the scheduler says its own waits
             said.add(decision.blocked_by)

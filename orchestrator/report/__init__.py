@@ -2,7 +2,8 @@
 
 The run's renderings live beside it: ``timeline`` (the run as bars on lanes), ``html`` and ``svg``
 (one self-contained HTML page), ``trace`` (Chrome trace events), ``junit`` (JUnit XML), ``runs``
-(the run folders); and the history's report: ``history``, ``history_text``, ``history_html``, ``show``.
+(the run folders), ``logtail`` (the end of a failed build's log, for the summary, page and JUnit);
+and the history's report: ``history``, ``history_text``, ``history_html``, ``show``.
 """
 
 from __future__ import annotations

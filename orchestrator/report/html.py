@@ -18,6 +18,7 @@ from pathlib import Path
 from orchestrator.atomic import atomic_write
 from orchestrator.jobs import BuildResult
 from orchestrator.report import RunReport
+from orchestrator.report.logtail import log_tail
 from orchestrator.report.svg import (
     COLOURS,
     FAILED,
@@ -34,7 +35,6 @@ from orchestrator.units import format_size
 
 LOG_LINES = 25
 """Lines of a failed build's log the report shows."""
-LOG_TAIL_BYTES = 64 * 1024
 WAIT_NAMES = {"queue": "behind others", "builds": "build cap", "memory_limit": "memory limit",
               "free_memory": "free memory", "cpu": "CPU cap", "load": "load cap"}
 """What held a build back (``BuildResult.waits``), in the table's words."""
@@ -182,23 +182,12 @@ def _table(report: RunReport, placed: Sequence[Bar]) -> str:
     return f'<table class="sortable builds"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def log_tail(path: Path, lines: int = LOG_LINES) -> list[str]:
-    """The last ``lines`` lines of a log, control characters and terminal colours removed; ``[]`` if unreadable."""
-    try:
-        with path.open("rb") as log:
-            log.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
-            text = log.read().decode("utf-8", errors="replace")
-    except OSError:
-        return []
-    return [_CONTROL.sub("", line) for line in text.splitlines()[-lines:]]
-
-
 def _failure(result: BuildResult) -> str:
     parts = [f'<div class="failure" data-name="{esc(result.name)}">'
              f"<h3>{esc(result.name)} {esc(result.version or '')}</h3><p>{esc(result.error or 'failed')}</p>"]
     if result.log:
         path = Path(result.log)
-        tail = log_tail(path)
+        tail = [_CONTROL.sub("", line) for line in log_tail(path, LOG_LINES)]  # control characters, colours
         if tail:
             parts.append(f"<pre>{esc(chr(10).join(tail))}</pre>")
         parts.append(f'<p>Log: <a href="{esc(path.absolute().as_uri())}">{esc(path)}</a></p>')

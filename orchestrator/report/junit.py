@@ -20,12 +20,12 @@ from typing import Final
 from orchestrator.atomic import atomic_write
 from orchestrator.jobs import BuildResult, Status
 from orchestrator.report import RunReport
+from orchestrator.report.logtail import log_tail
 
 __all__ = ["LOG_LINES", "junit_xml", "write_junit"]
 
 LOG_LINES: Final = 40
 """Lines of a failed build's log in its failure."""
-_LOG_TAIL_BYTES: Final = 64 * 1024
 _ANSI: Final = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _NOT_XML: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -73,7 +73,7 @@ def _build_case(suite: ET.Element, result: BuildResult) -> None:
     name = f"{result.name} {result.version or ''}".strip()
     if result.status is Status.FAILED:
         _case(suite, "orchestrate.build", name, result.wall_s, failure=result.error or "failed",
-              details=_log_tail(result.log) + (f"\nfull log: {result.log}" if result.log else ""))
+              details="\n".join(log_tail(result.log, LOG_LINES)) + (f"\nfull log: {result.log}" if result.log else ""))
     elif result.status in (Status.STOPPED, Status.NOT_STARTED):
         _case(suite, "orchestrate.build", name, result.wall_s, skipped=f"{result.status.value}: {result.error}")
     else:
@@ -94,16 +94,3 @@ def _clean(text: str) -> str:
     return _NOT_XML.sub("", _ANSI.sub("", text))
 
 
-def _log_tail(log: str | None) -> str:
-    """The last :data:`LOG_LINES` lines of a log, reading only its end; empty if it cannot be read."""
-    if not log:
-        return ""
-    try:
-        with open(log, "rb") as file:
-            size = file.seek(0, 2)
-            file.seek(max(size - _LOG_TAIL_BYTES, 0))
-            data = file.read()
-    except OSError:
-        return ""
-    # Split on newlines only: str.splitlines also breaks at form feeds and other separators a log may hold.
-    return "\n".join(data.decode("utf-8", errors="replace").rstrip("\n").split("\n")[-LOG_LINES:])
