@@ -121,11 +121,28 @@ def orchestrate(k: int, backends: Path, work: Path, *extra: str) -> Tool:
         for build in builds:
             for phase, seconds in build["phases"].items():
                 phases[phase] = phases.get(phase, 0.0) + seconds
+        origin = min(build["started_at"] for build in builds)
         return {**measured, "compiler_hits": hits, "compiler_misses": misses,
                 "backend_sum_s": round(phases.get("backend", 0.0), 2),
-                "phases_sum_s": {phase: round(seconds, 2) for phase, seconds in phases.items()}}
+                "phases_sum_s": {phase: round(seconds, 2) for phase, seconds in phases.items()},
+                "fewer_than_k_s": round(fewer_than(k, builds), 2),
+                "builds": [{"name": build["name"], "start_s": round(build["started_at"] - origin, 2),
+                            "wall_s": build["wall_s"], "expected_s": build.get("expected_s")}
+                           for build in sorted(builds, key=lambda build: build["started_at"])]}
 
     return run
+
+
+def fewer_than(k: int, builds: list[dict[str, Any]]) -> float:
+    """Seconds, from the first build's start to the last one's end, in which fewer than ``k`` builds ran:
+    a slot idle, most often at the end while one long build finishes alone (the tail)."""
+    edges = sorted([(build["started_at"], 1) for build in builds] + [(build["finished_at"], -1) for build in builds])
+    running, idle, last = 0, 0.0, edges[0][0]
+    for at, change in edges:
+        if running < k:
+            idle += at - last
+        running, last = running + change, at
+    return idle
 
 
 def uv(k: int, backends: Path, work: Path) -> Tool:
@@ -165,6 +182,10 @@ def upgrade_night(name: str, make: Callable[[Path], Tool], previous: list[Path],
     second = tool(current, work, "current")
     print(f"  {name:31} previous {first['makespan_s']:6.1f} s ({first['cpu_s']:6.1f} CPU s), current "
           f"{second['makespan_s']:6.1f} s ({second['cpu_s']:6.1f} CPU s), load {second['load_1min']}", flush=True)
+    if "fewer_than_k_s" in second:
+        print(f"  {'':31} current: a slot idle {second['fewer_than_k_s']:.1f} s; " + ", ".join(
+            f"{build['name']} at {build['start_s']:.1f} s, {build['wall_s']:.1f} s (expected "
+            f"{build['expected_s'] or 0:.1f})" for build in second["builds"]), flush=True)
     if not again:
         return {"previous": first, "current": second}
     third = tool(current, work, "again")

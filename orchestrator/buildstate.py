@@ -142,6 +142,7 @@ def build_result(item: Queued, run: Running | None, *, status: Status, error: st
         log=str(job.log_path) if run else None,
         error=error,
         predicted_rss_bytes=item.need,
+        expected_s=item.expected_duration,
         # A farm runs a build again when its worker is lost: each run is an attempt too.
         attempts=max(item.attempts, 1) + (outcome.attempts - 1 if outcome else 0),
         memory_requeues=item.memory_requeues,

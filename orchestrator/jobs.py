@@ -185,6 +185,8 @@ class BuildResult:
     error: str | None
     predicted_rss_bytes: int | None = None
     """The memory need the last attempt was admitted with (history, config or default, raised by requeues)."""
+    expected_s: float | None = None
+    """Seconds the scheduler expected the build to take when it queued it (``predict.py``); ``None``: no estimate."""
     attempts: int = 1
     memory_requeues: int = 0
     """Times the build was stopped under memory pressure and queued again (not counted in ``attempts``)."""

@@ -60,6 +60,7 @@ from orchestrator.policy.history import (
     RunRecord,
     predict_need,
 )
+from orchestrator.predict import Predictor
 from orchestrator.report import RunReport
 from orchestrator.resources import SystemProbe
 from orchestrator.scheduler import BuildScheduler, SchedulerSettings
@@ -149,6 +150,8 @@ class BuildRun:
         self._on_download_progress = on_download_progress or (lambda progress: None)
         self._wheelhouse = Wheelhouse(settings.wheelhouse)
         self._history = History(settings.history_path) if settings.history_path else None
+        self._predictor = Predictor(settings.history_path if settings.compiler_cache and executor is None else None,
+                                    python=PYTHON_TAG, history=self._history)  # a farm: a cache per machine
         self._sources: dict[str, Source] = {}
         self._installs: Stage[Path, InstallResult] | None = None
         self._install_later: list[Path] = []
@@ -359,17 +362,18 @@ class BuildRun:
         need = predict_need(peaks, settings.memory_per_build, override=override.memory if override else None)
         if settings.cgroup is not None and (peaks or (override is not None and override.memory is not None)):
             job = replace(job, memory_ceiling=settings.cgroup.ceiling(need))
-        duration = (history.expected_duration(source.name, python=PYTHON_TAG, version=source.version)
-                    if history else None)
+        predicted = self._predictor.predict(source, history.expected_duration(
+            source.name, python=PYTHON_TAG, version=source.version) if history else None)
         timeout = override.timeout if override else None
-        self._scheduler.add(job, need=need, expected_duration=duration, size=source.size, timeout=timeout)
-        if duration is None:
+        self._scheduler.add(job, need=need, expected_duration=predicted.duration, size=source.size, timeout=timeout)
+        if predicted.duration is None or predicted.look:
             self._estimates.submit(source)
 
     def _estimate(self, source: Source) -> None:
-        """Tell the scheduler whether a build with no history compiles code (it then starts earlier)."""
+        """Tell the scheduler whether a build with no history compiles code (it then starts earlier); note what."""
         if compiles(source):
             self._scheduler.mark_compiling(source.key)
+            self._predictor.look(source)
 
     def _place(self, result: DownloadResult, wheel: Path) -> None:
         """Check a wheel the index had and publish it as it is, byte for byte; it is the build's result."""
@@ -430,6 +434,7 @@ class BuildRun:
             if digest is not None:
                 result = replace(result, wheel_sha256=digest, wheel_tag=_wheel_tag(result.wheel))
         self.report.builds.append(result)
+        self._predictor.built(result)
         source = self._sources.get(result.source)
         if result.status is Status.BUILT and result.wheel:
             if source is not None:

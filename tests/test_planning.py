@@ -141,3 +141,39 @@ def test_ends_matter_only_when_the_memory_limit_may_hold_a_build_back(
     queue: list[QueuedBuild], now_running: list[RunningBuild], policy: Limits, expected: bool
 ) -> None:
     assert ends_matter(queue, now_running, policy) is expected
+
+
+def test_an_order_that_only_rounds_lower_does_not_replace_longest_first() -> None:
+    """The expected durations of an upgrade night's ten builds (seconds, as predicted): longest first packs
+    them perfectly on two slots, 26.85 s. An order that puts pyyaml, 11.2 s, last simulates to the same end,
+    26.849999999999998 s by the order of the float additions: it must not win on that, or the longest
+    build starts last and any overrun of its estimate ends the run alone."""
+    expected = {"bitarray": 5.7, "frozenlist": 1.58, "kiwisolver": 2.84, "markupsafe": 0.42, "msgpack": 8.15,
+                "multidict": 6.89, "psutil": 2.59, "pyyaml": 11.2, "regex": 11.25, "simplejson": 3.06}
+    queue = [queued(name, 1, seconds) for name, seconds in expected.items()]
+    plan = plan_order(queue, [], limits(max_builds=2), now=0.0)
+    assert [build.key for build in plan] == [build.key for build in order_queue(queue)]
+
+
+def test_of_two_orders_that_end_together_the_one_an_overrun_delays_least_wins() -> None:
+    """Three 2 s builds and one of 4 s on two slots end at 6 s in either order; started last, the 4 s build
+    ends the run alone if it overruns its estimate (the queue's order), started first it does not."""
+    queue = [queued("a", 1, 2.0), queued("b", 1, 2.0), queued("c", 1, 2.0), queued("long", 1, 4.0)]
+    assert simulate(queue, [], limits(max_builds=2), now=0.0) == simulate(order_queue(queue), [], limits(max_builds=2),
+                                                                         now=0.0) == 6.0
+    plan = plan_order(queue, [], limits(max_builds=2), now=0.0)
+    assert plan[0].key == "long"
+    assert plan_order(plan, [], limits(max_builds=2), now=0.0) == plan  # and it stands
+
+
+def test_a_plan_barely_sooner_on_paper_does_not_start_the_longest_build_late() -> None:
+    """An upgrade night's predictions (seconds): an order starting kiwisolver, frozenlist, msgpack and
+    markupsafe before regex simulates 0.4% sooner than longest first, and leaves regex, 30.5 s, and
+    multidict later; any overrun of theirs ends the run later. The plan starts regex first."""
+    expected = {"bitarray": 10.4, "frozenlist": 4.4, "kiwisolver": 3.0, "markupsafe": 0.4, "msgpack": 19.9,
+                "multidict": 14.6, "psutil": 1.4, "pyyaml": 14.5, "regex": 30.5, "simplejson": 3.8}
+    queue = [queued(name, 1, seconds) for name, seconds in expected.items()]
+    plan = plan_order(queue, [], limits(max_builds=2), now=0.0)
+    assert [build.key for build in plan[:2]] == ["regex", "msgpack"]
+    assert simulate(plan, [], limits(max_builds=2), now=0.0) <= simulate(order_queue(queue), [], limits(max_builds=2),
+                                                                         now=0.0)

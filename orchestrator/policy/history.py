@@ -261,6 +261,12 @@ class History:
         values = self._latest_success("wall_s", name, python, version, RECENT_DURATIONS)
         return float(statistics.median(values)) if values else None
 
+    def compiled(self, name: str, *, python: str) -> bool:
+        """Whether a successful build of ``name`` for ``python`` went through the compiler cache and called it."""
+        found = self._read("SELECT 1 FROM builds WHERE name = ? AND python = ? AND status = ? AND compiler_calls > 0"
+                           " LIMIT 1", (canonicalize_name(name), python, SUCCESS), what=name)
+        return bool(found)
+
     def close(self) -> None:
         """Close the database; the history cannot be used afterwards."""
         with self._lock:

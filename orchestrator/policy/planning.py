@@ -37,6 +37,16 @@ SIMULATIONS = 6000
 GAIN = 0.01
 """A new order must end this much sooner than the current one to replace it: plans follow estimates, not noise."""
 
+ROUNDING = 1e-9
+"""Below this share, two simulated ends are the same: float sums in another order differ in their last bits."""
+
+OVERRUN = 0.5
+"""How much longer than expected a build may take (an estimate from a quieter moment, or a prediction)."""
+
+EXPOSURE = 0.1
+"""What a second of delay by an :data:`OVERRUN` of one build costs in a plan's score, against a second of its end:
+of orders that end about together, the plan takes the one such an overrun delays least (its long builds first)."""
+
 
 def simulate(order: Sequence[QueuedBuild], running: Sequence[RunningBuild], limits: Limits, *, now: float) -> float:
     """Seconds from ``now`` until the last build ends if ``order`` is started as the scheduler does, every
@@ -46,7 +56,15 @@ def simulate(order: Sequence[QueuedBuild], running: Sequence[RunningBuild], limi
     builds of unknown duration take none. Only the count cap and the memory limit
     are modelled: free memory, load and CPU change with every sample.
     """
+    return _simulate(order, running, limits, now=now)[0]
+
+
+def _simulate(order: Sequence[QueuedBuild], running: Sequence[RunningBuild], limits: Limits, *, now: float
+              ) -> tuple[float, float]:
+    """:func:`simulate`'s end, and the latest end of a queued build taking :data:`OVERRUN` longer than expected
+    (the others as expected, from ``now``)."""
     limit, start = limits.memory_limit, now
+    exposed = now
     active = sorted((max(build.expected_end or now, now), build.reservation) for build in running)
     pending = [(build.expected_duration or 0.0, build.need) for build in order]
     last = max((end for end, _ in active), default=now)
@@ -60,12 +78,12 @@ def simulate(order: Sequence[QueuedBuild], running: Sequence[RunningBuild], limi
             continue
         duration, need = pending.pop(index)
         end = now + duration
-        last = max(last, end)
+        last, exposed = max(last, end), max(exposed, end + duration * OVERRUN)
         position = 0
         while position < len(active) and active[position][0] <= end:
             position += 1
         active.insert(position, (end, need))
-    return last - start
+    return last - start, max(last, exposed) - start
 
 
 def ends_matter(queue: Sequence[QueuedBuild], running: Sequence[RunningBuild], limits: Limits) -> bool:
@@ -114,8 +132,11 @@ def plan_order(
     Without a memory limit, or with fewer than two builds of known duration, it is
     :func:`~orchestrator.policy.admission.order_queue`'s longest-first order. Builds of
     unknown duration always come last, in that order too. ``queue``'s own order is
-    the first tried, and another replaces it only if it ends :data:`GAIN` sooner,
-    so repeated calls settle rather than churn. Reproducible: the shuffles are seeded.
+    the first tried, and another replaces it only if it ends :data:`GAIN` sooner, or
+    scores :data:`GAIN` better (its end, and :data:`EXPOSURE` of the delay an
+    :data:`OVERRUN` can add) without ending later than ``queue``'s order or than longest
+    first by more than :data:`GAIN`, so repeated calls settle rather than churn.
+    Reproducible: the shuffles are seeded.
     """
     known = order_queue(build for build in queue if build.expected_duration is not None)
     unknown = order_queue(build for build in queue if build.expected_duration is None)
@@ -125,11 +146,21 @@ def plan_order(
     keys = {build.key for build in planned}
     current = [build for build in queue if build.key in keys]
 
-    def cost(order: list[QueuedBuild]) -> float:
-        return simulate(order, running, limits, now=now)
+    def cost(order: list[QueuedBuild]) -> tuple[float, float]:
+        return _simulate(order, running, limits, now=now)
+
+    def score(value: tuple[float, float]) -> float:
+        end, exposed = value
+        return end + EXPOSURE * (exposed - end)
 
     budget = SIMULATIONS // len(planned)
-    best, best_cost = current, cost(current) * (1 - GAIN)
+    best, best_cost, margin = current, cost(current), GAIN
+    latest = min(best_cost[0], cost(planned)[0] / (1 - GAIN))  # never later than the queue's order, nor longest first
+
+    def better(value: tuple[float, float]) -> bool:
+        """Ends :data:`GAIN` sooner than the best so far; or scores ``margin`` better, ending by ``latest``."""
+        return value[0] < best_cost[0] * (1 - GAIN) or (
+            value[0] <= latest and score(value) < score(best_cost) * (1 - margin))
     starts = [
         planned,
         sorted(planned, key=lambda build: -(build.expected_duration or 0.0) * build.need),
@@ -141,8 +172,8 @@ def plan_order(
         shuffler.shuffle(shuffled)
         starts.append(shuffled)
     for order in starts:
-        if (value := cost(order)) < best_cost:
-            best, best_cost = order, value
+        if better(value := cost(order)):
+            best, best_cost, margin = order, value, ROUNDING
     # Then swap pairs while it helps, within what is left of the budget.
     budget -= len(starts)
     improved = True
@@ -155,6 +186,6 @@ def plan_order(
                 budget -= 1
                 order = best[:]
                 order[i], order[j] = order[j], order[i]
-                if (value := cost(order)) < best_cost:
-                    best, best_cost, improved = order, value, True
+                if better(value := cost(order)):
+                    best, best_cost, margin, improved = order, value, ROUNDING, True
     return [*best, *rest, *unknown]
