@@ -16,7 +16,6 @@ processes in ``scheduler`` and ``executors``, the I/O of each stage in its own f
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from orchestrator.build.ceiling import RunCgroup
 from orchestrator.build.compilercache import CompilerCache
 from orchestrator.build.envruns import run_env_cache
 from orchestrator.build.sandbox import Sandbox
-from orchestrator.build.sources import Source, compiles, sdist_source, tree_source
+from orchestrator.build.sources import Source, compiles, file_sha256, sdist_source, tree_source
 from orchestrator.buildstate import Observer
 from orchestrator.download.fetch import (
     Downloader,
@@ -490,8 +489,7 @@ def finished_run(run: RunRecord, report: RunReport, interrupted: str | None) -> 
 def _file_sha256(path: Path) -> str | None:
     """The sha256 of a wheel in the wheelhouse, for the report; ``None`` if it cannot be read."""
     try:
-        with path.open("rb") as file:
-            return hashlib.file_digest(file, "sha256").hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 
