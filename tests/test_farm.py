@@ -15,6 +15,7 @@ import sys
 import sysconfig
 import time
 from collections.abc import Iterator
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +48,20 @@ class Cluster:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.scheduler_file = folder / "scheduler.json"
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.scheduler: list[subprocess.Popen[bytes]] = []
+        self.workers: list[subprocess.Popen[bytes]] = []
 
-    def _spawn(self, python: str, module: str, *args: str, env: dict[str, str] | None = None) -> None:
-        with (self.folder / f"{module.rsplit('.', 1)[-1]}-{len(self.processes)}.log").open("wb") as log:
-            self.processes.append(subprocess.Popen([python, "-m", module, *args], stdout=log,
-                                                   stderr=subprocess.STDOUT, cwd=self.folder,
-                                                   env={**os.environ, **(env or {})}))
+    def _spawn(self, python: str, module: str, *args: str, env: dict[str, str] | None = None
+               ) -> subprocess.Popen[bytes]:
+        count = len(self.scheduler) + len(self.workers)
+        with (self.folder / f"{module.rsplit('.', 1)[-1]}-{count}.log").open("wb") as log:
+            return subprocess.Popen([python, "-m", module, *args], stdout=log, stderr=subprocess.STDOUT,
+                                    cwd=self.folder, env={**os.environ, **(env or {})})
 
     def start_scheduler(self) -> None:
-        self._spawn(sys.executable, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-                    "--no-dashboard", "--scheduler-file", str(self.scheduler_file))
+        self.scheduler.append(self._spawn(sys.executable, "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                          "--port", "0", "--no-dashboard", "--scheduler-file",
+                                          str(self.scheduler_file)))
         wait_for(self.scheduler_file.exists)
 
     @property
@@ -68,18 +72,23 @@ class Cluster:
                      env: dict[str, str] | None = None) -> None:
         """`dask worker`: one process of ``nthreads`` slots, or ``nworkers`` of them under a nanny."""
         processes = ["--nworkers", str(nworkers)] if nworkers > 1 else ["--no-nanny"]
-        self._spawn(python, "distributed.cli.dask_worker", "--scheduler-file", str(self.scheduler_file),
-                    "--nthreads", str(nthreads), "--host", "127.0.0.1", *processes, "--no-dashboard", env=env)
+        self.workers.append(self._spawn(python, "distributed.cli.dask_worker", "--scheduler-file",
+                                        str(self.scheduler_file), "--nthreads", str(nthreads), "--host", "127.0.0.1",
+                                        *processes, "--no-dashboard", env=env))
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        """The workers, then the scheduler. Stopped together, a nanny may miss the exit of its worker, which closes
+        on the scheduler's word meanwhile, and kill it only after 8 s (Dask's race: a farm's workers outlive
+        the scheduler's restarts and its runs; orchestrate stops neither)."""
+        for processes in (self.workers, self.scheduler):
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 @contextlib.contextmanager
@@ -316,8 +325,17 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_1(tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
 
 
+@pytest.fixture(scope="session")
+def _resource_tracker() -> None:
+    """This process's multiprocessing resource tracker, started before any test's processes are counted: a
+    LocalCluster's nannies spawn their workers through it, and it lives as long as pytest (the one process
+    of a LocalCluster that outlives it; counted as the test's, it was waited for 15 s, then killed)."""
+    resource_tracker.ensure_running()
+
+
 @pytest.fixture
-def local_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[distributed.LocalCluster]:
+def local_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  _resource_tracker: None) -> Iterator[distributed.LocalCluster]:
     """A LocalCluster of two worker processes (with nannies, which replace a killed worker) of one slot each,
     whose temporary folder is the test's ``machine-tmp``."""
     (tmp_path / "machine-tmp").mkdir()
