@@ -6,6 +6,8 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``sleep``: seconds to sleep in ``build_wheel``
 - ``alloc_mb``: megabytes to allocate (and touch) while sleeping
 - ``until``: a file; ``build_wheel`` waits for it to exist (60 s at most) before it sleeps: the test opens the gate
+- ``until_starts``: ``build_wheel`` waits until the ``events`` file has this many ``start`` events (30 s at most)
+  before it sleeps: builds that must overlap end once they have, or, if they never all run at once, 30 s later
 - ``events``: a file to append ``{"name", "event", "t", "pid"}`` lines to: ``requires`` from
   ``get_requires_for_build_wheel``, ``start`` and ``end`` from ``build_wheel``
 - ``record_env``: names of environment variables whose values (``None`` if unset) the
@@ -83,6 +85,11 @@ def _event(kind, **extra):
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(fd, (line + "\n").encode())
         os.close(fd)
+
+
+def _starts():
+    with open(CONFIG["events"]) as f:
+        return sum(json.loads(line)["event"] == "start" for line in f)
 
 
 def _priority():
@@ -255,6 +262,9 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     tokens = _jobserver(CONFIG["jobserver"]) if CONFIG.get("jobserver") else None
     gate_closes = time.monotonic() + 60
     while CONFIG.get("until") and not os.path.exists(CONFIG["until"]) and time.monotonic() < gate_closes:
+        time.sleep(0.02)
+    gate_closes = time.monotonic() + 30
+    while CONFIG.get("until_starts") and _starts() < CONFIG["until_starts"] and time.monotonic() < gate_closes:
         time.sleep(0.02)
     time.sleep(CONFIG.get("sleep", 0))
     del hold

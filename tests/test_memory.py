@@ -379,8 +379,8 @@ def test_max_cpu_holds_builds_back_while_a_backend_keeps_a_cpu_busy(tmp_path: Pa
 @pytest.mark.parametrize("how", ["option", "environment"])
 def test_max_cpu_zero_turns_the_rule_off(tmp_path: Path, how: str) -> None:
     events = tmp_path / "events.log"
-    for name in ("off-a", "off-b", "off-c"):
-        make_sdist(tmp_path / "sdists", name, sleep=2, events=str(events))
+    for name in ("off-a", "off-b", "off-c"):  # each ends once all three have started (or 30 s later)
+        make_sdist(tmp_path / "sdists", name, until_starts=3, events=str(events))
     report = tmp_path / "report.json"
     option = ["--max-cpu", "0"] if how == "option" else []
     env = {"ORCHESTRATE_MAX_CPU": "0"} if how == "environment" else {}
@@ -416,8 +416,8 @@ orchestrator.pipeline.SystemProbe = BuildsOnlyProbe
 def test_max_cpu_lets_idle_builds_overlap_by_default(tmp_path: Path) -> None:
     events = tmp_path / "events.log"
     builds = 4
-    for i in range(builds):
-        make_sdist(tmp_path / "sdists", f"idle{i}", sleep=3, events=str(events))
+    for i in range(builds):  # idle, each until all four have started (or 30 s later)
+        make_sdist(tmp_path / "sdists", f"idle{i}", until_starts=builds, events=str(events))
     report = tmp_path / "report.json"
     with usable_cpus(2):
         result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(builds),
