@@ -53,7 +53,10 @@ def test_build_install_into_runs_the_c_extension_and_scripts(tmp_path: Path, tar
 @pytest.mark.parametrize("after", [False, True])
 def test_installs_stream_or_wait_for_all_builds(tmp_path: Path, target: Path, after: bool) -> None:
     make_sdist(tmp_path / "sdists", "aquick")
-    make_sdist(tmp_path / "sdists", "bslow", sleep=3)
+    # Streaming, bslow ends only once aquick is installed (it waits for that file); waiting for every build, it
+    # sleeps long enough for a streaming install of aquick to start meanwhile.
+    site = target / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    make_sdist(tmp_path / "sdists", "bslow", **({"sleep": 3} if after else {"until": str(site / "aquick")}))
     report = tmp_path / "report.json"
     extra = ["--install-after-build"] if after else []
     result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "-j", "2", "--install-into", target,
