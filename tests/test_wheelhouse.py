@@ -304,9 +304,10 @@ def test_a_conflict_names_both_requirements(index: Index, tmp_path: Path) -> Non
 @pytest.mark.parametrize("resolver", ["pip", "uv"])
 def test_pinned_lines_are_fetched_and_built_while_the_resolver_runs(index: Index, tmp_path: Path,
                                                                     resolver: str) -> None:
-    # slowmeta's PKG-INFO (2.1) is not static metadata: pip and uv run its backend (2 s) to learn it,
-    # unless uv's cache has it: the test's own cache, empty.
-    index.sdist("slowmeta", sleep=2.0)
+    # slowmeta's PKG-INFO (2.1) is not static metadata: pip and uv run its backend to learn it, unless uv's cache
+    # has it: the test's own cache, empty. Its backend ends once sonly's wheel is in the wheelhouse: resolving
+    # first, a run would wait for that 60 s, then build sonly after the resolver.
+    index.sdist("slowmeta", until=str(tmp_path / "wh" / "sonly-1.0-py3-none-any.whl"))
     result, report = build(index, tmp_path, "sonly==1.0\nboth==1.0\nslowmeta\n", resolver=resolver,
                            env={"UV_CACHE_DIR": str(tmp_path / "uv-cache")})
     assert result.returncode == 0, result.stderr
