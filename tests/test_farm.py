@@ -34,6 +34,14 @@ EXAMPLES = Path(__file__).parent.parent / "examples" / "sdists"
 FAST_CONNECT = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"}
 
 
+def still_runs(pid: int) -> bool:
+    """Whether ``pid`` runs: an orphan that has exited runs nothing, though init may take seconds to reap it."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
 def wait_for(condition: Any, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -381,7 +389,7 @@ def test_a_worker_killed_mid_build_loses_no_wheel(local_cluster: distributed.Loc
             worker_pid = client.run(os.getpid, workers=[victim])[victim]
             os.kill(worker_pid, signal.SIGKILL)  # the machine is lost, mid-build
             # Its build worker notices its parent is gone and takes its whole group down.
-            wait_for(lambda: not any(psutil.pid_exists(pid) for pid in orphans), timeout=10)
+            wait_for(lambda: not any(still_runs(pid) for pid in orphans), timeout=10)
             output, _ = run.communicate(timeout=120)
     finally:
         if run.poll() is None:
