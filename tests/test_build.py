@@ -6,6 +6,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import orchestrate
@@ -184,7 +185,7 @@ def test_existing_wheel_is_skipped_unless_force(tmp_path: Path) -> None:
         ({"crash": True}, "the build backend was killed by SIGKILL"),
     ],
 )
-def test_bad_backends_are_clear_failures(tmp_path: Path, behaviour: dict[str, object], message: str) -> None:
+def test_bad_backends_are_clear_failures(tmp_path: Path, behaviour: dict[str, Any], message: str) -> None:
     make_sdist(tmp_path / "sdists", "oddname", **behaviour)
     result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh")
     assert result.returncode == 1

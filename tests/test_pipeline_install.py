@@ -259,7 +259,7 @@ def test_install_timeout_option_and_its_environment_variable(tmp_path: Path, tar
     assert "--install-timeout SECONDS" in text and "ORCHESTRATE_INSTALL_TIMEOUT" in text
     if command == "build":
         make_sdist(tmp_path / "sdists", "pkg")
-        args = ["build", tmp_path / "sdists", "-w", tmp_path / "wh", "--install-into", target]
+        args: list[str | Path] = ["build", tmp_path / "sdists", "-w", tmp_path / "wh", "--install-into", target]
     else:
         (tmp_path / "wh").mkdir()
         write_wheel(tmp_path / "wh", "pkg")
