@@ -244,6 +244,7 @@ def kill_tree(pid: int, *, grace: float = 3.0) -> None:
 
     The worker leads its own process group, so the group is signalled too: that
     reaches descendants that were orphaned and re-parented away from the tree.
+    Nobody is reaped here: the tree is gone once each process has exited (see :func:`_wait_exited`).
     """
     processes = _trees([pid])[pid]
     for process in processes:
@@ -251,13 +252,38 @@ def kill_tree(pid: int, *, grace: float = 3.0) -> None:
             process.send_signal(signal.SIGTERM)
     with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGTERM)
-    _, alive = psutil.wait_procs(processes, timeout=grace)
+    alive = _wait_exited(processes, grace)
     for process in alive:
         with contextlib.suppress(psutil.Error):
             process.kill()
     with contextlib.suppress(OSError):
         os.killpg(pid, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=grace)
+    _wait_exited(alive, grace)
+
+
+def _wait_exited(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Those of ``processes`` still running after up to ``timeout`` seconds.
+
+    A process that has exited and not been reaped yet (a zombie) holds no memory and runs nothing: it
+    counts as exited. ``psutil.wait_procs`` waits for the reaping, which for an orphaned backend is
+    init's: every 2 s or so on some machines, never under a container's pid 1 that is no init.
+    """
+    deadline = time.monotonic() + timeout
+    interval = 0.005
+    while True:
+        running = [process for process in processes if _running(process)]
+        left = deadline - time.monotonic()
+        if not running or left <= 0:
+            return running
+        time.sleep(min(interval, left))
+        interval = min(interval * 2, 0.05)
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def pid_alive(pid: int) -> bool:

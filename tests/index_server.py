@@ -6,7 +6,8 @@ header asks, with ``#sha256=`` fragments (``hashes`` in JSON), and the files und
 of times, closing the connection mid-body, hanging until the server closes,
 trickling its body at a given rate, or serving other bytes than the ones its
 advertised hash describes. ``delay`` slows every file; :meth:`IndexServer.slow`
-slows one more. The server counts requests and downloads in flight. With
+slows one more; :meth:`IndexServer.hold` holds one until a condition of the test's is met.
+The server counts requests and downloads in flight. With
 ``core_metadata``, it also serves each wheel's METADATA as ``FILE.metadata`` and
 says so on the simple pages (PEP 658/714), as PyPI does.
 
@@ -26,8 +27,9 @@ import io
 import json
 import socket
 import threading
+import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -130,6 +132,11 @@ class IndexServer:
         with self._lock:
             self._files[filename].delay = seconds
 
+    def hold(self, filename: str, until: Callable[[], bool], timeout: float = 60.0) -> None:
+        """Answer requests for ``filename`` once ``until()`` is true (asked every 20 ms), or ``timeout`` s later."""
+        with self._lock:
+            self._files[filename].held = (until, timeout)
+
     def hang(self, filename: str) -> None:
         """Never answer requests for ``filename`` (until the server closes)."""
         with self._lock:
@@ -204,6 +211,8 @@ class _File:
     wrong_bytes: bool = False
     hangs: bool = False
     delay: float = 0.0
+    held: tuple[Callable[[], bool], float] | None = None
+    """Answer once this condition is true, or this many seconds later."""
     bytes_per_second: int = 0
     """Trickle the body at this rate; 0 sends it at once."""
     metadata: bytes | None = None
@@ -363,6 +372,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if index.delay or file.delay:
                 index._stop.wait(index.delay + file.delay)
+            if file.held is not None:
+                until, timeout = file.held
+                deadline = time.monotonic() + timeout
+                while not until() and time.monotonic() < deadline and not index._stop.wait(0.02):
+                    pass
             if file.hangs:
                 index._stop.wait()
                 self.close_connection = True

@@ -5,6 +5,9 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 
 - ``sleep``: seconds to sleep in ``build_wheel``
 - ``alloc_mb``: megabytes to allocate (and touch) while sleeping
+- ``until``: a file; ``build_wheel`` waits for it to exist (60 s at most) before it sleeps: the test opens the gate
+- ``until_starts``: ``build_wheel`` waits until the ``events`` file has this many ``start`` events (30 s at most)
+  before it sleeps: builds that must overlap end once they have, or, if they never all run at once, 30 s later
 - ``events``: a file to append ``{"name", "event", "t", "pid"}`` lines to: ``requires`` from
   ``get_requires_for_build_wheel``, ``start`` and ``end`` from ``build_wheel``
 - ``record_env``: names of environment variables whose values (``None`` if unset) the
@@ -84,6 +87,11 @@ def _event(kind, **extra):
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(fd, (line + "\n").encode())
         os.close(fd)
+
+
+def _starts():
+    with open(CONFIG["events"]) as f:
+        return sum(json.loads(line)["event"] == "start" for line in f)
 
 
 def _priority():
@@ -254,6 +262,12 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
                         "while time.process_time() < end: pass" % CONFIG["burn_s"]], check=True)
     ran = [subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout for cmd in CONFIG.get("run", [])]
     tokens = _jobserver(CONFIG["jobserver"]) if CONFIG.get("jobserver") else None
+    gate_closes = time.monotonic() + 60
+    while CONFIG.get("until") and not os.path.exists(CONFIG["until"]) and time.monotonic() < gate_closes:
+        time.sleep(0.02)
+    gate_closes = time.monotonic() + 30
+    while CONFIG.get("until_starts") and _starts() < CONFIG["until_starts"] and time.monotonic() < gate_closes:
+        time.sleep(0.02)
     time.sleep(CONFIG.get("sleep", 0))
     del hold
     if CONFIG.get("fail"):
@@ -303,7 +317,8 @@ def build_sdist(sdist_directory, config_settings=None):
 
 def _pyproject(name: str, version: str, build_requires: list[str]) -> str:
     return (
-        f"[build-system]\nrequires = {json.dumps(build_requires)}\nbuild-backend = \"_fakebackend\"\nbackend-path = [\".\"]\n\n"
+        f"[build-system]\nrequires = {json.dumps(build_requires)}\n"
+        f"build-backend = \"_fakebackend\"\nbackend-path = [\".\"]\n\n"
         f"[project]\nname = \"{name}\"\nversion = \"{version}\"\n"
     )
 

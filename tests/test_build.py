@@ -6,6 +6,7 @@ import json
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import orchestrate
@@ -19,8 +20,8 @@ def wheels(folder: Path) -> list[str]:
 
 def test_max_builds_two_runs_exactly_two_of_six(tmp_path: Path) -> None:
     events = tmp_path / "events.log"
-    for i in range(6):
-        make_sdist(tmp_path / "sdists", f"pkg{i}", sleep=1.5, events=str(events))
+    for i in range(6):  # the first two wait for each other; each then runs 0.5 s, time for a third to start
+        make_sdist(tmp_path / "sdists", f"pkg{i}", until_starts=2, sleep=0.5, events=str(events))
     # The environment asks for 6 (more than this machine's CPUs, the default): the flag wins.
     # The CPU rule is off: it counts other load on the machine, which could keep the second build waiting.
     result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", "2", "--max-cpu", "0",
@@ -184,7 +185,7 @@ def test_existing_wheel_is_skipped_unless_force(tmp_path: Path) -> None:
         ({"crash": True}, "the build backend was killed by SIGKILL"),
     ],
 )
-def test_bad_backends_are_clear_failures(tmp_path: Path, behaviour: dict[str, object], message: str) -> None:
+def test_bad_backends_are_clear_failures(tmp_path: Path, behaviour: dict[str, Any], message: str) -> None:
     make_sdist(tmp_path / "sdists", "oddname", **behaviour)
     result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh")
     assert result.returncode == 1

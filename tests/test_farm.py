@@ -15,6 +15,7 @@ import sys
 import sysconfig
 import time
 from collections.abc import Iterator
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,14 @@ EXAMPLES = Path(__file__).parent.parent / "examples" / "sdists"
 FAST_CONNECT = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"}
 
 
+def still_runs(pid: int) -> bool:
+    """Whether ``pid`` runs: an orphan that has exited runs nothing, though init may take seconds to reap it."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
 def wait_for(condition: Any, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -47,17 +56,20 @@ class Cluster:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.scheduler_file = folder / "scheduler.json"
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.scheduler: list[subprocess.Popen[bytes]] = []
+        self.workers: list[subprocess.Popen[bytes]] = []
 
-    def _spawn(self, python: str, module: str, *args: str, env: dict[str, str] | None = None) -> None:
-        with (self.folder / f"{module.rsplit('.', 1)[-1]}-{len(self.processes)}.log").open("wb") as log:
-            self.processes.append(subprocess.Popen([python, "-m", module, *args], stdout=log,
-                                                   stderr=subprocess.STDOUT, cwd=self.folder,
-                                                   env={**os.environ, **(env or {})}))
+    def _spawn(self, python: str, module: str, *args: str, env: dict[str, str] | None = None
+               ) -> subprocess.Popen[bytes]:
+        count = len(self.scheduler) + len(self.workers)
+        with (self.folder / f"{module.rsplit('.', 1)[-1]}-{count}.log").open("wb") as log:
+            return subprocess.Popen([python, "-m", module, *args], stdout=log, stderr=subprocess.STDOUT,
+                                    cwd=self.folder, env={**os.environ, **(env or {})})
 
     def start_scheduler(self) -> None:
-        self._spawn(sys.executable, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-                    "--no-dashboard", "--scheduler-file", str(self.scheduler_file))
+        self.scheduler.append(self._spawn(sys.executable, "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                          "--port", "0", "--no-dashboard", "--scheduler-file",
+                                          str(self.scheduler_file)))
         wait_for(self.scheduler_file.exists)
 
     @property
@@ -68,18 +80,23 @@ class Cluster:
                      env: dict[str, str] | None = None) -> None:
         """`dask worker`: one process of ``nthreads`` slots, or ``nworkers`` of them under a nanny."""
         processes = ["--nworkers", str(nworkers)] if nworkers > 1 else ["--no-nanny"]
-        self._spawn(python, "distributed.cli.dask_worker", "--scheduler-file", str(self.scheduler_file),
-                    "--nthreads", str(nthreads), "--host", "127.0.0.1", *processes, "--no-dashboard", env=env)
+        self.workers.append(self._spawn(python, "distributed.cli.dask_worker", "--scheduler-file",
+                                        str(self.scheduler_file), "--nthreads", str(nthreads), "--host", "127.0.0.1",
+                                        *processes, "--no-dashboard", env=env))
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        """The workers, then the scheduler. Stopped together, a nanny may miss the exit of its worker, which closes
+        on the scheduler's word meanwhile, and kill it only after 8 s (Dask's race: a farm's workers outlive
+        the scheduler's restarts and its runs; orchestrate stops neither)."""
+        for processes in (self.workers, self.scheduler):
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 @contextlib.contextmanager
@@ -316,8 +333,17 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_1(tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
 
 
+@pytest.fixture(scope="session")
+def _resource_tracker() -> None:
+    """This process's multiprocessing resource tracker, started before any test's processes are counted: a
+    LocalCluster's nannies spawn their workers through it, and it lives as long as pytest (the one process
+    of a LocalCluster that outlives it; counted as the test's, it was waited for 15 s, then killed)."""
+    resource_tracker.ensure_running()
+
+
 @pytest.fixture
-def local_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[distributed.LocalCluster]:
+def local_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  _resource_tracker: None) -> Iterator[distributed.LocalCluster]:
     """A LocalCluster of two worker processes (with nannies, which replace a killed worker) of one slot each,
     whose temporary folder is the test's ``machine-tmp``."""
     (tmp_path / "machine-tmp").mkdir()
@@ -363,7 +389,7 @@ def test_a_worker_killed_mid_build_loses_no_wheel(local_cluster: distributed.Loc
             worker_pid = client.run(os.getpid, workers=[victim])[victim]
             os.kill(worker_pid, signal.SIGKILL)  # the machine is lost, mid-build
             # Its build worker notices its parent is gone and takes its whole group down.
-            wait_for(lambda: not any(psutil.pid_exists(pid) for pid in orphans), timeout=10)
+            wait_for(lambda: not any(still_runs(pid) for pid in orphans), timeout=10)
             output, _ = run.communicate(timeout=120)
     finally:
         if run.poll() is None:

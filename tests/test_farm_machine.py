@@ -54,7 +54,7 @@ def test_a_machine_under_memory_pressure_stops_its_youngest_build_and_it_runs_ag
     cluster, _ = one_host
     events = tmp_path / "events.jsonl"
     for index in range(4):  # two on each worker process; each pair admitted at 100M, then both take 200M more
-        make_sdist(tmp_path / "sdists", f"grow{index}", alloc_mb=200, sleep=4, events=str(events),
+        make_sdist(tmp_path / "sdists", f"grow{index}", alloc_mb=200, sleep=2, events=str(events),
                    record_parents=True)
     report = tmp_path / "report.json"
     result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--cluster", cluster.address,

@@ -141,10 +141,12 @@ def test_second_interrupt_kills_at_once(tmp_path: Path) -> None:
 
 def test_killed_backend_is_reported_and_retried(tmp_path: Path) -> None:
     events = tmp_path / "events.log"
-    make_sdist(tmp_path / "sdists", "victim", sleep=4, events=str(events))
+    gate = tmp_path / "gate"
+    make_sdist(tmp_path / "sdists", "victim", until=str(gate), events=str(events))
     report = tmp_path / "report.json"
     process = start("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--retries", "1", "--report-json", report)
     os.kill(first_backend(events), signal.SIGKILL)
+    gate.touch()  # the second attempt goes through
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "killed by SIGKILL; retrying" in stderr
@@ -184,19 +186,48 @@ def test_kill_9_of_orchestrate_then_rerun_completes(tmp_path: Path) -> None:
     assert visible_files(tmp_path / "wh") == ["slow0-1.0-py3-none-any.whl", "slow1-1.0-py3-none-any.whl"]
 
 
+# Run first in `orchestrate`: marks the file {mark} once its first try for the wheelhouse's lock finds it held,
+# then waits for it as the real run does.
+FINDS_THE_LOCK_HELD = """
+import pathlib, filelock
+from orchestrator.wheels.wheelhouse import LOCK
+_acquire = filelock.BaseFileLock.acquire
+def acquire(self, timeout=None, *args, **kwargs):
+    if self.lock_file.endswith(LOCK):
+        try:
+            return _acquire(self, 0, *args, **kwargs)
+        except filelock.Timeout:
+            pathlib.Path({mark!r}).touch()
+    return _acquire(self, timeout, *args, **kwargs)
+filelock.BaseFileLock.acquire = acquire
+"""
+
+
 def test_two_runs_on_one_wheelhouse(tmp_path: Path) -> None:
-    events = tmp_path / "events.log"
-    make_sdist(tmp_path / "sdists", "slow", sleep=4, events=str(events))
+    events, gate, held = tmp_path / "events.log", tmp_path / "gate", tmp_path / "found-held"
+    make_sdist(tmp_path / "sdists", "slow", until=str(gate), events=str(events))
     first = start("build", tmp_path / "sdists", "-w", tmp_path / "wh")
-    wait_for(lambda: bool(read_events(events)))
-    refused = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh")
-    assert refused.returncode == 1
-    assert "another orchestrate run is writing this wheelhouse" in refused.stderr
-    waited = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--wait-lock", "60")
-    first.communicate(timeout=60)
+    waited: subprocess.Popen[str] | None = None
+    try:
+        wait_for(lambda: bool(read_events(events)))  # building, the wheelhouse locked, until the gate opens
+        refused = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh")
+        assert refused.returncode == 1
+        assert "another orchestrate run is writing this wheelhouse" in refused.stderr
+        waited = start("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--wait-lock", "60",
+                       prelude=FINDS_THE_LOCK_HELD.format(mark=str(held)))
+        wait_for(held.exists)
+        gate.touch()
+        first.communicate(timeout=60)
+        _, stderr = waited.communicate(timeout=60)
+    finally:
+        gate.touch()
+        for process in (first, waited):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.communicate()
     assert first.returncode == 0
-    assert waited.returncode == 0, waited.stderr
-    assert "skipped" in waited.stderr
+    assert waited.returncode == 0, stderr
+    assert "skipped" in stderr
 
 
 def _tar_with(path: Path, members: dict[str, bytes | str]) -> Path:

@@ -41,22 +41,23 @@ def report_builds(path: Path) -> dict[str, dict[str, Any]]:
 def test_memory_limit_caps_concurrency_below_max_builds(tmp_path: Path) -> None:
     events = tmp_path / "events.log"
     for i in range(5):
-        make_sdist(tmp_path / "sdists", f"big{i}", alloc_mb=2000, sleep=2, events=str(events))
+        make_sdist(tmp_path / "sdists", f"big{i}", alloc_mb=300, sleep=1, events=str(events))
     report = tmp_path / "report.json"
-    # The CPU rule is off: filling 2000 MB keeps a CPU busy, and other load on the machine would count too.
-    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--memory-limit", "5G",
-                         "--memory-per-build", "2200M", "--max-builds", "5", "--max-cpu", "0", "--report-json", report)
+    # The CPU rule is off: filling the memory keeps a CPU busy, and other load on the machine would count too.
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--memory-limit", "1G",
+                         "--memory-per-build", "400M", "--max-builds", "5", "--max-cpu", "0", "--report-json", report)
     assert result.returncode == 0, result.stderr
-    # 2 x 2200M fits in 5G, a third does not: the count cap of 5 never binds.
+    # 2 x 400M fits in 1G, a third does not: the count cap of 5 never binds. Two builds' trees (300 MiB each,
+    # and their processes' own 50-80 MiB) stay well under the limit: none is stopped.
     assert max_concurrency(read_events(events)) == 2
     records = report_builds(report)
     assert sorted(records) == [f"big{i}" for i in range(5)]
     for record in records.values():
         assert record["status"] == "built"
-        assert record["predicted_rss_bytes"] == 2200 * MiB
-        assert record["peak_rss_bytes"] > 2000 * MiB
+        assert record["predicted_rss_bytes"] == 400 * MiB
+        assert record["peak_rss_bytes"] > 300 * MiB
         assert record["memory_requeues"] == 0
-    waits = [line for line in result.stderr.splitlines() if "memory limit reserved, needs 2.1 GiB" in line]
+    waits = [line for line in result.stderr.splitlines() if "memory limit reserved, needs 400.0 MiB" in line]
     assert waits
     assert len(waits) <= 3  # announced once per waiting build, not once per sample
     # The report says how long each build waited, and why: the third waited for one of the
@@ -66,19 +67,20 @@ def test_memory_limit_caps_concurrency_below_max_builds(tmp_path: Path) -> None:
     for record in held:
         assert record["waits"]["memory_limit"] > 0
         assert record["waited_s"] >= record["waits"]["memory_limit"]
-        assert "memory limit reserved, needs 2.1 GiB" in record["wait_reason"]
+        assert "memory limit reserved, needs 400.0 MiB" in record["wait_reason"]
 
 
 def test_too_low_need_is_requeued_then_learned_from_history(tmp_path: Path) -> None:
     events = tmp_path / "events.log"
     for i in range(4):
-        make_sdist(tmp_path / "sdists", f"grow{i}", alloc_mb=2000, sleep=2, events=str(events))
+        make_sdist(tmp_path / "sdists", f"grow{i}", alloc_mb=400, sleep=1.5, events=str(events))
     report = tmp_path / "report.json"
     # The CPU rule is off: the builds must overlap for the cold run to feel memory pressure, whatever else runs.
     args = ("build", tmp_path / "sdists", "-w", tmp_path / "wh",
             "--memory-per-build", "200M", "--max-builds", "5", "--max-cpu", "0", "--report-json", report)
 
-    cold = orchestrate(*args, "--memory-limit", "5G")
+    # All four start (4 x 200M fits in 1G), then use some 1.8 GiB: builds are stopped until two are left.
+    cold = orchestrate(*args, "--memory-limit", "1G")
     assert cold.returncode == 0, cold.stderr  # requeues are not failures, and not --retries (0)
     records = report_builds(report)
     assert [record["status"] for record in records.values()] == ["built"] * 4
@@ -90,13 +92,12 @@ def test_too_low_need_is_requeued_then_learned_from_history(tmp_path: Path) -> N
     with sqlite3.connect(tmp_path / "state" / "history.sqlite3") as db:
         peaks = dict(db.execute("SELECT name, peak_rss_bytes FROM builds WHERE status = 'success'").fetchall())
     assert sorted(peaks) == [f"grow{i}" for i in range(4)]
-    assert all(peak > 2000 * MiB for peak in peaks.values())
+    assert all(peak > 400 * MiB for peak in peaks.values())
 
     cold_events = len(read_events(events))
-    # Learned needs are about 2.4 GiB (a peak of about 2.05 GiB, plus 20%). Under 6G exactly
-    # two fit for any peak from 1.67 to 2.5 GiB, whatever the worker's own overhead; under
-    # 5G two would fit only up to a peak of 2.08 GiB, some 80 MiB above what they reach.
-    warm = orchestrate(*args, "--memory-limit", "6G", "--force")
+    # Learned needs are about 550 MiB (a peak of 400 MiB and the processes' own 50-80 MiB, plus 20%). Under
+    # 1400M exactly two fit for any peak from 389 to 583 MiB, whatever the worker's own overhead.
+    warm = orchestrate(*args, "--memory-limit", "1400M", "--force")
     assert warm.returncode == 0, warm.stderr
     records = report_builds(report)
     for name, record in records.items():
@@ -378,8 +379,8 @@ def test_max_cpu_holds_builds_back_while_a_backend_keeps_a_cpu_busy(tmp_path: Pa
 @pytest.mark.parametrize("how", ["option", "environment"])
 def test_max_cpu_zero_turns_the_rule_off(tmp_path: Path, how: str) -> None:
     events = tmp_path / "events.log"
-    for name in ("off-a", "off-b", "off-c"):
-        make_sdist(tmp_path / "sdists", name, sleep=2, events=str(events))
+    for name in ("off-a", "off-b", "off-c"):  # each ends once all three have started (or 30 s later)
+        make_sdist(tmp_path / "sdists", name, until_starts=3, events=str(events))
     report = tmp_path / "report.json"
     option = ["--max-cpu", "0"] if how == "option" else []
     env = {"ORCHESTRATE_MAX_CPU": "0"} if how == "environment" else {}
@@ -415,8 +416,8 @@ orchestrator.pipeline.SystemProbe = BuildsOnlyProbe
 def test_max_cpu_lets_idle_builds_overlap_by_default(tmp_path: Path) -> None:
     events = tmp_path / "events.log"
     builds = 4
-    for i in range(builds):
-        make_sdist(tmp_path / "sdists", f"idle{i}", sleep=3, events=str(events))
+    for i in range(builds):  # idle, each until all four have started (or 30 s later)
+        make_sdist(tmp_path / "sdists", f"idle{i}", until_starts=builds, events=str(events))
     report = tmp_path / "report.json"
     with usable_cpus(2):
         result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--max-builds", str(builds),

@@ -27,13 +27,14 @@ def serve(server: IndexServer, tmp_path: Path, name: str, **behaviour: Any) -> t
 
 
 def test_builds_start_while_downloads_continue(tmp_path: Path, index_server: IndexServer) -> None:
-    # streamed0 arrives at once; the others take 2 s each, two at a time, so the last
-    # lands about 4 s in. A build that waited for every download would start after that.
+    # streamed0 arrives at once; the others, two at a time, once its wheel is in the wheelhouse. A build that
+    # waited for every download would start 60 s later, after them.
+    built = tmp_path / "wh" / "streamed0-1.0-py3-none-any.whl"
     lines = []
     for i in range(4):
         filename, sha = serve(index_server, tmp_path, f"streamed{i}")
         if i:
-            index_server.slow(filename, 2.0)
+            index_server.hold(filename, until=built.exists)
         lines.append(f"streamed{i}==1.0 --hash=sha256:{sha}")
     (tmp_path / "req.txt").write_text("\n".join(lines) + "\n")
     report = tmp_path / "report.json"
@@ -51,7 +52,7 @@ def test_builds_start_while_downloads_continue(tmp_path: Path, index_server: Ind
     # builds[].started_at is admission (the worker is spawned), not the backend's first hook.
     for name, build in builds.items():
         assert downloads[name]["finished_at"] <= build["started_at"]
-    assert builds["streamed0"]["started_at"] < last_download_end - 1.5
+    assert builds["streamed0"]["finished_at"] < last_download_end  # built while the others downloaded
     assert data["stages"]["download"]["count"] == 4 and data["stages"]["build"]["count"] == 4
 
 
@@ -60,8 +61,8 @@ def test_wrong_hash_is_refused_and_others_build(tmp_path: Path, index_server: In
     _, bad_sha = serve(index_server, tmp_path, "tampered")
     wrong = hashlib.sha256(b"something else").hexdigest()
     (tmp_path / "req.txt").write_text(f"fine==1.0 --hash=sha256:{good_sha}\ntampered==1.0 --hash=sha256:{wrong}\n")
-    result = orchestrate("build", "-r", tmp_path / "req.txt", "--no-deps", "-w", tmp_path / "wh", "-i", index_server.simple_url,
-                         "--sdist-dir", tmp_path / "sdists")
+    result = orchestrate("build", "-r", tmp_path / "req.txt", "--no-deps", "-w", tmp_path / "wh", "-i",
+                         index_server.simple_url, "--sdist-dir", tmp_path / "sdists")
     assert result.returncode == 1
     failure = next(line for line in result.stderr.splitlines() if "FAILED download of tampered" in line)
     assert wrong in failure and bad_sha in failure
@@ -89,7 +90,8 @@ def test_bad_requirement_lines_are_usage_errors(tmp_path: Path, line: str, messa
 def test_missing_package_is_a_clear_failure(tmp_path: Path, index_server: IndexServer) -> None:
     serve(index_server, tmp_path, "present")
     (tmp_path / "req.txt").write_text("present==1.0\nabsent==2.0\n")
-    result = orchestrate("build", "-r", tmp_path / "req.txt", "--no-deps", "-w", tmp_path / "wh", "-i", index_server.simple_url)
+    result = orchestrate("build", "-r", tmp_path / "req.txt", "--no-deps", "-w", tmp_path / "wh", "-i",
+                         index_server.simple_url)
     assert result.returncode == 1
     message = f"absent 2.0 not found on {index_server.simple_url}; check the pin and the index options"
     # Once as it happens, once in the summary; no logger warning besides.
@@ -123,8 +125,8 @@ def test_hanging_download_times_out_and_others_build(tmp_path: Path, index_serve
     serve(index_server, tmp_path, "flows")
     index_server.hang(stuck)
     (tmp_path / "req.txt").write_text("stuck==1.0\nflows==1.0\n")
-    result = orchestrate("build", "-r", tmp_path / "req.txt", "--no-deps", "-w", tmp_path / "wh", "-i", index_server.simple_url,
-                         "--download-timeout", "1", "--download-retries", "0", timeout=60)
+    result = orchestrate("build", "-r", tmp_path / "req.txt", "--no-deps", "-w", tmp_path / "wh", "-i",
+                         index_server.simple_url, "--download-timeout", "1", "--download-retries", "0", timeout=60)
     assert result.returncode == 1
     assert "FAILED download of stuck" in result.stderr
     assert [p.name for p in (tmp_path / "wh").glob("*.whl")] == ["flows-1.0-py3-none-any.whl"]
@@ -205,9 +207,10 @@ def test_interrupted_download_command_starts_no_more(tmp_path: Path, index_serve
         index_server.slow(filename, 1.0)
         lines.append(f"slowpkg{i}==1.0 --hash=sha256:{sha}")
     (tmp_path / "req.txt").write_text("\n".join(lines) + "\n")
-    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "download", "-r", str(tmp_path / "req.txt"), "--no-deps",
-                                "-d", str(tmp_path / "sdists"), "-i", index_server.simple_url, "--max-downloads", "1",
-                                "--no-cache"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator", "download", "-r", str(tmp_path / "req.txt"),
+                                "--no-deps", "-d", str(tmp_path / "sdists"), "-i", index_server.simple_url,
+                                "--max-downloads", "1", "--no-cache"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while not list((tmp_path / "sdists").glob("*.tar.gz")) and time.monotonic() < deadline:
         time.sleep(0.05)

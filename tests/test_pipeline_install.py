@@ -53,7 +53,10 @@ def test_build_install_into_runs_the_c_extension_and_scripts(tmp_path: Path, tar
 @pytest.mark.parametrize("after", [False, True])
 def test_installs_stream_or_wait_for_all_builds(tmp_path: Path, target: Path, after: bool) -> None:
     make_sdist(tmp_path / "sdists", "aquick")
-    make_sdist(tmp_path / "sdists", "bslow", sleep=3)
+    # Streaming, bslow ends only once aquick is installed (it waits for that file); waiting for every build, it
+    # sleeps long enough for a streaming install of aquick to start meanwhile.
+    site = target / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    make_sdist(tmp_path / "sdists", "bslow", **({"sleep": 3} if after else {"until": str(site / "aquick")}))
     report = tmp_path / "report.json"
     extra = ["--install-after-build"] if after else []
     result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "-j", "2", "--install-into", target,
@@ -256,7 +259,7 @@ def test_install_timeout_option_and_its_environment_variable(tmp_path: Path, tar
     assert "--install-timeout SECONDS" in text and "ORCHESTRATE_INSTALL_TIMEOUT" in text
     if command == "build":
         make_sdist(tmp_path / "sdists", "pkg")
-        args = ["build", tmp_path / "sdists", "-w", tmp_path / "wh", "--install-into", target]
+        args: list[str | Path] = ["build", tmp_path / "sdists", "-w", tmp_path / "wh", "--install-into", target]
     else:
         (tmp_path / "wh").mkdir()
         write_wheel(tmp_path / "wh", "pkg")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,38 @@ def test_tree_usages_sums_each_tree(monkeypatch: pytest.MonkeyPatch, listed: boo
     assert usages[big.pid].rss >= size > usages[small.pid].rss > 0
     assert usages[big.pid].cpu_s > 0
     assert usages[gone] == TreeUsage(rss=0, cpu_s=0.0)
+
+
+# Plays the fork server and init at once: the parent of a build worker (in a session of its own, with a
+# backend below it) that never reaps it, and the subreaper of the backend once orphaned, never reaping it
+# either, as an init that reaps late (every 2 s or so on some machines) or never (a container's pid 1 that
+# is no init).
+NEVER_REAPS = r"""
+import ctypes, subprocess, sys, time
+if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+    sys.exit("cannot be a subreaper here")
+worker = subprocess.Popen(
+    [sys.executable, "-c", "import subprocess, time; backend = subprocess.Popen(['sleep', '600']);"
+     " print(backend.pid, flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True, start_new_session=True)
+print(worker.pid, worker.stdout.readline().strip(), flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a subreaper is Linux's")
+def test_a_stopped_tree_is_gone_once_its_processes_exit_reaped_or_not() -> None:
+    """An exited process holds no memory and runs nothing: stopping a tree waits for its processes to exit,
+    not for whoever inherits them to reap them (which never comes here: it waited twice the grace)."""
+    parent = subprocess.Popen([sys.executable, "-c", NEVER_REAPS], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        worker, backend = (int(pid) for pid in parent.stdout.readline().split())
+        stopper = threading.Thread(target=kill_tree, args=(worker,), kwargs={"grace": 60}, daemon=True)
+        stopper.start()
+        stopper.join(timeout=30)  # a bound only a wait for the reaping reaches: it returns once both exited
+        assert not stopper.is_alive()
+        # Stopped, and still unreaped, as the test means: neither was waited for.
+        assert [psutil.Process(pid).status() for pid in (worker, backend)] == [psutil.STATUS_ZOMBIE] * 2
+    finally:
+        parent.kill()
+        parent.communicate()

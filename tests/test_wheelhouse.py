@@ -304,9 +304,10 @@ def test_a_conflict_names_both_requirements(index: Index, tmp_path: Path) -> Non
 @pytest.mark.parametrize("resolver", ["pip", "uv"])
 def test_pinned_lines_are_fetched_and_built_while_the_resolver_runs(index: Index, tmp_path: Path,
                                                                     resolver: str) -> None:
-    # slowmeta's PKG-INFO (2.1) is not static metadata: pip and uv run its backend (2 s) to learn it,
-    # unless uv's cache has it: the test's own cache, empty.
-    index.sdist("slowmeta", sleep=2.0)
+    # slowmeta's PKG-INFO (2.1) is not static metadata: pip and uv run its backend to learn it, unless uv's cache
+    # has it: the test's own cache, empty. Its backend ends once sonly's wheel is in the wheelhouse: resolving
+    # first, a run would wait for that 60 s, then build sonly after the resolver.
+    index.sdist("slowmeta", until=str(tmp_path / "wh" / "sonly-1.0-py3-none-any.whl"))
     result, report = build(index, tmp_path, "sonly==1.0\nboth==1.0\nslowmeta\n", resolver=resolver,
                            env={"UV_CACHE_DIR": str(tmp_path / "uv-cache")})
     assert result.returncode == 0, result.stderr
@@ -511,8 +512,18 @@ def test_a_run_stopped_while_resolving_leaves_no_resolver_behind(index: Index, t
     process.send_signal(signal.SIGTERM)  # to orchestrate alone, as a service manager sends it
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
-    gone, alive = psutil.wait_procs(resolving, timeout=10)
+    deadline = time.monotonic() + 10
+    while (alive := [proc for proc in resolving if still_runs(proc)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not alive, [proc.cmdline() for proc in alive]
+
+
+def still_runs(process: psutil.Process) -> bool:
+    """Whether ``process`` runs: an orphan that has exited runs nothing, though init may take seconds to reap it."""
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_records_are_written_together_and_all_of_them_by_the_time_the_lock_is_released(tmp_path: Path) -> None:
