@@ -197,10 +197,10 @@ class Machine:
 
     def forget(self, task: str) -> None:
         """The build ``task`` is over here."""
-        with self.lock:
+        with self.lock:  # the sampler publishes under it: a build gone stays gone from the ledger
             build = self.builds.pop(task, None)
-        if build is not None and build.admitted:
-            self.ledger.withdraw(build.run_id, build.key)
+            if build is not None and build.admitted:
+                self.ledger.withdraw(build.run_id, build.key)
 
     def start_sampler(self, worker: Any) -> None:
         with self.lock:
@@ -240,7 +240,9 @@ class Machine:
                 build.rss = usage.rss
                 build.cpu.add(now, usage.cpu_s)
                 worker.log_event(build.topic, {"key": build.key, "rss": usage.rss, "cpu_s": usage.cpu_s})
-                self.ledger.publish(build.run_id, build.entry())
+                with self.lock:
+                    if self.builds.get(build.key) is build:
+                        self.ledger.publish(build.run_id, build.entry())
             interval = self._relieve()
 
     def _relieve(self) -> float:
