@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import orchestrate
 from fake_executor import FakeClock, FakeMachine, G, Script, job
-from sdists import make_sdist, max_concurrency, read_events
+from sdists import make_sdist, read_events
 from test_farm import FAST_CONNECT, Cluster, built_on, client_of
 from wheels import write_wheel
 
@@ -87,24 +87,6 @@ def test_a_machine_under_memory_pressure_stops_its_youngest_build_and_it_runs_ag
         assert len(again) == 1, starts
         assert [run for run in runs if run[0] != name and run[1] < end and start < run[2]], runs
     assert all(record["peak_rss_bytes"] >= 200 * 1024 * 1024 for record in records)
-
-
-def test_the_worker_processes_of_a_machine_admit_against_its_memory_together(
-        one_host: tuple[Cluster, Path], tmp_path: Path) -> None:
-    """Each build is expected to need 300M of a 500M limit: however many worker processes the machine runs,
-    one build runs on it at a time (each process judging alone ran one each, promising 600M)."""
-    cluster, _ = one_host
-    events = tmp_path / "events.jsonl"
-    for index in range(4):
-        make_sdist(tmp_path / "sdists", f"big{index}", alloc_mb=20, sleep=1.0, events=str(events))
-    report = tmp_path / "report.json"
-    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--cluster", cluster.address,
-                         "--memory-per-build", "300M", "--memory-limit", "500M", "--max-cpu", "0",
-                         "--report-json", report, "--no-history", env=FAST_CONNECT)
-    assert result.returncode == 0, result.stdout + result.stderr
-    records = builds_of(report)
-    assert len({built_on(record) for record in records}) == 2, records  # both processes built
-    assert max_concurrency(read_events(events)) == 1, read_events(events)
 
 
 def test_the_scheduler_requeues_a_build_its_machine_stopped_and_stops_none_itself() -> None:

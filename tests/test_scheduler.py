@@ -10,6 +10,7 @@ import _thread
 import itertools
 import signal
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -302,6 +303,16 @@ def test_interrupt_stops_running_builds_as_stopped_and_queued_ones_as_not_starte
     assert all(worker.closed for worker in machine.workers) and machine.closed
 
 
+@pytest.fixture
+def python_sigint() -> Iterator[None]:
+    """SIGINT handled by Python, as in a terminal: a process started in the background inherits it ignored, and
+    ``interrupt_main`` then does nothing (the test below waited forever)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("python_sigint")
 def test_a_second_interrupt_while_stopping_kills_at_once() -> None:
     machine, script = FakeMachine(), Script()
     machine.obey_stop = False  # the build ignores SIGTERM: stopping it would take the whole grace period
