@@ -8,7 +8,8 @@ what limits them. Each round runs, in turn, on the same ``--builds`` sdists:
 2. ``farm1``: ``--cluster`` on a ``dask scheduler`` with 1 ``dask worker --nthreads SLOTS``;
 3. ``farm3``: the same scheduler with 3 such workers.
 
-The scheduler and workers are real processes started here on 127.0.0.1 (``--no-nanny``).
+The scheduler and workers are real processes started here on 127.0.0.1 (``--no-nanny``), each worker
+with a ``TMPDIR`` of its own, so that each is a machine of its own to orchestrate.
 Every run: ``--no-history --force --max-cpu 0 --no-sandbox`` (the machine is shared, so the CPU
 rule would measure the other users, and the sandbox's cost is the same with and without the
 farm). Figures are the median over ``--repeat`` rounds::
@@ -58,11 +59,15 @@ def cluster(folder: Path, workers: int, slots: int) -> Iterator[str]:
              "--no-dashboard", "--scheduler-file", str(scheduler_file)], stdout=log, stderr=subprocess.STDOUT))
         while not scheduler_file.exists():
             time.sleep(0.1)
-        for _ in range(workers):
+        for index in range(workers):
+            # A temporary folder of its own makes each worker a machine of its own: the worker processes that
+            # share one are one machine to orchestrate (its ledger of builds, its prepared environments).
+            machine = folder / f"machine-{workers}-{index}"
+            machine.mkdir(exist_ok=True)
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
                  "--nthreads", str(slots), "--host", "127.0.0.1", "--no-nanny", "--no-dashboard"],
-                stdout=log, stderr=subprocess.STDOUT))
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(machine)}))
         import distributed
 
         address = json.loads(scheduler_file.read_text())["address"]
