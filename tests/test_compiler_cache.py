@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -389,3 +390,21 @@ def test_trim_keeps_the_package_caches_under_the_cap(tmp_path: Path, ages_h: dic
     assert sorted(removed, key=lambda name: -ages_h[name]) == removed  # oldest first
     assert set(removed) == set(ages_h) - kept
     assert not legacy.parent.exists()
+
+
+def test_runs_trim_the_caches_at_most_hourly(tmp_path: Path) -> None:
+    """Trimming reads every file's size; a run does it only if no run did in the last hour."""
+    from orchestrator.build.compilercache import for_run
+
+    state, hour = tmp_path / "state", 3600
+    packages = state / "compiler-cache" / "packages"
+    _package_cache(packages, "old", 4, time.time() - 5 * hour)
+    cache, note = for_run(state_dir=state, max_size_bytes=1024)
+    assert cache is not None and note is None
+    assert not (packages / "old").exists()  # the first run trims
+    _package_cache(packages, "older", 4, time.time() - 6 * hour)
+    for_run(state_dir=state, max_size_bytes=1024)
+    assert (packages / "older").exists()  # the next one, within the hour, does not walk the cache again
+    os.utime(packages / ".trimmed", (time.time() - 2 * hour,) * 2)
+    for_run(state_dir=state, max_size_bytes=1024)
+    assert not (packages / "older").exists()
