@@ -17,18 +17,16 @@ one (blank lines too: telling them apart costs a pass over the text), and every 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import logging
 import os
 import re
-import tarfile
-import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 from orchestrator.build.archive import CORRUPT_ERRORS, MAX_MEMBERS, open_archive
+from orchestrator.build.members import archive_members
 from orchestrator.build.sources import Source
 from orchestrator.errors import SourceError
 from orchestrator.policy.changes import SourceFile
@@ -102,36 +100,17 @@ def _stem(path: str) -> str:
 def _archive(path: Path) -> Iterator[SourceFile]:
     read = 0
     with open_archive(path) as container:
-        for count, (name, opened) in enumerate(_members(container), start=1):
+        for count, member in enumerate(archive_members(container, path.name), start=1):
             if count > MAX_MEMBERS:
                 raise SourceError(f"{path.name}: more than {MAX_MEMBERS} members")
-            relative = name.split("/", 1)[1] if "/" in name else name
-            if opened is None or not relative.lower().endswith(UNIT_SUFFIXES + HEADER_SUFFIXES):
+            relative = member.name.split("/", 1)[1] if "/" in member.name else member.name
+            if member.kind != "file" or member.open is None or not relative.lower().endswith(
+                    UNIT_SUFFIXES + HEADER_SUFFIXES):
                 continue
-            with opened() as stream:
+            with member.open() as stream:
                 file = _read(relative, stream, MAX_READ_BYTES - read)
             read += file.size
             yield file
-
-
-def _members(container: tarfile.TarFile | zipfile.ZipFile) -> Iterator[tuple[str, Callable[[], IO[bytes]] | None]]:
-    """Each regular file's name and how to open it, in archive order (a tar is read as a stream)."""
-    if isinstance(container, zipfile.ZipFile):
-        for entry in container.infolist():
-            if not entry.is_dir():
-                yield entry.filename, functools.partial(container.open, entry)
-        return
-    for info in container:
-        if info.isfile():
-            yield info.name, functools.partial(_extract, container, info)
-        else:
-            yield info.name, None
-
-
-def _extract(container: tarfile.TarFile, info: tarfile.TarInfo) -> IO[bytes]:
-    stream = container.extractfile(info)
-    assert stream is not None  # a regular file always has one
-    return stream
 
 
 def _tree(root: Path) -> Iterator[SourceFile]:

@@ -8,7 +8,7 @@ members) and leaves ``dest`` empty.
 Data flow::
 
     archive --archive.open_archive()--> TarFile | ZipFile (bounded headers)
-            --members.tar_members() / zip_members()--> Member (format-neutral)
+            --members.archive_members()--> Member (format-neutral)
             --_Extractor.add()--> checks (name, type, link, budget) --> dest
 
 The checks follow tarfile's ``data`` filter (PEP 706) but are stricter and
@@ -54,7 +54,7 @@ from orchestrator.build.archive import (
     open_archive,
     too_many_members,
 )
-from orchestrator.build.members import Member, tar_members, zip_members
+from orchestrator.build.members import Member, archive_members
 from orchestrator.errors import SourceError, UnsafeArchiveError
 
 __all__ = ["extract_sdist"]
@@ -117,11 +117,7 @@ def _extract(archive: Path, dest: Path, *, max_bytes: int, max_members: int) -> 
         container = open_archive(archive)
         with container:
             extractor = _Extractor(archive.name, dest, max_bytes=max_bytes, max_members=max_members)
-            if isinstance(container, tarfile.TarFile):
-                members = tar_members(container)
-            else:
-                members = zip_members(container, archive.name, extractor.refuse_early)
-            for member in members:
+            for member in archive_members(container, archive.name, extractor.refuse_early):
                 extractor.add(member)
     except SourceError:
         raise

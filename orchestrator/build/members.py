@@ -1,4 +1,5 @@
-"""An sdist's entries as format-neutral members, for extraction (``extract.py``).
+"""An sdist's entries as format-neutral members, for extraction (``extract.py``) and the digests of its
+compiled sources (``digests.py``).
 
 This module owns reading what a tar or a zip says of each entry: its name (not yet
 trusted), its kind (file, folder, symlink, tar hardlink, or the refused type it is),
@@ -18,7 +19,7 @@ from typing import IO
 
 from orchestrator.errors import SourceError
 
-__all__ = ["Member", "tar_members", "zip_members"]
+__all__ = ["Member", "archive_members", "tar_members", "zip_members"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +42,15 @@ class Member:
     """Open the body for streaming."""
     tarinfo: tarfile.TarInfo | None = None
     """The tar header, for the ``data`` filter's second opinion."""
+
+
+def archive_members(container: tarfile.TarFile | zipfile.ZipFile, archive_name: str,
+                    refuse_early: Callable[[list[str], list[int]], None] = lambda names, sizes: None
+                    ) -> Iterator[Member]:
+    """The members of an opened sdist, whichever its format (see :func:`zip_members` for ``refuse_early``)."""
+    if isinstance(container, tarfile.TarFile):
+        return tar_members(container)
+    return zip_members(container, archive_name, refuse_early)
 
 
 def tar_members(tar: tarfile.TarFile) -> Iterator[Member]:
