@@ -44,6 +44,17 @@ class Member:
     """The tar header, for the ``data`` filter's second opinion."""
 
 
+_TAR_KINDS: tuple[tuple[Callable[[tarfile.TarInfo], bool], str], ...] = (
+    (tarfile.TarInfo.isreg, "file"), (tarfile.TarInfo.isdir, "dir"), (tarfile.TarInfo.issym, "symlink"),
+    (tarfile.TarInfo.islnk, "hardlink"), (tarfile.TarInfo.ischr, "character device"),
+    (tarfile.TarInfo.isblk, "block device"), (tarfile.TarInfo.isfifo, "FIFO"))
+"""Each tar member type's kind, tested in turn."""
+
+_ZIP_KINDS = {0: "file", stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
+              stat.S_IFCHR: "character device", stat.S_IFBLK: "block device", stat.S_IFIFO: "FIFO"}
+"""The kind of a zip member by the file type of its unix mode (0: none given, a file)."""
+
+
 def archive_members(container: tarfile.TarFile | zipfile.ZipFile, archive_name: str,
                     refuse_early: Callable[[list[str], list[int]], None] = lambda names, sizes: None
                     ) -> Iterator[Member]:
@@ -56,22 +67,7 @@ def archive_members(container: tarfile.TarFile | zipfile.ZipFile, archive_name: 
 def tar_members(tar: tarfile.TarFile) -> Iterator[Member]:
     """The members of a tar, read one header at a time as the archive streams."""
     for info in tar:
-        if info.isreg():
-            kind: str = "file"
-        elif info.isdir():
-            kind = "dir"
-        elif info.issym():
-            kind = "symlink"
-        elif info.islnk():
-            kind = "hardlink"
-        elif info.ischr():
-            kind = "character device"
-        elif info.isblk():
-            kind = "block device"
-        elif info.isfifo():
-            kind = "FIFO"
-        else:
-            kind = f"tar member of type {info.type!r}"
+        kind = next((name for test, name in _TAR_KINDS if test(info)), f"tar member of type {info.type!r}")
         yield Member(
             name=info.name,
             kind=kind,
@@ -110,20 +106,10 @@ def zip_members(archive: zipfile.ZipFile, archive_name: str,
     for info in infos:
         unix_mode = info.external_attr >> 16 if info.create_system == 3 else 0
         file_type = stat.S_IFMT(unix_mode)
-        if info.filename.endswith(("/", "\\")) or file_type == stat.S_IFDIR:
-            kind: str = "dir"
-        elif file_type in (0, stat.S_IFREG):
-            kind = "file"
-        elif file_type == stat.S_IFLNK:
-            kind = "symlink"
-        elif file_type == stat.S_IFCHR:
-            kind = "character device"
-        elif file_type == stat.S_IFBLK:
-            kind = "block device"
-        elif file_type == stat.S_IFIFO:
-            kind = "FIFO"
+        if info.filename.endswith(("/", "\\")):
+            kind = "dir"
         else:
-            kind = f"zip member of unix type {file_type:#o}"
+            kind = _ZIP_KINDS.get(file_type, f"zip member of unix type {file_type:#o}")
         yield Member(
             name=info.filename,
             kind=kind,
