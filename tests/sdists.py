@@ -15,8 +15,16 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``record_priority``: the ``requires`` and ``start`` events carry ``"priority"``: the hook's niceness
   (``/proc/self/stat``) and I/O class (``ionice -p``), and ``child``, what ``nice`` and ``ionice`` say of
   themselves when the hook starts them
-- ``record_parents``: every event carries ``"parents"``: the pids of the hook's parent and grandparent
-  (Linux: read from ``/proc``)
+- ``record_parents``: every event carries ``"parents"``: the pids of the hook's parent, grandparent and
+  great-grandparent (Linux: read from ``/proc``): unsandboxed, the build's hook server, its worker, the fork server;
+  and ``"parent_cmdline"``, the parent's command line
+- ``leave_state``: ``get_requires_for_build_wheel`` leaves what a later hook of the same process would see (an
+  environment variable, a module in ``sys.modules``, an attribute on the ``json`` module), and the ``start`` event
+  carries ``"left"``, those of them ``build_wheel`` sees; each hook registers an ``atexit`` handler that appends an
+  ``atexit`` event, and ``build_wheel`` starts a non-daemon thread that appends a ``thread`` event 0.3 s later
+- ``requires_daemon``: ``get_requires_for_build_wheel`` leaves a double-forked ``setsid`` daemon sleeping 60 s with
+  this token on its command line; whether ``build_wheel`` sees it goes to the wheel as ``NAME/daemon.json``
+  (``{"seen": bool}``)
 - ``burn_s``: a child of ``build_wheel`` spends this many CPU seconds, as a compiler would
 - ``fail``: raise in ``build_wheel``;  ``crash``: SIGKILL itself;  ``hang``: sleep forever
 - ``print``: text to print to stdout
@@ -71,7 +79,7 @@ with open(os.path.join(HERE, "fake.json")) as f:
 
 def _parents():
     chain, pid = [], os.getpid()
-    for _ in range(2):
+    for _ in range(3):
         with open(f"/proc/{pid}/stat") as f:
             pid = int(f.read().rsplit(")", 1)[1].split()[1])
         chain.append(pid)
@@ -83,15 +91,12 @@ def _event(kind, **extra):
     if path:
         if CONFIG.get("record_parents"):
             extra["parents"] = _parents()
+            with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+                extra["parent_cmdline"] = f.read().decode().split("\0")[:-1]
         line = json.dumps({"name": CONFIG["name"], "event": kind, "t": time.time(), "pid": os.getpid(), **extra})
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(fd, (line + "\n").encode())
         os.close(fd)
-
-
-def _starts():
-    with open(CONFIG["events"]) as f:
-        return sum(json.loads(line)["event"] == "start" for line in f)
 
 
 def _priority():
@@ -106,8 +111,39 @@ def _priority_extra():
     return {"priority": _priority()} if CONFIG.get("record_priority") else {}
 
 
+def _at_exit(hook):
+    if CONFIG.get("leave_state"):
+        import atexit
+        atexit.register(_event, "atexit", hook=hook)
+
+
+def _left():
+    seen = ["environ"] if "ORCHESTRATE_LEFT" in os.environ else []
+    seen += ["module"] if "orchestrate_left" in sys.modules else []
+    return seen + (["json"] if hasattr(json, "orchestrate_left") else [])
+
+
+def _seen(token):
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if token.encode() in f.read():
+                    return True
+        except OSError:
+            pass
+    return False
+
+
 def get_requires_for_build_wheel(config_settings=None):
     _event("requires", **_priority_extra())
+    _at_exit("requires")
+    if CONFIG.get("leave_state"):
+        import types
+        os.environ["ORCHESTRATE_LEFT"] = "yes"
+        sys.modules["orchestrate_left"] = types.ModuleType("orchestrate_left")
+        json.orchestrate_left = True
+    if CONFIG.get("requires_daemon"):
+        _daemon(CONFIG["requires_daemon"])
     return list(CONFIG.get("requires", []))
 
 
@@ -226,8 +262,14 @@ def _record_line(name, data):
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    state = {"left": _left()} if CONFIG.get("leave_state") else {}
+    daemon_seen = _seen(CONFIG["requires_daemon"]) if CONFIG.get("requires_daemon") else None
     _event("start", **({"env": {name: os.environ.get(name) for name in CONFIG["record_env"]}}
-                       if CONFIG.get("record_env") else {}), **_priority_extra())
+                       if CONFIG.get("record_env") else {}), **_priority_extra(), **state)
+    _at_exit("build_wheel")
+    if CONFIG.get("leave_state"):
+        import threading
+        threading.Thread(target=lambda: (time.sleep(0.3), _event("thread"))).start()
     if CONFIG.get("print"):
         print(CONFIG["print"], flush=True)
     if CONFIG.get("ignore_sigterm"):
@@ -295,6 +337,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         files[f"{name}/run.json"] = json.dumps(ran).encode()
     if CONFIG.get("escape"):
         files[f"{name}/escape.json"] = json.dumps(_escape(CONFIG["escape"])).encode()
+    if daemon_seen is not None:
+        files[f"{name}/daemon.json"] = json.dumps({"seen": daemon_seen}).encode()
     if CONFIG.get("write_files"):
         files[f"{name}/writes.json"] = json.dumps(
             {path: _attempt(lambda path=path: _write(os.path.expandvars(path))) for path in CONFIG["write_files"]}

@@ -198,9 +198,9 @@ def test_the_builds_of_a_worker_are_forks_of_its_one_fork_server(farm: Cluster, 
     servers = set()
     for worker, names in names_by_worker.items():
         own = [hook for hook in hooks if hook["name"] in names]
-        build_workers = {hook["name"]: hook["parents"][0] for hook in own}
+        build_workers = {hook["name"]: hook["parents"][1] for hook in own}
         assert len(set(build_workers.values())) == len(names)  # a build worker per build
-        (server,) = {hook["parents"][1] for hook in own}  # all forked by one server
+        (server,) = {hook["parents"][2] for hook in own}  # all forked by one server
         assert server != dask_pids[worker]  # not started by the Dask worker itself, a fresh interpreter each
         assert not psutil.pid_exists(server) or psutil.Process(server).status() == psutil.STATUS_ZOMBIE  # ended
         servers.add(server)

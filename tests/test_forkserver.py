@@ -1,7 +1,8 @@
 """The fork server: one process per run imports the build machinery, and every build's worker is a fork of it.
 
 Real processes throughout: the local executor, its fork server, forked workers and the fake
-backend's hooks, which record their own pid and their parents' (``record_parents``).
+backend's hooks, which record their own pid and their ancestors' (``record_parents``): the build's hook server,
+its worker, the fork server.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def test_builds_in_turn_are_forks_of_one_server_each_hook_a_process_of_its_own(t
             _, received = build(executor, events, tmp_path, name, events=str(log), record_parents=True)
             assert outcome_of(received) is Status.BUILT
         hooks = read_events(log)
-        server = hooks[0]["parents"][1]
+        server = hooks[0]["parents"][2]
         assert psutil.Process(server).ppid() == os.getpid()  # the server outlives the builds it served
         assert "--fork-server" in psutil.Process(server).cmdline()
     finally:
@@ -74,10 +75,10 @@ def test_builds_in_turn_are_forks_of_one_server_each_hook_a_process_of_its_own(t
         ("second", "requires"), ("second", "start"), ("second", "end"),
     ]
     assert len({hook["pid"] for hook in hooks if hook["event"] != "end"}) == 4  # each hook in a fresh process
-    first_worker = {hook["parents"][0] for hook in hooks if hook["name"] == "first"}
-    second_worker = {hook["parents"][0] for hook in hooks if hook["name"] == "second"}
+    first_worker = {hook["parents"][1] for hook in hooks if hook["name"] == "first"}
+    second_worker = {hook["parents"][1] for hook in hooks if hook["name"] == "second"}
     assert len(first_worker) == len(second_worker) == 1 and first_worker != second_worker  # a fork per build
-    assert {hook["parents"][1] for hook in hooks} == {server}  # both workers forked by the one server
+    assert {hook["parents"][2] for hook in hooks} == {server}  # both workers forked by the one server
     assert gone(server)  # and it ends with the run
 
 
@@ -96,12 +97,12 @@ def test_a_killed_build_takes_only_its_own_tree_and_the_next_build_runs(tmp_path
         worker.close()
         assert isinstance(exited, Exited) and exited.returncode < 0  # SIGTERM and SIGKILL at once: either
         (start, child) = [hook for hook in read_events(log) if hook["event"] in ("start", "child")]
-        wait_for(lambda: gone(start["pid"]) and gone(child["child"]) and gone(start["parents"][0]), timeout=10)
+        wait_for(lambda: all(gone(pid) for pid in (start["pid"], child["child"], *start["parents"][:2])), timeout=10)
 
         _, received = build(executor, events, tmp_path, "next", events=str(log), record_parents=True)
         assert outcome_of(received) is Status.BUILT
         (next_start,) = [hook for hook in read_events(log) if hook["name"] == "next" and hook["event"] == "start"]
-        assert next_start["parents"][1] == start["parents"][1]  # the same server forked it
+        assert next_start["parents"][2] == start["parents"][2]  # the same server forked it
     finally:
         executor.close()
 
@@ -117,17 +118,17 @@ def test_a_dead_server_fails_its_running_build_as_killed_and_a_new_one_serves_th
         worker.admit()
         wait_for(lambda: any(hook["event"] == "child" for hook in read_events(log)))
         (start, child) = [hook for hook in read_events(log) if hook["event"] in ("start", "child")]
-        os.kill(start["parents"][1], signal.SIGKILL)  # the server, from outside (an OOM killer)
+        os.kill(start["parents"][2], signal.SIGKILL)  # the server, from outside (an OOM killer)
 
         *_, exited = events_until_exit(events)
         worker.close()
         assert isinstance(exited, Exited) and exited.killed_by == "SIGKILL"
         # The worker saw its parent go and took its build down: nothing of it is left.
-        wait_for(lambda: gone(start["pid"]) and gone(child["child"]) and gone(start["parents"][0]), timeout=10)
+        wait_for(lambda: all(gone(pid) for pid in (start["pid"], child["child"], *start["parents"][:2])), timeout=10)
 
         _, received = build(executor, events, tmp_path, "next", events=str(log), record_parents=True)
         assert outcome_of(received) is Status.BUILT
         (next_start,) = [hook for hook in read_events(log) if hook["name"] == "next" and hook["event"] == "start"]
-        assert next_start["parents"][1] != start["parents"][1]  # forked by a new server
+        assert next_start["parents"][2] != start["parents"][2]  # forked by a new server
     finally:
         executor.close()

@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,8 +27,8 @@ from orchestrator.build.compilercache import CompilerStats, read_stats
 from orchestrator.build.envcache import EnvCache, EnvView, SubprocessInstaller, compile_at_preparation
 from orchestrator.build.envs import choose_installer
 from orchestrator.build.extract import extract_sdist
-from orchestrator.build.jobserver import BIN_NAME, FIFO_NAME, OLD_MAKE_ERROR, hook_environ
-from orchestrator.build.sandbox import wrap
+from orchestrator.build.hooks import HookRunner
+from orchestrator.build.jobserver import OLD_MAKE_ERROR
 from orchestrator.errors import BuildError, BuildKilledError, SourceError, WheelError
 from orchestrator.jobs import BuildJob, PhaseSpan, Status, WorkerOutcome
 from orchestrator.wheels.wheelfile import check_wheel
@@ -74,47 +73,6 @@ class _Timer:
         return WorkerOutcome(status=status, phases=self.phases, spans=tuple(self.spans), **fields)
 
 
-class _HookRunner:
-    """Runs each hook, inside the job's sandbox (``build/sandbox.py``) when it has one, through the
-    job's compiler cache while :attr:`use_cache`, and with the run's jobserver while :attr:`use_jobserver`
-    (``pyproject_hooks``' runner protocol)."""
-
-    def __init__(self, log: IO[str], job: BuildJob, work_dir: Path) -> None:
-        self._log, self._job, self._work_dir = log, job, work_dir
-        self.use_cache = job.compiler_cache is not None
-        # A MAKEFLAGS of the user's own stays as it is.
-        self.use_jobserver = job.jobserver and "MAKEFLAGS" in job.environ
-
-    def __call__(self, cmd: Sequence[str], cwd: str | None = None,
-                 extra_environ: Mapping[str, str] | None = None) -> None:
-        job, work_dir = self._job, self._work_dir
-        env: dict[str, str] = {**os.environ, **job.environ, **(extra_environ or {})}
-        # With --keep-build-envs the run's store is a symlink to the shared one: its target is read too.
-        readable = [job.env_cache, (job.env_cache / "envs").resolve()]
-        writable = [job.source] if job.kind == "tree" else []
-        if job.compiler_cache is not None and self.use_cache:
-            env.update(job.compiler_cache.environ(env, build_dir=work_dir, package=job.name))
-            readable += [job.compiler_cache.wrapper_dir, Path(job.compiler_cache.executable)]
-            writable.append(job.compiler_cache.package_dir(job.name))
-        fifo = work_dir / FIFO_NAME
-        if self.use_jobserver and fifo.exists():  # made by the run at admission: for build_wheel only
-            try:
-                env = hook_environ(env, fifo=fifo, bin_dir=work_dir / BIN_NAME,
-                                   set_by_run=job.environ)
-                shadowed = sorted(path.name for path in (work_dir / BIN_NAME).glob("*"))
-                self._log.write(f"=== orchestrate: jobserver: MAKEFLAGS={env['MAKEFLAGS']}"
-                                f"{'; first on PATH: ' + ', '.join(shadowed) if shadowed else ''} ===\n")
-            except OSError as exc:
-                self._log.write(f"=== orchestrate: no jobserver for this build: {exc} ===\n")
-                self.use_jobserver = False
-        # A source tree is built in place (setuptools writes build/ there): it is the build's own folder too.
-        cmd, env = wrap(cmd, sandbox=job.sandbox, build_dir=work_dir, tmp_dir=work_dir / "tmp",
-                        out_dir=work_dir / "dist", env=env, cwd=cwd, readable=readable, writable=writable)
-        self._log.flush()
-        subprocess.run(cmd, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                       check=True)
-
-
 def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCallback, *,
                  admitted: Callable[[], None] = lambda: None) -> WorkerOutcome:
     """Build ``job`` in ``work_dir`` (private, empty; its owner removes it) and publish the wheel.
@@ -124,12 +82,14 @@ def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCal
     Never raises for a build failure.
     """
     timer = _Timer(log, on_phase)
+    runner = HookRunner(log, job, work_dir)
     try:
         try:
-            builder, runner = _prepare(job, work_dir, log, timer)
+            builder = _prepare(job, work_dir, log, timer, runner)
         finally:
             timer.admission(admitted)  # a failure to prepare is reported once the build is admitted
         wheel = _build(builder, runner, job, work_dir, log, timer)
+        runner.close()
         with timer.phase("publish"):
             name, version = _check_wheel(job, wheel)
             published = publish_wheel(wheel, job.wheelhouse)
@@ -143,6 +103,8 @@ def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCal
         outcome = timer.outcome(Status.FAILED, error=f"{exc.strerror or exc}{where}")
     else:
         outcome = timer.outcome(Status.BUILT, wheel=published.name, name=name, version=version)
+    finally:
+        runner.close()
     return _with_compiler_stats(outcome, job, work_dir)
 
 
@@ -155,7 +117,7 @@ def _with_compiler_stats(outcome: WorkerOutcome, job: BuildJob, work_dir: Path) 
                                compiler_misses=stats.misses)
 
 
-def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> tuple[build.ProjectBuilder, _HookRunner]:
+def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer, runner: HookRunner) -> build.ProjectBuilder:
     """Extract the source, create its environment and install what it needs to build: its
     ``build-system.requires``, then what the backend's ``get_requires_for_build_wheel`` asks for."""
     with timer.phase("extract"):
@@ -168,7 +130,6 @@ def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> tuple[bui
             raise SourceError(f"{job.source}: does not appear to be a Python project: no pyproject.toml or setup.py")
     with timer.phase("create_env"):
         env = _environment(job, tmp / "env", log)
-        runner = _HookRunner(log, job, tmp)
         try:
             builder = build.ProjectBuilder.from_isolated_env(env, source_dir, runner=runner)
         except build.BuildException as exc:
@@ -180,10 +141,11 @@ def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer) -> tuple[bui
     if extra:
         with timer.phase("install_requires"):
             env.install(extra)
-    return builder, runner
+        runner.close()  # the next hook's interpreter starts on what was just installed (its .pth files run)
+    return builder
 
 
-def _build(builder: build.ProjectBuilder, runner: _HookRunner, job: BuildJob, tmp: Path, log: IO[str],
+def _build(builder: build.ProjectBuilder, runner: HookRunner, job: BuildJob, tmp: Path, log: IO[str],
            timer: _Timer) -> Path:
     """Run the backend's ``build_wheel``; once more when it failed because of what this tool added: without
     ccache when ccache itself failed (it fails compilations rather than run the compiler when its cache

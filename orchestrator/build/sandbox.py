@@ -170,6 +170,16 @@ def is_secret(name: str) -> bool:
     return _SECRET.match(name.upper()) is not None
 
 
+def environ(env: Mapping[str, str], *, sandbox: Sandbox, build_dir: Path, tmp_dir: Path) -> dict[str, str]:
+    """What of ``env`` a process inside ``sandbox`` gets: no secret, no credential in a URL, its own home and
+    temporary folder."""
+    if sandbox.tool == "none" or sandbox.executable is None:
+        return dict(env)
+    clean = {name: URL_CREDENTIALS.sub(r"\1", value) for name, value in env.items() if not is_secret(name)}
+    clean.update(HOME=str(build_dir / "home"), TMPDIR=str(tmp_dir))
+    return clean
+
+
 def wrap(cmd: Sequence[str], *, sandbox: Sandbox, build_dir: Path, tmp_dir: Path, out_dir: Path,
          env: Mapping[str, str], cwd: str | None = None, readable: Sequence[Path] = (),
          writable: Sequence[Path] = ()) -> tuple[list[str], dict[str, str]]:
@@ -181,8 +191,7 @@ def wrap(cmd: Sequence[str], *, sandbox: Sandbox, build_dir: Path, tmp_dir: Path
     """
     if sandbox.tool == "none" or sandbox.executable is None:
         return list(cmd), dict(env)
-    home = build_dir / "home"
-    home.mkdir(exist_ok=True)
+    (build_dir / "home").mkdir(exist_ok=True)
     hidden = list(dict.fromkeys(
         [Path("/tmp"), *(Path(value).resolve() for value in {env.get("HOME"), os.path.expanduser("~")}
                          if value and Path(value).resolve() != Path("/"))]))
@@ -195,8 +204,7 @@ def wrap(cmd: Sequence[str], *, sandbox: Sandbox, build_dir: Path, tmp_dir: Path
         path.mkdir(parents=True, exist_ok=True)
         if not any(path.is_relative_to(folder) for folder in bound):
             bound.append(path)
-    clean = {name: URL_CREDENTIALS.sub(r"\1", value) for name, value in env.items() if not is_secret(name)}
-    clean.update(HOME=str(home), TMPDIR=str(tmp_dir))
+    clean = environ(env, sandbox=sandbox, build_dir=build_dir, tmp_dir=tmp_dir)
     if sandbox.tool == "unshare":
         steps = [step for step in sandbox.steps if step != "loopback" or not sandbox.network]
         init = _init([], hide=[*hidden, Path("/dev/shm")], ro=kept, rw=bound, step=steps, cwd=[cwd] if cwd else [])
