@@ -175,7 +175,8 @@ def environ(env: Mapping[str, str], *, sandbox: Sandbox, build_dir: Path, tmp_di
     temporary folder."""
     if sandbox.tool == "none" or sandbox.executable is None:
         return dict(env)
-    clean = {name: URL_CREDENTIALS.sub(r"\1", value) for name, value in env.items() if not is_secret(name)}
+    clean = {name: URL_CREDENTIALS.sub(r"\1", value) if "@" in value else value
+             for name, value in env.items() if not is_secret(name)}
     clean.update(HOME=str(build_dir / "home"), TMPDIR=str(tmp_dir))
     return clean
 
