@@ -150,7 +150,8 @@ class BuildRun:
         self._wheelhouse = Wheelhouse(settings.wheelhouse)
         self._history = History(settings.history_path) if settings.history_path else None
         self._predictor = Predictor(settings.history_path if settings.compiler_cache and executor is None else None,
-                                    python=PYTHON_TAG, history=self._history)  # a farm: a cache per machine
+                                    python=PYTHON_TAG, history=self._history,  # a farm: a cache per machine
+                                    cache=settings.compiler_cache)
         self._sources: dict[str, Source] = {}
         self._installs: Stage[Path, InstallResult] | None = None
         self._install_later: list[Path] = []

@@ -8,7 +8,9 @@ written whole and renamed into place. When a package with a record is queued aga
 compiled sources are read (``build/digests.py``) and the prediction replaces history's median.
 Packages without a record keep history's estimate; a run without a compiler cache (everything
 compiles), without history, or on a farm (each machine's cache holds what that machine compiled)
-predicts nothing and records nothing. Like the history, the records
+predicts nothing and records nothing. A record whose package's cache folder is gone (``trim`` removed it,
+or the user did) is removed as its package is queued, which is expected to take its full compile; that
+build starts a new record. Like the history, the records
 are advisory: one that cannot be read or written is logged and counts as none.
 
 Thread use: :meth:`Predictor.predict` runs where builds are queued (the download threads),
@@ -17,6 +19,7 @@ Thread use: :meth:`Predictor.predict` runs where builds are queued (the download
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -27,6 +30,7 @@ from typing import Any
 from packaging.utils import NormalizedName
 
 from orchestrator.atomic import atomic_write
+from orchestrator.build.compilercache import CompilerCache
 from orchestrator.build.digests import source_files
 from orchestrator.build.sources import Source
 from orchestrator.jobs import BuildResult, Status
@@ -57,8 +61,10 @@ class Predictor:
     estimates only: no history, no compiler cache, or a farm) for interpreter ``python``; ``history`` tells
     which packages compiled before the records existed."""
 
-    def __init__(self, history_path: Path | None, *, python: str, history: History | None) -> None:
+    def __init__(self, history_path: Path | None, *, python: str, history: History | None,
+                 cache: CompilerCache | None = None) -> None:
         self._folder = history_path.parent / RECORDS_FOLDER / python if history_path is not None else None
+        self._cache = cache
         self._history = history
         self._python = python
         self._seen: dict[str, tuple[NormalizedName, frozenset[str]]] = {}
@@ -75,6 +81,11 @@ class Predictor:
         if self._folder is None:
             return Prediction(duration=duration, look=False)
         record = read_record(self._folder, source.name)
+        if record is not None and self._cache is not None and not self._cache.package_dir(source.name).is_dir():
+            with contextlib.suppress(OSError):  # what it says the cache holds, the cache no longer does
+                (self._folder / f"{source.name}.json").unlink()
+            full = record.other_s + record.compile_s if record.compile_s is not None else duration
+            return Prediction(duration=full, look=True)  # everything compiles; its sources start a new record
         if record is None:
             compiled = duration is None or (
                 self._history is not None and self._history.compiled(source.name, python=self._python))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,14 @@ def test_a_package_whose_history_shows_compiler_calls_is_read_for_its_first_reco
         assert (prediction.duration, prediction.look) == (4.0, look)
         # Without the compiler cache (no folder), nothing is read or recorded, whatever the history says.
         assert Predictor(None, python=PYTHON_TAG, history=history).predict(source, 4.0).look is False
+
+
+def test_a_package_whose_cache_folder_was_trimmed_is_expected_to_compile_everything(tmp_path: Path) -> None:
+    first = build(tmp_path, fake_c_sdist(tmp_path, "1.0", SOURCES, sleep=1), "v1")
+    shutil.rmtree(tmp_path / "state" / "compiler-cache" / "packages" / "ccfake")  # as trim does
+    changed = {**SOURCES, "src/middle.c": SOURCES["src/middle.c"] + "int more;\n"}
+    second = build(tmp_path, fake_c_sdist(tmp_path, "2.0", changed, sleep=1), "v2")
+    assert second["expected_s"] == pytest.approx(first["wall_s"], abs=0.01)  # outside compiling + all of it
+    assert (second["compiler_hits"], second["compiler_misses"]) == (0, 3)
+    record = json.loads((tmp_path / "state" / RECORDS_FOLDER / PYTHON_TAG / "ccfake.json").read_text())
+    assert record["version"] == "2.0" and len(record["seen"]) == 1  # started anew: 1.0's objects are gone
