@@ -20,8 +20,8 @@ MEMORY_REQUEUE_LIMIT = 3
 """Memory requeues of one build before it waits to run alone."""
 
 MAX_PREPARED = 2
-"""Workers preparing queued builds ahead of their admission, at most: the next build's, and one
-whose build another went ahead of (it keeps its worker, and its preparation, for when its turn comes)."""
+"""Workers preparing queued builds ahead of their admission, at most: the next two builds' (or one's and
+that of a build another went ahead of, which keeps its worker and its preparation for when its turn comes)."""
 
 StopReason = Literal["timeout", "memory", "run"]
 """Why the scheduler stopped a running build: its deadline, memory pressure, or the whole run stopping."""

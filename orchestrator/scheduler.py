@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from orchestrator.buildstate import (
+    MAX_PREPARED,
     Observer,
     Queued,
     Running,
@@ -363,9 +364,11 @@ class BuildScheduler:
         deadline = now + item.timeout if item.timeout else None
         self._running[job.key] = Running(item=item, handle=handle, started_at=now, deadline=deadline)
         self._observer.event(f"{job.key}: started (needs about {format_size(item.need)})")
-        # The next worker starts now, ahead of the next admission, while the running builds go on.
+        # The next builds' workers start now, ahead of the next admissions, while the running builds go on: two, so
+        # that a short build's slot never waits for the one preparation in progress to end.
         if self._pending and not self._stopping:
-            self._ahead.prepare(self._pending[0].job)
+            for queued in self._pending[:MAX_PREPARED]:
+                self._ahead.prepare(queued.job)
         elif self._producing() and not self._stopping:
             self._ahead.start_idle()
 
