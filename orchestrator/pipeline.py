@@ -48,7 +48,9 @@ from orchestrator.errors import SourceError, WheelError
 from orchestrator.executors import Executor
 from orchestrator.executors.local import LocalExecutor
 from orchestrator.executors.tokens import TokenPool, usable_cpus
-from orchestrator.install import INSTALLS, InstallResult, Target, WheelInstaller
+from orchestrator.install.installer import WheelInstaller
+from orchestrator.install.results import INSTALLS, InstallResult
+from orchestrator.install.target import Target
 from orchestrator.jobs import BuildJob, BuildResult, Status, nested_jobs_environ
 from orchestrator.packageconfig import PackageOverrides
 from orchestrator.policy.admission import Limits, Probe, jobs_per_build

@@ -31,7 +31,8 @@ from orchestrator.errors import (
     ResolutionError,
     UsageError,
 )
-from orchestrator.install import Target, WheelInstaller
+from orchestrator.install.installer import WheelInstaller
+from orchestrator.install.target import Target
 from orchestrator.policy.history import default_state_dir
 from orchestrator.report import RunReport
 from orchestrator.report.junit import write_junit

@@ -18,8 +18,8 @@ from orchestrator.display import PlainDisplay
 from orchestrator.errors import (
     UsageError,
 )
-from orchestrator.install import INSTALLS
 from orchestrator.install.conflicts import refuse_conflicts
+from orchestrator.install.results import INSTALLS
 from orchestrator.install.select import select_wheels, wheel_files
 from orchestrator.options import (
     install_options,
