@@ -15,8 +15,8 @@ and no ``ORCHESTRATE_*``, ``UV_*`` or ``PIP_*`` variable of the caller.
 
 ``--variant NAME=DIR`` runs orchestrate from another checkout too (``PYTHONPATH=DIR``, same interpreter); the
 default variant, ``this``, is this checkout. ``--importtime`` runs each orchestrate case once more per
-variant under ``python -X importtime`` and prints the top-level packages that took longest to import (self
-time summed over their modules), to show what a command still imports.
+variant under ``python -X importtime`` (three times, each module's least) and prints the top-level packages
+that took longest to import (self time summed over their modules), to show what a command still imports.
 """
 
 from __future__ import annotations
@@ -95,15 +95,21 @@ def orchestrate_cmd(args: list[str]) -> list[str]:
                                                                                  *args]
 
 
-def top_imports(cmd: list[str], env: dict[str, str], cwd: Path, count: int) -> list[tuple[str, float]]:
-    """The ``count`` top-level packages whose modules took longest to import (self time, ms) in ``cmd``."""
-    done = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], env=env, cwd=cwd, capture_output=True, text=True)
+def top_imports(cmd: list[str], env: dict[str, str], cwd: Path, count: int, runs: int = 3) -> list[tuple[str, float]]:
+    """The ``count`` top-level packages whose modules took longest to import (ms) in ``cmd``: each module's self
+    time, the least of ``runs`` runs (one run's figures jump with the machine's load), summed per package."""
+    least: dict[str, int] = {}
+    for _ in range(runs):
+        done = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], env=env, cwd=cwd, capture_output=True,
+                              text=True)
+        for line in done.stderr.splitlines():
+            if line.startswith("import time:") and "self [us]" not in line:
+                self_us, _, name = line.split(":", 1)[1].split("|")
+                least[name.strip()] = min(least.get(name.strip(), int(self_us)), int(self_us))
     spent: collections.Counter[str] = collections.Counter()
-    for line in done.stderr.splitlines():
-        if line.startswith("import time:") and "self [us]" not in line:
-            self_us, _, name = line.split(":", 1)[1].split("|")
-            parts = name.strip().split(".")
-            spent[".".join(parts[:2]) if parts[0] == "orchestrator" else parts[0]] += int(self_us)
+    for name, micros in least.items():
+        parts = name.split(".")
+        spent[".".join(parts[:2]) if parts[0] == "orchestrator" else parts[0]] += micros
     return [(name, round(us / 1000, 1)) for name, us in spent.most_common(count)]
 
 
