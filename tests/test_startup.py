@@ -15,6 +15,7 @@ import sys
 import venv
 from pathlib import Path
 
+import psutil
 import pytest
 from sdists import make_sdist
 from wheels import write_wheel
@@ -82,8 +83,11 @@ def test_a_build_of_local_sdists_loads_neither_downloads_nor_installs(tmp_path: 
     assert [wheel.name for wheel in (tmp_path / "wh").glob("*.whl")] == ["quick-1.0-py3-none-any.whl"]
     assert "orchestrator.pipeline" in modules
     assert among(modules, NETWORK + INSTALLER + FARM) == []
-    # Nothing to do the second time: the wheel is in the wheelhouse.
+    # Nothing to do the second time: the wheel is in the wheelhouse; the fork server, which never forked, is
+    # killed rather than waited for, and no process of the run is left (each ran in this test's folder).
     assert among(loaded("build", *args, cwd=tmp_path), NETWORK + INSTALLER + FARM) == []
+    assert [process.info for process in psutil.process_iter(["pid", "cmdline", "cwd"])
+            if process.info["cwd"] == str(tmp_path)] == []
 
 
 def test_report_loads_neither_the_stages_nor_the_network(tmp_path: Path) -> None:
