@@ -55,7 +55,8 @@ UV = shutil.which("uv", path=os.path.dirname(sys.executable)) or shutil.which("u
 _OURS = """\
 import sys
 from pathlib import Path
-from orchestrator.install import Target, WheelInstaller, install_all
+from orchestrator.install.installer import WheelInstaller, install_all
+from orchestrator.install.target import Target
 venv, max_installs, compile_bytecode, *wheels = sys.argv[1:]
 target = Target.from_path(Path(venv))
 with WheelInstaller(target, compile_bytecode=compile_bytecode == "1") as installer:

@@ -13,8 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.buildstate import RunState
-from orchestrator.download.fetch import DownloadStatus
-from orchestrator.install import InstallStatus
+from orchestrator.download.results import DownloadStatus
+from orchestrator.install.results import InstallStatus
 from orchestrator.jobs import PHASES, BuildResult, Status
 from orchestrator.report import RunReport
 from orchestrator.report.logtail import log_tail

@@ -22,9 +22,10 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.utils import NormalizedName, canonicalize_name
 
@@ -34,21 +35,15 @@ from orchestrator.build.envruns import run_env_cache
 from orchestrator.build.sandbox import Sandbox
 from orchestrator.build.sources import Source, compiles, file_sha256, sdist_source, tree_source
 from orchestrator.buildstate import Observer
-from orchestrator.download.fetch import (
-    Downloader,
-    DownloadResult,
-    DownloadSettings,
-    DownloadStatus,
-)
 from orchestrator.download.requirements import PinnedRequirement
 from orchestrator.download.resolve import stop_resolvers
-from orchestrator.download.results import DOWNLOADS
+from orchestrator.download.results import DOWNLOADS, DownloadResult, DownloadStatus
 from orchestrator.download.wanted import Requirements, resolve_pins
 from orchestrator.errors import SourceError, WheelError
 from orchestrator.executors import Executor
 from orchestrator.executors.local import LocalExecutor
 from orchestrator.executors.tokens import TokenPool, usable_cpus
-from orchestrator.install import INSTALLS, InstallResult, Target, WheelInstaller
+from orchestrator.install.results import INSTALLS, InstallResult
 from orchestrator.jobs import BuildJob, BuildResult, Status, nested_jobs_environ
 from orchestrator.packageconfig import PackageOverrides
 from orchestrator.policy.admission import Limits, Probe, jobs_per_build
@@ -71,12 +66,16 @@ from orchestrator.stages import (
     StageProgress,
 )
 from orchestrator.wheels.distributions import (
-    check_installed,
+    check_target,
     check_wheels,
     target_environment,
 )
 from orchestrator.wheels.wheelfile import check_wheel
 from orchestrator.wheels.wheelhouse import Wheelhouse, publish_wheel
+
+if TYPE_CHECKING:
+    from orchestrator.download.fetch import DownloadSettings
+    from orchestrator.install.installer import WheelInstaller
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +260,8 @@ class BuildRun:
         while the resolver pins the rest in a thread of its own; a resolution that fails
         stops the run and fails it with the resolver's message.
         """
+        from orchestrator.download.fetch import Downloader  # httpx and unearth: only a run with -r files loads them
+
         settings = self._settings
         assert settings.download is not None
         sdist_dir = settings.sdist_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orchestrate-")))
@@ -462,19 +463,6 @@ class BuildRun:
                     host=result.host,
                 )
             )
-
-
-def check_target(target: Target, environment: Mapping[str, str], report: RunReport, event: Callable[[str], None],
-                 *, extras: Mapping[str, Iterable[str]] | None = None) -> None:
-    """Check what ``target`` holds as ``pip check`` does, after installing; the installs stay whatever it finds."""
-    site_packages = [Path(target.scheme["purelib"]), Path(target.scheme["platlib"])]
-    try:
-        unmet = [str(requirement) for requirement in check_installed(site_packages, environment, extras=extras)]
-    except WheelError as exc:
-        unmet = [f"cannot check the environment: {exc.message}"]
-    report.target_unmet = unmet
-    for line in unmet:
-        event(f"the environment is incomplete: {line}")
 
 
 def finished_run(run: RunRecord, report: RunReport, interrupted: str | None) -> RunRecord:

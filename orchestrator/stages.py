@@ -14,7 +14,7 @@ No exception disappears with its future: one raised by the work or by the hand-o
 its result (``on_result``: queue a build, install a wheel) becomes a :class:`StageError`
 naming the item, an event line, and a failed run. Each stage's kind (how it names
 items and reads results) lives with its stage: ``download.results.DOWNLOADS``,
-``install.installer.INSTALLS``; this module imports neither, so both can use it.
+``install.results.INSTALLS``; this module imports neither, so both can use it.
 """
 
 from __future__ import annotations

@@ -17,9 +17,11 @@ import psutil
 import pytest
 from wheels import write_wheel
 
-from orchestrator.install import InstallStatus, Target, WheelInstaller
 from orchestrator.install import bytecode as bytecode_module
 from orchestrator.install import rollback as rollback_module
+from orchestrator.install.installer import WheelInstaller
+from orchestrator.install.results import InstallStatus
+from orchestrator.install.target import Target
 
 
 @pytest.fixture(name="venv_dir")

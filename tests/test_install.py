@@ -32,14 +32,10 @@ from install_helpers import (  # noqa: F401 (fixtures)
 from wheels import write_wheel
 
 from orchestrator.errors import UsageError
-from orchestrator.install import (
-    InstallResult,
-    InstallStatus,
-    Target,
-    WheelInstaller,
-    install_all,
-)
 from orchestrator.install import installer as installer_module
+from orchestrator.install.installer import WheelInstaller, install_all
+from orchestrator.install.results import InstallResult, InstallStatus
+from orchestrator.install.target import Target
 
 # --- installing -------------------------------------------------------------
 

@@ -26,8 +26,10 @@ from install_helpers import (  # noqa: F401 (fixtures)
 )
 from wheels import write_wheel
 
-from orchestrator.install import InstallStatus, Target, WheelInstaller, install_all
 from orchestrator.install import installer as installer_module
+from orchestrator.install.installer import WheelInstaller, install_all
+from orchestrator.install.results import InstallStatus
+from orchestrator.install.target import Target
 
 
 def test_bytecode_is_the_target_pythons_and_is_recorded(target: Target, wheelhouse: Path) -> None:
@@ -181,7 +183,8 @@ def test_close_stops_the_compilers(target: Target, wheelhouse: Path) -> None:
 def test_an_installer_never_closed_does_not_hold_up_exit(target: Target, wheelhouse: Path) -> None:
     wheel = write_wheel(wheelhouse, "pkg")
     script = (
-        "import sys; from pathlib import Path; from orchestrator.install import Target, WheelInstaller\n"
+        "import sys; from pathlib import Path; from orchestrator.install.target import Target\n"
+        "from orchestrator.install.installer import WheelInstaller\n"
         "installer = WheelInstaller(Target.from_path(Path(sys.argv[1])))\n"
         "print(installer.install(Path(sys.argv[2])).status.value)\n"
     )

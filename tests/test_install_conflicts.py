@@ -15,8 +15,10 @@ from install_helpers import (  # noqa: F401 (fixtures)
 from wheels import write_wheel
 
 from orchestrator.errors import InstallError
-from orchestrator.install import InstallStatus, Target, WheelInstaller, install_all
 from orchestrator.install.conflicts import find_conflicts
+from orchestrator.install.installer import WheelInstaller, install_all
+from orchestrator.install.results import InstallStatus
+from orchestrator.install.target import Target
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from install_helpers import (
 )
 
 from orchestrator.errors import InstallError
-from orchestrator.install import Target
+from orchestrator.install.target import Target
 
 
 @pytest.mark.parametrize("given", ["folder", "interpreter"])

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from wheels import write_wheel
 
-from orchestrator.install import InstallStatus, Target, WheelInstaller
+from orchestrator.install.installer import WheelInstaller
 from orchestrator.install.journal import Journal, Recovery
+from orchestrator.install.results import InstallStatus
 from orchestrator.install.rollback import Aside
+from orchestrator.install.target import Target
 
 # Writes a journal in another process, then waits for a line on stdin (while it
 # holds the lock) and dies without removing it, as a killed install would.

@@ -38,8 +38,12 @@ def preload() -> None:
     import orchestrator.build.worker  # noqa: F401 - what each fork runs
 
     with contextlib.suppress(Exception):
+        import encodings.cp437  # noqa: F401 - what zipfile decodes a wheel's member names with
         import gzip  # noqa: F401 - what tarfile imports as it opens a .tar.gz sdist
+        import importlib.readers  # noqa: F401 - what importlib.resources imports as pyproject_hooks finds its script
         import importlib.resources.readers  # noqa: F401 - what pyproject_hooks imports to find its hook script
+
+        import installer.sources  # noqa: F401 - what check_wheel imports to check the built wheel's RECORD
 
         import orchestrator.build.builder  # noqa: F401
         from orchestrator.build.envs import find_uv

@@ -1,5 +1,7 @@
-"""What every ``orchestrate`` command shares: the command group, one-line errors and exit codes, signals,
-the settings read from shared options, and the end of a run (reports, summary, exit code).
+"""What every ``orchestrate`` command shares: the command group, one-line errors and exit codes, signals.
+
+It imports little (click and the error classes): ``orchestrate --help`` and every command load it, and each
+command imports what it runs with when it runs (:mod:`.run` holds what the running commands share).
 
 Exit codes: 0 everything built (or installed), 1 something failed, 2 usage
 error, 130 interrupted (SIGINT), 143 terminated (SIGTERM).
@@ -11,32 +13,23 @@ import functools
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
 
 from orchestrator import __version__
-from orchestrator.display import PlainDisplay, print_summary
-from orchestrator.download.binary import BinaryPolicy
-from orchestrator.download.fetch import DownloadSettings
 from orchestrator.errors import (
-    InstallError,
     OrchestratorError,
     ResolutionError,
     UsageError,
 )
-from orchestrator.install import Target, WheelInstaller
-from orchestrator.policy.history import default_state_dir
-from orchestrator.report import RunReport
-from orchestrator.report.junit import write_junit
-from orchestrator.report.runs import ReportFiles, write_reports
-from orchestrator.settings import IndexSettings
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 HISTORY_FILE = "history.sqlite3"
@@ -63,45 +56,6 @@ class _QuietNotFoundPages(logging.Filter):
 _QUIET_NOT_FOUND_PAGES = _QuietNotFoundPages()
 
 
-def _absolute_find_links(links: tuple[str, ...]) -> tuple[str, ...]:
-    """Local find-links folders as absolute paths: builds run in other folders."""
-    return tuple(str(Path(link).resolve()) if "://" not in link and Path(link).exists() else link for link in links)
-
-
-def index_settings(index_url: str | None, extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool,
-           from_files: IndexSettings | None = None) -> IndexSettings:
-    """Command-line index options, merged with those of requirements files as pip does."""
-    files = from_files or IndexSettings()
-    return IndexSettings(
-        index_url=index_url or files.index_url,
-        extra_index_urls=tuple(dict.fromkeys([*extra_index_url, *files.extra_index_urls])),
-        find_links=_absolute_find_links(tuple(dict.fromkeys([*find_links, *files.find_links]))),
-        no_index=no_index or files.no_index,
-    )
-
-
-def download_settings(index: IndexSettings, state: Path, cache_dir: Path | None, no_cache: bool,
-                       download_timeout: float, download_retries: int, require_hashes: bool,
-                       binary: BinaryPolicy) -> DownloadSettings:
-    return DownloadSettings(
-        index=index,
-        cache_dir=None if no_cache else (cache_dir or state / "downloads").resolve(),
-        retries=download_retries,
-        timeout=download_timeout,
-        require_hashes=require_hashes,
-        binary=binary,
-    )
-
-
-def wheel_installer(into: Path, reinstall: bool, compile_bytecode: bool,
-                     install_timeout: float | None) -> WheelInstaller:
-    try:
-        target = Target.from_path(into)
-    except InstallError as exc:
-        raise UsageError(exc.message) from None
-    return WheelInstaller(target, compile_bytecode=compile_bytecode, reinstall=reinstall, timeout=install_timeout)
-
-
 @contextmanager
 def _signals() -> Iterator[None]:
     """Turn SIGTERM into an exception in the main thread, as SIGINT already is."""
@@ -118,6 +72,8 @@ def _signals() -> Iterator[None]:
 
 def make_console() -> Console:
     """Standard error; lines are never wrapped, so each message stays one line in logs."""
+    from rich.console import Console  # rich, imported when there is something to print: not for --help
+
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     if not console.is_terminal:
         console.width = 160  # tables in CI logs and files are not read on 80-column terminals
@@ -193,39 +149,6 @@ def main(debug: bool) -> None:
 
 
 def resolve_state_dir(state_dir: Path | None) -> Path:
+    from orchestrator.policy.history import default_state_dir  # sqlite3 and platformdirs: not for --help
+
     return (state_dir or default_state_dir()).resolve()
-
-
-def run_and_report(work: Callable[[], object], report: RunReport, display: PlainDisplay, console: Console,
-                    files: ReportFiles, *, junit: Path | None = None) -> None:
-    """Run ``work``; whatever happens, write the (partial) reports and the summary, whose last line says where
-    the run folder's report is, then a line for each report that could not be written (which fails the run);
-    exit by the outcome."""
-    unwritten: list[str] = []
-    try:
-        work()
-    except KeyboardInterrupt:
-        report.interrupted = "SIGINT"
-        raise
-    except Terminated:
-        report.interrupted = "SIGTERM"
-        raise
-    finally:
-        report.finished_at = report.finished_at or time.time()
-        display.close()
-        kept, unwritten = write_reports(report, files)
-        if junit:
-            try:
-                write_junit(report, junit)
-            except OSError as exc:  # said after the summary, and the run fails: CI would miss the file
-                reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
-                unwritten.append(f"cannot write the JUnit file {junit} ({reason}); choose another --junit file")
-        if report.builds or report.downloads or report.installs or report.errors:
-            print_summary(console, report)
-        if kept is not None:
-            console.print(f"report: {kept} (and report.json beside it)", markup=False, highlight=False)
-        for problem in unwritten:
-            print_error(problem)
-    sys.exit(EXIT_OK if report.ok and not unwritten else EXIT_FAILED)
-
-

@@ -7,27 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import click
-import psutil
 
-from orchestrator.build import ceiling, compilercache
-from orchestrator.build.compilercache import CompilerCache
-from orchestrator.build.envs import choose_installer
-from orchestrator.build.sandbox import for_run
-from orchestrator.build.sources import collect_sources
-from orchestrator.cli.app import (
-    HISTORY_FILE,
-    download_settings,
-    handle_errors,
-    index_settings,
-    main,
-    make_console,
-    resolve_state_dir,
-    run_and_report,
-    wheel_installer,
-)
-from orchestrator.display import LiveDisplay, PlainDisplay
-from orchestrator.download.binary import BinaryPolicy
-from orchestrator.download.wanted import read_requirements
+from orchestrator.cli.app import HISTORY_FILE, handle_errors, main, make_console, resolve_state_dir
 from orchestrator.errors import (
     UsageError,
 )
@@ -41,19 +22,13 @@ from orchestrator.options import (
     report_options,
     resolve_options,
 )
-from orchestrator.packageconfig import (
-    find_config,
-    load_package_config,
-)
-from orchestrator.pipeline import BuildRun, BuildSettings
-from orchestrator.policy.admission import Limits
-from orchestrator.report.runs import ReportFiles, run_folder
-from orchestrator.resources import usable_cpu_count
 from orchestrator.units import format_size, parse_size
 
 if TYPE_CHECKING:
+    from orchestrator.build.compilercache import CompilerCache
     from orchestrator.executors.cluster import Farm
     from orchestrator.executors.dask import DaskExecutor
+    from orchestrator.policy.admission import Limits
 
 DEFAULT_MAX_CPU = 100.0
 """``--max-cpu``: a build waits while every usable CPU is busy."""
@@ -63,6 +38,11 @@ def _admission_limits(
     max_builds: int | None, memory_limit: str | None, min_free_memory: str | None, memory_per_build: int,
     max_load: float | None, max_cpu: float,
 ) -> Limits:
+    import psutil
+
+    from orchestrator.policy.admission import Limits
+    from orchestrator.resources import usable_cpu_count
+
     memory = psutil.virtual_memory()
     min_free = (
         parse_size(min_free_memory, total=memory.total)
@@ -84,6 +64,8 @@ def _compiler_cache(choice: Literal["auto", "ccache", "off"], size: str,
                     state: Path) -> tuple[CompilerCache | None, str | None]:
     """The run's compiler cache, and the note saying why there is none; ``--compiler-cache ccache``
     without a working ccache is a usage error."""
+    from orchestrator.build import compilercache
+
     max_size = parse_size(size)  # 0 (or too small for an object) is a cache that keeps nothing: valid, useless
     if choice == "off":
         return None, None
@@ -177,6 +159,23 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           report_json: Path | None, report_html: Path | None, trace: Path | None, junit: Path | None,
           state_dir: Path | None, no_history: bool, config: Path | None, wait_lock: float) -> None:
     """Build wheels from SOURCES (sdist files, folders of sdists, source trees) and -r requirements."""
+    # What the command runs with, imported as it runs: --help and the other commands do not load it.
+    from orchestrator.build import ceiling
+    from orchestrator.build.envs import choose_installer
+    from orchestrator.build.sandbox import for_run
+    from orchestrator.build.sources import collect_sources
+    from orchestrator.cli.run import (
+        download_settings,
+        index_settings,
+        run_and_report,
+        wheel_installer,
+    )
+    from orchestrator.display import LiveDisplay, PlainDisplay
+    from orchestrator.download.wanted import read_requirements
+    from orchestrator.packageconfig import find_config, load_package_config
+    from orchestrator.pipeline import BuildRun, BuildSettings
+    from orchestrator.report.runs import ReportFiles, run_folder
+
     if not sources and not requirements:
         raise UsageError("nothing to build: name sdists, folders of sdists, source trees or -r requirements files")
     idle = given(click.get_current_context(), INSTALL_ONLY) if install_into is None else []
@@ -217,8 +216,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         retries=retries,
         wait_lock=wait_lock,
         download=download_settings(index, state, cache_dir, no_cache, download_timeout, download_retries,
-                                    wanted.parsed.require_hashes if wanted else require_hashes,
-                                    wanted.binary if wanted else BinaryPolicy()),
+                                    wanted.parsed.require_hashes, wanted.binary) if wanted else None,
         max_downloads=max_downloads,
         sdist_dir=sdist_dir.resolve() if sdist_dir else None,
         installer_into=(wheel_installer(install_into, reinstall, compile_bytecode, install_timeout)

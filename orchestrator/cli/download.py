@@ -8,32 +8,13 @@ from typing import Literal
 
 import click
 
-from orchestrator.cli.app import (
-    download_settings,
-    handle_errors,
-    index_settings,
-    main,
-    make_console,
-    resolve_state_dir,
-    run_and_report,
-)
-from orchestrator.display import LiveDisplay, PlainDisplay
-from orchestrator.download.fetch import Downloader
-from orchestrator.download.results import DOWNLOADS
-from orchestrator.download.wanted import read_requirements, resolve_pins
+from orchestrator.cli.app import handle_errors, main, make_console, resolve_state_dir
 from orchestrator.options import (
     index_options,
     option,
     report_options,
     resolve_options,
 )
-from orchestrator.packageconfig import (
-    find_config,
-    load_package_config,
-)
-from orchestrator.report import RunReport
-from orchestrator.report.runs import ReportFiles, run_folder
-from orchestrator.stages import Stage
 
 
 @main.command()
@@ -68,6 +49,17 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
 
     Each file is the wheel the index has for this interpreter, else the sdist, as for ``build``.
     """
+    # What the command runs with, imported as it runs: --help and the other commands do not load it.
+    from orchestrator.cli.run import download_settings, index_settings, run_and_report
+    from orchestrator.display import LiveDisplay, PlainDisplay
+    from orchestrator.download.fetch import Downloader
+    from orchestrator.download.results import DOWNLOADS
+    from orchestrator.download.wanted import read_requirements, resolve_pins
+    from orchestrator.packageconfig import find_config, load_package_config
+    from orchestrator.report import RunReport
+    from orchestrator.report.runs import ReportFiles, run_folder
+    from orchestrator.stages import Stage
+
     config = find_config(Path.cwd())
     wanted = read_requirements(requirements, verb="download", require_hashes=require_hashes, constraints=constraints,
                            no_deps=no_deps, no_binary=no_binary, only_binary=only_binary,

@@ -7,30 +7,13 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli.app import (
-    handle_errors,
-    main,
-    make_console,
-    run_and_report,
-    wheel_installer,
-)
-from orchestrator.display import PlainDisplay
-from orchestrator.errors import (
-    UsageError,
-)
-from orchestrator.install import INSTALLS
-from orchestrator.install.conflicts import refuse_conflicts
-from orchestrator.install.select import select_wheels, wheel_files
+from orchestrator.cli.app import handle_errors, main, make_console
+from orchestrator.errors import UsageError
 from orchestrator.options import (
     install_options,
     option,
     report_options,
 )
-from orchestrator.pipeline import check_target
-from orchestrator.report import RunReport
-from orchestrator.report.runs import ReportFiles
-from orchestrator.stages import Stage
-from orchestrator.wheels.distributions import target_environment
 
 
 @main.command()
@@ -57,6 +40,17 @@ def install(wheels: tuple[Path, ...], requirements: tuple[Path, ...], find_links
     for a wheel file. Afterwards the environment is checked as `pip check` does:
     an unmet requirement fails the command (the installs stay).
     """
+    # What the command runs with, imported as it runs: --help and the other commands do not load it.
+    from orchestrator.cli.run import run_and_report, wheel_installer
+    from orchestrator.display import PlainDisplay
+    from orchestrator.install.conflicts import refuse_conflicts
+    from orchestrator.install.results import INSTALLS
+    from orchestrator.install.select import select_wheels, wheel_files
+    from orchestrator.report import RunReport
+    from orchestrator.report.runs import ReportFiles
+    from orchestrator.stages import Stage
+    from orchestrator.wheels.distributions import check_target, target_environment
+
     if not wheels and not requirements:
         raise UsageError("nothing to install: name wheels or folders of wheels, or -r lock files with --find-links")
     installer = wheel_installer(into, reinstall, compile_bytecode, install_timeout)

@@ -5,18 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-from orchestrator.cli.app import (
-    HISTORY_FILE,
-    handle_errors,
-    main,
-    resolve_state_dir,
-)
+from orchestrator.cli.app import HISTORY_FILE, handle_errors, main, resolve_state_dir
 from orchestrator.options import (
     option,
 )
-from orchestrator.report.show import show
 
 
 @main.command()
@@ -35,6 +28,11 @@ def report(state_dir: Path | None, last: int, package: str | None, html: Path | 
 
     An empty or missing history is one error line and exit 1.
     """
+    # What the command runs with, imported as it runs: --help and the other commands do not load it.
+    from rich.console import Console
+
+    from orchestrator.report.show import show
+
     console = Console(highlight=False, soft_wrap=True)
     if not console.is_terminal:
         console.width = 160

@@ -7,21 +7,12 @@ A reader finds each job in its own module:
 - ``select``: which wheel files an install takes: those given, and one per pin of its -r locks.
 - ``conflicts``: two distributions of one run that would write the same file.
 - ``wheel``: a wheel read and checked against RECORD, and the files installing it creates.
-- ``installer``: the algorithm of one wheel (:class:`WheelInstaller`), and of a batch (:func:`install_all`) as
-  a stage (:data:`INSTALLS`).
+- ``installer``: the algorithm of one wheel (:class:`WheelInstaller`), and of a batch (:func:`install_all`).
+- ``results``: what the stage reports (:data:`INSTALLS`: each wheel's result and its event line).
 - ``rollback``: the files an install writes and the old ones it moves aside, so it can be undone.
 - ``journal``: the crash journal that lets the next run undo an install killed part-way.
 - ``bytecode``: the pool of compiler processes of the target's interpreter (``_compile_server.py``).
 - ``deadline``: one wheel's timeout and its turn to write.
+
+Nothing is imported here: ``installer`` imports pypa ``installer``, which only a run that installs needs.
 """
-
-from orchestrator.install.installer import (
-    INSTALLS,
-    InstallResult,
-    InstallStatus,
-    WheelInstaller,
-    install_all,
-)
-from orchestrator.install.target import Target
-
-__all__ = ["INSTALLS", "InstallResult", "InstallStatus", "Target", "WheelInstaller", "install_all"]

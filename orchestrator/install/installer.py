@@ -60,7 +60,6 @@ per distribution name, by its journal's lock: a second one fails at once.
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import threading
@@ -94,13 +93,14 @@ from orchestrator.install.journal import (
     stale_journals,
     undo,
 )
+from orchestrator.install.results import INSTALLS, InstallResult, InstallStatus
 from orchestrator.install.rollback import Aside, RollbackDestination
 from orchestrator.install.target import Target
 from orchestrator.install.wheel import CheckedWheelFile, created_paths, planned_paths
 from orchestrator.resources import usable_cpu_count
-from orchestrator.stages import Outcome, StageKind, run_all
+from orchestrator.stages import run_all
 
-__all__ = ["INSTALLS", "InstallResult", "InstallStatus", "WheelInstaller", "install_all"]
+__all__ = ["WheelInstaller", "install_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,59 +114,6 @@ INSTALLER_NAME = "orchestrate"
 # against 0.45-0.5 s, most of the extra in the kernel), and did not help
 # compiling (writing one wheel keeps the compilers fed).
 _MAX_WRITERS = 1
-
-
-class InstallStatus(str, enum.Enum):
-    """How one wheel's install ended."""
-
-    INSTALLED = "installed"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InstallResult:
-    """The outcome of installing one wheel; never an exception."""
-
-    name: str
-    """Canonical distribution name (the file name if it is not a valid wheel name)."""
-    version: str
-    """Version from the wheel file name (empty if it is not a valid wheel name)."""
-    wheel: str
-    """Path of the wheel file."""
-    started_at: float
-    """Epoch seconds."""
-    finished_at: float
-    """Epoch seconds."""
-    status: InstallStatus
-    reason: str | None = None
-    """Why a wheel was skipped, or which version an install replaced."""
-    error: str | None = None
-    """One line naming the wheel, what failed and what to do; only when failed."""
-
-    def to_json(self) -> dict[str, object]:
-        """A JSON-ready dict (``status`` as its string value)."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "wheel": self.wheel,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "status": self.status.value,
-            "reason": self.reason,
-            "error": self.error,
-        }
-
-
-def _outcome(result: InstallResult) -> Outcome:
-    label = f"{result.name}-{result.version}"
-    if result.status is InstallStatus.FAILED:
-        return Outcome(line=f"{label}: install FAILED: {result.error}", failed=True)
-    return Outcome(line=f"{label}: {result.status.value} {result.reason or ''}".rstrip())
-
-
-INSTALLS: StageKind[Path, InstallResult] = StageKind(name="install", label=lambda wheel: wheel.name, outcome=_outcome)
-"""Wheel files installed into a target environment."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

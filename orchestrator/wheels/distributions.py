@@ -8,7 +8,8 @@ Two checks use them:
   satisfies it);
 - after ``orchestrate install``, :func:`check_installed`: every distribution
   installed in the target's site-packages folders is checked against the
-  others, as ``pip check`` does (it reads the same ``.dist-info`` folders).
+  others, as ``pip check`` does (it reads the same ``.dist-info`` folders);
+  :func:`check_target` puts what it finds in the run's report.
 
 Both evaluate markers for the TARGET interpreter: :func:`target_environment`
 runs it once.
@@ -21,18 +22,24 @@ import json
 import logging
 import os
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.markers import default_environment
 from packaging.utils import NormalizedName, canonicalize_name
 
-from orchestrator.errors import UsageError
+from orchestrator.errors import UsageError, WheelError
 from orchestrator.wheels.depcheck import Distribution, UnmetRequirement, check
 from orchestrator.wheels.wheelfile import identity, read_wheel
 
+if TYPE_CHECKING:
+    from orchestrator.install.target import Target
+    from orchestrator.report import RunReport
+
 __all__ = [
     "check_installed",
+    "check_target",
     "check_wheels",
     "installed_distributions",
     "target_environment",
@@ -164,6 +171,19 @@ def check_installed(
 ) -> tuple[UnmetRequirement, ...]:
     """Check every distribution installed in ``site_packages`` against the others, as ``pip check`` does."""
     return check(installed_distributions(site_packages, extras=extras), environment)
+
+
+def check_target(target: Target, environment: Mapping[str, str], report: RunReport, event: Callable[[str], None],
+                 *, extras: Extras | None = None) -> None:
+    """Check what ``target`` holds as ``pip check`` does, after installing; the installs stay whatever it finds."""
+    site_packages = [Path(target.scheme["purelib"]), Path(target.scheme["platlib"])]
+    try:
+        unmet = [str(requirement) for requirement in check_installed(site_packages, environment, extras=extras)]
+    except WheelError as exc:
+        unmet = [f"cannot check the environment: {exc.message}"]
+    report.target_unmet = unmet
+    for line in unmet:
+        event(f"the environment is incomplete: {line}")
 
 
 def _canonical_extras(extras: Extras | None) -> dict[NormalizedName, frozenset[NormalizedName]]:

@@ -12,8 +12,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from installer.exceptions import InstallerError
-from installer.sources import WheelFile
 from packaging.metadata import parse_email
 from packaging.tags import Tag
 from packaging.utils import (
@@ -109,6 +107,11 @@ def check_wheel(path: Path, *, name: str, version: str | None) -> WheelMetadata:
             expected = None
         if expected is not None and file_version != expected:
             raise WheelError(f"the wheel {path.name} has version {file_version}, but {version} was expected")
+    # pypa installer, imported here: reading a wheel (the set check of every run) does not need it; the fork
+    # server preloads it for the builds.
+    from installer.exceptions import InstallerError
+    from installer.sources import WheelFile
+
     metadata = read_wheel(path)
     try:
         with WheelFile.open(path) as source:
