@@ -240,8 +240,9 @@ class BuildResult:
         return max(self.wall_s - self.phases.get("backend", 0.0), 0.0)
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}  # not asdict: see BuildJob
         data["status"] = self.status.value
+        data["phases"] = dict(self.phases)
         data["wall_s"] = round(self.wall_s, 3)
         data["overhead_s"] = round(self.overhead_s, 3)
         data["waits"] = {held_by: round(seconds, 3) for held_by, seconds in self.waits.items() if round(seconds, 3)}
