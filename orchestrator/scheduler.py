@@ -147,8 +147,6 @@ class BuildScheduler:
         """Why the run is being stopped (:meth:`stop_all`), once it is."""
         self._plan_stale = False
         """The queue or the running builds changed since the queue was last ordered."""
-        self._admission_due = True
-        """What admission decides on changed since it last decided: the queue, the running builds, or a sample."""
         self._plan_follows_ends = False
         """The last plan depends on when running builds end (``planning.ends_matter``): plan again as each ends."""
         self._held: Queued | None = None
@@ -203,8 +201,7 @@ class BuildScheduler:
         self._executor.start(self._events.put)
         try:
             while self._active():
-                if self._admission_due:
-                    self._admit()
+                self._admit()
                 self._observer.update(self._state())
                 interval = admission.sample_interval(self._readings, self._running_builds(), self._settings.limits,
                                                      self._settings.sample_interval)
@@ -243,9 +240,6 @@ class BuildScheduler:
                 return False
 
     def _handle(self, event: _Event) -> None:
-        # A build's phase or outcome changes nothing admission decides on: deciding (and reading the machine)
-        # again at each was most of a no-op build's admission cost; the next sample or end decides instead.
-        self._admission_due = self._admission_due or not isinstance(event, PhaseStarted | OutcomeReported)
         match event:
             case _Added(item):
                 self._enqueue(item)
@@ -296,7 +290,6 @@ class BuildScheduler:
 
     # -- admission ---------------------------------------------------------------------
     def _admit(self) -> None:
-        self._admission_due = False
         if self._stopping or not self._pending:
             self._waiting_reason = None
             return
@@ -379,7 +372,6 @@ class BuildScheduler:
     # -- sampling: memory pressure and timeouts ----------------------------------------
     def _sample(self) -> None:
         self._sampled_at = self._clock()
-        self._admission_due = True
         if self._running:
             self._sample_running()
         if self._readings is not None:

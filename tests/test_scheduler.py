@@ -19,10 +19,9 @@ from fake_executor import FakeClock, FakeMachine, G, M, Script, job
 
 from orchestrator.build.ceiling import MemoryCeiling
 from orchestrator.buildstate import MAX_PREPARED, MEMORY_REQUEUE_LIMIT, RunState
-from orchestrator.executors import OutcomeReported, PhaseStarted
 from orchestrator.jobs import BuildResult, Status, WorkerOutcome
 from orchestrator.policy import planning
-from orchestrator.policy.admission import Limits, Readings
+from orchestrator.policy.admission import Limits
 from orchestrator.scheduler import BuildScheduler, SchedulerSettings
 
 
@@ -456,48 +455,3 @@ def test_the_queue_is_planned_again_as_builds_end_only_when_memory_may_hold_one_
     # Queued at once: one plan. Under a limit two builds reach (2 + 2 > 3 GiB), a plan as each ends as well,
     # while two of known duration are left to order.
     assert len(made) > 5 if replans else len(made) == 1
-
-
-def test_a_held_build_is_decided_again_at_a_sample_or_an_end_not_at_each_phase(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Reading the machine and deciding again at each phase of the running builds was most of what a
-    no-op build's admission cost; nothing admission decides on changes with a phase."""
-    machine, script, clock = FakeMachine(), Script(), FakeClock()
-    reads: list[int] = []
-    read = machine.read
-
-    def counted() -> Readings:
-        reads.append(1)
-        return read()
-
-    monkeypatch.setattr(machine, "read", counted)
-    # No sample unless the test moves the clock past the interval.
-    builds = scheduler(machine, script, Limits(max_builds=2, memory_limit=4 * G, min_free_memory=0, max_load=None),
-                       clock, sample_interval=60.0)
-    seen: list[int] = []
-
-    def next_turn(state: RunState) -> None:
-        seen.append(len(reads))
-        if len(seen) <= 4:  # the running build reports a phase, then its outcome: a turn each
-            event = (PhaseStarted("a-1.0", f"phase{len(seen)}") if len(seen) < 4 else
-                     OutcomeReported("a-1.0", WorkerOutcome(status=Status.BUILT, wheel="a-1.0-py3-none-any.whl")))
-            machine.sink(event)
-        elif len(seen) == 5:  # a sample: "b" is decided again, and still waits
-            clock.advance(60.0)
-            machine.sink(PhaseStarted("a-1.0", "publish"))
-        elif len(seen) == 6:
-            machine.worker("a-1.0").finish(0)
-
-    script.on_event["b-1.0: waiting"] = lambda: script.on_update.append(next_turn)
-    finish_on_start(machine, script, "b-1.0")
-    builds.add(job("a-1.0"), need=3 * G, expected_duration=600.0)
-    builds.add(job("b-1.0"), need=2 * G, expected_duration=300.0)
-
-    results = builds.run()
-
-    assert [result.status for result in results] == [Status.BUILT] * 2
-    assert len(script.index("b-1.0: waiting: 3.0 GiB of the 4.0 GiB memory limit reserved")) == 1
-    assert seen[0] == seen[4]  # three phases and an outcome: the machine was not read again
-    assert seen[5] >= seen[4] + 2  # the sample read it, and so did the decision it brought
-    assert script.index("b-1.0: started") > script.index("a-1.0: built")
