@@ -38,8 +38,8 @@ class PlainDisplay:
     at most once every ``progress_interval`` seconds, and when the last one ends.
 
     On a console that styles and wraps nothing (not a terminal, ``soft_wrap``, not recording), a line
-    is written to its file as it is, control codes removed as rich removes them: rendering it through
-    rich cost about as much as the rest of a no-op build's turn in the scheduler (0.1 ms a line).
+    is written to its file as it is, control codes removed and tabs expanded as rich does: rich's
+    rendering took 35 us a line, four lines a build (1 us written as it is).
     """
 
     def __init__(self, console: Console, *, progress_interval: float = 5.0) -> None:

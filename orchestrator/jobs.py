@@ -99,7 +99,7 @@ class BuildJob:
 
     def to_json(self) -> dict[str, Any]:
         # Field by field: ``dataclasses.asdict`` deep-copied every nested value, and the copies of the
-        # sandbox and compiler cache were then replaced; that was a sixth of the run's own CPU per no-op build.
+        # sandbox and compiler cache were then replaced (64 against 25 us a job, with its JSON encoding).
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         data["source"] = str(self.source)
         data["wheelhouse"] = str(self.wheelhouse)
