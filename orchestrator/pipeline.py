@@ -152,6 +152,7 @@ class BuildRun:
                                     python=PYTHON_TAG, history=self._history,  # a farm: a cache per machine
                                     cache=settings.compiler_cache)
         self._sources: dict[str, Source] = {}
+        self._keys: set[str] = set()  # of the sources: looking through them all at each add was quadratic
         self._installs: Stage[Path, InstallResult] | None = None
         self._install_later: list[Path] = []
         self._estimates: Stage[Source, None]
@@ -333,10 +334,11 @@ class BuildRun:
             self._observer.event(f"{source.key}: skipped, {existing} is already in the wheelhouse (--force rebuilds)")
             self._wheel_ready(existing)
             return
-        if any(known.key == source.key for known in self._sources.values()) and source.version:
+        if source.version and source.key in self._keys:
             self._observer.event(f"{source.path}: same name and version as another source; built once")
             return
         self._sources[str(source.path)] = source
+        self._keys.add(source.key)
         job = BuildJob(
             key=source.key,
             source=source.path,

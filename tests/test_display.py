@@ -154,3 +154,24 @@ def test_summary_shows_compiler_cache_hits_when_a_build_compiled() -> None:
     plain = io.StringIO()
     print_summary(Console(file=plain, width=250), RunReport(started_at=0.0, finished_at=20.0, builds=[uncached]))
     assert "cache hits" not in plain.getvalue() and "compiler cache" not in plain.getvalue()
+
+
+def test_plain_lines_on_a_log_console_read_as_rich_prints_them() -> None:
+    """On a console that neither styles nor wraps (a CI log), lines are written as they are, not rendered:
+    the same characters as rich's own print, whatever the message holds."""
+    messages = [
+        "demo-1.0: started (needs about 1.0 GiB)",
+        "[red]not markup[/red] and [bold]",  # brackets are text
+        "x" * 400,  # far past the width: one line
+        "tab\tand\tcarriage\rreturn, bell\x07, backspace\x08",
+        "wide: 構築 ✓ — é",
+        "two\nlines",
+    ]
+    ours, rich = io.StringIO(), io.StringIO()
+    display = PlainDisplay(Console(file=ours, width=80, soft_wrap=True, highlight=False))
+    console = Console(file=rich, width=80, soft_wrap=True, highlight=False)
+    for message in messages:
+        display.event(message)
+        console.print(f"[    0.0s] {message}", markup=False, highlight=False)
+    assert ours.getvalue().splitlines() and lines(ours) == lines(rich)
+    assert len(ours.getvalue().splitlines()) == len(messages) + 1  # "two\nlines" is two
