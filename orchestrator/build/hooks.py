@@ -168,8 +168,11 @@ class HookRunner:
 
     def _hook_server(self, cmd: Sequence[str], env: Mapping[str, str], cwd: str | None,
                      wrap: Wrapper) -> HookServer | None:
-        """The build's hook server, started by its first hook (``python SCRIPT HOOK CONTROL_DIR``)."""
-        if not self._server_tried and len(cmd) == 4 and Path(cmd[1]).name == HOOK_SCRIPT_NAME:
+        """The build's hook server, started by its first hook; ``None`` for a command that is no hook
+        (``python SCRIPT HOOK CONTROL_DIR``)."""
+        if len(cmd) != 4 or Path(cmd[1]).name != HOOK_SCRIPT_NAME:
+            return None
+        if not self._server_tried:
             self._server_tried = True
             contained = self._job.sandbox.tool != "none" and self._job.sandbox.executable is not None
             self._server = HookServer.start(cmd[0], cmd[1], env=env, cwd=cwd, log=self._log, sandboxed=contained,
