@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 def _umask() -> int:
@@ -35,3 +37,14 @@ def atomic_write(target: Path) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
         raise
+
+
+def atomic_write_json(target: Path, document: Any, *, indent: int | None = None) -> None:
+    """Write ``document`` as JSON (and a newline) to ``target`` atomically, encoded as it is written: a run's
+    report of thousands of builds never exists whole as a string (16 KB a build, twice: text and bytes)."""
+    with atomic_write(target) as out:
+        text = io.TextIOWrapper(out, encoding="utf-8")
+        json.dump(document, text, indent=indent, default=str)
+        text.write("\n")
+        text.flush()
+        text.detach()

@@ -8,7 +8,6 @@ and the history's report: ``history``, ``history_text``, ``history_html``, ``sho
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shlex
@@ -21,7 +20,7 @@ from typing import Any, Protocol
 import psutil
 
 from orchestrator import __version__
-from orchestrator.atomic import atomic_write
+from orchestrator.atomic import atomic_write_json
 from orchestrator.jobs import BuildResult
 from orchestrator.resources import usable_cpu_count
 from orchestrator.samples import Samples
@@ -166,5 +165,4 @@ class RunReport:
     def write(self, path: Path) -> None:
         """Write the JSON report atomically."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path) as out:
-            out.write(json.dumps(self.to_json(), indent=2, default=str).encode() + b"\n")
+        atomic_write_json(path, self.to_json(), indent=2)

@@ -10,11 +10,10 @@ trace libraries on PyPI record a live program rather than convert a finished run
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.atomic import atomic_write
+from orchestrator.atomic import atomic_write_json
 from orchestrator.report import RunReport
 from orchestrator.report.timeline import GROUPS, Bar, bars
 
@@ -87,5 +86,4 @@ def write_trace(report: RunReport, path: Path) -> None:
     document = {"traceEvents": trace_events(report), "displayTimeUnit": "ms",
                 "otherData": {**report.context, "started_at": report.started_at}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as out:
-        out.write(json.dumps(document, default=str).encode() + b"\n")
+    atomic_write_json(path, document)
