@@ -23,6 +23,10 @@ from orchestrator.stages import StageProgress
 from orchestrator.units import format_size
 
 LOG_TAIL_LINES = 12
+SUMMARY_ROWS = 50
+"""Builds in the summary's table at most, the longest first (failures come again below it, and every build is
+in the reports): a farm's night of thousands would print a table no one reads, and rendering it took 1 ms and
+8 KB a row."""
 
 
 def describe_downloads(progress: StageProgress) -> str:
@@ -164,7 +168,9 @@ def print_summary(console: Console, report: RunReport) -> None:
     """The end-of-run table: per package and per stage, then every failure with its log tail."""
     builds: Sequence[BuildResult] = sorted(report.builds, key=lambda result: -result.wall_s)
     if builds:
-        table = Table(title="builds", title_justify="left")
+        hidden = len(builds) - SUMMARY_ROWS
+        caption = f"and {hidden} shorter builds: see the report" if hidden > 0 else None
+        table = Table(title="builds", title_justify="left", caption=caption, caption_justify="left")
         # Folded, never cut: a long name (or version) keeps every character, over several lines if need be.
         table.add_column("package", overflow="fold")
         table.add_column("status")
@@ -175,7 +181,7 @@ def print_summary(console: Console, report: RunReport) -> None:
         for column in ("waited s", *PHASES, "wall s", "cpu s", "peak RSS", "predicted",
                        *(("cache hits",) if compiled else ())):
             table.add_column(column, justify="right")
-        for result in builds:
+        for result in builds[:SUMMARY_ROWS]:
             style = STATUS_STYLES[result.status]
             table.add_row(
                 f"{result.name} {result.version or ''}",

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from orchestrator import display as display_module
 from orchestrator.buildstate import RunState
-from orchestrator.display import LiveDisplay, PlainDisplay, print_summary
+from orchestrator.display import SUMMARY_ROWS, LiveDisplay, PlainDisplay, print_summary
 from orchestrator.jobs import BuildResult, Status
 from orchestrator.report import RunReport
 from orchestrator.stages import StageProgress
@@ -175,3 +175,14 @@ def test_plain_lines_on_a_log_console_read_as_rich_prints_them() -> None:
         console.print(f"[    0.0s] {message}", markup=False, highlight=False)
     assert ours.getvalue().splitlines() and lines(ours) == lines(rich)
     assert len(ours.getvalue().splitlines()) == len(messages) + 1  # "two\nlines" is two
+
+
+def test_summary_table_shows_the_longest_builds_and_says_how_many_more_the_report_holds() -> None:
+    builds = [dataclasses.replace(built(f"pkg{index:03d}"), finished_at=10.0 + index / 10)
+              for index in range(SUMMARY_ROWS + 7)]
+    out = io.StringIO()
+    print_summary(Console(file=out, width=250), RunReport(started_at=0.0, finished_at=20.0, builds=builds))
+    header, *rows = table_cells(out.getvalue().split("stages")[0])
+    longest_first = [f"{result.name} 1.0" for result in builds[::-1]]
+    assert [row[0] for row in rows] == longest_first[:SUMMARY_ROWS]
+    assert "and 7 shorter builds: see the report" in out.getvalue()
