@@ -292,8 +292,8 @@ ceiling.for_run = lambda: (ceiling.RunCgroup(pathlib.Path({str(folder)!r}), path
     assert result.returncode == 0, result.stderr
     (requeued,) = [record for record in json.loads(report.read_text())["builds"] if record["memory_requeues"]]
     assert requeued["memory_requeues"] == 1 and requeued["status"] == "built"
-    need = requeued["predicted_rss_bytes"]  # 1.2 x the peak it was stopped at
-    assert 200 * MIB < need < GIB  # where a ceiling is the need plus 512 MiB of slack
+    need = requeued["predicted_rss_bytes"]  # 1.2 x the peak it was stopped at, part of the way to its 200M
+    assert 64 * MIB < need < GIB  # more than it was admitted with: the ceiling, the need plus 512 MiB, rises
     tried = re.findall(r"no memory ceiling for this build: \[Errno 2\] cannot write '(\d+)'",
                        Path(requeued["log"]).read_text())
     assert [int(limit) for limit in tried] == [576 * MIB, need + 512 * MIB]
