@@ -134,6 +134,7 @@ def build_result(item: Queued, run: Running | None, *, status: Status, error: st
         source=str(job.source),
         status=status,
         wheel=outcome.wheel if outcome else None,
+        wheel_sha256=outcome.wheel_sha256 if outcome else None,
         started_at=started_at,
         finished_at=finished_at,
         phases=outcome.phases if outcome else {},

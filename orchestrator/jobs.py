@@ -134,6 +134,8 @@ class WorkerOutcome:
     status: Status
     wheel: str | None = None
     """Filename of the wheel placed in the wheelhouse."""
+    wheel_sha256: str | None = None
+    """Its sha256, taken as it was copied there (the run need not read it again)."""
     name: str | None = None
     version: str | None = None
     """Name and version as the built wheel says them."""

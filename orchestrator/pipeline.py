@@ -432,10 +432,8 @@ class BuildRun:
             self._observer.event(f"{word}: {line}")
 
     def _built(self, result: BuildResult) -> None:
-        if result.wheel:
-            digest = _file_sha256(self._wheelhouse.path / result.wheel)
-            if digest is not None:
-                result = replace(result, wheel_sha256=digest, wheel_tag=_wheel_tag(result.wheel))
+        if result.wheel:  # its worker hashed it as it published it: this thread (the scheduler's) reads no wheel
+            result = replace(result, wheel_tag=_wheel_tag(result.wheel))
         self.report.builds.append(result)
         self._predictor.built(result)
         source = self._sources.get(result.source)

@@ -4,6 +4,7 @@ started here on 127.0.0.1, and a LocalCluster of worker processes; the real `orc
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -192,6 +193,8 @@ def test_the_builds_of_a_worker_are_forks_of_its_one_fork_server(farm: Cluster, 
     names_by_worker: dict[str, set[str]] = {}
     for record in json.loads(report.read_text())["builds"]:
         names_by_worker.setdefault(built_on(record), set()).add(record["name"])
+        # Hashed as it was published here, not read again by the run.
+        assert record["wheel_sha256"] == hashlib.sha256((tmp_path / "wh" / record["wheel"]).read_bytes()).hexdigest()
     hooks = read_events(events)
     with client_of(farm.address) as client:
         dask_pids = client.run(os.getpid, workers=list(names_by_worker))

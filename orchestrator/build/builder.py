@@ -92,7 +92,7 @@ def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCal
         runner.close()
         with timer.phase("publish"):
             name, version = _check_wheel(job, wheel)
-            published = publish_wheel(wheel, job.wheelhouse)
+            published, digest = publish_wheel(wheel, job.wheelhouse)
     except BuildKilledError as exc:
         outcome = timer.outcome(Status.FAILED, error=exc.message, killed_by=exc.signal_name)
     except (BuildError, SourceError, WheelError) as exc:
@@ -102,7 +102,7 @@ def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCal
         where = f" ({exc.filename})" if exc.filename else ""
         outcome = timer.outcome(Status.FAILED, error=f"{exc.strerror or exc}{where}")
     else:
-        outcome = timer.outcome(Status.BUILT, wheel=published.name, name=name, version=version)
+        outcome = timer.outcome(Status.BUILT, wheel=published.name, wheel_sha256=digest, name=name, version=version)
     finally:
         runner.close()
     return _with_compiler_stats(outcome, job, work_dir)

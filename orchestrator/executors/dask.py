@@ -351,7 +351,7 @@ class DaskWorker:
             try:
                 wheel.write_bytes(wheel_bytes)
                 check_wheel(wheel, name=outcome.name or job.name, version=outcome.version)
-                published = publish_wheel(wheel, job.wheelhouse)
+                published, digest = publish_wheel(wheel, job.wheelhouse)
             except WheelError as exc:
                 outcome = replace(outcome, status=Status.FAILED, wheel=None,
                                   error=f"the wheel from {result['host']} was refused on arrival: {exc.message}")
@@ -359,7 +359,7 @@ class DaskWorker:
                 outcome = replace(outcome, status=Status.FAILED, wheel=None,
                                   error=f"cannot keep the wheel from {result['host']}: {exc.strerror or exc}")
             else:
-                outcome = replace(outcome, wheel=published.name)
+                outcome = replace(outcome, wheel=published.name, wheel_sha256=digest)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
         return outcome, int(result.get("returncode", 0))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -121,13 +121,17 @@ class Wheelhouse:
         self._saved_at = time.monotonic()
 
 
-def publish_wheel(wheel: Path, wheelhouse: Path) -> Path:
-    """Copy ``wheel`` into ``wheelhouse`` atomically: a hidden temp file, fsync, rename."""
+def publish_wheel(wheel: Path, wheelhouse: Path) -> tuple[Path, str]:
+    """Copy ``wheel`` into ``wheelhouse`` atomically (a hidden temp file, fsync, rename); its path there and
+    the sha256 of what was copied."""
     final = wheelhouse / wheel.name
+    digest = hashlib.sha256()
     try:
         with atomic_write(final) as out, wheel.open("rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
     except OSError as exc:
         raise WheelError(f"cannot publish {wheel.name} to {wheelhouse}: {exc.strerror or exc}; "
                          "free some space there or choose another wheelhouse") from exc
-    return final
+    return final, digest.hexdigest()
