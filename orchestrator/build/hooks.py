@@ -116,16 +116,16 @@ class HookRunner:
                  extra_environ: Mapping[str, str] | None = None) -> None:
         job, work_dir = self._job, self._work_dir
         env = self._environ(extra_environ)
-        # With --keep-build-envs the run's store is a symlink to the shared one: its target is read too.
-        readable = [job.env_cache, (job.env_cache / "envs").resolve()]
-        writable = [job.source] if job.kind == "tree" else []
-        if job.compiler_cache is not None and self.use_cache:
-            readable += [job.compiler_cache.wrapper_dir, Path(job.compiler_cache.executable)]
-            writable.append(job.compiler_cache.package_dir(job.name))
 
         def wrap(command: Sequence[str], environ: Mapping[str, str], folder: str | None) -> tuple[list[str],
                                                                                                   dict[str, str]]:
+            # With --keep-build-envs the run's store is a symlink to the shared one: its target is read too.
+            readable = [job.env_cache, (job.env_cache / "envs").resolve()]
             # A source tree is built in place (setuptools writes build/ there): it is the build's own folder too.
+            writable = [job.source] if job.kind == "tree" else []
+            if job.compiler_cache is not None and self.use_cache:
+                readable += [job.compiler_cache.wrapper_dir, Path(job.compiler_cache.executable)]
+                writable.append(job.compiler_cache.package_dir(job.name))
             return sandbox.wrap(command, sandbox=job.sandbox, build_dir=work_dir, tmp_dir=work_dir / "tmp",
                                 out_dir=work_dir / "dist", env=environ, cwd=folder, readable=readable,
                                 writable=writable)
