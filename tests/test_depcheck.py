@@ -27,7 +27,7 @@ from orchestrator.wheels.distributions import (
     target_environment,
     wheel_distributions,
 )
-from orchestrator.wheels.wheelfile import read_wheel
+from orchestrator.wheels.wheelfile import WheelMetadata, read_wheel
 
 # Complete, fixed marker environments, so the table does not depend on the interpreter running it.
 LINUX_311 = {
@@ -251,8 +251,12 @@ def test_check_wheels_reads_each_wheel_once(tmp_path: Path, monkeypatch: pytest.
     other = write_wheel(house, "helper", "1.0")
     run = [write_wheel(house, "app", "1.0", requires_dist=["helper"]), write_wheel(house, "tool", "2.0")]
     opened: list[str] = []
-    real = distributions.read_wheel
-    monkeypatch.setattr(distributions, "read_wheel", lambda path: opened.append(path.name) or real(path))
+
+    def counted(path: Path) -> WheelMetadata:
+        opened.append(path.name)
+        return read_wheel(path)
+
+    monkeypatch.setattr(distributions, "read_wheel", counted)
     assert check_wheels(run, LINUX_311, wheelhouse=house) == ()
     assert sorted(opened) == sorted(path.name for path in (*run, other))
 
