@@ -424,7 +424,9 @@ class EnvView:
         # every build; a copy of the file, or a mkdir that finds its folder there already, took several.
         path.mkdir()
         folders = {base.purelib, base.platlib, base.scripts, *(os.path.dirname(entry) for entry in base.skeleton)}
-        for folder in sorted({ancestor for folder in folders for ancestor in _ancestors(folder)}, key=len):
+        # A folder under a top-level link of the skeleton (lib64 -> lib, where platlib is lib64/...) is the link's.
+        linked = {folder for folder in folders if Path(folder).parts[:1] and Path(folder).parts[0] in base.skeleton}
+        for folder in sorted({ancestor for folder in folders - linked for ancestor in _ancestors(folder)}, key=len):
             os.mkdir(path / folder)
         os.symlink(os.path.join(PREPARED_LINK, "pyvenv.cfg"), path / "pyvenv.cfg")
         for relative in base.skeleton:
@@ -433,6 +435,8 @@ class EnvView:
                 os.symlink(os.readlink(source), copy)
             else:
                 shutil.copy2(source, copy)
+        for folder in linked:
+            os.makedirs(path / folder, exist_ok=True)
         self.purelib = path / base.purelib
         os.symlink(base.path, path / PREPARED_LINK, target_is_directory=True)
         self._python = str(path / base.python)
