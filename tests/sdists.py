@@ -18,6 +18,7 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``record_parents``: every event carries ``"parents"``: the pids of the hook's parent, grandparent and
   great-grandparent (Linux: read from ``/proc``): unsandboxed, the build's hook server, its worker, the fork server;
   and ``"parent_cmdline"``, the parent's command line
+- ``record_random``: every event carries ``"random"``: ``random.random()`` and the next name ``tempfile`` would try
 - ``leave_state``: ``get_requires_for_build_wheel`` leaves what a later hook of the same process would see (an
   environment variable, a module in ``sys.modules``, an attribute on the ``json`` module), and the ``start`` event
   carries ``"left"``, those of them ``build_wheel`` sees; each hook registers an ``atexit`` handler that appends an
@@ -93,6 +94,9 @@ def _event(kind, **extra):
             extra["parents"] = _parents()
             with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
                 extra["parent_cmdline"] = f.read().decode().split("\0")[:-1]
+        if CONFIG.get("record_random"):
+            import random, tempfile
+            extra["random"] = [random.random(), next(tempfile._get_candidate_names())]
         line = json.dumps({"name": CONFIG["name"], "event": kind, "t": time.time(), "pid": os.getpid(), **extra})
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.write(fd, (line + "\n").encode())

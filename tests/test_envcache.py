@@ -17,7 +17,7 @@ from conftest import CORPUS_BACKENDS, orchestrate
 from sdists import make_sdist
 from wheels import write_wheel
 
-from orchestrator.build.envcache import ENV_INFO, EnvCache, compile_at_preparation
+from orchestrator.build.envcache import ENV_INFO, EnvCache, EnvView, PreparedEnv, compile_at_preparation
 from orchestrator.build.envruns import run_env_cache
 from orchestrator.build.sandbox import probe
 from orchestrator.settings import IndexSettings
@@ -105,6 +105,27 @@ def test_views_share_the_prepared_env_but_not_what_a_build_writes(tmp_path: Path
     seen = subprocess.run([first.python_executable, "-c", probe], check=True, capture_output=True, text=True)
     assert seen.stdout.strip() == "True"
     assert len((tmp_path / "record").read_text().splitlines()) == 1
+
+
+def test_a_view_has_the_skeletons_top_level_links_and_the_folders_through_them(tmp_path: Path) -> None:
+    """A prepared env whose platlib lies under a top-level link (``lib64 -> lib``, as virtualenv makes where the
+    interpreter's platlib is ``lib64/...``): the view gets the link, the folder through it, and its prefix."""
+    cache = EnvCache(_run_dir(tmp_path), FakeInstaller(tmp_path / "record"), index=IndexSettings(), log=io.StringIO())
+    empty = cache.prepare(())
+    site = f"python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
+    prepared = tmp_path / "prepared"
+    (prepared / "bin").mkdir(parents=True)
+    (prepared / "lib" / site).mkdir(parents=True)
+    (prepared / "lib64").symlink_to("lib")
+    (prepared / "pyvenv.cfg").write_text((empty.path / "pyvenv.cfg").read_text())
+    (prepared / "bin" / "python").symlink_to(os.readlink(empty.path / empty.python))
+    base = PreparedEnv(key="k", path=prepared, pins=(), python="bin/python", scripts="bin", purelib=f"lib/{site}",
+                       platlib=f"lib64/{site}", skeleton=("bin/python", "lib64"))
+    view = EnvView(tmp_path / "view", cache, base, log=io.StringIO())
+    assert os.readlink(tmp_path / "view" / "lib64") == "lib" and (tmp_path / "view" / "lib64" / site).is_dir()
+    prefix = subprocess.run([view.python_executable, "-c", "import sys; print(sys.prefix)"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    assert prefix == str(tmp_path / "view")  # its pyvenv.cfg, read through the link to the prepared env's
 
 
 @pytest.mark.parametrize("installer", ["pip", "uv"])

@@ -59,6 +59,16 @@ def test_what_a_hook_leaves_in_its_process_never_reaches_the_next_and_each_ends_
     assert ends == [("atexit", "requires"), ("thread", None), ("atexit", "build_wheel")]
 
 
+def test_hooks_forked_from_one_server_draw_random_numbers_and_temporary_names_of_their_own(tmp_path: Path) -> None:
+    """The server imports ``random`` and ``tempfile`` before it forks: each hook still gets state of its own."""
+    for name in ("alpha", "beta"):
+        make_sdist(tmp_path / "sdists", name, events=str(tmp_path / "events.jsonl"), record_random=True)
+    hooks = build(tmp_path)
+    drawn = [hook["random"] for hook in hooks if hook["event"] in ("requires", "start")]
+    assert len(drawn) == 4
+    assert len({number for number, _ in drawn}) == 4 and len({name for _, name in drawn}) == 4, drawn
+
+
 def test_what_get_requires_asked_for_is_in_build_wheels_interpreter_pth_files_included(tmp_path: Path) -> None:
     """The server started for get_requires_for_build_wheel predates what it asked for: build_wheel's has it."""
     (tmp_path / "links").mkdir()

@@ -19,9 +19,10 @@ published by renaming a symlink onto ``<key>``, so an env whose preparation was 
 way is never seen: only its leftover folder, removed by the next preparer of that key (who
 holds the key's lock, so the owner is gone).
 
-Each build gets a *view*: a fresh virtualenv skeleton (``pyvenv.cfg`` and the interpreter
-links, copied in about a millisecond) whose site-packages holds one ``.pth`` file that adds
-the prepared env's site-packages through a symlink in the view (``prepared``). A build
+Each build gets a *view*: a fresh virtualenv skeleton (its folders, the interpreter links and
+``pyvenv.cfg``, a link to the prepared env's: ten entries, one call each) whose site-packages
+holds, once it needs one, a ``.pth`` file that adds the prepared env's site-packages through a
+symlink in the view (``prepared``). A build
 requirement's files then have paths inside the build's own folder (``numpy.get_include()``
 says ``<build>/env/prepared/...``), whatever folder the env was prepared in: the compiler
 cache maps the build's folder away (``CCACHE_BASEDIR``), so a header found there still hits
@@ -41,6 +42,7 @@ their own (base plus extras), cached the same way, and the view is pointed at it
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -83,8 +85,10 @@ PREPARED_LINK = "prepared"
 """In a view: the symlink to the prepared env it sees, through which its ``.pth`` adds that env's site-packages."""
 
 
+@functools.cache
 def interpreter_id() -> str:
-    """What makes one interpreter's environments unusable by another."""
+    """What makes one interpreter's environments unusable by another (asked once per process: the fork server
+    asks before it forks the builds' workers)."""
     return "|".join([sys.implementation.cache_tag or "", sys.version, os.path.realpath(sys.executable),
                      sysconfig.get_platform()])
 
@@ -309,10 +313,19 @@ class EnvCache:
         self._installer = installer
         self._index_args = index.pip_args()
         self._log = log
-        self._sources = local_sources_fingerprint(index)
-        # Resolving from local folders only depends on what they hold: such resolutions
-        # are kept with the envs. Anything from an index is resolved again each run.
-        self._resolutions = self.store / "resolutions" if self._sources else run_dir / "resolutions"
+        self._index = index
+
+    @functools.cached_property
+    def _sources(self) -> str | None:
+        """What the local ``--find-links`` folders hold, read only when a set is resolved (every file of them is
+        listed: a build that needs nothing, or a published env, does not)."""
+        return local_sources_fingerprint(self._index)
+
+    @functools.cached_property
+    def _resolutions(self) -> Path:
+        """Resolving from local folders only depends on what they hold: such resolutions are kept with the envs.
+        Anything from an index is resolved again each run."""
+        return self.store / "resolutions" if self._sources else self.run_dir / "resolutions"
 
     def pins(self, requirements: Collection[str]) -> tuple[str, ...]:
         """What ``requirements`` resolve to: resolved once per run (once per folder contents for local-only sources)."""
@@ -391,6 +404,12 @@ class EnvCache:
         return EnvView(path, self, self.prepare(()), log=self._log)
 
 
+def _ancestors(relative: str) -> list[str]:
+    """``a/b/c`` and the folders above it inside its root: ``a``, ``a/b``, ``a/b/c`` (none for ``""``)."""
+    parts = Path(relative).parts
+    return [os.path.join(*parts[:depth]) for depth in range(1, len(parts) + 1)]
+
+
 class EnvView:
     """One build's environment: its own skeleton, a prepared env's packages; satisfies ``IsolatedEnv``."""
 
@@ -400,19 +419,25 @@ class EnvView:
         self._log = log
         self._prepared = base
         self._requested: list[str] = []
+        # Each folder made once, parents first, and pyvenv.cfg read through the link to the prepared env (whose
+        # home and version it shares): each entry a build's folder gets is one call of the file system, on
+        # every build; a copy of the file, or a mkdir that finds its folder there already, took several.
         path.mkdir()
-        shutil.copy2(base.path / "pyvenv.cfg", path / "pyvenv.cfg")
+        folders = {base.purelib, base.platlib, base.scripts, *(os.path.dirname(entry) for entry in base.skeleton)}
+        # A folder under a top-level link of the skeleton (lib64 -> lib, where platlib is lib64/...) is the link's.
+        linked = {folder for folder in folders if Path(folder).parts[:1] and Path(folder).parts[0] in base.skeleton}
+        for folder in sorted({ancestor for folder in folders - linked for ancestor in _ancestors(folder)}, key=len):
+            os.mkdir(path / folder)
+        os.symlink(os.path.join(PREPARED_LINK, "pyvenv.cfg"), path / "pyvenv.cfg")
         for relative in base.skeleton:
             source, copy = base.path / relative, path / relative
-            copy.parent.mkdir(parents=True, exist_ok=True)
             if source.is_symlink():
                 os.symlink(os.readlink(source), copy)
             else:
                 shutil.copy2(source, copy)
+        for folder in linked:
+            os.makedirs(path / folder, exist_ok=True)
         self.purelib = path / base.purelib
-        self.purelib.mkdir(parents=True, exist_ok=True)
-        (path / base.platlib).mkdir(parents=True, exist_ok=True)
-        (path / base.scripts).mkdir(parents=True, exist_ok=True)
         os.symlink(base.path, path / PREPARED_LINK, target_is_directory=True)
         self._python = str(path / base.python)
 

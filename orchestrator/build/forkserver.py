@@ -33,8 +33,8 @@ import traceback
 
 
 def preload() -> None:
-    """Import what every build imports, find uv, and ask the jobserver's tools their versions, once; a failure is
-    reported by each worker, as before."""
+    """Import what every build imports, find uv, ask the jobserver's tools their versions and name the interpreter
+    (``envcache.interpreter_id``), once; a failure is reported by each worker, as before."""
     import orchestrator.build.worker  # noqa: F401 - what each fork runs
 
     with contextlib.suppress(Exception):
@@ -46,11 +46,13 @@ def preload() -> None:
         import installer.sources  # noqa: F401 - what check_wheel imports to check the built wheel's RECORD
 
         import orchestrator.build.builder  # noqa: F401
+        from orchestrator.build.envcache import interpreter_id
         from orchestrator.build.envs import find_uv
         from orchestrator.build.jobserver import ask_versions
 
         ask_versions()
         find_uv()
+        interpreter_id()
 
 
 def serve(control_fd: int) -> int:

@@ -36,15 +36,21 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-PRELOAD = ("collections", "contextlib", "enum", "functools", "itertools", "operator", "re", "typing", "warnings")
-"""What setuptools, flit_core, hatchling, pdm-backend and poetry-core each import, all five (the hook script's
-own imports come with it)."""
+PRELOAD = ("ast", "base64", "collections", "contextlib", "copy", "datetime", "enum", "functools", "hashlib",
+           "importlib.util", "inspect", "ipaddress", "itertools", "operator", "pathlib", "random", "re", "string",
+           "tempfile", "threading", "typing", "urllib.parse", "warnings", "zipfile")
+"""What setuptools, flit_core, hatchling, pdm-backend and poetry-core each import already in
+``get_requires_for_build_wheel``, all five (the hook script's own imports come with it), so that each hook of
+a build would import it again: imported once here instead (hashlib, zipfile and base64 alone, which every wheel
+needs for its RECORD, cost a hook 7 ms of CPU). Modules with state of their own re-seed it in each fork
+(``random``, ``tempfile``'s names), as Python's own fork handlers do."""
 
 
-def serve(script: str, requests: int, replies: int, *, own_namespace: bool) -> None:
-    """Serve hooks of pyproject_hooks' hook ``script`` until the request pipe ends; in a forked hook, never return
-    (the hook ends the process as the script would). ``own_namespace``: the server is in a PID namespace of its
-    build's own, where every process but itself and the namespace's init belongs to the hook that just ended."""
+def serve(script: str, requests: int, replies: int, *, own_namespace: bool) -> NoReturn:
+    """Serve hooks of pyproject_hooks' hook ``script`` until the request pipe ends, then exit as a hook does (its
+    modules are not torn down: the server ran no hook); in a forked hook, end the process as the script would.
+    ``own_namespace``: the server is in a PID namespace of its build's own, where every process but itself and
+    the namespace's init belongs to the hook that just ended."""
     sys.path[0] = os.path.dirname(script)  # as for `python SCRIPT`; the script takes it off again
     hook_script = importlib.import_module(os.path.splitext(os.path.basename(script))[0])
     for name in PRELOAD:
@@ -64,6 +70,7 @@ def serve(script: str, requests: int, replies: int, *, own_namespace: bool) -> N
             if own_namespace and os.getppid() == 1:  # the namespace's init above it: never the host's processes
                 _stop_leftovers()
             os.write(replies, f"{os.waitstatus_to_exitcode(status)}\n".encode())
+    _end(0)
 
 
 def _become(script: str, request: dict[str, Any]) -> None:
@@ -93,7 +100,8 @@ def _run(main: Callable[[], object]) -> int:
 
 
 def _end(code: int) -> NoReturn:
-    """End the hook as an interpreter ends, less the teardown of its modules: non-daemon threads joined,
+    """End a hook (or the server, once its hooks are done) as an interpreter ends, less the teardown of its
+    modules: non-daemon threads joined,
     ``atexit`` handlers run, the standard streams flushed. The teardown of a fork frees every object it
     inherited, each page copied first: about 7 ms of CPU per hook here. Python's own multiprocessing ends
     its forked processes the same way (it runs no ``atexit`` handler at all)."""

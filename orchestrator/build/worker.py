@@ -148,9 +148,10 @@ def main() -> int:
         from orchestrator.resources import lower_priority
 
         lower_priority()
-    # The build's tools put their temporary files in the work folder, which goes with the build.
-    os.environ["TMPDIR"] = str(work_dir / "tmp")
-    tempfile.tempdir = None
+    # The build's tools put their temporary files in the work folder, which goes with the build. Set, not found
+    # again from TMPDIR: tempfile would write and remove a file there to probe it.
+    (work_dir / "tmp").mkdir(exist_ok=True)
+    os.environ["TMPDIR"] = tempfile.tempdir = str(work_dir / "tmp")
     job.log_path.parent.mkdir(parents=True, exist_ok=True)
     with job.log_path.open("a", encoding="utf-8", errors="replace") as log:
         cgroup = _enter_cgroup(job, log)

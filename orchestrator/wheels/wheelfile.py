@@ -45,6 +45,12 @@ class WheelMetadata:
 
 def read_wheel(path: Path) -> WheelMetadata:
     """Read ``path``'s METADATA; a :class:`WheelError` names the file if it is not the wheel it is named."""
+    return _read(path, validate_record=False)
+
+
+def _read(path: Path, *, validate_record: bool) -> WheelMetadata:
+    """:func:`read_wheel`, and with ``validate_record`` pypa/installer's check of every file against RECORD, on the
+    one opening of the archive (its central directory read once)."""
     try:
         file_name, file_version, _, tags = parse_wheel_filename(path.name)
     except InvalidWheelFilename as exc:
@@ -58,15 +64,15 @@ def read_wheel(path: Path) -> WheelMetadata:
             if len(found) != 1:
                 what = "no *.dist-info/METADATA" if not found else f"several METADATA files ({', '.join(found)})"
                 raise WheelError(f"{path}: {what} in the wheel; {_REMEDY}")
-            data = archive.read(found[0])
+            raw, _ = parse_email(archive.read(found[0]))
+            name, version = identity(raw.get("name"), raw.get("version"), f"{path}: {found[0]}", _REMEDY)
+            if canonicalize_name(name) != file_name or version != file_version:
+                raise WheelError(f"{path}: METADATA says {name} {version} but the file name says {file_name} "
+                                 f"{file_version}; {_REMEDY}")
+            if validate_record:
+                _validate_record(archive, path)
     except (OSError, zipfile.BadZipFile) as exc:
         raise WheelError(f"{path}: cannot read the wheel ({exc}); {_REMEDY}") from None
-    raw, _ = parse_email(data)
-    name, version = identity(raw.get("name"), raw.get("version"), f"{path}: {found[0]}", _REMEDY)
-    if canonicalize_name(name) != file_name or version != file_version:
-        raise WheelError(
-            f"{path}: METADATA says {name} {version} but the file name says {file_name} {file_version}; {_REMEDY}"
-        )
     return WheelMetadata(
         path=path,
         name=name,
@@ -75,6 +81,19 @@ def read_wheel(path: Path) -> WheelMetadata:
         requires_dist=tuple(raw.get("requires_dist", [])),
         requires_python=raw.get("requires_python"),
     )
+
+
+def _validate_record(archive: zipfile.ZipFile, path: Path) -> None:
+    """pypa/installer's check that every file of the open wheel ``archive`` matches its RECORD line."""
+    # pypa installer, imported here: reading a wheel (the set check of every run) does not need it; the fork
+    # server preloads it for the builds.
+    from installer.exceptions import InstallerError
+    from installer.sources import WheelFile
+
+    try:
+        WheelFile(archive).validate_record()
+    except (zipfile.BadZipFile, InstallerError, ValueError, KeyError) as exc:
+        raise WheelError(f"the wheel {path.name} is corrupt: {exc}") from None
 
 
 def identity(name: str | None, version: str | None, where: str, remedy: str) -> tuple[str, Version]:
@@ -107,15 +126,4 @@ def check_wheel(path: Path, *, name: str, version: str | None) -> WheelMetadata:
             expected = None
         if expected is not None and file_version != expected:
             raise WheelError(f"the wheel {path.name} has version {file_version}, but {version} was expected")
-    # pypa installer, imported here: reading a wheel (the set check of every run) does not need it; the fork
-    # server preloads it for the builds.
-    from installer.exceptions import InstallerError
-    from installer.sources import WheelFile
-
-    metadata = read_wheel(path)
-    try:
-        with WheelFile.open(path) as source:
-            source.validate_record()
-    except (zipfile.BadZipFile, InstallerError, ValueError, KeyError) as exc:
-        raise WheelError(f"the wheel {path.name} is corrupt: {exc}") from None
-    return metadata
+    return _read(path, validate_record=True)
