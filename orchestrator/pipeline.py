@@ -151,6 +151,7 @@ class BuildRun:
                                     python=PYTHON_TAG, history=self._history,  # a farm: a cache per machine
                                     cache=settings.compiler_cache)
         self._sources: dict[str, Source] = {}
+        """The sources queued for a build, until it ends."""
         self._keys: set[str] = set()  # of the sources: looking through them all at each add was quadratic
         self._installs: Stage[Path, InstallResult] | None = None
         self._install_later: list[Path] = []
@@ -436,7 +437,7 @@ class BuildRun:
             result = replace(result, wheel_tag=_wheel_tag(result.wheel))
         self.report.builds.append(result)
         self._predictor.built(result)
-        source = self._sources.get(result.source)
+        source = self._sources.pop(result.source, None)  # its build has ended
         if result.status is Status.BUILT and result.wheel:
             if source is not None:
                 self._wheelhouse.record(source.sha256, wheel=result.wheel, source=source.path.name)
