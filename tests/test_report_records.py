@@ -119,10 +119,11 @@ def test_an_unwritable_folder_spools_in_the_temporary_folder(tmp_path: Path) -> 
     assert list(records) == [build(1)]
 
 
-def test_a_report_made_from_lists_is_spooled_too() -> None:
-    report = RunReport(started_at=0.0, builds=[build(1), build(2, status=Status.FAILED)])  # type: ignore[arg-type]
-    assert isinstance(report.builds, Records) and list(report.failed) == [build(2, status=Status.FAILED)]
-    assert not report.ok
+def test_a_report_is_ok_when_nothing_failed() -> None:
+    report = RunReport(started_at=0.0, builds=Records(BUILDS, [build(1), build(2, status=Status.SKIPPED)]))
+    assert report.ok and list(report.failed) == []
+    report.builds.append(build(3, status=Status.FAILED))
+    assert not report.ok and list(report.failed) == [build(3, status=Status.FAILED)]
 
 
 def test_every_report_of_a_run_holds_every_build(tmp_path: Path) -> None:

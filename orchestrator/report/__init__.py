@@ -88,10 +88,8 @@ def stage_time(intervals: Iterable[tuple[float, float]]) -> StageTime:
 
 @dataclass(slots=True, kw_only=True)
 class RunReport:
-    """Everything a run did; written as JSON with ``--report-json``.
-
-    The results are kept on disk as they arrive (``records``), those of a report made from lists too.
-    """
+    """Everything a run did; written as JSON with ``--report-json``. Its results are kept on disk as they arrive
+    (``records``)."""
 
     started_at: float
     finished_at: float | None = None
@@ -117,14 +115,6 @@ class RunReport:
     """The set was asked complete (``-r`` without ``--no-deps``): ``unmet`` fails the run."""
     target_unmet: list[str] = field(default_factory=list)
     """Requirements of what the install target holds, met by nothing it holds (as ``pip check``): each fails the run."""
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.builds, Records):  # a report made by hand, from lists
-            self.builds = Records(BUILDS, self.builds)
-        if not isinstance(self.downloads, Records):
-            self.downloads = Records(DOWNLOADS, self.downloads)
-        if not isinstance(self.installs, Records):
-            self.installs = Records(INSTALLS, self.installs)
 
     def spool_in(self, folder: Path) -> None:
         """Keep the results in ``folder`` (the run's logs folder) rather than the temporary folder."""
