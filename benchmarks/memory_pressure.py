@@ -43,6 +43,7 @@ there are CPUs: builds touching memory side by side share that rate (the *stretc
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import platform
 import random
@@ -373,8 +374,8 @@ def print_summary(summary: dict[str, Any], rounds: int) -> None:
 def tool_versions(tools: dict[str, str | None], parallel_version: str) -> dict[str, str | None]:
     uv = tools["uv"]
     try:
-        from ortools import __version__ as ortools_version
-    except ImportError:
+        ortools_version: str | None = importlib.metadata.version("ortools")
+    except importlib.metadata.PackageNotFoundError:
         ortools_version = None
     return {
         "uv": subprocess.run([uv, "--version"], capture_output=True, text=True).stdout.strip() if uv else None,

@@ -193,8 +193,8 @@ def test_headers_of_a_build_requirement_hit_in_the_next_run(tmp_path: Path) -> N
     through a build requirement (numpy's, pybind11's, cppy's) must not make the next run's compilations miss."""
     wheels = tmp_path / "wheels"
     sdist = header_requirement_sdist(tmp_path / "sdists", wheels)
-    first, _ = build(tmp_path, sdist, "first", "--find-links", wheels)
-    second, _ = build(tmp_path, sdist, "second", "--find-links", wheels, "--force")
+    first, _ = build(tmp_path, sdist, "first", "--find-links", str(wheels))
+    second, _ = build(tmp_path, sdist, "second", "--find-links", str(wheels), "--force")
     calls, hits, misses = stats(first)
     assert hits == 0 and misses >= 1
     assert stats(second) == (calls, misses, 0)
@@ -204,7 +204,8 @@ def test_headers_of_a_build_requirement_hit_in_the_next_run(tmp_path: Path) -> N
 @pytest.mark.parametrize(("changed", "expected"), [({"base": 2}, 2), ({"offset": 10}, 11)], ids=["header", "define"])
 def test_a_changed_header_or_define_recompiles(tmp_path: Path, changed: dict[str, int], expected: int) -> None:
     build(tmp_path, c_extension_sdist(tmp_path / "before"), "before")
-    after, _ = build(tmp_path, c_extension_sdist(tmp_path / "after", **changed), "after")
+    after, _ = build(tmp_path, c_extension_sdist(tmp_path / "after", base=changed.get("base", 1),
+                                                 offset=changed.get("offset", 0)), "after")
     assert after["compiler_hits"] == 0 and after["compiler_misses"] >= 1
     assert extension_value(tmp_path, "before") == 1
     assert extension_value(tmp_path, "after") == expected

@@ -18,6 +18,7 @@ from packaging.version import Version
 from wheels import write_wheel
 
 from orchestrator.errors import UsageError, WheelError
+from orchestrator.wheels import distributions
 from orchestrator.wheels.depcheck import Distribution, Problem, check
 from orchestrator.wheels.distributions import (
     check_installed,
@@ -26,7 +27,7 @@ from orchestrator.wheels.distributions import (
     target_environment,
     wheel_distributions,
 )
-from orchestrator.wheels.wheelfile import read_wheel
+from orchestrator.wheels.wheelfile import WheelMetadata, read_wheel
 
 # Complete, fixed marker environments, so the table does not depend on the interpreter running it.
 LINUX_311 = {
@@ -241,6 +242,23 @@ def test_check_wheels_of_a_run_against_a_wheelhouse_with_several_versions(tmp_pa
     assert [str(unmet) for unmet in check_wheels(run, LINUX_311)] == [
         "app 1.0 requires urllib3<2 (missing)", "app 1.0 requires idna>=3 (missing)",
     ]
+
+
+def test_check_wheels_reads_each_wheel_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's wheels are in the wheelhouse too: a run's end read each of them twice."""
+    house = tmp_path / "house"
+    house.mkdir()
+    other = write_wheel(house, "helper", "1.0")
+    run = [write_wheel(house, "app", "1.0", requires_dist=["helper"]), write_wheel(house, "tool", "2.0")]
+    opened: list[str] = []
+
+    def counted(path: Path) -> WheelMetadata:
+        opened.append(path.name)
+        return read_wheel(path)
+
+    monkeypatch.setattr(distributions, "read_wheel", counted)
+    assert check_wheels(run, LINUX_311, wheelhouse=house) == ()
+    assert sorted(opened) == sorted(path.name for path in (*run, other))
 
 
 def test_wheel_distributions_keep_the_metadata_spelling(tmp_path: Path) -> None:

@@ -565,7 +565,8 @@ def test_local_requirements_are_used_in_place(tmp_path: Path, dest: Path) -> Non
     assert file_result.bytes == archive.stat().st_size
     assert (folder_result.status, folder_result.path, folder_result.sha256) == (DownloadStatus.LOCAL, folder, None)
     assert mismatch.status is DownloadStatus.FAILED
-    assert mismatch.error is not None and f"has sha256 {sha256} but requirements.txt:7 expects {'1' * 64}" in mismatch.error
+    assert mismatch.error is not None
+    assert f"has sha256 {sha256} but requirements.txt:7 expects {'1' * 64}" in mismatch.error
     assert missing.error is not None and missing.error.startswith("baz 1.0: cannot read ")
     assert files_in(dest) == []
 

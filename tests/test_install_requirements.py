@@ -340,7 +340,8 @@ def test_the_locks_markers_are_read_for_the_target(tmp_path: Path, wheelhouse: P
     write_wheel(wheelhouse, "new", "1.0")
     write_wheel(wheelhouse, "old", "1.0")
     requirements = lock(tmp_path, 'new==1.0; python_version >= "3.12"\nold==1.0; python_version < "3.12"')
-    result = orchestrate("install", "-r", requirements, "-f", wheelhouse, "--into", make_venv(tmp_path / "v", PYTHON_312))
+    venv = make_venv(tmp_path / "v", PYTHON_312)
+    result = orchestrate("install", "-r", requirements, "-f", wheelhouse, "--into", venv)
     assert result.returncode == 0, result.stderr
     assert installed(tmp_path / "v") == {"new": "1.0"}
 

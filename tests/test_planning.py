@@ -34,7 +34,8 @@ def queued(key: str, gib: float, seconds: float | None) -> QueuedBuild:
 
 def reference(order: Sequence[QueuedBuild], policy: Limits, *, now: float) -> float:
     """The scheduler's loop, step by step with ``decide`` and ``may_backfill``, every build on time."""
-    pending, running, start = list(order), [], now
+    pending, start = list(order), now
+    running: list[tuple[QueuedBuild, float, float]] = []
     while pending or running:
         while pending:
             view = [RunningBuild(key=build.key, need=build.need, rss=0, started_at=begin, expected_end=end)

@@ -268,7 +268,8 @@ def test_pins_round_trip(name: str, version: str, hashes: set[str]) -> None:
     assert "_" not in requirement.name and "." not in requirement.name
 
 
-@given(st.text(alphabet=string.printable + "é\x00", max_size=60) | st.from_regex(r"\./[a-z\x00/]{0,300}", fullmatch=True))
+@given(st.text(alphabet=string.printable + "é\x00", max_size=60)
+       | st.from_regex(r"\./[a-z\x00/]{0,300}", fullmatch=True))
 def test_any_line_parses_or_is_a_one_line_usage_error(text: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = write(Path(folder), "r.txt", text)
@@ -320,7 +321,8 @@ def test_resolver_options_are_read(tmp_path: Path) -> None:
 
 
 def test_lines_a_marker_excludes_are_listed(tmp_path: Path) -> None:
-    path = write(tmp_path, "r.txt", "# only for Python 2\nfoo==1.0; python_version < '3'\n\nbar; sys_platform == 'nowhere'\n")
+    path = write(tmp_path, "r.txt",
+                 "# only for Python 2\nfoo==1.0; python_version < '3'\n\nbar; sys_platform == 'nowhere'\n")
     parsed = parse_requirements([path])
     assert parsed.empty
     assert parsed.skipped == (f"{path}:2: foo==1.0; python_version < '3'", f"{path}:4: bar; sys_platform == 'nowhere'")

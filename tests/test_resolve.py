@@ -267,7 +267,7 @@ def test_dependencies_resolve_to_wheels_and_sdists(index: Index, tmp_path: Path)
 
 def test_the_extras_asked_are_kept(index: Index, tmp_path: Path) -> None:
     resolution = resolve([_requirements(tmp_path, "top[Fast,cli]\n")], index=index.settings)
-    assert {item.name: item.extras for item in resolution.distributions}["top"] == frozenset({"fast", "cli"})
+    assert {str(item.name): item.extras for item in resolution.distributions}["top"] == frozenset({"fast", "cli"})
 
 
 @pytest.mark.parametrize("json_api", [True, False], ids=["json", "html"])
@@ -491,7 +491,7 @@ needs_uv = pytest.mark.skipif(find_uv() is None, reason="uv is not installed")
 def test_uv_pins_the_dependencies_and_keeps_what_the_files_say(index: Index, tmp_path: Path) -> None:
     sha = "a" * 64
     requirements = _requirements(tmp_path, f"top[cli]\nboth==1.0 --hash=sha256:{sha}\n")
-    pins = {pin.name: pin for pin in resolve_with_uv([requirements], binary=BinaryPolicy(), index=index.settings,
+    pins = {str(pin.name): pin for pin in resolve_with_uv([requirements], binary=BinaryPolicy(), index=index.settings,
                                                          python=Path(sys.executable))}
     assert {name: pin.version for name, pin in pins.items()} == {
         "top": "1.0", "wonly": "1.0", "sonly": "1.0", "both": "1.0"}

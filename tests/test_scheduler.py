@@ -26,7 +26,7 @@ from orchestrator.scheduler import BuildScheduler, SchedulerSettings
 
 
 def scheduler(machine: FakeMachine, script: Script, limits: Limits, clock: FakeClock | None = None,
-              **settings: object) -> BuildScheduler:
+              **settings: Any) -> BuildScheduler:
     return BuildScheduler(SchedulerSettings(**{"limits": limits, "sample_interval": 0.01, "grace": 0, **settings}),
                           probe=machine, observer=script, executor=machine, clock=clock or FakeClock())
 

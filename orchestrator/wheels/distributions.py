@@ -44,7 +44,6 @@ __all__ = [
     "installed_distributions",
     "target_environment",
     "wheel_distributions",
-    "wheelhouse_distributions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -110,11 +109,6 @@ def wheel_distributions(wheels: Iterable[Path], *, extras: Extras | None = None)
     return tuple(found)
 
 
-def wheelhouse_distributions(folder: Path) -> tuple[Distribution, ...]:
-    """The distributions of the wheels in ``folder`` (not in sub-folders)."""
-    return wheel_distributions(sorted(path for path in folder.glob("*.whl") if not path.name.startswith(".")))
-
-
 def installed_distributions(
     site_packages: Iterable[Path], *, extras: Extras | None = None
 ) -> tuple[Distribution, ...]:
@@ -161,9 +155,18 @@ def check_wheels(
     wheelhouse: Path | None = None,
     extras: Extras | None = None,
 ) -> tuple[UnmetRequirement, ...]:
-    """Check a run's ``wheels``; the other wheels of ``wheelhouse`` may satisfy their requirements."""
+    """Check a run's ``wheels``; the other wheels of ``wheelhouse`` may satisfy their requirements.
+
+    Each wheel is read once: the run's wheels are in the wheelhouse too, and are not read again as its others.
+    """
+    wheels = list(wheels)
     run = wheel_distributions(wheels, extras=extras)
-    return check(run, environment, available=wheelhouse_distributions(wheelhouse) if wheelhouse else ())
+    if wheelhouse is None:
+        return check(run, environment)
+    ours = {path.name for path in wheels if path.parent == wheelhouse}
+    others = sorted(path for path in wheelhouse.glob("*.whl")
+                    if not path.name.startswith(".") and path.name not in ours)
+    return check(run, environment, available=wheel_distributions(others))
 
 
 def check_installed(
