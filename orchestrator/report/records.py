@@ -136,7 +136,9 @@ class Records(Generic[ResultT]):
         with self._lock:
             if self._fd is None:
                 self._fd = self._open()
-            os.write(self._fd, line)
+            written = 0
+            while written < len(line):  # a regular file takes it whole, but os.write promises no more than some
+                written += os.write(self._fd, line[written:])
             self._starts.append(self._size)
             self._size += len(line)
             self._walls.append(_wall(result))
