@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
-from collections.abc import Sequence
 
 from rich.console import Console, Group
 from rich.control import strip_control_codes
@@ -154,11 +152,8 @@ def _cache_hits(result: BuildResult) -> str:
     return f"{result.compiler_hits or 0}/{cacheable}" if cacheable else "-"
 
 
-def _cache_line(builds: Sequence[BuildResult]) -> str:
+def _cache_line(calls: int, hits: int, misses: int) -> str:
     """The compiler cache over the run's builds, in one line."""
-    calls = sum(result.compiler_calls or 0 for result in builds)
-    hits = sum(result.compiler_hits or 0 for result in builds)
-    misses = sum(result.compiler_misses or 0 for result in builds)
     share = f" ({100 * hits / (hits + misses):.0f}%)" if hits + misses else ""
     return (f"compiler cache: {hits} of {hits + misses} cacheable compilations hit{share}; "
             f"{calls} compiler calls in all")
@@ -166,22 +161,28 @@ def _cache_line(builds: Sequence[BuildResult]) -> str:
 
 def print_summary(console: Console, report: RunReport) -> None:
     """The end-of-run table: per package and per stage, then every failure with its log tail."""
-    builds: Sequence[BuildResult] = sorted(report.builds, key=lambda result: -result.wall_s)
+    builds = report.builds
     if builds:
+        # One pass over the results (on disk): where they ran, and what the compiler cache did.
+        farm, calls, hits, misses = False, 0, 0, 0
+        for result in builds:
+            farm = farm or bool(result.host)  # where each ran, when not all on this machine
+            calls += result.compiler_calls or 0
+            hits += result.compiler_hits or 0
+            misses += result.compiler_misses or 0
+        compiled = bool(calls)
         hidden = len(builds) - SUMMARY_ROWS
         caption = f"and {hidden} shorter builds: see the report" if hidden > 0 else None
         table = Table(title="builds", title_justify="left", caption=caption, caption_justify="left")
         # Folded, never cut: a long name (or version) keeps every character, over several lines if need be.
         table.add_column("package", overflow="fold")
         table.add_column("status")
-        farm = any(result.host for result in builds)  # where each ran, when not all on this machine
         if farm:
             table.add_column("host", overflow="fold")
-        compiled = any(result.compiler_calls for result in builds)
         for column in ("waited s", *PHASES, "wall s", "cpu s", "peak RSS", "predicted",
                        *(("cache hits",) if compiled else ())):
             table.add_column(column, justify="right")
-        for result in builds[:SUMMARY_ROWS]:
+        for _, result in builds.longest_first(SUMMARY_ROWS):
             style = STATUS_STYLES[result.status]
             table.add_row(
                 f"{result.name} {result.version or ''}",
@@ -197,7 +198,7 @@ def print_summary(console: Console, report: RunReport) -> None:
             )
         console.print(table)
         if compiled:
-            console.print(_cache_line(builds), markup=False, highlight=False)
+            console.print(_cache_line(calls, hits, misses), markup=False, highlight=False)
     stages = Table(title="stages", title_justify="left")
     for column in ("stage", "items", "span s", "busy s", "sum of items s"):
         stages.add_column(column, justify="left" if column == "stage" else "right")
@@ -212,11 +213,10 @@ def print_summary(console: Console, report: RunReport) -> None:
             console.print(Text(tail, style="dim"))
         if result.log:
             console.print(f"  full log: {result.log}", markup=False, highlight=False)
-    for stage_name, items in (("download", report.downloads), ("install", report.installs)):
-        for item in items:
-            if item.status.value == "failed":
-                console.print(Text(f"FAILED {stage_name} of {item.name} {item.version or ''}: {item.error}",
-                                   style="bold red"))
+    for stage_name, records in (("download", report.downloads), ("install", report.installs)):
+        for item in records.failed():
+            console.print(Text(f"FAILED {stage_name} of {item.name} {item.version or ''}: {item.error}",
+                               style="bold red"))
     for error in report.errors:
         console.print(Text(f"FAILED {error.stage} of {error.item}: {error.error}", style="bold red"))
     if report.unmet:
@@ -239,22 +239,23 @@ def _counts(report: RunReport) -> list[str]:
     """What each stage of the run did, for the last line: only the stages the run had."""
     parts = []
     if report.downloads:
-        downloads = Counter(r.status for r in report.downloads)
-        local = f", {downloads[DownloadStatus.LOCAL]} local" if downloads[DownloadStatus.LOCAL] else ""
-        parts.append(f"{downloads[DownloadStatus.DOWNLOADED]} downloaded, {downloads[DownloadStatus.CACHED]} cached"
-                     f"{local}, {downloads[DownloadStatus.FAILED]} failed")
+        downloads = report.downloads.counts
+        local = f", {downloads[DownloadStatus.LOCAL.value]} local" if downloads[DownloadStatus.LOCAL.value] else ""
+        parts.append(f"{downloads[DownloadStatus.DOWNLOADED.value]} downloaded, "
+                     f"{downloads[DownloadStatus.CACHED.value]} cached{local}, "
+                     f"{downloads[DownloadStatus.FAILED.value]} failed")
     if report.builds or not (report.downloads or report.installs or report.errors):
-        builds = Counter(r.status for r in report.builds)
-        not_started = f", {builds[Status.NOT_STARTED]} not started" if builds[Status.NOT_STARTED] else ""
-        stopped = f", {builds[Status.STOPPED]} stopped" if builds[Status.STOPPED] else ""
-        taken = builds[Status.DOWNLOADED]
+        builds = report.builds.counts
+        not_started = f", {builds[Status.NOT_STARTED.value]} not started" if builds[Status.NOT_STARTED.value] else ""
+        stopped = f", {builds[Status.STOPPED.value]} stopped" if builds[Status.STOPPED.value] else ""
+        taken = builds[Status.DOWNLOADED.value]
         taken_text = f"{taken} wheel{'s' if taken > 1 else ''} from the index, " if taken else ""
-        parts.append(f"{taken_text}{builds[Status.BUILT]} built, {builds[Status.SKIPPED]} skipped, "
-                     f"{builds[Status.FAILED]} failed{not_started}{stopped}")
+        parts.append(f"{taken_text}{builds[Status.BUILT.value]} built, {builds[Status.SKIPPED.value]} skipped, "
+                     f"{builds[Status.FAILED.value]} failed{not_started}{stopped}")
     if report.installs:
-        installs = Counter(r.status for r in report.installs)
-        parts.append(f"{installs[InstallStatus.INSTALLED]} installed, {installs[InstallStatus.SKIPPED]} skipped, "
-                     f"{installs[InstallStatus.FAILED]} failed")
+        installs = report.installs.counts
+        parts.append(f"{installs[InstallStatus.INSTALLED.value]} installed, "
+                     f"{installs[InstallStatus.SKIPPED.value]} skipped, {installs[InstallStatus.FAILED.value]} failed")
     if report.errors:
         parts.append(f"{len(report.errors)} stage error{'s' if len(report.errors) > 1 else ''}")
     unmet = len(report.unmet) + len(report.target_unmet)

@@ -46,6 +46,8 @@ class Endings:
         self._clock = clock
         self._epoch = epoch
         self.results: list[BuildResult] = []
+        """Every result, in the order they ended, when no ``on_result`` takes them (a run's pipeline does: it
+        keeps them on disk, not here)."""
         self.counts: collections.Counter[Status] = collections.Counter()
         """Results so far, by status."""
 
@@ -98,7 +100,8 @@ class Endings:
         result = build_result(item, run, status=status, error=error, outcome=outcome,
                               started_at=self._epoch + run.started_at if run else None,
                               finished_at=self._epoch + now if run else None)
-        self.results.append(result)
+        if self._on_result is None:
+            self.results.append(result)
         self.counts[status] += 1
         verb = "FAILED" if status is Status.FAILED else status.value
         detail = f" {result.wheel}" if result.wheel else f": {error}" if error else ""

@@ -21,7 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -152,6 +151,7 @@ class BuildRun:
                                     python=PYTHON_TAG, history=self._history,  # a farm: a cache per machine
                                     cache=settings.compiler_cache)
         self._sources: dict[str, Source] = {}
+        """The sources queued for a build, until it ends."""
         self._keys: set[str] = set()  # of the sources: looking through them all at each add was quadratic
         self._installs: Stage[Path, InstallResult] | None = None
         self._install_later: list[Path] = []
@@ -169,6 +169,7 @@ class BuildRun:
         if executor is None and settings.jobserver:
             executor = LocalExecutor(TokenPool(usable=usable_cpus(cpu_count, settings.limits.max_cpu), share=jobs - 1))
         self.report = RunReport(started_at=time.time())
+        self.report.spool_in(settings.log_dir)  # the results, as they arrive: in the run's folder, not in memory
         self._run: RunRecord | None = None
         """This run in the history, once started there."""
         self._scheduler = BuildScheduler(
@@ -436,7 +437,7 @@ class BuildRun:
             result = replace(result, wheel_tag=_wheel_tag(result.wheel))
         self.report.builds.append(result)
         self._predictor.built(result)
-        source = self._sources.get(result.source)
+        source = self._sources.pop(result.source, None)  # its build has ended
         if result.status is Status.BUILT and result.wheel:
             if source is not None:
                 self._wheelhouse.record(source.sha256, wheel=result.wheel, source=source.path.name)
@@ -467,12 +468,11 @@ class BuildRun:
 
 def finished_run(run: RunRecord, report: RunReport, interrupted: str | None) -> RunRecord:
     """``run`` as it ended: its end and the count of each outcome of ``report`` (a failed download is a failure)."""
-    counts = Counter(result.status for result in report.builds)
-    failed_downloads = sum(1 for result in report.downloads if result.status is DownloadStatus.FAILED)
-    return replace(run, finished_at=report.finished_at, built=counts[Status.BUILT],
-                   failed=counts[Status.FAILED] + failed_downloads,
-                   downloaded=counts[Status.DOWNLOADED], skipped=counts[Status.SKIPPED],
-                   stopped=counts[Status.STOPPED] + counts[Status.NOT_STARTED], interrupted=interrupted)
+    counts = report.builds.counts
+    return replace(run, finished_at=report.finished_at, built=counts[Status.BUILT.value],
+                   failed=counts[Status.FAILED.value] + report.downloads.counts[DownloadStatus.FAILED.value],
+                   downloaded=counts[Status.DOWNLOADED.value], skipped=counts[Status.SKIPPED.value],
+                   stopped=counts[Status.STOPPED.value] + counts[Status.NOT_STARTED.value], interrupted=interrupted)
 
 
 def _file_sha256(path: Path) -> str | None:

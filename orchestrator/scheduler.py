@@ -140,8 +140,8 @@ class BuildScheduler:
         self._readings: Readings | None = None
         self._sampled_at = -math.inf
         self._waiting_reason: str | None = None
-        self._announced_waits: set[tuple[str, str | None]] = set()
-        """The (build, rule) of every wait said so far."""
+        self._announced_waits: dict[str, set[str | None]] = {}
+        """The rules of every wait said so far, by build; forgotten as the build starts (else one a build)."""
         self._stopping = False
         """No more admissions: --fail-fast, or the run is being stopped."""
         self._stopped: str | None = None
@@ -198,7 +198,8 @@ class BuildScheduler:
 
     # -- the loop --------------------------------------------------------------------
     def run(self) -> list[BuildResult]:
-        """Run until every queued build has a result; stop everything on an exception."""
+        """Run until every queued build has a result; stop everything on an exception. Returns the results,
+        unless ``on_result`` took each as it came."""
         self._executor.start(self._events.put)
         try:
             while self._active():
@@ -317,10 +318,11 @@ class BuildScheduler:
             if not decision.admit:
                 # The figures in the reason change with every sample: say it once per build and rule,
                 # however often other waits come in between (another rule, another build at the head).
-                wait = (self._pending[0].job.key, decision.blocked_by)
-                if wait not in self._announced_waits:
-                    self._announced_waits.add(wait)
-                    self._observer.event(f"{wait[0]}: {decision.reason}")
+                key = self._pending[0].job.key
+                announced = self._announced_waits.setdefault(key, set())
+                if decision.blocked_by not in announced:
+                    announced.add(decision.blocked_by)
+                    self._observer.event(f"{key}: {decision.reason}")
                 self._waiting_reason = decision.reason
                 head = self._pending[0]
                 head.account_wait(now)  # its wait until now went to the queue
@@ -359,6 +361,7 @@ class BuildScheduler:
             self._held = None
         item.attempts += 1
         job = item.job
+        self._announced_waits.pop(job.key, None)
         handle = self._ahead.take(job)
         handle.admit(item.need)
         deadline = now + item.timeout if item.timeout else None

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
+ResultContra = TypeVar("ResultContra", contravariant=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +106,12 @@ class StageKind(Generic[ItemT, ResultT]):
     outcome: Callable[[ResultT], Outcome]
 
 
+class Results(Protocol[ResultContra]):
+    """Where a stage's results go as they end (the run report's records, from the stage's threads)."""
+
+    def append(self, result: ResultContra, /) -> None: ...
+
+
 class Holder(Protocol):
     """Kept open while an item of a stage is queued or running: the build scheduler, which the item may feed."""
 
@@ -133,7 +140,7 @@ class Stage(Generic[ItemT, ResultT]):
         max_workers: int,
         errors: list[StageError],
         on_event: Callable[[str], None],
-        results: list[ResultT] | None = None,
+        results: Results[ResultT] | None = None,
         on_result: Callable[[ResultT], None] | None = None,
         on_progress: Callable[[StageProgress], None] | None = None,
         holds: Holder | None = None,

@@ -16,6 +16,7 @@ from orchestrator.buildstate import RunState
 from orchestrator.display import SUMMARY_ROWS, LiveDisplay, PlainDisplay, print_summary
 from orchestrator.jobs import BuildResult, Status
 from orchestrator.report import RunReport
+from orchestrator.report.records import BUILDS, Records
 from orchestrator.stages import StageProgress
 
 
@@ -84,7 +85,7 @@ def table_cells(text: str) -> list[list[str]]:
 
 def test_summary_shows_how_long_each_build_waited() -> None:
     report = RunReport(started_at=0.0, finished_at=20.0,
-                       builds=[built("first"), built("held", {"queue": 1.5, "memory_limit": 6.25})])
+                       builds=Records(BUILDS, [built("first"), built("held", {"queue": 1.5, "memory_limit": 6.25})]))
     out = io.StringIO()
     print_summary(Console(file=out, width=200), report)
     header, *rows = table_cells(out.getvalue())[:3]
@@ -94,7 +95,8 @@ def test_summary_shows_how_long_each_build_waited() -> None:
 
 def test_summary_folds_a_long_name_instead_of_cutting_it() -> None:
     name = "a-package-whose-name-goes-on-" + "and-on-" * 12 + "end"
-    report = RunReport(started_at=0.0, finished_at=20.0, builds=[built(name, version="2024.1.post12345")])
+    report = RunReport(started_at=0.0, finished_at=20.0,
+                       builds=Records(BUILDS, [built(name, version="2024.1.post12345")]))
     out = io.StringIO()
     print_summary(Console(file=out, width=160, soft_wrap=True), report)  # the width off a terminal
     assert "…" not in out.getvalue()
@@ -144,7 +146,8 @@ def test_the_last_progress_line_printed_is_the_newest(monkeypatch: pytest.Monkey
 def test_summary_shows_compiler_cache_hits_when_a_build_compiled() -> None:
     compiled = dataclasses.replace(built("ext"), compiler_calls=5, compiler_hits=3, compiler_misses=1)
     uncached = dataclasses.replace(built("pure"), compiler_calls=0, compiler_hits=0, compiler_misses=0)
-    report = RunReport(started_at=0.0, finished_at=20.0, builds=[compiled, uncached, built("no-cache")])
+    report = RunReport(started_at=0.0, finished_at=20.0,
+                       builds=Records(BUILDS, [compiled, uncached, built("no-cache")]))
     out = io.StringIO()
     print_summary(Console(file=out, width=250), report)
     header, *rows = table_cells(out.getvalue().split("stages")[0])
@@ -152,7 +155,8 @@ def test_summary_shows_compiler_cache_hits_when_a_build_compiled() -> None:
     assert {row[0]: row[column] for row in rows} == {"ext 1.0": "3/4", "pure 1.0": "-", "no-cache 1.0": "-"}
     assert "compiler cache: 3 of 4 cacheable compilations hit (75%); 5 compiler calls in all" in out.getvalue()
     plain = io.StringIO()
-    print_summary(Console(file=plain, width=250), RunReport(started_at=0.0, finished_at=20.0, builds=[uncached]))
+    print_summary(Console(file=plain, width=250),
+                  RunReport(started_at=0.0, finished_at=20.0, builds=Records(BUILDS, [uncached])))
     assert "cache hits" not in plain.getvalue() and "compiler cache" not in plain.getvalue()
 
 
@@ -181,7 +185,8 @@ def test_summary_table_shows_the_longest_builds_and_says_how_many_more_the_repor
     builds = [dataclasses.replace(built(f"pkg{index:03d}"), finished_at=10.0 + index / 10)
               for index in range(SUMMARY_ROWS + 7)]
     out = io.StringIO()
-    print_summary(Console(file=out, width=250), RunReport(started_at=0.0, finished_at=20.0, builds=builds))
+    print_summary(Console(file=out, width=250),
+                  RunReport(started_at=0.0, finished_at=20.0, builds=Records(BUILDS, builds)))
     header, *rows = table_cells(out.getvalue().split("stages")[0])
     longest_first = [f"{result.name} 1.0" for result in builds[::-1]]
     assert [row[0] for row in rows] == longest_first[:SUMMARY_ROWS]

@@ -2,8 +2,9 @@
 
 The run's renderings live beside it: ``timeline`` (the run as bars on lanes), ``html`` and ``svg``
 (one self-contained HTML page), ``trace`` (Chrome trace events), ``junit`` (JUnit XML), ``runs``
-(the run folders), ``logtail`` (the end of a failed build's log, for the summary, page and JUnit);
-and the history's report: ``history``, ``history_text``, ``history_html``, ``show``.
+(the run folders), ``records`` (the results, kept on disk as they arrive), ``logtail`` (the end of
+a failed build's log, for the summary, page and JUnit); and the history's report: ``history``,
+``history_text``, ``history_html``, ``show``.
 """
 
 from __future__ import annotations
@@ -12,27 +13,22 @@ import os
 import platform
 import shlex
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import psutil
 
 from orchestrator import __version__
 from orchestrator.atomic import atomic_write_json
+from orchestrator.download.results import DownloadResult
+from orchestrator.install.results import InstallResult
 from orchestrator.jobs import BuildResult
+from orchestrator.report.records import BUILDS, DOWNLOADS, INSTALLS, JsonArray, Records
 from orchestrator.resources import usable_cpu_count
 from orchestrator.samples import Samples
 from orchestrator.stages import StageError
-
-
-class StageItem(Protocol):
-    @property
-    def started_at(self) -> float | None: ...
-
-    @property
-    def finished_at(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,17 +64,14 @@ def machine() -> dict[str, int]:
             "total_memory": psutil.virtual_memory().total}
 
 
-def stage_time(items: Iterable[StageItem]) -> StageTime:
-    intervals = sorted(
-        (item.started_at, item.finished_at)
-        for item in items
-        if item.started_at is not None and item.finished_at is not None
-    )
-    if not intervals:
+def stage_time(intervals: Iterable[tuple[float, float]]) -> StageTime:
+    """How a stage spent the run, from the ``(start, end)`` of each of its items."""
+    ordered = sorted(intervals)
+    if not ordered:
         return StageTime(count=0, span_s=0.0, busy_s=0.0, total_s=0.0)
     busy = 0.0
-    current_start, current_end = intervals[0]
-    for start, end in intervals[1:]:
+    current_start, current_end = ordered[0]
+    for start, end in ordered[1:]:
         if start > current_end:
             busy += current_end - current_start
             current_start, current_end = start, end
@@ -86,24 +79,23 @@ def stage_time(items: Iterable[StageItem]) -> StageTime:
             current_end = max(current_end, end)
     busy += current_end - current_start
     return StageTime(
-        count=len(intervals),
-        span_s=max(end for _, end in intervals) - intervals[0][0],
+        count=len(ordered),
+        span_s=max(end for _, end in ordered) - ordered[0][0],
         busy_s=busy,
-        total_s=sum(end - start for start, end in intervals),
+        total_s=sum(end - start for start, end in ordered),
     )
 
 
 @dataclass(slots=True, kw_only=True)
 class RunReport:
-    """Everything a run did; written as JSON with ``--report-json``."""
+    """Everything a run did; written as JSON with ``--report-json``. Its results are kept on disk as they arrive
+    (``records``)."""
 
     started_at: float
     finished_at: float | None = None
-    builds: list[BuildResult] = field(default_factory=list)
-    downloads: list[Any] = field(default_factory=list)
-    """``DownloadResult`` records."""
-    installs: list[Any] = field(default_factory=list)
-    """``InstallResult`` records."""
+    builds: Records[BuildResult] = field(default_factory=lambda: Records(BUILDS))
+    downloads: Records[DownloadResult] = field(default_factory=lambda: Records(DOWNLOADS))
+    installs: Records[InstallResult] = field(default_factory=lambda: Records(INSTALLS))
     errors: list[StageError] = field(default_factory=list)
     """Exceptions raised in a stage (not results that failed): each fails the run."""
     interrupted: str | None = None
@@ -124,22 +116,27 @@ class RunReport:
     target_unmet: list[str] = field(default_factory=list)
     """Requirements of what the install target holds, met by nothing it holds (as ``pip check``): each fails the run."""
 
+    def spool_in(self, folder: Path) -> None:
+        """Keep the results in ``folder`` (the run's logs folder) rather than the temporary folder."""
+        self.builds.folder = self.downloads.folder = self.installs.folder = folder
+
     @property
-    def failed(self) -> Sequence[BuildResult]:
-        return [result for result in self.builds if result.status.value == "failed"]
+    def failed(self) -> Iterator[BuildResult]:
+        """The failed builds, in the order they ended."""
+        return self.builds.failed()
 
     @property
     def ok(self) -> bool:
         """Nothing failed: no build, download or install, no stage raised, no requirement of the set unmet."""
-        items: list[Any] = [*self.builds, *self.downloads, *self.installs]
         unmet = (bool(self.unmet) and self.unmet_fails) or bool(self.target_unmet)
-        return not self.errors and not unmet and not any(item.status.value == "failed" for item in items)
+        failures = self.builds.counts["failed"] + self.downloads.counts["failed"] + self.installs.counts["failed"]
+        return not self.errors and not unmet and not failures
 
     def stages(self) -> dict[str, StageTime]:
         return {
-            "download": stage_time(self.downloads),
-            "build": stage_time(self.builds),
-            "install": stage_time(self.installs),
+            "download": stage_time(self.downloads.intervals()),
+            "build": stage_time(self.builds.intervals()),
+            "install": stage_time(self.installs.intervals()),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -153,9 +150,9 @@ class RunReport:
             "settings": self.settings,
             "resolution": self.resolution,
             "stages": {name: stage.to_json() for name, stage in self.stages().items()},
-            "builds": [result.to_json() for result in self.builds],
-            "downloads": [result.to_json() for result in self.downloads],
-            "installs": [result.to_json() for result in self.installs],
+            "builds": JsonArray.of(self.builds),
+            "downloads": JsonArray.of(self.downloads),
+            "installs": JsonArray.of(self.installs),
             "errors": [error.to_json() for error in self.errors],
             "unmet": self.unmet,
             "target_unmet": self.target_unmet,
@@ -163,6 +160,6 @@ class RunReport:
         }
 
     def write(self, path: Path) -> None:
-        """Write the JSON report atomically."""
+        """Write the JSON report atomically, each result read back from disk as it is written."""
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, self.to_json(), indent=2)

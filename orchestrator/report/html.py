@@ -4,16 +4,18 @@ elsewhere, readable offline.
 Header (what ran, where, under which limits, what came of it), the timeline and the charts under
 it on one time axis (``svg.py``), a table of builds sortable by any column (a few lines of inline
 script), and the failures with the last lines of their logs. Every string from the run (package
-names, errors, log lines) is escaped.
+names, errors, log lines) is escaped. The page is written piece by piece, a bar or a row at a
+time, from the results on disk (``records``): it never exists whole in memory.
 """
 
 from __future__ import annotations
 
+import io
 import re
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from orchestrator.atomic import atomic_write
 from orchestrator.jobs import BuildResult
@@ -30,7 +32,7 @@ from orchestrator.report.svg import (
     esc,
     timeline,
 )
-from orchestrator.report.timeline import Bar, bars
+from orchestrator.report.timeline import Layout, lay_out
 from orchestrator.units import format_size
 
 LOG_LINES = 25
@@ -102,7 +104,7 @@ def _header(report: RunReport, makespan: float) -> str:
                             f"{format_size(machine.get('total_memory', 0))} memory")),
             ("Platform", esc(context.get("platform", ""))),
             ("Tool", esc(f"orchestrate {context.get('tool_version', '?')}"))]
-    counts = Counter(result.status.value for result in report.builds)
+    counts = report.builds.counts
     chips = "".join(f'<span class="{esc(status.split()[0])}">{count} {esc(status)}</span>'
                     for status, count in sorted(counts.items(), key=lambda item: -item[1]))
     extra = [f"{len(items)} {noun}" for items, noun in ((report.downloads, "downloads"), (report.installs, "installs"))
@@ -154,22 +156,23 @@ def _cell(text: str, value: float | None = None, css: str = "") -> str:
     return f"<td{klass}{sort}>{text}</td>"
 
 
-def _table(report: RunReport, placed: Sequence[Bar]) -> str:
-    lanes = {id(bar.record): bar.lane + 1 for bar in placed if bar.group == "build"}
-    header = ("<tr><th>name</th><th>version</th><th>status</th><th>slot</th><th>start</th><th>wall</th><th>CPU</th>"
-              "<th>peak</th><th>predicted</th><th>waited</th><th>why it waited</th></tr>")
-    rows = []
-    for result in sorted(report.builds, key=lambda result: -result.wall_s):
+def _table(report: RunReport, layout: Layout) -> Iterator[str]:
+    lanes = layout.lanes["build"]
+    yield ('<table class="sortable builds"><thead><tr><th>name</th><th>version</th><th>status</th><th>slot</th>'
+           "<th>start</th><th>wall</th><th>CPU</th><th>peak</th><th>predicted</th><th>waited</th>"
+           "<th>why it waited</th></tr></thead><tbody>")
+    for index, result in report.builds.longest_first():
+        slot = lanes[index] + 1 if lanes[index] >= 0 else None
         start = result.started_at - report.started_at if result.started_at else None
         waits = ", ".join(f"{WAIT_NAMES.get(held_by, held_by)} {seconds:.1f} s"
                           for held_by, seconds in result.waits.items() if seconds >= 0.05)
         why = "; ".join(part for part in (waits, result.wait_reason or "") if part)
         css = result.status.value.split()[0]
-        rows.append(
+        yield (
             f'<tr class="{esc(css)}" data-name="{esc(result.name)}">' + "".join((
                 _cell(esc(result.name)), _cell(esc(result.version or "")),
                 _cell(esc(result.status.value), css="status"),
-                _cell(str(lanes.get(id(result), "")), lanes.get(id(result), 0), "num"),
+                _cell(str(slot or ""), slot or 0, "num"),
                 _cell(clock(start) if start is not None else "", start if start is not None else -1, "num"),
                 _cell(f"{result.wall_s:.1f} s", result.wall_s, "num"),
                 _cell(f"{result.cpu_s:.1f} s", result.cpu_s, "num"),
@@ -179,7 +182,7 @@ def _table(report: RunReport, placed: Sequence[Bar]) -> str:
                       result.predicted_rss_bytes or 0, "num"),
                 _cell(f"{result.waited_s:.1f} s" if result.waited_s else "", result.waited_s, "num"),
                 _cell(esc(why), css="why"))) + "</tr>")
-    return f'<table class="sortable builds"><thead>{header}</thead><tbody>{"".join(rows)}</tbody></table>'
+    yield "</tbody></table>"
 
 
 def _failure(result: BuildResult) -> str:
@@ -195,39 +198,59 @@ def _failure(result: BuildResult) -> str:
     return "".join(parts)
 
 
-def _failures(report: RunReport) -> str:
-    builds = [_failure(result) for result in report.failed]
-    others = [f"<li>{esc(kind)} {esc(item.name)}: {esc(item.error or 'failed')}</li>"
-              for kind, items in (("download", report.downloads), ("install", report.installs))
-              for item in items if item.status.value == "failed"]
-    others += [f"<li>{esc(error.to_json())}</li>" for error in report.errors]
-    if not builds and not others:
-        return ""
-    return ("<h2>Failures</h2>" + "".join(builds) + (f"<ul>{''.join(others)}</ul>" if others else ""))
+def _failures(report: RunReport) -> Iterator[str]:
+    others = [(kind, records) for kind, records in (("download", report.downloads), ("install", report.installs))
+              if records.counts["failed"]]
+    if not report.builds.counts["failed"] and not others and not report.errors:
+        return
+    yield "<h2>Failures</h2>"
+    for result in report.failed:
+        yield _failure(result)
+    if others or report.errors:
+        yield "<ul>"
+        for kind, records in others:
+            for item in records.failed():
+                yield f"<li>{esc(kind)} {esc(item.name)}: {esc(item.error or 'failed')}</li>"
+        for error in report.errors:
+            yield f"<li>{esc(error.to_json())}</li>"
+        yield "</ul>"
+
+
+def write_page(report: RunReport, out: TextIO) -> None:
+    """Write the whole report, as one HTML document, to ``out``."""
+    finished = report.finished_at or time.time()
+    layout = lay_out(report.builds, report.downloads, report.installs, report.started_at)
+    makespan = max(finished - report.started_at, layout.end)
+    axis = Axis(max(makespan, 0.001))
+    out.write('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+              '<meta name="viewport" content="width=device-width">'
+              f"<title>orchestrate run {esc(_utc(report.started_at))}</title><style>{STYLE}</style></head><body>")
+    out.write(_header(report, makespan))
+    out.write("<h2>Timeline</h2>")
+    out.write(_legend())
+    if any(layout.counts.values()):
+        out.writelines(timeline(layout, axis))
+    else:
+        out.write("<p>Nothing ran.</p>")
+    out.write(_charts(report, axis))
+    out.write("<h2>Builds</h2><p>Click a column to sort.</p>")
+    out.writelines(_table(report, layout))
+    out.writelines(_failures(report))
+    out.write(f"<script>{SORT_SCRIPT}</script></body></html>\n")
 
 
 def render(report: RunReport) -> str:
     """The whole report, as one HTML document."""
-    finished = report.finished_at or time.time()
-    placed = bars(report.builds, report.downloads, report.installs, report.started_at)
-    makespan = max([finished - report.started_at, *(bar.end for bar in placed)])
-    axis = Axis(max(makespan, 0.001))
-    return "".join((
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width">',
-        f"<title>orchestrate run {esc(_utc(report.started_at))}</title><style>{STYLE}</style></head><body>",
-        _header(report, makespan),
-        "<h2>Timeline</h2>", _legend(),
-        timeline(placed, axis) if placed else "<p>Nothing ran.</p>",
-        _charts(report, axis),
-        "<h2>Builds</h2><p>Click a column to sort.</p>", _table(report, placed),
-        _failures(report),
-        f"<script>{SORT_SCRIPT}</script></body></html>\n",
-    ))
+    out = io.StringIO()
+    write_page(report, out)
+    return out.getvalue()
 
 
 def write_html(report: RunReport, path: Path) -> None:
-    """Write the HTML report atomically."""
+    """Write the HTML report atomically, piece by piece."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as out:
-        out.write(render(report).encode())
+    with atomic_write(path) as binary:
+        out = io.TextIOWrapper(binary, encoding="utf-8")
+        write_page(report, out)
+        out.flush()
+        out.detach()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from orchestrator.report.timeline import GROUPS, Bar, Category
+from orchestrator.report.timeline import GROUPS, Bar, Category, Layout
 from orchestrator.samples import Sample
 from orchestrator.units import format_size
 
@@ -120,10 +120,10 @@ def _bar_title(bar: Bar) -> str:
     return "\n".join(lines)
 
 
-def timeline(placed: Sequence[Bar], axis: Axis) -> str:
-    """A lane per slot, builds first, then downloads and installs; each bar split by category."""
-    groups = [(group, max((bar.lane for bar in placed if bar.group == group), default=-1) + 1) for group in GROUPS]
-    groups = [(group, lanes) for group, lanes in groups if lanes]
+def timeline(layout: Layout, axis: Axis) -> Iterator[str]:
+    """A lane per slot, builds first, then downloads and installs; each bar split by category: the drawing
+    piece by piece, a bar at a time."""
+    groups = [(group, layout.counts[group]) for group in GROUPS if layout.counts[group]]
     top = 22
     offsets: dict[str, float] = {}
     y = top
@@ -144,10 +144,10 @@ def timeline(placed: Sequence[Bar], axis: Axis) -> str:
             if lane % 2 == 0:
                 parts.append(f'<rect class="stripe" x="{GUTTER}" y="{_n(row - (ROW - BAR) / 2)}"'
                              f' width="{WIDTH - GUTTER - RIGHT}" height="{ROW}"/>')
-    for bar in placed:
-        parts.append(_bar(bar, axis, offsets[bar.group] + bar.lane * ROW))
-    parts.append("</svg>")
-    return "".join(parts)
+    yield "".join(parts)
+    for bar in layout.bars():
+        yield _bar(bar, axis, offsets[bar.group] + bar.lane * ROW)
+    yield "</svg>"
 
 
 def _bar(bar: Bar, axis: Axis, y: float) -> str:

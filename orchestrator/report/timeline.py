@@ -6,14 +6,16 @@ segments by what it was doing: ``preparing`` (extract, environment, build requir
 ``get_requires_for_build_wheel``), ``waiting`` (prepared, waiting for admission),
 ``building`` (``build_wheel``), ``publishing`` (checking and placing the wheel). Downloads and
 installs are bars of their own, on lanes of their own. :func:`assign_lanes` puts bars on
-lanes so that no two overlap on one lane, with as few lanes as the busiest moment needs.
+lanes so that no two overlap on one lane, with as few lanes as the busiest moment needs;
+:func:`lay_out` does it in a pass over the results and draws the bars in a second.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import heapq
-from collections.abc import Iterable, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -124,32 +126,77 @@ def _ran(result: BuildResult) -> bool:
                                   and result.status is not Status.NOT_STARTED)
 
 
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where the bars of a run go: made in one pass over its results, drawn in a second (:meth:`bars`), so
+    that a run of thousands of builds never holds its bars, or its results, all at once."""
+
+    records: dict[Group, Iterable[Any]]
+    """The results of each group, read again by :meth:`bars`."""
+    origin: float
+    lanes: dict[Group, array[int]]
+    """The lane of each result of each group, in the order read; -1: no bar."""
+    counts: dict[Group, int]
+    """Lanes each group uses."""
+    end: float
+    """Where the last bar ends (seconds from ``origin``; 0 without bars)."""
+
+    def bars(self) -> Iterator[Bar]:
+        """Every bar, on its lane: the builds', then the downloads', then the installs', each in their order."""
+        for group in GROUPS:
+            lanes = self.lanes[group]
+            for index, record in enumerate(self.records[group]):
+                if index < len(lanes) and lanes[index] >= 0:
+                    draft = _draft(group, record, self.origin)
+                    assert draft is not None
+                    yield dataclasses.replace(draft, lane=lanes[index])
+
+
+def lay_out(builds: Iterable[BuildResult], downloads: Iterable[Any], installs: Iterable[Any],
+            origin: float) -> Layout:
+    """Put every bar of the run on a lane of its group (each iterable is read here, and again by the bars)."""
+    records: dict[Group, Iterable[Any]] = {"build": builds, "download": downloads, "install": installs}
+    lanes: dict[Group, array[int]] = {}
+    end = 0.0
+    for group in GROUPS:
+        intervals: list[tuple[float, float]] = []
+        drawn = array("q")
+        count = 0
+        for index, record in enumerate(records[group]):
+            count += 1
+            draft = _draft(group, record, origin)
+            if draft is not None:
+                intervals.append((draft.start, draft.end))
+                drawn.append(index)
+                end = max(end, draft.end)
+        lanes[group] = array("i", [-1]) * count
+        for index, lane in zip(drawn, assign_lanes(intervals), strict=True):
+            lanes[group][index] = lane
+    counts = {group: max(lanes[group], default=-1) + 1 for group in GROUPS}
+    return Layout(records=records, origin=origin, lanes=lanes, counts=counts, end=end)
+
+
 def bars(builds: Iterable[BuildResult], downloads: Iterable[Any], installs: Iterable[Any],
          origin: float) -> list[Bar]:
     """Every bar of the run, each on a lane of its group; times in seconds from ``origin``."""
-    drafts: list[Bar] = []
-    for result in builds:
-        segments = build_segments(result, origin) if _ran(result) else ()
-        if segments:
-            drafts.append(_draft("build", result, result.version, segments, origin))
-    others: tuple[tuple[Group, Category, Iterable[Any]], ...] = (
-        ("download", "download", downloads), ("install", "install", installs))
-    for group, category, records in others:
-        for record in records:
-            if record.started_at is not None and record.finished_at is not None:
-                segment = Segment(category=category, phase=category, start=record.started_at - origin,
-                                  end=max(record.finished_at, record.started_at) - origin)
-                drafts.append(_draft(group, record, record.version or None, (segment,), origin))
-    placed: list[Bar] = []
-    for group in GROUPS:
-        mine = [bar for bar in drafts if bar.group == group]
-        lanes = assign_lanes([(bar.start, bar.end) for bar in mine])
-        placed += [dataclasses.replace(bar, lane=lane) for bar, lane in zip(mine, lanes, strict=True)]
-    return placed
+    return list(lay_out(builds, downloads, installs, origin).bars())
 
 
-def _draft(group: Group, record: Any, version: str | None, segments: tuple[Segment, ...], origin: float) -> Bar:
-    """A bar not yet on a lane: from the first segment (or the admission) to the last (or the end), the wider."""
+def _draft(group: Group, record: Any, origin: float) -> Bar | None:
+    """A result's bar, not yet on a lane (``None``: it has none): from the first segment (or the admission)
+    to the last (or the end), the wider."""
+    if group == "build":
+        segments = build_segments(record, origin) if _ran(record) else ()
+        version = record.version
+    elif record.started_at is not None and record.finished_at is not None:
+        category: Category = "download" if group == "download" else "install"
+        segments = (Segment(category=category, phase=category, start=record.started_at - origin,
+                            end=max(record.finished_at, record.started_at) - origin),)
+        version = record.version or None
+    else:
+        segments = ()
+    if not segments:
+        return None
     start = min(segments[0].start, *([record.started_at - origin] if record.started_at is not None else []))
     end = max(segments[-1].end, *([record.finished_at - origin] if record.finished_at is not None else []))
     return Bar(group=group, lane=0, name=record.name, version=version, status=record.status.value, start=start,

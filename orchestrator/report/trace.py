@@ -5,17 +5,20 @@ phase of each bar of :mod:`orchestrator.report.timeline`, on a ``tid`` per lane 
 overlapping on one), grouped in a process per stage (builds, downloads, installs); ``C``
 (counter) events for the sampled series; ``M`` (metadata) events naming each process and lane.
 Times are microseconds from the run's start. Written by hand: it is a few dictionaries, and the
-trace libraries on PyPI record a live program rather than convert a finished run.
+trace libraries on PyPI record a live program rather than convert a finished run. The events are
+made as they are written, a bar at a time, from the results on disk (``records``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from orchestrator.atomic import atomic_write_json
 from orchestrator.report import RunReport
-from orchestrator.report.timeline import GROUPS, Bar, bars
+from orchestrator.report.records import JsonArray
+from orchestrator.report.timeline import GROUPS, Bar, Layout, lay_out
 
 PIDS = {"build": 1, "download": 2, "install": 3}
 """The trace's process of each stage; the counters go in the builds' process."""
@@ -43,46 +46,46 @@ def _args(bar: Bar) -> dict[str, Any]:
 
 
 def trace_events(report: RunReport) -> list[dict[str, Any]]:
-    """Every event of the run's trace."""
+    """Every event of the run's trace: made again at each iteration, never all held (see ``JsonArray``)."""
+    layout = lay_out(report.builds, report.downloads, report.installs, report.started_at)
+    return JsonArray(lambda: _events(report, layout))
+
+
+def _events(report: RunReport, layout: Layout) -> Iterator[dict[str, Any]]:
     origin = report.started_at
-    placed = bars(report.builds, report.downloads, report.installs, origin)
-    events: list[dict[str, Any]] = []
     for group in GROUPS:
-        lanes = sorted({bar.lane for bar in placed if bar.group == group})
+        lanes = range(layout.counts[group])
         if not lanes and group != "build":
             continue
         pid = PIDS[group]
-        events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
-                       "args": {"name": PROCESS_NAMES[group]}})
-        events.append({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": pid}})
+        yield {"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": PROCESS_NAMES[group]}}
+        yield {"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": pid}}
         for lane in lanes:
-            events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": lane + 1,
-                           "args": {"name": f"{group} slot {lane + 1}"}})
-            events.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": lane + 1,
-                           "args": {"sort_index": lane + 1}})
-    for bar in placed:
+            yield {"ph": "M", "name": "thread_name", "pid": pid, "tid": lane + 1,
+                   "args": {"name": f"{group} slot {lane + 1}"}}
+            yield {"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": lane + 1,
+                   "args": {"sort_index": lane + 1}}
+    for bar in layout.bars():
         args = _args(bar)
         for segment in bar.segments:
-            events.append({"ph": "X", "name": f"{bar.label}: {segment.phase}", "cat": segment.category,
-                           "pid": PIDS[bar.group], "tid": bar.lane + 1, "ts": _us(segment.start),
-                           "dur": _us(segment.end) - _us(segment.start), "args": args})
+            yield {"ph": "X", "name": f"{bar.label}: {segment.phase}", "cat": segment.category,
+                   "pid": PIDS[bar.group], "tid": bar.lane + 1, "ts": _us(segment.start),
+                   "dur": _us(segment.end) - _us(segment.start), "args": args}
     for sample in report.samples.points:
         ts = _us(sample.at - origin)
         pid = PIDS["build"]
-        events.append({"ph": "C", "name": "builds", "pid": pid, "ts": ts,
-                       "args": {"running": sample.running, "waiting": sample.waiting, "preparing": sample.preparing}})
-        events.append({"ph": "C", "name": "memory (MiB)", "pid": pid, "ts": ts,
-                       "args": {"builds RSS": round(sample.rss / MiB, 1),
-                                "reserved": round(sample.reserved / MiB, 1),
-                                "free": round(sample.available_memory / MiB, 1)}})
+        yield {"ph": "C", "name": "builds", "pid": pid, "ts": ts,
+               "args": {"running": sample.running, "waiting": sample.waiting, "preparing": sample.preparing}}
+        yield {"ph": "C", "name": "memory (MiB)", "pid": pid, "ts": ts,
+               "args": {"builds RSS": round(sample.rss / MiB, 1), "reserved": round(sample.reserved / MiB, 1),
+                        "free": round(sample.available_memory / MiB, 1)}}
         if sample.cpu_busy is not None:
-            events.append({"ph": "C", "name": "CPUs", "pid": pid, "ts": ts,
-                           "args": {"busy": round(sample.cpu_busy, 2), "usable": sample.cpu_count}})
-    return events
+            yield {"ph": "C", "name": "CPUs", "pid": pid, "ts": ts,
+                   "args": {"busy": round(sample.cpu_busy, 2), "usable": sample.cpu_count}}
 
 
 def write_trace(report: RunReport, path: Path) -> None:
-    """Write the run's trace atomically."""
+    """Write the run's trace atomically, its events made as they are written."""
     document = {"traceEvents": trace_events(report), "displayTimeUnit": "ms",
                 "otherData": {**report.context, "started_at": report.started_at}}
     path.parent.mkdir(parents=True, exist_ok=True)
