@@ -38,6 +38,7 @@ __all__ = [
     "RunRecord",
     "default_state_dir",
     "predict_need",
+    "solo_duration",
 ]
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class BuildRecord:
     """Compiler invocations seen by a compiler cache, and how many it answered (hits) or not (misses)."""
     compiler_hits: int | None = None
     compiler_misses: int | None = None
+    cpu_wait_s: float | None = None
+    """Seconds its processes spent runnable but waiting for a CPU; ``None`` if not measured."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,7 +130,7 @@ class RunRecord:
 _BUILD_COLUMNS: Final = (
     "name", "version", "sdist_sha256", "python", "peak_rss_bytes", "wall_s", "cpu_s", "status", "started_at",
     "finished_at", "outcome", "run_id", "predicted_rss_bytes", "host", "compiler_calls", "compiler_hits",
-    "compiler_misses",
+    "compiler_misses", "cpu_wait_s",
 )
 _RUN_COLUMNS: Final = (
     "id", "started_at", "finished_at", "command_line", "tool_version", "python", "built", "failed", "downloaded",
@@ -161,6 +164,20 @@ def predict_need(peaks: Sequence[int], default: int, *, override: int | None = N
     largest = max(peaks)
     agreeing = len(peaks) if largest <= min(peaks) * (1 + SETTLED_SPREAD) else 1
     return math.ceil(largest * (1 + HEADROOMS[min(agreeing, len(HEADROOMS)) - 1]))
+
+
+def solo_duration(wall_s: float, cpu_s: float | None, cpu_wait_s: float | None) -> float:
+    """``wall_s`` as if the build had had the CPUs to itself: less what waiting for a CPU added.
+
+    Its processes waited ``cpu_wait_s`` seconds in all, runnable but not running, while ``cpu_s``
+    seconds of CPU ran. Waits of processes running side by side overlap: with ``p`` of them runnable on
+    average (``(cpu_s + cpu_wait_s) / wall_s``, at least 1), the wall time grew by ``cpu_wait_s / p``.
+    A build that slept, read or downloaded keeps that time: only the wait comes off.
+    """
+    if cpu_wait_s is None or cpu_s is None or wall_s <= 0:
+        return wall_s
+    runnable = max(1.0, (cpu_s + cpu_wait_s) / wall_s)
+    return wall_s - cpu_wait_s / runnable
 
 
 class History:
@@ -255,11 +272,16 @@ class History:
         return [int(value) for value in values]
 
     def expected_duration(self, name: str, *, python: str, version: str | None = None) -> float | None:
-        """Median wall time of the :data:`RECENT_DURATIONS` most recent successful builds
-        of ``name`` for interpreter ``python``, preferring ``version``: one build slowed by
-        a crowded machine does not reorder the next run."""
-        values = self._latest_success("wall_s", name, python, version, RECENT_DURATIONS)
-        return float(statistics.median(values)) if values else None
+        """Median time of the :data:`RECENT_DURATIONS` most recent successful builds of
+        ``name`` for interpreter ``python``, preferring ``version``, each as if it had had the
+        CPUs to itself (:func:`solo_duration`): a run plans from what each build costs, not
+        from how crowded the last run was, and the median keeps one odd build from reordering it."""
+        query = (
+            "SELECT wall_s, cpu_s, cpu_wait_s FROM builds WHERE name = ? AND python = ? AND status = ?"
+            " ORDER BY version = ? DESC, finished_at DESC, id DESC LIMIT ?"
+        )
+        found = self._read(query, (canonicalize_name(name), python, SUCCESS, version, RECENT_DURATIONS), what=name)
+        return float(statistics.median(solo_duration(*row) for row in found)) if found else None
 
     def compiled(self, name: str, *, python: str) -> bool:
         """Whether a successful build of ``name`` for ``python`` went through the compiler cache and called it."""
@@ -284,7 +306,7 @@ class History:
         self.close()
 
     def _latest_success(
-        self, column: Literal["peak_rss_bytes", "wall_s"], name: str, python: str, version: str | None, count: int
+        self, column: Literal["peak_rss_bytes"], name: str, python: str, version: str | None, count: int
     ) -> list[int | float]:
         # Another interpreter builds other code (extensions, backports) at another cost: never mix them.
         query = (
