@@ -74,7 +74,8 @@ def main() -> int:
                     run = one.orchestrate(f"{name}-{step}", max_builds=args.max_builds, state=f"state-{name}",
                                           checkout=variants[name])
                     runs[f"{name}/{step}"] = {"makespan_s": run["makespan_s"],
-                                              "peak_ratio": round(run["peak_tree_rss_bytes"] / limit, 3)}
+                                              "peak_ratio": round(run["peak_tree_rss_bytes"] / limit, 3),
+                                              "backfilled": run["backfilled"], "builds": run["builds"]}
                 if index == 1 and uv is not None:  # between the cold and the warm runs
                     peer = one.uv("uv-safe", uv, cap)
                     runs["uv-safe"] = {"makespan_s": peer["makespan_s"],

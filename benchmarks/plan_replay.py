@@ -7,8 +7,8 @@ end the queue is planned again (``planning.plan_order``), the head starts when t
 limit allow, another goes ahead of it as ``admission.may_backfill`` allows, each running build reserves its
 need and ends after its *true* duration. Two truths are replayed: the builds' solo times (the model of the
 CP-SAT ideal in the JSON), and the durations the builds took in that warm run itself. Each estimate rule
-(``wall``: the median wall time, the rule before; ``solo``: the history's, each time less its CPU wait, which
-JSON files from before it was measured lack) is replayed beside ``oracle`` (the plan made from the truth), so
+(``wall``: the history's, the median wall time; ``solo``: each time less its CPU wait, which JSON files from
+before it was measured lack) is replayed beside ``oracle`` (the plan made from the truth), so
 the table says what the estimates cost; ``solo/peaks`` is the oracle with needs equal to the learned peaks,
 without headroom (what the headroom costs)::
 
@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT)]
 
 from orchestrator.policy import planning  # noqa: E402
 from orchestrator.policy.admission import Candidate, Limits, QueuedBuild, RunningBuild, may_backfill  # noqa: E402
-from orchestrator.policy.history import RECENT_BUILDS, RECENT_DURATIONS, predict_need, solo_duration  # noqa: E402
+from orchestrator.policy.history import RECENT_BUILDS, RECENT_DURATIONS, predict_need  # noqa: E402
 from orchestrator.units import parse_size  # noqa: E402
 
 Row = dict[str, Any]
@@ -64,12 +64,23 @@ def replay(durations: dict[str, float], estimates: dict[str, float], needs: dict
 
 
 def wall_estimate(rows: list[Row]) -> float:
-    """The rule before durations were learned as if alone: the median wall time of the last three builds."""
+    """The history's rule: the median wall time of the last :data:`RECENT_DURATIONS` builds."""
     return float(statistics.median(row["wall_s"] for row in rows[-RECENT_DURATIONS:]))
 
 
+def solo_duration(wall_s: float, cpu_s: float | None, cpu_wait_s: float | None) -> float:
+    """``wall_s`` as if the build had had the CPUs to itself: less what waiting for a CPU added.
+
+    Waits of processes runnable side by side overlap: with ``p`` of them runnable on average
+    (``(cpu_s + cpu_wait_s) / wall_s``, at least 1), the wall time grew by ``cpu_wait_s / p``.
+    """
+    if cpu_wait_s is None or cpu_s is None or wall_s <= 0:
+        return wall_s
+    return wall_s - cpu_wait_s / max(1.0, (cpu_s + cpu_wait_s) / wall_s)
+
+
 def solo_estimate(rows: list[Row]) -> float:
-    """Today's rule (``History.expected_duration``): each wall time less what waiting for a CPU added, the median."""
+    """A rule tried and left out (benchmarks/README.md): each wall time made :func:`solo_duration`, the median."""
     return float(statistics.median(solo_duration(row["wall_s"], row["cpu_s"], row["cpu_wait_s"])
                                    for row in rows[-RECENT_DURATIONS:]))
 

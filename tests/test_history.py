@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from orchestrator.policy.history import (
     History,
     default_state_dir,
     predict_need,
-    solo_duration,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,36 +164,6 @@ def test_expected_duration_is_the_median_of_the_last_three(tmp_path: Path) -> No
         history.record(record(wall=90, finished_at=3))  # a crowded run
         history.record(record(wall=12, finished_at=4))
         assert history.expected_duration("numpy", python=PY) == 12  # of 12, 90, 10
-
-
-@pytest.mark.parametrize(
-    ("wall", "cpu", "wait", "expected"),
-    [
-        (10.0, 4.0, 0.0, 10.0),  # never waited for a CPU: as it ran
-        (10.0, 4.0, 4.0, 6.0),  # one process waited 4 s beside its 4 s of CPU: alone, 4 s sooner
-        (10.0, 0.1, 0.5, 9.5),  # asleep most of the time: only its wait comes off
-        (10.0, 12.0, 8.0, 6.0),  # two compilers side by side (20 runnable seconds in 10): 8 s of waits, 4 s later
-        (10.0, 4.0, None, 10.0),  # the wait not measured (a farm, older history): as it ran
-        (10.0, None, 4.0, 10.0),  # no CPU time measured: as it ran
-        (0.0, 0.0, 0.0, 0.0),  # a build that took no time
-    ],
-)
-def test_solo_duration(wall: float, cpu: float | None, wait: float | None, expected: float) -> None:
-    assert solo_duration(wall, cpu, wait) == pytest.approx(expected)
-
-
-def test_expected_duration_is_learned_as_if_alone(tmp_path: Path) -> None:
-    def waited(wall: float, cpu: float | None, wait: float | None, finished_at: float) -> BuildRecord:
-        return replace(record(wall=wall, finished_at=finished_at), cpu_s=cpu, cpu_wait_s=wait)
-
-    with History(tmp_path / "h.sqlite3") as history:
-        history.record(waited(12.0, 6.0, 6.0, 1))  # a crowded run: half its time waiting for a CPU, alone 6 s
-        assert history.expected_duration("numpy", python=PY) == 6.0
-        history.record(waited(7.0, 6.0, 0.0, 2))  # alone: 7 s
-        history.record(waited(30.0, 5.0, None, 3))  # not measured: 30 s
-        assert history.expected_duration("numpy", python=PY) == 7.0  # the median of 6, 7 and 30
-        history.record(waited(16.0, 16.0, 16.0, 4))  # two processes runnable all along: 16 s of waits, 8 s later
-        assert history.expected_duration("numpy", python=PY) == 8.0  # the median of 8, 30 and 7
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,6 @@ __all__ = [
     "RunRecord",
     "default_state_dir",
     "predict_need",
-    "solo_duration",
 ]
 
 logger = logging.getLogger(__name__)
@@ -166,20 +165,6 @@ def predict_need(peaks: Sequence[int], default: int, *, override: int | None = N
     return math.ceil(largest * (1 + HEADROOMS[min(agreeing, len(HEADROOMS)) - 1]))
 
 
-def solo_duration(wall_s: float, cpu_s: float | None, cpu_wait_s: float | None) -> float:
-    """``wall_s`` as if the build had had the CPUs to itself: less what waiting for a CPU added.
-
-    Its processes waited ``cpu_wait_s`` seconds in all, runnable but not running, while ``cpu_s``
-    seconds of CPU ran. Waits of processes running side by side overlap: with ``p`` of them runnable on
-    average (``(cpu_s + cpu_wait_s) / wall_s``, at least 1), the wall time grew by ``cpu_wait_s / p``.
-    A build that slept, read or downloaded keeps that time: only the wait comes off.
-    """
-    if cpu_wait_s is None or cpu_s is None or wall_s <= 0:
-        return wall_s
-    runnable = max(1.0, (cpu_s + cpu_wait_s) / wall_s)
-    return wall_s - cpu_wait_s / runnable
-
-
 class History:
     """The build history in one SQLite file; see the module docstring for the guarantees."""
 
@@ -272,16 +257,11 @@ class History:
         return [int(value) for value in values]
 
     def expected_duration(self, name: str, *, python: str, version: str | None = None) -> float | None:
-        """Median time of the :data:`RECENT_DURATIONS` most recent successful builds of
-        ``name`` for interpreter ``python``, preferring ``version``, each as if it had had the
-        CPUs to itself (:func:`solo_duration`): a run plans from what each build costs, not
-        from how crowded the last run was, and the median keeps one odd build from reordering it."""
-        query = (
-            "SELECT wall_s, cpu_s, cpu_wait_s FROM builds WHERE name = ? AND python = ? AND status = ?"
-            " ORDER BY version = ? DESC, finished_at DESC, id DESC LIMIT ?"
-        )
-        found = self._read(query, (canonicalize_name(name), python, SUCCESS, version, RECENT_DURATIONS), what=name)
-        return float(statistics.median(solo_duration(*row) for row in found)) if found else None
+        """Median wall time of the :data:`RECENT_DURATIONS` most recent successful builds
+        of ``name`` for interpreter ``python``, preferring ``version``: one build slowed by
+        a crowded machine does not reorder the next run."""
+        values = self._latest_success("wall_s", name, python, version, RECENT_DURATIONS)
+        return float(statistics.median(values)) if values else None
 
     def compiled(self, name: str, *, python: str) -> bool:
         """Whether a successful build of ``name`` for ``python`` went through the compiler cache and called it."""
@@ -306,7 +286,7 @@ class History:
         self.close()
 
     def _latest_success(
-        self, column: Literal["peak_rss_bytes"], name: str, python: str, version: str | None, count: int
+        self, column: Literal["peak_rss_bytes", "wall_s"], name: str, python: str, version: str | None, count: int
     ) -> list[int | float]:
         # Another interpreter builds other code (extensions, backports) at another cost: never mix them.
         query = (
