@@ -10,9 +10,10 @@ CP-SAT ideal in the JSON), and the durations the builds took in that warm run it
 (``wall``: the history's, the median wall time; ``solo``: each time less its CPU wait, which JSON files from
 before it was measured lack) is replayed beside ``oracle`` (the plan made from the truth), so
 the table says what the estimates cost; ``solo/peaks`` is the oracle with needs equal to the learned peaks,
-without headroom (what the headroom costs)::
+without headroom (what the headroom costs). Of a ``memory_ab.py`` JSON, each warm run is replayed with its own
+durations as the truth, planned on what it expected (``itself/planned``) and on the truth (``itself/oracle``)::
 
-    python benchmarks/plan_replay.py benchmarks/results/memory_pressure.json [--json OUT]
+    python benchmarks/plan_replay.py benchmarks/results/memory_pressure.json [...] [--json OUT]
 """
 
 from __future__ import annotations
@@ -116,23 +117,45 @@ def replay_round(one: dict[str, Any], settings: dict[str, Any]) -> list[dict[str
     return found
 
 
+def replay_ab(one: dict[str, Any], settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each run of a ``memory_ab.py`` round with its own durations as the truth: planned on what it expected
+    (``planned``, each build's ``expected_s``) and on the truth itself (``oracle``)."""
+    limits = Limits(max_builds=settings["max_builds"], memory_limit=parse_size(settings["memory_limit"]),
+                    min_free_memory=0, max_load=None)
+    found = []
+    for label, run in one["runs"].items():
+        builds = run.get("builds")
+        if not builds or label.endswith("/cold"):
+            continue  # uv's run, or one that had no estimates
+        truth = {name: build["wall_s"] for name, build in builds.items()}
+        needs = {name: build["predicted_rss_bytes"] for name, build in builds.items()}
+        planned = {name: build["expected_s"] for name, build in builds.items()}
+        span = max(build["finished_at"] for build in builds.values()) - min(
+            build["started_at"] for build in builds.values())
+        found.append({"run": label, "ran_s": round(span, 2),
+                      "itself/oracle": round(replay(truth, truth, needs, limits), 2),
+                      "itself/planned": round(replay(truth, planned, needs, limits), 2)})
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", type=Path, nargs="+", help="memory_pressure.py JSON files")
+    parser.add_argument("results", type=Path, nargs="+", help="memory_pressure.py or memory_ab.py JSON files")
     parser.add_argument("--json", type=Path, help="write the table here too")
     args = parser.parse_args()
     table = []
     for path in args.results:
         data = json.loads(path.read_text())
+        one_round = replay_ab if data["benchmark"] == "memory_ab" else replay_round
         for one in data["rounds"]:
-            for figures in replay_round(one, data["settings"]):
+            for figures in one_round(one, data["settings"]):
                 table.append({"file": path.name, "round": one["round"], **figures})
     columns = ["ran_s", "ideal_s", "solo/peaks",
-               *(f"{truth}/{rule}" for truth in ("solo", "itself") for rule in ("oracle", *RULES))]
-    print(f"{'file':<34} {'rd':>2} {'run':<6} " + " ".join(f"{column:>15}" for column in columns))
+               *(f"{truth}/{rule}" for truth in ("solo", "itself") for rule in ("oracle", *RULES)), "itself/planned"]
+    print(f"{'file':<34} {'rd':>2} {'run':<12} " + " ".join(f"{column:>14}" for column in columns))
     for figures in table:
-        print(f"{figures['file']:<34} {figures['round']:>2} {figures['run']:<6} "
-              + " ".join(f"{figures.get(column) or '-':>15}" for column in columns))
+        print(f"{figures['file']:<34} {figures['round']:>2} {figures['run']:<12} "
+              + " ".join(f"{figures.get(column) or '-':>14}" for column in columns))
     if args.json:
         args.json.write_text(json.dumps(table, indent=2) + "\n")
     return 0
