@@ -247,9 +247,15 @@ def tree_usages(pids: Collection[int]) -> dict[int, TreeUsage]:
 def _cpu_wait(pid: int) -> float | None:
     """Seconds process ``pid`` has waited on a run queue (psutil does not read ``/proc/PID/schedstat``)."""
     try:
-        return int((PROC / str(pid) / "schedstat").read_text().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
+        descriptor = os.open(f"/proc/{pid}/schedstat", os.O_RDONLY)  # at each sample: no Path, no buffered file
+    except OSError:
         return None  # gone, or a kernel without scheduler statistics
+    try:
+        return int(os.read(descriptor, 128).split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        os.close(descriptor)
 
 
 def kill_tree(pid: int, *, grace: float = 3.0) -> None:
