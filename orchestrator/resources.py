@@ -229,7 +229,7 @@ class TreeUsage:
 
 
 def tree_usages(pids: Collection[int]) -> dict[int, TreeUsage]:
-    """Memory, CPU time and CPU wait of each of ``pids`` with all its descendants (zeros once it is gone)."""
+    """Memory, CPU time and CPU wait of each of ``pids`` with all its descendants (zeros, no wait, once gone)."""
     usages = {}
     for root, tree in _trees(pids).items():
         rss, cpu, wait = 0, 0.0, None
