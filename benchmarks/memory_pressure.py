@@ -146,8 +146,9 @@ class Round:
         sampled, command = run()
         return sampled, command, read_events(self.events)[already:]
 
-    def orchestrate(self, label: str, *, max_builds: int, state: str) -> dict[str, Any]:
-        """One ``orchestrate build`` of every sdist; what its report and output say besides."""
+    def orchestrate(self, label: str, *, max_builds: int, state: str, checkout: Path = ROOT) -> dict[str, Any]:
+        """One ``orchestrate build`` of every sdist (of the code in ``checkout``); what its report and output say
+        besides."""
         args, report = self.args, self.work / f"report-{label}.json"
         command = [
             sys.executable, "-m", "orchestrator", "build", *map(str, self.sdists), "-w", str(self.work / "wh"),
@@ -155,7 +156,7 @@ class Round:
             "--max-builds", str(max_builds), "--state-dir", str(self.work / state), "--force", "--no-sandbox",
             "--report-json", str(report), *args.orchestrate_args.split(),
         ]
-        env = clean_environ(UV_CACHE_DIR=str(self.work / state / "uv-cache"))
+        env = clean_environ(UV_CACHE_DIR=str(self.work / state / "uv-cache"), PYTHONPATH=str(checkout))
         sampled, command, events = self._sampled(label, lambda: (
             run_sampled(label, command, env=env, interval=args.interval, timeout=self.timeout), command))
         data = json.loads(report.read_text())
@@ -169,8 +170,9 @@ class Round:
             "backfilled": sum("starting ahead of" in line for line in lines),
             "built": sum(build["status"] == "built" for build in data["builds"]),
             "builds": {
-                build["name"]: {key: build[key] for key in ("wall_s", "peak_rss_bytes", "predicted_rss_bytes",
-                                                            "cpu_s", "memory_requeues", "waited_s")}
+                build["name"]: {key: build.get(key) for key in ("wall_s", "peak_rss_bytes", "predicted_rss_bytes",
+                                                            "cpu_s", "memory_requeues", "waited_s", "expected_s",
+                                                            "cpu_wait_s", "started_at", "finished_at")}
                 for build in data["builds"]
             },
             "log": lines if args.keep_log else [line for line in lines if "memory" in line][:60],

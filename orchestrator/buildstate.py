@@ -94,8 +94,24 @@ class Running:
     peak_rss: int = 0
     cpu: CpuRate = field(default_factory=CpuRate)
     """CPUs its process tree keeps busy; until it has run ``CPU_WINDOW``, it counts as one."""
+    cpu_wait_s: float | None = None
+    """Seconds its processes waited for a CPU since its first sample; ``None``: not measured."""
+    _wait_seen: float | None = field(default=None, init=False, repr=False)
+    """Its tree's wait at the last sample: what its live processes had waited then."""
     outcome: WorkerOutcome | None = None
     stop_reason: StopReason | None = None
+
+    def add_wait(self, total: float | None) -> None:
+        """Count what the tree waited since the last sample, from ``total``, its live processes' wait now.
+
+        The first sample is the base (its worker waited before admission too). A process that exits takes
+        its wait out of the total: only increases count, so its last moments are lost, never counted twice.
+        """
+        if total is None:
+            return
+        if self._wait_seen is not None:
+            self.cpu_wait_s = (self.cpu_wait_s or 0.0) + max(0.0, total - self._wait_seen)
+        self._wait_seen = total
 
     def as_policy(self) -> RunningBuild:
         """As the policy sees it, marked if it is being stopped."""
@@ -140,6 +156,7 @@ def build_result(item: Queued, run: Running | None, *, status: Status, error: st
         phases=outcome.phases if outcome else {},
         peak_rss_bytes=max(run.peak_rss if run else 0, outcome.max_rss_bytes if outcome else 0),
         cpu_s=outcome.cpu_s if outcome else 0.0,
+        cpu_wait_s=round(run.cpu_wait_s, 3) if run and run.cpu_wait_s is not None else None,
         log=str(job.log_path) if run else None,
         error=error,
         predicted_rss_bytes=item.need,

@@ -196,6 +196,9 @@ class BuildResult:
     error: str | None
     predicted_rss_bytes: int | None = None
     """The memory need the last attempt was admitted with (history, config or default, raised by requeues)."""
+    cpu_wait_s: float | None = None
+    """Seconds its last attempt's processes spent runnable but waiting for a CPU, as sampled; ``None``: not
+    measured (a farm, or no scheduler statistics)."""
     expected_s: float | None = None
     """Seconds the scheduler expected the build to take when it queued it (``predict.py``); ``None``: no estimate."""
     attempts: int = 1

@@ -452,6 +452,7 @@ class BuildRun:
                     peak_rss_bytes=result.peak_rss_bytes or None,
                     wall_s=result.wall_s,
                     cpu_s=result.cpu_s or None,
+                    cpu_wait_s=result.cpu_wait_s,
                     status=SUCCESS if result.status is Status.BUILT else (result.error or "failed")[:200],
                     started_at=result.started_at,
                     finished_at=result.finished_at,

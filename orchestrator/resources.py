@@ -223,20 +223,39 @@ class TreeUsage:
     """Resident memory, in bytes."""
     cpu_s: float
     """CPU seconds so far, counting descendants that have exited and been waited for."""
+    cpu_wait_s: float | None = None
+    """Seconds its live processes have spent runnable, waiting for a CPU (Linux's ``schedstat``; an exited
+    process's wait goes with it); ``None`` where not measured."""
 
 
 def tree_usages(pids: Collection[int]) -> dict[int, TreeUsage]:
-    """Memory and CPU time of each of ``pids`` with all its descendants (zeros once it is gone)."""
+    """Memory, CPU time and CPU wait of each of ``pids`` with all its descendants (zeros, no wait, once gone)."""
     usages = {}
     for root, tree in _trees(pids).items():
-        rss, cpu = 0, 0.0
+        rss, cpu, wait = 0, 0.0, None
         for process in tree:
             with contextlib.suppress(psutil.Error), process.oneshot():
                 times = process.cpu_times()
                 cpu += times.user + times.system + times.children_user + times.children_system
                 rss += process.memory_info().rss
-        usages[root] = TreeUsage(rss=rss, cpu_s=cpu)
+            if (waited := _cpu_wait(process.pid)) is not None:
+                wait = (wait or 0.0) + waited
+        usages[root] = TreeUsage(rss=rss, cpu_s=cpu, cpu_wait_s=wait)
     return usages
+
+
+def _cpu_wait(pid: int) -> float | None:
+    """Seconds process ``pid`` has waited on a run queue (psutil does not read ``/proc/PID/schedstat``)."""
+    try:
+        descriptor = os.open(f"/proc/{pid}/schedstat", os.O_RDONLY)  # at each sample: no Path, no buffered file
+    except OSError:
+        return None  # gone, or a kernel without scheduler statistics
+    try:
+        return int(os.read(descriptor, 128).split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        os.close(descriptor)
 
 
 def kill_tree(pid: int, *, grace: float = 3.0) -> None:

@@ -396,6 +396,7 @@ class BuildScheduler:
             run.rss = usage.rss
             run.peak_rss = max(run.peak_rss, run.rss)
             run.cpu.add(now, usage.cpu_s)
+            run.add_wait(usage.cpu_wait_s)
             if run.deadline is not None and now > run.deadline and run.stop_reason is None:
                 self._stop(run, "timeout")
         readings = self._probe.read()

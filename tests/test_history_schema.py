@@ -71,7 +71,7 @@ def test_a_version_1_file_is_migrated_keeping_its_builds(tmp_path: Path) -> None
         assert history.recent_peaks("numpy", python=PY) == [120, 100]
         assert history.expected_duration("numpy", python=PY) == 31.0
         builds = history.builds(["numpy", "lxml"])
-    assert query(old, "PRAGMA user_version") == [(2,)] and SCHEMA_VERSION == 2
+    assert query(old, "PRAGMA user_version") == [(3,)] and SCHEMA_VERSION == 3
     assert [(b.name, b.outcome, b.run_id, b.host, b.predicted_rss_bytes) for b in builds] == [
         ("lxml", "failed", None, None, None),
         ("numpy", "built", None, None, None),
@@ -96,15 +96,15 @@ def test_a_migrated_file_records_runs_and_the_new_columns(tmp_path: Path) -> Non
                                    peak_rss_bytes=50, wall_s=2.0, cpu_s=1.0, status="the run was interrupted",
                                    started_at=1001.0, finished_at=1003.0, outcome="stopped", run_id=run.id,
                                    predicted_rss_bytes=64, host="farm-3", compiler_calls=10, compiler_hits=7,
-                                   compiler_misses=3))
+                                   compiler_misses=3, cpu_wait_s=0.5))
         history.finish_run(replace(run, finished_at=1010.0, stopped=1, interrupted="SIGINT"))
         [stored] = history.runs(5)
         [built] = history.builds(["zope-interface"])
     assert (stored.id, stored.makespan_s, stored.stopped, stored.interrupted, stored.command_line) == (
         run.id, 10.0, 1, "SIGINT", "orchestrate build x")
     assert (built.name, built.outcome, built.run_id, built.predicted_rss_bytes, built.host,
-            built.compiler_calls, built.compiler_hits, built.compiler_misses) == (
-        "zope-interface", "stopped", run.id, 64, "farm-3", 10, 7, 3)
+            built.compiler_calls, built.compiler_hits, built.compiler_misses, built.cpu_wait_s) == (
+        "zope-interface", "stopped", run.id, 64, "farm-3", 10, 7, 3, 0.5)
 
 
 def test_a_migration_that_fails_leaves_the_file_at_version_1(tmp_path: Path,

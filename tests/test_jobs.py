@@ -60,7 +60,7 @@ def test_result_json_holds_every_field_and_the_derived_times() -> None:
         name="demo", version="1.0", source="/src/demo-1.0.tar.gz", status=Status.BUILT,
         wheel="demo-1.0-py3-none-any.whl", started_at=100.0, finished_at=112.5,
         phases={"extract": 0.25, "backend": 10.0}, peak_rss_bytes=2**20, cpu_s=9.5, log="/logs/demo.log", error=None,
-        predicted_rss_bytes=2**30, expected_s=11.0, attempts=2, memory_requeues=1,
+        predicted_rss_bytes=2**30, cpu_wait_s=1.5, expected_s=11.0, attempts=2, memory_requeues=1,
         waits={"queue": 1.0, "cpu": 0.0004, "memory_limit": 2.0}, wait_reason="waiting: memory",
         wheel_sha256="cd" * 32, wheel_tag="py3-none-any", sandbox="none", queued_at=97.0,
         spans=(PhaseSpan(phase="extract", start=100.0, end=100.25), PhaseSpan(phase="backend", start=101.0, end=111.0)),
@@ -71,7 +71,8 @@ def test_result_json_holds_every_field_and_the_derived_times() -> None:
         "name": "demo", "version": "1.0", "source": "/src/demo-1.0.tar.gz", "status": "built",
         "wheel": "demo-1.0-py3-none-any.whl", "started_at": 100.0, "finished_at": 112.5,
         "phases": {"extract": 0.25, "backend": 10.0}, "peak_rss_bytes": 2**20, "cpu_s": 9.5, "log": "/logs/demo.log",
-        "error": None, "predicted_rss_bytes": 2**30, "expected_s": 11.0, "attempts": 2, "memory_requeues": 1,
+        "error": None, "predicted_rss_bytes": 2**30, "cpu_wait_s": 1.5, "expected_s": 11.0, "attempts": 2,
+        "memory_requeues": 1,
         "waits": {"queue": 1.0, "memory_limit": 2.0}, "wait_reason": "waiting: memory",  # under a millisecond: none
         "wheel_sha256": "cd" * 32, "wheel_tag": "py3-none-any", "sandbox": "none", "queued_at": 97.0,
         "spans": [{"phase": "extract", "start": 100.0, "end": 100.25},

@@ -93,6 +93,8 @@ class BuildRecord:
     """Compiler invocations seen by a compiler cache, and how many it answered (hits) or not (misses)."""
     compiler_hits: int | None = None
     compiler_misses: int | None = None
+    cpu_wait_s: float | None = None
+    """Seconds its processes spent runnable but waiting for a CPU; ``None`` if not measured."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,7 +129,7 @@ class RunRecord:
 _BUILD_COLUMNS: Final = (
     "name", "version", "sdist_sha256", "python", "peak_rss_bytes", "wall_s", "cpu_s", "status", "started_at",
     "finished_at", "outcome", "run_id", "predicted_rss_bytes", "host", "compiler_calls", "compiler_hits",
-    "compiler_misses",
+    "compiler_misses", "cpu_wait_s",
 )
 _RUN_COLUMNS: Final = (
     "id", "started_at", "finished_at", "command_line", "tool_version", "python", "built", "failed", "downloaded",

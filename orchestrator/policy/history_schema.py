@@ -67,6 +67,9 @@ _STEPS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE builds ADD COLUMN compiler_misses INTEGER",
         "CREATE INDEX builds_by_run ON builds (run_id)",
     ),
+    (  # version 3: what waiting for a CPU added to a build's wall time (the report's cpu_wait_s)
+        "ALTER TABLE builds ADD COLUMN cpu_wait_s REAL",
+    ),
 )
 SCHEMA_VERSION: Final = len(_STEPS)
 
