@@ -290,7 +290,8 @@ def test_data_filter_refusal_becomes_unsafe_archive_error(
     monkeypatch.setattr(extract, "_DATA_FILTER", refuse)
     tmp, dest = workspace
     archive = write_tar(tmp / "f-1.0.tar.gz", [Entry(f"{P}/setup.py", data=b"ok")])
-    with pytest.raises(UnsafeArchiveError, match=rf"^f-1\.0\.tar\.gz: member '{P}/setup.py' is refused by tarfile's 'data' filter"):
+    refused = rf"^f-1\.0\.tar\.gz: member '{P}/setup.py' is refused by tarfile's 'data' filter"
+    with pytest.raises(UnsafeArchiveError, match=refused):
         extract_sdist(archive, dest)
     assert list(dest.iterdir()) == []
 
@@ -422,13 +423,16 @@ def _encrypted_zip() -> bytes:
 
 CORRUPT: list[object] = [
     # a gzip stream cut in half
-    pytest.param("a-1.0.tar.gz", lambda: _valid_targz()[: len(_valid_targz()) // 2], "truncated or corrupt", id="truncated-gzip"),
+    pytest.param("a-1.0.tar.gz", lambda: _valid_targz()[: len(_valid_targz()) // 2], "truncated or corrupt",
+                 id="truncated-gzip"),
     # valid gzip whose content is not a tar
     pytest.param("b-1.0.tar.gz", lambda: gzip.compress(b"hello" * 200), "truncated or corrupt", id="gzip-not-tar"),
     # a bzip2 stream cut short
-    pytest.param("c-1.0.tar.bz2", lambda: bz2.compress(bytes(5000) + b"x" * 5000)[:40], "truncated or corrupt", id="truncated-bz2"),
+    pytest.param("c-1.0.tar.bz2", lambda: bz2.compress(bytes(5000) + b"x" * 5000)[:40], "truncated or corrupt",
+                 id="truncated-bz2"),
     # bytes from nowhere
-    pytest.param("d-1.0.tar.gz", lambda: b"\x00\x01" + random.Random(1).randbytes(4096), "not a tar or zip archive", id="random-bytes"),
+    pytest.param("d-1.0.tar.gz", lambda: b"\x00\x01" + random.Random(1).randbytes(4096), "not a tar or zip archive",
+                 id="random-bytes"),
     pytest.param("e-1.0.tar.gz", lambda: b"", "is empty", id="empty"),
     pytest.param("f-1.0.zip", lambda: b"<html>404 Not Found</html>\n", "not a tar or zip archive", id="html"),
     # a zip missing its central directory
