@@ -315,7 +315,8 @@ def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_disk_full_fails_the_build_and_leaves_no_partial_file(tmp_path: Path, tiny_disk: Path) -> None:
     make_sdist(tmp_path / "sdists", "huge", pad_kb=1024)
     make_sdist(tmp_path / "sdists", "small")
-    result = orchestrate("build", tmp_path / "sdists", "-w", tiny_disk)
+    # One build at a time: side by side, small's wheel can meet the disk while huge's partial file fills it.
+    result = orchestrate("build", tmp_path / "sdists", "-w", tiny_disk, "--max-builds", "1")
     assert result.returncode == 1
     assert f"FAILED huge 1.0: {publish_failure(tiny_disk)}" in result.stderr.splitlines()
     assert visible_files(tiny_disk) == ["small-1.0-py3-none-any.whl"]
@@ -335,7 +336,7 @@ def test_disk_full_in_a_private_mount_namespace(tmp_path: Path) -> None:
     make_sdist(tmp_path / "sdists", "huge", pad_kb=1024)
     make_sdist(tmp_path / "sdists", "small")
     result = subprocess.run([*unshare, sys.executable, "-m", "orchestrator", "build", str(tmp_path / "sdists"),
-                             "-w", str(wheelhouse)], env=env, capture_output=True, text=True, timeout=240, check=False)
+                             "-w", str(wheelhouse), "--max-builds", "1"], env=env, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 1, result.stderr
     assert f"FAILED huge 1.0: {publish_failure(wheelhouse)}" in result.stderr.splitlines()
     assert "Traceback" not in result.stderr
