@@ -6,6 +6,8 @@ import contextlib
 import gc
 import json
 import os
+import subprocess
+import sys
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -117,6 +119,33 @@ def test_an_unwritable_folder_spools_in_the_temporary_folder(tmp_path: Path) -> 
     records = Records(BUILDS, folder=blocked / "logs")
     records.append(build(1))
     assert list(records) == [build(1)]
+
+
+FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from test_report_records import build
+from orchestrator.report.records import BUILDS, Records
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+results = [build(index) for index in range(60)]
+records = Records(BUILDS, folder=Path(sys.argv[1]))
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+for result in results:
+    records.append(result)
+assert list(records) == results and [records[index] for index in (0, 3, 59)] == [results[0], results[3], results[59]]
+assert [result.name for result in records.failed()] == [] and records.counts["built"] == 60
+print("all read back")
+"""
+
+
+def test_a_spool_the_disk_refuses_goes_on_in_memory(tmp_path: Path) -> None:
+    """A full disk under the spool costs memory, not the run: what was written is read back, then kept."""
+    done = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "logs")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "all read back\n"
+    assert done.stderr.count("cannot keep the run's builds on disk (File too large): keeping them in memory") == 1
 
 
 def test_a_report_is_ok_when_nothing_failed() -> None:

@@ -8,6 +8,9 @@ the count of each status, where each line starts, each result's wall time and in
 which failed (a few dozen bytes a result). The reports read the results back one at a time
 (:meth:`Records.__iter__`, :meth:`Records.longest_first`, :meth:`Records.failed`).
 
+A spool that cannot be written (a full disk) is read back into memory once, with one warning, and the
+results are kept there from then on: a full disk costs memory, never the run.
+
 The lines hold every field as it is (floats round-trip exactly through JSON), so a result read
 back equals the one written and renders the same. Hand-written: the few on-disk list types on
 PyPI (shelve, diskcache, sqlitedict) key by name and pickle; this needs appends, arrival
@@ -19,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -36,6 +40,8 @@ from orchestrator.install.results import InstallResult, InstallStatus
 from orchestrator.jobs import BuildResult, PhaseSpan, Status
 
 __all__ = ["BUILDS", "DOWNLOADS", "INSTALLS", "JsonArray", "Kind", "Records"]
+
+logger = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
 """Bytes read at a time when the results are read back in order."""
@@ -118,6 +124,8 @@ class Records(Generic[ResultT]):
         """Results of each status (its value: ``built``, ``failed``...)."""
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._memory: bytearray | None = None
+        """The lines, once the spool could not be written."""
         self._size = 0
         self._starts = array("q")
         """Where each result's line starts in the spool file."""
@@ -134,11 +142,7 @@ class Records(Generic[ResultT]):
         line = json.dumps(_encode(result), separators=(",", ":")).encode() + b"\n"
         status = result.status.value
         with self._lock:
-            if self._fd is None:
-                self._fd = self._open()
-            written = 0
-            while written < len(line):  # a regular file takes it whole, but os.write promises no more than some
-                written += os.write(self._fd, line[written:])
+            self._store(line)
             self._starts.append(self._size)
             self._size += len(line)
             self._walls.append(_wall(result))
@@ -173,12 +177,10 @@ class Records(Generic[ResultT]):
     def __iter__(self) -> Iterator[ResultT]:
         """Every result, in the order they arrived (those appended once the reading has started excepted)."""
         with self._lock:
-            fd, size = self._fd, self._size
-        if fd is None:
-            return
+            size = self._size
         offset, rest = 0, b""
         while offset < size:
-            chunk = os.pread(fd, min(READ_CHUNK, size - offset), offset)
+            chunk = self._bytes(offset, min(offset + READ_CHUNK, size))
             offset += len(chunk)
             lines = (rest + chunk).split(b"\n")
             rest = lines.pop()
@@ -203,8 +205,30 @@ class Records(Generic[ResultT]):
         return ((flat[index], flat[index + 1]) for index in range(0, len(flat), 2))
 
     def _read(self, start: int, end: int) -> ResultT:
+        return self.kind.decode(json.loads(self._bytes(start, end)))
+
+    def _bytes(self, start: int, end: int) -> bytes:
+        memory = self._memory
+        if memory is not None:
+            return bytes(memory[start:end])
         assert self._fd is not None
-        return self.kind.decode(json.loads(os.pread(self._fd, end - start, start)))
+        return os.pread(self._fd, end - start, start)
+
+    def _store(self, line: bytes) -> None:
+        """Append ``line`` to the spool, or to memory once the spool could not take one."""
+        if self._memory is None:
+            try:
+                if self._fd is None:
+                    self._fd = self._open()
+                written = 0
+                while written < len(line):  # a regular file takes it whole, but os.write promises no more than some
+                    written += os.write(self._fd, line[written:])
+                return
+            except OSError as exc:
+                logger.warning("cannot keep the run's %s on disk (%s): keeping them in memory", self.kind.name,
+                               exc.strerror or exc)
+                self._memory = bytearray(os.pread(self._fd, self._size, 0) if self._fd is not None else b"")
+        self._memory += line
 
     def _open(self) -> int:
         """A new spool file, unlinked at once; closed when these records go."""
