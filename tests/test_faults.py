@@ -336,7 +336,8 @@ def test_disk_full_in_a_private_mount_namespace(tmp_path: Path) -> None:
     make_sdist(tmp_path / "sdists", "huge", pad_kb=1024)
     make_sdist(tmp_path / "sdists", "small")
     result = subprocess.run([*unshare, sys.executable, "-m", "orchestrator", "build", str(tmp_path / "sdists"),
-                             "-w", str(wheelhouse), "--max-builds", "1"], env=env, capture_output=True, text=True, timeout=240, check=False)
+                             "-w", str(wheelhouse), "--max-builds", "1"], env=env, capture_output=True, text=True,
+                            timeout=240, check=False)
     assert result.returncode == 1, result.stderr
     assert f"FAILED huge 1.0: {publish_failure(wheelhouse)}" in result.stderr.splitlines()
     assert "Traceback" not in result.stderr

@@ -239,13 +239,6 @@ def write_page(report: RunReport, out: TextIO) -> None:
     out.write(f"<script>{SORT_SCRIPT}</script></body></html>\n")
 
 
-def render(report: RunReport) -> str:
-    """The whole report, as one HTML document."""
-    out = io.StringIO()
-    write_page(report, out)
-    return out.getvalue()
-
-
 def write_html(report: RunReport, path: Path) -> None:
     """Write the HTML report atomically, piece by piece."""
     path.parent.mkdir(parents=True, exist_ok=True)
