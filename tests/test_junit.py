@@ -24,14 +24,14 @@ def test_every_outcome(tmp_path: Path) -> None:
     # Terminal colours, a NUL and a form feed: none of them can be in an XML 1.0 file.
     log.write_text("\n".join(f"line {i}" for i in range(100)) + "\n\x1b[1;31mError:\x1b[0m bad\x00 \x0c<end> & done\n")
     report = RunReport(started_at=100.0, finished_at=112.25)
-    report.builds += [
+    report.builds.extend([
         result("good", Status.BUILT),
         result("bad", Status.FAILED, error="the build backend failed \x1b[31m<here>\x1b[0m", log=log, wall=1.25),
         result("cached", Status.SKIPPED, wall=0.0),
         result("fromindex", Status.DOWNLOADED, wall=0.5),
         result("cut", Status.STOPPED, error="the run was interrupted"),
         result("never", Status.NOT_STARTED, error="the run was interrupted", started=None),
-    ]
+    ])
     report.downloads.append(DownloadResult(name="gone", version="2.0", url=None, sha256=None, bytes=0, started_at=1.0,
                                            finished_at=4.0, status=DownloadStatus.FAILED, error="404: not on the index",
                                            path=None))

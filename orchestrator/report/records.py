@@ -156,10 +156,6 @@ class Records(Generic[ResultT]):
         for result in results:
             self.append(result)
 
-    def __iadd__(self, results: Iterable[ResultT]) -> Records[ResultT]:
-        self.extend(results)
-        return self
-
     def __len__(self) -> int:
         return len(self._starts)
 
