@@ -26,7 +26,7 @@ from index_server import IndexServer
 from sdists import make_sdist
 
 from orchestrator.jobs import BuildResult, PhaseSpan, Status
-from orchestrator.report import RunReport
+from orchestrator.report import RunReport, runs
 from orchestrator.report.html import write_html
 from orchestrator.samples import Sample
 
@@ -284,3 +284,27 @@ def test_a_report_that_cannot_be_written_is_one_line_and_a_failed_run(tmp_path: 
     assert f"error: {option} {tmp_path / 'afile' / 'report'}: cannot write it" in result.stderr
     assert list((tmp_path / "wh").glob("one-1.0-*.whl"))  # the build itself went on, and its run folder is kept
     assert list((tmp_path / "state" / "runs").glob("*/report.html"))
+
+
+def test_a_report_the_run_folder_holds_is_copied_where_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pages: list[Path] = []
+
+    def counted(report: RunReport, path: Path) -> None:
+        pages.append(path)
+        write_html(report, path)
+
+    monkeypatch.setattr(runs, "write_html", counted)
+    folder, mine = tmp_path / "runs" / "20261205T000000Z-1", tmp_path / "mine"
+    kept, problems = runs.write_reports(synthetic_report(5), runs.ReportFiles(
+        json=mine / "r.json", html=mine / "r.html", run_folder=folder))
+    assert (kept, problems) == (folder / "report.html", [])
+    assert pages == [folder / "report.html"]
+    assert (mine / "r.html").read_bytes() == (folder / "report.html").read_bytes()
+    assert (mine / "r.json").read_bytes() == (folder / "report.json").read_bytes()
+    # Without a run folder to copy from, each is written from the results.
+    (tmp_path / "blocked").write_text("not a folder")
+    kept, problems = runs.write_reports(synthetic_report(5), runs.ReportFiles(
+        html=mine / "again.html", run_folder=tmp_path / "blocked" / "run"))
+    assert (kept, problems) == (None, [])
+    assert pages[1:] == [mine / "again.html"]
+    assert (mine / "again.html").read_bytes() == (mine / "r.html").read_bytes()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from orchestrator.atomic import atomic_write
 from orchestrator.report import RunReport
 from orchestrator.report.html import write_html
 from orchestrator.report.trace import write_trace
@@ -60,11 +61,24 @@ class ReportFiles:
 
 
 def write_reports(report: RunReport, files: ReportFiles) -> tuple[Path | None, list[str]]:
-    """Write every report asked for, and the run folder's JSON and HTML.
+    """Write the run folder's JSON and HTML, and every report asked for.
 
     Returns the run folder's HTML report (``None`` without one) and a line for each file the user
-    named that could not be written. A run folder that cannot be written is a warning only.
+    named that could not be written. A run folder that cannot be written is a warning only. A file
+    the run folder already holds is copied to where the user asked for it, not written again from
+    the results.
     """
+    kept: dict[str, Path] = {}
+    if files.run_folder is not None:
+        try:
+            report.write(files.run_folder / "report.json")
+            kept["--report-json"] = files.run_folder / "report.json"
+            write_html(report, files.run_folder / "report.html")
+            kept["--report-html"] = files.run_folder / "report.html"
+        except OSError as exc:
+            logger.warning("cannot keep the run's report in %s: %s", files.run_folder, exc.strerror or exc)
+        else:
+            prune_runs(files.run_folder.parent)
     problems = []
     asked = (("--report-json", files.json, report.write), ("--report-html", files.html, partial(write_html, report)),
              ("--trace", files.trace, partial(write_trace, report)))
@@ -72,17 +86,18 @@ def write_reports(report: RunReport, files: ReportFiles) -> tuple[Path | None, l
         if path is None:
             continue
         try:
-            write(path)
+            if option in kept:
+                _copy(kept[option], path)
+            else:
+                write(path)
         except OSError as exc:
             problems.append(f"{option} {path}: cannot write it ({exc.strerror or exc}); give a path in a writable"
                             " folder")
-    if files.run_folder is None:
-        return None, problems
-    try:
-        report.write(files.run_folder / "report.json")
-        write_html(report, files.run_folder / "report.html")
-    except OSError as exc:
-        logger.warning("cannot keep the run's report in %s: %s", files.run_folder, exc.strerror or exc)
-        return None, problems
-    prune_runs(files.run_folder.parent)
-    return files.run_folder / "report.html", problems
+    return kept.get("--report-html"), problems
+
+
+def _copy(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source.open("rb") as data, atomic_write(target) as out:
+        shutil.copyfileobj(data, out)
