@@ -20,6 +20,8 @@ Protocol, on two pipes named by their descriptors (``serve``'s arguments)::
     request   one line of JSON: {"argv": [HOOK, CONTROL_DIR], "cwd": PATH, "set": {NAME: VALUE}, "unset": [NAME]}:
               the hook's environment as changes to the one the server was started in (what the interpreter's
               start added, a ``.pth`` file's variable, stays, as in a hook started on its own)
+    reply     "imported NAME ...", written by the hook as it ends (not if it was killed): the standard-library
+              modules it imported, or found preloaded and imported by name (``build/preload.py`` learns them)
     reply     the hook's exit status, negative for the signal that ended it
     end       end of file on the request pipe: the server exits
 """
@@ -27,13 +29,15 @@ Protocol, on two pipes named by their descriptors (``serve``'s arguments)::
 from __future__ import annotations
 
 import atexit
+import builtins
 import gc
 import importlib
 import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any, NoReturn
 
 PRELOAD = ("ast", "base64", "collections", "contextlib", "copy", "datetime", "enum", "functools", "hashlib",
@@ -46,15 +50,34 @@ needs for its RECORD, cost a hook 7 ms of CPU). Modules with state of their own 
 (``random``, ``tempfile``'s names), as Python's own fork handlers do."""
 
 
-def serve(script: str, requests: int, replies: int, *, own_namespace: bool) -> NoReturn:
+_NEVER = frozenset({"__main__", "this", "antigravity"})
+"""Standard-library modules never preloaded: no module of its own, or one that acts as it is imported."""
+_STDLIB = os.path.dirname(os.path.dirname(json.__file__)) + os.sep
+_SITE = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
+"""Where this interpreter's standard library lies, less the folders of installed packages inside it."""
+
+
+def serve(script: str, requests: int, replies: int, *, own_namespace: bool,
+          preload: Sequence[str] | None = None) -> NoReturn:
     """Serve hooks of pyproject_hooks' hook ``script`` until the request pipe ends, then exit as a hook does (its
     modules are not torn down: the server ran no hook); in a forked hook, end the process as the script would.
     ``own_namespace``: the server is in a PID namespace of its build's own, where every process but itself and
-    the namespace's init belongs to the hook that just ended."""
+    the namespace's init belongs to the hook that just ended. ``preload``: the standard-library modules this
+    build's backend's hooks imported before (``build/preload.py``); ``None``, nothing learned yet: :data:`PRELOAD`,
+    and each hook notes every module it imports by name, preloaded or not, so that what it used is learned."""
     sys.path[0] = os.path.dirname(script)  # as for `python SCRIPT`; the script takes it off again
     hook_script = importlib.import_module(os.path.splitext(os.path.basename(script))[0])
-    for name in PRELOAD:
-        importlib.import_module(name)
+    started = frozenset(sys.modules)  # what every hook has anyway: never worth a report
+    if preload is None:
+        for name in PRELOAD:
+            importlib.import_module(name)
+    else:
+        for name in preload:
+            if _may_preload(name):
+                try:
+                    importlib.import_module(name)
+                except Exception:  # noqa: BLE001 - learned under another Python: the hook imports what it needs
+                    pass
     gc.freeze()  # a hook's collections then leave what it inherited alone (and its pages shared)
     os.write(replies, b"ready\n")
     with os.fdopen(requests, "rb") as pipe:
@@ -63,14 +86,68 @@ def serve(script: str, requests: int, replies: int, *, own_namespace: bool) -> N
             pid = os.fork()
             if pid == 0:
                 pipe.close()
-                os.close(replies)
                 _become(script, request)
-                _end(_run(hook_script.main))
+                imports = _Imports(replies, started, by_name=preload is None)
+                _end(_run(hook_script.main), report=imports.report)
             _, status = os.waitpid(pid, 0)
             if own_namespace and os.getppid() == 1:  # the namespace's init above it: never the host's processes
                 _stop_leftovers()
             os.write(replies, f"{os.waitstatus_to_exitcode(status)}\n".encode())
     _end(0)
+
+
+def _may_preload(name: str) -> bool:
+    """Whether ``name`` (from a file a run wrote) names a module of this interpreter's standard library."""
+    return (name not in _NEVER and all(part.isidentifier() for part in name.split("."))
+            and name.partition(".")[0] in sys.stdlib_module_names)
+
+
+def _is_standard(name: str, module: object) -> bool:
+    """Whether ``module``, ``sys.modules[name]``, is of the standard library, found where the standard library
+    lies (never one of the same name from the build's environment or the source)."""
+    if name in _NEVER or name.partition(".")[0] not in sys.stdlib_module_names or not isinstance(module, ModuleType):
+        return False
+    origin = getattr(module.__spec__, "origin", None)
+    if origin in ("built-in", "frozen"):
+        return True
+    return isinstance(origin, str) and origin.startswith(_STDLIB) and not any(site in origin for site in _SITE)
+
+
+class _Imports:
+    """What a hook imports: the modules it adds to ``sys.modules``, and with ``by_name`` every module it imports
+    by name (an ``import`` statement), those it found already imported included."""
+
+    def __init__(self, replies: int, started: frozenset[str], *, by_name: bool) -> None:
+        self._replies, self._pipe, self._started = replies, os.fstat(replies).st_ino, started
+        self._before = set(sys.modules)
+        self._named: set[str] = set()
+        if by_name:
+            self._watch()
+
+    def _watch(self) -> None:
+        original, named = builtins.__import__, self._named
+
+        def watched(name: str, globals: Any = None, locals: Any = None,  # noqa: A002 - __import__'s own names
+                    fromlist: Sequence[str] | None = (), level: int = 0) -> ModuleType:
+            module = original(name, globals, locals, fromlist, level)
+            if level == 0:  # a relative import is of a package something imported by its absolute name
+                named.add(name)
+                named.update(f"{name}.{item}" for item in fromlist or ())  # submodules among them count
+            return module
+
+        builtins.__import__ = watched
+
+    def report(self) -> None:
+        """Write the standard-library modules the hook imported as a reply line (unless the hook closed the
+        reply pipe, or put another file under its number)."""
+        names = [name for name, module in list(sys.modules.items())
+                 if (name not in self._before or name in self._named) and name not in self._started
+                 and _is_standard(name, module)]
+        try:
+            if os.fstat(self._replies).st_ino == self._pipe:
+                os.write(self._replies, f"imported {' '.join(names)}\n".encode())
+        except OSError:
+            pass  # the hook closed it
 
 
 def _become(script: str, request: dict[str, Any]) -> None:
@@ -99,12 +176,13 @@ def _run(main: Callable[[], object]) -> int:
     return 0
 
 
-def _end(code: int) -> NoReturn:
+def _end(code: int, *, report: Callable[[], None] | None = None) -> NoReturn:
     """End a hook (or the server, once its hooks are done) as an interpreter ends, less the teardown of its
     modules: non-daemon threads joined,
     ``atexit`` handlers run, the standard streams flushed. The teardown of a fork frees every object it
     inherited, each page copied first: about 7 ms of CPU per hook here. Python's own multiprocessing ends
-    its forked processes the same way (it runs no ``atexit`` handler at all)."""
+    its forked processes the same way (it runs no ``atexit`` handler at all). ``report`` runs last (a hook's
+    imports: what its ``atexit`` handlers imported counts too)."""
     threading = sys.modules.get("threading")
     if threading is not None:
         for thread in threading.enumerate():
@@ -116,6 +194,8 @@ def _end(code: int) -> NoReturn:
             stream.flush()
         except (AttributeError, OSError, ValueError):
             pass  # closed or replaced by the backend
+    if report is not None:
+        report()
     os._exit(code)
 
 
