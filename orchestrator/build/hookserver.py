@@ -20,8 +20,9 @@ Protocol, on two pipes named by their descriptors (``serve``'s arguments)::
     request   one line of JSON: {"argv": [HOOK, CONTROL_DIR], "cwd": PATH, "set": {NAME: VALUE}, "unset": [NAME]}:
               the hook's environment as changes to the one the server was started in (what the interpreter's
               start added, a ``.pth`` file's variable, stays, as in a hook started on its own)
-    reply     "imported NAME ...", written by the hook as it ends (not if it was killed): the standard-library
-              modules it imported, or found preloaded and imported by name (``build/preload.py`` learns them)
+    reply     "imported NAME ...", which the hook wrote (to the server, on a pipe of its own) as it ended, unless
+              it was killed: the standard-library modules it imported, or found preloaded and imported by name
+              (``build/preload.py`` learns them)
     reply     the hook's exit status, negative for the signal that ended it
     end       end of file on the request pipe: the server exits
 """
@@ -83,17 +84,38 @@ def serve(script: str, requests: int, replies: int, *, own_namespace: bool,
     with os.fdopen(requests, "rb") as pipe:
         for line in pipe:
             request = json.loads(line)
+            # The hook's imports come on a pipe of its own, read once it has ended: whatever process it leaves
+            # holding the pipe never holds up the worker's reading of the replies.
+            report_read, report_write = os.pipe()
             pid = os.fork()
             if pid == 0:
                 pipe.close()
+                os.close(replies)
+                os.close(report_read)
                 _become(script, request)
-                imports = _Imports(replies, started, by_name=preload is None)
+                imports = _Imports(report_write, started, by_name=preload is None)
                 _end(_run(hook_script.main), report=imports.report)
+            os.close(report_write)
             _, status = os.waitpid(pid, 0)
             if own_namespace and os.getppid() == 1:  # the namespace's init above it: never the host's processes
                 _stop_leftovers()
-            os.write(replies, f"{os.waitstatus_to_exitcode(status)}\n".encode())
+            os.write(replies, _written(report_read) + f"{os.waitstatus_to_exitcode(status)}\n".encode())
     _end(0)
+
+
+def _written(fd: int) -> bytes:
+    """The whole lines a hook that ended wrote to ``fd`` (closed): nothing is waited for."""
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass  # a process the hook left holds the pipe: what is there is all there is
+    finally:
+        os.close(fd)
+    written = b"".join(chunks)
+    return written[:written.rfind(b"\n") + 1]
 
 
 def _may_preload(name: str) -> bool:
@@ -117,8 +139,8 @@ class _Imports:
     """What a hook imports: the modules it adds to ``sys.modules``, and with ``by_name`` every module it imports
     by name (an ``import`` statement), those it found already imported included."""
 
-    def __init__(self, replies: int, started: frozenset[str], *, by_name: bool) -> None:
-        self._replies, self._pipe, self._started = replies, os.fstat(replies).st_ino, started
+    def __init__(self, report: int, started: frozenset[str], *, by_name: bool) -> None:
+        self._report, self._pipe, self._started = report, os.fstat(report).st_ino, started
         self._before = set(sys.modules)
         self._named: set[str] = set()
         if by_name:
@@ -138,14 +160,15 @@ class _Imports:
         builtins.__import__ = watched
 
     def report(self) -> None:
-        """Write the standard-library modules the hook imported as a reply line (unless the hook closed the
-        reply pipe, or put another file under its number)."""
+        """Write the standard-library modules the hook imported as a line on the report pipe (unless the hook
+        closed it, or put another file under its number)."""
         names = [name for name, module in list(sys.modules.items())
                  if (name not in self._before or name in self._named) and name not in self._started
                  and _is_standard(name, module)]
         try:
-            if os.fstat(self._replies).st_ino == self._pipe:
-                os.write(self._replies, f"imported {' '.join(names)}\n".encode())
+            if os.fstat(self._report).st_ino == self._pipe:
+                os.set_blocking(self._report, False)  # a full pipe cuts the line short (not read), never waits
+                os.write(self._report, f"imported {' '.join(names)}\n".encode())
         except OSError:
             pass  # the hook closed it
 
