@@ -178,8 +178,9 @@ class HookRunner:
         fifo = work_dir / FIFO_NAME
         if self.use_jobserver and fifo.exists():  # made by the run at admission: for build_wheel only
             try:
-                env = hook_environ(env, fifo=fifo, bin_dir=work_dir / BIN_NAME, set_by_run=job.environ)
-                shadowed = sorted(path.name for path in (work_dir / BIN_NAME).glob("*"))
+                env = hook_environ(env, fifo=fifo, bin_root=job.env_cache, set_by_run=job.environ)
+                first = Path(env["PATH"].split(os.pathsep)[0])
+                shadowed = sorted(path.name for path in first.iterdir()) if first.name.startswith(BIN_NAME) else []
                 self._log.write(f"=== orchestrate: jobserver: MAKEFLAGS={env['MAKEFLAGS']}"
                                 f"{'; first on PATH: ' + ', '.join(shadowed) if shadowed else ''} ===\n")
             except OSError as exc:
