@@ -7,7 +7,8 @@ server starts and imports once per build and forks a process per hook: a fresh p
 with those imports done and the backend not yet imported, that runs the hook script's own ``main``
 exactly as ``python _in_process.py HOOK CONTROL_DIR`` would (same ``sys.argv``, ``sys.path``, working
 folder and environment), and ends as an interpreter ends, less the teardown of its modules (``_end``).
-Nothing a hook does reaches the next one.
+Nothing a hook does reaches the next one. What the server imports is what the backend's hooks imported
+before, of the standard library only (each hook says so as it ends: ``_Imports``; ``build/preload.py``).
 
 Run in the build environment's interpreter (``build/hooks.py`` starts it), so it imports only the
 standard library and takes its own folder off ``sys.path`` before any hook runs. In a sandbox (a PID
@@ -44,9 +45,10 @@ from typing import Any, NoReturn
 PRELOAD = ("ast", "base64", "collections", "contextlib", "copy", "datetime", "enum", "functools", "hashlib",
            "importlib.util", "inspect", "ipaddress", "itertools", "operator", "pathlib", "random", "re", "string",
            "tempfile", "threading", "typing", "urllib.parse", "warnings", "zipfile")
-"""What setuptools, flit_core, hatchling, pdm-backend and poetry-core each import already in
-``get_requires_for_build_wheel``, all five (the hook script's own imports come with it), so that each hook of
-a build would import it again: imported once here instead (hashlib, zipfile and base64 alone, which every wheel
+"""What the server imports while nothing is learned of its backend's hooks (``build/preload.py``): what setuptools,
+flit_core, hatchling, pdm-backend and poetry-core each import already in ``get_requires_for_build_wheel``, all
+five (the hook script's own imports come with it), so that each hook of a build would import it again: imported
+once here instead (hashlib, zipfile and base64 alone, which every wheel
 needs for its RECORD, cost a hook 7 ms of CPU). Modules with state of their own re-seed it in each fork
 (``random``, ``tempfile``'s names), as Python's own fork handlers do."""
 
