@@ -9,8 +9,8 @@ no-op sdists (``tests/sdists.py``, ``-j 2``, unsandboxed: bubblewrap's own mount
 are built twice on one state folder, and the second run is counted: the state a machine has once it
 built before (history, what the hooks imported: ``build/preload.py``). Per build: the minor page
 faults and CPU seconds of the run's whole waited-for tree (``os.wait4``); then, run again under
-``strace -f``, the system calls, and the file-system entries made (folders, files created, links,
-FIFOs) and removed.
+``strace -ff``, the system calls, and the file-system entries made (folders, files opened to be created,
+links, FIFOs) and removed.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ sys.path[:0] = [str(ROOT / "tests")]
 from overhead import clean_environ  # noqa: E402
 from sdists import make_sdist  # noqa: E402
 
-MADE = re.compile(r"^\d+\s+(mkdir|mkdirat|symlink|symlinkat|link|linkat|mknodat|mknod|openat|open|creat)\(.*\) = \d+$")
-REMOVED = re.compile(r"^\d+\s+(unlink|unlinkat|rmdir)\(.*\) = 0$")
-CALL = re.compile(r"^\d+\s+([a-z0-9_]+)\(")
+MADE = re.compile(r"^(mkdir|mkdirat|symlink|symlinkat|link|linkat|mknodat|mknod|openat|open|creat)\(.*\) = \d+$")
+REMOVED = re.compile(r"^(unlink|unlinkat|rmdir)\(.*\) = 0$")
+CALL = re.compile(r"^([a-z0-9_]+)\(")
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, float]:
@@ -50,18 +50,20 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, float]:
 
 def traced(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, int]:
     """Run ``cmd`` under ``strace -f``: its tree's system calls, entries made and removed."""
-    trace = cwd / "trace"
-    run(["strace", "-f", "-qq", "-o", str(trace), *cmd], env, cwd)
+    traces = cwd / "traces"
+    traces.mkdir()
+    run(["strace", "-ff", "-qq", "-o", str(traces / "t"), *cmd], env, cwd)  # a file per process: whole lines
     calls = made = removed = 0
-    with trace.open(errors="replace") as lines:
-        for line in lines:
-            if CALL.match(line):
-                calls += 1
-            if MADE.match(line) and ("open" not in line.split("(")[0] or "O_CREAT" in line):
-                made += 1
-            elif REMOVED.match(line):
-                removed += 1
-    trace.unlink()
+    for trace in traces.iterdir():
+        with trace.open(errors="replace") as lines:
+            for line in lines:
+                if CALL.match(line):
+                    calls += 1
+                if MADE.match(line) and ("open" not in line.split("(")[0] or "O_CREAT" in line):
+                    made += 1
+                elif REMOVED.match(line):
+                    removed += 1
+    shutil.rmtree(traces)
     return {"syscalls": calls, "entries_made": made, "entries_removed": removed}
 
 
