@@ -180,7 +180,8 @@ class HookRunner:
             try:
                 env = hook_environ(env, fifo=fifo, bin_root=job.env_cache, set_by_run=job.environ)
                 first = Path(env["PATH"].split(os.pathsep)[0])
-                shadowed = sorted(path.name for path in first.iterdir()) if first.name.startswith(BIN_NAME) else []
+                ours = first.parent == job.env_cache and first.name.startswith(BIN_NAME)
+                shadowed = sorted(path.name for path in first.iterdir()) if ours else []
                 self._log.write(f"=== orchestrate: jobserver: MAKEFLAGS={env['MAKEFLAGS']}"
                                 f"{'; first on PATH: ' + ', '.join(shadowed) if shadowed else ''} ===\n")
             except OSError as exc:

@@ -48,9 +48,9 @@ PRELOAD = ("ast", "base64", "collections", "contextlib", "copy", "datetime", "en
 """What the server imports while nothing is learned of its backend's hooks (``build/preload.py``): what setuptools,
 flit_core, hatchling, pdm-backend and poetry-core each import already in ``get_requires_for_build_wheel``, all
 five (the hook script's own imports come with it), so that each hook of a build would import it again: imported
-once here instead (hashlib, zipfile and base64 alone, which every wheel
-needs for its RECORD, cost a hook 7 ms of CPU). Modules with state of their own re-seed it in each fork
-(``random``, ``tempfile``'s names), as Python's own fork handlers do."""
+once here instead (hashlib, zipfile and base64 alone, which every wheel needs for its RECORD, cost a hook 7 ms
+of CPU). Modules with state of their own re-seed it in each fork (``random``, ``tempfile``'s names), as
+Python's own fork handlers do; so do those a backend's hooks imported, preloaded once learned."""
 
 
 _NEVER = frozenset({"__main__", "this", "antigravity"})
