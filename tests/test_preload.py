@@ -13,6 +13,8 @@ import pytest
 from conftest import orchestrate
 from sdists import make_sdist
 
+from orchestrator.build import preload
+
 WATCHED = ["colorsys", "wave", "zipfile", "datetime", "preload_helper"]
 """colorsys: imported by build_wheel; wave: imported by the source's own module preload_helper; zipfile: in the
 server's own list, imported by the backend's module; datetime: in that list, never imported by the backend."""
@@ -86,3 +88,42 @@ def test_a_learned_file_naming_modules_outside_the_standard_library_preloads_onl
     assert "zipfile" in learned()  # what the hooks imported themselves, added
     logs = (Path(os.environ["ORCHESTRATE_STATE_DIR"]) / "runs").glob("*/logs/second-1.0.log")
     assert "Beautiful is better than ugly" not in next(logs).read_text()  # `this` prints as it is imported
+
+
+def test_builds_of_one_backend_and_requirement_names_learn_into_one_file(tmp_path: Path) -> None:
+    run = tmp_path / "build-envs" / "runs" / "run-1"
+    file = preload.learned_path(run, "setuptools.build_meta", ["setuptools>=61", "wheel"])
+    assert file.parent == tmp_path / "build-envs" / "preload"  # beside the runs: it outlives them
+    assert preload.learned_path(tmp_path / "build-envs" / "runs" / "run-2", "setuptools.build_meta",
+                                ["Wheel", "SetupTools"]) == file  # names, canonical, in any order; no versions
+    assert preload.learned_path(run, "setuptools.build_meta", ["setuptools", "cython"]) != file
+    assert preload.learned_path(run, "hatchling.build", ["setuptools", "wheel"]) != file
+
+
+@pytest.mark.parametrize("content", [
+    None,  # no file
+    b"",  # empty
+    b'{"modules": ["zipfile", ',  # cut short
+    b'["zipfile"]',  # not an object
+    b'{"modules": "zipfile"}',  # not a list
+    b'{"modules": ["zipfile", 3]}',  # not names
+    b"\xff\xfe",  # not text
+])
+def test_nothing_is_learned_from_a_file_that_is_not_a_list_of_names(tmp_path: Path, content: bytes | None) -> None:
+    file = tmp_path / "learned.json"
+    if content is not None:
+        file.write_bytes(content)
+    assert preload.load(file) is None
+
+
+def test_a_learned_list_grows_and_is_written_only_when_it_did(tmp_path: Path) -> None:
+    file = tmp_path / "preload" / "key.json"
+    assert preload.save(file, None, []) is None and not file.exists()  # nothing reported: nothing to keep
+    learned = preload.save(file, None, {"zipfile": None, "hashlib": None})
+    assert learned == ("zipfile", "hashlib") == preload.load(file)
+    written = file.stat().st_mtime_ns, file.stat().st_ino
+    assert preload.save(file, learned, ["hashlib"]) == learned
+    assert (file.stat().st_mtime_ns, file.stat().st_ino) == written  # nothing new: not written again
+    assert preload.save(file, learned, ["colorsys", "zipfile"]) == ("zipfile", "hashlib", "colorsys")
+    assert preload.load(file) == ("zipfile", "hashlib", "colorsys")
+    assert sorted(path.name for path in file.parent.iterdir()) == ["key.json"]  # no partial file left
