@@ -53,6 +53,8 @@ NINJA_MIN = (1, 13)
 OLD_MAKE_ERROR = b"invalid --jobserver-auth string 'fifo:"
 """What GNU make older than 4.4 says as it aborts on the FIFO form (the builder then builds again without it)."""
 
+_JOBS = re.compile(r"-j\s*(\d+)")
+"""The ``-jK`` of a ``MAKEFLAGS``: compiled as the module is imported (in the fork server), not in each build."""
 _SPLIT_ONLY = ("CMAKE_BUILD_PARALLEL_LEVEL",)
 """Parallelism caps a tool turns into an explicit ``-j`` (which overrides the jobserver): not set with it."""
 
@@ -79,8 +81,10 @@ def ask_versions() -> None:
     jobserver_ninja()
 
 
+@functools.cache
 def jobserver_ninja() -> str | None:
-    """The PyPI ``ninja`` installed beside this interpreter, if it is a jobserver client."""
+    """The PyPI ``ninja`` installed beside this interpreter, if it is a jobserver client (found once a process:
+    the fork server's answer is every build's)."""
     found = shutil.which("ninja", path=sysconfig.get_path("scripts"))
     if found is None:
         return None
@@ -97,7 +101,7 @@ def hook_environ(env: Mapping[str, str], *, fifo: Path, bin_root: Path,
     (in ``set_by_run``; all, if not given) are dropped: one the user set stays."""
     path = env.get("PATH", os.defpath)
     split = env.get("MAKEFLAGS", "")
-    jobs = re.search(r"-j\s*(\d+)", split)
+    jobs = _JOBS.search(split)
     served = f"-j{jobs.group(1) if jobs else 1} --jobserver-auth=fifo:{fifo}"
     result = {name: value for name, value in env.items()
               if name not in _SPLIT_ONLY or (set_by_run is not None and name not in set_by_run)}
