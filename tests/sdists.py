@@ -35,6 +35,8 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``wheel_name``: report and write a wheel of this filename instead
 - ``no_wheel``: report a filename but write nothing
 - ``requires``: extra requirements from ``get_requires_for_build_wheel``
+- ``linger_s``: ``get_requires_for_build_wheel`` forks a child (no exec: it holds every descriptor the hook had)
+  that sleeps this many seconds after the hook has ended; its pid goes to ``events`` as a ``lingering`` event
 - ``spawn_child``: start a grandchild process that sleeps (to test tree killing); its pid goes to ``events``
 - ``kill_farm_worker``: SIGKILL the process that started the build worker or its fork server (on a farm, the
   Dask worker), then hang
@@ -160,7 +162,17 @@ def get_requires_for_build_wheel(config_settings=None):
         json.orchestrate_left = True
     if CONFIG.get("requires_daemon"):
         _daemon(CONFIG["requires_daemon"])
+    if CONFIG.get("linger_s"):
+        _linger(CONFIG["linger_s"])
     return list(CONFIG.get("requires", []))
+
+
+def _linger(seconds):
+    child = os.fork()
+    if child == 0:  # no exec: the child keeps every descriptor the hook had
+        time.sleep(seconds)
+        os._exit(0)
+    _event("lingering", child=child)
 
 
 def _attempt(action):

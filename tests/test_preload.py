@@ -4,14 +4,17 @@ imports, and what they import in ``build_wheel``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import zipfile
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import orchestrate
-from sdists import make_sdist
+from sdists import make_sdist, read_events
 
 from orchestrator.build import preload
 
@@ -127,3 +130,18 @@ def test_a_learned_list_grows_and_is_written_only_when_it_did(tmp_path: Path) ->
     assert preload.save(file, learned, ["colorsys", "zipfile"]) == ("zipfile", "hashlib", "colorsys")
     assert preload.load(file) == ("zipfile", "hashlib", "colorsys")
     assert sorted(path.name for path in file.parent.iterdir()) == ["key.json"]  # no partial file left
+
+
+def test_a_process_a_hook_leaves_holding_its_report_pipe_holds_up_neither_the_build_nor_the_learning(
+        tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    make_sdist(tmp_path / "sdists", "lingering", events=str(events), linger_s=60, imports=["colorsys"])
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "-j", "1")
+    (lingering,) = [event for event in read_events(events) if event["event"] == "lingering"]
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert psutil.pid_exists(lingering["child"])  # the build ended while it still held the hook's pipes
+        assert "colorsys" in learned()  # build_wheel's report came through
+    finally:
+        with contextlib.suppress(OSError):
+            os.kill(lingering["child"], signal.SIGKILL)
