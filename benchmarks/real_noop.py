@@ -1,6 +1,6 @@
 """The cost of a trivial build through the real backends: N one-module sdists per backend, orchestrate and uv; CPU.
 
-    python benchmarks/real_noop.py [--count 20] [--rounds 3] [--backend flit_core ...]
+    python benchmarks/real_noop.py [--count 20] [--rounds 3] [--backend flit_core ...] [--warm]
         [--variant before=/path/to/other/checkout] [--skip uv] [--json benchmarks/results/real_noop.json]
 
 ``overhead.py`` measures a tool's own cost per build with a fake backend that imports almost nothing;
@@ -13,6 +13,8 @@ machine state, each orchestrate variant cold (fresh ``--state-dir``: the backend
 per run into a prepared environment, then reused) and ``uv pip install --no-deps --offline`` with
 ``UV_CONCURRENT_BUILDS=K`` and a fresh cache (which installs each backend once per run too). Figures
 as in ``overhead.py``: makespan, the CPU seconds of the whole waited-for tree, ratios within a round.
+With ``--warm`` each variant then runs again on the state its cold run left (its history, what its
+hooks imported: ``build/preload.py``), as a second run on a machine does.
 """
 
 from __future__ import annotations
@@ -63,16 +65,18 @@ def make_sdist(folder: Path, backend: str, name: str) -> Path:
     return path
 
 
-def run_orchestrate(sdists: list[Path], src: Path, work: Path, links: Path, k: int, label: str) -> dict[str, Any]:
+def run_orchestrate(sdists: list[Path], src: Path, work: Path, links: Path, k: int, label: str, *,
+                    keep_state: bool = False) -> dict[str, Any]:
+    """One run; a fresh state unless the last run of ``label`` kept its own (``keep_state``: keep it again)."""
     wheelhouse, state = work / f"{label}-wh", work / f"{label}-state"
-    shutil.rmtree(state, ignore_errors=True)
     cmd = [sys.executable, "-m", "orchestrator", "build", *map(str, sdists), "-w", str(wheelhouse), "-j", str(k),
            "--state-dir", str(state), "--no-index", "--find-links", str(links), "--force"]
     result: dict[str, Any] = measure(cmd, clean_environ(PYTHONPATH=str(src), UV_CACHE_DIR=str(state / "uv-cache")),
                                      work / f"{label}.log")
     result["built"] = len(list(wheelhouse.glob("*.whl")))
     shutil.rmtree(wheelhouse, ignore_errors=True)
-    shutil.rmtree(state, ignore_errors=True)
+    if not keep_state:
+        shutil.rmtree(state, ignore_errors=True)
     return result
 
 
@@ -101,6 +105,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
                         help="also run orchestrate from the checkout DIR, named NAME")
     parser.add_argument("--skip", action="append", default=[], choices=["uv"])
+    parser.add_argument("--warm", action="store_true",
+                        help="each variant runs again on the state its cold run left (history, what hooks imported)")
     parser.add_argument("--find-links", type=Path, default=ROOT.parent / "shared" / "corpus" / "backends",
                         help="the folder of backend wheels (offline)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "real_noop.json")
@@ -127,8 +133,13 @@ def main() -> None:
             result: dict[str, Any] = {}
             for name, src in variants.items():
                 label = f"orchestrate[{name}] cold"
-                result[label] = run_orchestrate(sdists, src, work, args.find_links, args.max_builds, name)
+                result[label] = run_orchestrate(sdists, src, work, args.find_links, args.max_builds, name,
+                                                keep_state=args.warm)
                 _say(label, result[label], len(sdists))
+                if args.warm:
+                    label = f"orchestrate[{name}] warm"
+                    result[label] = run_orchestrate(sdists, src, work, args.find_links, args.max_builds, name)
+                    _say(label, result[label], len(sdists))
             if "uv" not in args.skip:
                 result["uv"] = run_uv(sdists, work, args.find_links, args.max_builds)
                 _say("uv", result["uv"], len(sdists))

@@ -167,8 +167,9 @@ class WorkerOutcome:
     """Runs it took on a farm: more than one when a worker running it was lost and it ran again elsewhere."""
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = _fields(self)
         data["status"] = self.status.value
+        data["phases"] = dict(self.phases)
         data["spans"] = [span.to_json() for span in self.spans]
         return data
 

@@ -19,6 +19,9 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
   great-grandparent (Linux: read from ``/proc``): unsandboxed, the build's hook server, its worker, the fork server;
   and ``"parent_cmdline"``, the parent's command line
 - ``record_random``: every event carries ``"random"``: ``random.random()`` and the next name ``tempfile`` would try
+- ``record_modules``: module names; the wheel holds ``NAME/loaded.json``, ``{"requires": [...], "build_wheel":
+  [...]}``: those of them each hook's process had imported before the backend's module was (readable from a sandbox)
+- ``imports``: module names ``build_wheel`` imports, as an ``import`` statement does
 - ``leave_state``: ``get_requires_for_build_wheel`` leaves what a later hook of the same process would see (an
   environment variable, a module in ``sys.modules``, an attribute on the ``json`` module), and the ``start`` event
   carries ``"left"``, those of them ``build_wheel`` sees; each hook registers an ``atexit`` handler that appends an
@@ -32,6 +35,8 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``wheel_name``: report and write a wheel of this filename instead
 - ``no_wheel``: report a filename but write nothing
 - ``requires``: extra requirements from ``get_requires_for_build_wheel``
+- ``linger_s``: ``get_requires_for_build_wheel`` forks a child (no exec: it holds every descriptor the hook had)
+  that sleeps this many seconds after the hook has ended; its pid goes to ``events`` as a ``lingering`` event
 - ``spawn_child``: start a grandchild process that sleeps (to test tree killing); its pid goes to ``events``
 - ``kill_farm_worker``: SIGKILL the process that started the build worker or its fork server (on a farm, the
   Dask worker), then hang
@@ -71,7 +76,9 @@ from pathlib import Path
 from typing import Any
 
 BACKEND = r'''
-import base64, hashlib, json, os, signal, subprocess, sys, sysconfig, time, zipfile
+import sys
+LOADED = set(sys.modules)  # what the hook's process had before this backend's imports
+import base64, hashlib, json, os, signal, subprocess, sysconfig, time, zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "fake.json")) as f:
@@ -138,8 +145,15 @@ def _seen(token):
     return False
 
 
+def _loaded():
+    return [name for name in CONFIG["record_modules"] if name in LOADED]
+
+
 def get_requires_for_build_wheel(config_settings=None):
     _event("requires", **_priority_extra())
+    if CONFIG.get("record_modules"):
+        with open(os.path.join(HERE, "_loaded.json"), "w") as f:
+            json.dump(_loaded(), f)
     _at_exit("requires")
     if CONFIG.get("leave_state"):
         import types
@@ -148,7 +162,17 @@ def get_requires_for_build_wheel(config_settings=None):
         json.orchestrate_left = True
     if CONFIG.get("requires_daemon"):
         _daemon(CONFIG["requires_daemon"])
+    if CONFIG.get("linger_s"):
+        _linger(CONFIG["linger_s"])
     return list(CONFIG.get("requires", []))
+
+
+def _linger(seconds):
+    child = os.fork()
+    if child == 0:  # no exec: the child keeps every descriptor the hook had
+        time.sleep(seconds)
+        os._exit(0)
+    _event("lingering", child=child)
 
 
 def _attempt(action):
@@ -315,6 +339,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     while CONFIG.get("until_starts") and _starts() < CONFIG["until_starts"] and time.monotonic() < gate_closes:
         time.sleep(0.02)
     time.sleep(CONFIG.get("sleep", 0))
+    for name in CONFIG.get("imports", []):
+        __import__(name)  # as an import statement does
     del hold
     if CONFIG.get("fail"):
         _event("end", ok=False)
@@ -335,6 +361,9 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     }
     if CONFIG.get("record_env"):
         files[f"{name}/env.json"] = json.dumps({n: os.environ.get(n) for n in CONFIG["record_env"]}).encode()
+    if CONFIG.get("record_modules"):
+        with open(os.path.join(HERE, "_loaded.json")) as f:
+            files[f"{name}/loaded.json"] = json.dumps({"requires": json.load(f), "build_wheel": _loaded()}).encode()
     if tokens is not None:
         files[f"{name}/jobserver.json"] = json.dumps(tokens).encode()
     if CONFIG.get("run"):

@@ -131,6 +131,18 @@ def test_an_old_make_never_sees_the_fifo_form(tmp_path: Path, version: str, make
         assert make_saw == "-j2"  # today's split: 2 CPUs, one build
 
 
+def test_the_builds_of_a_run_share_one_folder_of_the_make_script_and_ninja_in_the_runs_folder(
+        tmp_path: Path) -> None:
+    where = ["sh", "-c", "command -v make; command -v ninja"]
+    sdists = [make_sdist(tmp_path / "sdists", name, run=[where, ["make"]]) for name in ("one", "two")]
+    build(tmp_path, *sdists, args=("--max-builds", "1"), env=fake_make(tmp_path / "bin", "4.3"))
+    found = [member(tmp_path, name, "run.json") for name in ("one", "two")]
+    assert found[0] == found[1], found  # the same make script and ninja link: no build makes its own
+    make, ninja = found[0][0].split()
+    assert "/build-envs/runs/run-" in make and Path(make).parent == Path(ninja).parent, make
+    assert [flags.strip() for _, flags in found] == ["-j2", "-j2"]  # the shared script still finds the split
+
+
 def test_the_tools_are_asked_their_version_once_per_run_not_per_build(tmp_path: Path) -> None:
     env = fake_make(tmp_path / "bin", "4.3")
     asked = tmp_path / "asked.log"
@@ -233,12 +245,14 @@ def test_the_make_script_hands_an_old_make_the_split_and_a_sub_make_its_parents_
     path = fake_make(tmp_path / "bin", "4.3")["PATH"]
     env = {"PATH": path, "MAKEFLAGS": "-j3", "CMAKE_BUILD_PARALLEL_LEVEL": "3", "NINJA": "/opt/ninja"}
     fifo = tmp_path / "jobserver.fifo"
-    hooks = hook_environ(env, fifo=fifo, bin_dir=tmp_path / "jobserver-bin")
+    (tmp_path / "run").mkdir()
+    hooks = hook_environ(env, fifo=fifo, bin_root=tmp_path / "run")
     assert hooks["MAKEFLAGS"] == hooks["CARGO_MAKEFLAGS"] == f"-j3 --jobserver-auth=fifo:{fifo}"
     assert "CMAKE_BUILD_PARALLEL_LEVEL" not in hooks  # cmake --build would make it an explicit -j
-    assert sorted(path.name for path in (tmp_path / "jobserver-bin").iterdir()) == ["make"]  # NINJA is the user's
+    (bin_dir,) = (tmp_path / "run").iterdir()
+    assert sorted(path.name for path in bin_dir.iterdir()) == ["make"]  # NINJA is the user's
     make = shutil.which("make", path=hooks["PATH"])
-    assert make == str(tmp_path / "jobserver-bin" / "make")
+    assert make == str(bin_dir / "make")
     said = subprocess.run([make], env=hooks, capture_output=True, text=True, check=True).stdout.strip()
     assert said == "-j3"
     nested = {**hooks, "MAKEFLAGS": " -j3 --jobserver-auth=3,4"}  # set by a make 4.3 above: its own pipe

@@ -134,6 +134,7 @@ def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer, runner: Hook
             builder = build.ProjectBuilder.from_isolated_env(env, source_dir, runner=runner)
         except build.BuildException as exc:
             raise BuildError(f"{job.source}: {exc}") from None
+        runner.backend_requires(builder.build_system_requires)
     with timer.phase("install_requires"):
         env.install(builder.build_system_requires)
     with timer.phase("get_requires"), _backend_errors(job, builder):

@@ -44,6 +44,9 @@ def preload() -> None:
         import importlib.resources.readers  # noqa: F401 - what pyproject_hooks imports to find its hook script
 
         import installer.sources  # noqa: F401 - what check_wheel imports to check the built wheel's RECORD
+        import installer.utils
+
+        installer.utils.canonicalize_name("a")  # its pattern compiled once here, not in every build's first check
 
         import orchestrator.build.builder  # noqa: F401
         from orchestrator.build.envcache import interpreter_id

@@ -15,11 +15,11 @@ import contextlib
 import json
 import os
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from orchestrator.build import sandbox
+from orchestrator.build import preload, sandbox
 from orchestrator.build.jobserver import BIN_NAME, FIFO_NAME, hook_environ
 from orchestrator.jobs import BuildJob
 
@@ -39,16 +39,20 @@ class HookServer:
                  environ: Mapping[str, str]) -> None:
         self._process, self._requests, self._replies = process, requests, replies
         self._environ = dict(environ)
+        self.imported: dict[str, None] = {}
+        """The standard-library modules its hooks imported, as each reported them (``build/preload.py``)."""
 
     @classmethod
     def start(cls, python: str, script: str, *, env: Mapping[str, str], cwd: str | None, log: IO[str],
-              sandboxed: bool, wrap: Wrapper) -> HookServer | None:
-        """The server, in ``python`` for hooks of ``script``, ready; ``None`` (said in ``log``) if it did not start."""
+              sandboxed: bool, wrap: Wrapper, preload: Sequence[str] | None = None) -> HookServer | None:
+        """The server, in ``python`` for hooks of ``script``, ready; ``None`` (said in ``log``) if it did not start.
+        ``preload``: what its hooks imported before (``None``: nothing learned, the server's own list)."""
         request_read, request_write = os.pipe()
         reply_read, reply_write = os.pipe()
         boot = (f"import sys; sys.path.insert(0, {str(HOOK_SERVER.parent)!r}); import hookserver; "
                 f"sys.path.remove({str(HOOK_SERVER.parent)!r}); "
-                f"hookserver.serve({script!r}, {request_read}, {reply_write}, own_namespace={sandboxed})")
+                f"hookserver.serve({script!r}, {request_read}, {reply_write}, own_namespace={sandboxed}, "
+                f"preload={None if preload is None else tuple(preload)!r})")
         cmd, environ = wrap([python, "-c", boot], env, cwd)
         replies = os.fdopen(reply_read, "rb")
         try:
@@ -80,6 +84,9 @@ class HookServer:
             self._requests.write((json.dumps(request) + "\n").encode())
             self._requests.flush()
             reply = self._replies.readline()
+            if reply.startswith(b"imported "):
+                self.imported.update(dict.fromkeys(reply.decode().split()[1:]))
+                reply = self._replies.readline()
         except BrokenPipeError:
             reply = b""
         if reply:
@@ -111,6 +118,9 @@ class HookRunner:
         self.use_jobserver = job.jobserver and "MAKEFLAGS" in job.environ
         self._server: HookServer | None = None
         self._server_tried = False
+        self._requires: tuple[str, ...] = ()
+        self._learned_file: Path | None = None
+        self._learned: tuple[str, ...] | None = None
 
     def __call__(self, cmd: Sequence[str], cwd: str | None = None,
                  extra_environ: Mapping[str, str] | None = None) -> None:
@@ -142,10 +152,21 @@ class HookRunner:
         subprocess.run(wrapped, cwd=cwd, env=wrapped_env, stdout=self._log, stderr=subprocess.STDOUT,
                        stdin=subprocess.DEVNULL, check=True)
 
+    def backend_requires(self, requires: Iterable[str]) -> None:
+        """Say what the backend's ``build-system.requires`` are: with its name, what the imports its hooks
+        report are learned for (``build/preload.py``)."""
+        self._requires = tuple(requires)
+
     def close(self) -> None:
-        """Stop the build's hook server, if one started; the next hook starts another."""
+        """Stop the build's hook server, if one started; the next hook starts another. Keep what its hooks
+        imported for the next build of the backend."""
         if self._server is not None:
             self._server.close()
+            if self._learned_file is not None and self._server.imported:
+                try:
+                    self._learned = preload.save(self._learned_file, self._learned, self._server.imported)
+                except OSError as exc:
+                    self._log.write(f"=== orchestrate: what the hooks imported is not kept: {exc} ===\n")
             self._server = None
         self._server_tried = False
 
@@ -157,8 +178,10 @@ class HookRunner:
         fifo = work_dir / FIFO_NAME
         if self.use_jobserver and fifo.exists():  # made by the run at admission: for build_wheel only
             try:
-                env = hook_environ(env, fifo=fifo, bin_dir=work_dir / BIN_NAME, set_by_run=job.environ)
-                shadowed = sorted(path.name for path in (work_dir / BIN_NAME).glob("*"))
+                env = hook_environ(env, fifo=fifo, bin_root=job.env_cache, set_by_run=job.environ)
+                first = Path(env["PATH"].split(os.pathsep)[0])
+                ours = first.parent == job.env_cache and first.name.startswith(BIN_NAME)
+                shadowed = sorted(path.name for path in first.iterdir()) if ours else []
                 self._log.write(f"=== orchestrate: jobserver: MAKEFLAGS={env['MAKEFLAGS']}"
                                 f"{'; first on PATH: ' + ', '.join(shadowed) if shadowed else ''} ===\n")
             except OSError as exc:
@@ -176,5 +199,17 @@ class HookRunner:
             self._server_tried = True
             contained = self._job.sandbox.tool != "none" and self._job.sandbox.executable is not None
             self._server = HookServer.start(cmd[0], cmd[1], env=env, cwd=cwd, log=self._log, sandboxed=contained,
-                                            wrap=wrap)
+                                            wrap=wrap, preload=self._preload(env))
         return self._server
+
+    def _preload(self, env: Mapping[str, str]) -> tuple[str, ...] | None:
+        """What the build's hook server is to preload: what hooks of the backend named in the hook's ``env``
+        imported before, read at the build's first hook; ``None`` if nothing was learned."""
+        backend = env.get("_PYPROJECT_HOOKS_BUILD_BACKEND")  # pyproject_hooks' hook script reads it there
+        if self._learned_file is None and backend is not None:
+            self._learned_file = preload.learned_path(self._job.env_cache, backend, self._requires)
+            self._learned = preload.load(self._learned_file)
+            self._log.write("=== orchestrate: the hook server preloads "
+                            + ("its own list (nothing learned for this backend yet) ===\n" if self._learned is None
+                               else f"the {len(self._learned)} modules this backend's hooks imported before ===\n"))
+        return self._learned
