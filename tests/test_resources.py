@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from orchestrator import resources
 from orchestrator.resources import (
     CPU_WINDOW,
     CpuRate,
+    ProcReader,
     SystemProbe,
     TreeUsage,
     busy_cpu_seconds,
@@ -146,6 +148,94 @@ def test_probe_sees_a_busy_cpu() -> None:
     assert busy is not None
     assert 0.9 <= busy <= probe.read().cpu_count + 0.1  # the spinning process, whatever else runs
     assert busy_cpu_seconds() >= busy_cpu_seconds([0])
+
+
+MEMINFO = "MemTotal:       16000000 kB\nMemFree:         1000000 kB\nMemAvailable:    9000000 kB\nBuffers: 1 kB\n"
+# user nice system idle iowait irq softirq steal guest guest_nice, in ticks (USER_HZ)
+STAT = ("cpu  900 900 900 900 900 900 900 900 900 900\n"
+        "cpu0 100 20 30 5000 40 5 6 7 50 0\n"
+        "cpu1 200 0 100 4000 0 0 0 0 0 0\n"
+        "cpu3 1000 0 0 0 0 0 0 0 0 0\n"
+        "intr 12345 1 2 3\nctxt 99\n")
+
+
+def fake_proc(tmp_path: Path, meminfo: str = MEMINFO, stat: str = STAT) -> Path:
+    write(tmp_path / "proc" / "meminfo", meminfo)
+    write(tmp_path / "proc" / "stat", stat)
+    return tmp_path / "proc"
+
+
+@pytest.mark.parametrize(
+    ("cpus", "ticks"),
+    [
+        (None, 168 + 300 + 1000),  # every CPU line, never the summed "cpu" line
+        ([0], 100 + 20 + 30 + 5 + 6 + 7),  # idle, iowait and guest (counted in user) are not busy
+        ([1, 3], 300 + 1000),  # by the CPU's number, not its line's place (cpu2 is offline)
+    ],
+)
+def test_proc_reader_reads_busy_ticks_and_memory(tmp_path: Path, cpus: list[int] | None, ticks: int) -> None:
+    reader = ProcReader.open(cpus, fake_proc(tmp_path))
+    assert reader is not None
+    assert reader.memory() == (16000000 * 1024, 9000000 * 1024)
+    assert reader.busy_cpu_seconds() == pytest.approx(ticks / os.sysconf("SC_CLK_TCK"))
+
+
+@pytest.mark.parametrize(
+    ("meminfo", "stat", "cpus"),
+    [
+        ("MemTotal: 16000000 kB\nMemFree: 1000000 kB\n", STAT, None),  # a kernel before MemAvailable (3.14)
+        (MEMINFO, STAT, [2]),  # a measured CPU /proc/stat does not list
+        (MEMINFO, "intr 1 2\n", None),  # no CPU line at all
+        (None, STAT, None),  # no /proc/meminfo (not Linux)
+    ],
+)
+def test_proc_reader_declines_what_it_cannot_read(tmp_path: Path, meminfo: str | None, stat: str,
+                                                 cpus: list[int] | None) -> None:
+    proc = fake_proc(tmp_path, meminfo or "", stat)
+    if meminfo is None:
+        (proc / "meminfo").unlink()
+    assert ProcReader.open(cpus, proc) is None
+
+
+def test_proc_reader_never_parses_a_line_its_read_cut_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # room for 3 lines of 256 bytes: cpu1's is cut
+    stat = "cpu  1 1 1 1\ncpu0 100 0 0 0\n" + "cpu1 " + " ".join(["1"] * 400) + "\n"
+    assert ProcReader.open([0, 1], fake_proc(tmp_path, stat=stat)) is None
+    reader = ProcReader.open([0], fake_proc(tmp_path, stat=stat))
+    assert reader is not None and reader.busy_cpu_seconds() == pytest.approx(100 / os.sysconf("SC_CLK_TCK"))
+
+
+def test_proc_reader_reads_this_machine_as_psutil_does() -> None:
+    reader = ProcReader.open(None)
+    if reader is None:
+        pytest.skip("no /proc to read")
+    total, available = reader.memory()
+    memory = psutil.virtual_memory()
+    assert total == memory.total
+    assert abs(available - memory.available) < 256 * 2**20  # other sessions allocate in between
+    before = busy_cpu_seconds()
+    ours = reader.busy_cpu_seconds()
+    assert ours is not None and before - 0.05 <= ours <= busy_cpu_seconds() + 0.05
+
+
+def test_probe_reads_the_machine_once_per_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = SystemProbe()
+    reads: list[float] = []
+    reader = getattr(probe, "_proc") or pytest.skip("no /proc to read")
+
+    def memory() -> tuple[int, int]:
+        reads.append(now[0])
+        return 8 * 2**30, len(reads) * 2**20
+
+    monkeypatch.setattr(reader, "memory", memory)
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    first = probe.read()
+    now[0] += resources.READING_REUSE / 2
+    assert probe.read() is first  # the same loop turn: the same readings
+    now[0] += resources.READING_REUSE
+    assert probe.read().available_memory == 2 * 2**20  # read again
+    assert len(reads) == 2
 
 
 HOLDER = """
