@@ -333,33 +333,86 @@ class TreeUsage:
 
 
 def tree_usages(pids: Collection[int]) -> dict[int, TreeUsage]:
-    """Memory, CPU time and CPU wait of each of ``pids`` with all its descendants (zeros, no wait, once gone)."""
+    """Memory, CPU time and CPU wait of each of ``pids`` with all its descendants (zeros, no wait, once gone).
+
+    Where the kernel lists children, each process's files are read as psutil reads them, without a ``Process``
+    made for it (which reads ``/proc/PID/stat`` once more) nor psutil's general parsing: a third of the time.
+    """
+    if not _proc_children_listed():
+        return {root: _psutil_usage(tree) for root, tree in _trees(pids).items()}
     usages = {}
-    for root, tree in _trees(pids).items():
-        rss, cpu, wait = 0, 0.0, None
-        for process in tree:
-            with contextlib.suppress(psutil.Error), process.oneshot():
-                times = process.cpu_times()
-                cpu += times.user + times.system + times.children_user + times.children_system
-                rss += process.memory_info().rss
-            if (waited := _cpu_wait(process.pid)) is not None:
+    for root in pids:
+        rss, cpu, wait, seen, waiting = 0, 0.0, None, set(), [root]
+        while waiting:
+            pid = waiting.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            usage = _stat_usage(pid)
+            if usage is None:
+                continue  # gone
+            rss += usage[0]
+            cpu += usage[1]
+            if (waited := _cpu_wait(pid)) is not None:
                 wait = (wait or 0.0) + waited
+            waiting.extend(_proc_children(pid))
         usages[root] = TreeUsage(rss=rss, cpu_s=cpu, cpu_wait_s=wait)
     return usages
 
 
-def _cpu_wait(pid: int) -> float | None:
-    """Seconds process ``pid`` has waited on a run queue (psutil does not read ``/proc/PID/schedstat``)."""
+def _psutil_usage(tree: list[psutil.Process]) -> TreeUsage:
+    rss, cpu, wait = 0, 0.0, None
+    for process in tree:
+        with contextlib.suppress(psutil.Error), process.oneshot():
+            times = process.cpu_times()
+            cpu += times.user + times.system + times.children_user + times.children_system
+            rss += process.memory_info().rss
+        if (waited := _cpu_wait(process.pid)) is not None:
+            wait = (wait or 0.0) + waited
+    return TreeUsage(rss=rss, cpu_s=cpu, cpu_wait_s=wait)
+
+
+PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_usage(pid: int) -> tuple[int, float] | None:
+    """Resident bytes and CPU seconds (its own and its waited-for children's) of process ``pid``, read as psutil's
+    ``memory_info().rss`` and ``cpu_times()`` read them (``/proc/PID/statm`` and ``/proc/PID/stat``); ``None`` once
+    gone. The resident pages are statm's: stat's own figure is the kernel's approximation, a few pages off."""
+    stat, statm = _read_proc(f"/proc/{pid}/stat"), _read_proc(f"/proc/{pid}/statm")
+    if stat is None or statm is None:
+        return None
+    # pid (comm) state ppid ...: the name may hold spaces and parentheses, so fields count from the last ")"
+    fields = stat[stat.rfind(b")") + 2:].split()
     try:
-        descriptor = os.open(f"/proc/{pid}/schedstat", os.O_RDONLY)  # at each sample: no Path, no buffered file
+        utime, stime, cutime, cstime = (int(field) for field in fields[11:15])
+        return int(statm.split()[1]) * PAGE_SIZE, (utime + stime + cutime + cstime) / CLOCK_TICKS
+    except (ValueError, IndexError):
+        return None
+
+
+def _read_proc(path: str) -> bytes | None:
+    """The start of a small ``/proc`` file (1 KB), on one descriptor and no buffered file; ``None`` if it is gone."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
     except OSError:
-        return None  # gone, or a kernel without scheduler statistics
+        return None
     try:
-        return int(os.read(descriptor, 128).split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
+        return os.read(descriptor, 1024)
+    except OSError:
         return None
     finally:
         os.close(descriptor)
+
+
+def _cpu_wait(pid: int) -> float | None:
+    """Seconds process ``pid`` has waited on a run queue (psutil does not read ``/proc/PID/schedstat``)."""
+    data = _read_proc(f"/proc/{pid}/schedstat")  # None: gone, or a kernel without scheduler statistics
+    try:
+        return None if data is None else int(data.split()[1]) / 1e9
+    except (ValueError, IndexError):
+        return None
 
 
 def kill_tree(pid: int, *, grace: float = 3.0) -> None:

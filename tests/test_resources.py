@@ -286,6 +286,40 @@ def test_tree_usages_sums_each_tree(monkeypatch: pytest.MonkeyPatch, listed: boo
     assert usages[gone] == TreeUsage(rss=0, cpu_s=0.0)
 
 
+# A process whose name (what /proc/PID/stat gives in parentheses) holds spaces and parentheses, with a child,
+# both idle once ready, so that two readings a moment apart agree.
+ODDLY_NAMED = r"""
+import ctypes, subprocess, sys, time
+ctypes.CDLL(None).prctl(15, b"x) 1 2 (y", 0, 0, 0)  # PR_SET_NAME
+sum(range(3 * 10**6))  # some CPU time to count
+held = b"1" * (30 * 2**20)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_tree_usages_reads_each_process_as_psutil_does() -> None:
+    if not resources._proc_children_listed():
+        pytest.skip("this kernel does not list children in /proc")
+    parent = subprocess.Popen([sys.executable, "-c", ODDLY_NAMED], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        time.sleep(0.2)  # the child's interpreter settles
+        ours = tree_usages([parent.pid])[parent.pid]
+        processes = [psutil.Process(parent.pid), psutil.Process(child)]
+        assert processes[0].name() == "x) 1 2 (y"
+        rss = sum(process.memory_info().rss for process in processes)
+        cpu = sum(sum(process.cpu_times()[:4]) for process in processes)
+    finally:
+        kill_tree(parent.pid, grace=0)
+        parent.communicate()
+    assert ours.rss == rss
+    assert ours.cpu_s == pytest.approx(cpu)
+    assert ours.cpu_s > 0.01
+
+
 # Plays the fork server and init at once: the parent of a build worker (in a session of its own, with a
 # backend below it) that never reaps it, and the subreaper of the backend once orphaned, never reaping it
 # either, as an init that reaps late (every 2 s or so on some machines) or never (a container's pid 1 that
