@@ -286,16 +286,19 @@ def test_tree_usages_sums_each_tree(monkeypatch: pytest.MonkeyPatch, listed: boo
     assert usages[gone] == TreeUsage(rss=0, cpu_s=0.0)
 
 
-# A process whose name (what /proc/PID/stat gives in parentheses) holds spaces and parentheses, with a child,
-# both idle once ready, so that two readings a moment apart agree.
+# A process whose name (what /proc/PID/stat gives in parentheses) holds spaces and parentheses, with a child
+# started by a thread that goes on (the kernel lists the child under that thread), both idle once ready, so that
+# two readings a moment apart agree.
 ODDLY_NAMED = r"""
-import ctypes, subprocess, sys, time
+import ctypes, subprocess, sys, threading, time
 ctypes.CDLL(None).prctl(15, b"x) 1 2 (y", 0, 0, 0)  # PR_SET_NAME
 sum(range(3 * 10**6))  # some CPU time to count
 held = b"1" * (30 * 2**20)
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-print(child.pid, flush=True)
-time.sleep(60)
+def start():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    print(child.pid, flush=True)
+    time.sleep(60)
+threading.Thread(target=start).start()
 """
 
 
