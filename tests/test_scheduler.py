@@ -19,8 +19,9 @@ from fake_executor import FakeClock, FakeMachine, G, M, Script, job
 
 from orchestrator.build.ceiling import MemoryCeiling
 from orchestrator.buildstate import MAX_PREPARED, MEMORY_REQUEUE_LIMIT, RunState
+from orchestrator.executors import PhaseStarted
 from orchestrator.jobs import BuildResult, Status, WorkerOutcome
-from orchestrator.policy import planning
+from orchestrator.policy import admission, planning
 from orchestrator.policy.admission import Limits
 from orchestrator.scheduler import BuildScheduler, SchedulerSettings
 
@@ -458,9 +459,6 @@ def test_the_queue_is_planned_again_as_builds_end_only_when_memory_may_hold_one_
 
 
 def test_a_running_builds_phases_at_the_count_cap_decide_nothing_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.executors import PhaseStarted
-    from orchestrator.policy import admission
-
     decisions: list[str] = []
     real_decide = admission.decide
 
