@@ -81,11 +81,14 @@ def test_a_callback_that_raises_stops_no_other_pipe() -> None:
 
 
 def test_stop_ends_the_thread_with_pipes_still_open() -> None:
-    readers, heard, threads = OutputReaders(), queue.Queue[Said](), set[str]()
+    readers, heard = OutputReaders(), queue.Queue[Said]()
     readers.start()
-    write = listen(readers, "open", heard, threads)
+    read, write = os.pipe()
+    readers.add(read, lambda line: heard.put(("open", line)), lambda: heard.put(("open", None)))
     os.write(write, b"one\n")
     assert heard.get(timeout=10) == ("open", "one\n")
     readers.stop()
     assert not [thread for thread in threading.enumerate() if thread.name == "read-workers"]
+    assert heard.empty()  # no end said: the pipe was still open, and is its owner's to close
+    os.close(read)
     os.close(write)
