@@ -48,14 +48,16 @@ class _Fork:
         self.answered.set()
 
     def ended(self, returncode: int) -> None:
+        """Reaped with ``returncode`` (the first one said counts); the callbacks waiting for it are called."""
         with self._lock:
             if not self.reaped.is_set():
                 self.returncode = returncode
                 self.reaped.set()
+            reaped_with = self.returncode if self.returncode is not None else returncode
             callbacks, self._on_exit = self._on_exit, []
         self.answered.set()
         for callback in callbacks:
-            callback(self.returncode if self.returncode is not None else returncode)
+            callback(reaped_with)
 
     def when_reaped(self, callback: Callable[[int], None]) -> None:
         """Call ``callback`` with the return code once reaped: now if it is, else on the thread that hears it."""
