@@ -232,6 +232,10 @@ def main() -> None:
     for spec in args.variant:
         name, _, folder = spec.partition("=")
         variants[name] = Path(folder).resolve()
+    hidden = [name for name, folder in variants.items() if folder.is_relative_to(tempfile.gettempdir())]
+    if hidden:  # a build's sandbox has a /tmp of its own: the hook server could not import the checkout there
+        parser.error(f"variant {hidden[0]}: a checkout under {tempfile.gettempdir()} is hidden from the builds' "
+                     "sandbox (each hook would start its own interpreter); copy it elsewhere")
     extra: dict[str, list[str]] = {}
     for spec in args.variant_arg:
         name, _, arg = spec.partition("=")

@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,11 @@ class SystemProbe:
     Busy CPUs are measured on the CPUs this process may run on, whoever keeps them busy.
     Under a cgroup CPU quota the machine's CPUs say little about the share left to this
     process, so they are not measured and the policy counts the builds' own use instead.
+
+    The scheduler reads the machine several times a build; on Linux :class:`ProcReader` reads the
+    two fields of ``/proc/meminfo`` and the CPU lines of ``/proc/stat`` it needs, on files kept open,
+    where psutil's general parsers opened and parsed every field of each (a fifth of the reading's
+    cost). Reads within :data:`READING_REUSE` seconds of the last share its readings.
     """
 
     def __init__(self) -> None:
@@ -137,24 +143,122 @@ class SystemProbe:
         self._measured = _affinity()
         self._cpus = _usable_cpus(quota, self._measured)
         self._busy = CpuRate() if quota is None else None
+        self._proc = ProcReader.open(self._measured)
+        self._last: tuple[float, Readings] | None = None
 
     def read(self) -> Readings:
-        memory = psutil.virtual_memory()
+        now = time.monotonic()
+        if self._last is not None and now - self._last[0] < READING_REUSE:
+            return self._last[1]
+        total, available = self._proc.memory() if self._proc is not None else _psutil_memory()
         try:
             load: float | None = os.getloadavg()[0]
         except (AttributeError, OSError):
             load = None
         busy = None
         if self._busy is not None:
-            self._busy.add(time.monotonic(), busy_cpu_seconds(self._measured))
+            seconds = self._proc.busy_cpu_seconds() if self._proc is not None else None
+            self._busy.add(now, busy_cpu_seconds(self._measured) if seconds is None else seconds)
             busy = self._busy.rate()
-        return Readings(
-            total_memory=memory.total,
-            available_memory=memory.available,
+        readings = Readings(
+            total_memory=total,
+            available_memory=available,
             load_1m=load,
             cpu_count=self._cpus,
             cpu_busy=busy,
         )
+        self._last = (now, readings)
+        return readings
+
+
+READING_REUSE: Final = 0.001
+"""Seconds within which :meth:`SystemProbe.read` answers with its last readings: decisions taken in the same
+loop turn see the same machine, read once."""
+
+
+def _psutil_memory() -> tuple[int, int]:
+    memory = psutil.virtual_memory()
+    return memory.total, memory.available
+
+
+class ProcReader:
+    """Linux's ``/proc/meminfo`` and ``/proc/stat``, kept open and read whole with ``pread`` at each reading.
+
+    A ``/proc`` file read again from offset 0 is generated again, so one descriptor serves the whole run.
+    Parsed by hand for the few fields wanted, as psutil reads them: ``MemTotal`` and ``MemAvailable``
+    (kB) are its ``total`` and ``available``; a CPU line's ticks are its ``cpu_times`` (see :data:`BUSY_FIELDS`).
+    """
+
+    def __init__(self, meminfo: int, stat: int, cpus: list[int] | None) -> None:
+        self._meminfo = meminfo
+        self._stat = stat
+        self._cpus = None if cpus is None else frozenset(cpus)
+        self._tick = os.sysconf("SC_CLK_TCK")
+        # A CPU line is at most ~220 bytes; the lines come first in /proc/stat, before the long ``intr`` line.
+        self._stat_size = 256 * ((os.cpu_count() or 1) + 2)
+        weakref.finalize(self, _close, meminfo, stat)
+
+    @classmethod
+    def open(cls, cpus: list[int] | None, proc: Path = PROC) -> ProcReader | None:
+        """A reader of ``proc`` (for ``cpus``, all if ``None``), or ``None`` where the files do not read as
+        expected (not Linux, an old kernel without ``MemAvailable``): psutil then reads the machine."""
+        try:
+            meminfo = os.open(proc / "meminfo", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            stat = os.open(proc / "stat", os.O_RDONLY)
+        except OSError:
+            os.close(meminfo)
+            return None
+        reader = cls(meminfo, stat, cpus)
+        try:
+            reader.memory()
+            if reader.busy_cpu_seconds() is None:
+                return None
+        except (OSError, ValueError):
+            return None
+        return reader
+
+    def memory(self) -> tuple[int, int]:
+        """The machine's total and available memory, in bytes."""
+        total = available = None
+        for line in os.pread(self._meminfo, 4096, 0).splitlines():
+            if line.startswith(b"MemTotal:"):
+                total = int(line.split()[1]) * 1024
+            elif line.startswith(b"MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+                break
+        if total is None or available is None:
+            raise ValueError("/proc/meminfo has no MemTotal or MemAvailable")
+        return total, available
+
+    def busy_cpu_seconds(self) -> float | None:
+        """Seconds the measured CPUs have spent on anything but idling since boot; ``None`` if one is not listed."""
+        ticks, seen = 0, 0
+        data = os.pread(self._stat, self._stat_size, 0)
+        for line in data[:data.rfind(b"\n")].split(b"\n"):  # never a line the read cut short
+            if not line.startswith(b"cpu"):
+                break
+            name, *fields = line.split()
+            if name == b"cpu" or (self._cpus is not None and int(name[3:]) not in self._cpus):
+                continue
+            # user nice system idle iowait irq softirq steal guest guest_nice: guest is in user already
+            ticks += sum(int(fields[i]) for i in _BUSY_COLUMNS if i < len(fields))
+            seen += 1
+        if seen == 0 or (self._cpus is not None and seen < len(self._cpus)):
+            return None
+        return ticks / self._tick
+
+
+_BUSY_COLUMNS: Final = (0, 1, 2, 5, 6, 7)
+"""The columns of a ``/proc/stat`` CPU line that are :data:`BUSY_FIELDS`: user, nice, system, irq, softirq, steal."""
+
+
+def _close(*descriptors: int) -> None:
+    for descriptor in descriptors:
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
 
 
 BUSY_FIELDS: Final = ("user", "nice", "system", "irq", "softirq", "interrupt", "dpc", "steal")
@@ -203,15 +307,20 @@ def _proc_children_listed() -> bool:
     return (PROC / "self" / "task" / str(threading.get_native_id()) / "children").is_file()
 
 
-def _proc_children(pid: int) -> list[int]:
-    try:
-        tasks = os.listdir(PROC / str(pid) / "task")
-    except OSError:
-        return []  # gone
+def _proc_children(pid: int, *, threads: int | None = None) -> list[int]:
+    """The children of ``pid``, from each of its threads' ``children`` (only its own, if it has ``threads=1``)."""
+    if threads == 1:
+        tasks = [str(pid)]
+    else:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return []  # gone
     children: list[int] = []
     for task in tasks:
-        with contextlib.suppress(OSError, ValueError):  # the thread ended
-            children.extend(int(child) for child in (PROC / str(pid) / "task" / task / "children").read_text().split())
+        listed = _read_proc(f"/proc/{pid}/task/{task}/children", 65536)  # None: the thread ended
+        if listed:
+            children.extend(int(child) for child in listed.split())
     return children
 
 
@@ -229,33 +338,89 @@ class TreeUsage:
 
 
 def tree_usages(pids: Collection[int]) -> dict[int, TreeUsage]:
-    """Memory, CPU time and CPU wait of each of ``pids`` with all its descendants (zeros, no wait, once gone)."""
+    """Memory, CPU time and CPU wait of each of ``pids`` with all its descendants (zeros, no wait, once gone).
+
+    Where the kernel lists children, each process's files are read as psutil reads them, without a ``Process``
+    made for it (which reads ``/proc/PID/stat`` once more) nor psutil's general parsing, and a single-threaded
+    process's children without listing its threads: a third of the system calls.
+    """
+    if not _proc_children_listed():
+        return {root: _psutil_usage(tree) for root, tree in _trees(pids).items()}
     usages = {}
-    for root, tree in _trees(pids).items():
-        rss, cpu, wait = 0, 0.0, None
-        for process in tree:
-            with contextlib.suppress(psutil.Error), process.oneshot():
-                times = process.cpu_times()
-                cpu += times.user + times.system + times.children_user + times.children_system
-                rss += process.memory_info().rss
-            if (waited := _cpu_wait(process.pid)) is not None:
+    for root in pids:
+        rss, cpu, wait, seen, waiting = 0, 0.0, None, set(), [root]
+        while waiting:
+            pid = waiting.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            usage = _stat_usage(pid)
+            if usage is None:
+                continue  # gone
+            rss += usage[0]
+            cpu += usage[1]
+            if (waited := _cpu_wait(pid)) is not None:
                 wait = (wait or 0.0) + waited
+            waiting.extend(_proc_children(pid, threads=usage[2]))
         usages[root] = TreeUsage(rss=rss, cpu_s=cpu, cpu_wait_s=wait)
     return usages
 
 
-def _cpu_wait(pid: int) -> float | None:
-    """Seconds process ``pid`` has waited on a run queue (psutil does not read ``/proc/PID/schedstat``)."""
+def _psutil_usage(tree: list[psutil.Process]) -> TreeUsage:
+    rss, cpu, wait = 0, 0.0, None
+    for process in tree:
+        with contextlib.suppress(psutil.Error), process.oneshot():
+            times = process.cpu_times()
+            cpu += times.user + times.system + times.children_user + times.children_system
+            rss += process.memory_info().rss
+        if (waited := _cpu_wait(process.pid)) is not None:
+            wait = (wait or 0.0) + waited
+    return TreeUsage(rss=rss, cpu_s=cpu, cpu_wait_s=wait)
+
+
+PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat_usage(pid: int) -> tuple[int, float, int] | None:
+    """Resident bytes and CPU seconds (its own and its waited-for children's) of process ``pid``, read as psutil's
+    ``memory_info().rss`` and ``cpu_times()`` read them (``/proc/PID/statm`` and ``/proc/PID/stat``), and its
+    threads; ``None`` once gone. The resident pages are statm's: stat's own figure is the kernel's
+    approximation, a few pages off."""
+    stat, statm = _read_proc(f"/proc/{pid}/stat"), _read_proc(f"/proc/{pid}/statm")
+    if stat is None or statm is None:
+        return None
+    # pid (comm) state ppid ...: the name may hold spaces and parentheses, so fields count from the last ")"
+    fields = stat[stat.rfind(b")") + 2:].split()
     try:
-        descriptor = os.open(f"/proc/{pid}/schedstat", os.O_RDONLY)  # at each sample: no Path, no buffered file
+        utime, stime, cutime, cstime = (int(field) for field in fields[11:15])
+        cpu = (utime + stime + cutime + cstime) / CLOCK_TICKS
+        return int(statm.split()[1]) * PAGE_SIZE, cpu, int(fields[17])
+    except (ValueError, IndexError):
+        return None
+
+
+def _read_proc(path: str, size: int = 1024) -> bytes | None:
+    """The start of a small ``/proc`` file, on one descriptor and no buffered file; ``None`` if it is gone."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
     except OSError:
-        return None  # gone, or a kernel without scheduler statistics
+        return None
     try:
-        return int(os.read(descriptor, 128).split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
+        return os.read(descriptor, size)
+    except OSError:
         return None
     finally:
         os.close(descriptor)
+
+
+def _cpu_wait(pid: int) -> float | None:
+    """Seconds process ``pid`` has waited on a run queue (psutil does not read ``/proc/PID/schedstat``)."""
+    data = _read_proc(f"/proc/{pid}/schedstat")  # None: gone, or a kernel without scheduler statistics
+    try:
+        return None if data is None else int(data.split()[1]) / 1e9
+    except (ValueError, IndexError):
+        return None
 
 
 def kill_tree(pid: int, *, grace: float = 3.0) -> None:

@@ -152,6 +152,8 @@ class BuildScheduler:
         """The last plan depends on when running builds end (``planning.ends_matter``): plan again as each ends."""
         self._held: Queued | None = None
         """The build a rule of the policy held back at the last turn; the others wait for the ``queue``."""
+        self._capped_at: int | None = None
+        """How many builds ran when the count cap held :attr:`_held` back at the last turn; ``None``: another rule."""
         self._producers = 0
         self._lock = threading.Lock()
         self._ends = Endings(limits=settings.limits, retries=settings.retries, observer=observer,
@@ -297,7 +299,12 @@ class BuildScheduler:
             return
         if self._plan_stale:
             self._sort_pending()
+        elif self._held is self._pending[0] and self._capped_at == len(self._running):
+            # The count cap holds the same head as at the last turn (a running build's phase came): the decision
+            # is the same whatever the readings, and its wait goes on accruing to the cap.
+            return
         now = self._clock()
+        self._capped_at = None
         if self._held is not None:  # its wait so far goes to the rule; from now on, to the queue unless held again
             self._held.account_wait(now)
             self._held.held_by, self._held = "queue", None
@@ -328,6 +335,7 @@ class BuildScheduler:
                 head.account_wait(now)  # its wait until now went to the queue
                 head.held_by, head.wait_reason = decision.blocked_by or "queue", decision.reason
                 self._held = head
+                self._capped_at = len(self._running) if decision.blocked_by == "builds" else None
                 return
             self._waiting_reason = None
             if decision.warning:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import queue
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from sdists import make_sdist
+from sdists import make_sdist, read_events
 
 from orchestrator.executors import Exited, OutcomeReported, PhaseStarted, WorkerEvent
 from orchestrator.executors.local import WORK_PREFIX, LocalExecutor
@@ -95,3 +96,45 @@ def test_start_sweeps_the_work_folders_of_runs_that_are_gone(temp: Path) -> None
     executor.start(lambda event: None)
     executor.close()
     assert sorted(path.name for path in temp.iterdir()) == sorted([alive.name, other.name])
+
+
+def test_workers_at_once_each_report_in_order_and_a_stopped_one_exits_once_its_tree_is_gone(
+        tmp_path: Path, temp: Path) -> None:
+    events: queue.Queue[WorkerEvent] = queue.Queue()
+    executor = LocalExecutor()
+    executor.start(events.put)
+    child_pids = tmp_path / "children"
+    jobs = [sdist_job(tmp_path, "first"), sdist_job(tmp_path, "second"),
+            sdist_job(tmp_path, "stuck", hang=True, spawn_child=True, ignore_sigterm=True, events=str(child_pids))]
+    workers = [executor.spawn() for _ in jobs]
+    for worker, job in zip(workers, jobs, strict=True):
+        worker.stage(job)
+    for worker in workers:
+        worker.admit()
+    received: dict[str, list[WorkerEvent]] = {job.key: [] for job in jobs}
+    stopped = False
+    while not all(heard and isinstance(heard[-1], Exited) for heard in received.values()):
+        try:
+            event = events.get(timeout=60)
+        except queue.Empty:
+            raise AssertionError(received) from None
+        received[event.key].append(event)
+        if not stopped and event == PhaseStarted("stuck-1.0", "backend"):
+            while not [event for event in read_events(child_pids) if event["event"] == "child"]:
+                time.sleep(0.05)
+            workers[2].stop(grace=0.2)  # SIGTERM ignored: SIGKILL after the grace
+            stopped = True
+    # Exited came once the stopper was done: the grandchild, in the tree, is gone (or a zombie) by then.
+    (grandchild,) = [event["child"] for event in read_events(child_pids) if event["event"] == "child"]
+    assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+    for key in ("first-1.0", "second-1.0"):
+        *phases, outcome, exited = received[key]
+        assert phases == [PhaseStarted(key, phase) for phase in PHASES]
+        assert isinstance(outcome, OutcomeReported) and outcome.outcome.status is Status.BUILT
+        assert exited == Exited(key, 0, None)
+    last = received["stuck-1.0"][-1]
+    assert isinstance(last, Exited) and last.returncode != 0
+    for worker in workers:
+        worker.close()
+    executor.close()
+    assert list(temp.iterdir()) == []

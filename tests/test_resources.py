@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from orchestrator import resources
 from orchestrator.resources import (
     CPU_WINDOW,
     CpuRate,
+    ProcReader,
     SystemProbe,
     TreeUsage,
     busy_cpu_seconds,
@@ -148,6 +150,94 @@ def test_probe_sees_a_busy_cpu() -> None:
     assert busy_cpu_seconds() >= busy_cpu_seconds([0])
 
 
+MEMINFO = "MemTotal:       16000000 kB\nMemFree:         1000000 kB\nMemAvailable:    9000000 kB\nBuffers: 1 kB\n"
+# user nice system idle iowait irq softirq steal guest guest_nice, in ticks (USER_HZ)
+STAT = ("cpu  900 900 900 900 900 900 900 900 900 900\n"
+        "cpu0 100 20 30 5000 40 5 6 7 50 0\n"
+        "cpu1 200 0 100 4000 0 0 0 0 0 0\n"
+        "cpu3 1000 0 0 0 0 0 0 0 0 0\n"
+        "intr 12345 1 2 3\nctxt 99\n")
+
+
+def fake_proc(tmp_path: Path, meminfo: str = MEMINFO, stat: str = STAT) -> Path:
+    write(tmp_path / "proc" / "meminfo", meminfo)
+    write(tmp_path / "proc" / "stat", stat)
+    return tmp_path / "proc"
+
+
+@pytest.mark.parametrize(
+    ("cpus", "ticks"),
+    [
+        (None, 168 + 300 + 1000),  # every CPU line, never the summed "cpu" line
+        ([0], 100 + 20 + 30 + 5 + 6 + 7),  # idle, iowait and guest (counted in user) are not busy
+        ([1, 3], 300 + 1000),  # by the CPU's number, not its line's place (cpu2 is offline)
+    ],
+)
+def test_proc_reader_reads_busy_ticks_and_memory(tmp_path: Path, cpus: list[int] | None, ticks: int) -> None:
+    reader = ProcReader.open(cpus, fake_proc(tmp_path))
+    assert reader is not None
+    assert reader.memory() == (16000000 * 1024, 9000000 * 1024)
+    assert reader.busy_cpu_seconds() == pytest.approx(ticks / os.sysconf("SC_CLK_TCK"))
+
+
+@pytest.mark.parametrize(
+    ("meminfo", "stat", "cpus"),
+    [
+        ("MemTotal: 16000000 kB\nMemFree: 1000000 kB\n", STAT, None),  # a kernel before MemAvailable (3.14)
+        (MEMINFO, STAT, [2]),  # a measured CPU /proc/stat does not list
+        (MEMINFO, "intr 1 2\n", None),  # no CPU line at all
+        (None, STAT, None),  # no /proc/meminfo (not Linux)
+    ],
+)
+def test_proc_reader_declines_what_it_cannot_read(tmp_path: Path, meminfo: str | None, stat: str,
+                                                 cpus: list[int] | None) -> None:
+    proc = fake_proc(tmp_path, meminfo or "", stat)
+    if meminfo is None:
+        (proc / "meminfo").unlink()
+    assert ProcReader.open(cpus, proc) is None
+
+
+def test_proc_reader_never_parses_a_line_its_read_cut_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # room for 3 lines of 256 bytes: cpu1's is cut
+    stat = "cpu  1 1 1 1\ncpu0 100 0 0 0\n" + "cpu1 " + " ".join(["1"] * 400) + "\n"
+    assert ProcReader.open([0, 1], fake_proc(tmp_path, stat=stat)) is None
+    reader = ProcReader.open([0], fake_proc(tmp_path, stat=stat))
+    assert reader is not None and reader.busy_cpu_seconds() == pytest.approx(100 / os.sysconf("SC_CLK_TCK"))
+
+
+def test_proc_reader_reads_this_machine_as_psutil_does() -> None:
+    reader = ProcReader.open(None)
+    if reader is None:
+        pytest.skip("no /proc to read")
+    total, available = reader.memory()
+    memory = psutil.virtual_memory()
+    assert total == memory.total
+    assert abs(available - memory.available) < 256 * 2**20  # other sessions allocate in between
+    before = busy_cpu_seconds()
+    ours = reader.busy_cpu_seconds()
+    assert ours is not None and before - 0.05 <= ours <= busy_cpu_seconds() + 0.05
+
+
+def test_probe_reads_the_machine_once_per_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = SystemProbe()
+    reads: list[float] = []
+    reader = getattr(probe, "_proc") or pytest.skip("no /proc to read")
+
+    def memory() -> tuple[int, int]:
+        reads.append(now[0])
+        return 8 * 2**30, len(reads) * 2**20
+
+    monkeypatch.setattr(reader, "memory", memory)
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    first = probe.read()
+    now[0] += resources.READING_REUSE / 2
+    assert probe.read() is first  # the same loop turn: the same readings
+    now[0] += resources.READING_REUSE
+    assert probe.read().available_memory == 2 * 2**20  # read again
+    assert len(reads) == 2
+
+
 HOLDER = """
 import subprocess, sys, time
 size = int(sys.argv[1])
@@ -194,6 +284,43 @@ def test_tree_usages_sums_each_tree(monkeypatch: pytest.MonkeyPatch, listed: boo
     assert usages[big.pid].rss >= size > usages[small.pid].rss > 0
     assert usages[big.pid].cpu_s > 0
     assert usages[gone] == TreeUsage(rss=0, cpu_s=0.0)
+
+
+# A process whose name (what /proc/PID/stat gives in parentheses) holds spaces and parentheses, with a child
+# started by a thread that goes on (the kernel lists the child under that thread), both idle once ready, so that
+# two readings a moment apart agree.
+ODDLY_NAMED = r"""
+import ctypes, subprocess, sys, threading, time
+ctypes.CDLL(None).prctl(15, b"x) 1 2 (y", 0, 0, 0)  # PR_SET_NAME
+sum(range(3 * 10**6))  # some CPU time to count
+held = b"1" * (30 * 2**20)
+def start():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    print(child.pid, flush=True)
+    time.sleep(60)
+threading.Thread(target=start).start()
+"""
+
+
+def test_tree_usages_reads_each_process_as_psutil_does() -> None:
+    if not resources._proc_children_listed():
+        pytest.skip("this kernel does not list children in /proc")
+    parent = subprocess.Popen([sys.executable, "-c", ODDLY_NAMED], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        time.sleep(0.2)  # the child's interpreter settles
+        ours = tree_usages([parent.pid])[parent.pid]
+        processes = [psutil.Process(parent.pid), psutil.Process(child)]
+        assert processes[0].name() == "x) 1 2 (y"
+        rss = sum(process.memory_info().rss for process in processes)
+        cpu = sum(sum(process.cpu_times()[:4]) for process in processes)
+    finally:
+        kill_tree(parent.pid, grace=0)
+        parent.communicate()
+    assert ours.rss == rss
+    assert ours.cpu_s == pytest.approx(cpu)
+    assert ours.cpu_s > 0.01
 
 
 # Plays the fork server and init at once: the parent of a build worker (in a session of its own, with a

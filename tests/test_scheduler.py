@@ -19,8 +19,9 @@ from fake_executor import FakeClock, FakeMachine, G, M, Script, job
 
 from orchestrator.build.ceiling import MemoryCeiling
 from orchestrator.buildstate import MAX_PREPARED, MEMORY_REQUEUE_LIMIT, RunState
+from orchestrator.executors import PhaseStarted
 from orchestrator.jobs import BuildResult, Status, WorkerOutcome
-from orchestrator.policy import planning
+from orchestrator.policy import admission, planning
 from orchestrator.policy.admission import Limits
 from orchestrator.scheduler import BuildScheduler, SchedulerSettings
 
@@ -455,3 +456,39 @@ def test_the_queue_is_planned_again_as_builds_end_only_when_memory_may_hold_one_
     # Queued at once: one plan. Under a limit two builds reach (2 + 2 > 3 GiB), a plan as each ends as well,
     # while two of known duration are left to order.
     assert len(made) > 5 if replans else len(made) == 1
+
+
+def test_a_running_builds_phases_at_the_count_cap_decide_nothing_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    decisions: list[str] = []
+    real_decide = admission.decide
+
+    def counted(candidate: Any, *args: Any) -> Any:
+        decisions.append(candidate.key)
+        return real_decide(candidate, *args)
+
+    monkeypatch.setattr(admission, "decide", counted)
+    machine, script, clock = FakeMachine(), Script(), FakeClock()
+    steps = iter(["get_requires", "backend", "publish", "end"])
+
+    def next_step(state: RunState) -> None:  # at each loop turn while "b" waits: 10 s, then a phase of "a" or its end
+        if state.pending == 1 and state.running and (step := next(steps, None)) is not None:
+            clock.advance(10)
+            if step == "end":
+                machine.worker("a-1.0").finish(0, built=True)
+            else:
+                machine.sink(PhaseStarted("a-1.0", step))
+
+    script.on_update.append(next_step)
+    script.on_event["b-1.0: started"] = lambda: machine.worker("b-1.0").finish(0, built=True)
+    builds = scheduler(machine, script, Limits(max_builds=1, memory_limit=None, min_free_memory=0, max_load=None),
+                       clock)
+    builds.add(job("a-1.0"), need=G, expected_duration=60.0)
+    builds.add(job("b-1.0"), need=G, expected_duration=30.0)
+
+    results = {result.name: result for result in builds.run()}
+
+    assert decisions == ["a-1.0", "b-1.0", "b-1.0"]  # a starts; b is held by the cap once, then starts
+    assert results["b"].waits == {"builds": 40.0}  # every second of its wait, to the count cap
+    assert results["b"].wait_reason == "waiting: 1 of 1 builds running"
+    assert [event for event in script.events if event.startswith("b-1.0: waiting")] == [
+        "b-1.0: waiting: 1 of 1 builds running"]

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from typing import TextIO
 
 SERVER_EXIT_WAIT = 5.0
@@ -39,16 +40,33 @@ class _Fork:
         """Set once the pid is known, or known never to come."""
         self.returncode: int | None = None
         self.reaped = threading.Event()
+        self._lock = threading.Lock()
+        self._on_exit: list[Callable[[int], None]] = []
 
     def started(self, pid: int) -> None:
         self.pid = pid
         self.answered.set()
 
     def ended(self, returncode: int) -> None:
-        if not self.reaped.is_set():
-            self.returncode = returncode
-            self.reaped.set()
+        """Reaped with ``returncode`` (the first one said counts); the callbacks waiting for it are called."""
+        with self._lock:
+            if not self.reaped.is_set():
+                self.returncode = returncode
+                self.reaped.set()
+            reaped_with = self.returncode if self.returncode is not None else returncode
+            callbacks, self._on_exit = self._on_exit, []
         self.answered.set()
+        for callback in callbacks:
+            callback(reaped_with)
+
+    def when_reaped(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback`` with the return code once reaped: now if it is, else on the thread that hears it."""
+        with self._lock:
+            if not self.reaped.is_set():
+                self._on_exit.append(callback)
+                return
+        assert self.returncode is not None
+        callback(self.returncode)
 
 
 class ForkedWorker:
@@ -71,6 +89,11 @@ class ForkedWorker:
 
     def poll(self) -> int | None:
         return self._fork.returncode
+
+    def when_exited(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback`` with its return code once the server has reaped it (at once if it has), without
+        a thread waiting for it: on the thread that reads the server's replies."""
+        self._fork.when_reaped(callback)
 
     def wait(self, timeout: float | None = None) -> int:
         if not self._fork.reaped.wait(timeout):

@@ -7,9 +7,9 @@ Protocol with a worker (``orchestrator.build.worker``; its docstring has the wor
     stage   one JSON line on stdin: {"job": ..., "work_dir": ...}; the work folder is new,
             with TMPDIR inside it, so what the build's tools leave goes with it
     admit   with the run's jobserver (``tokens.py``), the build's FIFO of tokens made in its
-            work folder; the line "go", then stdin closes; a reader thread turns each message line on
-            stdout into PhaseStarted / OutcomeReported, and end of file plus the exit
-            status into Exited
+            work folder; the line "go", then stdin closes; the run's one reader thread
+            (``readers.py``) turns each message line on stdout into PhaseStarted /
+            OutcomeReported, and end of file plus the exit status (from the fork server) into Exited
     stop    SIGTERM to the tree (psutil children, recursive) and the group, SIGKILL after
             the grace period, in a thread; Exited waits for it: the whole tree is gone by
             then. kill: SIGKILL now
@@ -32,6 +32,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -46,6 +47,7 @@ from orchestrator.executors import (
     signal_name,
 )
 from orchestrator.executors.forks import ForkServer
+from orchestrator.executors.readers import OutputReaders
 from orchestrator.executors.tokens import TokenPool
 from orchestrator.jobs import BuildJob, WorkerOutcome
 from orchestrator.resources import TreeUsage, kill_tree, pid_alive, tree_usages
@@ -66,7 +68,7 @@ def sweep_stale_work_dirs(parent: Path) -> None:
 
 
 class WorkerProcess(Protocol):
-    """What :class:`LocalWorker` uses of its process (``subprocess.Popen`` has it, as has a forked worker)."""
+    """What :class:`LocalWorker` uses of its process: a worker the fork server forked (``forks.ForkedWorker``)."""
 
     @property
     def pid(self) -> int | None:
@@ -78,6 +80,9 @@ class WorkerProcess(Protocol):
     def poll(self) -> int | None: ...
 
     def wait(self, timeout: float | None = None) -> int: ...
+
+    def when_exited(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback`` with the exit status once the process has exited and been reaped."""
 
 
 class LocalExecutor:
@@ -92,6 +97,7 @@ class LocalExecutor:
         self._root: Path | None = None
         self._cleaner: ThreadPoolExecutor | None = None
         self._forks: ForkServer | None = None
+        self._readers: OutputReaders | None = None
 
     def start(self, sink: EventSink) -> None:
         temp = Path(tempfile.gettempdir())
@@ -101,14 +107,16 @@ class LocalExecutor:
         self._cleaner = ThreadPoolExecutor(1, thread_name_prefix="cleanup")
         self._forks = ForkServer()
         self._forks.start()  # it imports the build machinery while the run downloads and resolves
+        self._readers = OutputReaders()
+        self._readers.start()
         if self._tokens is not None:
             self._tokens.start()
 
     def spawn(self) -> LocalWorker:
         assert self._sink is not None and self._root is not None and self._cleaner is not None, "start() first"
-        assert self._forks is not None
+        assert self._forks is not None and self._readers is not None
         return LocalWorker(self._forks.fork(), root=self._root, sink=self._sink, cleaner=self._cleaner,
-                           tokens=self._tokens)
+                           readers=self._readers, tokens=self._tokens)
 
     def close(self) -> None:
         if self._tokens is not None:
@@ -117,24 +125,27 @@ class LocalExecutor:
             self._cleaner.shutdown(wait=True)
         if self._forks is not None:
             self._forks.close()
+        if self._readers is not None:
+            self._readers.stop()
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
-        self._sink = self._root = self._cleaner = self._forks = None
+        self._sink = self._root = self._cleaner = self._forks = self._readers = None
 
 
 class LocalWorker:
     """A worker process as a :class:`~orchestrator.executors.WorkerHandle`."""
 
-    def __init__(self, process: WorkerProcess, *, root: Path, sink: EventSink,
-                 cleaner: ThreadPoolExecutor, tokens: TokenPool | None = None) -> None:
+    def __init__(self, process: WorkerProcess, *, root: Path, sink: EventSink, cleaner: ThreadPoolExecutor,
+                 readers: OutputReaders, tokens: TokenPool | None = None) -> None:
         self._process = process
         self._tokens = tokens
         self._root = root
         self._sink = sink
         self._cleaner = cleaner
+        self._readers = readers
         self._key = ""
         self._work_dir: Path | None = None
-        self._reader: threading.Thread | None = None
+        self._admitted = False
         self._stoppers: list[threading.Thread] = []
 
     def stage(self, job: BuildJob) -> None:
@@ -147,8 +158,9 @@ class LocalWorker:
         if self._tokens is not None and self._work_dir is not None:
             self._tokens.open(self._key, self._work_dir / FIFO_NAME)
         self._tell(ADMIT + "\n", last=True)
-        self._reader = threading.Thread(target=self._read, name=f"read-{self._key}", daemon=True)
-        self._reader.start()
+        self._admitted = True
+        assert self._process.stdout is not None
+        self._readers.add(self._process.stdout.fileno(), self._line, self._output_ended)
 
     def alive(self) -> bool:
         return self._process.poll() is None
@@ -169,7 +181,7 @@ class LocalWorker:
             kill_tree(pid, grace=0)
 
     def close(self) -> None:
-        if self._reader is None:  # never admitted: it is told so, and goes (see _retire)
+        if not self._admitted:  # never admitted: it is told so, and goes (see _retire)
             self._close_stdin()
             self._cleaner.submit(self._retire)
             return
@@ -212,17 +224,29 @@ class LocalWorker:
             assert self._process.stdin is not None
             self._process.stdin.close()
 
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            message = decode_message(line)
-            if message is None:
-                continue
-            if "phase" in message:
-                self._sink(PhaseStarted(self._key, message["phase"]))
-            elif "outcome" in message:
-                self._sink(OutcomeReported(self._key, WorkerOutcome.from_json(message["outcome"])))
-        returncode = self._process.wait()
-        for stopper in list(self._stoppers):  # a stopped build has exited once its whole tree has
-            stopper.join()
-        self._sink(Exited(self._key, returncode, signal_name(returncode)))
+    def _line(self, line: str) -> None:
+        """A line of its stdout (on the readers' thread)."""
+        message = decode_message(line)
+        if message is None:
+            return
+        if "phase" in message:
+            self._sink(PhaseStarted(self._key, message["phase"]))
+        elif "outcome" in message:
+            self._sink(OutcomeReported(self._key, WorkerOutcome.from_json(message["outcome"])))
+
+    def _output_ended(self) -> None:
+        """Its stdout ended (on the readers' thread): it exits, or has; Exited once its fork server has reaped it."""
+        self._process.when_exited(self._exited)
+
+    def _exited(self, returncode: int) -> None:
+        stoppers = [stopper for stopper in self._stoppers if stopper.is_alive()]
+        if not stoppers:
+            self._sink(Exited(self._key, returncode, signal_name(returncode)))
+            return
+
+        def after_stoppers() -> None:  # a stopped build has exited once its whole tree has
+            for stopper in stoppers:
+                stopper.join()
+            self._sink(Exited(self._key, returncode, signal_name(returncode)))
+
+        threading.Thread(target=after_stoppers, name=f"stopped-{self._key}", daemon=True).start()
