@@ -40,8 +40,9 @@ COMPILED_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".h", ".hh", ".hpp", ".pyx", "
 class Source:
     """One thing to build."""
 
-    path: Path
-    """The sdist file or the source tree, absolute."""
+    location: str
+    """The sdist file or the source tree, absolute (:attr:`path`). A string: a run holds every source it was
+    given, and a ``Path`` each, its parts listed, cost thousands of them about 400 bytes more apiece."""
     kind: Literal["sdist", "tree"]
     name: NormalizedName
     """Canonical project name (from the sdist filename or the tree's pyproject.toml)."""
@@ -51,13 +52,17 @@ class Source:
     """The sdist's digest; ``None`` for a source tree."""
 
     @property
+    def path(self) -> Path:
+        return Path(self.location)
+
+    @property
     def key(self) -> str:
         """Identifies the source in logs, events and the report."""
         return f"{self.name}-{self.version}" if self.version else self.name
 
     @property
     def size(self) -> int:
-        return self.path.stat().st_size if self.kind == "sdist" else 0
+        return os.stat(self.location).st_size if self.kind == "sdist" else 0
 
 
 def file_sha256(path: Path) -> str:
@@ -107,7 +112,7 @@ def sdist_source(path: Path, *, sha256: str | None = None) -> Source:
         digest = sha256 or file_sha256(path)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read the file: {exc.strerror}") from None
-    return Source(path=path.resolve(), kind="sdist", name=name, version=str(version), sha256=digest)
+    return Source(location=str(path.resolve()), kind="sdist", name=name, version=str(version), sha256=digest)
 
 
 def tree_source(path: Path) -> Source:
@@ -116,7 +121,7 @@ def tree_source(path: Path) -> Source:
         name, version = static_project(path)
     except (OSError, ValueError) as exc:
         raise SourceError(f"{path / 'pyproject.toml'}: cannot be parsed: {exc}") from None
-    return Source(path=path.resolve(), kind="tree", name=canonicalize_name(name or path.resolve().name),
+    return Source(location=str(path.resolve()), kind="tree", name=canonicalize_name(name or path.resolve().name),
                   version=version)
 
 
@@ -207,7 +212,7 @@ def collect_sources(paths: Iterable[Path]) -> Collected:
             except SourceError as exc:
                 rejected.append((candidate, exc.message))
                 continue
-            key = source.key if source.version else str(source.path)
+            key = source.key if source.version else source.location
             if key in sources:
                 notes.append(f"{source.path}: same name and version as {sources[key].path}; built once")
                 continue
