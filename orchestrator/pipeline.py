@@ -450,10 +450,10 @@ class BuildRun:
 
         ``strict`` (``-r`` without ``--no-deps``): an unmet requirement fails the run; else it is a warning.
         """
-        wheels = [self._wheelhouse.path / result.wheel for result in self.report.builds
-                  if result.wheel and result.status in (Status.BUILT, Status.DOWNLOADED, Status.SKIPPED)]
-        if not wheels:
+        if not any(result.wheel and result.status in WHEELS for result in self.report.builds):
             return
+        wheels = (self._wheelhouse.path / result.wheel for result in self.report.builds  # read back one at a time
+                  if result.wheel and result.status in WHEELS)
         try:
             unmet = check_wheels(wheels, self._environment or target_environment(), wheelhouse=self._wheelhouse.path,
                                  extras=self._extras)
@@ -500,6 +500,10 @@ class BuildRun:
                     host=result.host,
                 )
             )
+
+
+WHEELS = (Status.BUILT, Status.DOWNLOADED, Status.SKIPPED)
+"""The outcomes of a build or download that leave a wheel of the run in the wheelhouse."""
 
 
 def finished_run(run: RunRecord, report: RunReport, interrupted: str | None) -> RunRecord:

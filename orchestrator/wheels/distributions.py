@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import subprocess
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -161,12 +161,20 @@ def check_wheels(
     """Check a run's ``wheels``; the other wheels of ``wheelhouse`` may satisfy their requirements.
 
     Each wheel is read once: the run's wheels are in the wheelhouse too, and are not read again as its others.
+    ``wheels`` is gone through once (a run's thousands are not listed first), keeping of each only what the check
+    reads (its name, version and requirements) and, of those in ``wheelhouse``, the file's name.
     """
-    wheels = list(wheels)
-    run = wheel_distributions(wheels, extras=extras)
+    ours: set[str] = set()
+
+    def noted(paths: Iterable[Path]) -> Iterator[Path]:
+        for path in paths:
+            if path.parent == wheelhouse:
+                ours.add(path.name)
+            yield path
+
+    run = wheel_distributions(noted(wheels), extras=extras)
     if wheelhouse is None:
         return check(run, environment)
-    ours = {path.name for path in wheels if path.parent == wheelhouse}
     others = sorted(path for path in wheelhouse.glob("*.whl")
                     if not path.name.startswith(".") and path.name not in ours)
     return check(run, environment, available=wheel_distributions(others))
