@@ -19,7 +19,7 @@ from fake_executor import FakeMachine
 from sdists import make_sdist
 
 from orchestrator import pipeline
-from orchestrator.build.sources import Source, collect_sources
+from orchestrator.build.sources import Source, collect_sources, compiles
 from orchestrator.buildstate import RunState
 from orchestrator.jobs import Status
 from orchestrator.pipeline import BuildRun, BuildSettings
@@ -63,8 +63,7 @@ def queued_bytes(folder: Path, count: int, monkeypatch: pytest.MonkeyPatch) -> t
     sources = collect_sources([folder / "sdists"]).sources
     machine = FakeMachine()
     observer = FirstStart(machine)
-    look = pipeline.compiles
-    monkeypatch.setattr(pipeline, "compiles", lambda source: observer.started.wait(30) and look(source))
+    monkeypatch.setattr(pipeline, "compiles", lambda source: observer.started.wait(30) and compiles(source))
     settings = BuildSettings(wheelhouse=folder / "wheelhouse", log_dir=folder / "logs", history_path=None,
                              limits=Limits(max_builds=2, memory_limit=None, min_free_memory=0, max_load=None),
                              memory_per_build=2**30, build_env_dir=folder / "envs")
