@@ -140,7 +140,7 @@ class BuildJob:
 
 class JobSpec(Protocol):
     """A queued build as the scheduler keeps it until it starts: a :class:`BuildJob`, or a compact record that
-    makes one only then (``pipeline.QueuedSource``: a run queues thousands)."""
+    makes one only then (``queued.QueuedSource``: a run queues thousands)."""
 
     @property
     def key(self) -> str:

@@ -43,7 +43,7 @@ from orchestrator.executors import Executor
 from orchestrator.executors.local import LocalExecutor
 from orchestrator.executors.tokens import TokenPool, usable_cpus
 from orchestrator.install.results import INSTALLS, InstallResult
-from orchestrator.jobs import BuildJob, BuildResult, Status, nested_jobs_environ
+from orchestrator.jobs import BuildResult, Status, nested_jobs_environ
 from orchestrator.packageconfig import PackageOverrides
 from orchestrator.policy.admission import Limits, Probe, jobs_per_build
 from orchestrator.policy.history import (
@@ -54,6 +54,7 @@ from orchestrator.policy.history import (
     predict_need,
 )
 from orchestrator.predict import Predictor
+from orchestrator.queued import JobMaker, QueuedSource
 from orchestrator.report import RunReport
 from orchestrator.resources import SystemProbe
 from orchestrator.scheduler import BuildScheduler, SchedulerSettings
@@ -128,59 +129,6 @@ class BuildSettings:
     """Every build process at a lower CPU and I/O priority (``--nice``)."""
     jobserver: bool = False
     """Be the GNU make jobserver of the run's local builds (``--jobserver``, ``executors/tokens.py``)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobMaker:
-    """Makes each queued source's :class:`BuildJob` as its build is staged: what is the same for every job of the
-    run, held once."""
-
-    settings: BuildSettings
-    wheelhouse: Path
-    env_cache: Path
-    environ: dict[str, str]
-
-    def make(self, queued: QueuedSource, need: int) -> BuildJob:
-        settings, source = self.settings, queued.source
-        override = settings.overrides.get(source.name)
-        sandbox = settings.sandbox
-        if override is not None and override.build_network is not None:
-            sandbox = replace(sandbox, network=override.build_network)
-        return BuildJob(
-            key=queued.key,
-            source=source.path,
-            kind=source.kind,
-            name=source.name,
-            version=source.version,
-            sha256=source.sha256,
-            wheelhouse=self.wheelhouse,
-            log_path=settings.log_dir / f"{queued.key}.log",
-            index=settings.index,
-            installer=settings.installer,
-            env_cache=self.env_cache,
-            environ=self.environ,
-            sandbox=sandbox,
-            memory_ceiling=settings.cgroup.ceiling(need) if settings.cgroup is not None and queued.learned else None,
-            compiler_cache=settings.compiler_cache,
-            nice=settings.nice,
-            jobserver=settings.jobserver,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedSource:
-    """A source in the build queue as the scheduler keeps it (a :class:`~orchestrator.jobs.JobSpec`) until its
-    job is made, as it is staged: thousands wait at once, and a job each, with its log path, was about 500 bytes."""
-
-    key: str
-    source: Source
-    learned: bool
-    """Its memory need was learned (history or the package's config): its build gets a memory ceiling, where the
-    run has a cgroup."""
-    jobs: JobMaker
-
-    def build_job(self, need: int) -> BuildJob:
-        return self.jobs.make(self, need)
 
 
 class BuildRun:
