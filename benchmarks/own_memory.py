@@ -13,6 +13,11 @@ each count and round, so two versions of the code are compared on the same machi
 
 The slope is the least-squares line of the peak over N, in KB a build: a run whose own memory
 is flat in N has a slope near 0 (the noise between rounds is a few hundred KB over the run).
+
+Each sdist named on the command line costs the interpreter itself memory before any code of ours
+runs (it keeps the arguments several times over, some as wide characters): the ``argv`` row is
+the peak of a bare ``python -c 'sleep'`` given the same arguments. ``--folder`` names instead one
+folder per N (symbolic links to the same sdists), as a user with thousands of sdists would.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from overhead import ROOT, run_orchestrate
+from overhead import ROOT, clean_environ, measure, run_orchestrate
 from sdists import make_sdist  # tests/, which overhead puts on the path
 
 
@@ -49,6 +54,7 @@ def main() -> None:
     parser.add_argument("--max-builds", type=int, default=2)
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
                         help="also run orchestrate from the checkout DIR, named NAME (taken first in each turn)")
+    parser.add_argument("--folder", action="store_true", help="name a folder of the N sdists, not each sdist")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "own_memory.json")
     args = parser.parse_args()
     variants: dict[str, Path] = {}
@@ -57,19 +63,23 @@ def main() -> None:
         variants[name] = Path(folder).resolve()
     variants["this"] = ROOT
     counts = args.count or [300, 1000, 3000]
-    peaks: dict[str, dict[int, list[float]]] = {name: {} for name in variants}
+    peaks: dict[str, dict[int, list[float]]] = {name: {} for name in [*variants, "argv"]}
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="orchestrate-own-memory-") as tmp:
         work = Path(tmp)
         sdists = [make_sdist(work / "sdists", f"noop{i:05d}") for i in range(max(counts))]
+        named = {count: _named(work, sdists[:count], args.folder) for count in counts}
         for number in range(args.rounds):
             for count in counts:
+                bare = measure([sys.executable, "-c", "import time; time.sleep(0.5)", *map(str, named[count])],
+                               clean_environ(), work / f"argv-{count}.log")
+                peaks["argv"].setdefault(count, []).append(bare["own_peak_rss_mb"])
                 for name, src in variants.items():
                     state = work / f"state-{name}"
                     shutil.rmtree(state, ignore_errors=True)
                     label = f"{name}-{count}"
                     reports = ["--trace", str(work / f"{label}.trace.json"), "--junit", str(work / f"{label}.xml")]
-                    result = run_orchestrate(sdists[:count], src, work, state, args.max_builds, label,
+                    result = run_orchestrate(named[count], src, work, state, args.max_builds, label,
                                              ["--no-sandbox", *reports])
                     shutil.rmtree(state, ignore_errors=True)
                     if result["built"] != count:
@@ -89,13 +99,24 @@ def main() -> None:
                          "median_mb": {str(count): value for count, value in medians.items()},
                          "slope_kb_per_build": round(slope, 2)}
         print(f"| {name} | {' | '.join(f'{medians[count]:.1f}' for count in counts)} | {slope:.1f} |")
-    output = {"command": sys.argv, "max_builds": args.max_builds, "flags": ["--no-sandbox"],
+    output = {"command": sys.argv, "max_builds": args.max_builds, "flags": ["--no-sandbox"], "folder": args.folder,
               "variants": {name: str(path) for name, path in variants.items()}, "python": sys.version.split()[0],
               "platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg(),
               "summary": summary, "runs": runs}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(output, indent=1) + "\n")
     print(f"written {args.json}")
+
+
+def _named(work: Path, sdists: list[Path], folder: bool) -> list[Path]:
+    """What the command line names: each sdist, or (``folder``) one folder of links to them."""
+    if not folder:
+        return sdists
+    named = work / f"sdists-{len(sdists)}"
+    named.mkdir()
+    for sdist in sdists:
+        (named / sdist.name).symlink_to(sdist)
+    return [named]
 
 
 if __name__ == "__main__":

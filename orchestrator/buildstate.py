@@ -7,11 +7,11 @@ times in (readings of its monotonic clock) and decides when each step happens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from orchestrator.executors import Executor, Exited, WorkerHandle
-from orchestrator.jobs import BuildJob, BuildResult, Status, WorkerOutcome
+from orchestrator.jobs import BuildJob, BuildResult, JobSpec, Status, WorkerOutcome
 from orchestrator.policy.admission import QueuedBuild, Readings, RunningBuild
 from orchestrator.resources import CPU_WINDOW, CpuRate
 from orchestrator.units import format_size
@@ -29,9 +29,13 @@ StopReason = Literal["timeout", "memory", "run"]
 
 @dataclass(slots=True)
 class Queued:
-    """A build waiting for admission (again, after a requeue or a retry)."""
+    """A build waiting for admission (again, after a requeue or a retry).
 
-    job: BuildJob
+    Thousands wait at once: it holds what planning and admission read, and its job in compact form
+    (:class:`~orchestrator.jobs.JobSpec`), made into a :class:`BuildJob` when a worker takes it.
+    """
+
+    job: JobSpec
     need: int
     expected_duration: float | None
     size: int
@@ -39,8 +43,8 @@ class Queued:
     compiles: bool = False
     attempts: int = 0
     memory_requeues: int = 0
-    waits: dict[str, float] = field(default_factory=dict)
-    """Seconds queued so far, by what held it back (see ``BuildResult.waits``)."""
+    waits: dict[str, float] | None = None
+    """Seconds queued so far, by what held it back (see ``BuildResult.waits``); ``None`` until the first."""
     wait_reason: str | None = None
     """The policy's last reason for holding it back."""
     held_by: str = "queue"
@@ -54,9 +58,14 @@ class Queued:
     def key(self) -> str:
         return self.job.key
 
+    def make_job(self) -> BuildJob:
+        """Its job, as a worker gets it now."""
+        return self.job.build_job(self.need)
+
     def account_wait(self, now: float) -> None:
         """Add the time since the last call to what held it back then."""
-        self.waits[self.held_by] = self.waits.get(self.held_by, 0.0) + max(0.0, now - self.held_since)
+        waits = self.waits = self.waits or {}
+        waits[self.held_by] = waits.get(self.held_by, 0.0) + max(0.0, now - self.held_since)
         self.held_since = now
 
     def as_policy(self) -> QueuedBuild:
@@ -65,16 +74,14 @@ class Queued:
                            compiles=self.compiles)
 
     def requeue_for_memory(self, peak_rss: int, memory_limit: int | None) -> str:
-        """Raise its need after it was stopped under memory pressure at ``peak_rss``, and its memory ceiling
-        with it; say how, in words."""
+        """Raise its need after it was stopped under memory pressure at ``peak_rss`` (the job made for it then has
+        its memory ceiling raised with it); say how, in words."""
         self.memory_requeues += 1
         self.need = max(self.need, int(peak_rss * 1.2))
         alone = ""
         if self.memory_requeues >= MEMORY_REQUEUE_LIMIT and memory_limit:
             self.need = max(self.need, memory_limit)  # from now on it runs alone
             alone = ", and runs alone"
-        if self.job.memory_ceiling is not None:  # else the ceiling made from the old need kills the next run
-            self.job = replace(self.job, memory_ceiling=self.job.memory_ceiling.raised_to(self.need))
         self.attempts -= 1  # memory requeues are not failures
         return (f"memory requeue {self.memory_requeues}, reached {format_size(peak_rss)};"
                 f" now needs about {format_size(self.need)}{alone}")
@@ -143,7 +150,7 @@ class Running:
 def build_result(item: Queued, run: Running | None, *, status: Status, error: str | None,
                  outcome: WorkerOutcome | None, started_at: float | None, finished_at: float | None) -> BuildResult:
     """The report's record of ``item``; ``run`` is its last attempt, ``None`` if it never started."""
-    job = item.job
+    job = item.make_job()
     return BuildResult(
         name=(outcome.name if outcome and outcome.name else job.name),
         version=(outcome.version if outcome and outcome.version else job.version),
@@ -164,7 +171,7 @@ def build_result(item: Queued, run: Running | None, *, status: Status, error: st
         # A farm runs a build again when its worker is lost: each run is an attempt too.
         attempts=max(item.attempts, 1) + (outcome.attempts - 1 if outcome else 0),
         memory_requeues=item.memory_requeues,
-        waits={held_by: seconds for held_by, seconds in item.waits.items() if seconds > 0},
+        waits={held_by: seconds for held_by, seconds in (item.waits or {}).items() if seconds > 0},
         wait_reason=item.wait_reason,
         sandbox=containment(job, outcome) if run else None,
         queued_at=item.queued_at,
@@ -204,23 +211,23 @@ class WorkersAhead:
         """Workers preparing (or holding prepared) a queued build."""
         return len(self._prepared)
 
-    def take(self, job: BuildJob) -> WorkerHandle:
-        """A worker holding ``job``: the one that prepared it, if it lives, else the idle one or a new one."""
-        prepared = self._prepared.pop(job.key, None)
+    def take(self, item: Queued) -> WorkerHandle:
+        """A worker holding ``item``'s job: the one that prepared it, if it lives, else the idle one or a new one."""
+        prepared = self._prepared.pop(item.key, None)
         if prepared is not None and prepared.alive():
             return prepared
         if prepared is not None:  # it died while preparing: its build starts over
             prepared.close()
         handle = self._take_idle() or self._executor.spawn()
-        handle.stage(job)
+        handle.stage(item.make_job())
         return handle
 
-    def prepare(self, job: BuildJob) -> None:
-        """Have a worker prepare ``job``, unless one does, or :data:`MAX_PREPARED` already prepare others."""
-        if job.key not in self._prepared and len(self._prepared) < MAX_PREPARED:
+    def prepare(self, item: Queued) -> None:
+        """Have a worker prepare ``item``'s job, unless one does, or :data:`MAX_PREPARED` already prepare others."""
+        if item.key not in self._prepared and len(self._prepared) < MAX_PREPARED:
             handle = self._take_idle() or self._executor.spawn()
-            handle.stage(job)
-            self._prepared[job.key] = handle
+            handle.stage(item.make_job())
+            self._prepared[item.key] = handle
 
     def start_idle(self) -> None:
         """Start a worker for a build still to come, unless one waits already."""

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrator.build.ceiling import MemoryCeiling
 from orchestrator.build.compilercache import CompilerCache
@@ -103,6 +103,13 @@ class BuildJob:
     """Offer ``build_wheel``'s tools the run's jobserver, where the executor made the build a FIFO of tokens
     (``build/jobserver.py``); otherwise they keep the ``-jK`` of :attr:`environ`."""
 
+    def build_job(self, need: int) -> BuildJob:
+        """This job for a build that needs ``need`` bytes (:class:`JobSpec`): its memory ceiling raised to that
+        need, never lowered (after a memory requeue, else the ceiling made from the old need kills the next run)."""
+        if self.memory_ceiling is None:
+            return self
+        return dataclasses.replace(self, memory_ceiling=self.memory_ceiling.raised_to(need))
+
     def to_json(self) -> dict[str, Any]:
         data = _fields(self)
         data["source"] = str(self.source)
@@ -129,6 +136,20 @@ class BuildJob:
             data["memory_ceiling"] = MemoryCeiling(**data["memory_ceiling"])
         data["compiler_cache"] = CompilerCache.from_json(data["compiler_cache"]) if data.get("compiler_cache") else None
         return cls(**data)
+
+
+class JobSpec(Protocol):
+    """A queued build as the scheduler keeps it until it starts: a :class:`BuildJob`, or a compact record that
+    makes one only then (``queued.QueuedSource``: a run queues thousands)."""
+
+    @property
+    def key(self) -> str:
+        """The build's key, as its job's."""
+        ...
+
+    def build_job(self, need: int) -> BuildJob:
+        """The job to hand a worker, for a build that now needs ``need`` bytes."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import NormalizedName
 
 from orchestrator.build.ceiling import RunCgroup
 from orchestrator.build.compilercache import CompilerCache
@@ -43,7 +43,7 @@ from orchestrator.executors import Executor
 from orchestrator.executors.local import LocalExecutor
 from orchestrator.executors.tokens import TokenPool, usable_cpus
 from orchestrator.install.results import INSTALLS, InstallResult
-from orchestrator.jobs import BuildJob, BuildResult, Status, nested_jobs_environ
+from orchestrator.jobs import BuildResult, Status, nested_jobs_environ
 from orchestrator.packageconfig import PackageOverrides
 from orchestrator.policy.admission import Limits, Probe, jobs_per_build
 from orchestrator.policy.history import (
@@ -54,6 +54,7 @@ from orchestrator.policy.history import (
     predict_need,
 )
 from orchestrator.predict import Predictor
+from orchestrator.queued import JobMaker, QueuedSource
 from orchestrator.report import RunReport
 from orchestrator.resources import SystemProbe
 from orchestrator.scheduler import BuildScheduler, SchedulerSettings
@@ -151,12 +152,12 @@ class BuildRun:
                                     python=PYTHON_TAG, history=self._history,  # a farm: a cache per machine
                                     cache=settings.compiler_cache)
         self._sources: dict[str, Source] = {}
-        """The sources queued for a build, until it ends."""
+        """The sources queued for a build, by their location, until it ends."""
         self._keys: set[str] = set()  # of the sources: looking through them all at each add was quadratic
         self._installs: Stage[Path, InstallResult] | None = None
         self._install_later: list[Path] = []
         self._estimates: Stage[Source, None]
-        self._env_cache: Path  # the run's folder, set by run() before any source is added
+        self._jobs: JobMaker  # with the run's folder of build environments, set by run() before any source is added
         self._environment: Mapping[str, str] | None = None
         """The marker environment the resolver resolved for; ``None``: this interpreter's."""
         self._extras: dict[str, list[str]] = {}
@@ -211,8 +212,9 @@ class BuildRun:
                 self._estimates = Stage(ESTIMATES, self._estimate, max_workers=1, errors=self.report.errors,
                                         on_event=self._observer.event)
                 stack.callback(self._estimates.close, cancel=True)
-                self._env_cache = stack.enter_context(
-                    run_env_cache(settings.build_env_dir, keep=settings.keep_build_envs))
+                self._jobs = JobMaker(settings=settings, wheelhouse=self._wheelhouse.path, environ=self._environ,
+                                      env_cache=stack.enter_context(
+                                          run_env_cache(settings.build_env_dir, keep=settings.keep_build_envs)))
                 for source in sources:
                     self.add(source)
                 if requirements is not None:
@@ -275,11 +277,11 @@ class BuildRun:
                           on_progress=self._on_download_progress, holds=self._scheduler, stop=downloader.close)
         stack.callback(downloads.close, cancel=True)
         if requirements.no_deps:
-            downloads.submit(*self._pins(requirements))
+            downloads.feed(*self._pins(requirements))
             return
         # With hashes, pip's resolver checks every file itself: fetching the pins first would say a mismatch twice.
         pinned = () if requirements.parsed.require_hashes else requirements.parsed.requirements
-        downloads.submit(*pinned)
+        downloads.feed(*pinned)
         self._scheduler.hold()
         stack.callback(stop_resolvers)  # a run that ends first leaves no resolver behind
         threading.Thread(target=self._resolve_the_rest, args=(requirements, downloads, {pin.name for pin in pinned}),
@@ -288,7 +290,7 @@ class BuildRun:
     def _resolve_the_rest(self, requirements: Requirements, downloads: Stage[PinnedRequirement, DownloadResult],
                           taken: set[NormalizedName]) -> None:
         try:
-            downloads.submit(*(pin for pin in self._pins(requirements) if pin.name not in taken))
+            downloads.feed(*(pin for pin in self._pins(requirements) if pin.name not in taken))
         except Exception as exc:  # raised by run() once the scheduler has stopped
             self._resolution_failed = exc
             self._scheduler.cancel("stopped: the requirements cannot be resolved")
@@ -335,43 +337,24 @@ class BuildRun:
             self._observer.event(f"{source.key}: skipped, {existing} is already in the wheelhouse (--force rebuilds)")
             self._wheel_ready(existing)
             return
-        if source.version and source.key in self._keys:
+        key = source.key
+        if source.version and key in self._keys:
             self._observer.event(f"{source.path}: same name and version as another source; built once")
             return
-        self._sources[str(source.path)] = source
-        self._keys.add(source.key)
-        job = BuildJob(
-            key=source.key,
-            source=source.path,
-            kind=source.kind,
-            name=source.name,
-            version=source.version,
-            sha256=source.sha256,
-            wheelhouse=self._wheelhouse.path,
-            log_path=settings.log_dir / f"{source.key}.log",
-            index=settings.index,
-            installer=settings.installer,
-            env_cache=self._env_cache,
-            environ=self._environ,
-            sandbox=settings.sandbox,
-            compiler_cache=settings.compiler_cache,
-            nice=settings.nice,
-            jobserver=settings.jobserver,
-        )
-        override = settings.overrides.get(canonicalize_name(source.name))
-        if override is not None and override.build_network is not None:
-            job = replace(job, sandbox=replace(settings.sandbox, network=override.build_network))
+        self._sources[source.location] = source
+        self._keys.add(key)
+        override = settings.overrides.get(source.name)
         history = self._history
         peaks = history.recent_peaks(source.name, python=PYTHON_TAG, version=source.version) if history else []
         need = predict_need(peaks, settings.memory_per_build, override=override.memory if override else None)
-        if settings.cgroup is not None and (peaks or (override is not None and override.memory is not None)):
-            job = replace(job, memory_ceiling=settings.cgroup.ceiling(need))
+        learned = bool(peaks) or (override is not None and override.memory is not None)
         predicted = self._predictor.predict(source, history.expected_duration(
             source.name, python=PYTHON_TAG, version=source.version) if history else None)
         timeout = override.timeout if override else None
-        self._scheduler.add(job, need=need, expected_duration=predicted.duration, size=source.size, timeout=timeout)
+        self._scheduler.add(QueuedSource(key, source, learned, self._jobs), need=need,
+                            expected_duration=predicted.duration, size=source.size, timeout=timeout)
         if predicted.duration is None or predicted.look:
-            self._estimates.submit(source)
+            self._estimates.feed(source)
 
     def _estimate(self, source: Source) -> None:
         """Tell the scheduler whether a build with no history compiles code (it then starts earlier); note what."""
@@ -415,10 +398,10 @@ class BuildRun:
 
         ``strict`` (``-r`` without ``--no-deps``): an unmet requirement fails the run; else it is a warning.
         """
-        wheels = [self._wheelhouse.path / result.wheel for result in self.report.builds
-                  if result.wheel and result.status in (Status.BUILT, Status.DOWNLOADED, Status.SKIPPED)]
-        if not wheels:
+        if not any(result.wheel and result.status in WHEELS for result in self.report.builds):
             return
+        wheels = (self._wheelhouse.path / result.wheel for result in self.report.builds  # read back one at a time
+                  if result.wheel and result.status in WHEELS)
         try:
             unmet = check_wheels(wheels, self._environment or target_environment(), wheelhouse=self._wheelhouse.path,
                                  extras=self._extras)
@@ -465,6 +448,10 @@ class BuildRun:
                     host=result.host,
                 )
             )
+
+
+WHEELS = (Status.BUILT, Status.DOWNLOADED, Status.SKIPPED)
+"""The outcomes of a build or download that leave a wheel of the run in the wheelhouse."""
 
 
 def finished_run(run: RunRecord, report: RunReport, interrupted: str | None) -> RunRecord:

@@ -54,7 +54,7 @@ from orchestrator.executors import (
     WorkerEvent,
 )
 from orchestrator.executors.local import LocalExecutor
-from orchestrator.jobs import BuildJob, BuildResult, Status
+from orchestrator.jobs import BuildResult, JobSpec, Status
 from orchestrator.policy import admission, planning
 from orchestrator.policy.admission import (
     Candidate,
@@ -164,7 +164,7 @@ class BuildScheduler:
     # -- feeding -------------------------------------------------------------------
     def add(
         self,
-        job: BuildJob,
+        job: JobSpec,
         *,
         need: int,
         expected_duration: float | None = None,
@@ -174,7 +174,8 @@ class BuildScheduler:
         """Queue a build; safe to call from any thread (downloads finish in pool threads).
 
         ``expected_duration`` (from history) and ``size`` (of the sdist) order the
-        queue (see ``planning.plan_order``). ``timeout`` overrides the run's.
+        queue (see ``planning.plan_order``). ``timeout`` overrides the run's. ``job`` is
+        made into the worker's :class:`~orchestrator.jobs.BuildJob` only as it is staged.
         """
         item = Queued(job=job, need=need, expected_duration=expected_duration, size=size,
                        timeout=timeout or self._settings.timeout)
@@ -251,7 +252,7 @@ class BuildScheduler:
                 self.stop_all(reason)
             case _Compiles(key):
                 for item in self._pending:
-                    if item.job.key == key:
+                    if item.key == key:
                         item.compiles = True
                         self._plan_stale = True
             case PhaseStarted(key, phase) if key in self._running:
@@ -289,8 +290,8 @@ class BuildScheduler:
         order = planning.plan_order(queued, running, self._settings.limits, now=self._clock())
         self._plan_follows_ends = planning.ends_matter(queued, running, self._settings.limits)
         rank = {build.key: index for index, build in enumerate(order)}
-        self._pending.sort(key=lambda queued: rank[queued.job.key])
-        logger.debug("queue order: %s", " ".join(queued.job.key for queued in self._pending))
+        self._pending.sort(key=lambda queued: rank[queued.key])
+        logger.debug("queue order: %s", " ".join(queued.key for queued in self._pending))
 
     # -- admission ---------------------------------------------------------------------
     def _admit(self) -> None:
@@ -317,7 +318,7 @@ class BuildScheduler:
                 if ahead is not None:
                     item = self._pending.pop(ahead)
                     self._observer.event(
-                        f"{item.job.key}: starting ahead of {self._pending[0].job.key},"
+                        f"{item.key}: starting ahead of {self._pending[0].key},"
                         " expected to leave it room by the time it can start"
                     )
                     self._start(item)
@@ -325,7 +326,7 @@ class BuildScheduler:
             if not decision.admit:
                 # The figures in the reason change with every sample: say it once per build and rule,
                 # however often other waits come in between (another rule, another build at the head).
-                key = self._pending[0].job.key
+                key = self._pending[0].key
                 announced = self._announced_waits.setdefault(key, set())
                 if decision.blocked_by not in announced:
                     announced.add(decision.blocked_by)
@@ -339,17 +340,17 @@ class BuildScheduler:
                 return
             self._waiting_reason = None
             if decision.warning:
-                self._observer.event(f"{self._pending[0].job.key}: {decision.warning}")
+                self._observer.event(f"{self._pending[0].key}: {decision.warning}")
             self._start(self._pending.pop(0))
 
     def _decide(self, item: Queued) -> Decision:
         assert self._readings is not None
-        candidate = Candidate(key=item.job.key, need=item.need)
+        candidate = Candidate(key=item.key, need=item.need)
         return admission.decide(candidate, self._readings, self._running_builds(), self._settings.limits)
 
     def _backfill(self) -> int | None:
         """The index of a queued build that may start before the memory-bound head without delaying it."""
-        head = Candidate(key=self._pending[0].job.key, need=self._pending[0].need)
+        head = Candidate(key=self._pending[0].key, need=self._pending[0].need)
         running = self._running_builds()
         now = self._clock()
         for index, item in enumerate(self._pending[1:], start=1):
@@ -368,18 +369,18 @@ class BuildScheduler:
         if item is self._held:
             self._held = None
         item.attempts += 1
-        job = item.job
-        self._announced_waits.pop(job.key, None)
-        handle = self._ahead.take(job)
+        key = item.key
+        self._announced_waits.pop(key, None)
+        handle = self._ahead.take(item)
         handle.admit(item.need)
         deadline = now + item.timeout if item.timeout else None
-        self._running[job.key] = Running(item=item, handle=handle, started_at=now, deadline=deadline)
-        self._observer.event(f"{job.key}: started (needs about {format_size(item.need)})")
+        self._running[key] = Running(item=item, handle=handle, started_at=now, deadline=deadline)
+        self._observer.event(f"{key}: started (needs about {format_size(item.need)})")
         # The next builds' workers start now, ahead of the next admissions, while the running builds go on: two, so
         # that a short build's slot never waits for the one preparation in progress to end.
         if self._pending and not self._stopping:
             for queued in self._pending[:MAX_PREPARED]:
-                self._ahead.prepare(queued.job)
+                self._ahead.prepare(queued)
         elif self._producing() and not self._stopping:
             self._ahead.start_idle()
 

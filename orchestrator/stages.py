@@ -10,7 +10,10 @@ processes rather than threads. ``build`` runs its stages around the scheduler; t
                                     │                                                        │
                                     └─ raises ─► StageError ◄─────────────── raises ─────────┘
 
-No exception disappears with its future: one raised by the work or by the hand-off of
+Items go in with :meth:`Stage.submit`, a future each (what the library calls wait on),
+or with :meth:`Stage.feed`, which keeps them as they are until a thread is free: a future
+(its lock and condition, its callback) is about 2 KB, and a run queues thousands of
+estimates and pins. No exception disappears with its future: one raised by the work or by the hand-off of
 its result (``on_result``: queue a build, install a wheel) becomes a :class:`StageError`
 naming the item, an event line, and a failed run. Each stage's kind (how it names
 items and reads results) lives with its stage: ``download.results.DOWNLOADS``,
@@ -23,8 +26,9 @@ import functools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Generic, Protocol, TypeVar
@@ -156,7 +160,18 @@ class Stage(Generic[ItemT, ResultT]):
         self._holds = holds
         self._stop = stop
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=kind.name)
+        self._max_workers = max_workers
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        """Notified as the last unfinished item ends."""
+        self._unfinished = 0
+        """Items submitted or fed that have not ended (nor been dropped)."""
+        self._backlog: deque[ItemT] = deque()
+        """Fed items not yet in the pool."""
+        self._feeders = 0
+        """Threads of the pool taking fed items from the backlog, one after another (at most ``max_workers``)."""
+        self._closing = False
+        """Cancelled: the backlog was dropped, and the feeders take no more."""
         # Held from moving the counts until they are reported, so reports leave in order;
         # apart from _lock, so that on_progress may read progress().
         self._reporting = threading.Lock()
@@ -182,11 +197,12 @@ class Stage(Generic[ItemT, ResultT]):
         for item in items:
             if self._holds is not None:
                 self._holds.hold()
+            with self._lock:
+                self._unfinished += 1
             try:
                 future = self._pool.submit(self._run, item)
             except BaseException:
-                if self._holds is not None:
-                    self._holds.release()
+                self._finished()
                 raise
             with self._lock:
                 self._futures.add(future)
@@ -194,18 +210,39 @@ class Stage(Generic[ItemT, ResultT]):
             futures.append(future)
         return futures
 
+    def feed(self, *items: ItemT) -> None:
+        """Queue ``items`` as :meth:`submit` does, but without a future each: they wait here as they are, and
+        enter the pool as a thread frees (:meth:`join` waits for them; their results go where every result goes).
+        """
+        self._move(total=len(items))
+        for _ in items:
+            if self._holds is not None:
+                self._holds.hold()
+        with self._lock:  # held across the submits: close() drops the backlog and shuts the pool after them
+            self._unfinished += len(items)
+            self._backlog.extend(items)
+            while not self._closing and self._feeders < min(self._max_workers, len(self._backlog)):
+                self._pool.submit(self._feed_from_backlog)
+                self._feeders += 1
+
     def join(self) -> None:
-        """Wait until every item submitted so far has ended."""
-        with self._lock:
-            futures = list(self._futures)
-        wait(futures)
+        """Wait until every item submitted or fed so far has ended."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._unfinished == 0)
 
     def close(self, *, cancel: bool) -> None:
         """Wait for the items under way; with ``cancel``, start no more and ``stop`` those under way first."""
         if cancel:
+            with self._lock:
+                self._closing = True
+                dropped, self._backlog = self._backlog, deque()
+            for _ in dropped:
+                self._finished()
             self._pool.shutdown(wait=False, cancel_futures=True)
             if self._stop is not None:
                 self._stop()
+        else:
+            self.join()  # the backlog enters the pool as items end: it must be empty before the pool shuts
         self._pool.shutdown(wait=True)
 
     def progress(self) -> StageProgress:
@@ -256,15 +293,40 @@ class Stage(Generic[ItemT, ResultT]):
         self._errors.append(error)
         return error
 
+    def _feed_from_backlog(self) -> None:
+        """In a thread of the pool: work on fed items, one after another, until the backlog is empty."""
+        while True:
+            with self._lock:
+                if self._closing or not self._backlog:
+                    self._feeders -= 1
+                    return
+                item = self._backlog.popleft()
+            try:
+                self._run(item)
+            except StageFailed:
+                pass  # recorded and shown by _run
+            except Exception as exc:  # noqa: BLE001 - as _ended does for a submitted item's future
+                self._on_event(self._error(item, exc).event)
+            finally:
+                self._finished()
+
     def _ended(self, item: ItemT, future: Future[ResultT]) -> None:
         """Runs when an item's future ends or is cancelled: release its hold, keep what ``_run`` let through."""
         with self._lock:
             self._futures.discard(future)
-        if self._holds is not None:
-            self._holds.release()
         exc = None if future.cancelled() else future.exception()
         if exc is not None and not isinstance(exc, StageFailed):
             self._on_event(self._error(item, exc).event)
+        self._finished()
+
+    def _finished(self) -> None:
+        """An item ended, was cancelled or dropped: release its hold, count it out."""
+        if self._holds is not None:
+            self._holds.release()
+        with self._lock:
+            self._unfinished -= 1
+            if not self._unfinished:
+                self._idle.notify_all()
 
 
 def run_all(

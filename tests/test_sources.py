@@ -136,7 +136,7 @@ def _tar(path: Path, names: list[str], *, pax_comment_bytes: int = 0) -> Path:
 
 
 def _sdist(path: Path) -> Source:
-    return Source(path=path, kind="sdist", name=canonicalize_name(path.name.split("-")[0]), version="1.0")
+    return Source(location=str(path), kind="sdist", name=canonicalize_name(path.name.split("-")[0]), version="1.0")
 
 
 @pytest.mark.parametrize("fmt", ["tar.gz", "zip", "tar.bz2", "tar.xz", "tar"])
@@ -151,7 +151,7 @@ def test_compiles_in_a_tree_skips_hidden_folders(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "tree", "treepkg")
     (tree / ".venv").mkdir()
     (tree / ".venv" / "vendored.c").write_text("int x;")
-    source = Source(path=tree, kind="tree", name=canonicalize_name("treepkg"), version="1.0")
+    source = Source(location=str(tree), kind="tree", name=canonicalize_name("treepkg"), version="1.0")
     assert not compiles(source)
     (tree / "fast.pyx").write_text("")
     assert compiles(source)
@@ -234,7 +234,7 @@ def test_a_tree_is_named_by_its_static_metadata(tmp_path: Path, pyproject: str |
     (tmp_path / "folder").mkdir()
     if pyproject is not None:
         (tmp_path / "folder" / "pyproject.toml").write_text(pyproject)
-    expected = Source(path=tmp_path / "folder", kind="tree", name=canonicalize_name(name), version=version)
+    expected = Source(location=str(tmp_path / "folder"), kind="tree", name=canonicalize_name(name), version=version)
     assert tree_source(tmp_path / "folder") == expected
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable
 
 import pytest
@@ -49,6 +51,10 @@ class Recorder:
                      stop=stop)
 
 
+BOTH = pytest.mark.parametrize("queue", ["submit", "feed"])
+"""Each way of queueing items: a future each, or as they are (``Stage.feed``)."""
+
+
 def wait_for(condition: Callable[[], bool]) -> None:
     deadline = time.monotonic() + 30
     while not condition():
@@ -56,7 +62,8 @@ def wait_for(condition: Callable[[], bool]) -> None:
         time.sleep(0.001)
 
 
-def test_an_exception_in_the_work_is_an_error_naming_the_item_and_the_others_go_on() -> None:
+@BOTH
+def test_an_exception_in_the_work_is_an_error_naming_the_item_and_the_others_go_on(queue: str) -> None:
     def work(item: str) -> str:
         if item == "b":
             raise OSError(28, "No space left on device")
@@ -64,7 +71,7 @@ def test_an_exception_in_the_work_is_an_error_naming_the_item_and_the_others_go_
 
     recorder = Recorder()
     with recorder.stage(work) as stage:
-        stage.submit("a", "b", "c")
+        getattr(stage, queue)("a", "b", "c")
     assert sorted(recorder.results) == ["a", "c"]
     assert [(e.stage, e.item, e.error) for e in recorder.errors] == [
         ("fake", "item b", "OSError: [Errno 28] No space left on device")]
@@ -74,29 +81,32 @@ def test_an_exception_in_the_work_is_an_error_naming_the_item_and_the_others_go_
     assert recorder.holds == 0
 
 
-def test_an_exception_in_the_hand_off_is_an_error_and_the_result_is_kept() -> None:
+@BOTH
+def test_an_exception_in_the_hand_off_is_an_error_and_the_result_is_kept(queue: str) -> None:
     def hand_off(result: str) -> None:
         if result == "A":
             raise KeyError("queue gone")
 
     recorder = Recorder()
     with recorder.stage(str.upper, on_result=hand_off) as stage:
-        stage.submit("a", "b")
+        getattr(stage, queue)("a", "b")
     assert sorted(recorder.results) == ["A", "B"]
     assert [(e.item, e.error) for e in recorder.errors] == [("item a", "KeyError: 'queue gone'")]
     assert {"A: done", "B: done", "item a: fake FAILED: KeyError: 'queue gone'"} == set(recorder.events)
     assert recorder.holds == 0
 
 
-def test_failed_results_are_counted_and_shown_but_are_not_errors() -> None:
+@BOTH
+def test_failed_results_are_counted_and_shown_but_are_not_errors(queue: str) -> None:
     recorder = Recorder()
     with recorder.stage(lambda item: item) as stage:
-        stage.submit("bad1", "good")
+        getattr(stage, queue)("bad1", "good")
     assert stage.progress() == StageProgress(total=2, in_flight=0, done=1, failed=1, bytes_done=4)
     assert recorder.errors == [] and sorted(recorder.events) == ["bad1: done", "good: done"]
 
 
-def test_at_most_max_workers_items_run_at_once() -> None:
+@BOTH
+def test_at_most_max_workers_items_run_at_once(queue: str) -> None:
     running, most = 0, 0
     lock = threading.Lock()
     go = threading.Event()
@@ -113,7 +123,7 @@ def test_at_most_max_workers_items_run_at_once() -> None:
 
     recorder = Recorder()
     with recorder.stage(work, max_workers=2) as stage:
-        stage.submit(*"abcde")
+        getattr(stage, queue)(*"abcde")
         wait_for(lambda: stage.progress().in_flight == 2)
         assert stage.progress().total == 5 and running == 2
         go.set()
@@ -123,7 +133,8 @@ def test_at_most_max_workers_items_run_at_once() -> None:
     assert max(snapshot.in_flight for snapshot in recorder.progress) == 2
 
 
-def test_cancelling_drops_the_queued_items_stops_those_in_flight_and_releases_every_hold() -> None:
+@BOTH
+def test_cancelling_drops_the_queued_items_stops_those_in_flight_and_releases_every_hold(queue: str) -> None:
     stopped = threading.Event()
 
     def work(item: str) -> str:
@@ -132,7 +143,7 @@ def test_cancelling_drops_the_queued_items_stops_those_in_flight_and_releases_ev
 
     recorder = Recorder()
     stage = recorder.stage(work, max_workers=1, stop=stopped.set)
-    stage.submit("a", "b", "c")
+    getattr(stage, queue)("a", "b", "c")
     assert recorder.holds == 3  # held from the submit: the scheduler must not finish before they land
     wait_for(lambda: stage.progress().in_flight == 1)
     with pytest.raises(KeyboardInterrupt):
@@ -141,6 +152,27 @@ def test_cancelling_drops_the_queued_items_stops_those_in_flight_and_releases_ev
     assert recorder.results == ["a"]
     assert recorder.holds == 0
     assert recorder.errors == []
+
+
+def test_fed_items_wait_as_they_are_not_as_futures() -> None:
+    # A queue of thousands (estimates, pins to fetch) must cost about what a list of them does: eight pointers
+    # an item is the bound, where a future each (its lock, its condition, its callback) was about 2 KB.
+    count, go = 5000, threading.Event()
+    items = [f"item-{index}" for index in range(count)]
+    recorder = Recorder()
+    with recorder.stage(lambda item: item if go.wait(30) else "", max_workers=1) as stage:
+        stage.feed(items[0])
+        wait_for(lambda: stage.progress().in_flight == 1)  # the pool's thread has started, and waits
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            stage.feed(*items[1:])
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        go.set()
+    assert grown < count * 8 * struct.calcsize("P"), grown
+    assert sorted(recorder.results) == sorted(items) and recorder.holds == 0
 
 
 def test_the_first_report_is_the_total_before_any_item_starts() -> None:

@@ -538,3 +538,34 @@ def test_records_are_written_together_and_all_of_them_by_the_time_the_lock_is_re
         assert 1 <= len(on_disk) < len(wheels)  # the first at once, the rest batched
     again = Wheelhouse(tmp_path / "wh")
     assert {sha256: again.built_wheel(sha256) for sha256 in wheels} == wheels
+
+
+@pytest.mark.parametrize("entries", [
+    {},  # nothing recorded yet: "{}"
+    {"a" * 64: ("p-1.0-py3-none-any.whl", "p-1.0.tar.gz")},
+    {f"{i:064x}": (f"p{i}-1.0-py3-none-any.whl", f"p{i}-1.0.tar.gz") for i in (3, 1, 2)},  # written sorted
+    {"b" * 64: ("q-1.0-py3-none-any.whl", 'odd "name" é.tar.gz')},  # escaped as json escapes it
+])
+def test_the_manifest_is_written_as_json_wrote_it_whole(tmp_path: Path, entries: dict[str, tuple[str, str]]) -> None:
+    # The manifest is written an entry at a time; the file is what json.dumps(indent=1, sort_keys=True) made of it.
+    wheelhouse = Wheelhouse(tmp_path / "wh")
+    with wheelhouse.locked():
+        for sha256, (wheel, source) in entries.items():
+            wheelhouse.record(sha256, wheel=wheel, source=source)
+        wheelhouse.record("c" * 64, wheel="gone-1.0-py3-none-any.whl", source="gone-1.0.tar.gz")
+        wheelhouse.forget("gone-1.0-py3-none-any.whl")  # forgetting writes the manifest at once
+    expected = {sha256: {"wheel": wheel, "source": source} for sha256, (wheel, source) in entries.items()}
+    assert (wheelhouse.path / MANIFEST).read_text() == json.dumps(expected, indent=1, sort_keys=True)
+
+
+def test_a_manifest_entry_without_its_source_is_kept_as_it_was(tmp_path: Path) -> None:
+    (tmp_path / "wh").mkdir()
+    written = {"a" * 64: {"wheel": "p-1.0-py3-none-any.whl"}, "b" * 64: {"source": "q.tar.gz", "wheel": "q.whl"}}
+    (tmp_path / "wh" / MANIFEST).write_text(json.dumps(written))
+    (tmp_path / "wh" / "p-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    wheelhouse = Wheelhouse(tmp_path / "wh")
+    assert wheelhouse.built_wheel("a" * 64) == "p-1.0-py3-none-any.whl"
+    with wheelhouse.locked():
+        wheelhouse.record("c" * 64, wheel="r.whl", source="r.tar.gz")
+    written["c" * 64] = {"source": "r.tar.gz", "wheel": "r.whl"}
+    assert json.loads((wheelhouse.path / MANIFEST).read_text()) == written

@@ -40,8 +40,9 @@ COMPILED_SUFFIXES = (".c", ".cc", ".cpp", ".cxx", ".h", ".hh", ".hpp", ".pyx", "
 class Source:
     """One thing to build."""
 
-    path: Path
-    """The sdist file or the source tree, absolute."""
+    location: str
+    """The sdist file or the source tree, absolute (:attr:`path`). A string: a run holds every source it was
+    given, and a ``Path`` each, its parts listed, cost thousands of them about 400 bytes more apiece."""
     kind: Literal["sdist", "tree"]
     name: NormalizedName
     """Canonical project name (from the sdist filename or the tree's pyproject.toml)."""
@@ -51,13 +52,17 @@ class Source:
     """The sdist's digest; ``None`` for a source tree."""
 
     @property
+    def path(self) -> Path:
+        return Path(self.location)
+
+    @property
     def key(self) -> str:
         """Identifies the source in logs, events and the report."""
         return f"{self.name}-{self.version}" if self.version else self.name
 
     @property
     def size(self) -> int:
-        return self.path.stat().st_size if self.kind == "sdist" else 0
+        return os.stat(self.location).st_size if self.kind == "sdist" else 0
 
 
 def file_sha256(path: Path) -> str:
@@ -107,7 +112,7 @@ def sdist_source(path: Path, *, sha256: str | None = None) -> Source:
         digest = sha256 or file_sha256(path)
     except OSError as exc:
         raise SourceError(f"{path}: cannot read the file: {exc.strerror}") from None
-    return Source(path=path.resolve(), kind="sdist", name=name, version=str(version), sha256=digest)
+    return Source(location=str(path.resolve()), kind="sdist", name=name, version=str(version), sha256=digest)
 
 
 def tree_source(path: Path) -> Source:
@@ -116,7 +121,7 @@ def tree_source(path: Path) -> Source:
         name, version = static_project(path)
     except (OSError, ValueError) as exc:
         raise SourceError(f"{path / 'pyproject.toml'}: cannot be parsed: {exc}") from None
-    return Source(path=path.resolve(), kind="tree", name=canonicalize_name(name or path.resolve().name),
+    return Source(location=str(path.resolve()), kind="tree", name=canonicalize_name(name or path.resolve().name),
                   version=version)
 
 
@@ -182,17 +187,20 @@ def collect_sources(paths: Iterable[Path]) -> Collected:
     notes: list[str] = []
     rejected: list[tuple[Path, str]] = []
     for path in paths:
-        candidates: list[tuple[Path, Callable[[Path], Source]]]
+        candidates: Iterable[tuple[Path, Callable[[Path], Source]]]
         if path.is_dir() and not is_source_tree(path):
-            found: list[Path] = []
-            for entry in sorted(path.iterdir()):
+            # Names, each made a Path only as it is looked at: a folder of thousands listed as paths held them
+            # all at once (each its parts, its string, its name interned: about 1 KB apiece).
+            found: list[str] = []
+            for name in sorted(os.listdir(path)):
+                entry = path / name
                 if entry.is_file() and is_sdist_name(entry):
-                    found.append(entry)
+                    found.append(name)
                 else:
                     notes.append(f"skipped {entry}: {_not_an_sdist(entry)}")
             if not found:
                 raise UsageError(f"{path}: folder holds no sdist ({SDIST_FORMATS}) and is not a source tree")
-            candidates = [(p, sdist_source) for p in found]
+            candidates = ((path / name, sdist_source) for name in found)
         elif path.is_dir():
             candidates = [(path, tree_source)]
         elif path.is_file():
@@ -207,7 +215,7 @@ def collect_sources(paths: Iterable[Path]) -> Collected:
             except SourceError as exc:
                 rejected.append((candidate, exc.message))
                 continue
-            key = source.key if source.version else str(source.path)
+            key = source.key if source.version else source.location
             if key in sources:
                 notes.append(f"{source.path}: same name and version as {sources[key].path}; built once")
                 continue

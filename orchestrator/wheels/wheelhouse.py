@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import threading
@@ -25,6 +26,12 @@ MANIFEST_WRITE_INTERVAL = 1.0
 so writing after each of N builds would cost O(N^2); what is recorded meanwhile is written when the
 run releases the lock. A run killed (-9) in between loses at most that second's records: those
 sdists are built again by the next run."""
+
+
+Entry = tuple[str, str | None]
+"""A wheel of the manifest, and the sdist it was built from (``None``: an entry that names none). Kept as a tuple,
+written as the object ``{"source": ..., "wheel": ...}``: a dict each cost 130 bytes more, over a wheelhouse of
+thousands."""
 
 
 class Wheelhouse:
@@ -69,7 +76,7 @@ class Wheelhouse:
                 partial.unlink()
                 logger.info("removed %s left by an interrupted run", partial.name)
 
-    def _load(self) -> dict[str, dict[str, str]]:
+    def _load(self) -> dict[str, Entry]:
         try:
             data = json.loads((self.path / MANIFEST).read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -77,15 +84,18 @@ class Wheelhouse:
         except (OSError, ValueError):
             logger.warning("%s: unreadable manifest; every source will be built again", self.path / MANIFEST)
             return {}
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        return {sha256: (entry["wheel"], entry.get("source")) for sha256, entry in data.items()
+                if isinstance(entry, dict) and isinstance(entry.get("wheel"), str)}
 
     def built_wheel(self, sha256: str | None) -> str | None:
         """The wheel already built from the sdist with this digest, if it is still here."""
         if sha256 is None:
             return None
         entry = self._manifest.get(sha256)
-        if entry and (self.path / entry["wheel"]).is_file():
-            return entry["wheel"]
+        if entry and (self.path / entry[0]).is_file():
+            return entry[0]
         return None
 
     def record(self, sha256: str | None, *, wheel: str, source: str) -> None:
@@ -94,7 +104,7 @@ class Wheelhouse:
         if sha256 is None:
             return
         with self._manifest_lock:
-            self._manifest[sha256] = {"wheel": wheel, "source": source}
+            self._manifest[sha256] = (wheel, source)
             self._unsaved = True
             if time.monotonic() - self._saved_at >= MANIFEST_WRITE_INTERVAL:
                 self._write()
@@ -108,7 +118,7 @@ class Wheelhouse:
     def forget(self, wheel: str) -> None:
         """Forget the sdist ``wheel`` was built from: another file (the index's wheel) now has its name."""
         with self._manifest_lock:
-            stale = [sha256 for sha256, entry in self._manifest.items() if entry.get("wheel") == wheel]
+            stale = [sha256 for sha256, entry in self._manifest.items() if entry[0] == wheel]
             for sha256 in stale:
                 del self._manifest[sha256]
             if stale:
@@ -116,7 +126,18 @@ class Wheelhouse:
 
     def _write(self) -> None:
         with atomic_write(self.path / MANIFEST) as out:
-            out.write(json.dumps(self._manifest, indent=1, sort_keys=True).encode())
+            # An entry at a time, as json.dumps(indent=1, sort_keys=True) wrote the whole: the manifest of
+            # thousands of wheels, written each second of a run, was made whole as dicts, a string and bytes.
+            text = io.TextIOWrapper(out, encoding="utf-8")
+            text.write("{")
+            for index, sha256 in enumerate(sorted(self._manifest)):
+                wheel, source = self._manifest[sha256]
+                entry = json.dumps({"wheel": wheel} if source is None else {"source": source, "wheel": wheel},
+                                   indent=1, sort_keys=True).replace("\n", "\n ")  # one level deeper
+                text.write((",\n " if index else "\n ") + json.dumps(sha256) + ": " + entry)
+            text.write("\n}" if self._manifest else "}")
+            text.flush()
+            text.detach()
         self._unsaved = False
         self._saved_at = time.monotonic()
 

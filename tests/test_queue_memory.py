@@ -1,0 +1,91 @@
+"""What a run keeps of each queued build: the queue of a run of thousands must cost little a source.
+
+The run is the real one (``BuildRun``: the sources queued, their estimates, the scheduler's plan), in this process;
+its builds go to fake workers (``fake_executor``), which end each as it starts. Memory is read with tracemalloc
+when the first build starts: every source is queued then, none has ended, and no estimate has been made yet (they
+wait for that moment: looking into thousands of sdists takes longer than queueing them).
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from fake_executor import FakeMachine
+from sdists import make_sdist
+
+from orchestrator import pipeline
+from orchestrator.build.sources import Source, collect_sources, compiles
+from orchestrator.buildstate import RunState
+from orchestrator.jobs import Status
+from orchestrator.pipeline import BuildRun, BuildSettings
+from orchestrator.policy.admission import Limits
+
+
+class FirstStart:
+    """The observer: reads memory as the first build starts, then ends each build (failed) as it starts."""
+
+    def __init__(self, machine: FakeMachine) -> None:
+        self.machine = machine
+        self.traced: int | None = None
+        self.started = threading.Event()
+
+    def event(self, message: str) -> None:
+        if ": started" not in message:
+            return
+        if self.traced is None:
+            gc.collect()
+            self.traced = tracemalloc.get_traced_memory()[0]
+            self.started.set()
+        (worker,) = [worker for worker in self.machine.busy() if message.startswith(f"{worker.key}: ")]
+        worker.finish(1)
+
+    def update(self, state: RunState) -> None:
+        pass
+
+
+def reference_record(source: Source) -> int:
+    """Bytes of a plain tuple of what a queued build is: its file, name, version, digest and key (each string
+    copied), and its need, size and expected time: the bound a queue entry must stay under."""
+    fields = (str(source.path), source.name + "", str(source.version), str(source.sha256), source.key,
+              2.0**30, 1000.0, 0.5)
+    return sys.getsizeof(fields) + sum(sys.getsizeof(field) for field in fields)
+
+
+def queued_bytes(folder: Path, count: int, monkeypatch: pytest.MonkeyPatch) -> tuple[int, Source]:
+    """Bytes traced when the first of ``count`` queued sources starts, over those before the run; a source."""
+    for index in range(count):
+        make_sdist(folder / "sdists", f"queued{index:04d}")
+    sources = collect_sources([folder / "sdists"]).sources
+    machine = FakeMachine()
+    observer = FirstStart(machine)
+    monkeypatch.setattr(pipeline, "compiles", lambda source: observer.started.wait(30) and compiles(source))
+    settings = BuildSettings(wheelhouse=folder / "wheelhouse", log_dir=folder / "logs", history_path=None,
+                             limits=Limits(max_builds=2, memory_limit=None, min_free_memory=0, max_load=None),
+                             memory_per_build=2**30, build_env_dir=folder / "envs")
+    run = BuildRun(settings, observer, executor=machine, probe=machine)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        report = run.run(sources)
+    finally:
+        tracemalloc.stop()
+    assert report.builds.counts[Status.FAILED.value] == count  # every source was queued, and started
+    assert observer.traced is not None
+    return observer.traced - before, sources[0]
+
+
+def test_a_queued_source_costs_less_than_a_tuple_of_its_fields(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the run holds whatever its size (threads, its spool, the report) cancels out between two sizes.
+    few, _ = queued_bytes(tmp_path / "few", 100, monkeypatch)
+    many, source = queued_bytes(tmp_path / "many", 400, monkeypatch)
+    per_source = (many - few) / 300
+    bound = reference_record(source)
+    # A BuildJob (its log path), a future for its estimate and a queue entry were about 3 KB a source.
+    assert per_source < bound, f"{per_source:.0f} bytes a queued source, over {bound}"
