@@ -20,6 +20,7 @@ from sdists import make_sdist, read_events
 from test_sandbox import Tool, no_bwrap_path, tool  # noqa: F401 - the fixtures
 from wheels import write_wheel
 
+import orchestrator.build.hooks
 from orchestrator.build.hooks import HookServer
 
 
@@ -91,6 +92,20 @@ def test_a_process_a_hook_leaves_in_the_sandbox_is_stopped_before_the_next_hook(
     with zipfile.ZipFile(tmp_path / "wh" / "daemonic-1.0-py3-none-any.whl") as wheel:
         assert json.loads(wheel.read("daemonic/daemon.json")) == {"seen": False}
     assert not [process for process in psutil.process_iter(["cmdline"]) if token in (process.info["cmdline"] or [])]
+
+
+@pytest.mark.usefixtures("sandboxed")
+def test_the_hook_server_runs_in_the_sandbox_when_this_package_lies_in_the_hidden_home(
+        tmp_path: Path, tool: Tool) -> None:  # noqa: F811 - the fixture
+    """A tool installed under the user's home (or /tmp), which the sandbox hides, still runs its hook server there:
+    each hook finds what the server preloaded, where a hook started on its own would not."""
+    make_sdist(tmp_path / "sdists", "homely", record_modules=["zipfile", "datetime"])
+    home = Path(orchestrator.build.hooks.__file__).resolve().parents[2]  # holds the package: hidden in the sandbox
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", env={**tool.env, "HOME": str(home)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    with zipfile.ZipFile(tmp_path / "wh" / "homely-1.0-py3-none-any.whl") as wheel:
+        loaded = json.loads(wheel.read("homely/loaded.json"))
+    assert loaded == {"requires": ["zipfile", "datetime"], "build_wheel": ["zipfile", "datetime"]}, loaded
 
 
 def test_a_server_that_does_not_start_says_so_in_the_log(tmp_path: Path) -> None:

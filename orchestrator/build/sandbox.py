@@ -196,8 +196,10 @@ def wrap(cmd: Sequence[str], *, sandbox: Sandbox, build_dir: Path, tmp_dir: Path
     hidden = list(dict.fromkeys(
         [Path("/tmp"), *(Path(value).resolve() for value in {env.get("HOME"), os.path.expanduser("~")}
                          if value and Path(value).resolve() != Path("/"))]))
-    # Back in, read-only, what lies under a hidden folder and the build needs: the interpreter, its environments.
-    interpreter = {Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).resolve().parent.parent}
+    # Back in, read-only, what lies under a hidden folder and the build needs: the interpreter, its environments,
+    # and this folder, whose hook server (hookserver.py) the build's interpreter runs.
+    interpreter = {Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).resolve().parent.parent,
+                   Path(__file__).resolve().parent}
     kept = [path for path in dict.fromkeys(path.resolve() for path in [*interpreter, *readable])
             if path.exists() and any(path.is_relative_to(folder) for folder in hidden)]
     bound: list[Path] = []
