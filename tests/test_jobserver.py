@@ -135,7 +135,11 @@ def test_the_builds_of_a_run_share_one_folder_of_the_make_script_and_ninja_in_th
         tmp_path: Path) -> None:
     where = ["sh", "-c", "command -v make; command -v ninja"]
     sdists = [make_sdist(tmp_path / "sdists", name, run=[where, ["make"]]) for name in ("one", "two")]
-    build(tmp_path, *sdists, args=("--max-builds", "1"), env=fake_make(tmp_path / "bin", "4.3"))
+    env = fake_make(tmp_path / "bin", "4.3")
+    old_ninja = tmp_path / "bin" / "ninja"  # first on PATH and no jobserver client: ours shadows it, whatever PATH has
+    old_ninja.write_text('#!/bin/sh\necho 1.11.1\n')
+    old_ninja.chmod(0o755)
+    build(tmp_path, *sdists, args=("--max-builds", "1"), env=env)
     found = [member(tmp_path, name, "run.json") for name in ("one", "two")]
     assert found[0] == found[1], found  # the same make script and ninja link: no build makes its own
     make, ninja = found[0][0].split()
