@@ -101,7 +101,9 @@ def test_the_hook_server_runs_in_the_sandbox_when_this_package_lies_in_the_hidde
     each hook finds what the server preloaded, where a hook started on its own would not."""
     make_sdist(tmp_path / "sdists", "homely", record_modules=["zipfile", "datetime"])
     home = Path(orchestrator.build.hooks.__file__).resolve().parents[2]  # holds the package: hidden in the sandbox
-    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", env={**tool.env, "HOME": str(home)})
+    caches = {name: str(tmp_path / name) for name in ("XDG_CACHE_HOME", "XDG_DATA_HOME", "UV_CACHE_DIR")}
+    env = {**tool.env, **caches, "HOME": str(home)}  # what the run keeps in the home goes to the test's folder
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     with zipfile.ZipFile(tmp_path / "wh" / "homely-1.0-py3-none-any.whl") as wheel:
         loaded = json.loads(wheel.read("homely/loaded.json"))
