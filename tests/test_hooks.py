@@ -70,6 +70,31 @@ def test_hooks_forked_from_one_server_draw_random_numbers_and_temporary_names_of
     assert len({number for number, _ in drawn}) == 4 and len({name for _, name in drawn}) == 4, drawn
 
 
+def test_the_server_imports_without_collecting_and_each_hook_collects_as_an_interpreter_does(tmp_path: Path) -> None:
+    """The server's start runs no collection (what it imports lives as long as it does); its hooks have the collector
+    on. An interpreter's own start collects a few times (generation 0) before the server's code runs; importing the
+    server's list collected generation 1 too."""
+    make_sdist(tmp_path / "sdists", "collector", events=str(tmp_path / "events.jsonl"), record_gc=True)
+    hooks = build(tmp_path)
+    seen = [hook["gc"] for hook in hooks if hook["event"] in ("requires", "start")]
+    assert len(seen) == 2
+    for inherited in seen:
+        assert inherited["enabled"], inherited
+        assert inherited["collections"][1:] == [0, 0], inherited
+
+
+def test_the_servers_own_code_imports_nothing_a_hook_would_not(tmp_path: Path) -> None:
+    """Once its backend's imports are learned, a hook's process holds what the hook script and the backend
+    import, not what the server's own annotations name (``typing``: 2 ms at every build's start)."""
+    for name in ("first", "second"):
+        make_sdist(tmp_path / "sdists" / name, name, record_modules=["typing", "zipfile"])
+        result = orchestrate("build", tmp_path / "sdists" / name, "-w", tmp_path / "wh", "-j", "1")
+        assert result.returncode == 0, result.stdout + result.stderr
+    with zipfile.ZipFile(tmp_path / "wh" / "second-1.0-py3-none-any.whl") as wheel:
+        loaded = json.loads(wheel.read("second/loaded.json"))
+    assert loaded == {"requires": ["zipfile"], "build_wheel": ["zipfile"]}, loaded  # preloaded: learned
+
+
 def test_what_get_requires_asked_for_is_in_build_wheels_interpreter_pth_files_included(tmp_path: Path) -> None:
     """The server started for get_requires_for_build_wheel predates what it asked for: build_wheel's has it."""
     (tmp_path / "links").mkdir()
