@@ -24,6 +24,7 @@ the server dies with the run's socket, so a killed run still leaves no build beh
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import select
 import signal
@@ -56,6 +57,9 @@ def preload() -> None:
         ask_versions()
         find_uv()
         interpreter_id()
+    # What the server imported lives as long as it does: a worker's collections then never walk it, and never
+    # write to its pages, which stay shared with the server instead of each fork copying them.
+    gc.freeze()
 
 
 def serve(control_fd: int) -> int:
