@@ -8,9 +8,10 @@ server (``build/hookserver.py``) in a fresh virtual environment's interpreter, u
 list a fake no-op backend's hooks taught it (``tests/sdists.py``), then its two hooks
 (``get_requires_for_build_wheel``, ``build_wheel``), each checked to have returned, and its end. For each
 variant (``this``, the checkout this script sits in, and each ``--variant``), a child process with that
-checkout first on ``sys.path`` (run from the work folder, never a checkout) starts the server ``--builds`` times, taken in turn each round; the figures are
-the ``RUSAGE_CHILDREN`` of that child, per build: the server and its hooks, not the child itself. Also per
-build: the server alone (started and closed, no hook). Page faults do not move with the machine's load.
+checkout first on ``sys.path`` (run from the work folder, never from a checkout) starts the server
+``--builds`` times, variants taken in turn each round; the figures are the ``RUSAGE_CHILDREN`` of that
+child, per build: the server and its hooks, not the child itself. Also per build: the server alone (started
+and closed, no hook). Page faults do not move with the machine's load.
 """
 
 from __future__ import annotations
