@@ -18,6 +18,8 @@ installed. Its behaviour comes from ``fake.json`` inside the sdist:
 - ``record_parents``: every event carries ``"parents"``: the pids of the hook's parent, grandparent and
   great-grandparent (Linux: read from ``/proc``): unsandboxed, the build's hook server, its worker, the fork server;
   and ``"parent_cmdline"``, the parent's command line
+- ``record_gc``: every event carries ``"gc"``: whether the hook's process had its collector on, and how many
+  collections of each generation it had run, as the backend's module was imported (what its process inherited)
 - ``record_random``: every event carries ``"random"``: ``random.random()`` and the next name ``tempfile`` would try
 - ``record_modules``: module names; the wheel holds ``NAME/loaded.json``, ``{"requires": [...], "build_wheel":
   [...]}``: those of them each hook's process had imported before the backend's module was (readable from a sandbox)
@@ -78,6 +80,8 @@ from typing import Any
 BACKEND = r'''
 import sys
 LOADED = set(sys.modules)  # what the hook's process had before this backend's imports
+import gc
+GC = {"enabled": gc.isenabled(), "collections": [generation["collections"] for generation in gc.get_stats()]}
 import base64, hashlib, json, os, signal, subprocess, sysconfig, time, zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -101,6 +105,8 @@ def _event(kind, **extra):
             extra["parents"] = _parents()
             with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
                 extra["parent_cmdline"] = f.read().decode().split("\0")[:-1]
+        if CONFIG.get("record_gc"):
+            extra["gc"] = GC
         if CONFIG.get("record_random"):
             import random, tempfile
             extra["random"] = [random.random(), next(tempfile._get_candidate_names())]

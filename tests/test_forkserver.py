@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -132,3 +134,10 @@ def test_a_dead_server_fails_its_running_build_as_killed_and_a_new_one_serves_th
         assert next_start["parents"][2] != start["parents"][2]  # forked by a new server
     finally:
         executor.close()
+
+
+def test_what_the_server_imported_is_frozen_before_any_fork_collects_it() -> None:
+    """A worker's collections never walk the build machinery it inherited (nor write to its shared pages)."""
+    code = "import gc; from orchestrator.build import forkserver; forkserver.preload(); print(gc.get_freeze_count())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert int(done.stdout) > 10_000, done.stdout  # the imports of build, packaging, installer and the rest

@@ -6,7 +6,9 @@ what runs as they end; real backends build through the server in tests/test_real
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import sys
 import uuid
 import zipfile
@@ -21,7 +23,7 @@ from test_sandbox import Tool, no_bwrap_path, tool  # noqa: F401 - the fixtures
 from wheels import write_wheel
 
 import orchestrator.build.hooks
-from orchestrator.build.hooks import HookServer
+from orchestrator.build.hooks import HOOK_SERVER, HookServer
 
 
 def build(tmp_path: Path, *args: str | Path, env: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -70,6 +72,31 @@ def test_hooks_forked_from_one_server_draw_random_numbers_and_temporary_names_of
     assert len({number for number, _ in drawn}) == 4 and len({name for _, name in drawn}) == 4, drawn
 
 
+def test_the_server_imports_without_collecting_and_each_hook_collects_as_an_interpreter_does(tmp_path: Path) -> None:
+    """The server's start runs no collection (what it imports lives as long as it does); its hooks have the collector
+    on. An interpreter's own start collects a few times (generation 0) before the server's code runs; importing the
+    server's list collected generation 1 too."""
+    make_sdist(tmp_path / "sdists", "collector", events=str(tmp_path / "events.jsonl"), record_gc=True)
+    hooks = build(tmp_path)
+    seen = [hook["gc"] for hook in hooks if hook["event"] in ("requires", "start")]
+    assert len(seen) == 2
+    for inherited in seen:
+        assert inherited["enabled"], inherited
+        assert inherited["collections"][1:] == [0, 0], inherited
+
+
+def test_the_servers_own_code_imports_nothing_a_hook_would_not(tmp_path: Path) -> None:
+    """Once its backend's imports are learned, a hook's process holds what the hook script and the backend
+    import, not what the server's own annotations name (``typing``: 2 ms at every build's start)."""
+    for name in ("first", "second"):
+        make_sdist(tmp_path / "sdists" / name, name, record_modules=["typing", "zipfile"])
+        result = orchestrate("build", tmp_path / "sdists" / name, "-w", tmp_path / "wh", "-j", "1")
+        assert result.returncode == 0, result.stdout + result.stderr
+    with zipfile.ZipFile(tmp_path / "wh" / "second-1.0-py3-none-any.whl") as wheel:
+        loaded = json.loads(wheel.read("second/loaded.json"))
+    assert loaded == {"requires": ["zipfile"], "build_wheel": ["zipfile"]}, loaded  # preloaded: learned
+
+
 def test_what_get_requires_asked_for_is_in_build_wheels_interpreter_pth_files_included(tmp_path: Path) -> None:
     """The server started for get_requires_for_build_wheel predates what it asked for: build_wheel's has it."""
     (tmp_path / "links").mkdir()
@@ -108,6 +135,27 @@ def test_the_hook_server_runs_in_the_sandbox_when_this_package_lies_in_the_hidde
     with zipfile.ZipFile(tmp_path / "wh" / "homely-1.0-py3-none-any.whl") as wheel:
         loaded = json.loads(wheel.read("homely/loaded.json"))
     assert loaded == {"requires": ["zipfile", "datetime"], "build_wheel": ["zipfile", "datetime"]}, loaded
+
+
+@pytest.mark.usefixtures("sandboxed")
+def test_the_run_writes_the_hook_servers_bytecode_which_its_sandbox_could_not_unless_told_not_to(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each build's server imports ``hookserver`` in a sandbox that makes its folder read-only: the run writes its
+    bytecode once (where it is missing, as after an install that compiled none), or every build compiled it."""
+    bytecode = Path(importlib.util.cache_from_source(str(HOOK_SERVER)))
+    if not os.access(bytecode.parent.parent, os.W_OK):
+        pytest.skip(f"{bytecode.parent.parent} is read-only here")
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    bytecode.unlink(missing_ok=True)
+    make_sdist(tmp_path / "told", "told")
+    result = orchestrate("build", tmp_path / "told", "-w", tmp_path / "wh")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not bytecode.exists()  # the user's word
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
+    make_sdist(tmp_path / "untold", "untold")
+    result = orchestrate("build", tmp_path / "untold", "-w", tmp_path / "wh")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert bytecode.exists()
 
 
 def test_a_server_that_does_not_start_says_so_in_the_log(tmp_path: Path) -> None:

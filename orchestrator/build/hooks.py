@@ -49,7 +49,10 @@ class HookServer:
         ``preload``: what its hooks imported before (``None``: nothing learned, the server's own list)."""
         request_read, request_write = os.pipe()
         reply_read, reply_write = os.pipe()
-        boot = (f"import sys; sys.path.insert(0, {str(HOOK_SERVER.parent)!r}); import hookserver; "
+        # No collection while the server imports (it made only what lives as long as it does): each hook gets the
+        # collector back, with what the server made frozen (hookserver.serve).
+        boot = (f"import gc; gc.disable(); import sys; sys.path.insert(0, {str(HOOK_SERVER.parent)!r}); "
+                "import hookserver; "
                 f"sys.path.remove({str(HOOK_SERVER.parent)!r}); "
                 f"hookserver.serve({script!r}, {request_read}, {reply_write}, own_namespace={sandboxed}, "
                 f"preload={None if preload is None else tuple(preload)!r})")
