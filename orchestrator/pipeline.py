@@ -220,10 +220,10 @@ class BuildRun:
                                           run_env_cache(settings.build_env_dir, keep=settings.keep_build_envs)))
                 for source in sources:
                     self.add(source)
-                if requirements is None:  # no source joins later (each download would): let go of their keys
-                    self._keys.clear()
                 if requirements is not None:
                     self._start_downloads(requirements, stack)
+                else:  # no source joins later (each download would): let go of their keys
+                    self._keys.clear()
                 self._scheduler.run()
                 # Every build has ended, and no source joins now: a dict or set keeps the table of its largest size.
                 self._sources.clear()
