@@ -6,7 +6,8 @@
 Each run is ``overhead.py``'s cold orchestrate run (the same no-op sdists, fresh ``--state-dir``,
 ``-j 2``, offline) with ``--no-sandbox`` (the sandbox changes what the builds cost, not what the
 run keeps) and every report asked for: ``--report-json``, ``--trace``, ``--junit`` and the run
-folder's ``report.json`` and ``report.html``, so the end of the run is measured too. The figure is
+folder's ``report.json`` and ``report.html``, so the end of the run is measured too (each variant first
+makes one unmeasured run of two builds: no measured run compiles bytecode). The figure is
 the peak RSS of the tool's own top process (``VmHWM``, read every 0.1 s until it exits). Variants
 (``--variant NAME=DIR``, another checkout run with ``PYTHONPATH=DIR``) are taken in turn within
 each count and round, so two versions of the code are compared on the same machine state.
@@ -69,6 +70,11 @@ def main() -> None:
         work = Path(tmp)
         sdists = [make_sdist(work / "sdists", f"noop{i:05d}") for i in range(max(counts))]
         named = {count: _named(work, sdists[:count], args.folder) for count in counts}
+        # An unmeasured run of each variant first: an interpreter compiles what has no bytecode yet as it first
+        # imports it (rich's emoji table alone peaked 8 MB above the run), which the variant taken first paid alone.
+        for name, src in variants.items():
+            run_orchestrate(sdists[:2], src, work, work / f"state-{name}", args.max_builds, f"{name}-warm",
+                            ["--no-sandbox"])
         for number in range(args.rounds):
             for count in counts:
                 bare = measure([sys.executable, "-c", "import time; time.sleep(0.5)", *map(str, named[count])],

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -187,8 +187,11 @@ class BuildRun:
         )
         self.report.samples = self._scheduler.samples
 
-    def run(self, sources: Sequence[Source], requirements: Requirements | None = None) -> RunReport:
+    def run(self, sources: Iterable[Source], requirements: Requirements | None = None) -> RunReport:
         """Resolve the requirements, then place each wheel the index has and build every sdist and source.
+
+        ``sources`` is gone through once, as they are queued, and not kept: a source is held by its queue entry
+        until its build ends (``Collected.take_sources`` lets the caller's list go of each as it is taken).
 
         Each sdist is built as soon as it is downloaded. With an installer, each wheel
         is installed as soon as it is in the wheelhouse (or, with ``install_after_build``,
@@ -219,7 +222,12 @@ class BuildRun:
                     self.add(source)
                 if requirements is not None:
                     self._start_downloads(requirements, stack)
+                else:  # no source joins later (each download would): let go of their keys
+                    self._keys.clear()
                 self._scheduler.run()
+                # Every build has ended, and no source joins now: a dict or set keeps the table of its largest size.
+                self._sources.clear()
+                self._keys.clear()
                 if self._resolution_failed is not None:
                     raise self._resolution_failed
                 self._check_set(strict=requirements is not None and not requirements.no_deps)

@@ -242,3 +242,16 @@ def test_a_tree_whose_pyproject_cannot_be_parsed_names_it(tmp_path: Path) -> Non
     (tmp_path / "pyproject.toml").write_text("[project\n")
     with pytest.raises(SourceError, match=rf"^{tmp_path}/pyproject.toml: cannot be parsed: "):
         tree_source(tmp_path)
+
+
+def test_sources_taken_come_in_order_and_are_let_go_of(tmp_path: Path) -> None:
+    for name in ("beta", "alpha", "gamma"):
+        make_sdist(tmp_path / "sdists", name)
+    collected = collect_sources([tmp_path / "sdists"])
+    listed = [source.name for source in collected.sources]
+    taken = []
+    for source in collected.take_sources():
+        taken.append(source.name)
+        assert source not in collected.sources  # the list no longer holds it once it is taken
+    assert taken == listed == ["alpha", "beta", "gamma"]
+    assert collected.sources == []

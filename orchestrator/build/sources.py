@@ -175,6 +175,14 @@ class Collected:
     rejected: list[tuple[Path, str]]
     """Sources that cannot be built at all (unreadable, misnamed), with why; each fails alone."""
 
+    def take_sources(self) -> Iterator[Source]:
+        """The sources in order, each let go of as it is taken (:attr:`sources` ends empty): a run that queues them
+        then holds each only until its build ends, not thousands of them to its end."""
+        sources = self.sources
+        sources.reverse()
+        while sources:
+            yield sources.pop()
+
 
 def collect_sources(paths: Iterable[Path]) -> Collected:
     """Expand paths into sources, dropping duplicates (same name and version).

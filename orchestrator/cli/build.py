@@ -256,7 +256,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                            "jobserver": "on" if settings.jobserver else "off"}
     files = ReportFiles(json=report_json, html=report_html, trace=trace, run_folder=folder)
     try:
-        run_and_report(lambda: run.run(collected.sources, wanted), run.report, display, console, files, junit=junit)
+        run_and_report(lambda: run.run(collected.take_sources(), wanted), run.report, display, console, files,
+                       junit=junit)
     finally:
         if farm is not None:
             farm[0].close()

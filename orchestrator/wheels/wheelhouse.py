@@ -28,10 +28,22 @@ run releases the lock. A run killed (-9) in between loses at most that second's 
 sdists are built again by the next run."""
 
 
-Entry = tuple[str, str | None]
-"""A wheel of the manifest, and the sdist it was built from (``None``: an entry that names none). Kept as a tuple,
-written as the object ``{"source": ..., "wheel": ...}``: a dict each cost 130 bytes more, over a wheelhouse of
-thousands."""
+Entry = str
+"""A wheel of the manifest and the sdist it was built from, as the manifest file writes it: the JSON object
+``{"source": ..., "wheel": ...}`` (no ``source`` in an entry that names none) as ``json.dumps(indent=1,
+sort_keys=True)`` spells it one level deep. One string a wheel: a dict each cost 130 bytes more than a tuple, a
+tuple and its two strings 70 more than this, over a wheelhouse of thousands; and each write of the manifest,
+every second of a run, no longer encodes every entry again."""
+
+
+def _entry(wheel: str, source: str | None) -> Entry:
+    return json.dumps({"wheel": wheel} if source is None else {"source": source, "wheel": wheel},
+                      indent=1, sort_keys=True).replace("\n", "\n ")  # one level deeper
+
+
+def _wheel(entry: Entry) -> str:
+    wheel: str = json.loads(entry)["wheel"]
+    return wheel
 
 
 class Wheelhouse:
@@ -86,7 +98,7 @@ class Wheelhouse:
             return {}
         if not isinstance(data, dict):
             return {}
-        return {sha256: (entry["wheel"], entry.get("source")) for sha256, entry in data.items()
+        return {sha256: _entry(entry["wheel"], entry.get("source")) for sha256, entry in data.items()
                 if isinstance(entry, dict) and isinstance(entry.get("wheel"), str)}
 
     def built_wheel(self, sha256: str | None) -> str | None:
@@ -94,9 +106,10 @@ class Wheelhouse:
         if sha256 is None:
             return None
         entry = self._manifest.get(sha256)
-        if entry and (self.path / entry[0]).is_file():
-            return entry[0]
-        return None
+        if entry is None:
+            return None
+        wheel = _wheel(entry)
+        return wheel if (self.path / wheel).is_file() else None
 
     def record(self, sha256: str | None, *, wheel: str, source: str) -> None:
         """Remember which sdist a wheel came from; written atomically, at once or by :meth:`flush`
@@ -104,7 +117,7 @@ class Wheelhouse:
         if sha256 is None:
             return
         with self._manifest_lock:
-            self._manifest[sha256] = (wheel, source)
+            self._manifest[sha256] = _entry(wheel, source)
             self._unsaved = True
             if time.monotonic() - self._saved_at >= MANIFEST_WRITE_INTERVAL:
                 self._write()
@@ -118,7 +131,8 @@ class Wheelhouse:
     def forget(self, wheel: str) -> None:
         """Forget the sdist ``wheel`` was built from: another file (the index's wheel) now has its name."""
         with self._manifest_lock:
-            stale = [sha256 for sha256, entry in self._manifest.items() if entry[0] == wheel]
+            named = json.dumps(wheel)  # as it is spelled in the entries that name it (and few others)
+            stale = [sha256 for sha256, entry in self._manifest.items() if named in entry and _wheel(entry) == wheel]
             for sha256 in stale:
                 del self._manifest[sha256]
             if stale:
@@ -131,10 +145,7 @@ class Wheelhouse:
             text = io.TextIOWrapper(out, encoding="utf-8")
             text.write("{")
             for index, sha256 in enumerate(sorted(self._manifest)):
-                wheel, source = self._manifest[sha256]
-                entry = json.dumps({"wheel": wheel} if source is None else {"source": source, "wheel": wheel},
-                                   indent=1, sort_keys=True).replace("\n", "\n ")  # one level deeper
-                text.write((",\n " if index else "\n ") + json.dumps(sha256) + ": " + entry)
+                text.write((",\n " if index else "\n ") + json.dumps(sha256) + ": " + self._manifest[sha256])
             text.write("\n}" if self._manifest else "}")
             text.flush()
             text.detach()
