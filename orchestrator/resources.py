@@ -193,7 +193,6 @@ class ProcReader:
         self._meminfo = meminfo
         self._stat = stat
         self._cpus = None if cpus is None else frozenset(cpus)
-        self._tick = os.sysconf("SC_CLK_TCK")
         # A CPU line is at most ~220 bytes; the lines come first in /proc/stat, before the long ``intr`` line.
         self._stat_size = 256 * ((os.cpu_count() or 1) + 2)
         weakref.finalize(self, _close, meminfo, stat)
@@ -248,7 +247,7 @@ class ProcReader:
             seen += 1
         if seen == 0 or (self._cpus is not None and seen < len(self._cpus)):
             return None
-        return ticks / self._tick
+        return ticks / CLOCK_TICKS
 
 
 _BUSY_COLUMNS: Final = (0, 1, 2, 5, 6, 7)
@@ -378,8 +377,8 @@ def _psutil_usage(tree: list[psutil.Process]) -> TreeUsage:
     return TreeUsage(rss=rss, cpu_s=cpu, cpu_wait_s=wait)
 
 
-PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
 def _stat_usage(pid: int) -> tuple[int, float, int] | None:
