@@ -9,6 +9,9 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
+from orchestrator.errors import UsageError
+from orchestrator.units import parse_size
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -18,6 +21,22 @@ def option(*names: str, **kwargs: Any) -> Callable[[F], F]:
     kwargs.setdefault("envvar", "ORCHESTRATE_" + long_name.upper().replace("-", "_"))
     kwargs.setdefault("show_envvar", True)
     return click.option(*names, **kwargs)
+
+
+def size_check(*, percent: bool) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """An option callback that checks a memory size (``6G``, ``512M``, and ``75%`` where ``percent``) as it is
+    read, so that a bad one is named with its option; the size is kept as written, for the run to resolve
+    against the machine's memory."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_size(value, total=1 if percent else None)
+            except UsageError as error:
+                raise click.BadParameter(str(error), ctx, param) from None
+        return value
+
+    return check
 
 
 def _group(options: list[Callable[[F], F]]) -> Callable[[F], F]:

@@ -49,6 +49,15 @@ def one_error_line(stderr: str) -> str:
         (["frobnicate"], "No such command 'frobnicate'"),  # click's group
         (["build", "-w", "wh"], "nothing to build"),  # ours
         (["build", "missing.tar.gz"], "missing.tar.gz: no such file or folder"),  # ours
+        # Sizes: the option is named, whichever of them is wrong, before any work.
+        (["build", ".", "--memory-limit", "12XB"],
+         "'--memory-limit' (env var: 'ORCHESTRATE_MEMORY_LIMIT'): invalid size '12XB'"),
+        (["build", ".", "--min-free-memory", "200%"], "'--min-free-memory' (env var: 'ORCHESTRATE_MIN_FREE_MEMORY'): "
+                                                     "invalid size '200%': a percentage cannot exceed 100%"),
+        (["build", ".", "--memory-per-build", "50%"], "'--memory-per-build' (env var: 'ORCHESTRATE_MEMORY_PER_BUILD'): "
+                                                     "invalid size '50%': a percentage needs a known total"),
+        (["build", ".", "--compiler-cache-size", "lots"], "'--compiler-cache-size' (env var: "
+                                                          "'ORCHESTRATE_COMPILER_CACHE_SIZE'): invalid size 'lots'"),
     ],
 )
 def test_every_usage_error_is_one_error_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -21,6 +21,7 @@ from orchestrator.options import (
     option,
     report_options,
     resolve_options,
+    size_check,
 )
 from orchestrator.units import format_size, parse_size
 
@@ -82,11 +83,12 @@ def _compiler_cache(choice: Literal["auto", "ccache", "off"], size: str,
 @option("--wheelhouse", "-w", type=click.Path(file_okay=False, path_type=Path), default=Path("wheelhouse"),
         show_default=True, help="Folder the wheels go to.")
 @option("--max-builds", "-j", type=click.IntRange(min=1), help="Builds at once (default: usable CPUs).")
-@option("--memory-limit", metavar="SIZE", help="Most memory all builds together may use: 6G, 512M, 75%. "
+@option("--memory-limit", metavar="SIZE", callback=size_check(percent=True),
+        help="Most memory all builds together may use: 6G, 512M, 75%. "
         "Default: available memory at start minus --min-free-memory.")
-@option("--min-free-memory", metavar="SIZE", help="Never start a build that would leave less free "
-        "(default: 10% of RAM or 1G, the smaller).")
-@option("--memory-per-build", metavar="SIZE", default="1G", show_default=True,
+@option("--min-free-memory", metavar="SIZE", callback=size_check(percent=True),
+        help="Never start a build that would leave less free (default: 10% of RAM or 1G, the smaller).")
+@option("--memory-per-build", metavar="SIZE", callback=size_check(percent=False), default="1G", show_default=True,
         help="What a build is assumed to need when history and config do not say.")
 @option("--max-load", type=click.FloatRange(min=0), help="Do not start a build while the 1-minute load "
         "per CPU exceeds this (default: off).")
@@ -111,7 +113,7 @@ def _compiler_cache(choice: Literal["auto", "ccache", "off"], size: str,
 @option("--compiler-cache", type=click.Choice(["auto", "ccache", "off"]), default="auto", show_default=True,
         help="Compile C and C++ through ccache, its cache under --state-dir; auto: where ccache is installed "
         "and works (a note says when not); ccache: the same, required.")
-@option("--compiler-cache-size", metavar="SIZE", default="5G", show_default=True,
+@option("--compiler-cache-size", metavar="SIZE", callback=size_check(percent=False), default="5G", show_default=True,
         help="Largest size of the compiler cache; ccache drops the oldest entries past it.")
 @option("--jobserver", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
         help="Be the GNU make jobserver of the builds: usable CPUs shared as tokens by the make >= 4.4, ninja "
