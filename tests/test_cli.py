@@ -131,6 +131,30 @@ def test_a_memory_limit_no_build_fits_under_is_a_usage_error(
     assert one_error_line(result.stderr).startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["build", "SDIST", "-w", "wh", "--state-dir", "a-file/state"], "--state-dir"),
+        (["build", "SDIST", "-w", "wh", "--log-dir", "a-file/logs"], "--log-dir"),
+        (["build", "SDIST", "-w", "wh", "--sdist-dir", "a-file/sdists"], "--sdist-dir"),
+        (["download", "-r", "reqs.txt", "--no-index", "--dest", "a-file/sdists"], "--dest"),
+        (["download", "-r", "reqs.txt", "--no-index", "--state-dir", "a-file/state"], "--state-dir"),
+    ],
+)
+def test_a_folder_that_cannot_be_made_is_named_before_the_run(tmp_path: Path, args: list[str], option: str) -> None:
+    """Each build failed without it (an unusable --log-dir), or the command ended in a traceback."""
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "reqs.txt").write_text("lonely==1.0\n")
+    sdist = make_sdist(tmp_path, "lonely")
+    result = orchestrate(*[str(sdist) if arg == "SDIST" else arg for arg in args], cwd=tmp_path)
+    assert result.returncode == 2
+    folder = args[args.index(option) + 1]
+    assert one_error_line(result.stderr) == (
+        f"error: {option} {folder if option != '--state-dir' else tmp_path / folder}: cannot make the folder "
+        "(Not a directory); name a folder you can write to")
+    assert not (tmp_path / "wh").exists()
+
+
 def test_a_memory_limit_that_fits_one_build_is_accepted(tmp_path: Path) -> None:
     result = orchestrate("build", make_sdist(tmp_path, "fits"), "-w", tmp_path / "wh", "--memory-limit", "512M",
                          "--memory-per-build", "256M")

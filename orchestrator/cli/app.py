@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -152,3 +153,16 @@ def resolve_state_dir(state_dir: Path | None) -> Path:
     from orchestrator.policy.history import default_state_dir  # sqlite3 and platformdirs: not for --help
 
     return (state_dir or default_state_dir()).resolve()
+
+
+def writable_folder(path: Path, option: str) -> Path:
+    """``path``, made with its parents where missing; a usage error naming ``option`` where it cannot be made or
+    written, before the run starts rather than in every build or as a traceback."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot make the folder ({exc.strerror or exc}); "
+                         "name a folder you can write to") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: the folder is not writable; name a folder you can write to")
+    return path

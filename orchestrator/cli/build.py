@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Literal
 
 import click
 
-from orchestrator.cli.app import HISTORY_FILE, handle_errors, main, make_console, resolve_state_dir
+from orchestrator.cli.app import (
+    HISTORY_FILE,
+    handle_errors,
+    main,
+    make_console,
+    resolve_state_dir,
+    writable_folder,
+)
 from orchestrator.errors import (
     UsageError,
 )
@@ -199,7 +206,10 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     cgroup, ceiling_note = ceiling.for_run() if sandbox else (None, None)
     if cgroup is not None:  # however the command ends
         click.get_current_context().call_on_close(cgroup.remove)
-    state = resolve_state_dir(state_dir)
+    state = writable_folder(resolve_state_dir(state_dir), "--state-dir")
+    for path, name in ((log_dir, "--log-dir"), (sdist_dir, "--sdist-dir")):
+        if path is not None:
+            writable_folder(path, name)
     folder = run_folder(state, time.time())
     cache, cache_note = _compiler_cache(compiler_cache, compiler_cache_size, state)
     index = index_settings(index_url, extra_index_url, find_links, no_index, wanted.parsed.index if wanted else None)

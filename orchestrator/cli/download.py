@@ -8,7 +8,7 @@ from typing import Literal
 
 import click
 
-from orchestrator.cli.app import handle_errors, main, make_console, resolve_state_dir
+from orchestrator.cli.app import handle_errors, main, make_console, resolve_state_dir, writable_folder
 from orchestrator.options import (
     index_options,
     option,
@@ -67,7 +67,8 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
                            overrides=load_package_config(config) if config else {})
     assert wanted is not None
     index = index_settings(index_url, extra_index_url, find_links, no_index, wanted.parsed.index)
-    state = resolve_state_dir(state_dir)
+    state = writable_folder(resolve_state_dir(state_dir), "--state-dir")
+    writable_folder(dest, "--dest")
     settings = download_settings(index, state, cache_dir, no_cache, download_timeout,
                                   download_retries, wanted.parsed.require_hashes, wanted.binary)
     console = make_console()
