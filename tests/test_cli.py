@@ -139,10 +139,13 @@ def test_a_memory_limit_no_build_fits_under_is_a_usage_error(
         (["build", "SDIST", "-w", "wh", "--sdist-dir", "a-file/sdists"], "--sdist-dir"),
         (["download", "-r", "reqs.txt", "--no-index", "--dest", "a-file/sdists"], "--dest"),
         (["download", "-r", "reqs.txt", "--no-index", "--state-dir", "a-file/state"], "--state-dir"),
+        (["download", "-r", "reqs.txt", "--no-index", "--cache-dir", "a-file/cache"], "--cache-dir"),
+        (["build", "-r", "reqs.txt", "--no-index", "-w", "wh", "--cache-dir", "a-file/cache"], "--cache-dir"),
     ],
 )
 def test_a_folder_that_cannot_be_made_is_named_before_the_run(tmp_path: Path, args: list[str], option: str) -> None:
-    """Each build failed without it (an unusable --log-dir), or the command ended in a traceback."""
+    """Each build failed without it (an unusable --log-dir), the download cache was silently left out, or the
+    command ended in a traceback."""
     (tmp_path / "a-file").write_text("not a folder")
     (tmp_path / "reqs.txt").write_text("lonely==1.0\n")
     sdist = make_sdist(tmp_path, "lonely")
