@@ -14,14 +14,18 @@ prepared envs, history for longest-first). ``--repeat`` alternates further round
 The lower bound of a run is LB = max(sum of ``build_wheel`` seconds / K, longest
 ``build_wheel``), from that orchestrate run's own report (its ``backend`` phases): no
 schedule of those builds on K slots can end sooner. (``get_requires_for_build_wheel`` runs
-as the build is prepared, before admission, so outside the K slots.) Results go to ``benchmarks/results/corpus.json``.
+as the build is prepared, before admission, so outside the K slots.) Each step also records
+the CPU seconds of every process it waited for; with K CPUs, a run can end no sooner than its
+CPU seconds over K (its CPU bound). Results go to ``benchmarks/results/corpus.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -42,14 +46,43 @@ def clean_environ(**extra: str) -> dict[str, str]:
     return env
 
 
-def timed(cmd: list[str], env: dict[str, str], log: Path) -> float:
+def adopt_orphans() -> None:
+    """Make this process the reaper of its descendants' orphans (Linux), so their CPU seconds count.
+
+    bubblewrap with a PID namespace (orchestrate's sandbox) leaves the namespace's first process to be
+    reaped by whoever adopts it: without this, the CPU of every sandboxed hook is missing from
+    ``RUSAGE_CHILDREN``, and from the ``cpu_s`` orchestrate's own report reads the same way.
+    """
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def reap_orphans() -> None:
+    """Wait for the adopted orphans of a finished step (they end with it)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.05)
+
+
+def timed(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
+    """Run ``cmd`` to its end; its wall seconds, the CPU seconds of it and every process it or this one
+    waited for (less noisy than the wall clock on a shared machine), and the 1-minute load average."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with log.open("w") as out:
         completed = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    elapsed = time.perf_counter() - start
+    wall = time.perf_counter() - start
+    reap_orphans()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if completed.returncode:
         sys.exit(f"{cmd[:4]} failed with status {completed.returncode}; see {log}")
-    return elapsed
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"makespan_s": round(wall, 2), "cpu_s": round(cpu, 2), "load_1min": round(os.getloadavg()[0], 2)}
 
 
 def run_orchestrate(sdists: list[Path], backends: Path, work: Path, state: Path, k: int, label: str) -> dict[str, Any]:
@@ -58,12 +91,14 @@ def run_orchestrate(sdists: list[Path], backends: Path, work: Path, state: Path,
     cmd = [sys.executable, "-m", "orchestrator", "build", *map(str, sdists), "-w", str(wheelhouse), "-j", str(k),
            "--state-dir", str(state), "--keep-build-envs", "--no-index", "--find-links", str(backends),
            "--report-json", str(report), "--force"]
-    makespan = timed(cmd, clean_environ(UV_CACHE_DIR=str(state / "uv-cache")), work / f"{label}.log")
+    measured = timed(cmd, clean_environ(UV_CACHE_DIR=str(state / "uv-cache")), work / f"{label}.log")
+    makespan = measured["makespan_s"]
     builds = json.loads(report.read_text())["builds"]
     backend = [build["phases"].get("backend", 0.0) for build in builds]
     lower_bound = max(sum(backend) / k, max(backend))
     return {
-        "makespan_s": round(makespan, 2),
+        **measured,
+        "cpu_bound_s": round(measured["cpu_s"] / k, 2),
         "built": sum(build["status"] == "built" for build in builds),
         "backend_sum_s": round(sum(backend), 2),
         "longest_backend_s": round(max(backend), 2),
@@ -85,7 +120,7 @@ def run_pip(sdists: list[Path], backends: Path, work: Path) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index", "--find-links", str(backends),
            "-w", str(work / "pip-wh"), *map(str, sdists)]
     env = clean_environ(PIP_CACHE_DIR=str(work / "pip-cache"), PIP_DISABLE_PIP_VERSION_CHECK="1")
-    return {"makespan_s": round(timed(cmd, env, work / "pip.log"), 2)}
+    return timed(cmd, env, work / "pip.log")
 
 
 def run_uv(sdists: list[Path], backends: Path, work: Path, k: int) -> dict[str, Any]:
@@ -96,7 +131,7 @@ def run_uv(sdists: list[Path], backends: Path, work: Path, k: int) -> dict[str, 
     subprocess.run([binary, "venv", "--quiet", str(work / "uv-venv")], env=env, check=True)
     cmd = [binary, "pip", "install", "--no-deps", "--offline", "--no-index", "--find-links", str(backends),
            "--python", str(work / "uv-venv" / "bin" / "python"), *map(str, sdists)]
-    return {"makespan_s": round(timed(cmd, env, work / "uv.log"), 2)}
+    return timed(cmd, env, work / "uv.log")
 
 
 def main() -> None:
@@ -116,6 +151,7 @@ def main() -> None:
     if args.only:
         sdists = sdists[: args.only]
     k = args.max_builds
+    adopt_orphans()
     rounds = []
     for round_number in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="orchestrate-bench-") as tmp:
@@ -157,23 +193,28 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         if "uv" in result:
             ratio("cold/uv", cold / result["uv"]["makespan_s"])
             ratio("warm/uv", warm / result["uv"]["makespan_s"])
+            ratio("cold/uv CPU", result["orchestrate_cold"]["cpu_s"] / result["uv"]["cpu_s"])
         ratio("cold/LB", result["orchestrate_cold"]["over_lower_bound"])
+        ratio("cold/CPU bound", cold / result["orchestrate_cold"]["cpu_bound_s"])
         ratio("warm/LB", result["orchestrate_warm"]["over_lower_bound"])
         ratio("cold median overhead s", result["orchestrate_cold"]["median_overhead_s"])
         ratio("warm median overhead s", result["orchestrate_warm"]["median_overhead_s"])
     makespans: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
     for result in rounds:
         for tool, values in result.items():
             makespans.setdefault(tool, []).append(values["makespan_s"])
-    return {"makespan_s": makespans, "ratios": ratios,
+            cpus.setdefault(tool, []).append(values["cpu_s"])
+    return {"makespan_s": makespans, "cpu_s": cpus, "ratios": ratios,
             "lower_bound_s": [result["orchestrate_warm"]["lower_bound_s"] for result in rounds]}
 
 
 def _print(summary: dict[str, Any], count: int, k: int) -> None:
     print(f"\n{count} sdists, K={k}")
-    print("| tool | makespan s |\n|---|---|")
+    print("| tool | makespan s | CPU s |\n|---|---|---|")
     for tool, values in summary["makespan_s"].items():
-        print(f"| {tool} | {', '.join(f'{v:.1f}' for v in values)} |")
+        cpu = summary["cpu_s"][tool]
+        print(f"| {tool} | {', '.join(f'{v:.1f}' for v in values)} | {', '.join(f'{v:.1f}' for v in cpu)} |")
     print(f"| lower bound (warm run's hooks) | {', '.join(f'{v:.1f}' for v in summary['lower_bound_s'])} |")
     print("\n| ratio | value |\n|---|---|")
     for name, values in summary["ratios"].items():

@@ -32,8 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from corpus import clean_environ
-from upgrade import adopt_orphans, timed
+from corpus import adopt_orphans, clean_environ, timed
 
 HERE = Path(__file__).parent
 SCENARIOS = ("alone", "beside")

@@ -25,8 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from corpus import clean_environ
-from upgrade import adopt_orphans, timed
+from corpus import adopt_orphans, clean_environ, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,66 +23,23 @@ Results go to ``benchmarks/results/upgrade.json``.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
-import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from corpus import clean_environ
+from corpus import adopt_orphans, clean_environ, timed
 
 HERE = Path(__file__).parent
 PREVIOUS = HERE / "corpus-previous.txt"
 
 Tool = Callable[[list[Path], Path, str], dict[str, Any]]
 """Builds the given sdists in its work folder (``label`` names the step); returns the step's figures."""
-
-
-def adopt_orphans() -> None:
-    """Make this process the reaper of its descendants' orphans (Linux), so their CPU seconds count.
-
-    bubblewrap with a PID namespace (orchestrate's sandbox) leaves the namespace's first process to be
-    reaped by whoever adopts it: without this, the CPU of every sandboxed hook is missing from
-    ``RUSAGE_CHILDREN``, and from the ``cpu_s`` orchestrate's own report reads the same way.
-    """
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-
-
-def reap_orphans() -> None:
-    """Wait for the adopted orphans of a finished step (they end with it)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            time.sleep(0.05)
-
-
-def timed(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
-    """Run ``cmd`` to its end; its wall seconds, the CPU seconds of it and every process it or this one
-    waited for (less noisy than the wall clock on a shared machine), and the 1-minute load average."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    with log.open("w") as out:
-        completed = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    reap_orphans()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if completed.returncode:
-        sys.exit(f"{cmd[:4]} failed with status {completed.returncode}; see {log}")
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return {"makespan_s": round(wall, 2), "cpu_s": round(cpu, 2), "load_1min": round(os.getloadavg()[0], 2)}
 
 
 def pinned_names(requirements: Path) -> list[str]:
