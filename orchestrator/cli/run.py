@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.cli.app import EXIT_FAILED, EXIT_OK, Terminated, print_error
+from orchestrator.cli.app import EXIT_FAILED, EXIT_OK, Terminated, print_error, writable_folder
 from orchestrator.display import PlainDisplay, print_summary
 from orchestrator.errors import InstallError, UsageError
 from orchestrator.install.target import Target
@@ -51,6 +51,8 @@ def download_settings(index: IndexSettings, state: Path, cache_dir: Path | None,
                        binary: BinaryPolicy) -> DownloadSettings:
     from orchestrator.download.fetch import DownloadSettings  # httpx and unearth: only runs that download
 
+    if cache_dir is not None and not no_cache:
+        writable_folder(cache_dir, "--cache-dir")
     return DownloadSettings(
         index=index,
         cache_dir=None if no_cache else (cache_dir or state / "downloads").resolve(),
