@@ -12,6 +12,7 @@ import gc
 import sys
 import threading
 import tracemalloc
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from fake_executor import FakeMachine
 from sdists import make_sdist
 
 from orchestrator import pipeline
-from orchestrator.build.sources import Source, collect_sources, compiles
+from orchestrator.build.sources import Source, collect_sources, compiles, sdist_source
 from orchestrator.buildstate import RunState
 from orchestrator.jobs import Status
 from orchestrator.pipeline import BuildRun, BuildSettings
@@ -56,11 +57,16 @@ def reference_record(source: Source) -> int:
     return sys.getsizeof(fields) + sum(sys.getsizeof(field) for field in fields)
 
 
-def queued_bytes(folder: Path, count: int, monkeypatch: pytest.MonkeyPatch) -> tuple[int, Source]:
-    """Bytes traced when the first of ``count`` queued sources starts, over those before the run; a source."""
+def queued_bytes(folder: Path, count: int, monkeypatch: pytest.MonkeyPatch, *, handed_over: bool = False
+                 ) -> tuple[int, Source]:
+    """Bytes traced when the first of ``count`` queued sources starts, over those before the run; a source.
+
+    ``handed_over``: the sources are listed in that time too, and handed over as the command does
+    (``Collected.take_sources``), the run holding each as it queues it; else the caller holds them all."""
     for index in range(count):
         make_sdist(folder / "sdists", f"queued{index:04d}")
-    sources = collect_sources([folder / "sdists"]).sources
+    first = sdist_source(folder / "sdists" / "queued0000-1.0.tar.gz")
+    sources: Iterable[Source] = () if handed_over else collect_sources([folder / "sdists"]).sources
     machine = FakeMachine()
     observer = FirstStart(machine)
     monkeypatch.setattr(pipeline, "compiles", lambda source: observer.started.wait(30) and compiles(source))
@@ -72,12 +78,14 @@ def queued_bytes(folder: Path, count: int, monkeypatch: pytest.MonkeyPatch) -> t
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
+        if handed_over:
+            sources = collect_sources([folder / "sdists"]).take_sources()
         report = run.run(sources)
     finally:
         tracemalloc.stop()
     assert report.builds.counts[Status.FAILED.value] == count  # every source was queued, and started
     assert observer.traced is not None
-    return observer.traced - before, sources[0]
+    return observer.traced - before, first
 
 
 def test_a_queued_source_costs_less_than_a_tuple_of_its_fields(tmp_path: Path,
@@ -89,3 +97,21 @@ def test_a_queued_source_costs_less_than_a_tuple_of_its_fields(tmp_path: Path,
     bound = reference_record(source)
     # A BuildJob (its log path), a future for its estimate and a queue entry were about 3 KB a source.
     assert per_source < bound, f"{per_source:.0f} bytes a queued source, over {bound}"
+
+
+def reference_source(source: Source) -> int:
+    """Bytes of a plain tuple of what a source is: its file, name, version and digest (each string copied)."""
+    fields = (source.location + "", source.name + "", str(source.version), str(source.sha256))
+    return sys.getsizeof(fields) + sum(sys.getsizeof(field) for field in fields)
+
+
+def test_a_queued_sdist_costs_less_than_its_source_with_its_queue_entry(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # As the command runs: the sources listed, then handed over one at a time, each held by its queue entry alone.
+    few, _ = queued_bytes(tmp_path / "few", 100, monkeypatch, handed_over=True)
+    many, source = queued_bytes(tmp_path / "many", 400, monkeypatch, handed_over=True)
+    per_source = (many - few) / 300
+    bound = reference_source(source) + reference_record(source) // 2
+    # Its Source (its name and version among it) was held beside the entry (about 360 bytes, the test above): about
+    # 750 bytes a queued sdist. Now its entry alone: less than its fields as strings, and half a tuple of them more.
+    assert per_source < bound, f"{per_source:.0f} bytes a queued sdist, over {bound}"
