@@ -11,12 +11,14 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from fake_executor import FakeMachine
+from packaging.utils import canonicalize_name
 from sdists import make_sdist
 
 from orchestrator import pipeline
@@ -24,7 +26,9 @@ from orchestrator.build.sources import Source, collect_sources, compiles, sdist_
 from orchestrator.buildstate import RunState
 from orchestrator.jobs import Status
 from orchestrator.pipeline import BuildRun, BuildSettings
-from orchestrator.policy.admission import Limits
+from orchestrator.policy.admission import Limits, QueuedBuild
+from orchestrator.queued import JobMaker, QueuedSource
+from orchestrator.scheduler import BuildScheduler, SchedulerSettings
 
 
 class FirstStart:
@@ -33,6 +37,8 @@ class FirstStart:
     def __init__(self, machine: FakeMachine) -> None:
         self.machine = machine
         self.traced: int | None = None
+        self.peak: int | None = None
+        """The most traced at once until then: the queue's ordering among it."""
         self.started = threading.Event()
 
     def event(self, message: str) -> None:
@@ -40,7 +46,7 @@ class FirstStart:
             return
         if self.traced is None:
             gc.collect()
-            self.traced = tracemalloc.get_traced_memory()[0]
+            self.traced, self.peak = tracemalloc.get_traced_memory()
             self.started.set()
         (worker,) = [worker for worker in self.machine.busy() if message.startswith(f"{worker.key}: ")]
         worker.finish(1)
@@ -115,3 +121,41 @@ def test_a_queued_sdist_costs_less_than_its_source_with_its_queue_entry(tmp_path
     # Its Source (its name and version among it) was held beside the entry (about 360 bytes, the test above): about
     # 750 bytes a queued sdist. Now its entry alone: less than its fields as strings, and half a tuple of them more.
     assert per_source < bound, f"{per_source:.0f} bytes a queued sdist, over {bound}"
+
+
+
+def ordering_bytes(folder: Path, count: int) -> int:
+    """The most bytes traced at once from the scheduler's start to its first build's, ``count`` builds queued before
+    it (the queue ordered among it, by ``planning``'s longest-first order: no memory limit), over those before."""
+    machine = FakeMachine()
+    observer = FirstStart(machine)
+    settings = BuildSettings(wheelhouse=folder / "wheelhouse", log_dir=folder / "logs", history_path=None,
+                             limits=Limits(max_builds=2, memory_limit=None, min_free_memory=0, max_load=None),
+                             memory_per_build=2**30, build_env_dir=folder / "envs")
+    jobs = JobMaker(settings=settings, wheelhouse=folder / "wheelhouse", env_cache=folder / "envs", environ={})
+    scheduler = BuildScheduler(SchedulerSettings(limits=settings.limits), probe=machine, observer=observer,
+                               executor=machine)
+    for index in range(count):
+        source = Source(location=f"{folder}/queued{index:04d}-1.0.tar.gz", kind="sdist",
+                        name=canonicalize_name(f"queued{index:04d}"), version="1.0", sha256=f"{index:064x}")
+        scheduler.add(QueuedSource.of(source, learned=False, jobs=jobs), need=2**30, size=1000 + index % 7)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        scheduler.run()
+    finally:
+        tracemalloc.stop()
+    assert observer.peak is not None
+    return observer.peak - before
+
+
+def test_ordering_the_queue_makes_no_view_of_each_build(tmp_path: Path) -> None:
+    few = ordering_bytes(tmp_path / "few", 100)
+    many = ordering_bytes(tmp_path / "many", 400)
+    per_build = (many - few) / 300
+    # Queued, each build keeps two times (queued at, held since: 48 bytes); ordered, less than a QueuedBuild more.
+    times = 2 * sys.getsizeof(time.time())
+    bound = times + sys.getsizeof(QueuedBuild(key="queued0000-1.0", need=2**30, expected_duration=None, size=1000))
+    # The planner's view (a QueuedBuild each), a rank each and the sort's key tuples were about 350 bytes a build.
+    assert per_build < bound, f"{per_build:.0f} bytes a queued build at the first start's peak, over {bound}"
