@@ -289,7 +289,7 @@ class BuildScheduler:
         limits = self._settings.limits
         if not planning.simulates((item.expected_duration for item in self._pending), limits):
             # The plan is the longest-first order: the queue is ordered as it is, with no view of it made for the
-            # planner (a QueuedBuild and a rank each, about 300 bytes a build of a queue of thousands).
+            # planner (a QueuedBuild, a rank and a key tuple each: about 350 bytes a build of a queue of thousands).
             self._pending = admission.order_queue(self._pending)
             self._plan_follows_ends = False
         else:
