@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import tempfile
 import threading
@@ -81,8 +82,8 @@ logger = logging.getLogger(__name__)
 
 PYTHON_TAG = f"{sys.implementation.name}-{sys.version_info.major}.{sys.version_info.minor}"
 
-ESTIMATES: StageKind[Source, None] = StageKind(name="estimate", label=lambda source: source.key,
-                                               outcome=lambda nothing: Outcome(line=None))
+ESTIMATES: StageKind[QueuedSource, None] = StageKind(name="estimate", label=lambda queued: queued.key,
+                                                     outcome=lambda nothing: Outcome(line=None))
 """Sdists with no history looked into for compiled code, beside the builds."""
 
 
@@ -151,12 +152,12 @@ class BuildRun:
         self._predictor = Predictor(settings.history_path if settings.compiler_cache and executor is None else None,
                                     python=PYTHON_TAG, history=self._history,  # a farm: a cache per machine
                                     cache=settings.compiler_cache)
-        self._sources: dict[str, Source] = {}
+        self._sources: dict[str, QueuedSource] = {}
         """The sources queued for a build, by their location, until it ends."""
         self._keys: set[str] = set()  # of the sources: looking through them all at each add was quadratic
         self._installs: Stage[Path, InstallResult] | None = None
         self._install_later: list[Path] = []
-        self._estimates: Stage[Source, None]
+        self._estimates: Stage[QueuedSource, None]
         self._jobs: JobMaker  # with the run's folder of build environments, set by run() before any source is added
         self._environment: Mapping[str, str] | None = None
         """The marker environment the resolver resolved for; ``None``: this interpreter's."""
@@ -349,7 +350,6 @@ class BuildRun:
         if source.version and key in self._keys:
             self._observer.event(f"{source.path}: same name and version as another source; built once")
             return
-        self._sources[source.location] = source
         self._keys.add(key)
         override = settings.overrides.get(source.name)
         history = self._history
@@ -359,15 +359,17 @@ class BuildRun:
         predicted = self._predictor.predict(source, history.expected_duration(
             source.name, python=PYTHON_TAG, version=source.version) if history else None)
         timeout = override.timeout if override else None
-        self._scheduler.add(QueuedSource(key, source, learned, self._jobs), need=need,
-                            expected_duration=predicted.duration, size=source.size, timeout=timeout)
+        queued = self._sources[source.location] = QueuedSource.of(source, learned=learned, jobs=self._jobs)
+        self._scheduler.add(queued, need=need, expected_duration=predicted.duration, size=source.size,
+                            timeout=timeout)
         if predicted.duration is None or predicted.look:
-            self._estimates.feed(source)
+            self._estimates.feed(queued)
 
-    def _estimate(self, source: Source) -> None:
+    def _estimate(self, queued: QueuedSource) -> None:
         """Tell the scheduler whether a build with no history compiles code (it then starts earlier); note what."""
+        source = queued.source()
         if compiles(source):
-            self._scheduler.mark_compiling(source.key)
+            self._scheduler.mark_compiling(queued.key)
             self._predictor.look(source)
 
     def _place(self, result: DownloadResult, wheel: Path) -> None:
@@ -428,17 +430,17 @@ class BuildRun:
             result = replace(result, wheel_tag=_wheel_tag(result.wheel))
         self.report.builds.append(result)
         self._predictor.built(result)
-        source = self._sources.pop(result.source, None)  # its build has ended
+        queued = self._sources.pop(result.source, None)  # its build has ended
         if result.status is Status.BUILT and result.wheel:
-            if source is not None:
-                self._wheelhouse.record(source.sha256, wheel=result.wheel, source=source.path.name)
+            if queued is not None:
+                self._wheelhouse.record(queued.sha256, wheel=result.wheel, source=os.path.basename(queued.location))
             self._wheel_ready(result.wheel)
         if self._history is not None and result.started_at is not None and result.finished_at is not None:
             self._history.record(
                 BuildRecord(
                     name=result.name,
                     version=result.version or "",
-                    sdist_sha256=source.sha256 if source else None,
+                    sdist_sha256=queued.sha256 if queued else None,
                     python=PYTHON_TAG,
                     peak_rss_bytes=result.peak_rss_bytes or None,
                     wall_s=result.wall_s,

@@ -286,12 +286,20 @@ class BuildScheduler:
         Once per loop turn at most, however many builds were queued or ended in it.
         """
         self._plan_stale = False
-        queued, running = [item.as_policy() for item in self._pending], self._running_builds()
-        order = planning.plan_order(queued, running, self._settings.limits, now=self._clock())
-        self._plan_follows_ends = planning.ends_matter(queued, running, self._settings.limits)
-        rank = {build.key: index for index, build in enumerate(order)}
-        self._pending.sort(key=lambda queued: rank[queued.key])
-        logger.debug("queue order: %s", " ".join(queued.key for queued in self._pending))
+        limits = self._settings.limits
+        if not planning.simulates((item.expected_duration for item in self._pending), limits):
+            # The plan is the longest-first order: the queue is ordered as it is, with no view of it made for the
+            # planner (a QueuedBuild, a rank and a key tuple each: about 350 bytes a build of a queue of thousands).
+            self._pending = admission.order_queue(self._pending)
+            self._plan_follows_ends = False
+        else:
+            queued, running = [item.as_policy() for item in self._pending], self._running_builds()
+            order = planning.plan_order(queued, running, limits, now=self._clock())
+            self._plan_follows_ends = planning.ends_matter(queued, running, limits)
+            rank = {build.key: index for index, build in enumerate(order)}
+            self._pending.sort(key=lambda queued: rank[queued.key])
+        if logger.isEnabledFor(logging.DEBUG):  # not a string of every key, unasked
+            logger.debug("queue order: %s", " ".join(queued.key for queued in self._pending))
 
     # -- admission ---------------------------------------------------------------------
     def _admit(self) -> None:

@@ -429,6 +429,25 @@ def test_order_queue() -> None:
 
 # Property tests --------------------------------------------------------------
 
+queued_builds = st.builds(
+    QueuedBuild,
+    key=st.sampled_from(["a", "b", "c"]),  # ties of every rule, down to the key
+    need=st.sampled_from([G, 2 * G]),
+    expected_duration=st.none() | st.sampled_from([0.0, 1.5, 60.0]),
+    size=st.sampled_from([0, 10, 10_000]),
+    compiles=st.booleans(),
+)
+
+
+@given(st.lists(queued_builds, max_size=12))
+def test_order_queue_is_the_rules_in_turn(queue: list[QueuedBuild]) -> None:
+    # The rules of order_queue's docstring as one key; builds equal by every rule keep their order.
+    expected = sorted(queue, key=lambda b: (b.expected_duration is None, -(b.expected_duration or 0.0),
+                                            not b.compiles, -b.size, -b.need, b.key))
+    assert [id(b) for b in order_queue(queue)] == [id(b) for b in expected]
+
+
+
 sizes = st.integers(min_value=0, max_value=64 * G)
 running_builds = st.builds(
     RunningBuild,

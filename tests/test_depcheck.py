@@ -143,6 +143,20 @@ CHECKER_CASES = [
                  id="url-met"),
     pytest.param([dist("app 1.0", "foo @ https://example.org/foo-1.0.tar.gz")], [], LINUX_311,
                  ["app 1.0 requires foo @ https://example.org/foo-1.0.tar.gz (missing)"], id="url-missing"),
+    # Of a distribution that requires nothing, the check keeps a name and version until a requirement names it:
+    # the same findings as from whole distributions.
+    pytest.param([dist("app 1.0", "lib<2"), dist("Lib 2.0")], [dist("lib 3.0")], LINUX_311,
+                 ["app 1.0 requires lib<2 (Lib 2.0, 3.0 are in the set)"], id="conflict-among-kept-names"),
+    pytest.param([dist("app 1.0", "lib<2"), dist("lib 2.0")], [dist("lib 2.0.0")], LINUX_311,
+                 ["app 1.0 requires lib<2 (lib 2.0 is in the set)"], id="equal-versions-counted-once"),
+    pytest.param([dist("app 1.0", "lib[fast]>=1"), dist("lib 1.0")],  # the run's, though the wheelhouse's is newer
+                 [dist("lib 1.5", 'speedup; extra == "fast"')], LINUX_311, [], id="extra-from-the-run-kept-as-name"),
+    pytest.param([dist("app 1.0", "lib[fast]>=1.2"), dist("lib 1.0")],
+                 [dist("lib 1.5", 'speedup; extra == "fast"')], LINUX_311,
+                 ['lib[fast] 1.5 requires speedup; extra == "fast" (missing)'], id="extra-from-the-wheelhouse"),
+    pytest.param([dist("app 1.0", "lib[fast]>=1"), dist("lib 1.0", 'speedup; extra == "fast"')],
+                 [dist("lib 1.5")], LINUX_311,
+                 ['lib[fast] 1.0 requires speedup; extra == "fast" (missing)'], id="extra-from-the-run-first"),
 ]
 
 

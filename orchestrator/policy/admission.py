@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from operator import attrgetter
+from typing import Literal, Protocol, TypeVar
 
 from orchestrator.errors import UsageError
 from orchestrator.units import format_size
@@ -346,7 +347,29 @@ class QueuedBuild:
     """Whether it holds code in a compiled language: a build of minutes rather than seconds."""
 
 
-def order_queue(builds: Iterable[QueuedBuild]) -> list[QueuedBuild]:
+class Orderable(Protocol):
+    """What :func:`order_queue` reads of a queued build: a :class:`QueuedBuild`, or the scheduler's own entry."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def need(self) -> int: ...
+
+    @property
+    def expected_duration(self) -> float | None: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def compiles(self) -> bool: ...
+
+
+Build = TypeVar("Build", bound=Orderable)
+
+
+def order_queue(builds: Iterable[Build]) -> list[Build]:
     """``builds`` in the order to start them: the longest first.
 
     Starting the longest builds first keeps one slow build from running alone at
@@ -355,17 +378,23 @@ def order_queue(builds: Iterable[QueuedBuild]) -> list[QueuedBuild]:
     first. Remaining ties go to the larger memory need, then the key, so the order
     is reproducible.
     """
-    return sorted(
-        builds,
-        key=lambda build: (
-            build.expected_duration is None,
-            -(build.expected_duration or 0.0),
-            not build.compiles,
-            -build.size,
-            -build.need,
-            build.key,
-        ),
-    )
+    # One stable sort per rule, the last rule first: a key tuple per build (and the numbers negated in it), all
+    # made at once, was about 200 bytes a build of a queue of thousands, each time it was ordered.
+    ordered = sorted(builds, key=attrgetter("key"))
+    ordered.sort(key=attrgetter("need"), reverse=True)  # reverse keeps a sort stable
+    ordered.sort(key=attrgetter("size"), reverse=True)
+    ordered.sort(key=attrgetter("compiles"), reverse=True)
+    ordered.sort(key=_duration, reverse=True)
+    ordered.sort(key=_unknown)
+    return ordered
+
+
+def _duration(build: Orderable) -> float:
+    return build.expected_duration or 0.0
+
+
+def _unknown(build: Orderable) -> bool:
+    return build.expected_duration is None
 
 
 def may_backfill(

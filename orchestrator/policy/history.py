@@ -46,6 +46,9 @@ SUCCESS: Final = "success"
 """The status of a build that produced a wheel; only these feed predictions."""
 
 _BUSY_TIMEOUT_S: Final = 30.0
+CACHE_KIB: Final = 256
+"""SQLite's page cache per connection, in KiB. Its default, 2,000 KiB, grew with each build a run recorded (about
+0.2 KB a build of the run's own memory); what a query reads past it comes again from the system's file cache."""
 # SQLite's primary result codes for a damaged file; extended codes keep these in the low byte.
 _SQLITE_CORRUPT: Final = 11
 _SQLITE_NOTADB: Final = 26
@@ -415,6 +418,7 @@ def _prepare(connection: sqlite3.Connection) -> None:
         # Some file systems (network mounts) cannot share WAL's index; still usable.
         logger.debug("the build history stays in %s journal mode", mode)
     connection.execute("PRAGMA synchronous = NORMAL")
+    connection.execute(f"PRAGMA cache_size = -{CACHE_KIB}")  # negative: in KiB, not pages
     (check,) = connection.execute("PRAGMA quick_check").fetchone()
     if check != "ok":
         raise _Damaged(f"quick check: {check}")

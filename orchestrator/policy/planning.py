@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from orchestrator.policy.admission import (
     Limits,
@@ -26,7 +26,7 @@ from orchestrator.policy.admission import (
     shadow_time,
 )
 
-__all__ = ["ends_matter", "plan_order", "simulate"]
+__all__ = ["ends_matter", "plan_order", "simulate", "simulates"]
 
 PLAN_LIMIT = 24
 """Builds planned at most; the rest follow, longest first. Keeps a plan within tens of milliseconds."""
@@ -86,6 +86,13 @@ def _simulate(order: Sequence[QueuedBuild], running: Sequence[RunningBuild], lim
     return last - start, max(last, exposed) - start
 
 
+def simulates(durations: Iterable[float | None], limits: Limits) -> bool:
+    """Whether :func:`plan_order` simulates for a queue of builds expected to take ``durations`` (``None``:
+    unknown): under a memory limit, with two known at least. Otherwise its plan is
+    :func:`~orchestrator.policy.admission.order_queue`'s order, and no end of a running build changes it."""
+    return limits.memory_limit is not None and sum(duration is not None for duration in durations) >= 2
+
+
 def ends_matter(queue: Sequence[QueuedBuild], running: Sequence[RunningBuild], limits: Limits) -> bool:
     """Whether the plan for ``queue`` should be made again as running builds end.
 
@@ -95,7 +102,7 @@ def ends_matter(queue: Sequence[QueuedBuild], running: Sequence[RunningBuild], l
     end leaves the planned order as good as it was (planning again after each of thousands
     of small builds cost more than the builds).
     """
-    if limits.memory_limit is None or sum(build.expected_duration is not None for build in queue) < 2:
+    if limits.memory_limit is None or not simulates((build.expected_duration for build in queue), limits):
         return False
     needs = [*(build.need for build in queue), *(build.reservation for build in running)]
     return sum(heapq.nlargest(limits.max_builds, needs)) > limits.memory_limit
@@ -138,10 +145,10 @@ def plan_order(
     first by more than :data:`GAIN`, so repeated calls settle rather than churn.
     Reproducible: the shuffles are seeded.
     """
+    if not simulates((build.expected_duration for build in queue), limits):
+        return order_queue(queue)  # the unknown last, as below
     known = order_queue(build for build in queue if build.expected_duration is not None)
     unknown = order_queue(build for build in queue if build.expected_duration is None)
-    if limits.memory_limit is None or len(known) < 2:
-        return [*known, *unknown]
     planned, rest = known[:PLAN_LIMIT], known[PLAN_LIMIT:]
     keys = {build.key for build in planned}
     current = [build for build in queue if build.key in keys]

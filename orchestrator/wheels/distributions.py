@@ -100,16 +100,16 @@ def target_environment(python: str | os.PathLike[str] | None = None, *, timeout:
 
 def wheel_distributions(wheels: Iterable[Path], *, extras: Extras | None = None) -> tuple[Distribution, ...]:
     """The distributions of ``wheels``; a wheel that cannot be read is a :class:`WheelError`."""
+    return tuple(_read_distributions(wheels, extras))
+
+
+def _read_distributions(wheels: Iterable[Path], extras: Extras | None) -> Iterator[Distribution]:
+    """:func:`wheel_distributions`, each as it is read."""
     asked = _canonical_extras(extras)
-    found = []
     for path in wheels:
         wheel = read_wheel(path)
-        key = canonicalize_name(wheel.name)
-        found.append(Distribution(
-            name=wheel.name, version=wheel.version, requires_dist=wheel.requires_dist,
-            extras=asked.get(key, NO_EXTRAS),
-        ))
-    return tuple(found)
+        yield Distribution(name=wheel.name, version=wheel.version, requires_dist=wheel.requires_dist,
+                           extras=asked.get(canonicalize_name(wheel.name), NO_EXTRAS))
 
 
 def installed_distributions(
@@ -161,23 +161,33 @@ def check_wheels(
     """Check a run's ``wheels``; the other wheels of ``wheelhouse`` may satisfy their requirements.
 
     Each wheel is read once: the run's wheels are in the wheelhouse too, and are not read again as its others.
-    ``wheels`` is gone through once (a run's thousands are not listed first), keeping of each only what the check
-    reads (its name, version and requirements) and, of those in ``wheelhouse``, the file's name.
+    ``wheels`` is gone through once, then the wheelhouse's others (a run's thousands are not listed first), each
+    read as the check takes it (:func:`~orchestrator.wheels.depcheck.check` keeps of most only a name and version);
+    of those in ``wheelhouse``, the file's name is kept.
     """
     ours: set[str] = set()
 
     def noted(paths: Iterable[Path]) -> Iterator[Path]:
         for path in paths:
             if path.parent == wheelhouse:
-                ours.add(path.name)
+                # Not path.name: Path interns its parts, that very string, and the interpreter's table of interned
+                # strings, grown to hold thousands at once, never shrinks.
+                ours.add(os.path.basename(path))
             yield path
 
-    run = wheel_distributions(noted(wheels), extras=extras)
+    def others(folder: Path) -> Iterator[Path]:
+        # Listed once the run's wheels are all noted, each entry looked at as it is read: glob() lists them all
+        # first (a DirEntry, a Path and their strings each).
+        with os.scandir(folder) as entries:
+            names = sorted(entry.name for entry in entries if entry.name.endswith(".whl")
+                           and not entry.name.startswith(".") and entry.name not in ours)
+        for name in names:
+            yield folder / name
+
+    run = _read_distributions(noted(wheels), extras)
     if wheelhouse is None:
         return check(run, environment)
-    others = sorted(path for path in wheelhouse.glob("*.whl")
-                    if not path.name.startswith(".") and path.name not in ours)
-    return check(run, environment, available=wheel_distributions(others))
+    return check(run, environment, available=_read_distributions(others(wheelhouse), None))
 
 
 def check_installed(
