@@ -20,9 +20,11 @@ import pytest
 from conftest import orchestrate
 from sdists import make_sdist, read_events
 
+from orchestrator.build.jobserver import FIFO_NAME
 from orchestrator.build.sandbox import probe
 from orchestrator.executors import Exited, OutcomeReported, WorkerEvent
 from orchestrator.executors.local import SCRATCH_TMPFS, WORK_PREFIX, LocalExecutor, tmpfs_folder
+from orchestrator.executors.tokens import TokenPool
 from orchestrator.jobs import BuildJob, Status
 from orchestrator.settings import IndexSettings
 
@@ -70,7 +72,7 @@ def test_a_builds_view_and_control_folders_are_in_its_scratch_folder_linked_from
     scratch, gate, events_file = tmp_path / "scratch", tmp_path / "gate", tmp_path / "events"
     scratch.mkdir()
     events: queue.Queue[WorkerEvent] = queue.Queue()
-    executor = LocalExecutor(scratch=scratch if on_scratch else None)
+    executor = LocalExecutor(TokenPool(usable=2, share=0), scratch=scratch if on_scratch else None)
     executor.start(events.put)
     worker = executor.spawn()
     worker.stage(_job(tmp_path, "gated", until=str(gate), events=str(events_file), write_site=True))
@@ -88,14 +90,17 @@ def test_a_builds_view_and_control_folders_are_in_its_scratch_folder_linked_from
             # What the build wrote into its environment (write_site) is in its scratch folder.
             assert (own / "env" / "lib").is_dir() and list((own / "env").rglob("orchestrate_marker.py"))
             # build_wheel's control folder (get_requires_for_build_wheel's is gone), nothing of it in the build's tmp.
-            controls = sorted(path for path in own.iterdir() if path.name != "env")
+            controls = sorted(path for path in own.iterdir() if path.is_dir() and path.name != "env")
             assert [sorted(entry.name for entry in folder.iterdir()) for folder in controls] == [["input.json"]]
             assert list((work / "tmp").iterdir()) == []
+            # The jobserver's FIFO, made by the run at admission, is there too.
+            assert (own / FIFO_NAME).is_fifo() and not (work / FIFO_NAME).exists()
         else:
             assert list(scratch.iterdir()) == []
             assert (work / "env").is_dir() and not (work / "env").is_symlink()
             assert [sorted(entry.name for entry in folder.iterdir()) for folder in (work / "tmp").iterdir()] == [
                 ["input.json"]]
+            assert (work / FIFO_NAME).is_fifo()
     finally:
         gate.touch()
     received = [events.get(timeout=120)]

@@ -4,10 +4,10 @@ Protocol with a worker (``orchestrator.build.worker``; its docstring has the wor
 
     spawn   forked by the run's fork server (``forks.py``), the build machinery already
             imported; new session (the worker leads its process group), stdin and stdout piped
-    stage   one JSON line on stdin: {"job": ..., "work_dir": ...}; the work folder is new,
+    stage   one JSON line on stdin: {"job": ..., "work_dir": ..., "scratch_dir": ...}; the work folder is new,
             with TMPDIR inside it, so what the build's tools leave goes with it
     admit   with the run's jobserver (``tokens.py``), the build's FIFO of tokens made in its
-            work folder; the line "go", then stdin closes; the run's one reader thread
+            scratch folder (else its work folder); the line "go", then stdin closes; the run's one reader thread
             (``readers.py``) turns each message line on stdout into PhaseStarted /
             OutcomeReported, and end of file plus the exit status (from the fork server) into Exited
     stop    SIGTERM to the tree (psutil children, recursive) and the group, SIGKILL after
@@ -23,12 +23,12 @@ removes those of runs whose process is gone (killed before they could clean up).
 
 Each build also gets a *scratch* folder, under a second run folder of the same name on a tmpfs
 (``/dev/shm``, where it is one), removed with its work folder: what the build's worker makes of its
-own and the build never grows (its environment's view, linked from the work folder, and
-pyproject_hooks' control folders). A disk's file system spends 100-240 us of kernel CPU on each
-entry made in a busy temporary folder (ext4's inode allocator scans the inodes freed in the last
-seconds, which the run's own churn makes many), a tmpfs a few: 16 of a no-op build's 31 entries.
-The build's sources, its temporary files, home and wheel stay on disk: a real build's trees would
-eat the memory the admission controller accounts for.
+own and the build never grows (its environment's view, linked from the work folder, pyproject_hooks'
+control folders) and its jobserver's FIFO. A disk's file system may spend 40-350 us of kernel CPU on
+each entry made in a busy temporary folder (a journal-less ext4's inode allocator skips every inode
+freed in the last minutes, which a run's own builds free by the thousand), a tmpfs a few: 17 of a
+no-op build's 31 entries. The build's sources, its temporary files, home and wheel stay on disk: a
+real build's trees would eat the memory the admission controller accounts for.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ class LocalWorker:
 
     def admit(self, need: int = 0) -> None:
         if self._tokens is not None and self._work_dir is not None:
-            self._tokens.open(self._key, self._work_dir / FIFO_NAME)
+            self._tokens.open(self._key, (self._scratch or self._work_dir) / FIFO_NAME)
         self._tell(ADMIT + "\n", last=True)
         self._admitted = True
         assert self._process.stdout is not None
