@@ -12,7 +12,7 @@ import queue
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +59,10 @@ def _recorded(wheelhouse: Path, name: str, file: str) -> Any:
         return json.loads(archive.read(f"{name}/{file}"))
 
 
-def _until_started(events: Path) -> None:
+def _until(condition: Callable[[], object], what: str) -> None:
     deadline = time.monotonic() + 120
-    while not any(event["event"] == "start" for event in read_events(events)):
-        assert time.monotonic() < deadline, "build_wheel never started"
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
         time.sleep(0.05)
 
 
@@ -78,7 +78,7 @@ def test_a_builds_view_and_control_folders_are_in_its_scratch_folder_linked_from
     worker.stage(_job(tmp_path, "gated", until=str(gate), events=str(events_file), write_site=True))
     worker.admit()
     try:
-        _until_started(events_file)  # build_wheel runs, held at the gate
+        _until(lambda: any(event["event"] == "start" for event in read_events(events_file)), "build_wheel started")
         (run_folder,) = temp.iterdir()
         (work,) = run_folder.iterdir()
         if on_scratch:
@@ -87,8 +87,8 @@ def test_a_builds_view_and_control_folders_are_in_its_scratch_folder_linked_from
             (own,) = scratch_run.iterdir()
             assert own.name.startswith("gated-1.0-")
             assert (work / "env").is_symlink() and os.readlink(work / "env") == str(own / "env")
-            # What the build wrote into its environment (write_site) is in its scratch folder.
-            assert (own / "env" / "lib").is_dir() and list((own / "env").rglob("orchestrate_marker.py"))
+            # What the build writes into its environment (write_site, after its start event) is in its scratch folder.
+            _until(lambda: list((own / "env").rglob("orchestrate_marker.py")), "the marker written")
             # build_wheel's control folder (get_requires_for_build_wheel's is gone), nothing of it in the build's tmp.
             controls = sorted(path for path in own.iterdir() if path.is_dir() and path.name != "env")
             assert [sorted(entry.name for entry in folder.iterdir()) for folder in controls] == [["input.json"]]
@@ -102,14 +102,14 @@ def test_a_builds_view_and_control_folders_are_in_its_scratch_folder_linked_from
                 ["input.json"]]
             assert (work / FIFO_NAME).is_fifo()
     finally:
-        gate.touch()
-    received = [events.get(timeout=120)]
-    while not isinstance(received[-1], Exited):
-        received.append(events.get(timeout=120))
+        gate.touch()  # build_wheel goes on and ends
+        received = [events.get(timeout=120)]
+        while not isinstance(received[-1], Exited):
+            received.append(events.get(timeout=120))
+        worker.close()
+        executor.close()
     outcome = received[-2]
     assert isinstance(outcome, OutcomeReported) and outcome.outcome.status is Status.BUILT, outcome
-    worker.close()
-    executor.close()
     assert list(temp.iterdir()) == [] and list(scratch.iterdir()) == []  # both folders go with the run
 
 
