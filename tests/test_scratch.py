@@ -127,12 +127,22 @@ def test_start_sweeps_the_scratch_folders_of_runs_that_are_gone(tmp_path: Path, 
     assert list(scratch.iterdir()) == [alive]
 
 
-def test_only_a_writable_tmpfs_mount_is_taken_for_scratch(tmp_path: Path) -> None:
+def _mounts() -> dict[str, tuple[str, list[str]]]:
+    """Each mount point's file system type and mount options, the last mount at a point winning."""
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return {line.split()[4]: (line.split(" - ", 1)[1].split()[0], line.split()[5].split(",")) for line in lines}
+
+
+def test_only_a_writable_executable_tmpfs_mount_is_taken_for_scratch(tmp_path: Path) -> None:
     assert tmpfs_folder(tmp_path) is None  # no mount point of its own: whatever holds it, not a tmpfs mount
     assert tmpfs_folder(Path("/proc")) is None  # a mount point, not a tmpfs
-    if not any(line.split(" - ", 1)[1].startswith("tmpfs ") and line.split()[4] == str(SCRATCH_TMPFS)
-               for line in Path("/proc/self/mountinfo").read_text().splitlines()):
-        pytest.skip(f"{SCRATCH_TMPFS} is no tmpfs here")
+    mounts = _mounts()
+    noexec = [point for point, (kind, options) in mounts.items() if kind == "tmpfs" and "noexec" in options]
+    if noexec:
+        assert tmpfs_folder(Path(noexec[0])) is None
+    kind, options = mounts.get(str(SCRATCH_TMPFS), ("", []))
+    if kind != "tmpfs" or "noexec" in options:
+        pytest.skip(f"{SCRATCH_TMPFS} is no tmpfs, or one mounted noexec, here")
     assert tmpfs_folder(SCRATCH_TMPFS) == SCRATCH_TMPFS
 
 

@@ -79,15 +79,19 @@ def sweep_stale_work_dirs(parent: Path) -> None:
 
 
 def tmpfs_folder(folder: Path = SCRATCH_TMPFS) -> Path | None:
-    """``folder`` if a tmpfs is mounted there and this process may write in it; else ``None``."""
+    """``folder`` if a tmpfs is mounted there, this process may write in it and run what is in it (``noexec``, as
+    containers often mount ``/dev/shm``, would fail a build that runs a script it installed into its environment);
+    else ``None``."""
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
             # "ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS ... - FSTYPE SOURCE SUPER_OPTIONS": the last mount wins.
-            types = {fields[4]: line.split(" - ", 1)[1].split()[0]
-                     for line in mounts if " - " in line and len(fields := line.split()) > 4}
+            found = {fields[4]: (line.split(" - ", 1)[1].split()[0], fields[5].split(","))
+                     for line in mounts if " - " in line and len(fields := line.split()) > 5}
     except OSError:
         return None
-    return folder if types.get(str(folder)) == "tmpfs" and os.access(folder, os.W_OK | os.X_OK) else None
+    kind, options = found.get(str(folder), ("", []))
+    usable = kind == "tmpfs" and "noexec" not in options and os.access(folder, os.W_OK | os.X_OK)
+    return folder if usable else None
 
 
 class WorkerProcess(Protocol):
