@@ -425,7 +425,7 @@ class EnvView:
         # home and version it shares): each entry a build's folder gets is one call of the file system, on
         # every build; a copy of the file, or a mkdir that finds its folder there already, took several.
         # Made in ``at`` (the build's scratch folder, on a tmpfs: ``executors/local.py``), its ten entries cost
-        # the kernel a few microseconds each, where a disk's file system took 100-240 (ext4's inode allocator);
+        # the kernel a few microseconds each, where this disk took 40-350 (ext4's inode allocator, busy);
         # ``path``, a link to it, keeps the build's own folder in every path the build sees.
         root = at or path
         root.mkdir()
