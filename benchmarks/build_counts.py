@@ -49,7 +49,7 @@ def tmpfs_mounts() -> list[str]:
 
 def entry_path(line: str) -> str:
     """The path of the entry a traced call makes or removes (a link's own, not its target's)."""
-    names = QUOTED.findall(line)
+    names: list[str] = QUOTED.findall(line)
     if not names:
         return ""
     name = names[-1] if line.startswith("symlink") else names[0]
