@@ -10,7 +10,7 @@ are built twice on one state folder, and the second run is counted: the state a 
 built before (history, what the hooks imported: ``build/preload.py``). Per build: the minor page
 faults and CPU seconds of the run's whole waited-for tree (``os.wait4``); then, run again under
 ``strace -ff``, the system calls, and the file-system entries made (folders, files opened to be created,
-links, FIFOs) and removed.
+links, FIFOs) and removed, all and those on a tmpfs (``_tmpfs``: a build's scratch folder, ``/dev/shm``).
 """
 
 from __future__ import annotations
@@ -32,9 +32,34 @@ sys.path[:0] = [str(ROOT / "tests")]
 from overhead import clean_environ  # noqa: E402
 from sdists import make_sdist  # noqa: E402
 
-MADE = re.compile(r"^(mkdir|mkdirat|symlink|symlinkat|link|linkat|mknodat|mknod|openat|open|creat)\(.*\) = \d+$")
+MADE = re.compile(r"^(mkdir|mkdirat|symlink|symlinkat|link|linkat|mknodat|mknod|openat|open|creat)\(.*\)"
+                  r" = \d+(<[^>]*>)?$")
 REMOVED = re.compile(r"^(unlink|unlinkat|rmdir)\(.*\) = 0$")
 CALL = re.compile(r"^([a-z0-9_]+)\(")
+QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+DIRFD = re.compile(r"^[a-z0-9_]+\(\d+<([^>]*)>")
+"""A call's first argument as ``strace -y`` shows a descriptor: its number and, in brackets, its path."""
+
+
+def tmpfs_mounts() -> list[str]:
+    """The mount points of this machine's tmpfs file systems (``/proc/self/mountinfo``)."""
+    with open("/proc/self/mountinfo") as mounts:
+        return [line.split()[4] for line in mounts if " - tmpfs " in line]
+
+
+def entry_path(line: str) -> str:
+    """The path of the entry a traced call makes or removes (a link's own, not its target's)."""
+    names: list[str] = QUOTED.findall(line)
+    if not names:
+        return ""
+    name = names[-1] if line.startswith("symlink") else names[0]
+    if not name.startswith("/") and (dirfd := DIRFD.match(line)):
+        name = f"{dirfd.group(1)}/{name}"
+    return name
+
+
+def on_tmpfs(path: str, mounts: list[str]) -> bool:
+    return any(path == mount or path.startswith(mount.rstrip("/") + "/") for mount in mounts if mount != "/")
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, float]:
@@ -49,22 +74,32 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, float]:
 
 
 def traced(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, int]:
-    """Run ``cmd`` under ``strace -f``: its tree's system calls, entries made and removed."""
+    """Run ``cmd`` under ``strace -f``: its tree's system calls, entries made and removed, and of those the ones on
+    a tmpfs (where each costs the kernel a few microseconds, where a disk's file system may take a hundred)."""
     traces = cwd / "traces"
     traces.mkdir()
-    run(["strace", "-ff", "-qq", "-o", str(traces / "t"), *cmd], env, cwd)  # a file per process: whole lines
-    calls = made = removed = 0
+    # A file per process: whole lines; -y: a descriptor's path, so that an entry removed by name in a folder
+    # opened (shutil.rmtree's unlinkat) is placed.
+    run(["strace", "-ff", "-qq", "-y", "-o", str(traces / "t"), *cmd], env, cwd)
+    mounts = tmpfs_mounts()
+    counts = dict.fromkeys(["syscalls", "entries_made", "entries_removed", "entries_made_tmpfs",
+                            "entries_removed_tmpfs"], 0)
     for trace in traces.iterdir():
         with trace.open(errors="replace") as lines:
             for line in lines:
                 if CALL.match(line):
-                    calls += 1
+                    counts["syscalls"] += 1
                 if MADE.match(line) and ("open" not in line.split("(")[0] or "O_CREAT" in line):
-                    made += 1
+                    kind = "made"
                 elif REMOVED.match(line):
-                    removed += 1
+                    kind = "removed"
+                else:
+                    continue
+                counts[f"entries_{kind}"] += 1
+                if on_tmpfs(entry_path(line), mounts):
+                    counts[f"entries_{kind}_tmpfs"] += 1
     shutil.rmtree(traces)
-    return {"syscalls": calls, "entries_made": made, "entries_removed": removed}
+    return counts
 
 
 def main() -> None:

@@ -141,3 +141,13 @@ def test_what_the_server_imported_is_frozen_before_any_fork_collects_it() -> Non
     code = "import gc; from orchestrator.build import forkserver; forkserver.preload(); print(gc.get_freeze_count())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert int(done.stdout) > 10_000, done.stdout  # the imports of build, packaging, installer and the rest
+
+
+def test_the_paths_every_sandbox_binds_are_resolved_in_the_server_before_any_fork() -> None:
+    """A worker's ``sandbox.wrap`` finds the interpreter's folders and the home folder resolved: each is a dozen
+    ``lstat`` calls a build in ``os.path.realpath``, the same answer every time."""
+    code = ("from orchestrator.build import forkserver, sandbox; forkserver.preload(); "
+            "print(sandbox._interpreter_folders.cache_info().currsize, sandbox._home.cache_info().currsize)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    interpreter, homes = map(int, done.stdout.split())
+    assert interpreter == 1 and homes >= 1, done.stdout

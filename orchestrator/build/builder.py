@@ -74,18 +74,19 @@ class _Timer:
 
 
 def build_source(job: BuildJob, work_dir: Path, log: IO[str], on_phase: PhaseCallback, *,
-                 admitted: Callable[[], None] = lambda: None) -> WorkerOutcome:
+                 admitted: Callable[[], None] = lambda: None, scratch: Path | None = None) -> WorkerOutcome:
     """Build ``job`` in ``work_dir`` (private, empty; its owner removes it) and publish the wheel.
 
     Extracting the source and preparing its environment (what it needs to build included)
     happen first; then ``admitted`` is called, which returns when the build may build the wheel.
-    Never raises for a build failure.
+    ``scratch``: a private, empty folder on a tmpfs (its owner removes it) for the environment's view,
+    linked from ``work_dir``. Never raises for a build failure.
     """
     timer = _Timer(log, on_phase)
-    runner = HookRunner(log, job, work_dir)
+    runner = HookRunner(log, job, work_dir, scratch=scratch)
     try:
         try:
-            builder = _prepare(job, work_dir, log, timer, runner)
+            builder = _prepare(job, work_dir, log, timer, runner, scratch)
         finally:
             timer.admission(admitted)  # a failure to prepare is reported once the build is admitted
         wheel = _build(builder, runner, job, work_dir, log, timer)
@@ -117,7 +118,8 @@ def _with_compiler_stats(outcome: WorkerOutcome, job: BuildJob, work_dir: Path) 
                                compiler_misses=stats.misses)
 
 
-def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer, runner: HookRunner) -> build.ProjectBuilder:
+def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer, runner: HookRunner,
+             scratch: Path | None) -> build.ProjectBuilder:
     """Extract the source, create its environment and install what it needs to build: its
     ``build-system.requires``, then what the backend's ``get_requires_for_build_wheel`` asks for."""
     with timer.phase("extract"):
@@ -129,7 +131,7 @@ def _prepare(job: BuildJob, tmp: Path, log: IO[str], timer: _Timer, runner: Hook
         if not (source_dir / "pyproject.toml").is_file() and not (source_dir / "setup.py").is_file():
             raise SourceError(f"{job.source}: does not appear to be a Python project: no pyproject.toml or setup.py")
     with timer.phase("create_env"):
-        env = _environment(job, tmp / "env", log)
+        env = _environment(job, tmp / "env", log, at=scratch / "env" if scratch is not None else None)
         try:
             builder = build.ProjectBuilder.from_isolated_env(env, source_dir, runner=runner)
         except build.BuildException as exc:
@@ -184,13 +186,14 @@ def _log_since(log_path: Path, start: int) -> bytes:
         return b""
 
 
-def _environment(job: BuildJob, path: Path, log: IO[str]) -> EnvView:
-    """The build's isolated environment: an empty virtualenv that sees the run's prepared environments."""
+def _environment(job: BuildJob, path: Path, log: IO[str], *, at: Path | None) -> EnvView:
+    """The build's isolated environment: an empty virtualenv that sees the run's prepared environments (made in
+    ``at``, linked from ``path``, if given)."""
     installer = choose_installer(job.installer)
     compiled = compile_at_preparation(sandboxed=job.sandbox.tool != "none")
     cache = EnvCache(job.env_cache, SubprocessInstaller(installer, job.index, log, compile_bytecode=compiled),
                      index=job.index, log=log, compiled=compiled)
-    return cache.view(path)
+    return cache.view(path, at=at)
 
 
 @contextlib.contextmanager

@@ -399,9 +399,10 @@ class EnvCache:
         os.replace(partial, self.store / key)
         return PreparedEnv.load(key, target)
 
-    def view(self, path: Path) -> EnvView:
-        """A fresh, empty environment for one build, ready to be pointed at prepared envs."""
-        return EnvView(path, self, self.prepare(()), log=self._log)
+    def view(self, path: Path, *, at: Path | None = None) -> EnvView:
+        """A fresh, empty environment for one build, ready to be pointed at prepared envs; made in ``at`` (a new
+        folder's path) and linked from ``path``, if given."""
+        return EnvView(path, self, self.prepare(()), log=self._log, at=at)
 
 
 def _ancestors(relative: str) -> list[str]:
@@ -413,7 +414,8 @@ def _ancestors(relative: str) -> list[str]:
 class EnvView:
     """One build's environment: its own skeleton, a prepared env's packages; satisfies ``IsolatedEnv``."""
 
-    def __init__(self, path: Path, cache: EnvCache, base: PreparedEnv, *, log: IO[str]) -> None:
+    def __init__(self, path: Path, cache: EnvCache, base: PreparedEnv, *, log: IO[str],
+                 at: Path | None = None) -> None:
         self.path = path
         self._cache = cache
         self._log = log
@@ -422,24 +424,30 @@ class EnvView:
         # Each folder made once, parents first, and pyvenv.cfg read through the link to the prepared env (whose
         # home and version it shares): each entry a build's folder gets is one call of the file system, on
         # every build; a copy of the file, or a mkdir that finds its folder there already, took several.
-        path.mkdir()
+        # Made in ``at`` (the build's scratch folder, on a tmpfs: ``executors/local.py``), its ten entries cost
+        # the kernel a few microseconds each, where this disk took 40-350 (ext4's inode allocator, busy);
+        # ``path``, a link to it, keeps the build's own folder in every path the build sees.
+        root = at or path
+        root.mkdir()
+        if at is not None:
+            os.symlink(at, path, target_is_directory=True)
         folders = {base.purelib, base.platlib, base.scripts, *(os.path.dirname(entry) for entry in base.skeleton)}
         # A folder under a top-level link of the skeleton (lib64 -> lib, where platlib is lib64/...) is the link's.
         linked = {folder for folder in folders if Path(folder).parts[:1] and Path(folder).parts[0] in base.skeleton}
         for folder in sorted({ancestor for folder in folders - linked for ancestor in _ancestors(folder)}, key=len):
-            os.mkdir(path / folder)
-        os.symlink(os.path.join(PREPARED_LINK, "pyvenv.cfg"), path / "pyvenv.cfg")
+            os.mkdir(root / folder)
+        os.symlink(os.path.join(PREPARED_LINK, "pyvenv.cfg"), root / "pyvenv.cfg")
         for relative in base.skeleton:
-            source, copy = base.path / relative, path / relative
+            source, copy = base.path / relative, root / relative
             if source.is_symlink():
                 os.symlink(os.readlink(source), copy)
             else:
                 shutil.copy2(source, copy)
         for folder in linked:
-            os.makedirs(path / folder, exist_ok=True)
-        self.purelib = path / base.purelib
-        os.symlink(base.path, path / PREPARED_LINK, target_is_directory=True)
-        self._python = str(path / base.python)
+            os.makedirs(root / folder, exist_ok=True)
+        os.symlink(base.path, root / PREPARED_LINK, target_is_directory=True)
+        self.purelib = self.path / base.purelib
+        self._python = str(self.path / base.python)
 
     @property
     def prepared(self) -> PreparedEnv:

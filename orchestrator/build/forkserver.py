@@ -34,8 +34,9 @@ import traceback
 
 
 def preload() -> None:
-    """Import what every build imports, find uv, ask the jobserver's tools their versions and name the interpreter
-    (``envcache.interpreter_id``), once; a failure is reported by each worker, as before."""
+    """Import what every build imports, find uv, ask the jobserver's tools their versions, name the interpreter
+    (``envcache.interpreter_id``) and resolve the paths every sandbox binds, once; a failure is reported by each
+    worker, as before."""
     import orchestrator.build.worker  # noqa: F401 - what each fork runs
 
     with contextlib.suppress(Exception):
@@ -53,8 +54,10 @@ def preload() -> None:
         from orchestrator.build.envcache import interpreter_id
         from orchestrator.build.envs import find_uv
         from orchestrator.build.jobserver import ask_versions
+        from orchestrator.build.sandbox import resolve_once
 
         ask_versions()
+        resolve_once()
         find_uv()
         interpreter_id()
         _compile_hook_code()

@@ -112,10 +112,12 @@ class HookServer:
 class HookRunner:
     """Runs each hook, inside the job's sandbox (``build/sandbox.py``) when it has one, through the
     job's compiler cache while :attr:`use_cache`, and with the run's jobserver while :attr:`use_jobserver`;
-    forked by the build's hook server where it can be. :meth:`close` once the build's hooks are done."""
+    forked by the build's hook server where it can be. :meth:`close` once the build's hooks are done.
+    ``scratch``: the build's folder on a tmpfs (its environment's view, pyproject_hooks' control folders, its
+    jobserver's FIFO), writable in the sandbox as the build's own folder is."""
 
-    def __init__(self, log: IO[str], job: BuildJob, work_dir: Path) -> None:
-        self._log, self._job, self._work_dir = log, job, work_dir
+    def __init__(self, log: IO[str], job: BuildJob, work_dir: Path, *, scratch: Path | None = None) -> None:
+        self._log, self._job, self._work_dir, self._scratch = log, job, work_dir, scratch
         self.use_cache = job.compiler_cache is not None
         # A MAKEFLAGS of the user's own stays as it is.
         self.use_jobserver = job.jobserver and "MAKEFLAGS" in job.environ
@@ -136,6 +138,8 @@ class HookRunner:
             readable = [job.env_cache, (job.env_cache / "envs").resolve()]
             # A source tree is built in place (setuptools writes build/ there): it is the build's own folder too.
             writable = [job.source] if job.kind == "tree" else []
+            if self._scratch is not None:
+                writable.append(self._scratch)
             if job.compiler_cache is not None and self.use_cache:
                 readable += [job.compiler_cache.wrapper_dir, Path(job.compiler_cache.executable)]
                 writable.append(job.compiler_cache.package_dir(job.name))
@@ -178,7 +182,7 @@ class HookRunner:
         env: dict[str, str] = {**os.environ, **job.environ, **(extra_environ or {})}
         if job.compiler_cache is not None and self.use_cache:
             env.update(job.compiler_cache.environ(env, build_dir=work_dir, package=job.name))
-        fifo = work_dir / FIFO_NAME
+        fifo = (self._scratch or work_dir) / FIFO_NAME
         if self.use_jobserver and fifo.exists():  # made by the run at admission: for build_wheel only
             try:
                 env = hook_environ(env, fifo=fifo, bin_root=job.env_cache, set_by_run=job.environ)

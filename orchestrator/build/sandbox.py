@@ -181,6 +181,31 @@ def environ(env: Mapping[str, str], *, sandbox: Sandbox, build_dir: Path, tmp_di
     return clean
 
 
+@functools.lru_cache(maxsize=4)
+def _home(value: str) -> Path | None:
+    """The home folder ``value`` as the sandbox hides it (resolved), ``None`` for ``/``."""
+    home = Path(value).resolve()
+    return None if home == Path("/") else home
+
+
+@functools.cache
+def _interpreter_folders() -> tuple[Path, ...]:
+    """The folders of the running interpreter and of this module, resolved, those that exist."""
+    folders = [Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).resolve().parent.parent,
+               Path(__file__).resolve().parent]
+    return tuple(path for path in dict.fromkeys(path.resolve() for path in folders) if path.exists())
+
+
+def resolve_once() -> None:
+    """Resolve, in the fork server, the paths every build's :func:`wrap` asks for: the interpreter's folders and the
+    home folder. Each is a dozen ``lstat`` calls in ``os.path.realpath``'s Python loop: about a millisecond of a
+    no-op build's worker, where a fork inherits the answers."""
+    _interpreter_folders()
+    for value in dict.fromkeys([os.environ.get("HOME"), os.path.expanduser("~")]):
+        if value:
+            _home(value)
+
+
 def wrap(cmd: Sequence[str], *, sandbox: Sandbox, build_dir: Path, tmp_dir: Path, out_dir: Path,
          env: Mapping[str, str], cwd: str | None = None, readable: Sequence[Path] = (),
          writable: Sequence[Path] = ()) -> tuple[list[str], dict[str, str]]:
@@ -193,15 +218,13 @@ def wrap(cmd: Sequence[str], *, sandbox: Sandbox, build_dir: Path, tmp_dir: Path
     if sandbox.tool == "none" or sandbox.executable is None:
         return list(cmd), dict(env)
     (build_dir / "home").mkdir(exist_ok=True)
-    hidden = list(dict.fromkeys(
-        [Path("/tmp"), *(Path(value).resolve() for value in {env.get("HOME"), os.path.expanduser("~")}
-                         if value and Path(value).resolve() != Path("/"))]))
+    hidden = list(dict.fromkeys([Path("/tmp"), *(home for value in {env.get("HOME"), os.path.expanduser("~")}
+                                                 if value and (home := _home(value)) is not None)]))
     # Back in, read-only, what lies under a hidden folder and the build needs: the interpreter, its environments,
     # and this folder, whose hook server (hookserver.py) the build's interpreter runs.
-    interpreter = {Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).resolve().parent.parent,
-                   Path(__file__).resolve().parent}
-    kept = [path for path in dict.fromkeys(path.resolve() for path in [*interpreter, *readable])
-            if path.exists() and any(path.is_relative_to(folder) for folder in hidden)]
+    kept = [path for path in dict.fromkeys([*_interpreter_folders(), *(path.resolve() for path in readable
+                                                                        if path.exists())])
+            if any(path.is_relative_to(folder) for folder in hidden)]
     bound: list[Path] = []
     for path in dict.fromkeys(path.resolve() for path in [build_dir, tmp_dir, out_dir, *writable]):
         path.mkdir(parents=True, exist_ok=True)

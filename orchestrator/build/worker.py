@@ -3,15 +3,16 @@
 Protocol (``executors.local`` speaks the other side): the worker starts before it
 has a job (one is started a build ahead) and imports the build machinery while it
 waits. The job arrives as one line of JSON on stdin, ``{"job": {...}, "work_dir":
-PATH}``, the work folder being private and empty (the executor removes it
-afterwards). The worker prepares the build (extracts it, prepares its environment,
-installs what the backend asks for), then waits for the line :data:`ADMIT`: the
-build's admission, after which it builds the wheel. Stdin closed instead means "not
-needed", and the worker exits. The worker writes messages to stdout, one per line,
-each :data:`MESSAGE_PREFIX` followed by JSON: ``{"phase": NAME}`` as a phase starts,
-then ``{"outcome": {...}}`` once. Everything the build prints goes to the job's log
-file instead. The worker never raises: any failure is an outcome with status
-``failed``. A worker that dies without an outcome is reported from its exit status.
+PATH, "scratch_dir": PATH}``, the work folder being private and empty (the executor
+removes it afterwards), the scratch folder too, on a tmpfs (or ``null``: none). The
+worker prepares the build (extracts it, prepares its environment, installs what the
+backend asks for), then waits for the line :data:`ADMIT`: the build's admission,
+after which it builds the wheel. Stdin closed instead means "not needed", and the
+worker exits. The worker writes messages to stdout, one per line, each
+:data:`MESSAGE_PREFIX` followed by JSON: ``{"phase": NAME}`` as a phase starts, then
+``{"outcome": {...}}`` once. Everything the build prints goes to the job's log file
+instead. The worker never raises: any failure is an outcome with status ``failed``.
+A worker that dies without an outcome is reported from its exit status.
 """
 
 from __future__ import annotations
@@ -144,14 +145,17 @@ def main() -> int:
     request = json.loads(message)
     job = BuildJob.from_json(request["job"])
     work_dir = Path(request["work_dir"])
+    scratch = Path(request["scratch_dir"]) if request.get("scratch_dir") else None
     if job.nice:  # before anything of the build starts: every process of it inherits the priority
         from orchestrator.resources import lower_priority
 
         lower_priority()
     # The build's tools put their temporary files in the work folder, which goes with the build. Set, not found
-    # again from TMPDIR: tempfile would write and remove a file there to probe it.
+    # again from TMPDIR: tempfile would write and remove a file there to probe it. The worker's own (pyproject_hooks'
+    # control folders, two small files each, per hook) go to the scratch folder on a tmpfs, where there is one.
     (work_dir / "tmp").mkdir(exist_ok=True)
-    os.environ["TMPDIR"] = tempfile.tempdir = str(work_dir / "tmp")
+    os.environ["TMPDIR"] = str(work_dir / "tmp")
+    tempfile.tempdir = str(scratch) if scratch is not None else os.environ["TMPDIR"]
     job.log_path.parent.mkdir(parents=True, exist_ok=True)
     with job.log_path.open("a", encoding="utf-8", errors="replace") as log:
         cgroup = _enter_cgroup(job, log)
@@ -160,7 +164,7 @@ def main() -> int:
                 log.write(import_error)
                 raise RuntimeError("cannot import the build machinery")
             outcome = builder.build_source(job, work_dir, log, lambda phase: _send({"phase": phase}),
-                                           admitted=_wait_for_admission)
+                                           admitted=_wait_for_admission, scratch=scratch)
         except Exception as exc:  # the last line of defence: report, never raise
             log.write(traceback.format_exc())
             outcome = WorkerOutcome(status=Status.FAILED, error=f"internal error: {exc!r}; see the log")
