@@ -9,48 +9,27 @@ from __future__ import annotations
 import json
 import os
 import queue
-import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import orchestrate
 from sdists import make_sdist, read_events
+from test_local_executor import sdist_job, temp  # noqa: F401 - the temp fixture
 
 from orchestrator.build.jobserver import FIFO_NAME
 from orchestrator.build.sandbox import probe
 from orchestrator.executors import Exited, OutcomeReported, WorkerEvent
 from orchestrator.executors.local import SCRATCH_TMPFS, WORK_PREFIX, LocalExecutor, tmpfs_folder
 from orchestrator.executors.tokens import TokenPool
-from orchestrator.jobs import BuildJob, Status
-from orchestrator.settings import IndexSettings
+from orchestrator.jobs import Status
 
 SHOW_PREFIX = ["python", "-c", "import os, sys; print(sys.prefix); print(os.path.realpath(sys.prefix))"]
 """What the fake backend runs in ``build_wheel`` (``run``): the build environment's path, and where it really is
 (``python``: the first on the hook's PATH, the build environment's)."""
-
-
-@pytest.fixture()
-def temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A temporary folder of the test's own, for the executor's work folders."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    yield folder
-
-
-def _job(tmp_path: Path, name: str, **behaviour: object) -> BuildJob:
-    sdist = make_sdist(tmp_path / "sdists", name, **behaviour)  # type: ignore[arg-type]
-    (tmp_path / "wh").mkdir(exist_ok=True)
-    run = tmp_path / "build-envs"
-    for folder in ("envs", "resolutions"):
-        (run / folder).mkdir(parents=True, exist_ok=True)
-    return BuildJob(key=f"{name}-1.0", source=sdist, kind="sdist", name=name, version="1.0", sha256=None,
-                    wheelhouse=tmp_path / "wh", log_path=tmp_path / "logs" / f"{name}.log",
-                    index=IndexSettings(), installer="pip", env_cache=run)
 
 
 def _recorded(wheelhouse: Path, name: str, file: str) -> Any:
@@ -68,14 +47,14 @@ def _until(condition: Callable[[], object], what: str) -> None:
 
 @pytest.mark.parametrize("on_scratch", [True, False], ids=["scratch", "no-scratch"])
 def test_a_builds_view_and_control_folders_are_in_its_scratch_folder_linked_from_its_work_folder(
-        tmp_path: Path, temp: Path, on_scratch: bool) -> None:
+        tmp_path: Path, temp: Path, on_scratch: bool) -> None:  # noqa: F811 - the fixture
     scratch, gate, events_file = tmp_path / "scratch", tmp_path / "gate", tmp_path / "events"
     scratch.mkdir()
     events: queue.Queue[WorkerEvent] = queue.Queue()
     executor = LocalExecutor(TokenPool(usable=2, share=0), scratch=scratch if on_scratch else None)
     executor.start(events.put)
     worker = executor.spawn()
-    worker.stage(_job(tmp_path, "gated", until=str(gate), events=str(events_file), write_site=True))
+    worker.stage(sdist_job(tmp_path, "gated", until=str(gate), events=str(events_file), write_site=True))
     worker.admit()
     try:
         _until(lambda: any(event["event"] == "start" for event in read_events(events_file)), "build_wheel started")
@@ -113,7 +92,7 @@ def test_a_builds_view_and_control_folders_are_in_its_scratch_folder_linked_from
     assert list(temp.iterdir()) == [] and list(scratch.iterdir()) == []  # both folders go with the run
 
 
-def test_start_sweeps_the_scratch_folders_of_runs_that_are_gone(tmp_path: Path, temp: Path) -> None:
+def test_start_sweeps_the_scratch_folders_of_runs_that_are_gone(tmp_path: Path, temp: Path) -> None:  # noqa: F811
     scratch = tmp_path / "scratch"
     dead = scratch / f"{WORK_PREFIX}{2**30}-abc" / "gone-1.0-x" / "env"  # above the kernel's largest pid
     alive = scratch / f"{WORK_PREFIX}{os.getpid()}-abc"
