@@ -17,6 +17,11 @@ schedule of those builds on K slots can end sooner. (``get_requires_for_build_wh
 as the build is prepared, before admission, so outside the K slots.) Each step also records
 the CPU seconds of every process it waited for; with K CPUs, a run can end no sooner than its
 CPU seconds over K (its CPU bound). Results go to ``benchmarks/results/corpus.json``.
+
+``--variant NAME=DIR`` runs orchestrate cold from another checkout too (``PYTHONPATH=DIR``, same
+interpreter), right after this checkout's cold run in each round, so two versions of the code are
+compared side by side (``cold[NAME]``; its CPU over this one's as ``cold/NAME CPU``). ``--skip-warm``
+leaves out the warm run.
 """
 
 from __future__ import annotations
@@ -85,13 +90,16 @@ def timed(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
     return {"makespan_s": round(wall, 2), "cpu_s": round(cpu, 2), "load_1min": round(os.getloadavg()[0], 2)}
 
 
-def run_orchestrate(sdists: list[Path], backends: Path, work: Path, state: Path, k: int, label: str) -> dict[str, Any]:
+def run_orchestrate(sdists: list[Path], backends: Path, work: Path, state: Path, k: int, label: str,
+                    src: Path | None = None) -> dict[str, Any]:
+    """One ``orchestrate build`` of every sdist, from this checkout or the one at ``src``."""
     report = work / f"{label}.json"
     wheelhouse = work / f"{label}-wh"
     cmd = [sys.executable, "-m", "orchestrator", "build", *map(str, sdists), "-w", str(wheelhouse), "-j", str(k),
            "--state-dir", str(state), "--keep-build-envs", "--no-index", "--find-links", str(backends),
            "--report-json", str(report), "--force"]
-    measured = timed(cmd, clean_environ(UV_CACHE_DIR=str(state / "uv-cache")), work / f"{label}.log")
+    extra = {"PYTHONPATH": str(src)} if src is not None else {}
+    measured = timed(cmd, clean_environ(UV_CACHE_DIR=str(state / "uv-cache"), **extra), work / f"{label}.log")
     makespan = measured["makespan_s"]
     builds = json.loads(report.read_text())["builds"]
     backend = [build["phases"].get("backend", 0.0) for build in builds]
@@ -143,6 +151,9 @@ def main() -> None:
     parser.add_argument("--only", type=int, metavar="N", help="only the N smallest sdists")
     parser.add_argument("--skip-pip", action="store_true")
     parser.add_argument("--skip-uv", action="store_true")
+    parser.add_argument("--skip-warm", action="store_true")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
+                        help="also run orchestrate cold from the checkout DIR (not under /tmp: the sandbox hides it)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, alternating the tools")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "corpus.json")
     args = parser.parse_args()
@@ -151,6 +162,7 @@ def main() -> None:
     if args.only:
         sdists = sdists[: args.only]
     k = args.max_builds
+    variants = {name: Path(folder).resolve() for name, _, folder in (spec.partition("=") for spec in args.variant)}
     adopt_orphans()
     rounds = []
     for round_number in range(args.repeat):
@@ -162,14 +174,22 @@ def main() -> None:
             result["orchestrate_cold"] = run_orchestrate(sdists, backends, work, state, k, "cold")
             print(f"  orchestrate cold {result['orchestrate_cold']['makespan_s']} s", flush=True)
             shutil.rmtree(work / "cold-wh", ignore_errors=True)
+            for name, src in variants.items():
+                label = f"cold-{name}"
+                result[f"orchestrate_cold[{name}]"] = run_orchestrate(sdists, backends, work, work / f"state-{name}", k,
+                                                                      label, src)
+                print(f"  orchestrate cold[{name}] {result[f'orchestrate_cold[{name}]']['makespan_s']} s", flush=True)
+                shutil.rmtree(work / f"{label}-wh", ignore_errors=True)
+                shutil.rmtree(work / f"state-{name}", ignore_errors=True)
             if not args.skip_pip:
                 result["pip_wheel_serial"] = run_pip(sdists, backends, work)
                 print(f"  pip wheel        {result['pip_wheel_serial']['makespan_s']} s", flush=True)
             if not args.skip_uv:
                 result["uv"] = run_uv(sdists, backends, work, k)
                 print(f"  uv               {result['uv']['makespan_s']} s", flush=True)
-            result["orchestrate_warm"] = run_orchestrate(sdists, backends, work, state, k, "warm")
-            print(f"  orchestrate warm {result['orchestrate_warm']['makespan_s']} s", flush=True)
+            if not args.skip_warm:
+                result["orchestrate_warm"] = run_orchestrate(sdists, backends, work, state, k, "warm")
+                print(f"  orchestrate warm {result['orchestrate_warm']['makespan_s']} s", flush=True)
             rounds.append(result)
     summary = _summary(rounds)
     _print(summary, len(sdists), k)
@@ -187,18 +207,27 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         ratios.setdefault(name, []).append(round(value, 3))
 
     for result in rounds:
-        cold, warm = result["orchestrate_cold"]["makespan_s"], result["orchestrate_warm"]["makespan_s"]
+        cold = result["orchestrate_cold"]["makespan_s"]
+        warm = result.get("orchestrate_warm")
         if "pip_wheel_serial" in result:
             ratio("cold/pip", cold / result["pip_wheel_serial"]["makespan_s"])
         if "uv" in result:
             ratio("cold/uv", cold / result["uv"]["makespan_s"])
-            ratio("warm/uv", warm / result["uv"]["makespan_s"])
+            if warm:
+                ratio("warm/uv", warm["makespan_s"] / result["uv"]["makespan_s"])
             ratio("cold/uv CPU", result["orchestrate_cold"]["cpu_s"] / result["uv"]["cpu_s"])
+        for tool, values in result.items():
+            if tool.startswith("orchestrate_cold["):
+                name = tool.removeprefix("orchestrate_cold[").removesuffix("]")
+                ratio(f"cold/{name} CPU", result["orchestrate_cold"]["cpu_s"] / values["cpu_s"])
+                if "uv" in result:
+                    ratio(f"cold[{name}]/uv CPU", values["cpu_s"] / result["uv"]["cpu_s"])
         ratio("cold/LB", result["orchestrate_cold"]["over_lower_bound"])
         ratio("cold/CPU bound", cold / result["orchestrate_cold"]["cpu_bound_s"])
-        ratio("warm/LB", result["orchestrate_warm"]["over_lower_bound"])
         ratio("cold median overhead s", result["orchestrate_cold"]["median_overhead_s"])
-        ratio("warm median overhead s", result["orchestrate_warm"]["median_overhead_s"])
+        if warm:
+            ratio("warm/LB", warm["over_lower_bound"])
+            ratio("warm median overhead s", warm["median_overhead_s"])
     makespans: dict[str, list[float]] = {}
     cpus: dict[str, list[float]] = {}
     for result in rounds:
@@ -206,7 +235,7 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             makespans.setdefault(tool, []).append(values["makespan_s"])
             cpus.setdefault(tool, []).append(values["cpu_s"])
     return {"makespan_s": makespans, "cpu_s": cpus, "ratios": ratios,
-            "lower_bound_s": [result["orchestrate_warm"]["lower_bound_s"] for result in rounds]}
+            "lower_bound_s": [result["orchestrate_cold"]["lower_bound_s"] for result in rounds]}
 
 
 def _print(summary: dict[str, Any], count: int, k: int) -> None:
@@ -215,7 +244,7 @@ def _print(summary: dict[str, Any], count: int, k: int) -> None:
     for tool, values in summary["makespan_s"].items():
         cpu = summary["cpu_s"][tool]
         print(f"| {tool} | {', '.join(f'{v:.1f}' for v in values)} | {', '.join(f'{v:.1f}' for v in cpu)} |")
-    print(f"| lower bound (warm run's hooks) | {', '.join(f'{v:.1f}' for v in summary['lower_bound_s'])} |")
+    print(f"| lower bound (cold run's hooks) | {', '.join(f'{v:.1f}' for v in summary['lower_bound_s'])} |")
     print("\n| ratio | value |\n|---|---|")
     for name, values in summary["ratios"].items():
         print(f"| {name} | {', '.join(f'{v:.3f}' for v in values)} |")
