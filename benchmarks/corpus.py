@@ -74,13 +74,14 @@ def reap_orphans() -> None:
             time.sleep(0.05)
 
 
-def timed(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
+def timed(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> dict[str, Any]:
     """Run ``cmd`` to its end; its wall seconds, the CPU seconds of it and every process it or this one
     waited for (less noisy than the wall clock on a shared machine), and the 1-minute load average."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with log.open("w") as out:
-        completed = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        completed = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   cwd=cwd)
     wall = time.perf_counter() - start
     reap_orphans()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -92,14 +93,15 @@ def timed(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
 
 def run_orchestrate(sdists: list[Path], backends: Path, work: Path, state: Path, k: int, label: str,
                     src: Path | None = None) -> dict[str, Any]:
-    """One ``orchestrate build`` of every sdist, from this checkout or the one at ``src``."""
+    """One ``orchestrate build`` of every sdist, from the checkout at ``src`` (default: this one), run from ``work``
+    (``python -m`` puts its folder first on the path: a checkout there would shadow ``src``)."""
     report = work / f"{label}.json"
     wheelhouse = work / f"{label}-wh"
     cmd = [sys.executable, "-m", "orchestrator", "build", *map(str, sdists), "-w", str(wheelhouse), "-j", str(k),
            "--state-dir", str(state), "--keep-build-envs", "--no-index", "--find-links", str(backends),
            "--report-json", str(report), "--force"]
-    extra = {"PYTHONPATH": str(src)} if src is not None else {}
-    measured = timed(cmd, clean_environ(UV_CACHE_DIR=str(state / "uv-cache"), **extra), work / f"{label}.log")
+    environ = clean_environ(UV_CACHE_DIR=str(state / "uv-cache"), PYTHONPATH=str(src or HERE.parent.resolve()))
+    measured = timed(cmd, environ, work / f"{label}.log", cwd=work)
     makespan = measured["makespan_s"]
     builds = json.loads(report.read_text())["builds"]
     backend = [build["phases"].get("backend", 0.0) for build in builds]
