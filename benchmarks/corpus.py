@@ -20,8 +20,10 @@ CPU seconds over K (its CPU bound). Results go to ``benchmarks/results/corpus.js
 
 ``--variant NAME=DIR`` runs orchestrate cold from another checkout too (``PYTHONPATH=DIR``, same
 interpreter), right after this checkout's cold run in each round, so two versions of the code are
-compared side by side (``cold[NAME]``; its CPU over this one's as ``cold/NAME CPU``). ``--skip-warm``
-leaves out the warm run.
+compared side by side (``cold[NAME]``; its CPU over this one's as ``cold/NAME CPU``); ``--variant-arg
+NAME=ARG`` gives it one more argument (``--variant off=. --variant-arg off=--compiler-cache=off``: this
+checkout without the compiler cache). ``--skip-warm`` leaves out the warm run; ``--name PREFIX`` keeps
+only the sdists whose file names start with a given prefix (repeatable).
 """
 
 from __future__ import annotations
@@ -92,14 +94,14 @@ def timed(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = Non
 
 
 def run_orchestrate(sdists: list[Path], backends: Path, work: Path, state: Path, k: int, label: str,
-                    src: Path | None = None) -> dict[str, Any]:
+                    src: Path | None = None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """One ``orchestrate build`` of every sdist, from the checkout at ``src`` (default: this one), run from ``work``
     (``python -m`` puts its folder first on the path: a checkout there would shadow ``src``)."""
     report = work / f"{label}.json"
     wheelhouse = work / f"{label}-wh"
     cmd = [sys.executable, "-m", "orchestrator", "build", *map(str, sdists), "-w", str(wheelhouse), "-j", str(k),
            "--state-dir", str(state), "--keep-build-envs", "--no-index", "--find-links", str(backends),
-           "--report-json", str(report), "--force"]
+           "--report-json", str(report), "--force", *extra]
     environ = clean_environ(UV_CACHE_DIR=str(state / "uv-cache"), PYTHONPATH=str(src or HERE.parent.resolve()))
     measured = timed(cmd, environ, work / f"{label}.log", cwd=work)
     makespan = measured["makespan_s"]
@@ -156,15 +158,24 @@ def main() -> None:
     parser.add_argument("--skip-warm", action="store_true")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
                         help="also run orchestrate cold from the checkout DIR (not under /tmp: the sandbox hides it)")
+    parser.add_argument("--variant-arg", action="append", default=[], metavar="NAME=ARG",
+                        help="one more argument for variant NAME's runs")
+    parser.add_argument("--name", action="append", default=[], metavar="PREFIX",
+                        help="only the sdists whose file names start with PREFIX (repeatable)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, alternating the tools")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "corpus.json")
     args = parser.parse_args()
     backends = (args.backends or args.corpus.parent / "backends").resolve()
     sdists = sorted((args.corpus / "sdists").resolve().glob("*.tar.gz"), key=lambda path: path.stat().st_size)
+    if args.name:
+        sdists = [path for path in sdists if path.name.startswith(tuple(args.name))]
     if args.only:
         sdists = sdists[: args.only]
     k = args.max_builds
     variants = {name: Path(folder).resolve() for name, _, folder in (spec.partition("=") for spec in args.variant)}
+    extra: dict[str, tuple[str, ...]] = {}
+    for name, _, arg in (spec.partition("=") for spec in args.variant_arg):
+        extra[name] = (*extra.get(name, ()), arg)
     adopt_orphans()
     rounds = []
     for round_number in range(args.repeat):
@@ -179,7 +190,7 @@ def main() -> None:
             for name, src in variants.items():
                 label = f"cold-{name}"
                 result[f"orchestrate_cold[{name}]"] = run_orchestrate(sdists, backends, work, work / f"state-{name}", k,
-                                                                      label, src)
+                                                                      label, src, extra.get(name, ()))
                 print(f"  orchestrate cold[{name}] {result[f'orchestrate_cold[{name}]']['makespan_s']} s", flush=True)
                 shutil.rmtree(work / f"{label}-wh", ignore_errors=True)
                 shutil.rmtree(work / f"state-{name}", ignore_errors=True)
