@@ -107,8 +107,9 @@ def _place(compiled: Path, source: Path, target: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         target.unlink()
     if fits:
-        os.link(compiled, target)
-        return
+        with contextlib.suppress(OSError):  # else (a file system without hard links) a copy, below
+            os.link(compiled, target)
+            return
     data = bytearray(compiled.read_bytes())
     data[8:12] = (int(status.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
     data[12:16] = (status.st_size & 0xFFFFFFFF).to_bytes(4, "little")
