@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from conftest import orchestrate
+from sdists import make_sdist
 from wheels import write_wheel
 
 from orchestrator.build.bytecode import SharedBytecode, share
 from orchestrator.build.envcache import EnvCache, SubprocessInstaller
+from orchestrator.build.sandbox import probe
 from orchestrator.settings import IndexSettings
 
 TAG = sys.implementation.cache_tag
@@ -130,3 +133,27 @@ def test_a_module_that_does_not_compile_is_left_out_and_a_killed_compilation_rem
     assert [path.name for path in store.iterdir() if path.is_dir()] == [entry.name]
     assert (site / "pkg" / "__pycache__" / f"__init__.{TAG}.pyc").is_file()
     assert not (site / "pkg" / "__pycache__" / f"py2.{TAG}.pyc").exists()
+
+
+@pytest.mark.usefixtures("sandboxed")
+def test_sandboxed_builds_of_two_requirement_sets_share_one_compilation(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through a run: two sdists whose build requirements differ but for a shared one; sandboxed, the envs are
+    compiled at preparation, and the shared distribution's bytecode is one file in both."""
+    if probe().sandbox.tool == "none":
+        pytest.skip(f"no sandbox here: {probe().reason}")
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    find_links = tmp_path / "find-links"
+    find_links.mkdir()
+    write_wheel(find_links, "tinydep", "1.0")
+    write_wheel(find_links, "tinyextra", "2.0")
+    make_sdist(tmp_path / "sdists", "alone", build_requires=["tinydep"])
+    make_sdist(tmp_path / "sdists", "both", build_requires=["tinydep", "tinyextra"])
+    state = tmp_path / "state"
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--state-dir", state,
+                         "--keep-build-envs", "--no-index", "--find-links", find_links)
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "wh").glob("*.whl"))) == 2
+    pycs = list((state / "build-envs" / "envs").glob(f"*-*/lib/python*/site-packages/tinydep/__pycache__/*.{TAG}.pyc"))
+    assert len(pycs) == 2
+    assert os.path.samefile(*pycs)
