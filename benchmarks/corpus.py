@@ -17,6 +17,13 @@ schedule of those builds on K slots can end sooner. (``get_requires_for_build_wh
 as the build is prepared, before admission, so outside the K slots.) Each step also records
 the CPU seconds of every process it waited for; with K CPUs, a run can end no sooner than its
 CPU seconds over K (its CPU bound). Results go to ``benchmarks/results/corpus.json``.
+
+``--variant NAME=DIR`` runs orchestrate cold from another checkout too (``PYTHONPATH=DIR``, same
+interpreter), right after this checkout's cold run in each round, so two versions of the code are
+compared side by side (``cold[NAME]``; its CPU over this one's as ``cold/NAME CPU``); ``--variant-arg
+NAME=ARG`` gives it one more argument (``--variant off=. --variant-arg off=--compiler-cache=off``: this
+checkout without the compiler cache). ``--skip-warm`` leaves out the warm run; ``--name PREFIX`` keeps
+only the sdists whose file names start with a given prefix (repeatable).
 """
 
 from __future__ import annotations
@@ -69,13 +76,14 @@ def reap_orphans() -> None:
             time.sleep(0.05)
 
 
-def timed(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
+def timed(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> dict[str, Any]:
     """Run ``cmd`` to its end; its wall seconds, the CPU seconds of it and every process it or this one
     waited for (less noisy than the wall clock on a shared machine), and the 1-minute load average."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with log.open("w") as out:
-        completed = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        completed = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   cwd=cwd)
     wall = time.perf_counter() - start
     reap_orphans()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -85,13 +93,17 @@ def timed(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
     return {"makespan_s": round(wall, 2), "cpu_s": round(cpu, 2), "load_1min": round(os.getloadavg()[0], 2)}
 
 
-def run_orchestrate(sdists: list[Path], backends: Path, work: Path, state: Path, k: int, label: str) -> dict[str, Any]:
+def run_orchestrate(sdists: list[Path], backends: Path, work: Path, state: Path, k: int, label: str,
+                    src: Path | None = None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One ``orchestrate build`` of every sdist, from the checkout at ``src`` (default: this one), run from ``work``
+    (``python -m`` puts its folder first on the path: a checkout there would shadow ``src``)."""
     report = work / f"{label}.json"
     wheelhouse = work / f"{label}-wh"
     cmd = [sys.executable, "-m", "orchestrator", "build", *map(str, sdists), "-w", str(wheelhouse), "-j", str(k),
            "--state-dir", str(state), "--keep-build-envs", "--no-index", "--find-links", str(backends),
-           "--report-json", str(report), "--force"]
-    measured = timed(cmd, clean_environ(UV_CACHE_DIR=str(state / "uv-cache")), work / f"{label}.log")
+           "--report-json", str(report), "--force", *extra]
+    environ = clean_environ(UV_CACHE_DIR=str(state / "uv-cache"), PYTHONPATH=str(src or HERE.parent.resolve()))
+    measured = timed(cmd, environ, work / f"{label}.log", cwd=work)
     makespan = measured["makespan_s"]
     builds = json.loads(report.read_text())["builds"]
     backend = [build["phases"].get("backend", 0.0) for build in builds]
@@ -143,14 +155,27 @@ def main() -> None:
     parser.add_argument("--only", type=int, metavar="N", help="only the N smallest sdists")
     parser.add_argument("--skip-pip", action="store_true")
     parser.add_argument("--skip-uv", action="store_true")
+    parser.add_argument("--skip-warm", action="store_true")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=DIR",
+                        help="also run orchestrate cold from the checkout DIR (not under /tmp: the sandbox hides it)")
+    parser.add_argument("--variant-arg", action="append", default=[], metavar="NAME=ARG",
+                        help="one more argument for variant NAME's runs")
+    parser.add_argument("--name", action="append", default=[], metavar="PREFIX",
+                        help="only the sdists whose file names start with PREFIX (repeatable)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, alternating the tools")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "corpus.json")
     args = parser.parse_args()
     backends = (args.backends or args.corpus.parent / "backends").resolve()
     sdists = sorted((args.corpus / "sdists").resolve().glob("*.tar.gz"), key=lambda path: path.stat().st_size)
+    if args.name:
+        sdists = [path for path in sdists if path.name.startswith(tuple(args.name))]
     if args.only:
         sdists = sdists[: args.only]
     k = args.max_builds
+    variants = {name: Path(folder).resolve() for name, _, folder in (spec.partition("=") for spec in args.variant)}
+    extra: dict[str, tuple[str, ...]] = {}
+    for name, _, arg in (spec.partition("=") for spec in args.variant_arg):
+        extra[name] = (*extra.get(name, ()), arg)
     adopt_orphans()
     rounds = []
     for round_number in range(args.repeat):
@@ -162,14 +187,22 @@ def main() -> None:
             result["orchestrate_cold"] = run_orchestrate(sdists, backends, work, state, k, "cold")
             print(f"  orchestrate cold {result['orchestrate_cold']['makespan_s']} s", flush=True)
             shutil.rmtree(work / "cold-wh", ignore_errors=True)
+            for name, src in variants.items():
+                label = f"cold-{name}"
+                result[f"orchestrate_cold[{name}]"] = run_orchestrate(sdists, backends, work, work / f"state-{name}", k,
+                                                                      label, src, extra.get(name, ()))
+                print(f"  orchestrate cold[{name}] {result[f'orchestrate_cold[{name}]']['makespan_s']} s", flush=True)
+                shutil.rmtree(work / f"{label}-wh", ignore_errors=True)
+                shutil.rmtree(work / f"state-{name}", ignore_errors=True)
             if not args.skip_pip:
                 result["pip_wheel_serial"] = run_pip(sdists, backends, work)
                 print(f"  pip wheel        {result['pip_wheel_serial']['makespan_s']} s", flush=True)
             if not args.skip_uv:
                 result["uv"] = run_uv(sdists, backends, work, k)
                 print(f"  uv               {result['uv']['makespan_s']} s", flush=True)
-            result["orchestrate_warm"] = run_orchestrate(sdists, backends, work, state, k, "warm")
-            print(f"  orchestrate warm {result['orchestrate_warm']['makespan_s']} s", flush=True)
+            if not args.skip_warm:
+                result["orchestrate_warm"] = run_orchestrate(sdists, backends, work, state, k, "warm")
+                print(f"  orchestrate warm {result['orchestrate_warm']['makespan_s']} s", flush=True)
             rounds.append(result)
     summary = _summary(rounds)
     _print(summary, len(sdists), k)
@@ -187,18 +220,27 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         ratios.setdefault(name, []).append(round(value, 3))
 
     for result in rounds:
-        cold, warm = result["orchestrate_cold"]["makespan_s"], result["orchestrate_warm"]["makespan_s"]
+        cold = result["orchestrate_cold"]["makespan_s"]
+        warm = result.get("orchestrate_warm")
         if "pip_wheel_serial" in result:
             ratio("cold/pip", cold / result["pip_wheel_serial"]["makespan_s"])
         if "uv" in result:
             ratio("cold/uv", cold / result["uv"]["makespan_s"])
-            ratio("warm/uv", warm / result["uv"]["makespan_s"])
+            if warm:
+                ratio("warm/uv", warm["makespan_s"] / result["uv"]["makespan_s"])
             ratio("cold/uv CPU", result["orchestrate_cold"]["cpu_s"] / result["uv"]["cpu_s"])
+        for tool, values in result.items():
+            if tool.startswith("orchestrate_cold["):
+                name = tool.removeprefix("orchestrate_cold[").removesuffix("]")
+                ratio(f"cold/{name} CPU", result["orchestrate_cold"]["cpu_s"] / values["cpu_s"])
+                if "uv" in result:
+                    ratio(f"cold[{name}]/uv CPU", values["cpu_s"] / result["uv"]["cpu_s"])
         ratio("cold/LB", result["orchestrate_cold"]["over_lower_bound"])
         ratio("cold/CPU bound", cold / result["orchestrate_cold"]["cpu_bound_s"])
-        ratio("warm/LB", result["orchestrate_warm"]["over_lower_bound"])
         ratio("cold median overhead s", result["orchestrate_cold"]["median_overhead_s"])
-        ratio("warm median overhead s", result["orchestrate_warm"]["median_overhead_s"])
+        if warm:
+            ratio("warm/LB", warm["over_lower_bound"])
+            ratio("warm median overhead s", warm["median_overhead_s"])
     makespans: dict[str, list[float]] = {}
     cpus: dict[str, list[float]] = {}
     for result in rounds:
@@ -206,7 +248,7 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             makespans.setdefault(tool, []).append(values["makespan_s"])
             cpus.setdefault(tool, []).append(values["cpu_s"])
     return {"makespan_s": makespans, "cpu_s": cpus, "ratios": ratios,
-            "lower_bound_s": [result["orchestrate_warm"]["lower_bound_s"] for result in rounds]}
+            "lower_bound_s": [result["orchestrate_cold"]["lower_bound_s"] for result in rounds]}
 
 
 def _print(summary: dict[str, Any], count: int, k: int) -> None:
@@ -215,7 +257,7 @@ def _print(summary: dict[str, Any], count: int, k: int) -> None:
     for tool, values in summary["makespan_s"].items():
         cpu = summary["cpu_s"][tool]
         print(f"| {tool} | {', '.join(f'{v:.1f}' for v in values)} | {', '.join(f'{v:.1f}' for v in cpu)} |")
-    print(f"| lower bound (warm run's hooks) | {', '.join(f'{v:.1f}' for v in summary['lower_bound_s'])} |")
+    print(f"| lower bound (cold run's hooks) | {', '.join(f'{v:.1f}' for v in summary['lower_bound_s'])} |")
     print("\n| ratio | value |\n|---|---|")
     for name, values in summary["ratios"].items():
         print(f"| {name} | {', '.join(f'{v:.3f}' for v in values)} |")

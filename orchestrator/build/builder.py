@@ -191,7 +191,7 @@ def _environment(job: BuildJob, path: Path, log: IO[str], *, at: Path | None) ->
     ``at``, linked from ``path``, if given)."""
     installer = choose_installer(job.installer)
     compiled = compile_at_preparation(sandboxed=job.sandbox.tool != "none")
-    cache = EnvCache(job.env_cache, SubprocessInstaller(installer, job.index, log, compile_bytecode=compiled),
+    cache = EnvCache(job.env_cache, SubprocessInstaller(installer, job.index, log),
                      index=job.index, log=log, compiled=compiled)
     return cache.view(path, at=at)
 

@@ -7,6 +7,7 @@ Layout under ``<state>/build-envs`` (``BuildJob.env_cache`` is one run's folder)
       <key>-<random>/            a prepared virtualenv (its folders read-only)
       <key>.lock                 held while <key> is being prepared
       resolutions/<rkey>.txt     resolutions from local --find-links folders only (keyed by their contents)
+      bytecode/                  compiled modules shared by the envs that hold the same distribution (bytecode.py)
     runs/<run>/                  one per run, removed when the run ends (envruns.py)
       envs                       a symlink to ../../envs (--keep-build-envs), else a store of its own
       resolutions/<rkey>.txt     the pins a requested requirement set resolved to, once per run
@@ -33,8 +34,9 @@ one sees. Only their ``__pycache__`` folders stay writable: bytecode is compiled
 build first imports a module, not for every module at preparation (most of a backend is
 never imported); unless the hooks cannot write it (``PYTHONDONTWRITEBYTECODE``, or a sandbox
 showing them the envs read-only), as every hook would then compile what it imports again
-(0.15 CPU-s for setuptools' ``get_requires_for_build_wheel`` alone): then the installer
-compiles it all at preparation and no folder stays writable. Requirements that
+(0.15 CPU-s for setuptools' ``get_requires_for_build_wheel`` alone): then it is all compiled at
+preparation, each distribution once for all the envs that hold it (``bytecode.py``), and no folder
+stays writable. Requirements that
 ``get_requires_for_build_wheel`` adds and the prepared env lacks make a prepared env of
 their own (base plus extras), cached the same way, and the view is pointed at it.
 """
@@ -63,6 +65,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
 from orchestrator.atomic import atomic_write
+from orchestrator.build import bytecode
 from orchestrator.build.envs import (
     InstallerName,
     Venv,
@@ -200,7 +203,8 @@ def _canonical_pin(pin: str) -> str:
 
 
 class EnvInstaller(Protocol):
-    """Resolves requirement sets and installs pins into a prepared env (uv, pip, or a fake in tests)."""
+    """Resolves requirement sets and installs pins into a prepared env (uv, pip, or a fake in tests), without
+    compiling bytecode (:mod:`orchestrator.build.bytecode` does, where the env needs it)."""
 
     @property
     def name(self) -> str: ...
@@ -217,13 +221,11 @@ class EnvInstaller(Protocol):
 class SubprocessInstaller:
     """uv or pip as subprocesses, their output in the build log."""
 
-    def __init__(self, name: InstallerName, index: IndexSettings, log: IO[str], *,
-                 compile_bytecode: bool | None = None) -> None:
+    def __init__(self, name: InstallerName, index: IndexSettings, log: IO[str]) -> None:
         self.name = name
         self.seed_pip = name == "pip" and not outer_pip_usable()
         self._index = index
         self._log = log
-        self._compile = not bytecode_on_import() if compile_bytecode is None else compile_bytecode
 
     def resolve(self, requirements: Sequence[str]) -> list[str]:
         """The complete set of pins (``name==version``) that ``requirements`` resolve to."""
@@ -262,8 +264,7 @@ class SubprocessInstaller:
     def install(self, venv: Path, python: Path, pins: Sequence[str]) -> None:
         pins_file = venv / "orchestrate-pins.txt"
         pins_file.write_text("\n".join(pins) + "\n")
-        run_installer(install_command(self.name, str(python), pins_file, self._index, pinned=True,
-                                      compile_bytecode=self._compile),
+        run_installer(install_command(self.name, str(python), pins_file, self._index, pinned=True),
                       installer_environ(venv), self._log,
                       f"installing build requirements ({', '.join(pins)}) with {self.name}")
 
@@ -305,7 +306,7 @@ class EnvCache:
 
     def __init__(self, run_dir: Path, installer: EnvInstaller, *, index: IndexSettings, log: IO[str],
                  compiled: bool | None = None) -> None:
-        """``compiled``: the installer compiles bytecode at preparation (:func:`compile_at_preparation`;
+        """``compiled``: bytecode is compiled at preparation (:func:`compile_at_preparation`;
         default: when ``PYTHONDONTWRITEBYTECODE`` is set); else the envs keep writable ``__pycache__`` folders."""
         self.run_dir = run_dir
         self._compiled = not bytecode_on_import() if compiled is None else compiled
@@ -381,6 +382,9 @@ class EnvCache:
         skeleton += [entry.name for entry in target.iterdir() if entry.is_symlink()]
         if pins:
             self._installer.install(target, venv.python, pins)
+            if self._compiled:
+                shared = bytecode.share([venv.purelib, venv.platlib], self.store / "bytecode")
+                self._log.write(f"# bytecode: {shared.compiled} modules compiled, {shared.linked} shared\n")
         info = {
             "pins": list(pins),
             "python": str(venv.python.relative_to(target)),
