@@ -99,7 +99,8 @@ def _compile(site: Path, sources: dict[str, str], entry: Path, store: Path) -> i
 
 def _place(compiled: Path, source: Path, target: Path) -> None:
     """Give ``source`` the store's ``compiled`` file at ``target``: a hard link if its header fits the source."""
-    header = compiled.read_bytes()[:HEADER] if compiled.stat().st_size >= HEADER else b""
+    with compiled.open("rb") as file:
+        header = file.read(HEADER)  # the rest is read only if a copy is needed
     status = source.stat()
     fits = (int.from_bytes(header[8:12], "little") == int(status.st_mtime) & 0xFFFFFFFF
             and int.from_bytes(header[12:16], "little") == status.st_size & 0xFFFFFFFF)

@@ -36,9 +36,8 @@ never imported); unless the hooks cannot write it (``PYTHONDONTWRITEBYTECODE``, 
 showing them the envs read-only), as every hook would then compile what it imports again
 (0.15 CPU-s for setuptools' ``get_requires_for_build_wheel`` alone): then it is all compiled at
 preparation, each distribution once for all the envs that hold it (``bytecode.py``), and no folder
-stays writable. Requirements that
-``get_requires_for_build_wheel`` adds and the prepared env lacks make a prepared env of
-their own (base plus extras), cached the same way, and the view is pointed at it.
+stays writable. Requirements that ``get_requires_for_build_wheel`` adds and the prepared env lacks
+make a prepared env of their own (base plus extras), cached the same way, and the view is pointed at it.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def installer_environ(venv: Path) -> dict[str, str]:
 
 
 def install_command(installer: InstallerName, python: str, requirements_file: Path, index: IndexSettings, *,
-                    pinned: bool = False, compile_bytecode: bool = False) -> list[str]:
+                    pinned: bool = False) -> list[str]:
     """The command that installs ``requirements_file`` into the environment of ``python``.
 
     ``pinned`` says the file is a complete resolution: install exactly it (no
@@ -104,8 +104,6 @@ def install_command(installer: InstallerName, python: str, requirements_file: Pa
         cmd = [uv, "pip", "install", "--python", python, "-r", str(requirements_file)]
         if pinned:
             cmd.append("--no-deps")
-        if compile_bytecode:
-            cmd.append("--compile-bytecode")
     else:
         if outer_pip_usable():
             cmd = [sys.executable, "-m", "pip", "--python", python]
@@ -115,8 +113,7 @@ def install_command(installer: InstallerName, python: str, requirements_file: Pa
                 "-r", str(requirements_file)]
         if pinned:
             cmd.append("--no-deps")
-        if not compile_bytecode:
-            cmd.append("--no-compile")
+        cmd.append("--no-compile")  # where an env needs bytecode, bytecode.py compiles it, once for all envs
     return cmd + index.pip_args()
 
 
