@@ -59,12 +59,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from filelock import FileLock
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
+from orchestrator import lastuse
 from orchestrator.atomic import atomic_write
-from orchestrator.build import bytecode
+from orchestrator.build import bytecode, storelocks
 from orchestrator.build.envs import (
     InstallerName,
     Venv,
@@ -314,6 +314,8 @@ class EnvCache:
         self._index_args = index.pip_args()
         self._log = log
         self._index = index
+        self._in_use: list[int] = []
+        """Descriptors holding the lock of each prepared env handed out, shared (:meth:`prepare`)."""
 
     @functools.cached_property
     def _sources(self) -> str | None:
@@ -335,32 +337,47 @@ class EnvCache:
         rkey = _digest("resolution", interpreter_id(), self._installer.name, self._index_args, self._sources,
                        requested)
         path = self._resolutions / f"{rkey}.txt"
-        if not path.is_file():
+        try:
+            text = path.read_text()
+        except FileNotFoundError:  # not resolved yet (or pruned as we looked)
             self._resolutions.mkdir(exist_ok=True)
-            with FileLock(self._resolutions / f"{rkey}.lock"):
+            with storelocks.exclusive(self._resolutions / f"{rkey}.lock"):
                 if not path.is_file():
                     pins = sorted(_canonical_pin(pin) for pin in self._installer.resolve(requested))
                     with atomic_write(path) as out:
                         out.write(("\n".join(pins) + "\n").encode())
-        return tuple(line for line in path.read_text().splitlines() if line.strip())
+                text = path.read_text()
+        else:
+            if self._sources:  # kept with the envs
+                lastuse.mark_used(path)
+        return tuple(line for line in text.splitlines() if line.strip())
 
     def prepare(self, requirements: Collection[str]) -> PreparedEnv:
-        """The prepared env holding ``requirements``: reused when published, else made under the key's lock."""
+        """The prepared env holding ``requirements``: reused when published, else made under the key's lock.
+
+        The key's lock is then held shared until this process ends (a build's worker builds once): the pruner
+        (``envprune.py``) never removes an env in use. A run's use moves the link's time forward (``lastuse``)."""
         pins = self.pins(requirements)
         key = _digest("env", interpreter_id(), self._index_args, sorted(pins), self._compiled)
-        link = self.store / key
-        if link.exists():
-            self._log.write(f"# build environment {key}: reused ({', '.join(pins) or 'empty'})\n")
-            return PreparedEnv.load(key, link.resolve())
-        with FileLock(self.store / f"{key}.lock"):
+        link, lock, found = self.store / key, self.store / f"{key}.lock", "reused"
+        while True:
+            held = storelocks.hold(lock, shared=True)  # waits out a preparation or a prune of this key
             if link.exists():
-                self._log.write(f"# build environment {key}: prepared by another build "
-                                f"({', '.join(pins) or 'empty'})\n")
+                self._in_use.append(held)
+                lastuse.mark_used(link)
+                if found:
+                    self._log.write(f"# build environment {key}: {found} ({', '.join(pins) or 'empty'})\n")
                 return PreparedEnv.load(key, link.resolve())
-            self._log.write(f"# build environment {key}: preparing ({', '.join(pins) or 'empty'})\n")
-            self._log.flush()
-            self._remove_leftovers(key)
-            return self._prepare(key, pins)
+            os.close(held)
+            with storelocks.exclusive(lock):
+                if link.exists():
+                    found = "prepared by another build"
+                    continue
+                self._log.write(f"# build environment {key}: preparing ({', '.join(pins) or 'empty'})\n")
+                self._log.flush()
+                self._remove_leftovers(key)
+                self._prepare(key, pins)
+                found = ""
 
     def _remove_leftovers(self, key: str) -> None:
         """Folders of ``key`` that were never published belong to killed preparations (we hold the lock)."""
@@ -370,7 +387,7 @@ class EnvCache:
         for entry in self.store.glob(f".{key}.*.link"):
             entry.unlink()
 
-    def _prepare(self, key: str, pins: tuple[str, ...]) -> PreparedEnv:
+    def _prepare(self, key: str, pins: tuple[str, ...]) -> None:
         target = Path(tempfile.mkdtemp(dir=self.store, prefix=f"{key}-"))
         if pins and not self._installer.seed_pip:
             venv = _clone(self.prepare(()), target)
@@ -400,7 +417,6 @@ class EnvCache:
             partial.unlink()
         os.symlink(target.name, partial)
         os.replace(partial, self.store / key)
-        return PreparedEnv.load(key, target)
 
     def view(self, path: Path, *, at: Path | None = None) -> EnvView:
         """A fresh, empty environment for one build, ready to be pointed at prepared envs; made in ``at`` (a new
