@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +19,11 @@ from index_server import IndexServer, index_server_fixture  # noqa: F401 - the i
 from sdists import make_sdist
 from wheels import write_wheel
 
+from orchestrator.build import envprune, storelocks
+from orchestrator.build.envcache import EnvCache, SubprocessInstaller
+from orchestrator.download import cache as download_cache
 from orchestrator.pruning import STAMP, Pruned, prune_state
+from orchestrator.settings import IndexSettings
 
 DAY = 86400.0
 PRUNED = re.compile(r"pruned (.*) unused for 40 days \((\d+(\.\d)? [KMG]?i?B)\)")
@@ -213,3 +220,76 @@ def test_the_report_keeps_the_line(tmp_path: Path, served: tuple[str, ...]) -> N
     assert result.returncode == 0, result.stderr
     settings = json.loads((tmp_path / "r.json").read_text())["settings"]
     assert PRUNED.fullmatch(settings["pruned"]), settings
+
+
+def test_a_lock_its_holder_unlinked_is_taken_afresh_by_whoever_waited(tmp_path: Path) -> None:
+    """The pruner unlinks the lock file of an entry it removed while it holds it: a build that waited for it locks
+    the file now at the path, which the next check then sees held."""
+    lock = tmp_path / "key.lock"
+    pruner = storelocks.try_exclusive(lock)
+    assert pruner is not None
+    taken: list[int] = []
+    waiter = threading.Thread(target=lambda: taken.append(storelocks.hold(lock, shared=True)))
+    waiter.start()
+    time.sleep(0.2)
+    assert not taken  # it waits
+    lock.unlink()
+    lock.touch()  # made anew by another taker meanwhile
+    os.close(pruner)
+    waiter.join(10)
+    (held,) = taken
+    assert os.fstat(held).st_ino == os.stat(lock).st_ino
+    assert storelocks.try_exclusive(lock) is None  # in use
+    os.close(held)
+    again = storelocks.try_exclusive(lock)
+    assert again is not None
+    os.close(again)
+
+
+def test_a_pruned_bytecode_entry_leaves_the_envs_linked_to_it_whole(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    find_links = tmp_path / "find-links"
+    find_links.mkdir()
+    write_wheel(find_links, "tinybackend", "1.0", files={f"tinybackend/m{i}.py": f"X = {i}\n" for i in range(3)})
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    root = tmp_path / "build-envs"  # the run's folder is the root here: its store is root/envs
+    (root / "envs").mkdir(parents=True)
+    (root / "resolutions").mkdir()
+    index = IndexSettings(no_index=True, find_links=(str(find_links),))
+    with (tmp_path / "build.log").open("w") as log:
+        cache = EnvCache(root, SubprocessInstaller("uv", index, log), index=index, log=log, compiled=True)
+        env = cache.prepare(["tinybackend"])
+    compiled = env.path / env.purelib / "tinybackend" / "__pycache__" / f"m0.{sys.implementation.cache_tag}.pyc"
+    data = compiled.read_bytes()
+    (entry,) = [path for path in (root / "envs" / "bytecode").glob("tinybackend-*") if path.is_dir()]
+    then = time.time() - 50 * DAY
+    os.utime(entry, (then, then))
+    pruned = envprune.prune(root, unused_since=time.time() - 40 * DAY)
+    assert (pruned.bytecode, pruned.envs, pruned.resolutions) == (1, 0, 0)
+    assert pruned.bytes_freed == 0  # its files are hard links the env still holds
+    assert not entry.exists() and compiled.read_bytes() == data
+    assert not list((root / "envs" / "bytecode").glob("tinybackend-*"))  # nor its lock, nor a renamed folder
+
+
+def test_a_download_pruned_as_a_run_reads_it_is_a_miss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "made").mkdir()
+    wheel = write_wheel(tmp_path / "made", "tinydep", "1.0")
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    cache = download_cache.Cache(tmp_path / "cache")
+    cache.store(wheel, sha)
+    (dest := tmp_path / "dest").mkdir()
+    listdir = os.listdir
+
+    def listed_then_pruned(path: str | os.PathLike[str]) -> list[str]:
+        names = listdir(path)
+        assert download_cache.prune(tmp_path / "cache", unused_since=time.time() + 1) == (1, wheel.stat().st_size)
+        return names
+
+    monkeypatch.setattr(os, "listdir", listed_then_pruned)
+    with caplog.at_level(logging.WARNING):
+        assert cache.copy_out(sha, dest, "tinydep 1.0") is None
+    monkeypatch.undo()
+    assert not caplog.records and not list(dest.iterdir())
+    assert cache.copy_out(sha, dest, "tinydep 1.0") is None  # and once it has gone
+    assert not list((tmp_path / "cache").glob("sha256/*/*"))
