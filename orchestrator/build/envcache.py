@@ -5,7 +5,7 @@ Layout under ``<state>/build-envs`` (``BuildJob.env_cache`` is one run's folder)
     envs/                        the store; kept across runs with --keep-build-envs
       <key> -> <key>-<random>    published: a symlink, created atomically once the env is complete
       <key>-<random>/            a prepared virtualenv (its folders read-only)
-      <key>.lock                 held while <key> is being prepared
+      <key>.lock                 held while <key> is prepared (or pruned); shared by each build using it
       resolutions/<rkey>.txt     resolutions from local --find-links folders only (keyed by their contents)
       bytecode/                  compiled modules shared by the envs that hold the same distribution (bytecode.py)
     runs/<run>/                  one per run, removed when the run ends (envruns.py)
