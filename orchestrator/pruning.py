@@ -14,11 +14,14 @@ compiler cache's trim: a farm's thousands of small runs pay nothing for it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.units import format_size
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_DAYS = 40
 """The default age: beyond a month, so that a job run monthly (or weekly, a run or two skipped) keeps what it
@@ -61,20 +64,25 @@ class Pruned:
 
 def prune_state(state: Path, *, days: int | None, downloads: Path | None, now: float) -> Pruned | None:
     """Prune ``state`` (and the download cache ``downloads``, wherever it is) of what no run used for ``days``;
-    ``None`` when ``days`` is ``None`` (never) or a run checked in the last :data:`EVERY_S` seconds."""
-    if days is None:
+    ``None`` when ``days`` is ``None`` (never), a run checked in the last :data:`EVERY_S` seconds, there is no
+    such folder, or it cannot be written (a warning)."""
+    if days is None or not state.is_dir():
         return None
     stamp = state / STAMP
     with contextlib.suppress(FileNotFoundError):
         if 0 <= now - stamp.stat().st_mtime < EVERY_S:
             return None
-    stamp.touch()
-    os.utime(stamp, (now, now))
     from orchestrator.build import envprune  # only when the check is due
     from orchestrator.download import cache
 
     unused_since = now - days * 86400.0
-    envs = envprune.prune(state / "build-envs", unused_since=unused_since)
-    fetched, fetched_bytes = cache.prune(downloads, unused_since=unused_since) if downloads else (0, 0)
+    try:
+        stamp.touch()
+        os.utime(stamp, (now, now))
+        envs = envprune.prune(state / "build-envs", unused_since=unused_since)
+        fetched, fetched_bytes = cache.prune(downloads, unused_since=unused_since) if downloads else (0, 0)
+    except OSError as exc:  # housekeeping: never a reason to fail a run
+        logger.warning("cannot prune %s: %s", state, exc)
+        return None
     return Pruned(days=days, envs=envs.envs, bytecode=envs.bytecode, resolutions=envs.resolutions,
                   preload_lists=envs.preload_lists, downloads=fetched, bytes_freed=envs.bytes_freed + fetched_bytes)
