@@ -196,8 +196,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         raise UsageError(f"{', '.join(idle)} {'needs' if len(idle) == 1 else 'need'} --install-into: "
                          "add --install-into VENV|PYTHON or drop " + ("it" if len(idle) == 1 else "them"))
     per_build = parse_size(memory_per_build)
-    farm = (_connect_farm(cluster, max_builds, memory_limit, min_free_memory, max_load, max_cpu, keep_build_envs)
-            if cluster else None)
+    farm = (_connect_farm(cluster, max_builds, memory_limit, min_free_memory, max_load, max_cpu, keep_build_envs,
+                          prune_unused_after) if cluster else None)
     limits = farm[1] if farm else _admission_limits(max_builds, memory_limit, min_free_memory, per_build, max_load,
                                                     max_cpu)
     config = config or find_config(Path.cwd())
@@ -281,7 +281,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
 
 
 def _connect_farm(address: str, max_builds: int | None, memory_limit: str | None, min_free_memory: str | None,
-                  max_load: float | None, max_cpu: float, keep_build_envs: bool) -> tuple[Farm, Limits, DaskExecutor]:
+                  max_load: float | None, max_cpu: float, keep_build_envs: bool,
+                  prune_unused_after: int | None) -> tuple[Farm, Limits, DaskExecutor]:
     """The build farm at ``address`` (``--cluster``): the farm, the scheduler's limits there, its executor."""
     try:
         from orchestrator.executors import dask
@@ -290,6 +291,6 @@ def _connect_farm(address: str, max_builds: int | None, memory_limit: str | None
     return dask.for_run(address, max_builds=max_builds, max_load=max_load, max_cpu=max_cpu / 100 if max_cpu else None,
                         memory_limit=parse_size(memory_limit) if memory_limit else None,
                         min_free_memory=parse_size(min_free_memory) if min_free_memory else None,
-                        keep_build_envs=keep_build_envs)
+                        keep_build_envs=keep_build_envs, prune_unused_after=prune_unused_after)
 
 
