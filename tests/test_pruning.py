@@ -29,7 +29,7 @@ DAY = 86400.0
 PRUNED = re.compile(r"pruned (.*) unused for 40 days \((\d+(\.\d)? [KMG]?i?B)\)")
 
 
-def _age(folder: Path, days: float, *, stamp: bool = True, only: str | None = None) -> None:
+def age(folder: Path, days: float, *, stamp: bool = True, only: str | None = None) -> None:
     """Move every entry under ``folder`` (the state folder's check, ``stamp``, too; or only the one named ``only``)
     ``days`` into the past, as if no run had used it since."""
     then = time.time() - days * DAY
@@ -77,7 +77,7 @@ def test_what_no_run_used_goes_at_most_hourly_and_the_next_run_builds_again(
     assert list((state / "build-envs" / "preload").glob("*.json"))
 
     # Checked within the hour: nothing goes, however old; the run's uses move the entries' times forward.
-    _age(state, 50, stamp=False)
+    age(state, 50, stamp=False)
     started = time.time()
     second = orchestrate(*served, env=env)
     assert second.returncode == 0, second.stderr
@@ -87,7 +87,7 @@ def test_what_no_run_used_goes_at_most_hourly_and_the_next_run_builds_again(
     assert all(os.lstat(store / key).st_mtime >= started - 1 for key in envs)  # the links' own times
     assert _logs(state).count("reused (tinydep==1.0)") == 1
 
-    _age(state, 50)
+    age(state, 50)
     third = orchestrate(*served, env=env)
     assert third.returncode == 0, third.stderr
     line = PRUNED.search(third.stderr + third.stdout)
@@ -105,7 +105,7 @@ def test_what_no_run_used_goes_at_most_hourly_and_the_next_run_builds_again(
 def test_never_keeps_everything(tmp_path: Path, served: tuple[str, ...], how: tuple[str, str]) -> None:
     state = tmp_path / "state"
     assert orchestrate(*served).returncode == 0
-    _age(state, 5000)
+    age(state, 5000)
     before = (_published_envs(state), _downloads(state))
     args, env = ((), {"ORCHESTRATE_PRUNE_UNUSED_AFTER": how[1]}) if how[0] == "env" else (how, {})
     result = orchestrate(*served, *args, env=env)
@@ -141,7 +141,7 @@ def test_an_env_a_build_is_using_is_never_pruned(tmp_path: Path) -> None:
             time.sleep(0.05)
         envs = _published_envs(state)
         assert len(envs) == 2
-        _age(state, 50)
+        age(state, 50)
         other = orchestrate("build", tmp_path / "quick", "-w", tmp_path / "wh2", *common)
         assert other.returncode == 0, other.stderr
         # Both envs are the slow build's (the empty one too): the check leaves them (a learned list may go).
@@ -152,7 +152,7 @@ def test_an_env_a_build_is_using_is_never_pruned(tmp_path: Path) -> None:
         out, err = slow.communicate(timeout=120)
     assert slow.returncode == 0, err
     # Once the build has ended, the same check removes what is old.
-    _age(state, 50)
+    age(state, 50)
     pruned = prune_state(state, days=40, downloads=None, now=time.time())
     assert pruned is not None and pruned.envs == 2
     assert _published_envs(state) == []
@@ -171,14 +171,14 @@ def test_a_prune_killed_half_way_leaves_nothing_a_run_would_use(
     # SIGKILL once the first entry is unpublished, before its files are removed (only downloads are old in the
     # second case: the first removal is theirs).
     if where == "build environment":
-        _age(state, 50)
+        age(state, 50)
         # Part of the env's folder goes first (its description), as a kill in the middle of its removal leaves it.
         module, name = "orchestrator.build.envprune", "remove_tree"
         half = ("os.chmod(a[0], 0o755); p = os.path.join(a[0], 'orchestrate-env.json'); "
                 "os.path.exists(p) and os.unlink(p); ")
     else:
-        _age(state / "downloads", 50)
-        _age(state, 50, stamp=True, only=STAMP)
+        age(state / "downloads", 50)
+        age(state, 50, stamp=True, only=STAMP)
         module, name, half = "orchestrator.lastuse", "bytes_freed", ""
     prelude = (f"import importlib, os, signal\nm = importlib.import_module({module!r})\n"
                f"def killed(*a, **k):\n    {half}os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -192,7 +192,7 @@ def test_a_prune_killed_half_way_leaves_nothing_a_run_would_use(
     else:
         assert index_server.downloads("prunable-1.0.tar.gz") == 2
         assert list((state / "downloads").glob("sha256/*/.*.pruned"))  # what the killed check left
-    _age(state, 50)
+    age(state, 50)
     pruned = prune_state(state, days=40, downloads=state / "downloads", now=time.time())
     assert pruned is not None
     assert not list((state / "downloads").glob("sha256/*/.*"))
@@ -215,7 +215,7 @@ def test_the_line_says_what_went(pruned: Pruned, line: str | None) -> None:
 def test_the_report_keeps_the_line(tmp_path: Path, served: tuple[str, ...]) -> None:
     state = tmp_path / "state"
     assert orchestrate(*served).returncode == 0
-    _age(state, 50)
+    age(state, 50)
     result = orchestrate(*served, "--report-json", tmp_path / "r.json")
     assert result.returncode == 0, result.stderr
     settings = json.loads((tmp_path / "r.json").read_text())["settings"]
