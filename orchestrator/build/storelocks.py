@@ -45,7 +45,7 @@ def exclusive(lock_path: Path) -> Iterator[None]:
 
 def _take(lock_path: Path, operation: int) -> int | None:
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)  # flock needs no write access
         try:
             fcntl.flock(fd, operation)
         except BlockingIOError:
