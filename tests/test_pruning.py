@@ -296,3 +296,20 @@ def test_a_download_pruned_as_a_run_reads_it_is_a_miss(tmp_path: Path, monkeypat
     assert not caplog.records and not list(dest.iterdir())
     assert cache.copy_out(sha, dest, "tinydep 1.0") is None  # and once it has gone
     assert not list((tmp_path / "cache").glob("sha256/*/*"))
+
+
+def test_the_download_command_prunes_its_cache_too(tmp_path: Path, index_server: IndexServer) -> None:
+    made = make_sdist(tmp_path / "made", "fetched")
+    index_server.add(made.name, made.read_bytes())
+    (tmp_path / "req.txt").write_text("fetched==1.0\n")
+    cache = tmp_path / "elsewhere"  # --cache-dir: pruned with the state folder it is named beside
+    args = ("download", "-r", tmp_path / "req.txt", "--no-deps", "-i", index_server.simple_url, "--cache-dir", cache)
+    assert orchestrate(*args, "-d", tmp_path / "one").returncode == 0
+    assert list(cache.glob("sha256/*/*/fetched-1.0.tar.gz"))
+    age(cache, 50)
+    age(tmp_path / "state", 50)
+    result = orchestrate(*args, "-d", tmp_path / "two")
+    assert result.returncode == 0, result.stderr
+    line = PRUNED.search(result.stderr + result.stdout)
+    assert line and line.group(1) == "1 download", result.stderr
+    assert index_server.downloads(made.name) == 2 and (tmp_path / "two" / made.name).is_file()
