@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -65,6 +64,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from orchestrator import lastuse
 from orchestrator.atomic import atomic_write
 from orchestrator.build import bytecode, storelocks
+from orchestrator.build.envkeys import canonical_pin, digest, local_sources_fingerprint, normalise_requirements
 from orchestrator.build.envs import (
     InstallerName,
     Venv,
@@ -93,10 +93,6 @@ def interpreter_id() -> str:
     asks before it forks the builds' workers)."""
     return "|".join([sys.implementation.cache_tag or "", sys.version, os.path.realpath(sys.executable),
                      sysconfig.get_platform()])
-
-
-def _digest(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def remove_tree(path: Path) -> None:
@@ -164,41 +160,6 @@ def _clone(empty: PreparedEnv, target: Path) -> Venv:
         dirs[:] = [name for name in dirs if name != "__pycache__" and not Path(folder, name).is_symlink()]
     return Venv(python=target / empty.python, scripts=target / empty.scripts, purelib=target / empty.purelib,
                 platlib=target / empty.platlib)
-
-
-def normalise_requirements(requirements: Collection[str]) -> list[str]:
-    """Sorted, de-duplicated, canonical spellings; an invalid one is a :class:`BuildError`."""
-    normalised = set()
-    for text in requirements:
-        try:
-            normalised.add(str(Requirement(text)))
-        except InvalidRequirement as exc:
-            raise BuildError(f"invalid build requirement '{text}': {exc}") from None
-    return sorted(normalised)
-
-
-def local_sources_fingerprint(index: IndexSettings) -> str | None:
-    """What the local ``--find-links`` folders hold (names, sizes, times), when they are the only source."""
-    if not index.no_index or not index.find_links:
-        return None
-    listing = []
-    for link in index.find_links:
-        folder = Path(link)
-        if "://" in link or not folder.is_dir():
-            return None
-        with os.scandir(folder) as entries:
-            listing.append([str(folder.resolve()), sorted(
-                (entry.name, entry.stat().st_size, entry.stat().st_mtime_ns) for entry in entries if entry.is_file()
-            )])
-    return _digest(listing)
-
-
-def _canonical_pin(pin: str) -> str:
-    """``Flit_Core==3.12`` as ``flit-core==3.12``: pip and uv spell names differently."""
-    name, sep, rest = (part.strip() for part in pin.partition("=="))
-    if not sep or not name or not all(c.isalnum() or c in "-_." for c in name):
-        return pin  # a URL, extras or a marker: keep it as the installer wrote it
-    return f"{canonicalize_name(name)}=={rest}"
 
 
 class EnvInstaller(Protocol):
@@ -334,7 +295,7 @@ class EnvCache:
         requested = normalise_requirements(requirements)
         if not requested:
             return ()
-        rkey = _digest("resolution", interpreter_id(), self._installer.name, self._index_args, self._sources,
+        rkey = digest("resolution", interpreter_id(), self._installer.name, self._index_args, self._sources,
                        requested)
         path = self._resolutions / f"{rkey}.txt"
         try:
@@ -343,7 +304,7 @@ class EnvCache:
             self._resolutions.mkdir(exist_ok=True)
             with storelocks.exclusive(self._resolutions / f"{rkey}.lock"):
                 if not path.is_file():
-                    pins = sorted(_canonical_pin(pin) for pin in self._installer.resolve(requested))
+                    pins = sorted(canonical_pin(pin) for pin in self._installer.resolve(requested))
                     with atomic_write(path) as out:
                         out.write(("\n".join(pins) + "\n").encode())
                 text = path.read_text()
@@ -358,7 +319,7 @@ class EnvCache:
         The key's lock is then held shared until this process ends (a build's worker builds once): the pruner
         (``envprune.py``) never removes an env in use. A run's use moves the link's time forward (``lastuse``)."""
         pins = self.pins(requirements)
-        key = _digest("env", interpreter_id(), self._index_args, sorted(pins), self._compiled)
+        key = digest("env", interpreter_id(), self._index_args, sorted(pins), self._compiled)
         link, lock, found = self.store / key, self.store / f"{key}.lock", "reused"
         while True:
             held = storelocks.hold(lock, shared=True)  # waits out a preparation or a prune of this key
