@@ -6,11 +6,14 @@
 Makes a state folder in a temporary folder: ``--downloads`` download-cache entries (a 4 KiB file each, under
 ``sha256/<2 hex>/<64 hex>/``), ``--envs`` published prepared environments (a folder of 200 small files
 each, its link and lock), 6 bytecode entries per env, a kept resolution per env and 20 learned preload lists,
-every one used an hour ago. Each round times ``pruning.prune_state`` (wall and this process's CPU) three ways:
+every one used an hour ago. Each round times ``pruning.prune_state`` (wall and this process's CPU):
 ``due`` (no run checked in the last hour: every store is listed and nothing goes), ``throttled`` (a run
-checked a minute ago: one ``stat``) and ``marking`` (``lastuse.mark_used`` on one fresh entry, what each
-build pays per env it uses). The table gives each case's median over the rounds and every round; the file
-system's caches are warm after the first round (the first round's ``due`` is the coldest figure here).
+checked a minute ago: one ``stat``); then ``marking`` (``lastuse.mark_used`` on one fresh entry, what each
+build pays per env it uses) and ``reuse`` (``EnvCache.prepare`` of a published env, which now also takes its
+lock shared and marks its use; a fake installer, 200 calls a round in a process of their own, each of a new
+``EnvCache`` as each build makes; ``--variant DIR`` times it by another checkout's code too, e.g. one made
+with ``git archive main | tar -x -C DIR``). The table gives each case's median over the rounds and every
+round; the file system's caches are warm after the first round (its ``due`` is the coldest figure here).
 Nothing here reads the machine's load: on a shared machine, compare rounds, not single figures.
 """
 
@@ -22,6 +25,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,14 +83,48 @@ def timed(work: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+REUSE = """
+import io, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from orchestrator.build.envcache import EnvCache
+from orchestrator.settings import IndexSettings
+
+class Installer:
+    name, seed_pip = "fake", False
+    def resolve(self, requirements): return list(requirements)
+    def install(self, venv, python, pins): pass
+
+run = Path(sys.argv[2])
+(run / "envs").mkdir(parents=True, exist_ok=True)
+(run / "resolutions").mkdir(exist_ok=True)
+EnvCache(run, Installer(), index=IndexSettings(), log=io.StringIO()).prepare(())
+wall, cpu = time.perf_counter(), time.process_time()
+for _ in range(200):
+    EnvCache(run, Installer(), index=IndexSettings(), log=io.StringIO()).prepare(())
+print((time.perf_counter() - wall) / 200, (time.process_time() - cpu) / 200)
+"""
+
+
+def reuse(checkout: Path, run: Path) -> tuple[float, float]:
+    """The wall and CPU seconds of one ``EnvCache.prepare`` of a published env, by ``checkout``'s code."""
+    done = subprocess.run([sys.executable, "-c", REUSE, str(checkout), str(run)], capture_output=True, text=True,
+                          check=True)
+    wall, cpu = done.stdout.split()
+    return float(wall), float(cpu)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--downloads", type=int, default=5000)
     parser.add_argument("--envs", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--variant", type=Path, help="Another checkout whose EnvCache.prepare reuse is timed too.")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "prune_check.json")
     args = parser.parse_args()
-    rounds: dict[str, list[tuple[float, float]]] = {"due": [], "throttled": [], "marking": []}
+    rounds: dict[str, list[tuple[float, float]]] = {"due": [], "throttled": [], "marking": [], "reuse": []}
+    if args.variant:
+        rounds["reuse (variant)"] = []
     with tempfile.TemporaryDirectory(prefix="prune-check-") as tmp:
         state = Path(tmp) / "state"
         made = time.perf_counter()
@@ -105,13 +143,16 @@ def main() -> None:
                                                                  now=time.time() + 60)))
             os.utime(fresh, follow_symlinks=False)
             rounds["marking"].append(timed(lambda: lastuse.mark_used(fresh)))
-    print(f"{'case':<10} {'wall ms (median)':>17} {'cpu ms (median)':>16}  every round's wall ms")
+            for case, checkout in (("reuse", ROOT), ("reuse (variant)", args.variant)):
+                if checkout is not None:
+                    rounds[case].append(reuse(checkout, Path(tmp) / "reuse"))
+    print(f"{'case':<16} {'wall ms (median)':>17} {'cpu ms (median)':>16}  every round's wall ms")
     results = {}
     for case, times in rounds.items():
         walls, cpus = [wall * 1000 for wall, _ in times], [cpu * 1000 for _, cpu in times]
         results[case] = {"wall_ms": statistics.median(walls), "cpu_ms": statistics.median(cpus),
                          "rounds_wall_ms": walls, "rounds_cpu_ms": cpus}
-        print(f"{case:<10} {statistics.median(walls):>17.3f} {statistics.median(cpus):>16.3f}  "
+        print(f"{case:<16} {statistics.median(walls):>17.3f} {statistics.median(cpus):>16.3f}  "
               + " ".join(f"{wall:.3f}" for wall in walls))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
