@@ -229,6 +229,8 @@ def test_a_lock_its_holder_unlinked_is_taken_afresh_by_whoever_waited(tmp_path: 
     """The pruner unlinks the lock file of an entry it removed while it holds it: a build that waited for it locks
     the file now at the path, which the next check then sees held."""
     lock = tmp_path / "key.lock"
+    assert storelocks.try_exclusive(lock) is None and not lock.exists()  # another pruner's, removed: not made again
+    lock.touch()
     pruner = storelocks.try_exclusive(lock)
     assert pruner is not None
     taken: list[int] = []

@@ -29,8 +29,9 @@ def hold(lock_path: Path, *, shared: bool) -> int:
 
 
 def try_exclusive(lock_path: Path) -> int | None:
-    """A descriptor holding ``lock_path`` exclusive, or ``None`` at once if another holds it (in use)."""
-    return _take(lock_path, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    """A descriptor holding ``lock_path`` exclusive, or ``None`` at once if another holds it (in use) or there
+    is no such file (another pruner removed it)."""
+    return _take(lock_path, fcntl.LOCK_EX | fcntl.LOCK_NB, create=False)
 
 
 @contextlib.contextmanager
@@ -43,9 +44,14 @@ def exclusive(lock_path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _take(lock_path: Path, operation: int) -> int | None:
+def _take(lock_path: Path, operation: int, *, create: bool = True) -> int | None:
     while True:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)  # flock needs no write access
+        try:  # read-only: flock needs no write access
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o644)
+        except FileNotFoundError:
+            if create:
+                raise
+            return None
         try:
             fcntl.flock(fd, operation)
         except BlockingIOError:
