@@ -315,3 +315,37 @@ def test_the_download_command_prunes_its_cache_too(tmp_path: Path, index_server:
     line = PRUNED.search(result.stderr + result.stdout)
     assert line and line.group(1) == "1 download", result.stderr
     assert index_server.downloads(made.name) == 2 and (tmp_path / "two" / made.name).is_file()
+
+
+PREPARE = """
+import io, sys
+from pathlib import Path
+from orchestrator.build.envcache import EnvCache
+from orchestrator.settings import IndexSettings
+
+class Installer:  # resolves a set to itself, installs nothing: enough for envs to prune
+    name, seed_pip = "fake", False
+    def resolve(self, requirements): return [f"{r}==1.0" for r in requirements]
+    def install(self, venv, python, pins): pass
+
+for number in range(6):
+    EnvCache(Path(sys.argv[1]), Installer(), index=IndexSettings(), log=io.StringIO()).prepare([f"dist{number}"])
+"""
+
+
+def test_checks_running_at_once_remove_each_entry_once(tmp_path: Path) -> None:
+    root = tmp_path / "build-envs"
+    (root / "envs").mkdir(parents=True)
+    (root / "resolutions").mkdir()
+    subprocess.run([sys.executable, "-c", PREPARE, str(root)], check=True)  # its locks go with it
+    assert len(_published_envs(tmp_path)) == 7  # six sets and the empty env
+    age(root, 50)
+    results: list[envprune.PrunedEnvs] = []
+    checks = [threading.Thread(target=lambda: results.append(envprune.prune(root, unused_since=time.time() - DAY)))
+              for _ in range(4)]
+    for check in checks:
+        check.start()
+    for check in checks:
+        check.join(60)
+    assert len(results) == 4 and sum(result.envs for result in results) == 7
+    assert [entry.name for entry in (root / "envs").iterdir() if entry.name not in ("bytecode", "resolutions")] == []
