@@ -10,6 +10,7 @@ import click
 from click.core import ParameterSource
 
 from orchestrator.errors import UsageError
+from orchestrator.pruning import DEFAULT_DAYS
 from orchestrator.units import parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -108,6 +109,24 @@ report_options = _group([
     option("--trace", type=click.Path(dir_okay=False, path_type=Path),
            help="Write the run as Chrome trace events here (Perfetto, chrome://tracing)."),
 ])
+
+def _days(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    """``--prune-unused-after``: whole days, ``None`` for ``0`` or ``never`` (keep everything)."""
+    if value.strip().lower() == "never":
+        return None
+    try:
+        days = int(value)
+    except ValueError:
+        days = -1
+    if days < 0:
+        raise click.BadParameter(f"'{value}' is not a number of days; give one such as 40, or never", ctx, param)
+    return days or None
+
+
+prune_option = option(
+    "--prune-unused-after", metavar="DAYS|never", default=str(DEFAULT_DAYS), show_default=True, callback=_days,
+    help="At a run's start (at most hourly), remove from --state-dir what no run used for this many days: kept "
+    "build environments, download cache entries, learned lists; entries in use stay. 0 or never: keep all.")
 
 INSTALL_ONLY = ("install_after_build", "max_installs", "install_timeout", "reinstall", "compile_bytecode")
 """``build`` options that mean something only with ``--install-into``."""

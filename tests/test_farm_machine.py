@@ -17,6 +17,7 @@ from conftest import orchestrate
 from fake_executor import FakeClock, FakeMachine, G, Script, job
 from sdists import make_sdist, read_events
 from test_farm import FAST_CONNECT, Cluster, built_on, client_of
+from test_pruning import age
 from wheels import write_wheel
 
 from orchestrator.buildstate import RunState
@@ -166,3 +167,27 @@ def test_build_environments_are_prepared_once_per_machine(
     store = machine / "state" / "build-envs"
     assert len([entry for entry in (store / "envs").iterdir() if entry.is_symlink()]) == 2  # empty, tinydep
     assert not list((store / "runs").iterdir())
+
+
+def test_a_machine_prunes_its_kept_environments_as_a_run_joins(
+        one_host: tuple[Cluster, Path], tmp_path: Path, find_links: Path) -> None:
+    """--prune-unused-after reaches each farm machine: its kept envs no run used for the age go before the
+    run's first build there, unless the run says never."""
+    cluster, machine = one_host
+    make_sdist(tmp_path / "sdists", "aged", build_requires=["tinydep"])
+    report = tmp_path / "report.json"
+    args = ("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--cluster", cluster.address, "--no-index",
+            "--find-links", find_links, "--report-json", report, "--no-history", "--force", "--keep-build-envs")
+
+    def run(*more: str) -> str:
+        result = orchestrate(*args, *more, env=FAST_CONNECT)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return "".join(Path(record["log"]).read_text() for record in builds_of(report))
+
+    run()
+    age(machine / "state", 50)
+    logs = run()
+    assert logs.count("preparing (tinydep==1.0)") == 1, logs  # the aged one was pruned as the run joined
+    age(machine / "state", 50)
+    logs = run("--prune-unused-after", "never")
+    assert "preparing" not in logs and "reused (tinydep==1.0)" in logs, logs

@@ -13,7 +13,7 @@ Store layout (``<store>`` is the prepared envs' own folder, so it lives and goes
 
     bytecode/<key>/             published by renaming, once complete: ``pkg/__pycache__/mod.<tag>.pyc``
     bytecode/<key>-<random>/    being compiled (or left by a preparation that was killed)
-    bytecode/<key>.lock         held while <key> is being compiled
+    bytecode/<key>.lock         held while <key> is being compiled; shared while an env links from it
 
 A ``.pyc`` file is valid for a source of the same modification time and size (its header), and
 Python sets its code's file name to wherever it is imported from, so it can serve every env whose
@@ -36,7 +36,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock
+from orchestrator import lastuse
+from orchestrator.build import storelocks
 
 HEADER = 16
 """A ``.pyc`` header: magic number, flags, the source's modification time and size (PEP 552)."""
@@ -128,13 +129,22 @@ def share(sites: list[Path], store: Path) -> SharedBytecode:
             if not sources:
                 continue
             entry = store / _key(record, sources)
-            if not entry.is_dir():
-                with FileLock(store / f"{entry.name}.lock"):
+            lock = store / f"{entry.name}.lock"
+            while True:
+                in_use = storelocks.hold(lock, shared=True)  # the pruner leaves an entry in use (envprune.py)
+                if entry.is_dir():
+                    break
+                os.close(in_use)
+                with storelocks.exclusive(lock):
                     if not entry.is_dir():
                         compiled += _compile(site, sources, entry, store)
-            for source in sources:
-                cached = entry / _compiled_path(source)
-                if cached.is_file():
-                    _place(cached, site / source, site / _compiled_path(source))
-                    linked += 1
+            try:
+                lastuse.mark_used(entry)
+                for source in sources:
+                    cached = entry / _compiled_path(source)
+                    if cached.is_file():
+                        _place(cached, site / source, site / _compiled_path(source))
+                        linked += 1
+            finally:
+                os.close(in_use)
     return SharedBytecode(compiled=compiled, linked=linked)

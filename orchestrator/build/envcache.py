@@ -5,7 +5,7 @@ Layout under ``<state>/build-envs`` (``BuildJob.env_cache`` is one run's folder)
     envs/                        the store; kept across runs with --keep-build-envs
       <key> -> <key>-<random>    published: a symlink, created atomically once the env is complete
       <key>-<random>/            a prepared virtualenv (its folders read-only)
-      <key>.lock                 held while <key> is being prepared
+      <key>.lock                 held while <key> is prepared (or pruned); shared by each build using it
       resolutions/<rkey>.txt     resolutions from local --find-links folders only (keyed by their contents)
       bytecode/                  compiled modules shared by the envs that hold the same distribution (bytecode.py)
     runs/<run>/                  one per run, removed when the run ends (envruns.py)
@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -59,12 +58,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from filelock import FileLock
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
+from orchestrator import lastuse
 from orchestrator.atomic import atomic_write
-from orchestrator.build import bytecode
+from orchestrator.build import bytecode, storelocks
+from orchestrator.build.envkeys import canonical_pin, digest, local_sources_fingerprint, normalise_requirements
 from orchestrator.build.envs import (
     InstallerName,
     Venv,
@@ -93,10 +93,6 @@ def interpreter_id() -> str:
     asks before it forks the builds' workers)."""
     return "|".join([sys.implementation.cache_tag or "", sys.version, os.path.realpath(sys.executable),
                      sysconfig.get_platform()])
-
-
-def _digest(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def remove_tree(path: Path) -> None:
@@ -164,41 +160,6 @@ def _clone(empty: PreparedEnv, target: Path) -> Venv:
         dirs[:] = [name for name in dirs if name != "__pycache__" and not Path(folder, name).is_symlink()]
     return Venv(python=target / empty.python, scripts=target / empty.scripts, purelib=target / empty.purelib,
                 platlib=target / empty.platlib)
-
-
-def normalise_requirements(requirements: Collection[str]) -> list[str]:
-    """Sorted, de-duplicated, canonical spellings; an invalid one is a :class:`BuildError`."""
-    normalised = set()
-    for text in requirements:
-        try:
-            normalised.add(str(Requirement(text)))
-        except InvalidRequirement as exc:
-            raise BuildError(f"invalid build requirement '{text}': {exc}") from None
-    return sorted(normalised)
-
-
-def local_sources_fingerprint(index: IndexSettings) -> str | None:
-    """What the local ``--find-links`` folders hold (names, sizes, times), when they are the only source."""
-    if not index.no_index or not index.find_links:
-        return None
-    listing = []
-    for link in index.find_links:
-        folder = Path(link)
-        if "://" in link or not folder.is_dir():
-            return None
-        with os.scandir(folder) as entries:
-            listing.append([str(folder.resolve()), sorted(
-                (entry.name, entry.stat().st_size, entry.stat().st_mtime_ns) for entry in entries if entry.is_file()
-            )])
-    return _digest(listing)
-
-
-def _canonical_pin(pin: str) -> str:
-    """``Flit_Core==3.12`` as ``flit-core==3.12``: pip and uv spell names differently."""
-    name, sep, rest = (part.strip() for part in pin.partition("=="))
-    if not sep or not name or not all(c.isalnum() or c in "-_." for c in name):
-        return pin  # a URL, extras or a marker: keep it as the installer wrote it
-    return f"{canonicalize_name(name)}=={rest}"
 
 
 class EnvInstaller(Protocol):
@@ -314,6 +275,8 @@ class EnvCache:
         self._index_args = index.pip_args()
         self._log = log
         self._index = index
+        self._in_use: list[int] = []
+        """Descriptors holding the lock of each prepared env handed out, shared (:meth:`prepare`)."""
 
     @functools.cached_property
     def _sources(self) -> str | None:
@@ -332,35 +295,50 @@ class EnvCache:
         requested = normalise_requirements(requirements)
         if not requested:
             return ()
-        rkey = _digest("resolution", interpreter_id(), self._installer.name, self._index_args, self._sources,
+        rkey = digest("resolution", interpreter_id(), self._installer.name, self._index_args, self._sources,
                        requested)
         path = self._resolutions / f"{rkey}.txt"
-        if not path.is_file():
+        try:
+            text = path.read_text()
+        except FileNotFoundError:  # not resolved yet (or pruned as we looked)
             self._resolutions.mkdir(exist_ok=True)
-            with FileLock(self._resolutions / f"{rkey}.lock"):
+            with storelocks.exclusive(self._resolutions / f"{rkey}.lock"):
                 if not path.is_file():
-                    pins = sorted(_canonical_pin(pin) for pin in self._installer.resolve(requested))
+                    pins = sorted(canonical_pin(pin) for pin in self._installer.resolve(requested))
                     with atomic_write(path) as out:
                         out.write(("\n".join(pins) + "\n").encode())
-        return tuple(line for line in path.read_text().splitlines() if line.strip())
+                text = path.read_text()
+        else:
+            if self._sources:  # kept with the envs
+                lastuse.mark_used(path)
+        return tuple(line for line in text.splitlines() if line.strip())
 
     def prepare(self, requirements: Collection[str]) -> PreparedEnv:
-        """The prepared env holding ``requirements``: reused when published, else made under the key's lock."""
+        """The prepared env holding ``requirements``: reused when published, else made under the key's lock.
+
+        The key's lock is then held shared until this process ends (a build's worker builds once): the pruner
+        (``envprune.py``) never removes an env in use. A run's use moves the link's time forward (``lastuse``)."""
         pins = self.pins(requirements)
-        key = _digest("env", interpreter_id(), self._index_args, sorted(pins), self._compiled)
-        link = self.store / key
-        if link.exists():
-            self._log.write(f"# build environment {key}: reused ({', '.join(pins) or 'empty'})\n")
-            return PreparedEnv.load(key, link.resolve())
-        with FileLock(self.store / f"{key}.lock"):
+        key = digest("env", interpreter_id(), self._index_args, sorted(pins), self._compiled)
+        link, lock, found = self.store / key, self.store / f"{key}.lock", "reused"
+        while True:
+            held = storelocks.hold(lock, shared=True)  # waits out a preparation or a prune of this key
             if link.exists():
-                self._log.write(f"# build environment {key}: prepared by another build "
-                                f"({', '.join(pins) or 'empty'})\n")
+                self._in_use.append(held)
+                lastuse.mark_used(link)
+                if found:
+                    self._log.write(f"# build environment {key}: {found} ({', '.join(pins) or 'empty'})\n")
                 return PreparedEnv.load(key, link.resolve())
-            self._log.write(f"# build environment {key}: preparing ({', '.join(pins) or 'empty'})\n")
-            self._log.flush()
-            self._remove_leftovers(key)
-            return self._prepare(key, pins)
+            os.close(held)
+            with storelocks.exclusive(lock):
+                if link.exists():
+                    found = "prepared by another build"
+                    continue
+                self._log.write(f"# build environment {key}: preparing ({', '.join(pins) or 'empty'})\n")
+                self._log.flush()
+                self._remove_leftovers(key)
+                self._prepare(key, pins)
+                found = ""
 
     def _remove_leftovers(self, key: str) -> None:
         """Folders of ``key`` that were never published belong to killed preparations (we hold the lock)."""
@@ -370,7 +348,7 @@ class EnvCache:
         for entry in self.store.glob(f".{key}.*.link"):
             entry.unlink()
 
-    def _prepare(self, key: str, pins: tuple[str, ...]) -> PreparedEnv:
+    def _prepare(self, key: str, pins: tuple[str, ...]) -> None:
         target = Path(tempfile.mkdtemp(dir=self.store, prefix=f"{key}-"))
         if pins and not self._installer.seed_pip:
             venv = _clone(self.prepare(()), target)
@@ -400,7 +378,6 @@ class EnvCache:
             partial.unlink()
         os.symlink(target.name, partial)
         os.replace(partial, self.store / key)
-        return PreparedEnv.load(key, target)
 
     def view(self, path: Path, *, at: Path | None = None) -> EnvView:
         """A fresh, empty environment for one build, ready to be pointed at prepared envs; made in ``at`` (a new

@@ -11,13 +11,12 @@ Each process holds the run's lock *shared* (``flock(LOCK_SH)``); the store's dea
 any of them lives. The last process to leave removes the folder; a process that was killed
 holds nothing, so the ones left (or any process's sweep) remove it. Hand-written because
 filelock's file lock is exclusive only, and its reader/writer lock keeps its state in SQLite,
-which the sweep's lock cannot test.
+which the sweep's lock cannot test (``storelocks.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from orchestrator.build import storelocks
 from orchestrator.build.envcache import remove_tree
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def join(root: Path, run_id: str, *, keep: bool) -> SharedRun:
     runs.mkdir(parents=True, exist_ok=True)
     remove_dead_runs(runs)
     path = runs / f"{PREFIX}{run_id}"
-    fd = _lock_shared(Path(f"{path}.lock"))
+    fd = storelocks.hold(Path(f"{path}.lock"), shared=True)
     try:
         path.mkdir(exist_ok=True)
         envs = path / "envs"
@@ -132,18 +132,3 @@ def join(root: Path, run_id: str, *, keep: bool) -> SharedRun:
         os.close(fd)
         raise
     return SharedRun(path, fd)
-
-
-def _lock_shared(lock_path: Path) -> int:
-    """A descriptor holding ``lock_path`` shared; the file it locks is the one at that path (a sweep may
-    have removed the one opened first, while waiting for it: then the new one is locked)."""
-    while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        try:
-            found, held = os.stat(lock_path), os.fstat(fd)
-            if (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino):
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)

@@ -27,6 +27,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from orchestrator import lastuse
 from orchestrator.atomic import atomic_write_json
 
 FOLDER = "preload"
@@ -53,6 +54,7 @@ def load(path: Path) -> tuple[str, ...] | None:
         document = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
+    lastuse.mark_used(path)  # the pruner (build/envprune.py) removes a list no build read for its age
     modules = document.get("modules") if isinstance(document, dict) else None
     if not isinstance(modules, list) or not all(isinstance(name, str) for name in modules):
         return None

@@ -26,6 +26,7 @@ from orchestrator.options import (
     index_options,
     install_options,
     option,
+    prune_option,
     report_options,
     resolve_options,
     size_check,
@@ -146,6 +147,7 @@ def _compiler_cache(choice: Literal["auto", "ccache", "off"], size: str,
         help="Write the run as JUnit XML for CI: a test case per package, failures with their log's last lines.")
 @option("--state-dir", type=click.Path(file_okay=False, path_type=Path), help="History, caches and run folders "
         "(default: the user cache folder).")
+@prune_option
 @option("--no-history", is_flag=True, help="Neither read nor write the build history.")
 @option("--config", type=click.Path(dir_okay=False, exists=True, path_type=Path),
         help="Per-package settings (orchestrate.toml); default: ./orchestrate.toml or ./pyproject.toml.")
@@ -166,7 +168,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           max_installs: int, install_timeout: float | None, reinstall: bool, compile_bytecode: bool, fail_fast: bool,
           cluster: str | None, force: bool, timeout: float | None, retries: int, log_dir: Path | None,
           report_json: Path | None, report_html: Path | None, trace: Path | None, junit: Path | None,
-          state_dir: Path | None, no_history: bool, config: Path | None, wait_lock: float) -> None:
+          state_dir: Path | None, prune_unused_after: int | None, no_history: bool, config: Path | None,
+          wait_lock: float) -> None:
     """Build wheels from SOURCES (sdist files, folders of sdists, source trees) and -r requirements."""
     # What the command runs with, imported as it runs: --help and the other commands do not load it.
     from orchestrator.build import ceiling
@@ -176,6 +179,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     from orchestrator.cli.run import (
         download_settings,
         index_settings,
+        prune_state_folder,
         run_and_report,
         wheel_installer,
     )
@@ -192,8 +196,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
         raise UsageError(f"{', '.join(idle)} {'needs' if len(idle) == 1 else 'need'} --install-into: "
                          "add --install-into VENV|PYTHON or drop " + ("it" if len(idle) == 1 else "them"))
     per_build = parse_size(memory_per_build)
-    farm = (_connect_farm(cluster, max_builds, memory_limit, min_free_memory, max_load, max_cpu, keep_build_envs)
-            if cluster else None)
+    farm = (_connect_farm(cluster, max_builds, memory_limit, min_free_memory, max_load, max_cpu, keep_build_envs,
+                          prune_unused_after) if cluster else None)
     limits = farm[1] if farm else _admission_limits(max_builds, memory_limit, min_free_memory, per_build, max_load,
                                                     max_cpu)
     config = config or find_config(Path.cwd())
@@ -250,6 +254,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
             display.event(note)
     for note in collected.notes:
         display.event(note)
+    pruned = prune_state_folder(state, prune_unused_after, cache_dir, display)
     if farm is not None:
         for address, reason in farm[0].refused.items():
             display.event(f"farm worker {address} refused: {reason}")
@@ -265,7 +270,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
                                               else ceiling_note or "off (--no-sandbox)"),
                            "sandbox": contained.describe(),
                            "compiler_cache": cache.describe() if cache else "none", "nice": nice,
-                           "jobserver": "on" if settings.jobserver else "off"}
+                           "jobserver": "on" if settings.jobserver else "off", "pruned": pruned}
     files = ReportFiles(json=report_json, html=report_html, trace=trace, run_folder=folder)
     try:
         run_and_report(lambda: run.run(collected.take_sources(), wanted), run.report, display, console, files,
@@ -276,7 +281,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
 
 
 def _connect_farm(address: str, max_builds: int | None, memory_limit: str | None, min_free_memory: str | None,
-                  max_load: float | None, max_cpu: float, keep_build_envs: bool) -> tuple[Farm, Limits, DaskExecutor]:
+                  max_load: float | None, max_cpu: float, keep_build_envs: bool,
+                  prune_unused_after: int | None) -> tuple[Farm, Limits, DaskExecutor]:
     """The build farm at ``address`` (``--cluster``): the farm, the scheduler's limits there, its executor."""
     try:
         from orchestrator.executors import dask
@@ -285,6 +291,6 @@ def _connect_farm(address: str, max_builds: int | None, memory_limit: str | None
     return dask.for_run(address, max_builds=max_builds, max_load=max_load, max_cpu=max_cpu / 100 if max_cpu else None,
                         memory_limit=parse_size(memory_limit) if memory_limit else None,
                         min_free_memory=parse_size(min_free_memory) if min_free_memory else None,
-                        keep_build_envs=keep_build_envs)
+                        keep_build_envs=keep_build_envs, prune_unused_after=prune_unused_after)
 
 

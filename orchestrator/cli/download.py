@@ -12,6 +12,7 @@ from orchestrator.cli.app import handle_errors, main, make_console, resolve_stat
 from orchestrator.options import (
     index_options,
     option,
+    prune_option,
     report_options,
     resolve_options,
 )
@@ -38,19 +39,21 @@ from orchestrator.options import (
 @report_options
 @option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
         help="Caches (default: the user cache folder).")
+@prune_option
 @handle_errors
 def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, index_url: str | None,
              extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool, cache_dir: Path | None,
              no_cache: bool, download_timeout: float, download_retries: int, require_hashes: bool,
              constraints: tuple[Path, ...], no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...],
              prefer_binary: bool, resolver: Literal["auto", "pip", "uv"], report_json: Path | None,
-             report_html: Path | None, trace: Path | None, state_dir: Path | None) -> None:
+             report_html: Path | None, trace: Path | None, state_dir: Path | None,
+             prune_unused_after: int | None) -> None:
     """Download what -r requirements files need, dependencies included, checking hashes.
 
     Each file is the wheel the index has for this interpreter, else the sdist, as for ``build``.
     """
     # What the command runs with, imported as it runs: --help and the other commands do not load it.
-    from orchestrator.cli.run import download_settings, index_settings, run_and_report
+    from orchestrator.cli.run import download_settings, index_settings, prune_state_folder, run_and_report
     from orchestrator.display import LiveDisplay, PlainDisplay
     from orchestrator.download.fetch import Downloader
     from orchestrator.download.results import DOWNLOADS
@@ -73,7 +76,8 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
                                   download_retries, wanted.parsed.require_hashes, wanted.binary)
     console = make_console()
     display = LiveDisplay(console) if console.is_terminal else PlainDisplay(console)
-    report = RunReport(started_at=time.time(), settings={"max_downloads": max_downloads})
+    pruned = prune_state_folder(state, prune_unused_after, cache_dir, display)
+    report = RunReport(started_at=time.time(), settings={"max_downloads": max_downloads, "pruned": pruned})
 
     def work() -> None:
         with Downloader(settings, dest) as downloader, Stage(

@@ -63,6 +63,18 @@ def download_settings(index: IndexSettings, state: Path, cache_dir: Path | None,
     )
 
 
+def prune_state_folder(state: Path, days: int | None, cache_dir: Path | None, display: PlainDisplay) -> str | None:
+    """What no run used for ``days`` out of ``state`` and the download cache (``--prune-unused-after``), said in
+    one line when anything went: that line."""
+    from orchestrator.pruning import prune_state
+
+    pruned = prune_state(state, days=days, downloads=(cache_dir or state / "downloads").resolve(), now=time.time())
+    line = pruned.line() if pruned else None
+    if line:
+        display.event(line)
+    return line
+
+
 def wheel_installer(into: Path, reinstall: bool, compile_bytecode: bool,
                      install_timeout: float | None) -> WheelInstaller:
     from orchestrator.install.installer import WheelInstaller  # pypa installer: only runs that install

@@ -5,6 +5,11 @@ after its hashes were checked, through a temporary file renamed into place; ever
 out of it is re-hashed, and a corrupt entry is deleted (the caller then fetches the file
 again). The cache only saves time: failing to store a file is a warning, and failing to
 read an entry makes the caller fetch it instead.
+
+An entry's folder's time is when a run last stored or took it (``lastuse``); :func:`prune` removes
+the entries no run used for the state folder's age (``pruning.py``), each renamed out of its place
+first: a run that looks for it then misses it and fetches the file again, and one already reading
+it reads on (the file is only unlinked).
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
+import shutil
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from orchestrator import lastuse
 from orchestrator.atomic import atomic_write
 from orchestrator.errors import DownloadError, HashMismatchError
 
-__all__ = ["CHUNK_SIZE", "Cache", "saving"]
+__all__ = ["CHUNK_SIZE", "Cache", "prune", "saving"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +49,16 @@ class Cache:
     def copy_out(self, sha256: str, dest_dir: Path, label: str) -> tuple[Path, int] | None:
         """Copy a cached file with this hash into ``dest_dir``: ``(path, size)`` or ``None``."""
         folder = self._folder(sha256)
-        if folder is None or not folder.is_dir():
+        if folder is None:
             return None
-        for cached in sorted(folder.iterdir()):
-            if cached.name.startswith("."):  # another thread's temporary file
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:  # not cached (or pruned as we looked)
+            return None
+        for name in names:
+            if name.startswith("."):  # another thread's temporary file
                 continue
+            cached = folder / name
             target = dest_dir / cached.name
             try:
                 with contextlib.closing(_cache_chunks(cached)) as chunks, saving(target, label) as out:
@@ -66,6 +79,7 @@ class Cache:
                     logger.warning("%s: cannot read the cache entry %s (%s); fetching it instead", label, cached, exc)
                 continue
             logger.debug("%s: cache hit %s", label, cached)
+            lastuse.mark_used(folder)
             return target, size
         return None
 
@@ -108,3 +122,31 @@ def _cache_chunks(path: Path) -> Generator[bytes, None, None]:
                 yield chunk
     except OSError as exc:
         raise _UnreadableCacheEntry(exc.strerror or str(exc)) from exc
+
+
+def prune(cache_dir: Path, *, unused_since: float) -> tuple[int, int]:
+    """Remove the entries under ``cache_dir`` that no run used since ``unused_since`` (a time); how many, and
+    the bytes freed. Two levels of folders are listed, their files only in the entries removed."""
+    removed = freed = 0
+    try:
+        shards = [entry.path for entry in os.scandir(cache_dir / "sha256") if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return 0, 0
+    for shard in shards:
+        with contextlib.suppress(OSError), os.scandir(shard) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):  # renamed by a prune that was killed before it removed it
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    continue
+                if entry.stat(follow_symlinks=False).st_mtime >= unused_since:
+                    continue
+                aside = os.path.join(shard, f".{entry.name}.pruned")
+                try:
+                    os.rename(entry.path, aside)  # unpublished at once: a lookup misses it from now on
+                except OSError:
+                    continue  # removed by another prune meanwhile
+                freed += lastuse.bytes_freed(aside)
+                shutil.rmtree(aside, ignore_errors=True)
+                removed += 1
+    return removed, freed
+

@@ -86,13 +86,16 @@ class DaskExecutor:
 
     ``machine_limits`` are the run's admission limits, applied by each machine to the
     builds it runs (its count cap being its worker's ``--nthreads``); ``keep_build_envs``
-    keeps each machine's prepared build environments for later runs.
+    keeps each machine's prepared build environments for later runs, pruned of what no run used for
+    ``prune_unused_after`` days (``None``: never).
     """
 
-    def __init__(self, farm: Farm, machine_limits: MachineLimits, *, keep_build_envs: bool = False) -> None:
+    def __init__(self, farm: Farm, machine_limits: MachineLimits, *, keep_build_envs: bool = False,
+                 prune_unused_after: int | None = None) -> None:
         self.farm = farm
         self.machine_limits = machine_limits
         self.keep_build_envs = keep_build_envs
+        self.prune_unused_after = prune_unused_after
         self.run_id = uuid.uuid4().hex[:12]
         self.topic = f"orchestrate-{self.run_id}"
         self._sink: EventSink | None = None
@@ -234,7 +237,7 @@ class DaskWorker:
         self._worker = self._executor.place(workers)
         request = {"job": job.to_json(), "task": self._task, "run": self._executor.run_id,
                    "topic": self._executor.topic, "need": need, "limits": asdict(limits),
-                   "keep_envs": self._executor.keep_build_envs}
+                   "keep_envs": self._executor.keep_build_envs, "prune_after": self._executor.prune_unused_after}
         # The source goes to the chosen worker only: lost with it, the task is cancelled and sent again.
         self._source = self._client.scatter(self._data, workers=[self._worker], hash=False)
         future = self._client.submit(remote.run_build, request, self._source, key=self._task, pure=False,
@@ -385,7 +388,7 @@ def scheduler_limits(max_builds: int) -> Limits:
 
 def for_run(address: str, *, max_builds: int | None, memory_limit: int | None, min_free_memory: int | None,
             max_load: float | None, max_cpu: float | None,
-            keep_build_envs: bool = False) -> tuple[Farm, Limits, DaskExecutor]:
+            keep_build_envs: bool = False, prune_unused_after: int | None = None) -> tuple[Farm, Limits, DaskExecutor]:
     """Connect to the farm at ``address``: the farm, the scheduler's limits there, and the executor.
 
     The scheduler keeps only the count cap (``max_builds``, else every slot of the accepted
@@ -396,4 +399,5 @@ def for_run(address: str, *, max_builds: int | None, memory_limit: int | None, m
     limits = scheduler_limits(max_builds or farm.slots)
     machine = MachineLimits(memory_limit=memory_limit, min_free_memory=min_free_memory, max_load=max_load,
                             max_cpu=max_cpu)
-    return farm, limits, DaskExecutor(farm, machine, keep_build_envs=keep_build_envs)
+    return farm, limits, DaskExecutor(farm, machine, keep_build_envs=keep_build_envs,
+                                      prune_unused_after=prune_unused_after)

@@ -18,6 +18,7 @@ builds are this machine's: the client's scheduler keeps no memory limit of its o
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -40,7 +41,10 @@ from orchestrator.policy.admission import (
     sample_interval,
 )
 from orchestrator.policy.history import default_state_dir
+from orchestrator.pruning import prune_state
 from orchestrator.resources import CpuRate, SystemProbe, kill_tree, tree_usages
+
+logger = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL = 0.5
 """Seconds between samples of the builds' process trees, and between admission checks."""
@@ -167,14 +171,20 @@ class Machine:
         for keep in (False, True):  # the run's folder too, if every process that shared it was killed
             remove_dead_runs(env_root(keep=keep) / "runs")
 
-    def env_cache(self, run_id: str, *, keep: bool) -> Path:
+    def env_cache(self, run_id: str, *, keep: bool, prune_after: int | None = None) -> Path:
         """The run's prepared environments on this machine, shared by its worker processes (see
-        ``build/envruns.py``), under :func:`env_root`."""
+        ``build/envruns.py``), under :func:`env_root`. Kept ones are pruned as this process joins the run: what
+        no run used for ``prune_after`` days goes (``pruning.py``, at most hourly per machine's state folder)."""
         with self.lock:
             if run_id in self.ended_runs:
                 raise RuntimeError(f"run {run_id} is over")
             if run_id not in self.env_runs:
-                self.env_runs[run_id] = envruns.join(env_root(keep=keep), run_id, keep=keep)
+                root = env_root(keep=keep)
+                if keep:
+                    pruned = prune_state(root.parent, days=prune_after, downloads=None, now=time.time())
+                    if pruned is not None and pruned.line():
+                        logger.info("%s", pruned.line())
+                self.env_runs[run_id] = envruns.join(root, run_id, keep=keep)
             return self.env_runs[run_id].path
 
     def read(self) -> Readings:

@@ -91,7 +91,8 @@ def run_build(request: dict[str, Any], source: bytes) -> dict[str, Any]:
 
     ``request``: ``job`` (the client's :class:`BuildJob` as JSON), ``task`` (this task's
     key), ``run`` (the run's id), ``topic`` (for events), ``need`` (bytes), ``limits``
-    (:class:`MachineLimits` as keyword arguments), ``keep_envs`` (--keep-build-envs).
+    (:class:`MachineLimits` as keyword arguments), ``keep_envs`` (--keep-build-envs), ``prune_after``
+    (--prune-unused-after: days, ``None`` for never).
     """
     worker = get_worker()
     machine = this_machine()
@@ -108,7 +109,8 @@ def run_build(request: dict[str, Any], source: bytes) -> dict[str, Any]:
             machine.builds[task] = build
         if not _admitted(machine, build, limits, worker, topic):
             return _ended(None, host, worker, -signal.SIGTERM)  # stopped while it waited: as if killed
-        env_cache = machine.env_cache(request["run"], keep=bool(request.get("keep_envs")))
+        env_cache = machine.env_cache(request["run"], keep=bool(request.get("keep_envs")),
+                                      prune_after=request.get("prune_after"))
         remote_job = _place(job, work, source, env_cache, worker.state.nthreads)
         outcome, returncode = _run_worker(remote_job, work, build, machine, request["run"], worker, topic)
         result = _ended(outcome, host, worker, returncode)
