@@ -107,6 +107,16 @@ def test_views_share_the_prepared_env_but_not_what_a_build_writes(tmp_path: Path
     assert len((tmp_path / "record").read_text().splitlines()) == 1
 
 
+def test_a_store_not_made_yet_is_made_with_the_first_lock(tmp_path: Path) -> None:
+    """A worker handed a run folder that does not exist yet (a build job run by itself) prepares its env there:
+    the key's lock file is made with its folder."""
+    run_dir = tmp_path / "run"
+    cache = EnvCache(run_dir, FakeInstaller(tmp_path / "record"), index=IndexSettings(), log=io.StringIO())
+    prepared = cache.prepare(())  # a build that requires nothing gets the empty env
+    assert (prepared.path / "pyvenv.cfg").is_file()
+    assert [path.name for path in (run_dir / "envs").glob("*.lock")] == [f"{prepared.key}.lock"]
+
+
 def test_a_view_has_the_skeletons_top_level_links_and_the_folders_through_them(tmp_path: Path) -> None:
     """A prepared env whose platlib lies under a top-level link (``lib64 -> lib``, as virtualenv makes where the
     interpreter's platlib is ``lib64/...``): the view gets the link, the folder through it, and its prefix."""

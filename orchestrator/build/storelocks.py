@@ -20,8 +20,8 @@ from pathlib import Path
 
 
 def hold(lock_path: Path, *, shared: bool) -> int:
-    """A descriptor holding ``lock_path`` (made if missing) shared or exclusive, waiting for whoever holds it
-    against us; close it to release the lock."""
+    """A descriptor holding ``lock_path`` (made if missing, with its folder) shared or exclusive, waiting for
+    whoever holds it against us; close it to release the lock."""
     fd = _take(lock_path, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
     if fd is None:  # pragma: no cover - a blocking flock does not return EWOULDBLOCK
         raise BlockingIOError(lock_path)
@@ -49,9 +49,10 @@ def _take(lock_path: Path, operation: int, *, create: bool = True) -> int | None
         try:  # read-only: flock needs no write access
             fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | (os.O_CREAT if create else 0), 0o644)
         except FileNotFoundError:
-            if create:
-                raise
-            return None
+            if not create:
+                return None
+            lock_path.parent.mkdir(parents=True, exist_ok=True)  # a store not made yet (as filelock's locks do)
+            continue
         try:
             fcntl.flock(fd, operation)
         except BlockingIOError:
