@@ -129,15 +129,11 @@ def share(sites: list[Path], store: Path) -> SharedBytecode:
             if not sources:
                 continue
             entry = store / _key(record, sources)
-            lock = store / f"{entry.name}.lock"
-            while True:
-                in_use = storelocks.hold(lock, shared=True)  # the pruner leaves an entry in use (envprune.py)
-                if entry.is_dir():
-                    break
-                os.close(in_use)
-                with storelocks.exclusive(lock):
-                    if not entry.is_dir():
-                        compiled += _compile(site, sources, entry, store)
+            made: list[int] = []
+            # Held shared while linking: the pruner leaves an entry in use (envprune.py).
+            in_use, _ = storelocks.shared_once(store / f"{entry.name}.lock", entry.is_dir,
+                                               lambda: made.append(_compile(site, sources, entry, store)))
+            compiled += sum(made)
             try:
                 lastuse.mark_used(entry)
                 for source in sources:

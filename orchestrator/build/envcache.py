@@ -320,25 +320,21 @@ class EnvCache:
         (``envprune.py``) never removes an env in use. A run's use moves the link's time forward (``lastuse``)."""
         pins = self.pins(requirements)
         key = digest("env", interpreter_id(), self._index_args, sorted(pins), self._compiled)
-        link, lock, found = self.store / key, self.store / f"{key}.lock", "reused"
-        while True:
-            held = storelocks.hold(lock, shared=True)  # waits out a preparation or a prune of this key
-            if link.exists():
-                self._in_use.append(held)
-                lastuse.mark_used(link)
-                if found:
-                    self._log.write(f"# build environment {key}: {found} ({', '.join(pins) or 'empty'})\n")
-                return PreparedEnv.load(key, link.resolve())
-            os.close(held)
-            with storelocks.exclusive(lock):
-                if link.exists():
-                    found = "prepared by another build"
-                    continue
-                self._log.write(f"# build environment {key}: preparing ({', '.join(pins) or 'empty'})\n")
-                self._log.flush()
-                self._remove_leftovers(key)
-                self._prepare(key, pins)
-                found = ""
+        link = self.store / key
+
+        def make() -> None:
+            self._log.write(f"# build environment {key}: preparing ({', '.join(pins) or 'empty'})\n")
+            self._log.flush()
+            self._remove_leftovers(key)
+            self._prepare(key, pins)
+
+        held, how = storelocks.shared_once(self.store / f"{key}.lock", link.exists, make)
+        self._in_use.append(held)
+        lastuse.mark_used(link)
+        if how != "made":
+            found = "reused" if how == "found" else "prepared by another build"
+            self._log.write(f"# build environment {key}: {found} ({', '.join(pins) or 'empty'})\n")
+        return PreparedEnv.load(key, link.resolve())
 
     def _remove_leftovers(self, key: str) -> None:
         """Folders of ``key`` that were never published belong to killed preparations (we hold the lock)."""
