@@ -19,7 +19,10 @@ Per run: the makespan; the CPU seconds of the tool and every process it waited f
 ``rusage`` that ``os.wait4`` returns; a build's processes are all waited for by the tool or
 its workers); the peak RSS of the tool's own top process (``VmHWM`` read every 0.1 s until
 it exits), which must stay flat in N. The table gives the median of the rounds and every
-round; ratios are taken within a round (tools side by side) and their median reported.
+round; ratios are taken within a round (tools side by side) and their median reported. The tools'
+order rotates by a place each round (``--rotate-from N`` starts at round N's): on this machine's ext4 a
+run of thousands of builds leaves deleted inodes that slow the next run's file creations, so a fixed
+order favours whichever tool runs first.
 
 ``--variant NAME=DIR`` runs orchestrate from another checkout too (``PYTHONPATH=DIR``, same
 interpreter, run from a folder holding no checkout), so two versions of the code are compared
@@ -150,25 +153,29 @@ def run_pip(sdists: list[Path], work: Path) -> dict[str, Any]:
 
 
 def one_round(sdists: list[Path], variants: dict[str, Path], work: Path, k: int, skip: set[str],
-              extra: dict[str, list[str]]) -> dict[str, Any]:
-    """Every tool in turn: each variant cold then warm, uv, pip."""
+              extra: dict[str, list[str]], shift: int) -> dict[str, Any]:
+    """Every tool in turn: each variant cold then warm, uv, pip, the order shifted by ``shift`` places, so that no
+    tool always runs after the same others (a long run's deleted files slow the next one's file creations)."""
+    tools = [*variants, *(tool for tool in ("uv", "pip") if tool not in skip)]
+    shift %= len(tools)
     result: dict[str, Any] = {}
-    for name, src in variants.items():
-        state = work / f"state-{name}"
-        shutil.rmtree(state, ignore_errors=True)
-        for phase in ("cold", "warm"):
-            label = f"orchestrate[{name}] {phase}"
-            if phase in skip:
-                continue
-            result[label] = run_orchestrate(sdists, src, work, state, k, f"{name}-{phase}", extra.get(name, []))
-            _say(label, result[label])
-        shutil.rmtree(state, ignore_errors=True)
-    if "uv" not in skip:
-        result["uv"] = run_uv(sdists, work, k)
-        _say("uv", result["uv"])
-    if "pip" not in skip:
-        result["pip wheel"] = run_pip(sdists, work)
-        _say("pip wheel", result["pip wheel"])
+    for tool in tools[shift:] + tools[:shift]:
+        if tool == "uv":
+            result["uv"] = run_uv(sdists, work, k)
+            _say("uv", result["uv"])
+        elif tool == "pip":
+            result["pip wheel"] = run_pip(sdists, work)
+            _say("pip wheel", result["pip wheel"])
+        else:
+            state = work / f"state-{tool}"
+            shutil.rmtree(state, ignore_errors=True)
+            for phase in ("cold", "warm"):
+                label = f"orchestrate[{tool}] {phase}"
+                if phase not in skip:
+                    result[label] = run_orchestrate(sdists, variants[tool], work, state, k, f"{tool}-{phase}",
+                                                    extra.get(tool, []))
+                    _say(label, result[label])
+            shutil.rmtree(state, ignore_errors=True)
     return result
 
 
@@ -226,6 +233,8 @@ def main() -> None:
     parser.add_argument("--skip", action="append", default=[], choices=["cold", "warm", "uv", "pip"])
     parser.add_argument("--variant-arg", action="append", default=[], metavar="NAME=ARG",
                         help="an extra argument for variant NAME's runs (this=--no-sandbox)")
+    parser.add_argument("--rotate-from", type=int, default=0, metavar="N",
+                        help="start the tools' rotation at round N's order (a one-round run in another order)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "overhead.json")
     args = parser.parse_args()
     variants = {"this": ROOT}
@@ -252,7 +261,8 @@ def main() -> None:
             rounds = []
             for number in range(args.rounds):
                 print(f"N={count}, round {number + 1} of {args.rounds}", flush=True)
-                rounds.append(one_round(sdists, variants, work, args.max_builds, set(args.skip), extra))
+                rounds.append(one_round(sdists, variants, work, args.max_builds, set(args.skip), extra,
+                                        shift=args.rotate_from + number))
             summary = summarise(rounds)
             print_table(count, args.max_builds, summary)
             output["runs"][str(count)] = {"summary": summary, "rounds": rounds}
