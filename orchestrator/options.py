@@ -110,6 +110,7 @@ report_options = _group([
            help="Write the run as Chrome trace events here (Perfetto, chrome://tracing)."),
 ])
 
+
 def _days(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
     """``--prune-unused-after``: whole days, ``None`` for ``0`` or ``never`` (keep everything)."""
     if value.strip().lower() == "never":

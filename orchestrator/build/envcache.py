@@ -275,8 +275,6 @@ class EnvCache:
         self._index_args = index.pip_args()
         self._log = log
         self._index = index
-        self._in_use: list[int] = []
-        """Descriptors holding the lock of each prepared env handed out, shared (:meth:`prepare`)."""
 
     @functools.cached_property
     def _sources(self) -> str | None:
@@ -328,8 +326,8 @@ class EnvCache:
             self._remove_leftovers(key)
             self._prepare(key, pins)
 
-        held, how = storelocks.shared_once(self.store / f"{key}.lock", link.exists, make)
-        self._in_use.append(held)
+        # Held shared until this process ends, never closed: a build's worker builds once.
+        _, how = storelocks.shared_once(self.store / f"{key}.lock", link.exists, make)
         lastuse.mark_used(link)
         if how != "made":
             found = "reused" if how == "found" else "prepared by another build"
