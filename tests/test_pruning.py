@@ -22,6 +22,8 @@ from wheels import write_wheel
 from orchestrator.build import envprune, storelocks
 from orchestrator.build.envcache import EnvCache, SubprocessInstaller
 from orchestrator.download import cache as download_cache
+from orchestrator.build.envprune import PrunedEnvs
+from orchestrator.policy.history import PrunedHistory
 from orchestrator.pruning import STAMP, Pruned, prune_state
 from orchestrator.settings import IndexSettings
 
@@ -153,8 +155,8 @@ def test_an_env_a_build_is_using_is_never_pruned(tmp_path: Path) -> None:
     assert slow.returncode == 0, err
     # Once the build has ended, the same check removes what is old.
     age(state, 50)
-    pruned = prune_state(state, days=40, downloads=None, now=time.time())
-    assert pruned is not None and pruned.envs == 2
+    pruned = prune_state(state, days=40, downloads=None, history=None, now=time.time())
+    assert pruned is not None and pruned.envs.envs == 2
     # tinydep's resolution (from a local folder, so kept) went too, in one check or the other: read once, it is
     # not held while in use.
     assert not list((state / "build-envs" / "envs" / "resolutions").glob("*.txt"))
@@ -196,7 +198,7 @@ def test_a_prune_killed_half_way_leaves_nothing_a_run_would_use(
         assert index_server.downloads("prunable-1.0.tar.gz") == 2
         assert list((state / "downloads").glob("sha256/*/.*.pruned"))  # what the killed check left
     age(state, 50)
-    pruned = prune_state(state, days=40, downloads=state / "downloads", now=time.time())
+    pruned = prune_state(state, days=40, downloads=state / "downloads", history=None, now=time.time())
     assert pruned is not None
     assert not list((state / "downloads").glob("sha256/*/.*"))
     store = state / "build-envs" / "envs"
@@ -204,12 +206,16 @@ def test_a_prune_killed_half_way_leaves_nothing_a_run_would_use(
 
 
 @pytest.mark.parametrize(("pruned", "line"), [
-    (Pruned(days=40), None),
-    (Pruned(days=40, envs=1, bytes_freed=512), "pruned 1 build environment unused for 40 days (512 B)"),
-    (Pruned(days=30, envs=3, bytecode=2, downloads=41, bytes_freed=1288490189),
+    (Pruned(days=40, envs=PrunedEnvs(), history=PrunedHistory()), None),
+    (Pruned(days=40, envs=PrunedEnvs(envs=1), history=PrunedHistory(), bytes_freed=512),
+     "pruned 1 build environment unused for 40 days (512 B)"),
+    (Pruned(days=30, envs=PrunedEnvs(envs=3, bytecode=2), downloads=41, history=PrunedHistory(),
+            bytes_freed=1288490189),
      "pruned 3 build environments, 2 bytecode entries and 41 downloads unused for 30 days (1.2 GiB)"),
-    (Pruned(days=7, resolutions=1, preload_lists=2),
+    (Pruned(days=7, envs=PrunedEnvs(resolutions=1, preload_lists=2), history=PrunedHistory()),
      "pruned 1 resolution and 2 preload lists unused for 7 days (0 B)"),
+    (Pruned(days=40, envs=PrunedEnvs(), history=PrunedHistory(builds=1, runs=2), compiled_sources=3),
+     "pruned 1 build in the history, 2 runs in the history and 3 compiled-sources records unused for 40 days (0 B)"),
 ])
 def test_the_line_says_what_went(pruned: Pruned, line: str | None) -> None:
     assert pruned.line() == line
