@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,7 +26,7 @@ from orchestrator.build import envprune, storelocks
 from orchestrator.build.envcache import EnvCache, SubprocessInstaller
 from orchestrator.download import cache as download_cache
 from orchestrator.build.envprune import PrunedEnvs
-from orchestrator.policy.history import PrunedHistory
+from orchestrator.policy.history import SUCCESS, PrunedHistory
 from orchestrator.pruning import STAMP, Pruned, prune_state
 from orchestrator.settings import IndexSettings
 
@@ -355,3 +358,56 @@ def test_checks_running_at_once_remove_each_entry_once(tmp_path: Path) -> None:
         check.join(60)
     assert len(results) == 4 and sum(result.envs for result in results) == 7
     assert [entry.name for entry in (root / "envs").iterdir() if entry.name not in ("bytecode", "resolutions")] == []
+
+
+MiB = 1024**2
+
+
+def _old_build(db: sqlite3.Connection, like: int, *, name: str | None = None, days: float, peak: int,
+               status: str = SUCCESS) -> None:
+    """Copy the build ``like`` as one of ``name`` (its own by default) that finished ``days`` ago."""
+    then = time.time() - days * DAY
+    db.execute("INSERT INTO builds (name, version, python, peak_rss_bytes, wall_s, status, started_at, finished_at,"
+               " outcome) SELECT COALESCE(?, name), version, python, ?, wall_s, ?, ?, ?, ? FROM builds WHERE id = ?",
+               (name, peak, status, then - 5, then, "built" if status == SUCCESS else "failed", like))
+
+
+def test_the_history_and_compiled_sources_records_keep_what_is_read(tmp_path: Path, served: tuple[str, ...]) -> None:
+    """What no prediction or report reads goes from the history; a package's last successful builds from before
+    the age stay while it is built (the learned need is the same), one no run built since goes whole."""
+    state = tmp_path / "state"
+    first = orchestrate(*served)
+    assert first.returncode == 0, first.stderr
+    with contextlib.closing(sqlite3.connect(state / "history.sqlite3")) as db, db:
+        ((real, python),) = db.execute("SELECT id, python FROM builds").fetchall()
+        db.execute("UPDATE builds SET peak_rss_bytes = ? WHERE id = ?", (200 * MiB, real))
+        for days in (50, 51, 52, 53):  # the last successes from before the age: the learned need's
+            _old_build(db, real, days=days, peak=200 * MiB)
+        _old_build(db, real, days=49, peak=900 * MiB, status="backend failed")  # a failure says nothing
+        for days in (54, 55, 56):  # the fifth kept (a report's baseline holds five), two older ones go
+            _old_build(db, real, days=days, peak=900 * MiB)
+        for days in (45, 60):  # a package no run built for the age
+            _old_build(db, real, name="gone", days=days, peak=100 * MiB)
+        db.execute("INSERT INTO runs (started_at, finished_at, command_line, tool_version, python) VALUES"
+                   " (?, ?, 'orchestrate build', 'old', ?)", (time.time() - 50 * DAY, time.time() - 50 * DAY, python))
+    records = state / "compiled-sources" / python
+    records.mkdir(parents=True)
+    for name in ("unused", "recent"):
+        (records / f"{name}.json").write_text('{"version": "1.0", "other_s": 1.0, "compile_s": 2.0, "seen": []}')
+    age(state, 50, only="unused.json")
+    age(state, 2, only=STAMP)
+
+    second = orchestrate(*served, "--report-json", tmp_path / "r.json")
+    assert second.returncode == 0, second.stderr
+    line = PRUNED.search(second.stderr + second.stdout)
+    assert line, second.stderr
+    assert line.group(1) == "5 builds in the history, 1 run in the history and 1 compiled-sources record"
+    (build,) = json.loads((tmp_path / "r.json").read_text())["builds"]
+    assert build["predicted_rss_bytes"] == math.ceil(200 * MiB * 1.05)  # five agreeing peaks of 200 MiB
+    with contextlib.closing(sqlite3.connect(state / "history.sqlite3")) as db:
+        kept = db.execute("SELECT name, peak_rss_bytes / ?, status FROM builds WHERE finished_at < ?"
+                          " ORDER BY finished_at DESC", (MiB, time.time() - 40 * DAY)).fetchall()
+        assert kept == [("prunable", 200, SUCCESS)] * 4 + [("prunable", 900, SUCCESS)]
+        assert db.execute("SELECT COUNT(*) FROM builds WHERE finished_at >= ?", (time.time() - DAY,)).fetchone() == (2,)
+        assert db.execute("SELECT COUNT(*), SUM(tool_version = 'old') FROM runs").fetchone() == (2, 0)
+    assert sorted(path.name for path in records.iterdir()) == ["recent.json"]
