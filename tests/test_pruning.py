@@ -24,8 +24,8 @@ from wheels import write_wheel
 
 from orchestrator.build import envprune, storelocks
 from orchestrator.build.envcache import EnvCache, SubprocessInstaller
-from orchestrator.download import cache as download_cache
 from orchestrator.build.envprune import PrunedEnvs
+from orchestrator.download import cache as download_cache
 from orchestrator.policy.history import SUCCESS, PrunedHistory
 from orchestrator.pruning import STAMP, Pruned, prune_state
 from orchestrator.settings import IndexSettings
