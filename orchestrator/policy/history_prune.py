@@ -21,12 +21,15 @@ moves pages at every commit (``FULL``) or needs a call of its own after each pru
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 __all__ = ["BATCH", "KEPT_SUCCESSES", "PrunedHistory", "in_transaction", "prune"]
+
+logger = logging.getLogger(__name__)
 
 KEPT_SUCCESSES: Final = 5
 """Successful builds before the age kept of each package still built: at least ``RECENT_BUILDS`` and
@@ -102,8 +105,11 @@ def prune(connection: sqlite3.Connection, path: Path, *, unused_since: float, su
         (free,) = connection.execute("PRAGMA freelist_count").fetchone()
         (pages,) = connection.execute("PRAGMA page_count").fetchone()
         if free * 2 > pages:
-            connection.execute("VACUUM")
-            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy went through the log: give it back
+            try:
+                connection.execute("VACUUM")
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copy went through the log: give it back
+            except sqlite3.OperationalError as exc:  # busy past the timeout: the pages are reused all the same
+                logger.warning("could not compact the build history %s: %s", path, exc)
     finally:
         connection.execute(f"PRAGMA cache_size = {cache}")
     return PrunedHistory(builds=builds, runs=runs, bytes_freed=max(0, size_before - _file_bytes(path)))
