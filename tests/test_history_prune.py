@@ -3,12 +3,14 @@ the file shrinks, and a run recording builds meanwhile is never held up for long
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
+from orchestrator.policy import history_prune
 from orchestrator.policy.history import SUCCESS, BuildRecord, History
 from orchestrator.report.show import load
 
@@ -123,3 +125,37 @@ def test_the_file_shrinks_and_a_run_recording_meanwhile_waits_little(tmp_path: P
     with History(path) as history:  # every build recorded meanwhile is there
         assert len(history.builds(["live"])) == len(waits) > 0
     assert max(waits) < 5.0  # a batch's lock, not the whole prune (seconds even on a crowded machine)
+
+
+def test_a_package_built_while_the_prune_chose_keeps_its_rows_until_the_next(tmp_path: Path) -> None:
+    """A package no run built for the age has all its rows chosen; if a run records a build of it before they are
+    deleted, what its predictions need stays (the prune leaves them all, the next keeps the last five)."""
+    path = tmp_path / "history.sqlite3"
+
+    def build(history: History, night: float, peak: int) -> None:
+        history.record(BuildRecord(name="back", version="1.0", sdist_sha256=None, python=PY, wall_s=1.0, cpu_s=1.0,
+                                   peak_rss_bytes=peak, status=SUCCESS, started_at=NOW - night * DAY,
+                                   finished_at=NOW - night * DAY))
+
+    with History(path) as history:
+        for night in range(50, 58):
+            build(history, night, night << 20)
+
+    class Interposed(sqlite3.Connection):
+        """Records a build of ``back`` from another connection just before the prune's first delete (as it takes
+        the write lock)."""
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if sql == "BEGIN IMMEDIATE" and not recorded:  # the first delete's transaction
+                with History(path) as other:
+                    build(other, 0, 1 << 20)
+                recorded.append(True)
+            return super().execute(sql, *args)
+
+    recorded: list[bool] = []
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None, factory=Interposed)) as connection:
+        first = history_prune.prune(connection, path, unused_since=NOW - 40 * DAY, success=SUCCESS)
+    assert recorded and first.builds == 0  # all eight were chosen; none went
+    with History(path) as history:
+        assert history.prune(unused_since=NOW - 40 * DAY).builds == 3
+        assert history.recent_peaks("back", python=PY) == [1 << 20, *(night << 20 for night in range(50, 54))]
