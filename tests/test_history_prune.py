@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from orchestrator.policy import history_prune
 from orchestrator.policy.history import SUCCESS, BuildRecord, History
@@ -145,7 +146,7 @@ def test_a_package_built_while_the_prune_chose_keeps_its_rows_until_the_next(tmp
         """Records a build of ``back`` from another connection just before the prune's first delete (as it takes
         the write lock)."""
 
-        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
             if sql == "BEGIN IMMEDIATE" and not recorded:  # the first delete's transaction
                 with History(path) as other:
                     build(other, 0, 1 << 20)
