@@ -329,7 +329,14 @@ class History:
         """Run one statement in its own transaction; the row id it wrote, or ``None`` (and a warning)."""
         with self._lock:
             try:
-                row_id = history_prune.in_transaction(self._connection, statement, parameters).lastrowid
+                self._connection.execute("BEGIN IMMEDIATE")
+                try:
+                    row_id = self._connection.execute(statement, parameters).lastrowid
+                    self._connection.execute("COMMIT")
+                except BaseException:
+                    if self._connection.in_transaction:
+                        self._connection.execute("ROLLBACK")
+                    raise
             except sqlite3.Error as exc:
                 logger.warning("could not record %s in %s: %s", what, self.path, exc)
                 return None

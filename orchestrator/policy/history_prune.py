@@ -5,11 +5,13 @@ age (``--prune-unused-after``) go, except, of each package and interpreter a run
 :data:`KEPT_SUCCESSES` successful builds before that age (of each version built since, too) and the last one that
 went through the compiler cache. That is what ``History.recent_peaks``, ``expected_duration`` and ``compiled``
 read, and the baseline of ``orchestrate report``'s regressions for any run kept: each answers the same before and
-after. A package no run built for the age is forgotten, like its environments.
+after. A package no run built for the age is forgotten, like its environments; a version no run built for it
+counts as any other of its package (else a package built at a new version each night keeps a row per version).
 
 What goes is chosen in one read (under WAL a reader blocks no writer) into a temporary table, then deleted in
-transactions of :data:`BATCH` rows, so that a run recording builds meanwhile waits milliseconds, not the whole
-prune; a package a run built since the read keeps its rows until the next prune.
+transactions of :data:`BATCH` rows, so that a run recording builds meanwhile waits one batch, not the whole
+prune; a package a run built since the read keeps its rows until the next prune. Two runs pruning at once each
+delete what the other has not yet (a row goes once), and the second finds little to compact.
 
 SQLite reuses the pages deleted rows free, so a file pruned hourly stops growing at about the age's worth of
 builds. A file whose free pages are over half of it (the first prune of a long history, or a shorter age) is
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["BATCH", "KEPT_SUCCESSES", "PrunedHistory", "in_transaction", "prune"]
+__all__ = ["BATCH", "KEPT_SUCCESSES", "PrunedHistory", "prune"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +37,8 @@ KEPT_SUCCESSES: Final = 5
 """Successful builds before the age kept of each package still built: at least ``RECENT_BUILDS`` and
 ``RECENT_DURATIONS`` (``history.py``) and the report's ``BASELINE_BUILDS`` (``report/history.py``)."""
 BATCH: Final = 10_000
-"""Rows deleted per transaction: the write lock is held for about 0.05 s (a year of nightly builds of 3,000
-packages, ``benchmarks/history_size.py``)."""
+"""Rows deleted per transaction: a writer waited 0.44 s at most as the first prune of a year of 3,000 nightly
+builds went (``benchmarks/history_size.py``, shared machine)."""
 CACHE_KIB: Final = 16_384
 """The connection's page cache while it prunes, in KiB: a batch's deletes touch an index page per package."""
 
@@ -96,12 +98,12 @@ def prune(connection: sqlite3.Connection, path: Path, *, unused_since: float, su
         while (last := connection.execute("SELECT MAX(id) FROM (SELECT id FROM prunable WHERE id > ? ORDER BY id"
                                           " LIMIT ?)", (after, BATCH)).fetchone()[0]) is not None:
             # A package a run built since the snapshot may now need rows chosen: they wait for the next prune.
-            builds += in_transaction(connection, "DELETE FROM builds WHERE id IN (SELECT id FROM prunable WHERE"
+            builds += _in_transaction(connection, "DELETE FROM builds WHERE id IN (SELECT id FROM prunable WHERE"
                                      " id > ? AND id <= ?) AND (name, python) NOT IN (SELECT name, python FROM builds"
                                      " WHERE id > ?)", (after, last, seen)).rowcount
             after = last
         connection.execute("DROP TABLE prunable")
-        runs = in_transaction(connection, "DELETE FROM runs WHERE started_at < ?", (unused_since,)).rowcount
+        runs = _in_transaction(connection, "DELETE FROM runs WHERE started_at < ?", (unused_since,)).rowcount
         (free,) = connection.execute("PRAGMA freelist_count").fetchone()
         (pages,) = connection.execute("PRAGMA page_count").fetchone()
         if free * 2 > pages:
@@ -115,7 +117,7 @@ def prune(connection: sqlite3.Connection, path: Path, *, unused_since: float, su
     return PrunedHistory(builds=builds, runs=runs, bytes_freed=max(0, size_before - _file_bytes(path)))
 
 
-def in_transaction(connection: sqlite3.Connection, statement: str, parameters: tuple[object, ...]) -> sqlite3.Cursor:
+def _in_transaction(connection: sqlite3.Connection, statement: str, parameters: tuple[object, ...]) -> sqlite3.Cursor:
     """Run one statement in its own write transaction (``BEGIN IMMEDIATE``: it waits for the file's write lock
     rather than failing half way); its cursor."""
     connection.execute("BEGIN IMMEDIATE")
