@@ -137,9 +137,10 @@ def main() -> None:
             (state / STAMP).unlink(missing_ok=True)
             pruned: list[Pruned | None] = []
             rounds["due"].append(timed(lambda: pruned.append(
-                prune_state(state, days=40, downloads=downloads, now=time.time()))))
+                prune_state(state, days=40, downloads=downloads, history=None,
+                            now=time.time()))))
             assert pruned[0] is not None and pruned[0].line() is None, pruned  # checked, and nothing was old
-            rounds["throttled"].append(timed(lambda: prune_state(state, days=40, downloads=downloads,
+            rounds["throttled"].append(timed(lambda: prune_state(state, days=40, downloads=downloads, history=None,
                                                                  now=time.time() + 60)))
             os.utime(fresh, follow_symlinks=False)
             rounds["marking"].append(timed(lambda: lastuse.mark_used(fresh)))

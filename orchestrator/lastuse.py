@@ -1,5 +1,5 @@
-"""When a kept entry of the state folder was last used, and what removing one frees: what the stores and their
-pruner (``pruning.py``) share.
+"""When a kept entry of the state folder was last used, what removing one frees, and removing the unused files of
+a folder: what the stores and their pruner (``pruning.py``) share.
 
 An entry's last use is its modification time (a symlink's own), set again as runs use the entry, at most
 once a day, so that the pruner can tell what no run used for its age at the cost of one ``stat``. Not the
@@ -45,3 +45,18 @@ def bytes_freed(path: str | Path) -> int:
                 info = os.lstat(os.path.join(parent, name))
                 total += info.st_size if info.st_nlink == 1 else 0
     return total
+
+
+def prune_files(folder: Path, unused_since: float) -> tuple[int, int]:
+    """Remove the files of ``folder`` last used before ``unused_since`` (each is replaced atomically, and a
+    reader that misses one goes without it); the files removed (not counting hidden leftovers), their bytes."""
+    removed = freed = 0
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for file in entries:
+            with contextlib.suppress(FileNotFoundError):
+                info = file.stat(follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode) and info.st_mtime < unused_since:
+                    os.unlink(file.path)
+                    removed += not file.name.startswith(".")
+                    freed += info.st_size
+    return removed, freed

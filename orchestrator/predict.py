@@ -11,7 +11,9 @@ compiles), without history, or on a farm (each machine's cache holds what that m
 predicts nothing and records nothing. A record whose package's cache folder is gone (``trim`` removed it,
 or the user did) is removed as its package is queued, which is expected to take its full compile; that
 build starts a new record. Like the history, the records
-are advisory: one that cannot be read or written is logged and counts as none.
+are advisory: one that cannot be read or written is logged and counts as none. A record's time is its last use
+(``lastuse``: moved forward as a queued package reads it, at most daily): one no run used for the state
+folder's age goes (:func:`prune_records`, from ``pruning.py``).
 
 Thread use: :meth:`Predictor.predict` runs where builds are queued (the download threads),
 :meth:`Predictor.look` on the estimates thread, :meth:`Predictor.built` on the scheduler's.
@@ -29,6 +31,7 @@ from typing import Any
 
 from packaging.utils import NormalizedName
 
+from orchestrator import lastuse
 from orchestrator.atomic import atomic_write
 from orchestrator.build.compilercache import CompilerCache
 from orchestrator.build.digests import source_files
@@ -37,7 +40,7 @@ from orchestrator.jobs import BuildResult, Status
 from orchestrator.policy.changes import CompileRecord, predict_duration, seen_in, updated_record
 from orchestrator.policy.history import History
 
-__all__ = ["RECORDS_FOLDER", "Prediction", "Predictor", "read_record"]
+__all__ = ["RECORDS_FOLDER", "Prediction", "Predictor", "prune_records", "read_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,8 @@ class Predictor:
         if self._folder is None:
             return Prediction(duration=duration, look=False)
         record = read_record(self._folder, source.name)
+        if record is not None:
+            lastuse.mark_used(self._folder / f"{source.name}.json")
         if record is not None and self._cache is not None and not self._cache.package_dir(source.name).is_dir():
             with contextlib.suppress(OSError):  # what it says the cache holds, the cache no longer does
                 (self._folder / f"{source.name}.json").unlink()
@@ -140,6 +145,18 @@ def read_record(folder: Path, name: str) -> CompileRecord | None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         logger.warning("cannot read the compiled sources recorded in %s (%s); predicting without them", path, exc)
         return None
+
+
+def prune_records(folder: Path, *, unused_since: float) -> tuple[int, int]:
+    """Remove the records under ``folder`` (``STATE/compiled-sources``) no run used since ``unused_since``: how
+    many, and their bytes."""
+    removed = freed = 0
+    with contextlib.suppress(OSError):
+        for interpreter in folder.iterdir():
+            if interpreter.is_dir() and not interpreter.is_symlink():
+                count, size = lastuse.prune_files(interpreter, unused_since)
+                removed, freed = removed + count, freed + size
+    return removed, freed
 
 
 def _to_json(record: CompileRecord) -> dict[str, Any]:

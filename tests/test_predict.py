@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +118,17 @@ def test_a_package_whose_cache_folder_was_trimmed_is_expected_to_compile_everyth
     assert (second["compiler_hits"], second["compiler_misses"]) == (0, 3)
     record = json.loads((tmp_path / "state" / RECORDS_FOLDER / PYTHON_TAG / "ccfake.json").read_text())
     assert record["version"] == "2.0" and len(record["seen"]) == 1  # started anew: 1.0's objects are gone
+
+
+def test_a_record_read_as_its_package_is_queued_counts_as_used(tmp_path: Path) -> None:
+    """The pruner removes the records no run used for its age (``pruning.py``): reading one moves its time."""
+    history_path = tmp_path / "state" / "history.sqlite3"
+    record = history_path.parent / RECORDS_FOLDER / PYTHON_TAG / "ccfake.json"
+    record.parent.mkdir(parents=True)
+    record.write_text('{"version": "1.0", "other_s": 1.0, "compile_s": 2.0, "seen": []}')
+    long_ago = time.time() - 50 * 86400
+    os.utime(record, (long_ago, long_ago))
+    source = sdist_source(fake_c_sdist(tmp_path, "1.0", SOURCES))
+    with History(history_path) as history:
+        Predictor(history_path, python=PYTHON_TAG, history=history).predict(source, 4.0)
+    assert record.stat().st_mtime > time.time() - 60

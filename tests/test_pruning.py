@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,7 +24,9 @@ from wheels import write_wheel
 
 from orchestrator.build import envprune, storelocks
 from orchestrator.build.envcache import EnvCache, SubprocessInstaller
+from orchestrator.build.envprune import PrunedEnvs
 from orchestrator.download import cache as download_cache
+from orchestrator.policy.history import SUCCESS, PrunedHistory
 from orchestrator.pruning import STAMP, Pruned, prune_state
 from orchestrator.settings import IndexSettings
 
@@ -153,8 +158,8 @@ def test_an_env_a_build_is_using_is_never_pruned(tmp_path: Path) -> None:
     assert slow.returncode == 0, err
     # Once the build has ended, the same check removes what is old.
     age(state, 50)
-    pruned = prune_state(state, days=40, downloads=None, now=time.time())
-    assert pruned is not None and pruned.envs == 2
+    pruned = prune_state(state, days=40, downloads=None, history=None, now=time.time())
+    assert pruned is not None and pruned.envs.envs == 2
     # tinydep's resolution (from a local folder, so kept) went too, in one check or the other: read once, it is
     # not held while in use.
     assert not list((state / "build-envs" / "envs" / "resolutions").glob("*.txt"))
@@ -196,7 +201,7 @@ def test_a_prune_killed_half_way_leaves_nothing_a_run_would_use(
         assert index_server.downloads("prunable-1.0.tar.gz") == 2
         assert list((state / "downloads").glob("sha256/*/.*.pruned"))  # what the killed check left
     age(state, 50)
-    pruned = prune_state(state, days=40, downloads=state / "downloads", now=time.time())
+    pruned = prune_state(state, days=40, downloads=state / "downloads", history=None, now=time.time())
     assert pruned is not None
     assert not list((state / "downloads").glob("sha256/*/.*"))
     store = state / "build-envs" / "envs"
@@ -204,12 +209,16 @@ def test_a_prune_killed_half_way_leaves_nothing_a_run_would_use(
 
 
 @pytest.mark.parametrize(("pruned", "line"), [
-    (Pruned(days=40), None),
-    (Pruned(days=40, envs=1, bytes_freed=512), "pruned 1 build environment unused for 40 days (512 B)"),
-    (Pruned(days=30, envs=3, bytecode=2, downloads=41, bytes_freed=1288490189),
+    (Pruned(days=40, envs=PrunedEnvs(), history=PrunedHistory()), None),
+    (Pruned(days=40, envs=PrunedEnvs(envs=1), history=PrunedHistory(), bytes_freed=512),
+     "pruned 1 build environment unused for 40 days (512 B)"),
+    (Pruned(days=30, envs=PrunedEnvs(envs=3, bytecode=2), downloads=41, history=PrunedHistory(),
+            bytes_freed=1288490189),
      "pruned 3 build environments, 2 bytecode entries and 41 downloads unused for 30 days (1.2 GiB)"),
-    (Pruned(days=7, resolutions=1, preload_lists=2),
+    (Pruned(days=7, envs=PrunedEnvs(resolutions=1, preload_lists=2), history=PrunedHistory()),
      "pruned 1 resolution and 2 preload lists unused for 7 days (0 B)"),
+    (Pruned(days=40, envs=PrunedEnvs(), history=PrunedHistory(builds=1, runs=2), compiled_sources=3),
+     "pruned 1 build in the history, 2 runs in the history and 3 compiled-sources records unused for 40 days (0 B)"),
 ])
 def test_the_line_says_what_went(pruned: Pruned, line: str | None) -> None:
     assert pruned.line() == line
@@ -349,3 +358,56 @@ def test_checks_running_at_once_remove_each_entry_once(tmp_path: Path) -> None:
         check.join(60)
     assert len(results) == 4 and sum(result.envs for result in results) == 7
     assert [entry.name for entry in (root / "envs").iterdir() if entry.name not in ("bytecode", "resolutions")] == []
+
+
+MiB = 1024**2
+
+
+def _old_build(db: sqlite3.Connection, like: int, *, name: str | None = None, days: float, peak: int,
+               status: str = SUCCESS) -> None:
+    """Copy the build ``like`` as one of ``name`` (its own by default) that finished ``days`` ago."""
+    then = time.time() - days * DAY
+    db.execute("INSERT INTO builds (name, version, python, peak_rss_bytes, wall_s, status, started_at, finished_at,"
+               " outcome) SELECT COALESCE(?, name), version, python, ?, wall_s, ?, ?, ?, ? FROM builds WHERE id = ?",
+               (name, peak, status, then - 5, then, "built" if status == SUCCESS else "failed", like))
+
+
+def test_the_history_and_compiled_sources_records_keep_what_is_read(tmp_path: Path, served: tuple[str, ...]) -> None:
+    """What no prediction or report reads goes from the history; a package's last successful builds from before
+    the age stay while it is built (the learned need is the same), one no run built since goes whole."""
+    state = tmp_path / "state"
+    first = orchestrate(*served)
+    assert first.returncode == 0, first.stderr
+    with contextlib.closing(sqlite3.connect(state / "history.sqlite3")) as db, db:
+        ((real, python),) = db.execute("SELECT id, python FROM builds").fetchall()
+        db.execute("UPDATE builds SET peak_rss_bytes = ? WHERE id = ?", (200 * MiB, real))
+        for days in (50, 51, 52, 53):  # the last successes from before the age: the learned need's
+            _old_build(db, real, days=days, peak=200 * MiB)
+        _old_build(db, real, days=49, peak=900 * MiB, status="backend failed")  # a failure says nothing
+        for days in (54, 55, 56):  # the fifth kept (a report's baseline holds five), two older ones go
+            _old_build(db, real, days=days, peak=900 * MiB)
+        for days in (45, 60):  # a package no run built for the age
+            _old_build(db, real, name="gone", days=days, peak=100 * MiB)
+        db.execute("INSERT INTO runs (started_at, finished_at, command_line, tool_version, python) VALUES"
+                   " (?, ?, 'orchestrate build', 'old', ?)", (time.time() - 50 * DAY, time.time() - 50 * DAY, python))
+    records = state / "compiled-sources" / python
+    records.mkdir(parents=True)
+    for name in ("unused", "recent"):
+        (records / f"{name}.json").write_text('{"version": "1.0", "other_s": 1.0, "compile_s": 2.0, "seen": []}')
+    age(state, 50, only="unused.json")
+    age(state, 2, only=STAMP)
+
+    second = orchestrate(*served, "--report-json", tmp_path / "r.json")
+    assert second.returncode == 0, second.stderr
+    line = PRUNED.search(second.stderr + second.stdout)
+    assert line, second.stderr
+    assert line.group(1) == "5 builds in the history, 1 run in the history and 1 compiled-sources record"
+    (build,) = json.loads((tmp_path / "r.json").read_text())["builds"]
+    assert build["predicted_rss_bytes"] == math.ceil(200 * MiB * 1.05)  # five agreeing peaks of 200 MiB
+    with contextlib.closing(sqlite3.connect(state / "history.sqlite3")) as db:
+        kept = db.execute("SELECT name, peak_rss_bytes / ?, status FROM builds WHERE finished_at < ?"
+                          " ORDER BY finished_at DESC", (MiB, time.time() - 40 * DAY)).fetchall()
+        assert kept == [("prunable", 200, SUCCESS)] * 4 + [("prunable", 900, SUCCESS)]
+        assert db.execute("SELECT COUNT(*) FROM builds WHERE finished_at >= ?", (time.time() - DAY,)).fetchone() == (2,)
+        assert db.execute("SELECT COUNT(*), SUM(tool_version = 'old') FROM runs").fetchone() == (2, 0)
+    assert sorted(path.name for path in records.iterdir()) == ["recent.json"]

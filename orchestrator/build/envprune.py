@@ -50,7 +50,7 @@ def prune(root: Path, *, unused_since: float) -> PrunedEnvs:
     resolutions, resolution_bytes = _prune_keyed(store / "resolutions", unused_since,
                                                  entry=lambda key: store / "resolutions" / f"{key}.txt",
                                                  unpublish=_unlink_file)
-    lists, list_bytes = _prune_files(root / preload.FOLDER, unused_since)
+    lists, list_bytes = lastuse.prune_files(root / preload.FOLDER, unused_since)
     return PrunedEnvs(envs=envs, bytecode=bytecode, resolutions=resolutions, preload_lists=lists,
                       bytes_freed=env_bytes + bytecode_bytes + resolution_bytes + list_bytes)
 
@@ -117,18 +117,3 @@ def _unlink_file(path: Path) -> int:
     size = lastuse.bytes_freed(path)
     path.unlink()
     return size
-
-
-def _prune_files(folder: Path, unused_since: float) -> tuple[int, int]:
-    """Remove the files of ``folder`` last used before ``unused_since`` (each is replaced atomically, and a
-    reader that misses one goes without it); the files removed (not counting hidden leftovers), their bytes."""
-    removed = freed = 0
-    with contextlib.suppress(OSError), os.scandir(folder) as entries:
-        for file in entries:
-            with contextlib.suppress(FileNotFoundError):
-                info = file.stat(follow_symlinks=False)
-                if info.st_mtime < unused_since:
-                    os.unlink(file.path)
-                    removed += not file.name.startswith(".")
-                    freed += info.st_size
-    return removed, freed

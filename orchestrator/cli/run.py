@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.cli.app import EXIT_FAILED, EXIT_OK, Terminated, print_error, writable_folder
+from orchestrator.cli.app import EXIT_FAILED, EXIT_OK, HISTORY_FILE, Terminated, print_error, writable_folder
 from orchestrator.display import PlainDisplay, print_summary
 from orchestrator.errors import InstallError, UsageError
 from orchestrator.install.target import Target
@@ -64,11 +64,12 @@ def download_settings(index: IndexSettings, state: Path, cache_dir: Path | None,
 
 
 def prune_state_folder(state: Path, days: int | None, cache_dir: Path | None, display: PlainDisplay) -> str | None:
-    """What no run used for ``days`` out of ``state`` and the download cache (``--prune-unused-after``), said in
-    one line when anything went: that line."""
+    """What no run used for ``days`` out of ``state``, the download cache and the history (``--prune-unused-after``),
+    said in one line when anything went: that line."""
     from orchestrator.pruning import prune_state
 
-    pruned = prune_state(state, days=days, downloads=(cache_dir or state / "downloads").resolve(), now=time.time())
+    pruned = prune_state(state, days=days, downloads=(cache_dir or state / "downloads").resolve(),
+                         history=state / HISTORY_FILE, now=time.time())
     line = pruned.line() if pruned else None
     if line:
         display.event(line)

@@ -181,7 +181,8 @@ class Machine:
             if run_id not in self.env_runs:
                 root = env_root(keep=keep)
                 if keep:
-                    pruned = prune_state(root.parent, days=prune_after, downloads=None, now=time.time())
+                    pruned = prune_state(root.parent, days=prune_after, downloads=None, history=None,
+                                         now=time.time())
                     if pruned is not None and pruned.line():
                         logger.info("%s", pruned.line())
                 self.env_runs[run_id] = envruns.join(root, run_id, keep=keep)

@@ -10,6 +10,7 @@ Several processes may share the file: it is opened in WAL mode with a busy
 timeout, and each record is one short ``BEGIN IMMEDIATE`` transaction. Within a
 process a :class:`History` may be shared between threads: it holds one
 connection (``check_same_thread=False``) and serialises every use with a lock.
+:meth:`History.prune` keeps the file bounded (``history_prune.py``).
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ from typing import Any, Final, Literal
 import platformdirs
 from packaging.utils import canonicalize_name
 
+from orchestrator.policy import history_prune
+from orchestrator.policy.history_prune import PrunedHistory
 from orchestrator.policy.history_schema import NewerSchema, prepare
 
 __all__ = [
     "SUCCESS",
     "BuildRecord",
     "History",
+    "PrunedHistory",
     "RunRecord",
     "default_state_dir",
     "predict_need",
@@ -271,6 +275,18 @@ class History:
         found = self._read("SELECT 1 FROM builds WHERE name = ? AND python = ? AND status = ? AND compiler_calls > 0"
                            " LIMIT 1", (canonicalize_name(name), python, SUCCESS), what=name)
         return bool(found)
+
+    def prune(self, *, unused_since: float) -> PrunedHistory:
+        """Remove the runs and builds from before ``unused_since`` that no prediction or report needs
+        (``history_prune.py``); what went (nothing, and a warning, if the file cannot be pruned)."""
+        with self._lock:
+            try:
+                return history_prune.prune(self._connection, self.path, unused_since=unused_since, success=SUCCESS)
+            except sqlite3.Error as exc:
+                if self._connection.in_transaction:
+                    self._connection.execute("ROLLBACK")
+                logger.warning("could not prune the build history %s: %s", self.path, exc)
+                return PrunedHistory()
 
     def close(self) -> None:
         """Close the database; the history cannot be used afterwards."""
