@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -177,6 +178,30 @@ def test_an_interrupt_starts_no_more_fetches_and_closing_the_client_ends_those_i
     assert index_server.downloads("trickles-1.0.tar.gz") == 1
     assert index_server.downloads("queued-1.0.tar.gz") == 0  # both threads were busy until the interrupt
     assert files_in(dest) == ["fast-1.0.tar.gz"]
+
+
+def test_fetches_ended_by_closing_the_client_are_stopped_not_failed(
+    index_server: IndexServer, tmp_path: Path, dest: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Ctrl-C during downloads closes the client: what was under way, and a look-up that starts just after, were
+    # counted as failures (one with a traceback: "Cannot send a request, as the client has been closed").
+    index_server.add("trickles-1.0.tar.gz", sdist("trickles", "1.0") * 100)
+    index_server.trickle("trickles-1.0.tar.gz", 10)
+    index_server.add("later-1.0.tar.gz", sdist("later", "1.0"))
+    downloader = Downloader(settings_for(index_server, tmp_path, retries=0), dest)
+    results: list[DownloadResult] = []
+    under_way = threading.Thread(target=lambda: results.append(downloader.fetch(pin("trickles"))))
+    under_way.start()
+    deadline = time.monotonic() + 30
+    while not index_server.downloads("trickles-1.0.tar.gz") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    downloader.close()
+    under_way.join(10)
+    results.append(downloader.fetch(pin("later")))
+    assert [(result.name, result.status, result.error) for result in results] == [
+        ("trickles", DownloadStatus.STOPPED, None), ("later", DownloadStatus.STOPPED, None)]
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert files_in(dest) == []
 
 
 def test_max_downloads_must_be_positive(tmp_path: Path, dest: Path) -> None:

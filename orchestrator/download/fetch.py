@@ -195,18 +195,26 @@ class Downloader:
         self.close()
 
     def fetch(self, requirement: PinnedRequirement) -> DownloadResult:
-        """Fetch one requirement's sdist; never raises, a failure is a result."""
+        """Fetch one requirement's sdist; never raises, a failure is a result.
+
+        A fetch the closing of the client ended (the run was stopped), or that starts after it, is ``STOPPED``.
+        """
         started_at = time.time()
         label = _label(requirement)
+        status, error = DownloadStatus.FAILED, None
         try:
             fetched = self._fetch(requirement, label)
-        except OrchestratorError as exc:
-            # The result carries the message; the caller shows it (once, not also here).
-            logger.info("%s", exc)
-            error = exc.message
-        except Exception as exc:  # a worker never raises into the scheduler
-            logger.exception("%s: unexpected error", label)
-            error = f"{label}: unexpected {type(exc).__name__}: {_one_line(exc)}"
+        except Exception as exc:
+            if self._closed:  # whatever the closed client made it raise
+                logger.debug("%s: stopped: %s", label, _describe(exc))
+                status = DownloadStatus.STOPPED
+            elif isinstance(exc, OrchestratorError):
+                # The result carries the message; the caller shows it (once, not also here).
+                logger.info("%s", exc)
+                error = exc.message
+            else:  # a worker never raises into the scheduler
+                logger.exception("%s: unexpected error", label)
+                error = f"{label}: unexpected {type(exc).__name__}: {_one_line(exc)}"
         else:
             logger.info("%s: %s %s", label, fetched.status.value, fetched.path)
             return DownloadResult(
@@ -229,7 +237,7 @@ class Downloader:
             bytes=0,
             started_at=started_at,
             finished_at=time.time(),
-            status=DownloadStatus.FAILED,
+            status=status,
             error=error,
             path=None,
         )

@@ -28,6 +28,8 @@ class DownloadStatus(Enum):
     """A local sdist or source folder, used where it is (not copied)."""
     FAILED = "failed"
     """See ``error``."""
+    STOPPED = "stopped"
+    """Under way when the run was stopped (Ctrl-C, SIGTERM): not a failure of its own."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,7 +53,7 @@ class DownloadResult:
     status: DownloadStatus
     """What happened."""
     error: str | None
-    """One line saying what failed and what to do, when ``status`` is ``FAILED``."""
+    """One line saying what failed and what to do, when ``status`` is ``FAILED``; else ``None``."""
     path: Path | None
     """The sdist (in ``dest_dir``, or the local path) or source folder; ``None`` on failure."""
 
@@ -77,6 +79,8 @@ def _label(requirement: PinnedRequirement) -> str:
 
 def _outcome(result: DownloadResult) -> Outcome:
     label = f"{result.name}-{result.version}" if result.version else result.name
+    if result.status is DownloadStatus.STOPPED:
+        return Outcome(line=f"{label}: download stopped: the run was stopped")
     if result.status is DownloadStatus.FAILED or result.path is None:
         return Outcome(line=f"{label}: download FAILED: {result.error}", failed=True)
     size = f" ({format_size(result.bytes)})" if result.path.is_file() else ""
