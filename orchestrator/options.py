@@ -85,7 +85,7 @@ resolve_options = _group([
     option("--prefer-binary", is_flag=True, help="Prefer an older version with a wheel to a newer one to build."),
     option("--resolver", type=click.Choice(["auto", "pip", "uv"]), default="auto", show_default=True,
            help="Whose resolver pins the dependencies; auto takes uv's when uv is installed, pip's for "
-           "--prefer-binary and --require-hashes."),
+           "--prefer-binary, --require-hashes and a requirement continued on the next line."),
 ])
 
 install_options = _group([

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from orchestrator.errors import UsageError
 
-__all__ = ["SHA256", "hashes_from_options", "logical_lines", "split_options"]
+__all__ = ["SHA256", "hashes_from_options", "logical_lines", "split_lines", "split_options"]
 
 _COMMENT = re.compile(r"(^|\s+)#.*$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -38,6 +38,17 @@ def logical_lines(text: str) -> Iterator[tuple[int, str]]:
         line = _COMMENT.sub("", " ".join(pending)).strip()
         if line:
             yield start, line
+
+
+def split_lines(text: str) -> Iterator[int]:
+    """The numbers of the lines a ``\\`` continues into anything but an option (``name \\`` then ``>=1``).
+
+    pip joins them all; uv's resolver (0.13) reads a continuation only before an option (``--hash``).
+    """
+    lines = text.splitlines()
+    for lineno, (line, following) in enumerate(zip(lines, lines[1:]), start=1):
+        if line.endswith("\\") and not _COMMENT.match(line) and not following.lstrip().startswith("-"):
+            yield lineno
 
 
 # Option spellings -> (canonical name, takes a value).

@@ -54,6 +54,7 @@ from orchestrator.download.reqlines import (
     SHA256,
     hashes_from_options,
     logical_lines,
+    split_lines,
     split_options,
 )
 from orchestrator.errors import UsageError
@@ -126,6 +127,9 @@ class RequirementsFile:
     require_hashes: bool
     """True when any requirement carries a hash or ``--require-hashes`` is given:
     then every requirement must carry one (pip's hash-checking mode)."""
+    split: tuple[str, ...] = ()
+    """``file:line`` of each line continued into anything but an option (``name \\`` then ``>=1``), which
+    uv's resolver does not read."""
 
     @property
     def empty(self) -> bool:
@@ -161,6 +165,7 @@ def parse_requirements(paths: Sequence[Path], *, environment: Mapping[str, str] 
             no_index=parser.no_index,
         ),
         require_hashes=parser.require_hashes,
+        split=tuple(parser.split),
     )
 
 
@@ -179,6 +184,7 @@ class _Parser:
     find_links: list[str] = field(default_factory=list)
     no_index: bool = False
     require_hashes: bool = False
+    split: list[str] = field(default_factory=list)
     seen_files: set[Path] = field(default_factory=set)
     environment: Mapping[str, str] | None = None
     """The marker environment lines are read for (another interpreter's); ``None``: this one's."""
@@ -196,6 +202,7 @@ class _Parser:
             raise UsageError(
                 f"{where}cannot read requirements file {path}: {_one_line(exc)}"
             ) from exc
+        self.split.extend(f"{path}:{lineno}" for lineno in split_lines(text))
         for lineno, line in logical_lines(text):
             self.read_line(line, path=path, origin=f"{path}:{lineno}")
 

@@ -56,10 +56,13 @@ class Requirements:
 
     def chosen_resolver(self) -> Literal["pip", "uv"]:
         """uv's resolver unless asked for pip's, or uv is missing, or ``--prefer-binary``/``--require-hashes``
-        ask what only pip's does."""
+        ask what only pip's does, or a file continues a requirement on the next line, which only pip's reads."""
         if self.resolver == "uv" and find_uv() is None:
             raise UsageError("--resolver uv: uv is not installed; pip install uv, or use --resolver pip")
-        if self.resolver == "pip" or self.binary.prefer_binary or self.parsed.require_hashes:
+        if self.resolver == "uv" and self.parsed.split:
+            raise UsageError(f"{self.parsed.split[0]}: uv's resolver does not read a requirement continued on the "
+                             "next line (`\\`); join the lines, or use --resolver pip")
+        if self.resolver == "pip" or self.binary.prefer_binary or self.parsed.require_hashes or self.parsed.split:
             return "pip"
         return "uv" if find_uv() is not None else "pip"
 
