@@ -48,6 +48,8 @@ def pins(requirements: tuple[PinnedRequirement, ...]) -> list[tuple[str, str | N
             ("foo", "1.0", None, set()),
             ("bar", "2.0", None, set()),
         ]),
+        # A comment line ending in a backslash continues nothing, as in pip (it swallowed foo).
+        ("# built on C:\\\nfoo==1.0\n", [("foo", "1.0", None, set())]),
         ('foo==1.0 ; python_version < "3"\nbar==2.0', [("bar", "2.0", None, set())]),
         ('foo==1.0 ; python_version >= "3"', [("foo", "1.0", None, set())]),
         # Same pin twice (different spellings of one version): hashes merge.

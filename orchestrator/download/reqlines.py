@@ -20,13 +20,16 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def logical_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Yield ``(first line number, text)`` with continuations joined, comments removed."""
+    """Yield ``(first line number, text)`` with continuations joined, comments removed.
+
+    As in pip, a comment line ending in ``\\`` continues nothing (it ends a continued line).
+    """
     pending: list[str] = []
     start = 0
     for lineno, raw in enumerate(text.splitlines(), start=1):
         if not pending:
             start = lineno
-        if raw.endswith("\\"):
+        if raw.endswith("\\") and not _COMMENT.match(raw):
             pending.append(raw[:-1])
             continue
         pending.append(raw)
