@@ -125,8 +125,8 @@ class RequirementsFile:
     """``--no-binary`` / ``--only-binary`` lines, in order."""
     prefer_binary: bool = False
     require_hashes: bool
-    """True when any requirement carries a hash or ``--require-hashes`` is given:
-    then every requirement must carry one (pip's hash-checking mode)."""
+    """True when any requirement carries a ``--hash`` or ``--require-hashes`` is given:
+    then every requirement must carry one (pip's hash-checking mode; a URL's ``#sha256=`` does not turn it on)."""
     split: tuple[str, ...] = ()
     """``file:line`` of each line continued into anything but an option (``name \\`` then ``>=1``), which
     uv's resolver does not read."""
@@ -220,9 +220,8 @@ class _Parser:
         if isinstance(requirement, LooseRequirement):
             self.loose.append(requirement)
             return
-        if hashes:
+        if hashes:  # as in pip, a --hash turns on hash-checking for every line; a URL's #sha256= only checks its file
             requirement = replace(requirement, hashes=requirement.hashes | hashes)
-        if requirement.hashes:
             self.require_hashes = True
         self.add(requirement)
 
