@@ -99,6 +99,7 @@ class _Fetched:
     sha256: str | None
     size: int
     url: str | None
+    yanked: str | None = None
 
 
 class _ServerError(Exception):
@@ -228,6 +229,7 @@ class Downloader:
                 status=fetched.status,
                 error=None,
                 path=fetched.path,
+                yanked=fetched.yanked,
             )
         return DownloadResult(
             name=requirement.name,
@@ -279,13 +281,15 @@ class Downloader:
                     sha256=index_sha256.lower(),
                     size=cached[1],
                     url=link.redacted,
+                    yanked=link.yank_reason,
                 )
         path, sha256, size = self._retrying(
             label, f"downloading {link.redacted}", lambda: self._download(requirement, link, label)
         )
         self._cache.store(path, sha256)
         return _Fetched(
-            status=DownloadStatus.DOWNLOADED, path=path, sha256=sha256, size=size, url=link.redacted
+            status=DownloadStatus.DOWNLOADED, path=path, sha256=sha256, size=size, url=link.redacted,
+            yanked=link.yank_reason,
         )
 
     def _use_local(self, requirement: PinnedRequirement, label: str) -> _Fetched:

@@ -56,6 +56,9 @@ class DownloadResult:
     """One line saying what failed and what to do, when ``status`` is ``FAILED``; else ``None``."""
     path: Path | None
     """The sdist (in ``dest_dir``, or the local path) or source folder; ``None`` on failure."""
+    yanked: str | None = None
+    """The index's reason for yanking the file taken (PEP 592; ``""`` if it gives none); ``None``: not yanked.
+    Taken as pip takes it: the pin names that version."""
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict."""
@@ -70,6 +73,7 @@ class DownloadResult:
             "status": self.status.value,
             "error": self.error,
             "path": None if self.path is None else str(self.path),
+            "yanked": self.yanked,
         }
 
 
@@ -84,7 +88,8 @@ def _outcome(result: DownloadResult) -> Outcome:
     if result.status is DownloadStatus.FAILED or result.path is None:
         return Outcome(line=f"{label}: download FAILED: {result.error}", failed=True)
     size = f" ({format_size(result.bytes)})" if result.path.is_file() else ""
-    return Outcome(line=f"{label}: {result.status.value} {result.path}{size}", bytes=result.bytes)
+    yanked = "" if result.yanked is None else f"; warning: yanked on the index{': ' if result.yanked else ''}{result.yanked}"
+    return Outcome(line=f"{label}: {result.status.value} {result.path}{size}{yanked}", bytes=result.bytes)
 
 
 DOWNLOADS: StageKind[PinnedRequirement, DownloadResult] = StageKind(name="download", label=_label, outcome=_outcome)
