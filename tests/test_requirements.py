@@ -346,3 +346,22 @@ def test_wheels_are_pins(tmp_path: Path) -> None:
     foo, local = parse_requirements([path]).pins()
     assert (foo.name, foo.version, foo.hashes) == ("foo", "1.0", frozenset({A}))
     assert (local.name, local.version, local.path) == ("local", "2.0", wheel)
+
+
+def test_environment_variables_are_expanded_as_pip_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # CI files carry `--index-url https://${TOKEN}@host/simple`: pip and uv expand ${NAME}; orchestrate fetched
+    # "${MY_INDEX}/six/" ("unexpected ValueError: Invalid find link").
+    monkeypatch.setenv("ORCH_INDEX", "https://user:pw@example.com/simple")
+    monkeypatch.setenv("ORCH_VERSION_2", "2.0")
+    monkeypatch.delenv("ORCH_UNSET", raising=False)
+    path = write(tmp_path, "r.txt", "--index-url ${ORCH_INDEX}\n"
+                                    "foo @ https://example.com/f/foo-${ORCH_VERSION_2}.tar.gz\n"
+                                    "bar @ https://example.com/${ORCH_UNSET}/bar-1.0.tar.gz\n"
+                                    "baz @ https://example.com/$ORCH_INDEX/${orch_index}/baz-1.0.tar.gz\n")
+    parsed = parse_requirements([path])
+    assert parsed.index.index_url == "https://user:pw@example.com/simple"
+    assert [(pin.name, pin.version, pin.url) for pin in parsed.requirements] == [
+        ("foo", "2.0", "https://example.com/f/foo-2.0.tar.gz"),
+        ("bar", "1.0", "https://example.com/${ORCH_UNSET}/bar-1.0.tar.gz"),  # unset: kept as written, as pip does
+        ("baz", "1.0", "https://example.com/$ORCH_INDEX/${orch_index}/baz-1.0.tar.gz"),  # not pip's ${NAME} form
+    ]

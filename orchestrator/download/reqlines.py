@@ -6,6 +6,7 @@ it reads only what :mod:`~orchestrator.download.requirements` then interprets.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Iterator
@@ -15,14 +16,17 @@ from orchestrator.errors import UsageError
 __all__ = ["SHA256", "hashes_from_options", "logical_lines", "split_lines", "split_options"]
 
 _COMMENT = re.compile(r"(^|\s+)#.*$")
+_VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)\}")
+"""``${NAME}``, the one form of environment variable pip expands in requirements files."""
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 """A sha256 digest in hex, as ``--hash=sha256:`` and ``#sha256=`` give it."""
 
 
 def logical_lines(text: str) -> Iterator[tuple[int, str]]:
-    """Yield ``(first line number, text)`` with continuations joined, comments removed.
+    """Yield ``(first line number, text)`` with continuations joined, comments removed, variables expanded.
 
-    As in pip, a comment line ending in ``\\`` continues nothing (it ends a continued line).
+    As in pip, a comment line ending in ``\\`` continues nothing (it ends a continued line), and each
+    ``${NAME}`` is replaced by that environment variable (one that is not set stays as written).
     """
     pending: list[str] = []
     start = 0
@@ -36,11 +40,15 @@ def logical_lines(text: str) -> Iterator[tuple[int, str]]:
         line = _COMMENT.sub("", " ".join(pending)).strip()
         pending = []
         if line:
-            yield start, line
+            yield start, _expand(line)
     if pending:
         line = _COMMENT.sub("", " ".join(pending)).strip()
         if line:
-            yield start, line
+            yield start, _expand(line)
+
+
+def _expand(line: str) -> str:
+    return _VARIABLE.sub(lambda match: os.environ.get(match[1], match[0]), line)
 
 
 def split_lines(text: str) -> Iterator[int]:
