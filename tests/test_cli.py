@@ -49,6 +49,10 @@ def one_error_line(stderr: str) -> str:
         (["frobnicate"], "No such command 'frobnicate'"),  # click's group
         (["build", "-w", "wh"], "nothing to build"),  # ours
         (["build", "missing.tar.gz"], "missing.tar.gz: no such file or folder"),  # ours
+        (["build", ".", "-i", "pypi.org/simple"], "'--index-url' / '-i' (env var: 'ORCHESTRATE_INDEX_URL'): "
+                                                  "pypi.org/simple is neither a URL nor a folder; give its scheme"),
+        (["download", "-r", "r.txt", "-d", "d", "--extra-index-url", "x.example"], "'--extra-index-url' (env var: "
+         "'ORCHESTRATE_EXTRA_INDEX_URL'): x.example is neither a URL nor a folder; give its scheme (https://x.example)"),
         # Sizes: the option is named, whichever of them is wrong, before any work.
         (["build", ".", "--memory-limit", "12XB"],
          "'--memory-limit' (env var: 'ORCHESTRATE_MEMORY_LIMIT'): invalid size '12XB'"),

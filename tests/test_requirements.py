@@ -205,6 +205,10 @@ def test_local_paths(tmp_path: Path) -> None:
         ("--pre", 1, "unsupported option --pre"),
         ("--index-url", 1, "--index-url needs a value"),
         ("--no-index=yes", 1, "--no-index takes no value"),
+        # An index without its scheme was taken for a path at the first look-up: "unexpected ValueError", a traceback.
+        ("--index-url pypi.org/simple", 1, "--index-url pypi.org/simple is neither a URL nor a folder; "
+                                           "give its scheme (https://pypi.org/simple)"),
+        ("\n--extra-index-url=example.com/simple", 2, "--extra-index-url example.com/simple is neither a URL"),
         # Index options cannot follow a requirement.
         ("foo==1.0 --index-url https://x.example/simple", 1, "--index-url must be on a line of its own"),
         # --hash alone on a line has no requirement to belong to.

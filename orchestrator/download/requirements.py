@@ -58,7 +58,7 @@ from orchestrator.download.reqlines import (
     split_options,
 )
 from orchestrator.errors import UsageError
-from orchestrator.settings import IndexSettings
+from orchestrator.settings import IndexSettings, check_index_url
 
 __all__ = ["LooseRequirement", "PinnedRequirement", "RequirementsFile", "parse_requirements"]
 
@@ -230,9 +230,9 @@ class _Parser:
             if option == "--requirement":
                 self.read_file(path.parent / value, included_from=origin)
             elif option == "--index-url":
-                self.index_url = value
+                self.index_url = _index_url(value, option, origin)
             elif option == "--extra-index-url":
-                self.extra_index_urls.append(value)
+                self.extra_index_urls.append(_index_url(value, option, origin))
             elif option == "--find-links":
                 self.find_links.append(_find_link(value, path))
             elif option == "--no-index":
@@ -265,6 +265,13 @@ class _Parser:
         self.requirements[requirement.name] = replace(
             earlier, hashes=earlier.hashes | requirement.hashes, extras=earlier.extras | requirement.extras
         )
+
+
+def _index_url(value: str, option: str, origin: str) -> str:
+    try:
+        return check_index_url(value)
+    except UsageError as exc:
+        raise UsageError(f"{origin}: {option} {exc.message}") from None
 
 
 def _find_link(value: str, path: Path) -> str:
