@@ -129,7 +129,8 @@ class RequirementsFile:
     then every requirement must carry one (pip's hash-checking mode; a URL's ``#sha256=`` does not turn it on)."""
     split: tuple[str, ...] = ()
     """``file:line`` of each line continued into anything but an option (``name \\`` then ``>=1``), which
-    uv's resolver does not read."""
+    uv's resolver does not read; :func:`~orchestrator.download.wanted.read_requirements` adds the constraints
+    files' own."""
 
     @property
     def empty(self) -> bool:

@@ -21,6 +21,7 @@ from packaging.utils import NormalizedName
 
 from orchestrator.build.envs import find_uv
 from orchestrator.download.binary import BinaryOption, BinaryPolicy
+from orchestrator.download.reqlines import split_lines
 from orchestrator.download.requirements import (
     PinnedRequirement,
     RequirementsFile,
@@ -93,8 +94,19 @@ def read_requirements(paths: tuple[Path, ...], *, verb: str, require_hashes: boo
     binary = BinaryPolicy.from_options(
         options, prefer_binary=prefer_binary or parsed.prefer_binary,
         packages={name: override.binary for name, override in overrides.items() if override.binary})
-    return Requirements(files=paths, parsed=replace(parsed, require_hashes=parsed.require_hashes or require_hashes),
+    split = (*parsed.split, *(origin for path in (*parsed.constraints, *constraints) for origin in _split_in(path)))
+    return Requirements(files=paths, parsed=replace(parsed, require_hashes=parsed.require_hashes or require_hashes,
+                                                    split=split),
                         constraints=constraints, binary=binary, no_deps=no_deps, resolver=resolver)
+
+
+def _split_in(constraints: Path) -> list[str]:
+    """The lines of a constraints file uv's resolver would not read (which the resolver reads, not this tool)."""
+    try:
+        text = constraints.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return []  # the resolver says what is wrong with it, naming it
+    return [f"{constraints}:{lineno}" for lineno in split_lines(text)]
 
 
 def resolve_pins(requirements: Requirements, index: IndexSettings, report: RunReport,
