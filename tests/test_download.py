@@ -108,12 +108,12 @@ def test_fetch_from_index(any_index: IndexServer, tmp_path: Path, dest: Path) ->
 def test_a_yanked_file_pinned_is_taken_with_a_warning(any_index: IndexServer, tmp_path: Path, dest: Path) -> None:
     # pip takes a yanked version a pin names, and warns with the index's reason; nothing said it here.
     any_index.add("foo-1.0.tar.gz", sdist("foo", "1.0"))
-    any_index.yank("foo-1.0.tar.gz", "Yanked due to CVE-2024-35195 & <a regression>")
+    reason = "Yanked due to CVE-2024-35195 & <a regression>"
+    any_index.yank("foo-1.0.tar.gz", reason)
     result = fetch(settings_for(any_index, tmp_path), dest, pin("foo", "1.0"))
-    assert (result.status, result.yanked) == (DownloadStatus.DOWNLOADED, "Yanked due to CVE-2024-35195 & <a regression>")
+    assert (result.status, result.yanked) == (DownloadStatus.DOWNLOADED, reason)
     line = DOWNLOADS.outcome(result).line
-    assert line is not None and line.endswith(
-        "B); warning: yanked on the index: Yanked due to CVE-2024-35195 & <a regression>"), line
+    assert line is not None and line.endswith(f"B); warning: yanked on the index: {reason}"), line
 
 
 def test_max_downloads_bounds_files_in_flight(tmp_path: Path, dest: Path) -> None:

@@ -243,8 +243,8 @@ def test_a_folder_argument_with_two_versions_still_conflicts(target: Path, wheel
     [
         (["foo==1.0", "bar>=2"], [], "lock.txt:2: bar>=2 does not pin exactly one version"),  # a loose line
         (["foo==1.0", "requests"], [], "lock.txt:2: requests does not pin exactly one version"),  # a bare name
-        (["foo @ https://example.invalid/archive/main.zip"], [], "lock.txt:1: https://example.invalid/archive/main.zip: "
-         "its file name carries no version"),  # which wheel would meet it?
+        (["foo @ https://example.invalid/archive/main.zip"], [],
+         "lock.txt:1: https://example.invalid/archive/main.zip: its file name carries no version"),  # which wheel?
         (["./src-1.0.tar.gz"], [], "src-1.0.tar.gz is not a wheel"),  # an sdist path: build it first
         ([], [], "lock.txt: nothing to install: they list no requirement"),
         (["foo==1.0 ; python_version < '3'"], [], "a marker excludes every line here (1 skipped)"),

@@ -542,9 +542,9 @@ def test_uv_binary_arguments(options: list[tuple[BinaryOption, str]], args: list
 
 
 def _read(path: Path, resolver: Literal["auto", "pip", "uv"], constraints: tuple[Path, ...] = ()) -> Requirements:
-    requirements = read_requirements((path,), verb="build", require_hashes=False, constraints=constraints, no_deps=False,
-                                     no_binary=(), only_binary=(), prefer_binary=False, resolver=resolver,
-                                     overrides={})
+    requirements = read_requirements((path,), verb="build", require_hashes=False, constraints=constraints,
+                                     no_deps=False, no_binary=(), only_binary=(), prefer_binary=False,
+                                     resolver=resolver, overrides={})
     assert requirements is not None
     return requirements
 
@@ -558,7 +558,8 @@ def test_a_requirement_continued_on_the_next_line_is_resolved_as_pip_reads_it(in
     assert {str(pin.name): pin.version for pin in pins} == {"top": "1.0", "wonly": "1.0", "sonly": "1.0", "both": "1.0"}
     assert any(event.startswith("resolved 4 distributions with pip ") for event in events), events
     with pytest.raises(UsageError, match=rf"^{re.escape(str(path))}:1: uv's resolver does not read a requirement "
-                                         r"continued on the next line \(`\\`\); join the lines, or use --resolver pip$"):
+                                         r"continued on the next line \(`\\`\); join the lines, or use "
+                                         r"--resolver pip$"):
         resolve_pins(_read(path, "uv"), index.settings, RunReport(started_at=0.0), events.append)
     # The same in a constraints file, named in the file or on the command line: uv reads those too.
     (tmp_path / "constraints.txt").write_text("sonly \\\n    <=1.0\n")

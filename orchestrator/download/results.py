@@ -88,7 +88,8 @@ def _outcome(result: DownloadResult) -> Outcome:
     if result.status is DownloadStatus.FAILED or result.path is None:
         return Outcome(line=f"{label}: download FAILED: {result.error}", failed=True)
     size = f" ({format_size(result.bytes)})" if result.path.is_file() else ""
-    yanked = "" if result.yanked is None else f"; warning: yanked on the index{': ' if result.yanked else ''}{result.yanked}"
+    reason = f": {result.yanked}" if result.yanked else ""
+    yanked = "" if result.yanked is None else f"; warning: yanked on the index{reason}"
     return Outcome(line=f"{label}: {result.status.value} {result.path}{size}{yanked}", bytes=result.bytes)
 
 
