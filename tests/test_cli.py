@@ -218,6 +218,29 @@ def test_install_command_reports_an_exception_of_one_wheel(tmp_path: Path) -> No
     assert re.search(r"\n1 installed, 0 skipped, 0 failed; 1 stage error in ", result.stderr)
 
 
+def test_ctrl_c_during_installs_says_what_became_of_them(tmp_path: Path) -> None:
+    # It said "interrupted: running builds were stopped" for an install (and a download) too.
+    target = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(target)
+    (tmp_path / "wh").mkdir()
+    for name in ("first", "second"):
+        write_wheel(tmp_path / "wh", name)
+    fault = """
+        import os, signal, time
+        from orchestrator.install.installer import WheelInstaller
+        real_install = WheelInstaller.install
+        def install(self, wheel):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while this one is under way
+            time.sleep(0.5)
+            return real_install(self, wheel)
+        WheelInstaller.install = install
+    """
+    result = orchestrate_with_fault(tmp_path, fault, "install", "wh", "--into", target, "--max-installs", "1")
+    assert result.returncode == 130, result.stderr
+    assert "interrupted: no other install was started; those under way were completed\n" in result.stderr
+    assert [info.name for info in target.glob("lib/python3.*/site-packages/*.dist-info")] == ["first-1.0.dist-info"]
+
+
 def test_an_exception_handing_a_download_to_the_builds_fails_the_run(tmp_path: Path) -> None:
     for name in ("unqueued", "queued"):
         make_sdist(tmp_path / "sdists", name)
