@@ -123,7 +123,7 @@ def handle_errors(function: F) -> F:
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         context = click.get_current_context()
-        debug, command = context.find_root().params.get("debug", False), context.info_name
+        debug, command = context.find_root().params.get("debug", False), context.info_name or "build"
         try:
             with _signals():
                 return function(*args, **kwargs)
