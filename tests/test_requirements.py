@@ -369,3 +369,13 @@ def test_environment_variables_are_expanded_as_pip_does(tmp_path: Path, monkeypa
         ("bar", "1.0", "https://example.com/${ORCH_UNSET}/bar-1.0.tar.gz"),  # unset: kept as written, as pip does
         ("baz", "1.0", "https://example.com/$ORCH_INDEX/${orch_index}/baz-1.0.tar.gz"),  # not pip's ${NAME} form
     ]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_a_file_with_a_byte_order_mark_is_read_as_pip_reads_it(tmp_path: Path, encoding: str) -> None:
+    # Windows PowerShell's `pip freeze > requirements.txt` writes UTF-16 with a BOM: pip and uv read it; orchestrate
+    # said "'utf-8' codec can't decode byte 0xff in position 0".
+    path = tmp_path / "r.txt"
+    bom = {"utf-16-be": "\ufeff"}.get(encoding, "")  # the -be codec writes no BOM of its own
+    path.write_bytes(f"{bom}foo==1.0\r\nbar==2.0  # café\r\n".encode(encoding))
+    assert pins(parse_requirements([path]).requirements) == [("foo", "1.0", None, set()), ("bar", "2.0", None, set())]

@@ -1,4 +1,4 @@
-"""The lexical layer of a requirements file: logical lines, and the options on them, as pip spells them.
+"""The lexical layer of a requirements file: its text, logical lines, and the options on them, as pip spells them.
 
 Hand-written because pip's own parser (``pip._internal.req.req_file``) is not a public API;
 it reads only what :mod:`~orchestrator.download.requirements` then interprets.
@@ -6,20 +6,40 @@ it reads only what :mod:`~orchestrator.download.requirements` then interprets.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import shlex
 from collections.abc import Iterator
+from pathlib import Path
 
 from orchestrator.errors import UsageError
 
-__all__ = ["SHA256", "hashes_from_options", "logical_lines", "split_lines", "split_options"]
+__all__ = ["SHA256", "hashes_from_options", "logical_lines", "read_text", "split_lines", "split_options"]
 
 _COMMENT = re.compile(r"(^|\s+)#.*$")
 _VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)\}")
 """``${NAME}``, the one form of environment variable pip expands in requirements files."""
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 """A sha256 digest in hex, as ``--hash=sha256:`` and ``#sha256=`` give it."""
+
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),  # before UTF-16's: they start alike
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"), (codecs.BOM_UTF8, "utf-8-sig"),
+)
+
+
+def read_text(path: Path) -> str:
+    """A requirements file's text: decoded as its byte order mark says, as pip does (Windows PowerShell's
+    ``pip freeze >`` writes UTF-16), else UTF-8.
+
+    :raises OSError: it cannot be read.
+    :raises UnicodeDecodeError: it is not text in that encoding.
+    """
+    data = path.read_bytes()
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+    return data.decode(encoding)
 
 
 def logical_lines(text: str) -> Iterator[tuple[int, str]]:

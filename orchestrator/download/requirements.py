@@ -54,6 +54,7 @@ from orchestrator.download.reqlines import (
     SHA256,
     hashes_from_options,
     logical_lines,
+    read_text,
     split_lines,
     split_options,
 )
@@ -197,7 +198,7 @@ class _Parser:
             return
         self.seen_files.add(resolved)
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            text = read_text(path)
         except (OSError, UnicodeDecodeError) as exc:
             where = f"{included_from}: " if included_from else ""
             raise UsageError(

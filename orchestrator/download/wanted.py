@@ -21,7 +21,7 @@ from packaging.utils import NormalizedName
 
 from orchestrator.build.envs import find_uv
 from orchestrator.download.binary import BinaryOption, BinaryPolicy
-from orchestrator.download.reqlines import split_lines
+from orchestrator.download.reqlines import read_text, split_lines
 from orchestrator.download.requirements import (
     PinnedRequirement,
     RequirementsFile,
@@ -103,7 +103,7 @@ def read_requirements(paths: tuple[Path, ...], *, verb: str, require_hashes: boo
 def _split_in(constraints: Path) -> list[str]:
     """The lines of a constraints file uv's resolver would not read (which the resolver reads, not this tool)."""
     try:
-        text = constraints.read_text(encoding="utf-8-sig")
+        text = read_text(constraints)
     except (OSError, UnicodeDecodeError):
         return []  # the resolver says what is wrong with it, naming it
     return [f"{constraints}:{lineno}" for lineno in split_lines(text)]
