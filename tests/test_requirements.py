@@ -202,7 +202,7 @@ def test_local_paths(tmp_path: Path) -> None:
         # Editables belong to development installs.
         ("-e ./src", 1, "editable requirements are not built"),
         # Options this tool does not implement are not silently ignored.
-        ("--pre", 1, "unsupported option --pre"),
+        ("--use-feature=truststore", 1, "unsupported option --use-feature"),
         ("--index-url", 1, "--index-url needs a value"),
         ("--no-index=yes", 1, "--no-index takes no value"),
         # An index without its scheme was taken for a path at the first look-up: "unexpected ValueError", a traceback.

@@ -568,3 +568,16 @@ def test_a_requirement_continued_on_the_next_line_is_resolved_as_pip_reads_it(in
     assert {str(pin.name): pin.version for pin in pins} == {"top": "1.0", "wonly": "1.0", "sonly": "1.0", "both": "1.0"}
     on_the_command_line = _read(_requirements(tmp_path, "top\n"), "auto", constraints=(tmp_path / "constraints.txt",))
     assert on_the_command_line.chosen_resolver() == "pip"
+
+
+@pytest.mark.parametrize("resolver", ["pip", pytest.param("uv", marks=needs_uv)])
+def test_pre_in_a_file_lets_the_resolver_take_a_pre_release(tmp_path: Path, resolver: Literal["pip", "uv"]) -> None:
+    # `--pre` is a pip option real files carry; it was refused: "unsupported option --pre".
+    with IndexServer() as server:
+        for version in ("1.0", "2.0b1"):
+            server.add(f"early-{version}-py3-none-any.whl", write_wheel(tmp_path, "early", version).read_bytes())
+        settings = IndexSettings(index_url=server.simple_url)
+        for text, version in (("early\n", "1.0"), ("--pre\nearly\n", "2.0b1")):
+            path = _requirements(tmp_path, text)
+            pins, _ = resolve_pins(_read(path, resolver), settings, RunReport(started_at=0.0), lambda event: None)
+            assert [(str(pin.name), pin.version) for pin in pins] == [("early", version)], text

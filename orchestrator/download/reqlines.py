@@ -100,6 +100,7 @@ _OPTIONS: dict[str, tuple[str, bool]] = {
     "--no-binary": ("--no-binary", True),
     "--only-binary": ("--only-binary", True),
     "--prefer-binary": ("--prefer-binary", False),
+    "--pre": ("--pre", False),
 }
 _REFUSED_OPTIONS = {
     "-e": "editable requirements are not built; name the folder without -e",
@@ -127,7 +128,7 @@ def split_options(text: str, origin: str) -> Iterator[tuple[str, str]]:
             raise UsageError(
                 f"{origin}: unsupported option {spelling}; this tool reads -r, -c, --index-url, "
                 "--extra-index-url, --find-links, --no-index, --no-binary, --only-binary, "
-                "--prefer-binary, --require-hashes and --hash"
+                "--prefer-binary, --pre, --require-hashes and --hash"
             )
         name, takes_value = _OPTIONS[spelling]
         if not takes_value:

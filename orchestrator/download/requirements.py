@@ -20,7 +20,7 @@ sdist or a wheel, or a local sdist, wheel or source folder
   which the resolver reads;
 * ``-i``/``--index-url``, ``--extra-index-url``, ``-f``/``--find-links``,
   ``--no-index``, ``--require-hashes``, ``--no-binary``, ``--only-binary``,
-  ``--prefer-binary``; ``--trusted-host`` is accepted and ignored;
+  ``--prefer-binary``, ``--pre``; ``--trusted-host`` is accepted and ignored;
 * comments (``#`` at the start of a line or after whitespace) and ``\\`` line
   continuations.
 
@@ -125,6 +125,8 @@ class RequirementsFile:
     binary_options: tuple[tuple[BinaryOption, str], ...] = ()
     """``--no-binary`` / ``--only-binary`` lines, in order."""
     prefer_binary: bool = False
+    pre: bool = False
+    """``--pre``: the resolver may take pre-releases (pip's reads it from the files, uv's must be told)."""
     require_hashes: bool
     """True when any requirement carries a ``--hash`` or ``--require-hashes`` is given:
     then every requirement must carry one (pip's hash-checking mode; a URL's ``#sha256=`` does not turn it on)."""
@@ -160,6 +162,7 @@ def parse_requirements(paths: Sequence[Path], *, environment: Mapping[str, str] 
         constraints=tuple(parser.constraints),
         binary_options=tuple(parser.binary_options),
         prefer_binary=parser.prefer_binary,
+        pre=parser.pre,
         index=IndexSettings(
             index_url=parser.index_url,
             extra_index_urls=tuple(parser.extra_index_urls),
@@ -181,6 +184,7 @@ class _Parser:
     constraints: list[Path] = field(default_factory=list)
     binary_options: list[tuple[BinaryOption, str]] = field(default_factory=list)
     prefer_binary: bool = False
+    pre: bool = False
     index_url: str | None = None
     extra_index_urls: list[str] = field(default_factory=list)
     find_links: list[str] = field(default_factory=list)
@@ -247,6 +251,8 @@ class _Parser:
                 self.binary_options.append(("--no-binary", value))
             elif option == "--only-binary":
                 self.binary_options.append(("--only-binary", value))
+            elif option == "--pre":
+                self.pre = True
             elif option == "--prefer-binary":
                 self.prefer_binary = True
             elif option == "--trusted-host":

@@ -44,8 +44,10 @@ def uv_version() -> str | None:
 
 
 def resolve_with_uv(requirement_files: Sequence[Path], *, constraint_files: Sequence[Path] = (),
-                    binary: BinaryPolicy, index: IndexSettings, python: Path) -> tuple[PinnedRequirement, ...]:
-    """Pins for ``requirement_files`` and their dependencies, for ``python``.
+                    binary: BinaryPolicy, index: IndexSettings, python: Path,
+                    pre: bool = False) -> tuple[PinnedRequirement, ...]:
+    """Pins for ``requirement_files`` and their dependencies, for ``python``; ``pre``: pre-releases allowed
+    (uv accepts a file's ``--pre`` and ignores it).
 
     A failure is a :class:`ResolutionError` whose message is uv's in one line.
     """
@@ -58,7 +60,7 @@ def resolve_with_uv(requirement_files: Sequence[Path], *, constraint_files: Sequ
                    "--output-file", str(output), *map(str, requirement_files)]
         for path in constraint_files:
             command += ["--constraint", str(path)]
-        command += binary.uv_args() + index.pip_args()
+        command += binary.uv_args() + index.pip_args() + (["--prerelease", "allow"] if pre else [])
         logger.debug("resolving: %s", " ".join(command))
         completed = run_resolver(command, merge_stderr=False)
         if completed.returncode != 0:

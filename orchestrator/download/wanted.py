@@ -124,7 +124,8 @@ def resolve_pins(requirements: Requirements, index: IndexSettings, report: RunRe
     if requirements.chosen_resolver() == "uv":
         resolver = f"uv {uv_version()}"
         pins = resolve_with_uv(requirements.files, constraint_files=requirements.constraints,
-                               binary=requirements.binary, index=index, python=Path(sys.executable))
+                               binary=requirements.binary, index=index, python=Path(sys.executable),
+                               pre=requirements.parsed.pre)
         what = "each file chosen as it is fetched"
     else:
         resolution = resolve(requirements.files, constraint_files=requirements.constraints,
