@@ -7,7 +7,9 @@ exact pins, which :func:`~orchestrator.download.requirements.parse_requirements`
 the file of each pin is then chosen as ``pip wheel`` would choose it for this interpreter, by
 :class:`~orchestrator.download.index.Finder` (a compatible wheel, else the sdist, as the binary
 policy allows). pip's resolver (:mod:`~orchestrator.download.resolve`) stays for what uv's does
-not do alike: ``--prefer-binary`` and ``--require-hashes``.
+not do alike: ``--prefer-binary``, ``--require-hashes``, and a file that continues a requirement on
+the next line (``name \\`` then ``>=1``), which uv 0.13 does not read. A file's ``--pre`` uv accepts
+and ignores: it is passed as ``--prerelease allow``.
 """
 
 from __future__ import annotations
