@@ -214,6 +214,10 @@ def test_local_paths(tmp_path: Path) -> None:
         # --hash alone on a line has no requirement to belong to.
         (f"--hash=sha256:{A}", 1, "--hash must follow a requirement on its line"),
         ("-r missing.txt", 1, "cannot read requirements file {dir}/missing.txt"),
+        # pip fetches these; the path was mangled ("https:/host/r.txt: No such file or directory").
+        ("-r https://example.com/r.txt", 1, "-r https://example.com/r.txt: requirements files are read from disk "
+                                            "only; download it and give its path"),
+        ("-c https://example.com/c.txt", 1, "-c https://example.com/c.txt: requirements files are read from disk"),
         ("git+https://example.com/foo.git", 1, "version-control URLs are not supported"),
         ("foo @ git+https://example.com/foo.git", 1, "version-control URLs are not supported"),
         ("https://example.com/download", 1, "cannot tell name and version from https://example.com/download"),

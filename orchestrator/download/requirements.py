@@ -71,6 +71,8 @@ _NOT_A_LOCK = (
 )
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _NAMED_URL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*@")
+_FILE_OPTIONS = {"--requirement": "-r", "--constraint": "-c"}
+"""The options that name another file, as a message spells them."""
 # Options start at the first whitespace-separated token beginning with "-", as in pip.
 _OPTIONS_START = re.compile(r"\s-")
 
@@ -233,6 +235,9 @@ class _Parser:
 
     def read_options(self, line: str, *, path: Path, origin: str) -> None:
         for option, value in split_options(line, origin):
+            if option in _FILE_OPTIONS and _URL.match(value):  # pip would fetch it
+                raise UsageError(f"{origin}: {_FILE_OPTIONS[option]} {value}: requirements files are read from disk "
+                                 "only; download it and give its path")
             if option == "--requirement":
                 self.read_file(path.parent / value, included_from=origin)
             elif option == "--index-url":
