@@ -241,9 +241,11 @@ def _counts(report: RunReport) -> list[str]:
     if report.downloads:
         downloads = report.downloads.counts
         local = f", {downloads[DownloadStatus.LOCAL.value]} local" if downloads[DownloadStatus.LOCAL.value] else ""
+        halted_count = downloads[DownloadStatus.STOPPED.value]
+        halted = f", {halted_count} stopped" if halted_count else ""
         parts.append(f"{downloads[DownloadStatus.DOWNLOADED.value]} downloaded, "
                      f"{downloads[DownloadStatus.CACHED.value]} cached{local}, "
-                     f"{downloads[DownloadStatus.FAILED.value]} failed")
+                     f"{downloads[DownloadStatus.FAILED.value]} failed{halted}")
     if report.builds or not (report.downloads or report.installs or report.errors):
         builds = report.builds.counts
         not_started = f", {builds[Status.NOT_STARTED.value]} not started" if builds[Status.NOT_STARTED.value] else ""

@@ -11,6 +11,7 @@ from click.core import ParameterSource
 
 from orchestrator.errors import UsageError
 from orchestrator.pruning import DEFAULT_DAYS
+from orchestrator.settings import check_index_url
 from orchestrator.units import parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,6 +41,17 @@ def size_check(*, percent: bool) -> Callable[[click.Context, click.Parameter, st
     return check
 
 
+def _index_check(ctx: click.Context, param: click.Parameter, value: str | tuple[str, ...] | None,
+                 ) -> str | tuple[str, ...] | None:
+    """An option callback that checks each index URL as it is read, so that a bad one is named with its option."""
+    for url in (value,) if isinstance(value, str) else value or ():
+        try:
+            check_index_url(url)
+        except UsageError as error:
+            raise click.BadParameter(error.message, ctx, param) from None
+    return value
+
+
 def _group(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     def decorate(function: F) -> F:
         for decorator in reversed(options):
@@ -50,8 +62,9 @@ def _group(options: list[Callable[[F], F]]) -> Callable[[F], F]:
 
 
 index_options = _group([
-    option("--index-url", "-i", metavar="URL", help="Base URL of the package index (PEP 503/691)."),
-    option("--extra-index-url", multiple=True, metavar="URL", help="More indexes to search."),
+    option("--index-url", "-i", metavar="URL", callback=_index_check,
+           help="Base URL of the package index (PEP 503/691)."),
+    option("--extra-index-url", multiple=True, metavar="URL", callback=_index_check, help="More indexes to search."),
     option("--find-links", "-f", multiple=True, metavar="PATH|URL", help="Folders or pages listing files."),
     option("--no-index", is_flag=True, help="Ignore indexes; only --find-links."),
 ])
@@ -85,7 +98,7 @@ resolve_options = _group([
     option("--prefer-binary", is_flag=True, help="Prefer an older version with a wheel to a newer one to build."),
     option("--resolver", type=click.Choice(["auto", "pip", "uv"]), default="auto", show_default=True,
            help="Whose resolver pins the dependencies; auto takes uv's when uv is installed, pip's for "
-           "--prefer-binary and --require-hashes."),
+           "--prefer-binary, --require-hashes and a requirement continued on the next line."),
 ])
 
 install_options = _group([

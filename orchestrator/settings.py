@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from orchestrator.errors import UsageError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,3 +46,13 @@ class IndexSettings:
         for link in self.find_links:
             args += ["--find-links", link]
         return args
+
+
+def check_index_url(url: str) -> str:
+    """``url`` as given, if it is a URL or a folder (pip's rule for an index); else a :class:`UsageError`.
+
+    Without this, ``pypi.org/simple`` reached the index reader as a path, failing every look-up with a traceback.
+    """
+    if "://" not in url and not Path(url).is_dir():
+        raise UsageError(f"{url} is neither a URL nor a folder; give its scheme (https://{url})")
+    return url

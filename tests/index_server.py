@@ -147,6 +147,11 @@ class IndexServer:
         with self._lock:
             self._files[filename].bytes_per_second = bytes_per_second
 
+    def yank(self, filename: str, reason: str) -> None:
+        """List ``filename`` as yanked, for ``reason`` (PEP 592: ``data-yanked``, ``"yanked"`` in JSON)."""
+        with self._lock:
+            self._files[filename].yanked = reason
+
     def downloads(self, filename: str) -> int:
         """How many times ``filename`` was requested."""
         return self.requests[f"/files/{filename}"]
@@ -217,6 +222,8 @@ class _File:
     """Trickle the body at this rate; 0 sends it at once."""
     metadata: bytes | None = None
     """A wheel's METADATA, served as ``FILE.metadata`` when the index has ``core_metadata``."""
+    yanked: str | None = None
+    """The reason the simple page gives for yanking the file (PEP 592); ``None``: not yanked."""
 
 
 def _wheel_metadata(filename: str, content: bytes) -> bytes | None:
@@ -344,6 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
                         "hashes": {"sha256": file.advertised},
                         **({"core-metadata": {"sha256": hashlib.sha256(file.metadata).hexdigest()}}
                            if file.metadata is not None else {}),
+                        **({"yanked": file.yanked} if file.yanked is not None else {}),
                     }
                     for filename, file in files
                 ],
@@ -351,7 +359,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, json.dumps(data).encode(), JSON_TYPE)
             return
         links = "".join(
-            f'<a href="../../files/{html.escape(filename)}#sha256={file.advertised}"{_metadata_attribute(file)}>'
+            f'<a href="../../files/{html.escape(filename)}#sha256={file.advertised}"{_metadata_attribute(file)}'
+            f"{_yanked_attribute(file)}>"
             f"{html.escape(filename)}</a>\n"
             for filename, file in files
         )
@@ -422,6 +431,10 @@ class _Handler(BaseHTTPRequestHandler):
             if stop.wait(step / bytes_per_second):
                 self.close_connection = True
                 return
+
+
+def _yanked_attribute(file: _File) -> str:
+    return "" if file.yanked is None else f' data-yanked="{html.escape(file.yanked)}"'
 
 
 def _metadata_attribute(file: _File) -> str:

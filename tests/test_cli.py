@@ -49,6 +49,10 @@ def one_error_line(stderr: str) -> str:
         (["frobnicate"], "No such command 'frobnicate'"),  # click's group
         (["build", "-w", "wh"], "nothing to build"),  # ours
         (["build", "missing.tar.gz"], "missing.tar.gz: no such file or folder"),  # ours
+        (["build", ".", "-i", "pypi.org/simple"], "'--index-url' / '-i' (env var: 'ORCHESTRATE_INDEX_URL'): "
+                                                  "pypi.org/simple is neither a URL nor a folder; give its scheme"),
+        (["download", "-r", "r.txt", "-d", "d", "--extra-index-url", "x.example"], "'--extra-index-url' (env var: "
+         "'ORCHESTRATE_EXTRA_INDEX_URL'): x.example is neither a URL nor a folder; give its scheme (https://x.example)"),
         # Sizes: the option is named, whichever of them is wrong, before any work.
         (["build", ".", "--memory-limit", "12XB"],
          "'--memory-limit' (env var: 'ORCHESTRATE_MEMORY_LIMIT'): invalid size '12XB'"),
@@ -212,6 +216,29 @@ def test_install_command_reports_an_exception_of_one_wheel(tmp_path: Path) -> No
         "FAILED install of breaks-1.0-py3-none-any.whl: RuntimeError: the target vanished",
     ]
     assert re.search(r"\n1 installed, 0 skipped, 0 failed; 1 stage error in ", result.stderr)
+
+
+def test_ctrl_c_during_installs_says_what_became_of_them(tmp_path: Path) -> None:
+    # It said "interrupted: running builds were stopped" for an install (and a download) too.
+    target = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(target)
+    (tmp_path / "wh").mkdir()
+    for name in ("first", "second"):
+        write_wheel(tmp_path / "wh", name)
+    fault = """
+        import os, signal, time
+        from orchestrator.install.installer import WheelInstaller
+        real_install = WheelInstaller.install
+        def install(self, wheel):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while this one is under way
+            time.sleep(0.5)
+            return real_install(self, wheel)
+        WheelInstaller.install = install
+    """
+    result = orchestrate_with_fault(tmp_path, fault, "install", "wh", "--into", target, "--max-installs", "1")
+    assert result.returncode == 130, result.stderr
+    assert "interrupted: no other install was started; those under way were completed\n" in result.stderr
+    assert [info.name for info in target.glob("lib/python3.*/site-packages/*.dist-info")] == ["first-1.0.dist-info"]
 
 
 def test_an_exception_handing_a_download_to_the_builds_fails_the_run(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from orchestrator.download.fetch import (
     download_all,
 )
 from orchestrator.download.requirements import PinnedRequirement, parse_requirements
+from orchestrator.download.results import DOWNLOADS
 from orchestrator.errors import UsageError
 from orchestrator.settings import IndexSettings
 from orchestrator.stages import StageProgress
@@ -99,7 +101,19 @@ def test_fetch_from_index(any_index: IndexServer, tmp_path: Path, dest: Path) ->
         "status": "downloaded",
         "error": None,
         "path": str(dest / "foo-1.0.tar.gz"),
+        "yanked": None,
     }
+
+
+def test_a_yanked_file_pinned_is_taken_with_a_warning(any_index: IndexServer, tmp_path: Path, dest: Path) -> None:
+    # pip takes a yanked version a pin names, and warns with the index's reason; nothing said it here.
+    any_index.add("foo-1.0.tar.gz", sdist("foo", "1.0"))
+    reason = "Yanked due to CVE-2024-35195 & <a regression>"
+    any_index.yank("foo-1.0.tar.gz", reason)
+    result = fetch(settings_for(any_index, tmp_path), dest, pin("foo", "1.0"))
+    assert (result.status, result.yanked) == (DownloadStatus.DOWNLOADED, reason)
+    line = DOWNLOADS.outcome(result).line
+    assert line is not None and line.endswith(f"B); warning: yanked on the index: {reason}"), line
 
 
 def test_max_downloads_bounds_files_in_flight(tmp_path: Path, dest: Path) -> None:
@@ -177,6 +191,30 @@ def test_an_interrupt_starts_no_more_fetches_and_closing_the_client_ends_those_i
     assert index_server.downloads("trickles-1.0.tar.gz") == 1
     assert index_server.downloads("queued-1.0.tar.gz") == 0  # both threads were busy until the interrupt
     assert files_in(dest) == ["fast-1.0.tar.gz"]
+
+
+def test_fetches_ended_by_closing_the_client_are_stopped_not_failed(
+    index_server: IndexServer, tmp_path: Path, dest: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Ctrl-C during downloads closes the client: what was under way, and a look-up that starts just after, were
+    # counted as failures (one with a traceback: "Cannot send a request, as the client has been closed").
+    index_server.add("trickles-1.0.tar.gz", sdist("trickles", "1.0") * 100)
+    index_server.trickle("trickles-1.0.tar.gz", 10)
+    index_server.add("later-1.0.tar.gz", sdist("later", "1.0"))
+    downloader = Downloader(settings_for(index_server, tmp_path, retries=0), dest)
+    results: list[DownloadResult] = []
+    under_way = threading.Thread(target=lambda: results.append(downloader.fetch(pin("trickles"))))
+    under_way.start()
+    deadline = time.monotonic() + 30
+    while not index_server.downloads("trickles-1.0.tar.gz") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    downloader.close()
+    under_way.join(10)
+    results.append(downloader.fetch(pin("later")))
+    assert [(result.name, result.status, result.error) for result in results] == [
+        ("trickles", DownloadStatus.STOPPED, None), ("later", DownloadStatus.STOPPED, None)]
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert files_in(dest) == []
 
 
 def test_max_downloads_must_be_positive(tmp_path: Path, dest: Path) -> None:

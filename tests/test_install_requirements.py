@@ -137,6 +137,24 @@ def test_a_missing_pin_installs_nothing_and_names_what_is_there(tmp_path: Path, 
     assert snapshot(site_packages(target)) == before  # bar, which is there, is not installed either
 
 
+def test_direct_urls_of_the_lock_are_met_from_the_wheelhouse(tmp_path: Path, target: Path, wheelhouse: Path) -> None:
+    # `build -r` of a file with `name @ URL` puts its wheel into the wheelhouse (placed, or built from the sdist);
+    # install -r of that same file refused every URL: "put it into the wheelhouse first".
+    write_wheel(wheelhouse, "foo", "1.0")
+    write_wheel(wheelhouse, "bar", "2.0")
+    write_wheel(wheelhouse, "bar", "3.0")
+    write_wheel(wheelhouse, "baz", "1.0", tag="py2.py3-none-any")  # baz 1.0, but not the file its URL names
+    wheel_url = "https://files.example.invalid/packages/d9/foo-1.0-py3-none-any.whl#sha256=" + "a" * 64
+    urls = lock(tmp_path, f"foo @ {wheel_url}", "bar @ https://files.example.invalid/bar-2.0.tar.gz")
+    result = orchestrate("install", "-r", urls, "-f", wheelhouse, "--into", target)
+    assert result.returncode == 0, result.stderr
+    assert installed(target) == {"foo": "1.0", "bar": "2.0"}
+    other = lock(tmp_path, "baz @ https://files.example.invalid/baz-1.0-py3-none-any.whl")
+    result = orchestrate("install", "-r", other, "-f", wheelhouse, "--into", target)
+    assert result.returncode == 1
+    assert "lock.txt:1: no wheel of baz 1.0 for the target" in error_line(result.stderr)
+
+
 def test_a_wheel_of_an_incompatible_tag_only_is_refused(tmp_path: Path, target: Path, wheelhouse: Path) -> None:
     write_wheel(wheelhouse, "foo", "2.0", tag="cp27-cp27mu-manylinux1_x86_64")
     before = snapshot(site_packages(target))
@@ -225,7 +243,8 @@ def test_a_folder_argument_with_two_versions_still_conflicts(target: Path, wheel
     [
         (["foo==1.0", "bar>=2"], [], "lock.txt:2: bar>=2 does not pin exactly one version"),  # a loose line
         (["foo==1.0", "requests"], [], "lock.txt:2: requests does not pin exactly one version"),  # a bare name
-        (["foo @ https://example.invalid/foo-1.0-py3-none-any.whl"], [], "lock.txt:1: https://example.invalid/"),
+        (["foo @ https://example.invalid/archive/main.zip"], [],
+         "lock.txt:1: https://example.invalid/archive/main.zip: its file name carries no version"),  # which wheel?
         (["./src-1.0.tar.gz"], [], "src-1.0.tar.gz is not a wheel"),  # an sdist path: build it first
         ([], [], "lock.txt: nothing to install: they list no requirement"),
         (["foo==1.0 ; python_version < '3'"], [], "a marker excludes every line here (1 skipped)"),

@@ -48,6 +48,8 @@ def pins(requirements: tuple[PinnedRequirement, ...]) -> list[tuple[str, str | N
             ("foo", "1.0", None, set()),
             ("bar", "2.0", None, set()),
         ]),
+        # A comment line ending in a backslash continues nothing, as in pip (it swallowed foo).
+        ("# built on C:\\\nfoo==1.0\n", [("foo", "1.0", None, set())]),
         ('foo==1.0 ; python_version < "3"\nbar==2.0', [("bar", "2.0", None, set())]),
         ('foo==1.0 ; python_version >= "3"', [("foo", "1.0", None, set())]),
         # Same pin twice (different spellings of one version): hashes merge.
@@ -84,7 +86,8 @@ def test_valid_pins(tmp_path: Path, text: str, expected: list[tuple[str, str | N
     path = write(tmp_path, "requirements.txt", text)
     parsed = parse_requirements([path])
     assert pins(parsed.requirements) == expected
-    assert parsed.require_hashes == any(hashes for *_, hashes in expected)
+    # A URL's #sha256= checks that file only; --hash turns on pip's hash-checking mode for every line.
+    assert parsed.require_hashes == ("--hash" in text)
 
 
 def test_origin_is_first_line_of_a_continued_line(tmp_path: Path) -> None:
@@ -199,14 +202,22 @@ def test_local_paths(tmp_path: Path) -> None:
         # Editables belong to development installs.
         ("-e ./src", 1, "editable requirements are not built"),
         # Options this tool does not implement are not silently ignored.
-        ("--pre", 1, "unsupported option --pre"),
+        ("--use-feature=truststore", 1, "unsupported option --use-feature"),
         ("--index-url", 1, "--index-url needs a value"),
         ("--no-index=yes", 1, "--no-index takes no value"),
+        # An index without its scheme was taken for a path at the first look-up: "unexpected ValueError", a traceback.
+        ("--index-url pypi.org/simple", 1, "--index-url pypi.org/simple is neither a URL nor a folder; "
+                                           "give its scheme (https://pypi.org/simple)"),
+        ("\n--extra-index-url=example.com/simple", 2, "--extra-index-url example.com/simple is neither a URL"),
         # Index options cannot follow a requirement.
         ("foo==1.0 --index-url https://x.example/simple", 1, "--index-url must be on a line of its own"),
         # --hash alone on a line has no requirement to belong to.
         (f"--hash=sha256:{A}", 1, "--hash must follow a requirement on its line"),
         ("-r missing.txt", 1, "cannot read requirements file {dir}/missing.txt"),
+        # pip fetches these; the path was mangled ("https:/host/r.txt: No such file or directory").
+        ("-r https://example.com/r.txt", 1, "-r https://example.com/r.txt: requirements files are read from disk "
+                                            "only; download it and give its path"),
+        ("-c https://example.com/c.txt", 1, "-c https://example.com/c.txt: requirements files are read from disk"),
         ("git+https://example.com/foo.git", 1, "version-control URLs are not supported"),
         ("foo @ git+https://example.com/foo.git", 1, "version-control URLs are not supported"),
         ("https://example.com/download", 1, "cannot tell name and version from https://example.com/download"),
@@ -343,3 +354,32 @@ def test_wheels_are_pins(tmp_path: Path) -> None:
     foo, local = parse_requirements([path]).pins()
     assert (foo.name, foo.version, foo.hashes) == ("foo", "1.0", frozenset({A}))
     assert (local.name, local.version, local.path) == ("local", "2.0", wheel)
+
+
+def test_environment_variables_are_expanded_as_pip_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # CI files carry `--index-url https://${TOKEN}@host/simple`: pip and uv expand ${NAME}; orchestrate fetched
+    # "${MY_INDEX}/six/" ("unexpected ValueError: Invalid find link").
+    monkeypatch.setenv("ORCH_INDEX", "https://user:pw@example.com/simple")
+    monkeypatch.setenv("ORCH_VERSION_2", "2.0")
+    monkeypatch.delenv("ORCH_UNSET", raising=False)
+    path = write(tmp_path, "r.txt", "--index-url ${ORCH_INDEX}\n"
+                                    "foo @ https://example.com/f/foo-${ORCH_VERSION_2}.tar.gz\n"
+                                    "bar @ https://example.com/${ORCH_UNSET}/bar-1.0.tar.gz\n"
+                                    "baz @ https://example.com/$ORCH_INDEX/${orch_index}/baz-1.0.tar.gz\n")
+    parsed = parse_requirements([path])
+    assert parsed.index.index_url == "https://user:pw@example.com/simple"
+    assert [(pin.name, pin.version, pin.url) for pin in parsed.requirements] == [
+        ("foo", "2.0", "https://example.com/f/foo-2.0.tar.gz"),
+        ("bar", "1.0", "https://example.com/${ORCH_UNSET}/bar-1.0.tar.gz"),  # unset: kept as written, as pip does
+        ("baz", "1.0", "https://example.com/$ORCH_INDEX/${orch_index}/baz-1.0.tar.gz"),  # not pip's ${NAME} form
+    ]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_a_file_with_a_byte_order_mark_is_read_as_pip_reads_it(tmp_path: Path, encoding: str) -> None:
+    # Windows PowerShell's `pip freeze > requirements.txt` writes UTF-16 with a BOM: pip and uv read it; orchestrate
+    # said "'utf-8' codec can't decode byte 0xff in position 0".
+    path = tmp_path / "r.txt"
+    bom = {"utf-16-be": "\ufeff"}.get(encoding, "")  # the -be codec writes no BOM of its own
+    path.write_bytes(f"{bom}foo==1.0\r\nbar==2.0  # café\r\n".encode(encoding))
+    assert pins(parse_requirements([path]).requirements) == [("foo", "1.0", None, set()), ("bar", "2.0", None, set())]

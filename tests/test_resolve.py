@@ -7,11 +7,13 @@ import glob
 import hashlib
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from hypothesis import given, settings
@@ -29,7 +31,9 @@ from orchestrator.download.resolve import (
     resolve,
 )
 from orchestrator.download.uv_resolve import resolve_with_uv
+from orchestrator.download.wanted import Requirements, read_requirements, resolve_pins
 from orchestrator.errors import ResolutionError, UsageError
+from orchestrator.report import RunReport
 from orchestrator.settings import IndexSettings
 
 # --- the binary policy --------------------------------------------------------------------
@@ -535,3 +539,45 @@ def test_uv_failures_are_one_line_naming_the_requirement(
 )
 def test_uv_binary_arguments(options: list[tuple[BinaryOption, str]], args: list[str]) -> None:
     assert BinaryPolicy.from_options(options).uv_args() == args
+
+
+def _read(path: Path, resolver: Literal["auto", "pip", "uv"], constraints: tuple[Path, ...] = ()) -> Requirements:
+    requirements = read_requirements((path,), verb="build", require_hashes=False, constraints=constraints,
+                                     no_deps=False, no_binary=(), only_binary=(), prefer_binary=False,
+                                     resolver=resolver, overrides={})
+    assert requirements is not None
+    return requirements
+
+
+@needs_uv
+def test_a_requirement_continued_on_the_next_line_is_resolved_as_pip_reads_it(index: Index, tmp_path: Path) -> None:
+    # uv 0.13 refuses `name \` then `>=1.0` ("Couldn't parse requirement"), which pip joins: real files have them.
+    path = _requirements(tmp_path, "top \\\n    >=1.0\n")
+    events: list[str] = []
+    pins, _ = resolve_pins(_read(path, "auto"), index.settings, RunReport(started_at=0.0), events.append)
+    assert {str(pin.name): pin.version for pin in pins} == {"top": "1.0", "wonly": "1.0", "sonly": "1.0", "both": "1.0"}
+    assert any(event.startswith("resolved 4 distributions with pip ") for event in events), events
+    with pytest.raises(UsageError, match=rf"^{re.escape(str(path))}:1: uv's resolver does not read a requirement "
+                                         r"continued on the next line \(`\\`\); join the lines, or use "
+                                         r"--resolver pip$"):
+        resolve_pins(_read(path, "uv"), index.settings, RunReport(started_at=0.0), events.append)
+    # The same in a constraints file, named in the file or on the command line: uv reads those too.
+    (tmp_path / "constraints.txt").write_text("sonly \\\n    <=1.0\n")
+    path = _requirements(tmp_path, "-c constraints.txt\ntop\n", name="constrained.txt")
+    pins, _ = resolve_pins(_read(path, "auto"), index.settings, RunReport(started_at=0.0), events.append)
+    assert {str(pin.name): pin.version for pin in pins} == {"top": "1.0", "wonly": "1.0", "sonly": "1.0", "both": "1.0"}
+    on_the_command_line = _read(_requirements(tmp_path, "top\n"), "auto", constraints=(tmp_path / "constraints.txt",))
+    assert on_the_command_line.chosen_resolver() == "pip"
+
+
+@pytest.mark.parametrize("resolver", ["pip", pytest.param("uv", marks=needs_uv)])
+def test_pre_in_a_file_lets_the_resolver_take_a_pre_release(tmp_path: Path, resolver: Literal["pip", "uv"]) -> None:
+    # `--pre` is a pip option real files carry; it was refused: "unsupported option --pre".
+    with IndexServer() as server:
+        for version in ("1.0", "2.0b1"):
+            server.add(f"early-{version}-py3-none-any.whl", write_wheel(tmp_path, "early", version).read_bytes())
+        settings = IndexSettings(index_url=server.simple_url)
+        for text, version in (("early\n", "1.0"), ("--pre\nearly\n", "2.0b1")):
+            path = _requirements(tmp_path, text)
+            pins, _ = resolve_pins(_read(path, resolver), settings, RunReport(started_at=0.0), lambda event: None)
+            assert [(str(pin.name), pin.version) for pin in pins] == [("early", version)], text

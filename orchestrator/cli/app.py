@@ -109,12 +109,21 @@ class _Orchestrate(click.Group):
         sys.exit(code if isinstance(code, int) else EXIT_OK)  # --help and --version end here
 
 
+_STOPPED = {
+    "build": "running builds were stopped",
+    "download": "the downloads under way were stopped",
+    "install": "no other install was started; those under way were completed",
+}
+"""What an interrupted command did with the work under way, by command."""
+
+
 def handle_errors(function: F) -> F:
     """Map our exceptions to one-line messages and exit codes; tracebacks only with --debug."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = click.get_current_context().find_root().params.get("debug", False)
+        context = click.get_current_context()
+        debug, command = context.find_root().params.get("debug", False), context.info_name or "build"
         try:
             with _signals():
                 return function(*args, **kwargs)
@@ -130,10 +139,10 @@ def handle_errors(function: F) -> F:
             print_error(exc.message)
             sys.exit(EXIT_FAILED)
         except KeyboardInterrupt:
-            make_console().print("interrupted: running builds were stopped", markup=False)
+            make_console().print(f"interrupted: {_STOPPED.get(command, _STOPPED['build'])}", markup=False)
             sys.exit(EXIT_SIGINT)
         except Terminated:
-            make_console().print("terminated: running builds were stopped", markup=False)
+            make_console().print(f"terminated: {_STOPPED.get(command, _STOPPED['build'])}", markup=False)
             sys.exit(EXIT_SIGTERM)
 
     return wrapper  # type: ignore[return-value]

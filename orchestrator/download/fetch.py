@@ -99,6 +99,7 @@ class _Fetched:
     sha256: str | None
     size: int
     url: str | None
+    yanked: str | None = None
 
 
 class _ServerError(Exception):
@@ -195,18 +196,26 @@ class Downloader:
         self.close()
 
     def fetch(self, requirement: PinnedRequirement) -> DownloadResult:
-        """Fetch one requirement's sdist; never raises, a failure is a result."""
+        """Fetch one requirement's sdist; never raises, a failure is a result.
+
+        A fetch the closing of the client ended (the run was stopped), or that starts after it, is ``STOPPED``.
+        """
         started_at = time.time()
         label = _label(requirement)
+        status, error = DownloadStatus.FAILED, None
         try:
             fetched = self._fetch(requirement, label)
-        except OrchestratorError as exc:
-            # The result carries the message; the caller shows it (once, not also here).
-            logger.info("%s", exc)
-            error = exc.message
-        except Exception as exc:  # a worker never raises into the scheduler
-            logger.exception("%s: unexpected error", label)
-            error = f"{label}: unexpected {type(exc).__name__}: {_one_line(exc)}"
+        except Exception as exc:
+            if self._closed:  # whatever the closed client made it raise
+                logger.debug("%s: stopped: %s", label, _describe(exc))
+                status = DownloadStatus.STOPPED
+            elif isinstance(exc, OrchestratorError):
+                # The result carries the message; the caller shows it (once, not also here).
+                logger.info("%s", exc)
+                error = exc.message
+            else:  # a worker never raises into the scheduler
+                logger.exception("%s: unexpected error", label)
+                error = f"{label}: unexpected {type(exc).__name__}: {_one_line(exc)}"
         else:
             logger.info("%s: %s %s", label, fetched.status.value, fetched.path)
             return DownloadResult(
@@ -220,6 +229,7 @@ class Downloader:
                 status=fetched.status,
                 error=None,
                 path=fetched.path,
+                yanked=fetched.yanked,
             )
         return DownloadResult(
             name=requirement.name,
@@ -229,7 +239,7 @@ class Downloader:
             bytes=0,
             started_at=started_at,
             finished_at=time.time(),
-            status=DownloadStatus.FAILED,
+            status=status,
             error=error,
             path=None,
         )
@@ -271,13 +281,15 @@ class Downloader:
                     sha256=index_sha256.lower(),
                     size=cached[1],
                     url=link.redacted,
+                    yanked=link.yank_reason,
                 )
         path, sha256, size = self._retrying(
             label, f"downloading {link.redacted}", lambda: self._download(requirement, link, label)
         )
         self._cache.store(path, sha256)
         return _Fetched(
-            status=DownloadStatus.DOWNLOADED, path=path, sha256=sha256, size=size, url=link.redacted
+            status=DownloadStatus.DOWNLOADED, path=path, sha256=sha256, size=size, url=link.redacted,
+            yanked=link.yank_reason,
         )
 
     def _use_local(self, requirement: PinnedRequirement, label: str) -> _Fetched:

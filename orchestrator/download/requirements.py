@@ -20,7 +20,7 @@ sdist or a wheel, or a local sdist, wheel or source folder
   which the resolver reads;
 * ``-i``/``--index-url``, ``--extra-index-url``, ``-f``/``--find-links``,
   ``--no-index``, ``--require-hashes``, ``--no-binary``, ``--only-binary``,
-  ``--prefer-binary``; ``--trusted-host`` is accepted and ignored;
+  ``--prefer-binary``, ``--pre``; ``--trusted-host`` is accepted and ignored;
 * comments (``#`` at the start of a line or after whitespace) and ``\\`` line
   continuations.
 
@@ -54,10 +54,12 @@ from orchestrator.download.reqlines import (
     SHA256,
     hashes_from_options,
     logical_lines,
+    read_text,
+    split_lines,
     split_options,
 )
 from orchestrator.errors import UsageError
-from orchestrator.settings import IndexSettings
+from orchestrator.settings import IndexSettings, check_index_url
 
 __all__ = ["LooseRequirement", "PinnedRequirement", "RequirementsFile", "parse_requirements"]
 
@@ -69,6 +71,8 @@ _NOT_A_LOCK = (
 )
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _NAMED_URL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\s*(\[[^\]]*\])?\s*@")
+_FILE_OPTIONS = {"--requirement": "-r", "--constraint": "-c"}
+"""The options that name another file, as a message spells them."""
 # Options start at the first whitespace-separated token beginning with "-", as in pip.
 _OPTIONS_START = re.compile(r"\s-")
 
@@ -123,9 +127,15 @@ class RequirementsFile:
     binary_options: tuple[tuple[BinaryOption, str], ...] = ()
     """``--no-binary`` / ``--only-binary`` lines, in order."""
     prefer_binary: bool = False
+    pre: bool = False
+    """``--pre``: the resolver may take pre-releases (pip's reads it from the files, uv's must be told)."""
     require_hashes: bool
-    """True when any requirement carries a hash or ``--require-hashes`` is given:
-    then every requirement must carry one (pip's hash-checking mode)."""
+    """True when any requirement carries a ``--hash`` or ``--require-hashes`` is given:
+    then every requirement must carry one (pip's hash-checking mode; a URL's ``#sha256=`` does not turn it on)."""
+    split: tuple[str, ...] = ()
+    """``file:line`` of each line continued into anything but an option (``name \\`` then ``>=1``), which
+    uv's resolver does not read; :func:`~orchestrator.download.wanted.read_requirements` adds the constraints
+    files' own."""
 
     @property
     def empty(self) -> bool:
@@ -154,6 +164,7 @@ def parse_requirements(paths: Sequence[Path], *, environment: Mapping[str, str] 
         constraints=tuple(parser.constraints),
         binary_options=tuple(parser.binary_options),
         prefer_binary=parser.prefer_binary,
+        pre=parser.pre,
         index=IndexSettings(
             index_url=parser.index_url,
             extra_index_urls=tuple(parser.extra_index_urls),
@@ -161,6 +172,7 @@ def parse_requirements(paths: Sequence[Path], *, environment: Mapping[str, str] 
             no_index=parser.no_index,
         ),
         require_hashes=parser.require_hashes,
+        split=tuple(parser.split),
     )
 
 
@@ -174,11 +186,13 @@ class _Parser:
     constraints: list[Path] = field(default_factory=list)
     binary_options: list[tuple[BinaryOption, str]] = field(default_factory=list)
     prefer_binary: bool = False
+    pre: bool = False
     index_url: str | None = None
     extra_index_urls: list[str] = field(default_factory=list)
     find_links: list[str] = field(default_factory=list)
     no_index: bool = False
     require_hashes: bool = False
+    split: list[str] = field(default_factory=list)
     seen_files: set[Path] = field(default_factory=set)
     environment: Mapping[str, str] | None = None
     """The marker environment lines are read for (another interpreter's); ``None``: this one's."""
@@ -190,12 +204,13 @@ class _Parser:
             return
         self.seen_files.add(resolved)
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            text = read_text(path)
         except (OSError, UnicodeDecodeError) as exc:
             where = f"{included_from}: " if included_from else ""
             raise UsageError(
                 f"{where}cannot read requirements file {path}: {_one_line(exc)}"
             ) from exc
+        self.split.extend(f"{path}:{lineno}" for lineno in split_lines(text))
         for lineno, line in logical_lines(text):
             self.read_line(line, path=path, origin=f"{path}:{lineno}")
 
@@ -213,20 +228,22 @@ class _Parser:
         if isinstance(requirement, LooseRequirement):
             self.loose.append(requirement)
             return
-        if hashes:
+        if hashes:  # as in pip, a --hash turns on hash-checking for every line; a URL's #sha256= only checks its file
             requirement = replace(requirement, hashes=requirement.hashes | hashes)
-        if requirement.hashes:
             self.require_hashes = True
         self.add(requirement)
 
     def read_options(self, line: str, *, path: Path, origin: str) -> None:
         for option, value in split_options(line, origin):
+            if option in _FILE_OPTIONS and _URL.match(value):  # pip would fetch it
+                raise UsageError(f"{origin}: {_FILE_OPTIONS[option]} {value}: requirements files are read from disk "
+                                 "only; download it and give its path")
             if option == "--requirement":
                 self.read_file(path.parent / value, included_from=origin)
             elif option == "--index-url":
-                self.index_url = value
+                self.index_url = _index_url(value, option, origin)
             elif option == "--extra-index-url":
-                self.extra_index_urls.append(value)
+                self.extra_index_urls.append(_index_url(value, option, origin))
             elif option == "--find-links":
                 self.find_links.append(_find_link(value, path))
             elif option == "--no-index":
@@ -239,6 +256,8 @@ class _Parser:
                 self.binary_options.append(("--no-binary", value))
             elif option == "--only-binary":
                 self.binary_options.append(("--only-binary", value))
+            elif option == "--pre":
+                self.pre = True
             elif option == "--prefer-binary":
                 self.prefer_binary = True
             elif option == "--trusted-host":
@@ -259,6 +278,13 @@ class _Parser:
         self.requirements[requirement.name] = replace(
             earlier, hashes=earlier.hashes | requirement.hashes, extras=earlier.extras | requirement.extras
         )
+
+
+def _index_url(value: str, option: str, origin: str) -> str:
+    try:
+        return check_index_url(value)
+    except UsageError as exc:
+        raise UsageError(f"{origin}: {option} {exc.message}") from None
 
 
 def _find_link(value: str, path: Path) -> str:

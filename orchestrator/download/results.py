@@ -28,6 +28,8 @@ class DownloadStatus(Enum):
     """A local sdist or source folder, used where it is (not copied)."""
     FAILED = "failed"
     """See ``error``."""
+    STOPPED = "stopped"
+    """Under way when the run was stopped (Ctrl-C, SIGTERM): not a failure of its own."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,9 +53,12 @@ class DownloadResult:
     status: DownloadStatus
     """What happened."""
     error: str | None
-    """One line saying what failed and what to do, when ``status`` is ``FAILED``."""
+    """One line saying what failed and what to do, when ``status`` is ``FAILED``; else ``None``."""
     path: Path | None
     """The sdist (in ``dest_dir``, or the local path) or source folder; ``None`` on failure."""
+    yanked: str | None = None
+    """The index's reason for yanking the file taken (PEP 592; ``""`` if it gives none); ``None``: not yanked.
+    Taken as pip takes it: the pin names that version."""
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict."""
@@ -68,6 +73,7 @@ class DownloadResult:
             "status": self.status.value,
             "error": self.error,
             "path": None if self.path is None else str(self.path),
+            "yanked": self.yanked,
         }
 
 
@@ -77,10 +83,14 @@ def _label(requirement: PinnedRequirement) -> str:
 
 def _outcome(result: DownloadResult) -> Outcome:
     label = f"{result.name}-{result.version}" if result.version else result.name
+    if result.status is DownloadStatus.STOPPED:
+        return Outcome(line=f"{label}: download stopped: the run was stopped")
     if result.status is DownloadStatus.FAILED or result.path is None:
         return Outcome(line=f"{label}: download FAILED: {result.error}", failed=True)
     size = f" ({format_size(result.bytes)})" if result.path.is_file() else ""
-    return Outcome(line=f"{label}: {result.status.value} {result.path}{size}", bytes=result.bytes)
+    reason = f": {result.yanked}" if result.yanked else ""
+    yanked = "" if result.yanked is None else f"; warning: yanked on the index{reason}"
+    return Outcome(line=f"{label}: {result.status.value} {result.path}{size}{yanked}", bytes=result.bytes)
 
 
 DOWNLOADS: StageKind[PinnedRequirement, DownloadResult] = StageKind(name="download", label=_label, outcome=_outcome)

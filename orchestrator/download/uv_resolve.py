@@ -7,7 +7,9 @@ exact pins, which :func:`~orchestrator.download.requirements.parse_requirements`
 the file of each pin is then chosen as ``pip wheel`` would choose it for this interpreter, by
 :class:`~orchestrator.download.index.Finder` (a compatible wheel, else the sdist, as the binary
 policy allows). pip's resolver (:mod:`~orchestrator.download.resolve`) stays for what uv's does
-not do alike: ``--prefer-binary`` and ``--require-hashes``.
+not do alike: ``--prefer-binary``, ``--require-hashes``, and a file that continues a requirement on
+the next line (``name \\`` then ``>=1``), which uv 0.13 does not read. A file's ``--pre`` uv accepts
+and ignores: it is passed as ``--prerelease allow``.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ def uv_version() -> str | None:
 
 
 def resolve_with_uv(requirement_files: Sequence[Path], *, constraint_files: Sequence[Path] = (),
-                    binary: BinaryPolicy, index: IndexSettings, python: Path) -> tuple[PinnedRequirement, ...]:
-    """Pins for ``requirement_files`` and their dependencies, for ``python``.
+                    binary: BinaryPolicy, index: IndexSettings, python: Path,
+                    pre: bool = False) -> tuple[PinnedRequirement, ...]:
+    """Pins for ``requirement_files`` and their dependencies, for ``python``; ``pre``: pre-releases allowed
+    (uv accepts a file's ``--pre`` and ignores it).
 
     A failure is a :class:`ResolutionError` whose message is uv's in one line.
     """
@@ -58,7 +62,7 @@ def resolve_with_uv(requirement_files: Sequence[Path], *, constraint_files: Sequ
                    "--output-file", str(output), *map(str, requirement_files)]
         for path in constraint_files:
             command += ["--constraint", str(path)]
-        command += binary.uv_args() + index.pip_args()
+        command += binary.uv_args() + index.pip_args() + (["--prerelease", "allow"] if pre else [])
         logger.debug("resolving: %s", " ".join(command))
         completed = run_resolver(command, merge_stderr=False)
         if completed.returncode != 0:

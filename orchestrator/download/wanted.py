@@ -21,6 +21,7 @@ from packaging.utils import NormalizedName
 
 from orchestrator.build.envs import find_uv
 from orchestrator.download.binary import BinaryOption, BinaryPolicy
+from orchestrator.download.reqlines import read_text, split_lines
 from orchestrator.download.requirements import (
     PinnedRequirement,
     RequirementsFile,
@@ -56,10 +57,13 @@ class Requirements:
 
     def chosen_resolver(self) -> Literal["pip", "uv"]:
         """uv's resolver unless asked for pip's, or uv is missing, or ``--prefer-binary``/``--require-hashes``
-        ask what only pip's does."""
+        ask what only pip's does, or a file continues a requirement on the next line, which only pip's reads."""
         if self.resolver == "uv" and find_uv() is None:
             raise UsageError("--resolver uv: uv is not installed; pip install uv, or use --resolver pip")
-        if self.resolver == "pip" or self.binary.prefer_binary or self.parsed.require_hashes:
+        if self.resolver == "uv" and self.parsed.split:
+            raise UsageError(f"{self.parsed.split[0]}: uv's resolver does not read a requirement continued on the "
+                             "next line (`\\`); join the lines, or use --resolver pip")
+        if self.resolver == "pip" or self.binary.prefer_binary or self.parsed.require_hashes or self.parsed.split:
             return "pip"
         return "uv" if find_uv() is not None else "pip"
 
@@ -90,8 +94,19 @@ def read_requirements(paths: tuple[Path, ...], *, verb: str, require_hashes: boo
     binary = BinaryPolicy.from_options(
         options, prefer_binary=prefer_binary or parsed.prefer_binary,
         packages={name: override.binary for name, override in overrides.items() if override.binary})
-    return Requirements(files=paths, parsed=replace(parsed, require_hashes=parsed.require_hashes or require_hashes),
+    split = (*parsed.split, *(origin for path in (*parsed.constraints, *constraints) for origin in _split_in(path)))
+    return Requirements(files=paths, parsed=replace(parsed, require_hashes=parsed.require_hashes or require_hashes,
+                                                    split=split),
                         constraints=constraints, binary=binary, no_deps=no_deps, resolver=resolver)
+
+
+def _split_in(constraints: Path) -> list[str]:
+    """The lines of a constraints file uv's resolver would not read (which the resolver reads, not this tool)."""
+    try:
+        text = read_text(constraints)
+    except (OSError, UnicodeDecodeError):
+        return []  # the resolver says what is wrong with it, naming it
+    return [f"{constraints}:{lineno}" for lineno in split_lines(text)]
 
 
 def resolve_pins(requirements: Requirements, index: IndexSettings, report: RunReport,
@@ -109,7 +124,8 @@ def resolve_pins(requirements: Requirements, index: IndexSettings, report: RunRe
     if requirements.chosen_resolver() == "uv":
         resolver = f"uv {uv_version()}"
         pins = resolve_with_uv(requirements.files, constraint_files=requirements.constraints,
-                               binary=requirements.binary, index=index, python=Path(sys.executable))
+                               binary=requirements.binary, index=index, python=Path(sys.executable),
+                               pre=requirements.parsed.pre)
         what = "each file chosen as it is fetched"
     else:
         resolution = resolve(requirements.files, constraint_files=requirements.constraints,

@@ -4,7 +4,11 @@ The rules, as ``pip install --no-index --find-links DIR -r lock.txt`` applies th
 
 - A lock line must pin one version (``foo==2.0``, ``foo[bar]==2.0``); a loose
   one is a usage error naming ``file:line``. A pin that is a local wheel path
-  is taken as it is; a URL, an sdist or a source folder is a usage error.
+  is taken as it is; an sdist or a source folder is a usage error.
+- A direct URL (``foo @ https://.../foo-2.0.tar.gz``) is a pin of the version
+  its file name carries, met from the folders, where ``build -r`` put its wheel:
+  an sdist's by the rules below, a wheel's by that very file. One whose file
+  name carries no version is a usage error.
 - A pin by name takes, among the ``*.whl`` files of the ``--find-links`` folders
   (and the local ones the locks name), those of that name whose version is the
   pinned one (PEP 440 equality: ``2.0`` is ``2.0.0``) and that carry a tag the
@@ -29,6 +33,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from packaging.specifiers import InvalidSpecifier, Specifier
 from packaging.utils import (
@@ -135,7 +140,7 @@ def select_wheels(
         available = [wheel for folder in folders for wheel in _wheels_in(folder)]
         for pin in by_name:
             assert pin.version is not None  # a pin by name has one
-            wheel = choose(pin.name, pin.version, available, priority)
+            wheel = choose(pin.name, pin.version, _same_file(pin, available), priority)
             if wheel is not None:
                 chosen.append(wheel.path)
             elif not reinstall and _is_pinned(_installed_version(site_packages, pin.name), pin.version):
@@ -165,9 +170,9 @@ def _read_locks(paths: Sequence[Path], environment: Mapping[str, str] | None,
                          "pin it with `uv pip compile` or `pip-compile`")
     pins = list(parsed.pins())
     for pin in pins:
-        if pin.url is not None:
-            raise UsageError(f"{pin.origin}: {pin.url}: install takes wheels from --find-links folders or local "
-                             "paths, not URLs; put it into the wheelhouse first (orchestrate build -r)")
+        if pin.url is not None and pin.version is None:
+            raise UsageError(f"{pin.origin}: {pin.url}: its file name carries no version, so no wheel of the "
+                             f"folders can be matched to it; pin {pin.name}==VERSION, the version the build made")
         if pin.path is not None and not (pin.path.is_file() and pin.path.name.endswith(".whl")):
             raise UsageError(f"{pin.origin}: {pin.path} is not a wheel; build it first (orchestrate build -r) "
                              "and pin its name and version")
@@ -205,6 +210,14 @@ def _unless_given(given: Sequence[Path], pins: list[PinnedRequirement]) -> list[
                              f"{pin.name}; drop one")
         del wanted[wheel.name]
     return list(wanted.values())
+
+
+def _same_file(pin: PinnedRequirement, available: Sequence[WheelFile]) -> Sequence[WheelFile]:
+    """What may meet ``pin``: for a URL of a wheel, that very file; else any wheel."""
+    if pin.url is None:
+        return available
+    filename = unquote(urlsplit(pin.url).path.rsplit("/", 1)[-1])
+    return [wheel for wheel in available if wheel.path.name == filename] if filename.endswith(".whl") else available
 
 
 def _installed_version(site_packages: Sequence[Path], name: NormalizedName) -> Version | None:
