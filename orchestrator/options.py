@@ -96,6 +96,7 @@ resolve_options = _group([
     option("--only-binary", multiple=True, metavar=":all:|:none:|NAMES",
            help="Take only wheels of these from the index, never build them, as in pip."),
     option("--prefer-binary", is_flag=True, help="Prefer an older version with a wheel to a newer one to build."),
+    option("--pre", is_flag=True, help="Let the resolver take pre-releases and development versions, as in pip."),
     option("--resolver", type=click.Choice(["auto", "pip", "uv"]), default="auto", show_default=True,
            help="Whose resolver pins the dependencies; auto takes uv's when uv is installed, pip's for "
            "--prefer-binary, --require-hashes and a requirement continued on the next line."),

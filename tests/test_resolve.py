@@ -541,10 +541,11 @@ def test_uv_binary_arguments(options: list[tuple[BinaryOption, str]], args: list
     assert BinaryPolicy.from_options(options).uv_args() == args
 
 
-def _read(path: Path, resolver: Literal["auto", "pip", "uv"], constraints: tuple[Path, ...] = ()) -> Requirements:
+def _read(path: Path, resolver: Literal["auto", "pip", "uv"], constraints: tuple[Path, ...] = (),
+          pre: bool = False) -> Requirements:
     requirements = read_requirements((path,), verb="build", require_hashes=False, constraints=constraints,
                                      no_deps=False, no_binary=(), only_binary=(), prefer_binary=False,
-                                     resolver=resolver, overrides={})
+                                     pre=pre, resolver=resolver, overrides={})
     assert requirements is not None
     return requirements
 
@@ -571,13 +572,17 @@ def test_a_requirement_continued_on_the_next_line_is_resolved_as_pip_reads_it(in
 
 
 @pytest.mark.parametrize("resolver", ["pip", pytest.param("uv", marks=needs_uv)])
-def test_pre_in_a_file_lets_the_resolver_take_a_pre_release(tmp_path: Path, resolver: Literal["pip", "uv"]) -> None:
-    # `--pre` is a pip option real files carry; it was refused: "unsupported option --pre".
+def test_pre_in_a_file_or_given_lets_the_resolver_take_a_pre_release(tmp_path: Path,
+                                                                    resolver: Literal["pip", "uv"]) -> None:
+    # `--pre` is a pip option real files carry; it was refused: "unsupported option --pre". The command
+    # line had no --pre at all.
     with IndexServer() as server:
         for version in ("1.0", "2.0b1"):
             server.add(f"early-{version}-py3-none-any.whl", write_wheel(tmp_path, "early", version).read_bytes())
         settings = IndexSettings(index_url=server.simple_url)
-        for text, version in (("early\n", "1.0"), ("--pre\nearly\n", "2.0b1")):
+        for text, pre, version in (("early\n", False, "1.0"), ("--pre\nearly\n", False, "2.0b1"),
+                                   ("early\n", True, "2.0b1")):
             path = _requirements(tmp_path, text)
-            pins, _ = resolve_pins(_read(path, resolver), settings, RunReport(started_at=0.0), lambda event: None)
-            assert [(str(pin.name), pin.version) for pin in pins] == [("early", version)], text
+            pins, _ = resolve_pins(_read(path, resolver, pre=pre), settings, RunReport(started_at=0.0),
+                                   lambda event: None)
+            assert [(str(pin.name), pin.version) for pin in pins] == [("early", version)], (text, pre)

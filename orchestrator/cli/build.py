@@ -161,7 +161,8 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
           requirements: tuple[Path, ...], max_downloads: int, cache_dir: Path | None, no_cache: bool,
           download_timeout: float, download_retries: int, require_hashes: bool, constraints: tuple[Path, ...],
           no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...], prefer_binary: bool,
-          resolver: Literal["auto", "pip", "uv"], sdist_dir: Path | None, installer: str, keep_build_envs: bool,
+          pre: bool, resolver: Literal["auto", "pip", "uv"], sdist_dir: Path | None, installer: str,
+          keep_build_envs: bool,
           sandbox: bool, build_network: bool, compiler_cache: Literal["auto", "ccache", "off"],
           compiler_cache_size: str, jobserver: Literal["auto", "off"], nice: bool, install_into: Path | None,
           install_after_build: bool,
@@ -204,7 +205,7 @@ def build(sources: tuple[Path, ...], wheelhouse: Path, max_builds: int | None, m
     overrides = load_package_config(config) if config else {}
     wanted = read_requirements(requirements, verb="build", require_hashes=require_hashes, constraints=constraints,
                            no_deps=no_deps, no_binary=no_binary, only_binary=only_binary,
-                           prefer_binary=prefer_binary, resolver=resolver, overrides=overrides)
+                           prefer_binary=prefer_binary, pre=pre, resolver=resolver, overrides=overrides)
     collected = collect_sources(sources)
     contained, sandbox_note = for_run(sandbox, network=build_network)
     cgroup, ceiling_note = ceiling.for_run() if sandbox else (None, None)

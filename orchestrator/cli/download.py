@@ -45,7 +45,7 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
              extra_index_url: tuple[str, ...], find_links: tuple[str, ...], no_index: bool, cache_dir: Path | None,
              no_cache: bool, download_timeout: float, download_retries: int, require_hashes: bool,
              constraints: tuple[Path, ...], no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...],
-             prefer_binary: bool, resolver: Literal["auto", "pip", "uv"], report_json: Path | None,
+             prefer_binary: bool, pre: bool, resolver: Literal["auto", "pip", "uv"], report_json: Path | None,
              report_html: Path | None, trace: Path | None, state_dir: Path | None,
              prune_unused_after: int | None) -> None:
     """Download what -r requirements files need, dependencies included, checking hashes.
@@ -66,7 +66,7 @@ def download(requirements: tuple[Path, ...], dest: Path, max_downloads: int, ind
     config = find_config(Path.cwd())
     wanted = read_requirements(requirements, verb="download", require_hashes=require_hashes, constraints=constraints,
                            no_deps=no_deps, no_binary=no_binary, only_binary=only_binary,
-                           prefer_binary=prefer_binary, resolver=resolver,
+                           prefer_binary=prefer_binary, pre=pre, resolver=resolver,
                            overrides=load_package_config(config) if config else {})
     assert wanted is not None
     index = index_settings(index_url, extra_index_url, find_links, no_index, wanted.parsed.index)

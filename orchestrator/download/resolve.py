@@ -121,12 +121,14 @@ def resolve(
     index: IndexSettings = IndexSettings(),
     require_hashes: bool = False,
     no_deps: bool = False,
+    pre: bool = False,
     python: Path | None = None,
 ) -> Resolution:
     """Resolve ``requirement_files`` (with ``-c`` ``constraint_files``) for ``python``.
 
     ``python`` defaults to the running interpreter; ``no_deps`` resolves exactly what
-    the files list; ``require_hashes`` makes pip check the hashes the files give.
+    the files list; ``require_hashes`` makes pip check the hashes the files give; ``pre``
+    lets it take pre-releases (as ``--pre`` in a file does).
     Options inside the files (``--index-url``, ``--hash`` ...) and the user's pip
     configuration apply as they do for ``pip wheel``.
 
@@ -144,6 +146,7 @@ def resolve(
             index=index,
             require_hashes=require_hashes,
             no_deps=no_deps,
+            pre=pre,
             python=python,
         )
         logger.debug("resolving: %s", " ".join(command))
@@ -213,6 +216,7 @@ def _pip_command(
     index: IndexSettings,
     require_hashes: bool,
     no_deps: bool,
+    pre: bool,
     python: Path | None,
 ) -> list[str]:
     command = [sys.executable, "-m", "pip"]
@@ -239,6 +243,8 @@ def _pip_command(
         command.append("--require-hashes")
     if no_deps:
         command.append("--no-deps")
+    if pre:
+        command.append("--pre")
     return command
 
 

@@ -71,7 +71,7 @@ class Requirements:
 def read_requirements(paths: tuple[Path, ...], *, verb: str, require_hashes: bool, constraints: tuple[Path, ...],
                       no_deps: bool, no_binary: tuple[str, ...], only_binary: tuple[str, ...], prefer_binary: bool,
                       resolver: Literal["auto", "pip", "uv"], overrides: Mapping[NormalizedName, PackageOverrides],
-                      ) -> Requirements | None:
+                      pre: bool = False) -> Requirements | None:
     """The -r files, read and checked before anything runs: an empty input is a usage error.
 
     ``verb`` names what the run does with them (``build``, ``download``), for the message.
@@ -96,6 +96,7 @@ def read_requirements(paths: tuple[Path, ...], *, verb: str, require_hashes: boo
         packages={name: override.binary for name, override in overrides.items() if override.binary})
     split = (*parsed.split, *(origin for path in (*parsed.constraints, *constraints) for origin in _split_in(path)))
     return Requirements(files=paths, parsed=replace(parsed, require_hashes=parsed.require_hashes or require_hashes,
+                                                    pre=parsed.pre or pre,
                                                     split=split),
                         constraints=constraints, binary=binary, no_deps=no_deps, resolver=resolver)
 
@@ -129,7 +130,8 @@ def resolve_pins(requirements: Requirements, index: IndexSettings, report: RunRe
         what = "each file chosen as it is fetched"
     else:
         resolution = resolve(requirements.files, constraint_files=requirements.constraints,
-                             binary=requirements.binary, index=index, require_hashes=requirements.parsed.require_hashes)
+                             binary=requirements.binary, index=index, require_hashes=requirements.parsed.require_hashes,
+                             pre=requirements.parsed.pre)
         resolver, environment = f"pip {resolution.pip_version}", resolution.environment
         pins = tuple(_pin(distribution, requirements.files) for distribution in resolution.distributions)
         wheels = sum(distribution.kind is ArtifactKind.WHEEL for distribution in resolution.distributions)
