@@ -248,11 +248,15 @@ class History:
                 found += self._read(f"SELECT {columns} FROM builds WHERE {among}", chunk)
                 continue
             found += self._read(f"SELECT {columns} FROM builds WHERE {among} AND finished_at >= ?", (*chunk, since))
+            # Per project and interpreter, the index read backwards from ``since``, a few rows each: a window
+            # over every earlier success took three times as long at 40 nights of 3,000 packages.
             found += self._read(
-                f"SELECT {columns} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY name, python"
-                f" ORDER BY finished_at DESC, id DESC) AS newest FROM builds"
-                f" WHERE {among} AND finished_at < ? AND status = ?) WHERE newest <= ?",
-                (*chunk, since, SUCCESS, earlier_successes),
+                f"WITH pairs AS (SELECT DISTINCT name, python FROM builds"
+                f" WHERE {among} AND status = ? AND finished_at < ?)"
+                f" SELECT {', '.join(f'b.{column}' for column in _BUILD_COLUMNS)} FROM pairs JOIN builds AS b"
+                f" ON b.id IN (SELECT id FROM builds AS e WHERE e.name = pairs.name AND e.python = pairs.python"
+                f" AND e.status = ? AND e.finished_at < ? ORDER BY e.finished_at DESC, e.id DESC LIMIT ?)",
+                (*chunk, SUCCESS, since, SUCCESS, since, earlier_successes),
             )
         records = [BuildRecord(**dict(zip(_BUILD_COLUMNS, row, strict=True))) for row in found]
         return sorted(records, key=lambda record: record.finished_at)
