@@ -283,6 +283,33 @@ def test_damaged_pages_are_detected(tmp_path: Path, caplog: pytest.LogCaptureFix
     assert len(list(tmp_path.glob("h.sqlite3.damaged-*"))) == 1
 
 
+def test_damage_is_moved_aside_when_a_write_meets_it_not_by_reading_every_page_at_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "h.sqlite3"
+    with History(path) as history:  # the runs first, a page each: their pages hold nothing of the builds
+        for i in range(40):
+            history.start_run(started_at=float(i), command_line="x" * 3000, tool_version="1", python=PY)
+    runs_end = path.stat().st_size  # closing checkpoints the WAL into the file
+    with History(path) as history:
+        for i in range(500):
+            history.record(record(f"pkg-{i}", peak=i + 1))
+    data = bytearray(path.read_bytes())
+    data[4096 * 8 : runs_end] = b"\xff" * (runs_end - 4096 * 8)  # keep the tables' roots, wreck the runs' pages
+    path.write_bytes(bytes(data))
+
+    with caplog.at_level(logging.WARNING, logger="orchestrator.policy.history"), History(path) as history:
+        assert history.recent_peaks("pkg-1", python=PY) == [2]  # what the builds taught is still read
+        assert not list(tmp_path.glob("h.sqlite3.damaged-*"))
+        # A write meets the damage: the file is moved aside and the write made again in a new one.
+        run = history.start_run(started_at=99.0, command_line="after", tool_version="1", python=PY)
+        assert run is not None and [found.command_line for found in history.runs(10)] == ["after"]
+    assert "is damaged" in caplog.text
+    assert len(list(tmp_path.glob("h.sqlite3.damaged-*"))) == 1
+    assert rows(path, "SELECT command_line FROM runs") == [("after",)]
+    assert rows(path, "SELECT count(*) FROM builds") == [(0,)]
+
+
 def test_unopenable_path_falls_back_to_memory(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

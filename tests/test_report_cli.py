@@ -25,7 +25,7 @@ import pytest
 from conftest import orchestrate
 from sdists import make_sdist, read_events
 
-from orchestrator.policy.history import BuildRecord, History
+from orchestrator.policy.history import SUCCESS, BuildRecord, History
 from orchestrator.wheels.wheelhouse import LOCK
 
 RUNS = 4
@@ -243,6 +243,26 @@ def test_no_history_is_one_line_and_exit_1(tmp_path: Path, make: str, says: str)
     [line] = [line for line in result.stderr.splitlines() if not line.startswith("WARNING")]
     assert line.startswith("error: ") and str(path) in line and says in line
     assert path.exists() is (make != "missing")  # a report creates nothing
+
+
+def test_many_status_changes_are_cut_to_the_newly_failing_first_and_counted(tmp_path: Path) -> None:
+    """A farm's night: more changes than the terminal shows (MAX_CHANGES is 30); --json keeps them all."""
+    with History(tmp_path / "state" / "history.sqlite3") as history:
+        for night, started in enumerate((1000.0, 2000.0)):
+            run = history.start_run(started_at=started, command_line="x", tool_version="1", python="cpython-3.11")
+            assert run is not None
+            # 32 packages fail in the second run; "a-fixed" (first by name) fails in the first only.
+            for name, failed in [("a-fixed", night == 0), *((f"p-{index:02d}", night == 1) for index in range(32))]:
+                history.record(BuildRecord(name=name, version="1", sdist_sha256=None, python="cpython-3.11",
+                                           peak_rss_bytes=1, wall_s=1.0, cpu_s=None,
+                                           status="boom" if failed else SUCCESS, started_at=started,
+                                           finished_at=started + 1, run_id=run.id))
+    out = report("--state-dir", tmp_path / "state").stdout.splitlines()
+    shown = [line.split()[2] for line in out if line.startswith("  NEWLY FAILING ") or line.startswith("  FIXED ")]
+    assert shown == [f"p-{index:02d}" for index in range(30)]
+    assert "  ... and 3 more: 2 newly failing, 1 fixed (--package NAME, --html or --json)" in out
+    changes = json.loads(report("--state-dir", tmp_path / "state", "--json").stdout)["changes"]
+    assert len(changes) == 33 and changes[0]["name"] == "a-fixed"
 
 
 def test_an_unknown_package_is_one_line_and_exit_1(history: Path) -> None:

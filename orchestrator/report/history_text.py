@@ -30,6 +30,9 @@ OUTCOME_MARKS = {"built": ("✓", "green"), "failed": ("✗", "bold red"), "stop
 """How each outcome shows in a package's strip of runs; a run without the package shows ``·``."""
 MAX_PACKAGES = 30
 """Packages in the terminal's trend table (slowest first); ``--package``, ``--json`` and ``--html`` show all."""
+MAX_CHANGES = 30
+"""Status changes on the terminal, newly failing first, then failing, fixed, flipping; the others are counted."""
+CHANGE_ORDER = ("newly failing", "failing", "fixed", "ok")
 
 
 def sparkline(values: Sequence[float | None]) -> str:
@@ -89,7 +92,8 @@ def print_history(console: Console, report: HistoryReport, *, source: str) -> No
 
     if report.changes:
         console.print(Text("\nstatus changes (oldest run first):", style="bold"))
-        for change in report.changes:
+        changes = sorted(report.changes, key=lambda change: CHANGE_ORDER.index(change.state))
+        for change in changes[:MAX_CHANGES]:
             label, style = {"ok": ("FLIPPING", "yellow"), "fixed": ("FIXED", "green")}.get(
                 change.state, (change.state.upper(), "bold red"))
             line = Text(f"  {label} ", style=style)
@@ -101,6 +105,12 @@ def print_history(console: Console, report: HistoryReport, *, source: str) -> No
             if change.error:
                 line.append(f"  {change.error}", style="dim")
             console.print(line)
+        if len(changes) > MAX_CHANGES:
+            left = changes[MAX_CHANGES:]
+            counts = ", ".join(f"{sum(1 for change in left if change.state == state)} "
+                               f"{'flipping' if state == 'ok' else state}"
+                               for state in CHANGE_ORDER if any(change.state == state for change in left))
+            console.print(f"  ... and {len(left)} more: {counts} (--package NAME, --html or --json)", markup=False)
 
     trends = Table(title="\npackages, slowest first (oldest run left; ✓ built, ✗ failed, ■ stopped, · not built)",
                    title_justify="left", title_style="bold",

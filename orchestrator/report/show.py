@@ -53,7 +53,8 @@ def show(path: Path, console: Console, *, last: int, package: str | None, html: 
             reason = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
             raise HistoryError(f"cannot write the HTML report {html} ({reason}); choose another --html file") from None
     if as_json:
-        console.print_json(json.dumps(report.to_json()))
+        # Written as it is: rich's JSON printer highlights and wraps every token, 15 s for a farm's 3 MB.
+        console.file.write(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
     else:
         print_history(console, report, source=str(path))
     if html is not None and not as_json:
