@@ -79,19 +79,18 @@ def _answers(path: Path, names: list[str]) -> dict[str, object]:
 def test_what_predictions_and_the_report_read_of_packages_still_built_is_kept(tmp_path: Path) -> None:
     path = tmp_path / "history.sqlite3"
     _nightly(path, nights=90)
-    still_built = ["nightly", "compiled-once", "rare", "unmeasured", "versioned"]
-    before = _answers(path, still_built)
+    names = ["nightly", "compiled-once", "rare", "unmeasured", "versioned", "gone"]
+    before = _answers(path, names)
     with sqlite3.connect(path) as db:
         rows_before = db.execute("SELECT COUNT(*) FROM builds").fetchone()[0]
     with History(path) as history:
         pruned = history.prune(unused_since=NOW - 40 * DAY)
-    assert _answers(path, still_built) == before
+    assert _answers(path, names) == before
     assert pruned.runs == 17  # nights 90 to 42, every third
-    with History(path) as history:
-        assert history.recent_peaks("gone", python=PY) == []  # not built for the age: forgotten, like its envs
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT COUNT(*) FROM builds").fetchone()[0] == rows_before - pruned.builds
-        assert db.execute("SELECT COUNT(*) FROM builds WHERE name = 'gone'").fetchone()[0] == 0
+        # Not built for the age, it keeps what its next build's learned need reads: its last five (of 16).
+        assert db.execute("SELECT COUNT(*) FROM builds WHERE name = 'gone'").fetchone()[0] == 5
         assert db.execute("SELECT MIN(started_at) FROM runs").fetchone()[0] >= NOW - 40 * DAY
     # Pruning again finds nothing more: what is kept is exactly what is read.
     with History(path) as history:
@@ -129,18 +128,21 @@ def test_the_file_shrinks_and_a_run_recording_meanwhile_waits_little(tmp_path: P
 
 
 def test_a_package_built_while_the_prune_chose_keeps_its_rows_until_the_next(tmp_path: Path) -> None:
-    """A package no run built for the age has all its rows chosen; if a run records a build of it before they are
-    deleted, what its predictions need stays (the prune leaves them all, the next keeps the last five)."""
+    """A version no run built for the age has all its rows chosen but the package's last five; if a run records a
+    build of it before they are deleted, what its predictions need stays (the prune leaves them all, the next keeps
+    the version's last five)."""
     path = tmp_path / "history.sqlite3"
 
-    def build(history: History, night: float, peak: int) -> None:
-        history.record(BuildRecord(name="back", version="1.0", sdist_sha256=None, python=PY, wall_s=1.0, cpu_s=1.0,
-                                   peak_rss_bytes=peak, status=SUCCESS, started_at=NOW - night * DAY,
+    def build(history: History, night: float, peak: int, version: str = "2.0") -> None:
+        history.record(BuildRecord(name="back", version=version, sdist_sha256=None, python=PY, wall_s=1.0,
+                                   cpu_s=1.0, peak_rss_bytes=peak, status=SUCCESS, started_at=NOW - night * DAY,
                                    finished_at=NOW - night * DAY))
 
     with History(path) as history:
         for night in range(50, 58):
             build(history, night, night << 20)
+        for night in range(41, 46):  # the package's last five, of another version
+            build(history, night, 1 << 20, version="1.0")
 
     class Interposed(sqlite3.Connection):
         """Records a build of ``back`` from another connection just before the prune's first delete (as it takes
@@ -156,7 +158,8 @@ def test_a_package_built_while_the_prune_chose_keeps_its_rows_until_the_next(tmp
     recorded: list[bool] = []
     with contextlib.closing(sqlite3.connect(path, isolation_level=None, factory=Interposed)) as connection:
         first = history_prune.prune(connection, path, unused_since=NOW - 40 * DAY, success=SUCCESS)
-    assert recorded and first.builds == 0  # all eight were chosen; none went
+    assert recorded and first.builds == 0  # version 2.0's eight were chosen; none went
     with History(path) as history:
         assert history.prune(unused_since=NOW - 40 * DAY).builds == 3
-        assert history.recent_peaks("back", python=PY) == [1 << 20, *(night << 20 for night in range(50, 54))]
+        assert history.recent_peaks("back", python=PY, version="2.0") == [
+            1 << 20, *(night << 20 for night in range(50, 54))]

@@ -374,7 +374,7 @@ def _old_build(db: sqlite3.Connection, like: int, *, name: str | None = None, da
 
 def test_the_history_and_compiled_sources_records_keep_what_is_read(tmp_path: Path, served: tuple[str, ...]) -> None:
     """What no prediction or report reads goes from the history; a package's last successful builds from before
-    the age stay while it is built (the learned need is the same), one no run built since goes whole."""
+    the age stay (the learned need is the same), of a package no run built since too."""
     state = tmp_path / "state"
     first = orchestrate(*served)
     assert first.returncode == 0, first.stderr
@@ -386,7 +386,7 @@ def test_the_history_and_compiled_sources_records_keep_what_is_read(tmp_path: Pa
         _old_build(db, real, days=49, peak=900 * MiB, status="backend failed")  # a failure says nothing
         for days in (54, 55, 56):  # the fifth kept (a report's baseline holds five), two older ones go
             _old_build(db, real, days=days, peak=900 * MiB)
-        for days in (45, 60):  # a package no run built for the age
+        for days in (45, 60):  # a package no run built for the age: kept, its next build's learned need
             _old_build(db, real, name="gone", days=days, peak=100 * MiB)
         db.execute("INSERT INTO runs (started_at, finished_at, command_line, tool_version, python) VALUES"
                    " (?, ?, 'orchestrate build', 'old', ?)", (time.time() - 50 * DAY, time.time() - 50 * DAY, python))
@@ -401,13 +401,14 @@ def test_the_history_and_compiled_sources_records_keep_what_is_read(tmp_path: Pa
     assert second.returncode == 0, second.stderr
     line = PRUNED.search(second.stderr + second.stdout)
     assert line, second.stderr
-    assert line.group(1) == "5 builds in the history, 1 run in the history and 1 compiled-sources record"
+    assert line.group(1) == "3 builds in the history, 1 run in the history and 1 compiled-sources record"
     (build,) = json.loads((tmp_path / "r.json").read_text())["builds"]
     assert build["predicted_rss_bytes"] == math.ceil(200 * MiB * 1.05)  # five agreeing peaks of 200 MiB
     with contextlib.closing(sqlite3.connect(state / "history.sqlite3")) as db:
         kept = db.execute("SELECT name, peak_rss_bytes / ?, status FROM builds WHERE finished_at < ?"
                           " ORDER BY finished_at DESC", (MiB, time.time() - 40 * DAY)).fetchall()
-        assert kept == [("prunable", 200, SUCCESS)] * 4 + [("prunable", 900, SUCCESS)]
+        assert kept == [("gone", 100, SUCCESS)] + [("prunable", 200, SUCCESS)] * 4 + [("prunable", 900, SUCCESS),
+                                                                                     ("gone", 100, SUCCESS)]
         assert db.execute("SELECT COUNT(*) FROM builds WHERE finished_at >= ?", (time.time() - DAY,)).fetchone() == (2,)
         assert db.execute("SELECT COUNT(*), SUM(tool_version = 'old') FROM runs").fetchone() == (2, 0)
     assert sorted(path.name for path in records.iterdir()) == ["recent.json"]

@@ -1,12 +1,14 @@
 """Keeping the build history bounded: what :meth:`History.prune` removes, and how, without blocking a run.
 
 At most hourly (``pruning.py``) the runs that started, and the builds that finished, before the state folder's
-age (``--prune-unused-after``) go, except, of each package and interpreter a run built since, the last
-:data:`KEPT_SUCCESSES` successful builds before that age (of each version built since, too) and the last one that
-went through the compiler cache. That is what ``History.recent_peaks``, ``expected_duration`` and ``compiled``
-read, and the baseline of ``orchestrate report``'s regressions for any run kept: each answers the same before and
-after. A package no run built for the age is forgotten, like its environments; a version no run built for it
-counts as any other of its package (else a package built at a new version each night keeps a row per version).
+age (``--prune-unused-after``) go, except, of each package and interpreter, the last :data:`KEPT_SUCCESSES`
+successful builds before that age (of each version a run built since, too) and the last one that went through the
+compiler cache. That is what ``History.recent_peaks``, ``expected_duration`` and ``compiled`` read, and the
+baseline of ``orchestrate report``'s regressions for any run kept: each answers the same before and after. A
+package no run built for the age keeps them too: its learned memory need is what keeps its next build, months
+later, from being admitted at the default need, and a few rows a package ever built is a small bound. A version no
+run built for the age counts as any other of its package (else a package built at a new version each night keeps
+a row per version).
 
 What goes is chosen in one read (under WAL a reader blocks no writer) into a temporary table, then deleted in
 transactions of :data:`BATCH` rows, so that a run recording builds meanwhile waits one batch, not the whole
@@ -57,9 +59,7 @@ _PRUNABLE: Final = f"""
                                ORDER BY finished_at DESC, id DESC) AS newest_compiled
         FROM builds WHERE finished_at < :cut AND status = :success
     ) AS old
-    WHERE (newest <= {KEPT_SUCCESSES} OR compiled AND newest_compiled = 1) AND EXISTS (
-            SELECT 1 FROM builds AS later
-            WHERE later.name = old.name AND later.python = old.python AND later.finished_at >= :cut)
+    WHERE newest <= {KEPT_SUCCESSES} OR compiled AND newest_compiled = 1
         OR newest_of_version <= {KEPT_SUCCESSES} AND EXISTS (
             SELECT 1 FROM builds AS later
             WHERE later.name = old.name AND later.python = old.python AND later.version = old.version
