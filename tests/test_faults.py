@@ -458,3 +458,36 @@ def test_temp_folders_are_removed_after_timeouts_and_interrupts(tmp_path: Path) 
     assert process.returncode == 130
     assert list(temp.iterdir()) == []
     assert_all_gone(build_pids(events))
+
+
+# Run first: Ctrl-C lands while the command's own modules are still being imported (as the terminal's would in
+# its first few hundred milliseconds), then the command starts as `python -m orchestrator` or the `orchestrate`
+# script does.
+_INTERRUPT_WHILE_IMPORTING = """
+import importlib.abc, importlib.metadata, os, runpy, signal, sys
+class Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "orchestrator.cli.app":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["orchestrate", *sys.argv[1:]]
+if {script!r}:
+    (entry,) = importlib.metadata.entry_points(group="console_scripts", name="orchestrate")
+    entry.load()()
+else:
+    runpy.run_module("orchestrator", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("script", [False, True], ids=["python -m orchestrator", "orchestrate script"])
+def test_interrupt_while_the_command_loads_exits_130_quietly(tmp_path: Path, script: bool) -> None:
+    make_sdist(tmp_path / "sdists", "never")
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_WHILE_IMPORTING.format(script=script), "build", str(tmp_path / "sdists"),
+         "-w", str(tmp_path / "wh")], capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == "interrupted: nothing was started"
+    assert not (tmp_path / "wh").exists()
