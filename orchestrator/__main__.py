@@ -16,7 +16,14 @@ def run() -> None:
     except KeyboardInterrupt:
         print("interrupted: nothing was started", file=sys.stderr)
         sys.exit(130)
-    main()
+    try:
+        main()
+    finally:
+        # CPython (3.8 on) remembers a KeyboardInterrupt that left an exec() or eval() of a string (dataclasses and
+        # typing.NamedTuple make methods so, as modules load) even once the command has handled it, and then ends
+        # `python -m` by SIGINT whatever its exit code (the script's exit takes another path); an exec() of a string
+        # that completes forgets it.
+        exec("")
 
 
 if __name__ == "__main__":

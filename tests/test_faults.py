@@ -491,3 +491,40 @@ def test_interrupt_while_the_command_loads_exits_130_quietly(tmp_path: Path, scr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() == "interrupted: nothing was started"
     assert not (tmp_path / "wh").exists()
+
+
+# First on PYTHONPATH as sitecustomize, armed in the first process that loads it (the command): once a build has
+# started, Ctrl-C lands inside an exec() of a string, as it would while dataclasses makes a class's methods (the
+# signal is handled in the main thread, through SIGUSR1's handler).
+_INTERRUPT_INSIDE_EXEC = """
+import json, os, signal, threading, time
+try:
+    os.close(os.open(os.environ["ARMED"], os.O_CREAT | os.O_EXCL))
+except FileExistsError:
+    pass
+else:
+    def interrupt(signum, frame):
+        exec("import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(1000): pass\\n")
+    def watch():
+        while not os.path.exists(os.environ["EVENTS"]):
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGUSR1)
+    signal.signal(signal.SIGUSR1, interrupt)
+    threading.Thread(target=watch, daemon=True).start()
+"""
+
+
+def test_interrupt_inside_an_exec_exits_130(tmp_path: Path) -> None:
+    """CPython ends ``python -m`` by SIGINT, whatever its exit code, once a KeyboardInterrupt left an exec()
+    and no exec() completed after it."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_INTERRUPT_INSIDE_EXEC)
+    events = tmp_path / "events.log"
+    make_sdist(tmp_path / "sdists", "slow", sleep=60, events=str(events))
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh",
+                         env={"PYTHONPATH": path, "ARMED": str(tmp_path / "armed"), "EVENTS": str(events)})
+    assert "interrupted: running builds were stopped" in result.stderr
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
