@@ -56,7 +56,8 @@ sys.path[:0] = [str(ROOT / "tests")]
 from sdists import make_sdist  # noqa: E402
 from wheels import write_wheel  # noqa: E402
 
-ACTIONS = ("sigint-group", "sigterm", "sigkill", "kill-forkserver", "kill-worker", "kill-hook")
+ACTIONS = ("sigint-group", "sigint-twice", "sigterm", "sigkill", "sigkill-rerun", "kill-forkserver", "kill-worker",
+           "kill-hook")
 INSTALL_ACTIONS = ("sigint-group", "sigterm", "sigkill", "kill-compiler")
 C_SOURCE = b"int chaos(int x) { return x * 2; }\n"
 
@@ -347,9 +348,17 @@ def deliver(process: subprocess.Popen[bytes], sampler: Sampler, spec: Round) -> 
         return
     if spec.action == "sigint-group":
         os.killpg(process.pid, signal.SIGINT)
+    elif spec.action == "sigint-twice":  # the second while the first stops the builds
+        os.killpg(process.pid, signal.SIGINT)
+        second = random.uniform(0, 1.0)
+        time.sleep(second)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            spec.delivered = f"sigint at {spec.delay_s:.2f}s and {spec.delay_s + second:.2f}s"
+            return
     elif spec.action == "sigterm":
         process.send_signal(signal.SIGTERM)
-    elif spec.action == "sigkill":
+    elif spec.action in ("sigkill", "sigkill-rerun"):
         process.send_signal(signal.SIGKILL)
     else:
         while process.poll() is None:
@@ -376,11 +385,13 @@ def expected_codes(spec: Round, output: str) -> set[int]:
     if spec.delivered in ("after exit", "no target before exit") or spec.action.startswith("kill-"):
         return {0, 1}
     early = {-signal.SIGINT, -signal.SIGTERM} if not output.strip() else set()
-    return {"sigint-group": {130}, "sigterm": {143}, "sigkill": {-9}}[spec.action] | early
+    return {"sigint-group": {130}, "sigint-twice": {130}, "sigterm": {143}, "sigkill": {-9},
+            "sigkill-rerun": {-9}}[spec.action] | early
 
 
 def run_interrupted(spec: Round, args: list[str], env: dict[str, str], log: Path, expected_s: float,
-                    folder: Path) -> tuple[Sampler, subprocess.Popen[bytes]]:
+                    folder: Path, *, check_now: bool = True) -> tuple[Sampler, subprocess.Popen[bytes]]:
+    """Start the run, act, wait for its end; then (``check_now``) for its processes to be gone."""
     process = start(args, env, log)
     sampler = Sampler(process.pid)
     watcher = threading.Thread(target=sampler.run, daemon=True)
@@ -395,7 +406,8 @@ def run_interrupted(spec: Round, args: list[str], env: dict[str, str], log: Path
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     spec.returncode = process.returncode
-    wait_gone(sampler, spec.mark, 5, spec, "the interrupted run")
+    if check_now:
+        wait_gone(sampler, spec.mark, 5, spec, "the interrupted run")
     sampler.stop.set()
     watcher.join()
     return sampler, process
@@ -412,7 +424,9 @@ def build_round(spec: Round, folder: Path, rng: random.Random) -> None:
         target_python = venv(folder / "venv")
         common += ["--install-into", folder / "venv"]
     env = {**os.environ, "CHAOS_MARK": spec.mark}
-    _, process = run_interrupted(spec, orchestrate_cmd(*common), env, folder / "run1.log", 3.0, folder)
+    rerun_at_once = spec.action == "sigkill-rerun"  # the next run starts while the killed run's workers stop
+    sampler1, process = run_interrupted(spec, orchestrate_cmd(*common), env, folder / "run1.log", 3.0, folder,
+                                        check_now=not rerun_at_once)
     log1 = (folder / "run1.log").read_text(errors="replace")
     codes = expected_codes(spec, log1)
     if spec.returncode not in codes:
@@ -420,7 +434,7 @@ def build_round(spec: Round, folder: Path, rng: random.Random) -> None:
                                f"({spec.delivered}); log {folder / 'run1.log'}")
     if "Traceback" in log1:
         spec.violations.append(f"a traceback in the output of the interrupted run: {folder / 'run1.log'}")
-    present, problems = check_wheelhouse(wheelhouse, partial_allowed=spec.action == "sigkill")
+    present, problems = check_wheelhouse(wheelhouse, partial_allowed=spec.action.startswith("sigkill"))
     spec.violations += problems
     bad = present - {name for name, ok in expected.items() if ok}
     if bad:
@@ -444,6 +458,8 @@ def build_round(spec: Round, folder: Path, rng: random.Random) -> None:
         os.killpg(process2.pid, signal.SIGKILL)
         process2.wait()
     wait_gone(sampler2, second.mark, 5, spec, "the second run")
+    if rerun_at_once:
+        wait_gone(sampler1, spec.mark, 5, spec, "the killed run, after the second")
     sampler2.stop.set()
     watcher.join()
     want_code = 1 if some_fail else 0
@@ -459,14 +475,14 @@ def build_round(spec: Round, folder: Path, rng: random.Random) -> None:
         built = {b["wheel"] for b in builds if b["status"] == "built"}
         skipped = {f"{b['name']}-{b['version']}-py3-none-any.whl" for b in builds if b["status"] == "skipped"}
         missing = wanted - present
-        if built - missing:
+        if built - missing and not rerun_at_once:
             # A SIGKILL may land between a wheel's rename and the manifest's next write (documented).
-            note = " (documented after kill -9)" if spec.action == "sigkill" else ""
+            note = " (documented after kill -9)" if spec.action.startswith("sigkill") else ""
             if not note:
                 spec.violations.append(f"second run rebuilt wheels already there: {sorted(built - missing)}")
-        if missing - built:
+        if missing - built and not rerun_at_once:  # a killed run's worker may still publish a wheel
             spec.violations.append(f"second run did not build missing {sorted(missing - built)}")
-        if skipped - present:
+        if skipped - present and not rerun_at_once:
             spec.violations.append(f"second run skipped wheels that were not there: {sorted(skipped - present)}")
     elif process2.returncode in (0, 1):
         spec.violations.append("second run wrote no report")
