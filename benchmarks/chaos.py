@@ -263,22 +263,27 @@ def venv(path: Path) -> Path:
     return path / "bin" / "python"
 
 
-def venv_problems(python: Path, wanted: dict[str, str]) -> list[str]:
-    """``pip check``, and each distribution at its wanted version, its RECORD matching and its module importing."""
+def venv_problems(python: Path, wanted: dict[str, str], *, either: str | None = None) -> list[str]:
+    """``pip check``, and each distribution at its wanted version, its RECORD matching and its module importing.
+
+    ``either``: another version each distribution may be at (an install that stopped between wheels); no
+    ``pip check`` then, as the versions may be mixed.
+    """
     problems = []
-    check = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "check"],
-                           capture_output=True, text=True)
-    if check.returncode != 0:
-        problems.append(f"pip check: {check.stdout.strip()} {check.stderr.strip()}"[:300])
+    if either is None:
+        check = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "check"],
+                               capture_output=True, text=True)
+        if check.returncode != 0:
+            problems.append(f"pip check: {check.stdout.strip()} {check.stderr.strip()}"[:300])
     code = (
         "import base64, hashlib, importlib, importlib.metadata as md, json, sys\n"
-        "wanted = json.loads(sys.argv[1]); out = []\n"
+        "wanted = json.loads(sys.argv[1]); either = sys.argv[2]; out = []\n"
         "for name, version in wanted.items():\n"
         "    try:\n"
         "        dist = md.distribution(name)\n"
         "    except md.PackageNotFoundError:\n"
         "        out.append(f'{name}: not installed'); continue\n"
-        "    if dist.version != version: out.append(f'{name}: {dist.version}, wanted {version}')\n"
+        "    if dist.version not in (version, either): out.append(f'{name}: {dist.version}, wanted {version}')\n"
         "    for f in dist.files or []:\n"
         "        if f.hash is None: continue\n"
         "        p = f.locate()\n"
@@ -288,10 +293,11 @@ def venv_problems(python: Path, wanted: dict[str, str]) -> list[str]:
         "            out.append(f'{name}: {f} does not match RECORD')\n"
         "    module = importlib.import_module(name.replace('-', '_'))\n"
         "    got = getattr(module, 'VERSION', None)\n"
-        "    if got != version: out.append(f'{name}: imports version {got}')\n"
+        "    if got != dist.version: out.append(f'{name}: {dist.version} installed, imports version {got}')\n"
         "print(json.dumps(out))\n"
     )
-    result = subprocess.run([str(python), "-c", code, json.dumps(wanted)], capture_output=True, text=True)
+    result = subprocess.run([str(python), "-c", code, json.dumps(wanted), either or ""], capture_output=True,
+                            text=True)
     if result.returncode != 0:
         problems.append(f"import check failed: {result.stderr.strip()[-300:]}")
     else:
@@ -515,11 +521,14 @@ def install_round(spec: Round, folder: Path, rng: random.Random) -> None:
                                f"({spec.delivered}); log {folder / 'run1.log'}")
     if "Traceback" in log1:
         spec.violations.append(f"a traceback in the output of the interrupted install: {folder / 'run1.log'}")
+    wanted = {f"chaos-w{i}": "2.0" for i in range(count)}
+    if spec.action != "sigkill":  # stopped, not killed: each wheel is in whole or rolled back already
+        spec.violations += [f"venv right after the interrupted install: {p}"
+                            for p in venv_problems(python, wanted, either="1.0")]
     again = subprocess.run(orchestrate_cmd("install", new, "--into", folder / "venv"), capture_output=True, text=True,
                            timeout=120)
     if again.returncode != 0:
         spec.violations.append(f"the next install exited {again.returncode}: {again.stderr[-400:]}")
-    wanted = {f"chaos-w{i}": "2.0" for i in range(count)}
     spec.violations += [f"venv after the next install: {p}" for p in venv_problems(python, wanted)]
 
 
