@@ -47,6 +47,7 @@ import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -119,7 +120,7 @@ def _pidns(pid: int) -> str:
 
 def _alive(process: psutil.Process) -> bool:
     try:
-        return process.status() != psutil.STATUS_ZOMBIE
+        return bool(process.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
@@ -197,7 +198,8 @@ def wheel_problem(path: Path) -> str | None:
 
 def check_wheelhouse(wheelhouse: Path, *, partial_allowed: bool) -> tuple[set[str], list[str]]:
     """The valid wheels' names, and the problems: invalid wheels, stray visible files, hidden partial ones."""
-    wheels, problems = set(), []
+    wheels: set[str] = set()
+    problems: list[str] = []
     if not wheelhouse.is_dir():
         return wheels, problems
     for path in wheelhouse.iterdir():
@@ -221,7 +223,7 @@ def make_sources(folder: Path, rng: random.Random, mark: str) -> dict[str, bool]
     expected = {}
     for i in range(rng.randint(3, 7)):
         name = f"p{i}"
-        behaviour: dict[str, object] = {"sleep": round(rng.uniform(0.1, 1.5), 2)}
+        behaviour: dict[str, Any] = {"sleep": round(rng.uniform(0.1, 1.5), 2)}
         extra: dict[str, bytes] = {}
         roll = rng.random()
         if roll < 0.15:
@@ -289,7 +291,8 @@ def venv_problems(python: Path, wanted: dict[str, str], *, either: str | None = 
         "        p = f.locate()\n"
         "        try: data = open(p, 'rb').read()\n"
         "        except OSError: out.append(f'{name}: {f} missing'); continue\n"
-        "        if base64.urlsafe_b64encode(hashlib.new(f.hash.mode, data).digest()).decode().rstrip('=') != f.hash.value:\n"
+        "        digest = base64.urlsafe_b64encode(hashlib.new(f.hash.mode, data).digest()).decode().rstrip('=')\n"
+        "        if digest != f.hash.value:\n"
         "            out.append(f'{name}: {f} does not match RECORD')\n"
         "    module = importlib.import_module(name.replace('-', '_'))\n"
         "    got = getattr(module, 'VERSION', None)\n"
@@ -554,12 +557,13 @@ def main() -> None:
     rounds: list[Round] = []
     for index in range(options.rounds):
         kind = rng.choice(kinds)
-        actions = INSTALL_ACTIONS if kind == "install" else ACTIONS
+        actions: tuple[str, ...] = INSTALL_ACTIONS if kind == "install" else ACTIONS
         if options.actions:
             actions = tuple(a for a in actions if a in options.actions.split(",")) or actions
         early = rng.random() < 0.2
+        longest = 1.2 if kind == "install" else 4.0
         spec = Round(index=index, kind=kind, sandbox=rng.random() < 0.6, max_builds=rng.randint(2, 4),
-                     action=rng.choice(actions), delay_s=round(rng.uniform(0, 0.1) if early else rng.uniform(0, 1.2 if kind == "install" else 4), 3),
+                     action=rng.choice(actions), delay_s=round(rng.uniform(0, 0.1 if early else longest), 3),
                      mark=f"chaos{seed}r{index}")
         folder = workdir / f"round-{index}"
         folder.mkdir()
