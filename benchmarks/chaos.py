@@ -495,6 +495,9 @@ def build_round(spec: Round, folder: Path, rng: random.Random) -> None:
             spec.violations.append(f"second run skipped wheels that were not there: {sorted(skipped - present)}")
     elif process2.returncode in (0, 1):
         spec.violations.append("second run wrote no report")
+    runs = state / "build-envs" / "runs"
+    if runs.is_dir() and any(runs.iterdir()):
+        spec.violations.append(f"run folders remain in the state folder after the second run: {sorted(runs.iterdir())}")
     for tmp in (Path(tempfile.gettempdir()), Path("/dev/shm")):
         stale = list(tmp.glob(f"orchestrate-run-{process.pid}-*"))
         if stale:
