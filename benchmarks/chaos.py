@@ -555,6 +555,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--kinds", default="build,build_install,install")
     parser.add_argument("--actions", default="", help="comma-separated subset of the actions")
+    parser.add_argument("--early-weight", type=float, default=1.0,
+                        help="how much likelier than by default a signal within the first 500 ms is")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "chaos.json")
     options = parser.parse_args()
@@ -574,10 +576,12 @@ def main() -> None:
         actions: tuple[str, ...] = INSTALL_ACTIONS if kind == "install" else ACTIONS
         if options.actions:
             actions = tuple(a for a in actions if a in options.actions.split(",")) or actions
-        early = rng.random() < 0.2
-        longest = 1.2 if kind == "install" else 4.0
+        roll = rng.random() / options.early_weight
+        # the interpreter's start (first 100 ms), the command's imports (to 500 ms), then anywhere to past the end
+        end = 1.2 if kind == "install" else 4.0
+        earliest, latest = (0.0, 0.1) if roll < 0.1 else (0.1, 0.5) if roll < 0.25 else (0.0, end)
         spec = Round(index=index, kind=kind, sandbox=rng.random() < 0.6, max_builds=rng.randint(2, 4),
-                     action=rng.choice(actions), delay_s=round(rng.uniform(0, 0.1 if early else longest), 3),
+                     action=rng.choice(actions), delay_s=round(rng.uniform(earliest, latest), 3),
                      mark=f"chaos{seed}r{index}")
         folder = workdir / f"round-{index}"
         folder.mkdir()
