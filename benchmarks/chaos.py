@@ -272,9 +272,11 @@ def venv_problems(python: Path, wanted: dict[str, str], *, either: str | None = 
     ``pip check`` then, as the versions may be mixed.
     """
     problems = []
+    # the venv alone: not a checkout the runs were pointed at (PYTHONPATH)
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
     if either is None:
         check = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "check"],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True, env=env)
         if check.returncode != 0:
             problems.append(f"pip check: {check.stdout.strip()} {check.stderr.strip()}"[:300])
     code = (
@@ -300,7 +302,7 @@ def venv_problems(python: Path, wanted: dict[str, str], *, either: str | None = 
         "print(json.dumps(out))\n"
     )
     result = subprocess.run([str(python), "-c", code, json.dumps(wanted), either or ""], capture_output=True,
-                            text=True)
+                            text=True, env=env)
     if result.returncode != 0:
         problems.append(f"import check failed: {result.stderr.strip()[-300:]}")
     else:
