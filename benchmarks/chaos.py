@@ -390,12 +390,16 @@ def deliver(process: subprocess.Popen[bytes], sampler: Sampler, spec: Round) -> 
 def expected_codes(spec: Round, output: str) -> set[int]:
     """The documented exit statuses after ``spec``'s action (a killed worker fails its build, or is unnoticed).
 
-    A signal that lands before the interpreter has set its handlers kills the process, as the shell's 128+N
-    says too: accepted only when the run had printed nothing yet.
+    A signal that lands before the interpreter has set its handlers, or once finalization has put them back,
+    kills the process, as the shell's 128+N says too: accepted only when the run had printed nothing yet, or
+    had printed its last line (its work done).
     """
     if spec.delivered in ("after exit", "no target before exit") or spec.action.startswith("kill-"):
         return {0, 1}
-    early = {-signal.SIGINT, -signal.SIGTERM} if not output.strip() else set()
+    lines = output.strip().splitlines()
+    # Before any output, or once the run has said its last line: the interpreter's own start or finalization
+    ended = bool(lines) and lines[-1].startswith(("report: ", "error: ")) and "interrupted" not in output
+    early = {-signal.SIGINT, -signal.SIGTERM} if not lines or ended else set()
     return {"sigint-group": {130}, "sigint-twice": {130}, "sigterm": {143}, "sigkill": {-9},
             "sigkill-rerun": {-9}}[spec.action] | early
 
