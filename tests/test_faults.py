@@ -528,3 +528,49 @@ def test_interrupt_inside_an_exec_exits_130(tmp_path: Path) -> None:
     assert "interrupted: running builds were stopped" in result.stderr
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr
+
+
+# Loaded by every Python process of the run through PYTHONPATH: a file that ``atomic_write`` opens, whose path
+# matches $FAULT_HANG, marks $FAULT_HANG_MARK at its first write and then hangs there: a build caught as it
+# publishes its wheel.
+HANG_SITECUSTOMIZE = """
+import fnmatch, io, os, time
+
+_pattern = os.environ.get("FAULT_HANG")
+_fdopen = os.fdopen
+
+
+class _Hanging(io.BufferedWriter):
+    def write(self, data):
+        open(os.environ["FAULT_HANG_MARK"], "w").close()
+        while True:
+            time.sleep(1)
+
+
+def fdopen(fd, mode="r", *args, **kwargs):
+    if _pattern and mode == "wb" and fnmatch.fnmatch(os.readlink(f"/proc/self/fd/{fd}"), _pattern):
+        return _Hanging(io.FileIO(fd, "wb"))
+    return _fdopen(fd, mode, *args, **kwargs)
+
+
+os.fdopen = fdopen
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_stopped_while_publishing_leaves_no_partial_file(tmp_path: Path, sig: signal.Signals, code: int) -> None:
+    wheelhouse = tmp_path / "wh"
+    make_sdist(tmp_path / "sdists", "caught")
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(HANG_SITECUSTOMIZE)
+    mark = tmp_path / "publishing"
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(inject), os.environ.get("PYTHONPATH")])),
+           "FAULT_HANG": f"{wheelhouse.resolve()}/.caught-*.part", "FAULT_HANG_MARK": str(mark)}
+    process = start("build", tmp_path / "sdists", "-w", wheelhouse, env=env)
+    wait_for(mark.exists)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, stderr
+    assert visible_files(wheelhouse) == []
+    assert not list(wheelhouse.glob(".*.part"))
