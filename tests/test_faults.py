@@ -480,6 +480,36 @@ else:
 """
 
 
+# As above, but the interrupt is raised inside a weakref callback as a module loads, as it was once inside
+# importlib's own (the run then lost the Ctrl-C, and later hung on the import lock that callback held):
+# Python reports such an exception as ignored and goes on.
+_INTERRUPT_INSIDE_A_CALLBACK = """
+import importlib.abc, os, runpy, signal, sys, weakref
+class Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "orchestrator.cli.app":
+            class Lock: pass
+            lock = Lock()
+            ref = weakref.ref(lock, lambda ref: [os.kill(os.getpid(), signal.SIGINT)] + [None for _ in range(1000)])
+            del lock
+        return None
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["orchestrate", *sys.argv[1:]]
+runpy.run_module("orchestrator", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_interrupt_inside_a_callback_while_the_command_loads_is_not_lost(tmp_path: Path) -> None:
+    make_sdist(tmp_path / "sdists", "never")
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_INSIDE_A_CALLBACK, "build", str(tmp_path / "sdists"), "-w",
+         str(tmp_path / "wh")], capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 130, result.stderr
+    assert "Exception ignored" not in result.stderr
+    assert not list((tmp_path / "wh").glob("*.whl"))
+
+
 @pytest.mark.parametrize("script", [False, True], ids=["python -m orchestrator", "orchestrate script"])
 def test_interrupt_while_the_command_loads_exits_130_quietly(tmp_path: Path, script: bool) -> None:
     make_sdist(tmp_path / "sdists", "never")
