@@ -405,9 +405,11 @@ def expected_codes(spec: Round, output: str) -> set[int]:
 
 
 def interpreter_start(spec: Round, output: str) -> bool:
-    """Whether the signal landed while the interpreter itself started (importing ``site``, before any code of
-    orchestrate's runs): it then prints its own fatal error and exits 1, and the round is a documented limit."""
-    if "Fatal Python error: init_import_site" not in output:
+    """Whether the signal landed while the interpreter itself started (importing ``site``, or runpy finding the
+    package, before any code of orchestrate's runs): it then prints its own error and exits 1, or dies by the
+    signal, and the round is a documented limit."""
+    before_ours = "KeyboardInterrupt" in output and "orchestrator/" not in output  # runpy finding the package
+    if "Fatal Python error: init_import_site" not in output and not before_ours:
         return False
     spec.known.append(f"interrupted while the interpreter started (exit {spec.returncode})")
     return True
