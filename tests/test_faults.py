@@ -458,3 +458,149 @@ def test_temp_folders_are_removed_after_timeouts_and_interrupts(tmp_path: Path) 
     assert process.returncode == 130
     assert list(temp.iterdir()) == []
     assert_all_gone(build_pids(events))
+
+
+# Run first: Ctrl-C lands while the command's own modules are still being imported (as the terminal's would in
+# its first few hundred milliseconds), then the command starts as `python -m orchestrator` or the `orchestrate`
+# script does.
+_INTERRUPT_WHILE_IMPORTING = """
+import importlib.abc, importlib.metadata, os, runpy, signal, sys
+class Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "orchestrator.cli.app":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["orchestrate", *sys.argv[1:]]
+if {script!r}:
+    (entry,) = importlib.metadata.entry_points(group="console_scripts", name="orchestrate")
+    entry.load()()
+else:
+    runpy.run_module("orchestrator", run_name="__main__", alter_sys=True)
+"""
+
+
+# As above, but the interrupt is raised inside a weakref callback as a module loads, as it was once inside
+# importlib's own (the run then lost the Ctrl-C, and later hung on the import lock that callback held):
+# Python reports such an exception as ignored and goes on.
+_INTERRUPT_INSIDE_A_CALLBACK = """
+import importlib.abc, os, runpy, signal, sys, weakref
+class Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "orchestrator.cli.app":
+            class Lock: pass
+            lock = Lock()
+            ref = weakref.ref(lock, lambda ref: [os.kill(os.getpid(), signal.SIGINT)] + [None for _ in range(1000)])
+            del lock
+        return None
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["orchestrate", *sys.argv[1:]]
+runpy.run_module("orchestrator", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_interrupt_inside_a_callback_while_the_command_loads_is_not_lost(tmp_path: Path) -> None:
+    make_sdist(tmp_path / "sdists", "never")
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_INSIDE_A_CALLBACK, "build", str(tmp_path / "sdists"), "-w",
+         str(tmp_path / "wh")], capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 130, result.stderr
+    assert "Exception ignored" not in result.stderr
+    assert not list((tmp_path / "wh").glob("*.whl"))
+
+
+@pytest.mark.parametrize("script", [False, True], ids=["python -m orchestrator", "orchestrate script"])
+def test_interrupt_while_the_command_loads_exits_130_quietly(tmp_path: Path, script: bool) -> None:
+    make_sdist(tmp_path / "sdists", "never")
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_WHILE_IMPORTING.format(script=script), "build", str(tmp_path / "sdists"),
+         "-w", str(tmp_path / "wh")], capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == "interrupted: nothing was started"
+    assert not (tmp_path / "wh").exists()
+
+
+# First on PYTHONPATH as sitecustomize, armed in the first process that loads it (the command): once a build has
+# started, Ctrl-C lands inside an exec() of a string, as it would while dataclasses makes a class's methods (the
+# signal is handled in the main thread, through SIGUSR1's handler).
+_INTERRUPT_INSIDE_EXEC = """
+import json, os, signal, threading, time
+try:
+    os.close(os.open(os.environ["ARMED"], os.O_CREAT | os.O_EXCL))
+except FileExistsError:
+    pass
+else:
+    def interrupt(signum, frame):
+        exec("import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(1000): pass\\n")
+    def watch():
+        while not os.path.exists(os.environ["EVENTS"]):
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGUSR1)
+    signal.signal(signal.SIGUSR1, interrupt)
+    threading.Thread(target=watch, daemon=True).start()
+"""
+
+
+def test_interrupt_inside_an_exec_exits_130(tmp_path: Path) -> None:
+    """CPython ends ``python -m`` by SIGINT, whatever its exit code, once a KeyboardInterrupt left an exec()
+    and no exec() completed after it."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_INTERRUPT_INSIDE_EXEC)
+    events = tmp_path / "events.log"
+    make_sdist(tmp_path / "sdists", "slow", sleep=60, events=str(events))
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    result = orchestrate("build", tmp_path / "sdists", "-w", tmp_path / "wh",
+                         env={"PYTHONPATH": path, "ARMED": str(tmp_path / "armed"), "EVENTS": str(events)})
+    assert "interrupted: running builds were stopped" in result.stderr
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# Loaded by every Python process of the run through PYTHONPATH: a file that ``atomic_write`` opens, whose path
+# matches $FAULT_HANG, marks $FAULT_HANG_MARK at its first write and then hangs there: a build caught as it
+# publishes its wheel.
+HANG_SITECUSTOMIZE = """
+import fnmatch, io, os, time
+
+_pattern = os.environ.get("FAULT_HANG")
+_fdopen = os.fdopen
+
+
+class _Hanging(io.BufferedWriter):
+    def write(self, data):
+        open(os.environ["FAULT_HANG_MARK"], "w").close()
+        while True:
+            time.sleep(1)
+
+
+def fdopen(fd, mode="r", *args, **kwargs):
+    if _pattern and mode == "wb" and fnmatch.fnmatch(os.readlink(f"/proc/self/fd/{fd}"), _pattern):
+        return _Hanging(io.FileIO(fd, "wb"))
+    return _fdopen(fd, mode, *args, **kwargs)
+
+
+os.fdopen = fdopen
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_stopped_while_publishing_leaves_no_partial_file(tmp_path: Path, sig: signal.Signals, code: int) -> None:
+    wheelhouse = tmp_path / "wh"
+    make_sdist(tmp_path / "sdists", "caught")
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(HANG_SITECUSTOMIZE)
+    mark = tmp_path / "publishing"
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(inject), os.environ.get("PYTHONPATH")])),
+           "FAULT_HANG": f"{wheelhouse.resolve()}/.caught-*.part", "FAULT_HANG_MARK": str(mark)}
+    process = start("build", tmp_path / "sdists", "-w", wheelhouse, env=env)
+    wait_for(mark.exists)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, stderr
+    assert visible_files(wheelhouse) == []
+    assert not list(wheelhouse.glob(".*.part"))

@@ -63,7 +63,8 @@ class Wheelhouse:
 
     @contextlib.contextmanager
     def locked(self, *, wait: float = 0.0) -> Iterator[None]:
-        """Hold the wheelhouse lock; another run holding it is a :class:`LockError` after ``wait`` seconds."""
+        """Hold the wheelhouse lock; another run holding it is a :class:`LockError` after ``wait`` seconds.
+        Hidden partial files are removed as it is taken and as it is let go."""
         lock = filelock.FileLock(str(self.path / LOCK))
         try:
             lock.acquire(timeout=wait)
@@ -79,10 +80,13 @@ class Wheelhouse:
             try:
                 self.flush()
             finally:
+                # A build stopped as it published (its worker killed by the grace period's end, or by SIGTERM)
+                # left its part; every build of this run has ended by now, and no other run writes here yet.
+                self._remove_partials()
                 lock.release()
 
     def _remove_partials(self) -> None:
-        """Remove temp files a killed run left behind (only ever ours: hidden ``.part`` files)."""
+        """Remove temp files a killed run or a stopped build left behind (only ever ours: hidden ``.part`` files)."""
         for partial in self.path.glob(".*.part"):
             with contextlib.suppress(OSError):
                 partial.unlink()
