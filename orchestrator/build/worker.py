@@ -17,6 +17,7 @@ A worker that dies without an outcome is reported from its exit status.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -74,10 +75,19 @@ def _adopt_orphans() -> None:
         pass  # not Linux: nothing is counted short
 
 
+def _end_leftovers() -> None:
+    """Kill what the build left running: unsandboxed, a daemon it started, adopted here as the reaper of its
+    orphans (a sandbox's PID namespace ends its own with its init). No process of a build outlives it."""
+    import psutil
+
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
 def _reap_orphans(*, wait: float) -> None:
     """Wait for adopted orphans, up to ``wait`` seconds for those still running: a sandbox's init ends
-    with its hook (and takes the namespace's last processes with it); unsandboxed, a daemon a build
-    left is not waited for (``wait`` 0)."""
+    with its hook (and takes the namespace's last processes with it), what is left unsandboxed is killed."""
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -102,6 +112,7 @@ def _watch_parent(parent: int) -> None:
     """Take the whole build down if its parent (the run) dies (kill -9): no orphan keeps building."""
     while os.getppid() == parent:
         time.sleep(0.5)
+    _end_leftovers()  # a daemon the build left is no longer in the group
     os.killpg(0, signal.SIGKILL)  # the worker leads its own process group
 
 
@@ -172,7 +183,9 @@ def main() -> int:
             outcome = _under_ceiling(outcome, cgroup)
         if outcome.error:
             log.write(f"\n=== orchestrate: failed: {outcome.error} ===\n")
-    _reap_orphans(wait=1.0 if job.sandbox.tool != "none" else 0.0)
+    if job.sandbox.tool == "none":
+        _end_leftovers()
+    _reap_orphans(wait=1.0)
     cpu, max_rss = _usage()
     _send({"outcome": {**outcome.to_json(), "cpu_s": round(cpu, 3), "max_rss_bytes": max_rss}})
     return 0
