@@ -16,6 +16,7 @@ import pytest
 from conftest import orchestrate
 from index_server import IndexServer, index_server_fixture  # noqa: F401 - the index_server fixture
 from sdists import make_sdist
+from wheels import write_wheel
 
 from orchestrator.units import format_size
 
@@ -100,6 +101,28 @@ def test_missing_package_is_a_clear_failure(tmp_path: Path, index_server: IndexS
     assert re.fullmatch(r"\[ *\d+\.\ds\] absent-2\.0: download FAILED: " + re.escape(message), event)
     assert summary == f"FAILED download of absent 2.0: {message}"
     assert [p.name for p in (tmp_path / "wh").glob("*.whl")] == ["present-1.0-py3-none-any.whl"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "named"),
+    [("a==1.0\nb==1.0\n", "c"),  # a needs c<2, b needs c>=2
+     ("a==1.0\nc==9.0\n", "c")],  # no such version
+    ids=["conflict", "unknown-version"])
+def test_a_failed_resolution_leaves_no_wheel_of_the_pins_and_is_said_once(
+        tmp_path: Path, index_server: IndexServer, lines: str, named: str) -> None:
+    # The == lines are fetched while the resolver runs: their wheels must wait for its answer (pip wheel leaves
+    # nothing when it cannot resolve), and a pin that is not on the index is the resolver's to report, once.
+    for path in [write_wheel(tmp_path, "a", requires_dist=["c<2"]), write_wheel(tmp_path, "b", requires_dist=["c>=2"]),
+                 write_wheel(tmp_path, "c", "1.0"), write_wheel(tmp_path, "c", "2.0")]:
+        index_server.add(path.name, path.read_bytes())
+    (tmp_path / "req.txt").write_text(lines)
+    result = orchestrate("build", "-r", tmp_path / "req.txt", "-w", tmp_path / "wh", "-i", index_server.simple_url,
+                         "--report-json", tmp_path / "r.json")
+    assert result.returncode == 1, result.stderr
+    assert list((tmp_path / "wh").glob("*.whl")) == []
+    said = [line for line in result.stderr.splitlines() if "cannot resolve" in line or "FAILED" in line]
+    assert len(said) == 1 and named in said[0], result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["downloads"] == []
 
 
 def test_download_command_caps_and_caches(tmp_path: Path, index_server: IndexServer) -> None:
