@@ -125,6 +125,24 @@ def test_a_failed_resolution_leaves_no_wheel_of_the_pins_and_is_said_once(
     assert json.loads((tmp_path / "r.json").read_text())["downloads"] == []
 
 
+def test_a_yanked_pin_resolved_by_pip_is_taken_with_the_index_reason(tmp_path: Path, index_server: IndexServer) -> None:
+    # With hashes, pip's resolver picks every file and hands the downloader its URL, without the index's yank data:
+    # the warning the finder gives (the == lines fetched early, uv's path) was lost there.
+    lines = []
+    for path in [write_wheel(tmp_path, "old", requires_dist=["dep"]), write_wheel(tmp_path, "dep")]:
+        lines.append(f"{path.name.split('-')[0]}==1.0 --hash=sha256:{index_server.add(path.name, path.read_bytes())}")
+    index_server.yank("old-1.0-py3-none-any.whl", "broken on Tuesdays")
+    (tmp_path / "req.txt").write_text("\n".join(lines) + "\n")
+    result = orchestrate("build", "-r", tmp_path / "req.txt", "-w", tmp_path / "wh", "-i", index_server.simple_url,
+                         "--report-json", tmp_path / "r.json")
+    assert result.returncode == 0, result.stderr
+    assert "with pip" in result.stderr
+    line = next(line for line in result.stderr.splitlines() if "old-1.0: downloaded" in line)
+    assert line.endswith("; warning: yanked on the index: broken on Tuesdays"), line
+    yanked = {d["name"]: d["yanked"] for d in json.loads((tmp_path / "r.json").read_text())["downloads"]}
+    assert yanked == {"old": "broken on Tuesdays", "dep": None}
+
+
 def test_download_command_caps_and_caches(tmp_path: Path, index_server: IndexServer) -> None:
     index_server.delay = 0.5
     names = []

@@ -262,9 +262,10 @@ class Downloader:
                     sha256=digest,
                     size=cached[1],
                     url=requirement.url and Link(requirement.url).redacted,
+                    yanked=requirement.yanked,
                 )
         if requirement.url is not None:
-            link = Link(requirement.url)
+            link = Link(requirement.url, yank_reason=requirement.yanked)
         else:
             link = self._retrying(
                 label,
