@@ -162,6 +162,25 @@ def test_download_command_caps_and_caches(tmp_path: Path, index_server: IndexSer
     assert {d["status"] for d in json.loads((tmp_path / "r.json").read_text())["downloads"]} == {"cached"}
 
 
+def test_download_command_keeps_the_files_dest_already_holds(tmp_path: Path, index_server: IndexServer) -> None:
+    # pip download: "File was already downloaded". Here the file was fetched again when the cache lacked it.
+    kept, _ = serve(index_server, tmp_path, "kept")
+    spoilt, _ = serve(index_server, tmp_path, "spoilt")
+    (tmp_path / "req.txt").write_text("kept==1.0\nspoilt==1.0\n")  # the index lists each file's sha256
+    args = ("download", "-r", tmp_path / "req.txt", "--no-deps", "-i", index_server.simple_url, "--no-cache",
+            "-d", tmp_path / "dl", "--report-json", tmp_path / "r.json")
+    first = orchestrate(*args)
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "dl" / spoilt).write_bytes(b"cut short")
+    second = orchestrate(*args)
+    assert second.returncode == 0, second.stderr
+    statuses = {d["name"]: d["status"] for d in json.loads((tmp_path / "r.json").read_text())["downloads"]}
+    assert statuses == {"kept": "present", "spoilt": "downloaded"}
+    assert [index_server.downloads(name) for name in (kept, spoilt)] == [1, 2]
+    assert (tmp_path / "dl" / spoilt).read_bytes() == (tmp_path / "made" / spoilt).read_bytes()
+    assert "1 present" in second.stderr
+
+
 def test_hanging_download_times_out_and_others_build(tmp_path: Path, index_server: IndexServer) -> None:
     stuck, _ = serve(index_server, tmp_path, "stuck")
     serve(index_server, tmp_path, "flows")
