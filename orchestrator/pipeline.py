@@ -283,14 +283,17 @@ class BuildRun:
         assert settings.download is not None
         sdist_dir = settings.sdist_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orchestrate-")))
         downloader = stack.enter_context(Downloader(settings.download, sdist_dir))
-        fetched: dict[PinnedRequirement, Future[DownloadResult]] = {}
-        """The early fetches, until the download stage takes their results."""
+        fetched: dict[NormalizedName, Future[DownloadResult]] = {}
+        """The early fetches, by name, until the download stage takes their results."""
 
         def fetch(pin: PinnedRequirement) -> DownloadResult:
-            early = fetched.pop(pin, None)
+            early = fetched.pop(pin.name, None)
             if early is not None:
                 with contextlib.suppress(CancelledError, StageFailed):  # a fetch never raises: the run was stopped
-                    return early.result()
+                    result = early.result()
+                    if result.status is not DownloadStatus.FAILED:
+                        return result
+            # Failed: the resolver's file (pip's names its URL, on an index that answered) is fetched instead.
             return downloader.fetch(pin)
 
         # Every download is over once the scheduler has run (each holds it open);
@@ -307,18 +310,18 @@ class BuildRun:
         early = Stage(DOWNLOADS, downloader.fetch, max_workers=settings.max_downloads, errors=[],
                       on_event=logger.debug, stop=downloader.close)
         stack.callback(early.close, cancel=True)  # a failed or stopped run: those in flight are cut
-        fetched.update(zip(pinned, early.submit(*pinned)))
+        fetched.update(zip((pin.name for pin in pinned), early.submit(*pinned)))
         self._scheduler.hold()
         stack.callback(stop_resolvers)  # a run that ends first leaves no resolver behind
-        threading.Thread(target=self._resolve_the_rest, args=(requirements, downloads, pinned),
+        threading.Thread(target=self._resolve_the_rest, args=(requirements, downloads, set(fetched)),
                          name="resolve", daemon=True).start()
 
     def _resolve_the_rest(self, requirements: Requirements, downloads: Stage[PinnedRequirement, DownloadResult],
-                          pinned: tuple[PinnedRequirement, ...]) -> None:
+                          taken: set[NormalizedName]) -> None:
         try:
-            taken = {pin.name for pin in pinned}
-            rest = [pin for pin in self._pins(requirements) if pin.name not in taken]
-            downloads.feed(*pinned, *rest)  # the pins' results come from their early fetches
+            pins = self._pins(requirements)
+            # Those fetched early first: their results come from those fetches.
+            downloads.feed(*sorted(pins, key=lambda pin: pin.name not in taken))
         except Exception as exc:  # raised by run() once the scheduler has stopped
             self._resolution_failed = exc
             self._scheduler.cancel("stopped: the requirements cannot be resolved")

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -141,6 +142,23 @@ def test_a_yanked_pin_resolved_by_pip_is_taken_with_the_index_reason(tmp_path: P
     assert line.endswith("; warning: yanked on the index: broken on Tuesdays"), line
     yanked = {d["name"]: d["yanked"] for d in json.loads((tmp_path / "r.json").read_text())["downloads"]}
     assert yanked == {"old": "broken on Tuesdays", "dep": None}
+
+
+def test_a_pin_the_early_fetch_failed_is_fetched_from_the_resolvers_file(tmp_path: Path, index_server: IndexServer) -> None:
+    # A dead --extra-index-url: pip's resolver warns and takes the file on the live index, but the early fetch of the
+    # == line failed on the dead one, and its failure was the pin's result: --resolver pip did not save the run.
+    path = write_wheel(tmp_path, "pinned")
+    index_server.add(path.name, path.read_bytes())
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}/simple"
+    (tmp_path / "req.txt").write_text("pinned==1.0\n")
+    result = orchestrate("build", "-r", tmp_path / "req.txt", "-w", tmp_path / "wh", "-i", index_server.simple_url,
+                         "--extra-index-url", dead, "--resolver", "pip", "--download-retries", "0",
+                         env={"PIP_RETRIES": "0"})
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in (tmp_path / "wh").glob("*.whl")] == [path.name]
+    assert "FAILED" not in result.stderr
 
 
 def test_download_command_caps_and_caches(tmp_path: Path, index_server: IndexServer) -> None:

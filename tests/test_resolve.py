@@ -550,7 +550,8 @@ def test_uv_failing_on_a_dead_extra_index_names_it_and_what_to_do(
     assert "\n" not in message and "secret" not in message, message
     shown = dead.replace("user:secret@", "user:****@")
     assert f"the extra index {shown} did not answer" in message, message
-    assert message.endswith("fix or drop that --extra-index-url, or use --resolver pip (which warns and goes on)")
+    assert message.endswith("fix or drop that --extra-index-url, or use --resolver pip (and, to build, "
+                            "--installer pip), which warn and go on")
 
 
 @pytest.mark.parametrize(
