@@ -64,8 +64,8 @@ from orchestrator.settings import IndexSettings
 from orchestrator.stages import (
     Outcome,
     Stage,
-    StageKind,
     StageFailed,
+    StageKind,
     StageProgress,
 )
 from orchestrator.wheels.distributions import (

@@ -144,7 +144,8 @@ def test_a_yanked_pin_resolved_by_pip_is_taken_with_the_index_reason(tmp_path: P
     assert yanked == {"old": "broken on Tuesdays", "dep": None}
 
 
-def test_a_pin_the_early_fetch_failed_is_fetched_from_the_resolvers_file(tmp_path: Path, index_server: IndexServer) -> None:
+def test_a_pin_the_early_fetch_failed_is_fetched_from_the_resolvers_file(tmp_path: Path,
+                                                                         index_server: IndexServer) -> None:
     # A dead --extra-index-url: pip's resolver warns and takes the file on the live index, but the early fetch of the
     # == line failed on the dead one, and its failure was the pin's result: --resolver pip did not save the run.
     path = write_wheel(tmp_path, "pinned")

@@ -25,13 +25,13 @@ from wheels import write_wheel
 
 from orchestrator.build.envs import find_uv
 from orchestrator.download.binary import BinaryOption, BinaryPolicy
+from orchestrator.download.requirements import parse_requirements
 from orchestrator.download.resolve import (
     ArtifactKind,
     Resolution,
     ResolvedDistribution,
     resolve,
 )
-from orchestrator.download.requirements import parse_requirements
 from orchestrator.download.uv_resolve import resolve_with_uv
 from orchestrator.download.wanted import Requirements, read_requirements, resolve_pins
 from orchestrator.errors import ResolutionError, UsageError

@@ -275,7 +275,7 @@ def _from_report(report: Any, *, files: str, output: str) -> Resolution:
     return Resolution(distributions=distributions, environment=environment, pip_version=pip_version)
 
 
-def _distribution(item: Mapping[str, Any], reasons: Mapping[tuple[str, str], str]) -> ResolvedDistribution:
+def _distribution(item: Mapping[str, Any], reasons: Mapping[tuple[NormalizedName, str], str]) -> ResolvedDistribution:
     """One install item of the report; ``reasons``: pip's yank reasons by name and version, from its output."""
     metadata = item["metadata"]
     info = item["download_info"]

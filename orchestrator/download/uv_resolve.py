@@ -75,8 +75,8 @@ def resolve_with_uv(requirement_files: Sequence[Path], *, constraint_files: Sequ
             reason, dead = _reason(completed.stderr), _dead_extra_index(completed.stderr, index)
             if dead is not None:  # pip warns about it and goes on
                 reason = (f"the extra index {dead} did not answer ({reason}); uv's resolver stops at an index that "
-                          "fails: fix or drop that --extra-index-url, or use --resolver pip (and, to build, --installer pip), "
-                          "which warn and go on")
+                          "fails: fix or drop that --extra-index-url, or use --resolver pip (and, to build, "
+                          "--installer pip), which warn and go on")
             raise ResolutionError(f"cannot resolve {files}: {reason}", completed.stderr)
         pins = parse_requirements([output]).pins()
     given = parse_requirements(list(requirement_files))
