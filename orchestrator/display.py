@@ -241,6 +241,8 @@ def _counts(report: RunReport) -> list[str]:
     if report.downloads:
         downloads = report.downloads.counts
         local = f", {downloads[DownloadStatus.LOCAL.value]} local" if downloads[DownloadStatus.LOCAL.value] else ""
+        if downloads[DownloadStatus.PRESENT.value]:
+            local = f", {downloads[DownloadStatus.PRESENT.value]} present{local}"
         halted_count = downloads[DownloadStatus.STOPPED.value]
         halted = f", {halted_count} stopped" if halted_count else ""
         parts.append(f"{downloads[DownloadStatus.DOWNLOADED.value]} downloaded, "

@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,6 +64,7 @@ from orchestrator.settings import IndexSettings
 from orchestrator.stages import (
     Outcome,
     Stage,
+    StageFailed,
     StageKind,
     StageProgress,
 )
@@ -269,9 +271,11 @@ class BuildRun:
     def _start_downloads(self, requirements: Requirements, stack: contextlib.ExitStack) -> None:
         """Fetch in a pool of ``max_downloads`` threads; each sdist joins the build queue as it lands.
 
-        With dependencies, the lines that pin one version are fetched (and built) at once,
-        while the resolver pins the rest in a thread of its own; a resolution that fails
-        stops the run and fails it with the resolver's message.
+        With dependencies, the lines that pin one version are fetched at once, while the
+        resolver pins the rest in a thread of its own, but out of sight (no line, no result,
+        nothing placed or built) until it answers: a resolution that fails stops the run and
+        fails it with the resolver's message alone, leaving the wheelhouse as it was (as
+        ``pip wheel`` does); what was fetched stays in the download cache for the next run.
         """
         from orchestrator.download.fetch import Downloader  # httpx and unearth: only a run with -r files loads them
 
@@ -279,9 +283,22 @@ class BuildRun:
         assert settings.download is not None
         sdist_dir = settings.sdist_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orchestrate-")))
         downloader = stack.enter_context(Downloader(settings.download, sdist_dir))
+        fetched: dict[NormalizedName, Future[DownloadResult]] = {}
+        """The early fetches, by name, until the download stage takes their results."""
+
+        def fetch(pin: PinnedRequirement) -> DownloadResult:
+            early = fetched.pop(pin.name, None)
+            if early is not None:
+                with contextlib.suppress(CancelledError, StageFailed):  # a fetch never raises: the run was stopped
+                    result = early.result()
+                    if result.status is not DownloadStatus.FAILED:
+                        return result
+            # Failed: the resolver's file (pip's names its URL, on an index that answered) is fetched instead.
+            return downloader.fetch(pin)
+
         # Every download is over once the scheduler has run (each holds it open);
         # an interrupted run drops the queued ones and closes the client to end those in flight.
-        downloads = Stage(DOWNLOADS, downloader.fetch, max_workers=settings.max_downloads, errors=self.report.errors,
+        downloads = Stage(DOWNLOADS, fetch, max_workers=settings.max_downloads, errors=self.report.errors,
                           on_event=self._observer.event, results=self.report.downloads, on_result=self._downloaded,
                           on_progress=self._on_download_progress, holds=self._scheduler, stop=downloader.close)
         stack.callback(downloads.close, cancel=True)
@@ -290,16 +307,21 @@ class BuildRun:
             return
         # With hashes, pip's resolver checks every file itself: fetching the pins first would say a mismatch twice.
         pinned = () if requirements.parsed.require_hashes else requirements.parsed.requirements
-        downloads.feed(*pinned)
+        early = Stage(DOWNLOADS, downloader.fetch, max_workers=settings.max_downloads, errors=[],
+                      on_event=logger.debug, stop=downloader.close)
+        stack.callback(early.close, cancel=True)  # a failed or stopped run: those in flight are cut
+        fetched.update(zip((pin.name for pin in pinned), early.submit(*pinned)))
         self._scheduler.hold()
         stack.callback(stop_resolvers)  # a run that ends first leaves no resolver behind
-        threading.Thread(target=self._resolve_the_rest, args=(requirements, downloads, {pin.name for pin in pinned}),
+        threading.Thread(target=self._resolve_the_rest, args=(requirements, downloads, set(fetched)),
                          name="resolve", daemon=True).start()
 
     def _resolve_the_rest(self, requirements: Requirements, downloads: Stage[PinnedRequirement, DownloadResult],
                           taken: set[NormalizedName]) -> None:
         try:
-            downloads.feed(*(pin for pin in self._pins(requirements) if pin.name not in taken))
+            pins = self._pins(requirements)
+            # Those fetched early first: their results come from those fetches.
+            downloads.feed(*sorted(pins, key=lambda pin: pin.name not in taken))
         except Exception as exc:  # raised by run() once the scheduler has stopped
             self._resolution_failed = exc
             self._scheduler.cancel("stopped: the requirements cannot be resolved")

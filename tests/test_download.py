@@ -457,7 +457,8 @@ def test_no_cache(index_server: IndexServer, tmp_path: Path, dest: Path) -> None
     index_server.add("foo-1.0.tar.gz", sdist("foo", "1.0"))
     settings = settings_for(index_server, tmp_path, cache_dir=None)
     assert fetch(settings, dest, pin("foo")).status is DownloadStatus.DOWNLOADED
-    assert fetch(settings, dest, pin("foo")).status is DownloadStatus.DOWNLOADED
+    # another folder: the one above holds the file already, and would keep it
+    assert fetch(settings, tmp_path / "other", pin("foo")).status is DownloadStatus.DOWNLOADED
     assert index_server.downloads("foo-1.0.tar.gz") == 2
     assert not (tmp_path / "cache").exists()
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 from conftest import orchestrate
 from index_server import IndexServer, index_server_fixture  # noqa: F401 - the index_server fixture
 from sdists import make_sdist
+from wheels import write_wheel
 
 from orchestrator.units import format_size
 
@@ -102,6 +104,64 @@ def test_missing_package_is_a_clear_failure(tmp_path: Path, index_server: IndexS
     assert [p.name for p in (tmp_path / "wh").glob("*.whl")] == ["present-1.0-py3-none-any.whl"]
 
 
+@pytest.mark.parametrize(
+    ("lines", "named"),
+    [("a==1.0\nb==1.0\n", "c"),  # a needs c<2, b needs c>=2
+     ("a==1.0\nc==9.0\n", "c")],  # no such version
+    ids=["conflict", "unknown-version"])
+def test_a_failed_resolution_leaves_no_wheel_of_the_pins_and_is_said_once(
+        tmp_path: Path, index_server: IndexServer, lines: str, named: str) -> None:
+    # The == lines are fetched while the resolver runs: their wheels must wait for its answer (pip wheel leaves
+    # nothing when it cannot resolve), and a pin that is not on the index is the resolver's to report, once.
+    for path in [write_wheel(tmp_path, "a", requires_dist=["c<2"]), write_wheel(tmp_path, "b", requires_dist=["c>=2"]),
+                 write_wheel(tmp_path, "c", "1.0"), write_wheel(tmp_path, "c", "2.0")]:
+        index_server.add(path.name, path.read_bytes())
+    (tmp_path / "req.txt").write_text(lines)
+    result = orchestrate("build", "-r", tmp_path / "req.txt", "-w", tmp_path / "wh", "-i", index_server.simple_url,
+                         "--report-json", tmp_path / "r.json")
+    assert result.returncode == 1, result.stderr
+    assert list((tmp_path / "wh").glob("*.whl")) == []
+    said = [line for line in result.stderr.splitlines() if "cannot resolve" in line or "FAILED" in line]
+    assert len(said) == 1 and named in said[0], result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["downloads"] == []
+
+
+def test_a_yanked_pin_resolved_by_pip_is_taken_with_the_index_reason(tmp_path: Path, index_server: IndexServer) -> None:
+    # With hashes, pip's resolver picks every file and hands the downloader its URL, without the index's yank data:
+    # the warning the finder gives (the == lines fetched early, uv's path) was lost there.
+    lines = []
+    for path in [write_wheel(tmp_path, "old", requires_dist=["dep"]), write_wheel(tmp_path, "dep")]:
+        lines.append(f"{path.name.split('-')[0]}==1.0 --hash=sha256:{index_server.add(path.name, path.read_bytes())}")
+    index_server.yank("old-1.0-py3-none-any.whl", "broken on Tuesdays")
+    (tmp_path / "req.txt").write_text("\n".join(lines) + "\n")
+    result = orchestrate("build", "-r", tmp_path / "req.txt", "-w", tmp_path / "wh", "-i", index_server.simple_url,
+                         "--report-json", tmp_path / "r.json")
+    assert result.returncode == 0, result.stderr
+    assert "with pip" in result.stderr
+    line = next(line for line in result.stderr.splitlines() if "old-1.0: downloaded" in line)
+    assert line.endswith("; warning: yanked on the index: broken on Tuesdays"), line
+    yanked = {d["name"]: d["yanked"] for d in json.loads((tmp_path / "r.json").read_text())["downloads"]}
+    assert yanked == {"old": "broken on Tuesdays", "dep": None}
+
+
+def test_a_pin_the_early_fetch_failed_is_fetched_from_the_resolvers_file(tmp_path: Path,
+                                                                         index_server: IndexServer) -> None:
+    # A dead --extra-index-url: pip's resolver warns and takes the file on the live index, but the early fetch of the
+    # == line failed on the dead one, and its failure was the pin's result: --resolver pip did not save the run.
+    path = write_wheel(tmp_path, "pinned")
+    index_server.add(path.name, path.read_bytes())
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}/simple"
+    (tmp_path / "req.txt").write_text("pinned==1.0\n")
+    result = orchestrate("build", "-r", tmp_path / "req.txt", "-w", tmp_path / "wh", "-i", index_server.simple_url,
+                         "--extra-index-url", dead, "--resolver", "pip", "--download-retries", "0",
+                         env={"PIP_RETRIES": "0"})
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in (tmp_path / "wh").glob("*.whl")] == [path.name]
+    assert "FAILED" not in result.stderr
+
+
 def test_download_command_caps_and_caches(tmp_path: Path, index_server: IndexServer) -> None:
     index_server.delay = 0.5
     names = []
@@ -119,6 +179,25 @@ def test_download_command_caps_and_caches(tmp_path: Path, index_server: IndexSer
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == names
     assert all(index_server.downloads(name) == 1 for name in names)
     assert {d["status"] for d in json.loads((tmp_path / "r.json").read_text())["downloads"]} == {"cached"}
+
+
+def test_download_command_keeps_the_files_dest_already_holds(tmp_path: Path, index_server: IndexServer) -> None:
+    # pip download: "File was already downloaded". Here the file was fetched again when the cache lacked it.
+    kept, _ = serve(index_server, tmp_path, "kept")
+    spoilt, _ = serve(index_server, tmp_path, "spoilt")
+    (tmp_path / "req.txt").write_text("kept==1.0\nspoilt==1.0\n")  # the index lists each file's sha256
+    args = ("download", "-r", tmp_path / "req.txt", "--no-deps", "-i", index_server.simple_url, "--no-cache",
+            "-d", tmp_path / "dl", "--report-json", tmp_path / "r.json")
+    first = orchestrate(*args)
+    assert first.returncode == 0, first.stderr
+    (tmp_path / "dl" / spoilt).write_bytes(b"cut short")
+    second = orchestrate(*args)
+    assert second.returncode == 0, second.stderr
+    statuses = {d["name"]: d["status"] for d in json.loads((tmp_path / "r.json").read_text())["downloads"]}
+    assert statuses == {"kept": "present", "spoilt": "downloaded"}
+    assert [index_server.downloads(name) for name in (kept, spoilt)] == [1, 2]
+    assert (tmp_path / "dl" / spoilt).read_bytes() == (tmp_path / "made" / spoilt).read_bytes()
+    assert "1 present" in second.stderr
 
 
 def test_hanging_download_times_out_and_others_build(tmp_path: Path, index_server: IndexServer) -> None:

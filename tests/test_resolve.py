@@ -9,6 +9,7 @@ import os
 import pickle
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,7 @@ from wheels import write_wheel
 
 from orchestrator.build.envs import find_uv
 from orchestrator.download.binary import BinaryOption, BinaryPolicy
+from orchestrator.download.requirements import parse_requirements
 from orchestrator.download.resolve import (
     ArtifactKind,
     Resolution,
@@ -525,6 +527,31 @@ def test_uv_failures_are_one_line_naming_the_requirement(
     assert message.startswith(f"cannot resolve {tmp_path / 'requirements.txt'}: ")
     assert "\n" not in message and named in message, message
     assert "×" not in message and "╰" not in message
+
+
+@needs_uv
+@pytest.mark.parametrize("where", ["command line", "file"])
+def test_uv_failing_on_a_dead_extra_index_names_it_and_what_to_do(
+        index: Index, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    # pip warns about an extra index that does not answer and goes on; uv's resolver stops, and its message
+    # ("Failed to fetch: ... Connection refused") said neither that the index is an extra one nor what to do.
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")  # uv's retries would take 10 s
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://user:secret@127.0.0.1:{closed.getsockname()[1]}/simple"
+    option = f"--extra-index-url {dead}\n" if where == "file" else ""
+    requirements = _requirements(tmp_path, f"{option}top\n")
+    extra = () if where == "file" else (dead,)
+    settings = IndexSettings(index_url=index.server.simple_url,  # merged with the file's, as the commands do
+                             extra_index_urls=(*extra, *parse_requirements([requirements]).index.extra_index_urls))
+    with pytest.raises(ResolutionError) as caught:
+        resolve_with_uv([requirements], binary=BinaryPolicy(), index=settings, python=Path(sys.executable))
+    message = caught.value.message
+    assert "\n" not in message and "secret" not in message, message
+    shown = dead.replace("user:secret@", "user:****@")
+    assert f"the extra index {shown} did not answer" in message, message
+    assert message.endswith("fix or drop that --extra-index-url, or use --resolver pip (and, to build, "
+                            "--installer pip), which warn and go on")
 
 
 @pytest.mark.parametrize(

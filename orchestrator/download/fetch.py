@@ -12,6 +12,7 @@ owns streaming, hash checks, retries and stalls, and :func:`download_all` (the s
         ▼
     find the wheel or sdist (unearth, retried)
         │
+        ├── dest_dir holds that file, with the expected sha256 ──────▶   "present"
         ├── no hashes given, index lists a sha256: cache lookup ── hit ─▶   "cached"
         ▼
     stream GET into dest_dir/.name.part, hashing (retried)
@@ -262,9 +263,10 @@ class Downloader:
                     sha256=digest,
                     size=cached[1],
                     url=requirement.url and Link(requirement.url).redacted,
+                    yanked=requirement.yanked,
                 )
         if requirement.url is not None:
-            link = Link(requirement.url)
+            link = Link(requirement.url, yank_reason=requirement.yanked)
         else:
             link = self._retrying(
                 label,
@@ -272,6 +274,12 @@ class Downloader:
                 lambda: self._finder.find(requirement, label),
             )
         index_sha256 = (link.hash_option or {}).get("sha256", [None])[0]
+        expected = requirement.hashes or ({index_sha256.lower()} if index_sha256 else set())
+        present = self._present(link.filename, expected)
+        if present is not None:
+            self._cache.store(present[0], present[1])
+            return _Fetched(status=DownloadStatus.PRESENT, path=present[0], sha256=present[1], size=present[2],
+                            url=link.redacted, yanked=link.yank_reason)
         if index_sha256 and not requirement.hashes:
             cached = self._cache.copy_out(index_sha256.lower(), self._dest_dir, label)
             if cached is not None:
@@ -291,6 +299,18 @@ class Downloader:
             status=DownloadStatus.DOWNLOADED, path=path, sha256=sha256, size=size, url=link.redacted,
             yanked=link.yank_reason,
         )
+
+    def _present(self, filename: str, expected: set[str] | frozenset[str]) -> tuple[Path, str, int] | None:
+        """The file of that name ``dest_dir`` already holds, its sha256 and size, when that sha256 is expected."""
+        path = self._dest_dir / filename
+        if not expected or os.sep in filename or not path.is_file():
+            return None
+        try:
+            with path.open("rb") as held:
+                digest = hashlib.file_digest(held, "sha256").hexdigest()
+        except OSError:
+            return None  # fetched again, over it
+        return (path, digest, path.stat().st_size) if digest in expected else None
 
     def _use_local(self, requirement: PinnedRequirement, label: str) -> _Fetched:
         path = requirement.path

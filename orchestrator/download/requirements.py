@@ -97,6 +97,9 @@ class PinnedRequirement:
     """Where the requirement was written, as ``file:line``, for messages."""
     extras: frozenset[str] = frozenset()
     """The extras asked of it (``requests[socks]==2.31``), canonicalised."""
+    yanked: str | None = None
+    """Why the index yanked ``url`` (``""``: no reason given), when a resolver chose that file and said so;
+    ``None`` otherwise (the download stage reads it from the index when it looks the file up)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -56,6 +56,10 @@ _NOT_FOUND = re.compile(
     r"Could not find a (?:final )?version that satisfies the requirement (.+) \(from versions: (.*)\)"
 )
 _POINTER = re.compile(r"^(\[\d+ lines? of output\]|See above)")
+_YANKED = re.compile(  # pip's warning for each yanked file it takes; its report says only "is_yanked"
+    r"yanked version: '([^'\[]+)(?:\[[^']*\])?' candidate \(version (\S+) at .*\)\n"
+    r"Reason for being yanked: (.*)"
+)
 _SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz", ".tar")
 
 
@@ -94,6 +98,9 @@ class ResolvedDistribution:
     """The distribution's ``Requires-Dist`` requirements, markers unevaluated."""
     extras: frozenset[str] = frozenset()
     """The extras the requirements files ask of it (``requests[socks]``)."""
+    yanked: str | None = None
+    """The index's reason for yanking the file (``""`` if it gives none), taken as a pin names it; ``None``: not
+    yanked."""
 
     @property
     def filename(self) -> str:
@@ -258,7 +265,9 @@ def _from_report(report: Any, *, files: str, output: str) -> Resolution:
             output,
         )
     try:
-        distributions = tuple(_distribution(item) for item in report["install"])
+        reasons = {(canonicalize_name(name), version): "" if reason == "<none given>" else reason.strip()
+                   for name, version, reason in _YANKED.findall(output)}
+        distributions = tuple(_distribution(item, reasons) for item in report["install"])
         environment = {str(key): str(value) for key, value in report["environment"].items()}
         pip_version = str(report["pip_version"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -266,7 +275,8 @@ def _from_report(report: Any, *, files: str, output: str) -> Resolution:
     return Resolution(distributions=distributions, environment=environment, pip_version=pip_version)
 
 
-def _distribution(item: Mapping[str, Any]) -> ResolvedDistribution:
+def _distribution(item: Mapping[str, Any], reasons: Mapping[tuple[NormalizedName, str], str]) -> ResolvedDistribution:
+    """One install item of the report; ``reasons``: pip's yank reasons by name and version, from its output."""
     metadata = item["metadata"]
     info = item["download_info"]
     url = str(info["url"])
@@ -291,8 +301,9 @@ def _distribution(item: Mapping[str, Any]) -> ResolvedDistribution:
             kind = ArtifactKind.SDIST
         else:
             raise ValueError(f"{url} is neither a wheel nor an sdist")
+    name = canonicalize_name(metadata["name"])
     return ResolvedDistribution(
-        name=canonicalize_name(metadata["name"]),
+        name=name,
         version=str(metadata["version"]),
         kind=kind,
         url=url,
@@ -302,6 +313,7 @@ def _distribution(item: Mapping[str, Any]) -> ResolvedDistribution:
         is_direct=bool(item.get("is_direct", False)),
         requires_dist=tuple(str(requirement) for requirement in metadata.get("requires_dist", ())),
         extras=frozenset(str(extra) for extra in item.get("requested_extras") or ()),
+        yanked=reasons.get((name, str(metadata["version"])), "") if item.get("is_yanked") else None,
     )
 
 

@@ -24,6 +24,8 @@ class DownloadStatus(Enum):
     """Fetched from an index or URL."""
     CACHED = "cached"
     """Copied out of the cache without downloading."""
+    PRESENT = "present"
+    """Already in the destination folder with the expected hash, kept there (pip: "File was already downloaded")."""
     LOCAL = "local"
     """A local sdist or source folder, used where it is (not copied)."""
     FAILED = "failed"

@@ -9,17 +9,21 @@ the file of each pin is then chosen as ``pip wheel`` would choose it for this in
 policy allows). pip's resolver (:mod:`~orchestrator.download.resolve`) stays for what uv's does
 not do alike: ``--prefer-binary``, ``--require-hashes``, and a file that continues a requirement on
 the next line (``name \\`` then ``>=1``), which uv 0.13 does not read. A file's ``--pre`` uv accepts
-and ignores: it is passed as ``--prerelease allow``.
+and ignores: it is passed as ``--prerelease allow``. An ``--extra-index-url`` that does not answer
+fails uv's resolution where pip's warns and goes on: the message names it and says what to do
+(the resolver is not changed behind the user's back).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -34,6 +38,8 @@ from orchestrator.settings import IndexSettings
 __all__ = ["resolve_with_uv", "uv_version"]
 
 logger = logging.getLogger(__name__)
+
+_FETCH_FAILED = re.compile(r"Failed to fetch: `?([^\s`]+)")
 
 
 def uv_version() -> str | None:
@@ -66,7 +72,12 @@ def resolve_with_uv(requirement_files: Sequence[Path], *, constraint_files: Sequ
         logger.debug("resolving: %s", " ".join(command))
         completed = run_resolver(command, merge_stderr=False)
         if completed.returncode != 0:
-            raise ResolutionError(f"cannot resolve {files}: {_reason(completed.stderr)}", completed.stderr)
+            reason, dead = _reason(completed.stderr), _dead_extra_index(completed.stderr, index)
+            if dead is not None:  # pip warns about it and goes on
+                reason = (f"the extra index {dead} did not answer ({reason}); uv's resolver stops at an index that "
+                          "fails: fix or drop that --extra-index-url, or use --resolver pip (and, to build, "
+                          "--installer pip), which warn and go on")
+            raise ResolutionError(f"cannot resolve {files}: {reason}", completed.stderr)
         pins = parse_requirements([output]).pins()
     given = parse_requirements(list(requirement_files))
     # uv writes pins only: the hashes, extras and lines of what the files name come from the files themselves.
@@ -82,6 +93,25 @@ def _with_origin(pin: PinnedRequirement, given: PinnedRequirement | None, files:
     if given is None:
         return replace(pin, origin=f"{files} (a dependency)")
     return replace(pin, hashes=given.hashes, extras=given.extras, origin=given.origin)
+
+
+def _dead_extra_index(stderr: str, index: IndexSettings) -> str | None:
+    """The ``--extra-index-url`` (the command's or a file's) under a page uv failed to fetch, its password hidden."""
+    failed = [_bare(url) for url in _FETCH_FAILED.findall(stderr)]
+    for extra in index.extra_index_urls:
+        prefix = _bare(extra).rstrip("/") + "/"
+        if any(url.startswith(prefix) for url in failed):
+            parts = urlsplit(extra)
+            if parts.password is None:
+                return extra
+            return urlunsplit(parts._replace(netloc=f"{parts.username}:****@{parts.netloc.rsplit('@', 1)[1]}"))
+    return None
+
+
+def _bare(url: str) -> str:
+    """``url`` without its user and password (uv's messages leave them out)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
 
 
 def _reason(stderr: str) -> str:

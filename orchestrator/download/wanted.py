@@ -152,4 +152,4 @@ def _pin(distribution: ResolvedDistribution, files: Sequence[Path]) -> PinnedReq
         name=distribution.name, version=distribution.version, origin=origin,
         url=None if distribution.path is not None else distribution.url, path=distribution.path,
         hashes=frozenset({distribution.sha256}) if distribution.sha256 else frozenset(),
-        extras=frozenset(distribution.extras))
+        extras=frozenset(distribution.extras), yanked=distribution.yanked)
