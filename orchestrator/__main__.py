@@ -9,9 +9,14 @@ loaded, and delivered then.
 
 from __future__ import annotations
 
-import signal
 import sys
-from collections.abc import Callable
+
+try:
+    import signal
+    from collections.abc import Callable
+except KeyboardInterrupt:  # even this early: the same line and exit as while the command loads
+    print("interrupted: nothing was started", file=sys.stderr)
+    sys.exit(130)
 
 
 def _load() -> Callable[[], object]:

@@ -186,6 +186,27 @@ def test_kill_9_of_orchestrate_then_rerun_completes(tmp_path: Path) -> None:
     assert visible_files(tmp_path / "wh") == ["slow0-1.0-py3-none-any.whl", "slow1-1.0-py3-none-any.whl"]
 
 
+
+def test_kill_9_of_orchestrate_takes_down_an_unsandboxed_builds_daemon(tmp_path: Path) -> None:
+    # A setsid daemon leaves its build's process group: the fork server, finding its run gone, killed each worker's
+    # group, and the daemon the worker had adopted (the reaper of its build's orphans) lived on.
+    events, token = tmp_path / "events.log", f"orchestrate-daemon-{os.getpid()}-{time.monotonic_ns()}"
+    make_sdist(tmp_path / "sdists", "lurker", requires_daemon=token, sleep=30, events=str(events))
+
+    def daemons() -> list[psutil.Process]:
+        return [process for process in psutil.process_iter(["cmdline"]) if token in (process.info["cmdline"] or [])]
+
+    process = start("build", tmp_path / "sdists", "-w", tmp_path / "wh", "--no-sandbox")
+    try:
+        wait_for(lambda: any(event["event"] == "start" for event in read_events(events)))  # building, after the
+        assert daemons(), "the build left no daemon"  # hook that left the daemon
+        process.kill()
+        process.communicate()
+        assert_all_gone([daemon.pid for daemon in daemons()])
+    finally:
+        for daemon in daemons():
+            daemon.kill()
+
 # Run first in `orchestrate`: marks the file {mark} once its first try for the wheelhouse's lock finds it held,
 # then waits for it as the real run does.
 FINDS_THE_LOCK_HELD = """

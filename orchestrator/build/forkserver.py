@@ -114,9 +114,10 @@ def serve(control_fd: int) -> int:
     except (BrokenPipeError, ConnectionResetError):
         return 0  # the run is gone
     finally:
-        for pid in workers:  # each leads its own group
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
+        from orchestrator.resources import kill_tree
+
+        for pid in workers:  # each leads its own group; its tree also holds the daemons it adopted, out of the group
+            kill_tree(pid, grace=0)
 
 
 def _reap(workers: set[int], control: socket.socket) -> None:
