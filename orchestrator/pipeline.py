@@ -285,6 +285,12 @@ class BuildRun:
         downloader = stack.enter_context(Downloader(settings.download, sdist_dir))
         fetched: dict[NormalizedName, Future[DownloadResult]] = {}
         """The early fetches, by name, until the download stage takes their results."""
+        slots = threading.BoundedSemaphore(settings.max_downloads)
+        """``--max-downloads`` over both stages: an early fetch no pin of the resolution waits for goes on."""
+
+        def fetch_one(pin: PinnedRequirement) -> DownloadResult:
+            with slots:
+                return downloader.fetch(pin)
 
         def fetch(pin: PinnedRequirement) -> DownloadResult:
             early = fetched.pop(pin.name, None)
@@ -294,7 +300,7 @@ class BuildRun:
                     if result.status is not DownloadStatus.FAILED:
                         return result
             # Failed: the resolver's file (pip's names its URL, on an index that answered) is fetched instead.
-            return downloader.fetch(pin)
+            return fetch_one(pin)
 
         # Every download is over once the scheduler has run (each holds it open);
         # an interrupted run drops the queued ones and closes the client to end those in flight.
@@ -307,7 +313,7 @@ class BuildRun:
             return
         # With hashes, pip's resolver checks every file itself: fetching the pins first would say a mismatch twice.
         pinned = () if requirements.parsed.require_hashes else requirements.parsed.requirements
-        early = Stage(DOWNLOADS, downloader.fetch, max_workers=settings.max_downloads, errors=[],
+        early = Stage(DOWNLOADS, fetch_one, max_workers=settings.max_downloads, errors=[],
                       on_event=logger.debug, stop=downloader.close)
         stack.callback(early.close, cancel=True)  # a failed or stopped run: those in flight are cut
         fetched.update(zip((pin.name for pin in pinned), early.submit(*pinned)))
