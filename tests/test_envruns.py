@@ -83,6 +83,20 @@ def test_a_run_whose_processes_were_all_killed_is_swept_by_the_next(
     assert alive.is_dir() and next_run.is_dir()  # its process lives: it is no dead run
 
 
+
+def test_a_folder_made_again_after_its_run_ended_is_swept_by_the_next(
+        tmp_path: Path, members: list[subprocess.Popen[str]]) -> None:
+    # A worker of a stopped run, still preparing an environment as its run removed the folder, made it again with
+    # no lock beside it (chaos rounds of stop 24): the sweep went by lock files alone, and kept it for ever.
+    with run_env_cache(tmp_path, keep=False) as ended:
+        pass
+    (ended / "envs" / "key-unfinished").mkdir(parents=True)  # what the straggler made
+    alive = join(members, tmp_path, "alive")
+    with run_env_cache(tmp_path, keep=False) as local, run_env_cache(tmp_path, keep=True) as other:
+        assert not ended.exists()  # swept by the first
+        assert alive.is_dir() and local.is_dir() and other.is_dir()  # each held: no run's sweep takes another's
+
+
 def test_a_kept_store_outlives_the_run(tmp_path: Path, members: list[subprocess.Popen[str]]) -> None:
     path = join(members, tmp_path, "kept", keep=True)
     join(members, tmp_path, "kept", keep=True)

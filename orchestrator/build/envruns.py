@@ -43,9 +43,7 @@ def run_env_cache(root: Path, *, keep: bool) -> Iterator[Path]:
     runs = root / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     remove_dead_runs(runs)
-    run_dir = Path(tempfile.mkdtemp(dir=runs, prefix="run-"))
-    lock = FileLock(f"{run_dir}.lock")
-    lock.acquire()
+    fd, run_dir = _new_run(runs)
     try:
         if keep:
             store = root / "envs"
@@ -56,18 +54,45 @@ def run_env_cache(root: Path, *, keep: bool) -> Iterator[Path]:
         (run_dir / "resolutions").mkdir()
         yield run_dir
     finally:
-        remove_tree(run_dir)
-        lock.release()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{run_dir}.lock")
+        try:
+            remove_tree(run_dir)
+            with contextlib.suppress(FileNotFoundError):  # unlinked while held, as SharedRun.leave does
+                os.unlink(f"{run_dir}.lock")
+        finally:
+            os.close(fd)
+
+
+def _new_run(runs: Path) -> tuple[int, Path]:
+    """A new run's folder under ``runs``, and the descriptor holding its lock exclusive: the lock first, so that
+    a folder whose lock file is gone is a dead run's (see :func:`remove_dead_runs`)."""
+    while True:
+        made, name = tempfile.mkstemp(dir=runs, prefix="run-", suffix=".lock")
+        os.close(made)
+        fd = storelocks.hold(Path(name), shared=False)  # a sweep that unlinked it meanwhile: made again, held
+        run_dir = Path(name.removesuffix(".lock"))
+        try:
+            run_dir.mkdir()
+        except FileExistsError:  # a dead run's folder of that name, its lock gone: another name
+            os.close(fd)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, run_dir
 
 
 def remove_dead_runs(runs: Path) -> None:
     """Remove run folders whose run is gone (killed, so it could not clean up).
 
     A run is alive while a process holds its lock: exclusively (a run on this machine), or
-    shared (each Dask worker process of a farm run, :class:`SharedRun`).
+    shared (each Dask worker process of a farm run, :class:`SharedRun`); each takes its lock before it makes its
+    folder. A folder whose lock file is gone is a dead run's too: a process of a stopped run still at work as its
+    run removed the folder (preparing an environment in it) can make it again after the lock has gone.
     """
+    for folder in runs.glob("run-*"):
+        if folder.is_dir() and not folder.is_symlink() and not Path(f"{folder}.lock").exists():
+            remove_tree(folder)
+            logger.debug("removed %s, left without its lock by a run that ended", folder.name)
     for lock_path in runs.glob("run-*.lock"):
         lock = FileLock(lock_path, timeout=0)
         try:
