@@ -302,20 +302,24 @@ def test_a_conflict_names_both_requirements(index: Index, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("resolver", ["pip", "uv"])
-def test_pinned_lines_are_fetched_and_built_while_the_resolver_runs(index: Index, tmp_path: Path,
-                                                                    resolver: str) -> None:
+def test_pinned_lines_are_fetched_while_the_resolver_runs_and_placed_once_it_has(index: Index, tmp_path: Path,
+                                                                               resolver: str) -> None:
     # slowmeta's PKG-INFO (2.1) is not static metadata: pip and uv run its backend to learn it, unless uv's cache
-    # has it: the test's own cache, empty. Its backend ends once sonly's wheel is in the wheelhouse: resolving
-    # first, a run would wait for that 60 s, then build sonly after the resolver.
-    index.sdist("slowmeta", until=str(tmp_path / "wh" / "sonly-1.0-py3-none-any.whl"))
-    result, report = build(index, tmp_path, "sonly==1.0\nboth==1.0\nslowmeta\n", resolver=resolver,
-                           env={"UV_CACHE_DIR": str(tmp_path / "uv-cache")})
+    # has it: the test's own cache, empty. Its backend ends once sonly's sdist has been fetched: fetching after
+    # the resolver, a run would wait for that 60 s. What the pins fetched become waits for the resolution (a
+    # failed one leaves the wheelhouse as it was, as pip wheel does).
+    sdists = tmp_path / "sdists"
+    index.sdist("slowmeta", until=str(sdists / "sonly-1.0.tar.gz"))
+    result, report = build(index, tmp_path, "sonly==1.0\nboth==1.0\nslowmeta\n", "--sdist-dir", sdists,
+                           resolver=resolver, env={"UV_CACHE_DIR": str(tmp_path / "uv-cache")})
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     resolved = next(number for number, line in enumerate(lines) if "resolved 3 distributions" in line)
+    took = float(lines[resolved].rsplit(" in ", 1)[1].split(" s")[0])
+    assert took < 30, lines[resolved]  # sonly's sdist came while the resolver waited for it
     placed = next(number for number, line in enumerate(lines) if "both-1.0: downloaded wheel" in line)
     started = next(number for number, line in enumerate(lines) if "sonly-1.0: started" in line)
-    assert placed < resolved and started < resolved, result.stderr
+    assert resolved < placed and resolved < started, result.stderr
     assert statuses(report) == {"both": "downloaded wheel", "sonly": "built", "slowmeta": "built"}
 
 

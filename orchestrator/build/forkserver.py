@@ -47,6 +47,7 @@ def preload() -> None:
 
         import installer.sources  # noqa: F401 - what check_wheel imports to check the built wheel's RECORD
         import installer.utils
+        import psutil  # noqa: F401 - what the worker kills an unsandboxed build's leftovers with
 
         installer.utils.canonicalize_name("a")  # its pattern compiled once here, not in every build's first check
 
