@@ -144,6 +144,19 @@ def leftovers(sampler: Sampler, mark: str) -> list[str]:
     return found
 
 
+def check_interrupted(spec: Round, log_path: Path, what: str) -> None:
+    """The interrupted ``what``'s exit status and output, unless the signal came while the interpreter started."""
+    log = log_path.read_text(errors="replace")
+    codes = expected_codes(spec, log)
+    if interpreter_start(spec, log):
+        return
+    if spec.returncode not in codes:
+        spec.violations.append(f"exit status {spec.returncode}, expected one of {sorted(codes)} "
+                               f"({spec.delivered}); log {log_path}")
+    if own_traceback(log):
+        spec.violations.append(f"a traceback in the output of the interrupted {what}: {log_path}")
+
+
 def own_traceback(log: str) -> bool:
     """Whether ``log`` holds a traceback of the run's own: a failed build's log tail, which the summary shows, holds
     the fake backend's."""
@@ -456,14 +469,7 @@ def build_round(spec: Round, folder: Path, rng: random.Random) -> None:
     rerun_at_once = spec.action == "sigkill-rerun"  # the next run starts while the killed run's workers stop
     sampler1, process = run_interrupted(spec, orchestrate_cmd(*common), env, folder / "run1.log", 3.0, folder,
                                         check_now=not rerun_at_once)
-    log1 = (folder / "run1.log").read_text(errors="replace")
-    codes = expected_codes(spec, log1)
-    if not interpreter_start(spec, log1):
-        if spec.returncode not in codes:
-            spec.violations.append(f"exit status {spec.returncode}, expected one of {sorted(codes)} "
-                                   f"({spec.delivered}); log {folder / 'run1.log'}")
-        if own_traceback(log1):
-            spec.violations.append(f"a traceback in the output of the interrupted run: {folder / 'run1.log'}")
+    check_interrupted(spec, folder / "run1.log", "run")
     present, problems = check_wheelhouse(wheelhouse, partial_allowed=spec.action.startswith("sigkill"))
     spec.violations += problems
     bad = present - {name for name, ok in expected.items() if ok}
@@ -541,14 +547,7 @@ def install_round(spec: Round, folder: Path, rng: random.Random) -> None:
         return
     args = orchestrate_cmd("install", new, "--into", folder / "venv", "--max-installs", spec.max_builds)
     run_interrupted(spec, args, {**os.environ, "CHAOS_MARK": spec.mark}, folder / "run1.log", 2.0, folder)
-    log1 = (folder / "run1.log").read_text(errors="replace")
-    codes = expected_codes(spec, log1)
-    if not interpreter_start(spec, log1):
-        if spec.returncode not in codes:
-            spec.violations.append(f"exit status {spec.returncode}, expected one of {sorted(codes)} "
-                                   f"({spec.delivered}); log {folder / 'run1.log'}")
-        if own_traceback(log1):
-            spec.violations.append(f"a traceback in the output of the interrupted install: {folder / 'run1.log'}")
+    check_interrupted(spec, folder / "run1.log", "install")
     wanted = {f"chaos-w{i}": "2.0" for i in range(count)}
     if spec.action != "sigkill":  # stopped, not killed: each wheel is in whole or rolled back already
         spec.violations += [f"venv right after the interrupted install: {p}"
