@@ -203,12 +203,18 @@ def test_an_exception_in_an_install_fails_the_run(tmp_path: Path) -> None:
                      result.stderr)
 
 
-def test_install_command_reports_an_exception_of_one_wheel(tmp_path: Path) -> None:
+def _target_and_wheelhouse(tmp_path: Path, names: tuple[str, ...]) -> Path:
+    """An empty virtualenv, and ``tmp_path/wh`` holding a wheel of each of ``names``: the venv."""
     target = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False, symlinks=True).create(target)
     (tmp_path / "wh").mkdir()
-    for name in ("breaks", "works"):
+    for name in names:
         write_wheel(tmp_path / "wh", name)
+    return target
+
+
+def test_install_command_reports_an_exception_of_one_wheel(tmp_path: Path) -> None:
+    target = _target_and_wheelhouse(tmp_path, ("breaks", "works"))
     result = orchestrate_with_fault(tmp_path, FAILING_INSTALL, "install", "wh", "--into", target)
     assert result.returncode == 1
     assert failure_lines(result.stderr, "breaks") == [
@@ -220,11 +226,7 @@ def test_install_command_reports_an_exception_of_one_wheel(tmp_path: Path) -> No
 
 def test_ctrl_c_during_installs_says_what_became_of_them(tmp_path: Path) -> None:
     # It said "interrupted: running builds were stopped" for an install (and a download) too.
-    target = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=False, symlinks=True).create(target)
-    (tmp_path / "wh").mkdir()
-    for name in ("first", "second"):
-        write_wheel(tmp_path / "wh", name)
+    target = _target_and_wheelhouse(tmp_path, ("first", "second"))
     fault = """
         import os, signal, time
         from orchestrator.install.installer import WheelInstaller
